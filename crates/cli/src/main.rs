@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "facegate", version, about = "Private-by-construction face recognition for border control")]
+#[command(
+    name = "facegate",
+    version,
+    about = "Private-by-construction face recognition for border control"
+)]
 struct Cli {
     /// Where models and the runtime live (default: $FACEGATE_HOME or ~/.local/share/facegate).
     #[arg(long, global = true, env = "FACEGATE_HOME")]

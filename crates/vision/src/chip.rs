@@ -37,10 +37,18 @@ pub fn face_chip_details(landmarks: &[Point], size: usize, padding: f64) -> Chip
     let (px, py) = (t.m[0][0], t.m[1][0]);
     let angle = py.atan2(px);
     let scale = px.hypot(py);
-    let c = t.apply(Point { x: size as f64 / 2.0, y: size as f64 / 2.0 });
+    let c = t.apply(Point {
+        x: size as f64 / 2.0,
+        y: size as f64 / 2.0,
+    });
     let w = size as f64 * scale - 1.0;
     ChipDetails {
-        rect: Rect { left: c.x - w / 2.0, top: c.y - w / 2.0, right: c.x + w / 2.0, bottom: c.y + w / 2.0 },
+        rect: Rect {
+            left: c.x - w / 2.0,
+            top: c.y - w / 2.0,
+            right: c.x + w / 2.0,
+            bottom: c.y + w / 2.0,
+        },
         angle,
         size,
     }
@@ -49,22 +57,44 @@ pub fn face_chip_details(landmarks: &[Point], size: usize, padding: f64) -> Chip
 fn rotate(center: Point, p: Point, angle: f64) -> Point {
     let (s, c) = angle.sin_cos();
     let (dx, dy) = (p.x - center.x, p.y - center.y);
-    Point { x: c * dx - s * dy + center.x, y: s * dx + c * dy + center.y }
+    Point {
+        x: c * dx - s * dy + center.x,
+        y: s * dx + c * dy + center.y,
+    }
 }
 
 fn point_down(p: Point) -> Point {
-    Point { x: p.x / 2.0 - 1.25, y: p.y / 2.0 - 0.75 }
+    Point {
+        x: p.x / 2.0 - 1.25,
+        y: p.y / 2.0 - 0.75,
+    }
 }
 
 fn rect_down(r: &Rect) -> Rect {
-    let tl = point_down(Point { x: r.left, y: r.top });
-    let br = point_down(Point { x: r.right, y: r.bottom });
-    Rect { left: tl.x, top: tl.y, right: br.x, bottom: br.y }
+    let tl = point_down(Point {
+        x: r.left,
+        y: r.top,
+    });
+    let br = point_down(Point {
+        x: r.right,
+        y: r.bottom,
+    });
+    Rect {
+        left: tl.x,
+        top: tl.y,
+        right: br.x,
+        bottom: br.y,
+    }
 }
 
 fn round_rect(r: &Rect) -> Rect {
     let f = |v: f64| (v + 0.5).floor();
-    Rect { left: f(r.left), top: f(r.top), right: f(r.right), bottom: f(r.bottom) }
+    Rect {
+        left: f(r.left),
+        top: f(r.top),
+        right: f(r.right),
+        bottom: f(r.bottom),
+    }
 }
 
 /// dlib's pyramid_down<2> for RGB images: 5-tap [1 4 6 4 1] separable filter with integer
@@ -121,13 +151,18 @@ fn transform_bilinear(view: &View, size: usize, t: &Affine) -> RgbImage {
     let dst: &mut [u8] = &mut out;
     for r in 0..size {
         for c in 0..size {
-            let p = t.apply(Point { x: c as f64, y: r as f64 });
+            let p = t.apply(Point {
+                x: c as f64,
+                y: r as f64,
+            });
             let (left, top) = (p.x.floor() as i64, p.y.floor() as i64);
             if !(left >= 0 && top >= 0 && left + 1 < view.w && top + 1 < view.h) {
                 continue; // outside: stays black, as dlib's transform_image
             }
             let (fx, fy) = (p.x - left as f64, p.y - top as f64);
-            let at = |y: i64, x: i64, ch: usize| src[(3 * ((y + view.y0) * iw + x + view.x0)) as usize + ch] as f64;
+            let at = |y: i64, x: i64, ch: usize| {
+                src[(3 * ((y + view.y0) * iw + x + view.x0)) as usize + ch] as f64
+            };
             for ch in 0..3 {
                 let v = (1.0 - fy) * ((1.0 - fx) * at(top, left, ch) + fx * at(top, left + 1, ch))
                     + fy * ((1.0 - fx) * at(top + 1, left, ch) + fx * at(top + 1, left + 1, ch));
@@ -141,8 +176,18 @@ fn transform_bilinear(view: &View, size: usize, t: &Affine) -> RgbImage {
 /// dlib's `extract_image_chips`: all chips of one call share one pyramid built over the union of
 /// their neighbourhoods, so results depend on which chips are extracted together (as in dlib).
 pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
-    let img_rect = Rect { left: 0.0, top: 0.0, right: img.width() as f64 - 1.0, bottom: img.height() as f64 - 1.0 };
-    let mut bbox = Rect { left: 0.0, top: 0.0, right: -1.0, bottom: -1.0 };
+    let img_rect = Rect {
+        left: 0.0,
+        top: 0.0,
+        right: img.width() as f64 - 1.0,
+        bottom: img.height() as f64 - 1.0,
+    };
+    let mut bbox = Rect {
+        left: 0.0,
+        top: 0.0,
+        right: -1.0,
+        bottom: -1.0,
+    };
     let mut max_depth = 0;
     for ch in chips {
         let area = (ch.size * ch.size) as f64;
@@ -156,17 +201,44 @@ pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
         }
         let cent = ch.rect.center();
         let corners = [
-            Point { x: ch.rect.left, y: ch.rect.top },
-            Point { x: ch.rect.right, y: ch.rect.top },
-            Point { x: ch.rect.left, y: ch.rect.bottom },
-            Point { x: ch.rect.right, y: ch.rect.bottom },
+            Point {
+                x: ch.rect.left,
+                y: ch.rect.top,
+            },
+            Point {
+                x: ch.rect.right,
+                y: ch.rect.top,
+            },
+            Point {
+                x: ch.rect.left,
+                y: ch.rect.bottom,
+            },
+            Point {
+                x: ch.rect.right,
+                y: ch.rect.bottom,
+            },
         ]
         .map(|p| rotate(cent, p, ch.angle));
-        let mut rot = Rect { left: corners[0].x, top: corners[0].y, right: corners[0].x, bottom: corners[0].y };
+        let mut rot = Rect {
+            left: corners[0].x,
+            top: corners[0].y,
+            right: corners[0].x,
+            bottom: corners[0].y,
+        };
         for p in &corners[1..] {
-            rot = rot.union(&Rect { left: p.x, top: p.y, right: p.x, bottom: p.y });
+            rot = rot.union(&Rect {
+                left: p.x,
+                top: p.y,
+                right: p.x,
+                bottom: p.y,
+            });
         }
-        let grown = Rect { left: rot.left - grow, top: rot.top - grow, right: rot.right + grow, bottom: rot.bottom + grow };
+        let grown = Rect {
+            left: rot.left - grow,
+            top: rot.top - grow,
+            right: rot.right + grow,
+            bottom: rot.bottom + grow,
+        };
         bbox = bbox.union(&round_rect(&grown.intersect(&img_rect)));
         max_depth = max_depth.max(depth);
     }
@@ -179,7 +251,14 @@ pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
     };
     let mut levels: Vec<RgbImage> = Vec::new();
     if max_depth > 0 && sub.w > 0 && sub.h > 0 {
-        let crop = image::imageops::crop_imm(img, sub.x0 as u32, sub.y0 as u32, sub.w as u32, sub.h as u32).to_image();
+        let crop = image::imageops::crop_imm(
+            img,
+            sub.x0 as u32,
+            sub.y0 as u32,
+            sub.w as u32,
+            sub.h as u32,
+        )
+        .to_image();
         let mut cur = pyramid_down2(&crop);
         for _ in 1..max_depth {
             let next = pyramid_down2(&cur);
@@ -205,11 +284,36 @@ pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
             }
             let c = r.center();
             let s = (ch.size - 1) as f64;
-            let from = [Point { x: 0.0, y: 0.0 }, Point { x: s, y: 0.0 }, Point { x: 0.0, y: s }];
+            let from = [
+                Point { x: 0.0, y: 0.0 },
+                Point { x: s, y: 0.0 },
+                Point { x: 0.0, y: s },
+            ];
             let to = [
-                rotate(c, Point { x: r.left, y: r.top }, ch.angle),
-                rotate(c, Point { x: r.right, y: r.top }, ch.angle),
-                rotate(c, Point { x: r.left, y: r.bottom }, ch.angle),
+                rotate(
+                    c,
+                    Point {
+                        x: r.left,
+                        y: r.top,
+                    },
+                    ch.angle,
+                ),
+                rotate(
+                    c,
+                    Point {
+                        x: r.right,
+                        y: r.top,
+                    },
+                    ch.angle,
+                ),
+                rotate(
+                    c,
+                    Point {
+                        x: r.left,
+                        y: r.bottom,
+                    },
+                    ch.angle,
+                ),
             ];
             let Some(t) = affine_from_3(from, to) else {
                 return RgbImage::new(ch.size as u32, ch.size as u32);
@@ -218,7 +322,13 @@ pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
                 transform_bilinear(&sub, ch.size, &t)
             } else {
                 let lv = &levels[level as usize];
-                let v = View { img: lv, x0: 0, y0: 0, w: lv.width() as i64, h: lv.height() as i64 };
+                let v = View {
+                    img: lv,
+                    x0: 0,
+                    y0: 0,
+                    w: lv.width() as i64,
+                    h: lv.height() as i64,
+                };
                 transform_bilinear(&v, ch.size, &t)
             }
         })
@@ -229,5 +339,7 @@ pub fn extract_chips(img: &RgbImage, chips: &[ChipDetails]) -> Vec<RgbImage> {
 /// `compute_face_descriptor(img, shape)` do).
 pub fn face_chip(img: &RgbImage, landmarks: &[Point], size: usize, padding: f64) -> RgbImage {
     let d = face_chip_details(landmarks, size, padding);
-    extract_chips(img, &[d]).pop().unwrap_or_else(|| RgbImage::new(size as u32, size as u32))
+    extract_chips(img, &[d])
+        .pop()
+        .unwrap_or_else(|| RgbImage::new(size as u32, size as u32))
 }

@@ -68,9 +68,19 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    pub fn from_onnx(bytes: &[u8], input: InputSpec, dims: usize, threads: usize) -> Result<Self, VisionError> {
+    pub fn from_onnx(
+        bytes: &[u8],
+        input: InputSpec,
+        dims: usize,
+        threads: usize,
+    ) -> Result<Self, VisionError> {
         let session = session_from_bytes(bytes, threads)?;
-        Ok(Embedder { session: Mutex::new(session), input, dims, max_batch: 16 })
+        Ok(Embedder {
+            session: Mutex::new(session),
+            input,
+            dims,
+            max_batch: 16,
+        })
     }
 
     /// One embedding per chip, in order. Chips are batched; the batch size does not change the
@@ -89,12 +99,19 @@ impl Embedder {
                 Layout::Nhwc => [batch.len(), n, n, 3],
             };
             let tensor = ort::value::Tensor::from_array((shape, data))?;
-            let mut session = self.session.lock().map_err(|_| VisionError::Runtime("session lock poisoned".into()))?;
+            let mut session = self
+                .session
+                .lock()
+                .map_err(|_| VisionError::Runtime("session lock poisoned".into()))?;
             let outputs = session.run(ort::inputs![tensor])?;
             let (shape, values) = outputs[0].try_extract_tensor::<f32>()?;
             let dims = shape.iter().skip(1).product::<i64>() as usize;
             if dims != self.dims || values.len() != dims * batch.len() {
-                return Err(VisionError::Runtime(format!("model produced shape {shape:?}, expected [{}, {}]", batch.len(), self.dims)));
+                return Err(VisionError::Runtime(format!(
+                    "model produced shape {shape:?}, expected [{}, {}]",
+                    batch.len(),
+                    self.dims
+                )));
             }
             out.extend(values.chunks(dims).map(|v| v.to_vec()));
         }

@@ -8,7 +8,12 @@ pub enum VisionError {
     #[error("unsupported image format{0}")]
     UnsupportedFormat(String),
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {limit}")]
-    TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     #[error("image is empty or has a zero dimension")]
     Empty,
     #[error("input is {got} bytes, over the limit of {limit}")]
@@ -18,7 +23,11 @@ pub enum VisionError {
     #[error("model pack problem: {0}")]
     Pack(String),
     #[error("checksum mismatch for {file}: expected {expected}, got {actual}")]
-    Checksum { file: String, expected: String, actual: String },
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
     #[error("fetching models failed: {0}")]
@@ -35,7 +44,10 @@ pub enum VisionError {
 
 impl VisionError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        VisionError::Io { path: path.into(), source }
+        VisionError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

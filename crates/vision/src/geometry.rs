@@ -44,9 +44,16 @@ pub fn similarity(from: &[Point], to: &[Point]) -> Affine {
         cross += sx * dy - sy * dx;
         var += sx * sx + sy * sy;
     }
-    let (a, b) = if var > 0.0 { (dot / var, cross / var) } else { (1.0, 0.0) };
+    let (a, b) = if var > 0.0 {
+        (dot / var, cross / var)
+    } else {
+        (1.0, 0.0)
+    };
     let m = [[a, -b], [b, a]];
-    Affine { m, t: [tx - (a * fx - b * fy), ty - (b * fx + a * fy)] }
+    Affine {
+        m,
+        t: [tx - (a * fx - b * fy), ty - (b * fx + a * fy)],
+    }
 }
 
 /// The affine transform that maps three points exactly onto three others.
@@ -60,7 +67,11 @@ pub fn affine_from_3(from: [Point; 3], to: [Point; 3]) -> Option<Affine> {
     let inv = [
         [(b.y - c.y) / det, (c.y - a.y) / det, (a.y - b.y) / det],
         [(c.x - b.x) / det, (a.x - c.x) / det, (b.x - a.x) / det],
-        [(b.x * c.y - c.x * b.y) / det, (c.x * a.y - a.x * c.y) / det, (a.x * b.y - b.x * a.y) / det],
+        [
+            (b.x * c.y - c.x * b.y) / det,
+            (c.x * a.y - a.x * c.y) / det,
+            (a.x * b.y - b.x * a.y) / det,
+        ],
     ];
     let solve = |v: [f64; 3]| {
         [
@@ -71,7 +82,10 @@ pub fn affine_from_3(from: [Point; 3], to: [Point; 3]) -> Option<Affine> {
     };
     let px = solve([to[0].x, to[1].x, to[2].x]);
     let py = solve([to[0].y, to[1].y, to[2].y]);
-    Some(Affine { m: [[px[0], px[1]], [py[0], py[1]]], t: [px[2], py[2]] })
+    Some(Affine {
+        m: [[px[0], px[1]], [py[0], py[1]]],
+        t: [px[2], py[2]],
+    })
 }
 
 /// An axis-aligned box with inclusive integer-style corners, as dlib's rectangles.
@@ -98,7 +112,10 @@ impl Rect {
         }
     }
     pub fn center(&self) -> Point {
-        Point { x: (self.left + self.right) / 2.0, y: (self.top + self.bottom) / 2.0 }
+        Point {
+            x: (self.left + self.right) / 2.0,
+            y: (self.top + self.bottom) / 2.0,
+        }
     }
     pub fn intersect(&self, o: &Rect) -> Rect {
         Rect {
@@ -132,7 +149,10 @@ mod tests {
     #[test]
     fn similarity_recovers_a_known_transform() {
         let (s, th) = (1.7f64, 0.3f64);
-        let truth = Affine { m: [[s * th.cos(), -s * th.sin()], [s * th.sin(), s * th.cos()]], t: [5.0, -2.0] };
+        let truth = Affine {
+            m: [[s * th.cos(), -s * th.sin()], [s * th.sin(), s * th.cos()]],
+            t: [5.0, -2.0],
+        };
         let from: Vec<Point> = [(0.0, 0.0), (10.0, 1.0), (3.0, 7.0), (-4.0, 2.0)]
             .iter()
             .map(|&(x, y)| Point { x, y })
@@ -149,8 +169,16 @@ mod tests {
 
     #[test]
     fn affine_from_three_points_is_exact() {
-        let from = [Point { x: 0.0, y: 0.0 }, Point { x: 149.0, y: 0.0 }, Point { x: 0.0, y: 149.0 }];
-        let to = [Point { x: 10.0, y: 20.0 }, Point { x: 100.0, y: 30.0 }, Point { x: 5.0, y: 110.0 }];
+        let from = [
+            Point { x: 0.0, y: 0.0 },
+            Point { x: 149.0, y: 0.0 },
+            Point { x: 0.0, y: 149.0 },
+        ];
+        let to = [
+            Point { x: 10.0, y: 20.0 },
+            Point { x: 100.0, y: 30.0 },
+            Point { x: 5.0, y: 110.0 },
+        ];
         let a = affine_from_3(from, to).unwrap();
         for (f, t) in from.iter().zip(to) {
             let p = a.apply(*f);

@@ -8,6 +8,8 @@ pub mod chip;
 pub mod dlib;
 pub mod error;
 pub mod geometry;
+pub mod mmod;
+pub mod models;
 pub mod onnx;
 
 pub use error::VisionError;

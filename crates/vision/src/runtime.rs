@@ -15,9 +15,10 @@ pub fn find_library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n.starts_with("libonnxruntime.") && n.ends_with(".dylib"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+            })
         })
         .collect();
     found.sort();
@@ -30,18 +31,28 @@ pub fn ensure_runtime(library: Option<&Path>) -> Result<(), VisionError> {
     if ENV.get().is_some() {
         return Ok(());
     }
-    let _guard = INIT.lock().map_err(|_| VisionError::Runtime("runtime init lock poisoned".into()))?;
+    let _guard = INIT
+        .lock()
+        .map_err(|_| VisionError::Runtime("runtime init lock poisoned".into()))?;
     if ENV.get().is_some() {
         return Ok(());
     }
     let path = match library {
         Some(p) => p.to_path_buf(),
-        None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| {
-            VisionError::Runtime("no ONNX Runtime library: run `facegate models fetch` (or set ORT_DYLIB_PATH)".into())
-        })?,
+        None => std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                VisionError::Runtime(
+                    "no ONNX Runtime library: run `facegate models fetch` (or set ORT_DYLIB_PATH)"
+                        .into(),
+                )
+            })?,
     };
     if !path.is_file() {
-        return Err(VisionError::Runtime(format!("ONNX Runtime library not found at {}", path.display())));
+        return Err(VisionError::Runtime(format!(
+            "ONNX Runtime library not found at {}",
+            path.display()
+        )));
     }
     let env = ort::init_from(&path)
         .map_err(|e| VisionError::Runtime(format!("loading {}: {e}", path.display())))?
@@ -53,9 +64,14 @@ pub fn ensure_runtime(library: Option<&Path>) -> Result<(), VisionError> {
 }
 
 /// Builds a session on the given bytes with `threads` intra-op threads (0 = ORT's default).
-pub fn session_from_bytes(bytes: &[u8], threads: usize) -> Result<ort::session::Session, VisionError> {
+pub fn session_from_bytes(
+    bytes: &[u8],
+    threads: usize,
+) -> Result<ort::session::Session, VisionError> {
     use ort::session::builder::GraphOptimizationLevel;
-    let env = ENV.get().ok_or_else(|| VisionError::Runtime("ONNX Runtime is not loaded".into()))?;
+    let env = ENV
+        .get()
+        .ok_or_else(|| VisionError::Runtime("ONNX Runtime is not loaded".into()))?;
     let mut b = ort::session::Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| VisionError::Runtime(e.to_string()))?;

@@ -20,20 +20,29 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn next(&mut self) -> Result<&'a Layer, VisionError> {
-        let l = self.layers.get(self.pos).ok_or_else(|| fmt_err("network ended early"))?;
+        let l = self
+            .layers
+            .get(self.pos)
+            .ok_or_else(|| fmt_err("network ended early"))?;
         self.pos += 1;
         Ok(l)
     }
     fn conv(&mut self) -> Result<&'a Conv, VisionError> {
         match self.next()? {
             Layer::Conv(c) => Ok(c),
-            other => Err(fmt_err(format!("expected conv at layer {}, found {other:?}", self.pos - 1))),
+            other => Err(fmt_err(format!(
+                "expected conv at layer {}, found {other:?}",
+                self.pos - 1
+            ))),
         }
     }
     fn affine(&mut self) -> Result<(&'a [f32], &'a [f32]), VisionError> {
         match self.next()? {
             Layer::Affine { gamma, beta } => Ok((gamma, beta)),
-            _ => Err(fmt_err(format!("expected affine at layer {}", self.pos - 1))),
+            _ => Err(fmt_err(format!(
+                "expected affine at layer {}",
+                self.pos - 1
+            ))),
         }
     }
     fn expect(&mut self, what: &str, ok: fn(&Layer) -> bool) -> Result<&'a Layer, VisionError> {
@@ -41,7 +50,10 @@ impl<'a> Cursor<'a> {
         if ok(l) {
             Ok(l)
         } else {
-            Err(fmt_err(format!("expected {what} at layer {}, found {l:?}", self.pos - 1)))
+            Err(fmt_err(format!(
+                "expected {what} at layer {}, found {l:?}",
+                self.pos - 1
+            )))
         }
     }
     fn peek(&self) -> Option<&'a Layer> {
@@ -65,7 +77,10 @@ fn conv_node(
     affine: Option<(&[f32], &[f32])>,
 ) -> Result<(String, Shape), VisionError> {
     if conv.channels != s.c {
-        return Err(fmt_err(format!("conv expects {} channels, input has {}", conv.channels, s.c)));
+        return Err(fmt_err(format!(
+            "conv expects {} channels, input has {}",
+            conv.channels, s.c
+        )));
     }
     let per_filter = conv.channels * conv.kernel[0] * conv.kernel[1];
     let mut w = conv.weights.clone();
@@ -81,7 +96,12 @@ fn conv_node(
             b[f] = b[f] * gamma[f] + beta[f];
         }
     }
-    let dims = [conv.filters as i64, conv.channels as i64, conv.kernel[0] as i64, conv.kernel[1] as i64];
+    let dims = [
+        conv.filters as i64,
+        conv.channels as i64,
+        conv.kernel[0] as i64,
+        conv.kernel[1] as i64,
+    ];
     let wn = g.init_f32("W", &dims, &w);
     let bn = g.init_f32("B", &[conv.filters as i64], &b);
     let [py, px] = conv.pad.map(|p| p as i64);
@@ -94,30 +114,67 @@ fn conv_node(
             attr_ints("pads", &[py, px, py, px]),
         ],
     );
-    let oh = (s.h + 2 * conv.pad[0]).checked_sub(conv.kernel[0]).ok_or_else(|| fmt_err("input too small"))?
+    let oh = (s.h + 2 * conv.pad[0])
+        .checked_sub(conv.kernel[0])
+        .ok_or_else(|| fmt_err("input too small"))?
         / conv.stride[0]
         + 1;
-    let ow = (s.w + 2 * conv.pad[1]).checked_sub(conv.kernel[1]).ok_or_else(|| fmt_err("input too small"))?
+    let ow = (s.w + 2 * conv.pad[1])
+        .checked_sub(conv.kernel[1])
+        .ok_or_else(|| fmt_err("input too small"))?
         / conv.stride[1]
         + 1;
-    Ok((out, Shape { c: conv.filters, h: oh, w: ow }))
+    Ok((
+        out,
+        Shape {
+            c: conv.filters,
+            h: oh,
+            w: ow,
+        },
+    ))
 }
 
 fn pad_to(g: &mut GraphBuilder, x: &str, s: Shape, t: Shape) -> String {
     if s == t {
         return x.to_string();
     }
-    let pads = g.init_i64("pads", &[0, 0, 0, 0, 0, (t.c - s.c) as i64, (t.h - s.h) as i64, (t.w - s.w) as i64]);
+    let pads = g.init_i64(
+        "pads",
+        &[
+            0,
+            0,
+            0,
+            0,
+            0,
+            (t.c - s.c) as i64,
+            (t.h - s.h) as i64,
+            (t.w - s.w) as i64,
+        ],
+    );
     g.node("Pad", &[x, &pads], vec![])
 }
 
 /// dlib_face_recognition_resnet_model_v1 → ONNX. Input `input` [N,3,150,150] holding
 /// (pixel - mean)/256 in RGB planes; output `embedding` [N,128] (not normalised, as in dlib).
 pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
-    let [ih, iw] = net.input.size.ok_or_else(|| fmt_err("ResNet input must have a fixed size"))?;
+    let [ih, iw] = net
+        .input
+        .size
+        .ok_or_else(|| fmt_err("ResNet input must have a fixed size"))?;
     let mut g = GraphBuilder::new("dlib_face_recognition_resnet_model_v1");
-    g.input("input", &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(ih as i64), Dim::Fixed(iw as i64)]);
-    let mut cur = Cursor { layers: &net.layers, pos: 0 };
+    g.input(
+        "input",
+        &[
+            Dim::Named("N"),
+            Dim::Fixed(3),
+            Dim::Fixed(ih as i64),
+            Dim::Fixed(iw as i64),
+        ],
+    );
+    let mut cur = Cursor {
+        layers: &net.layers,
+        pos: 0,
+    };
     let mut s = Shape { c: 3, h: ih, w: iw };
     let conv = cur.conv()?;
     let aff = cur.affine()?;
@@ -136,14 +193,22 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
             attr_ints("strides", &[p.stride[0] as i64, p.stride[1] as i64]),
         ],
     );
-    s = Shape { c: s.c, h: (s.h - p.kernel[0]) / p.stride[0] + 1, w: (s.w - p.kernel[1]) / p.stride[1] + 1 };
+    s = Shape {
+        c: s.c,
+        h: (s.h - p.kernel[0]) / p.stride[0] + 1,
+        w: (s.w - p.kernel[1]) / p.stride[1] + 1,
+    };
 
     // Residual blocks until the global average pool.
     loop {
         match cur.peek() {
             Some(Layer::Conv(_)) => {}
             Some(Layer::AvgPool(p)) if p.kernel == [0, 0] => break,
-            other => return Err(fmt_err(format!("unexpected layer in residual stack: {other:?}"))),
+            other => {
+                return Err(fmt_err(format!(
+                    "unexpected layer in residual stack: {other:?}"
+                )))
+            }
         }
         let (inp, in_s) = (x.clone(), s);
         let c1 = cur.conv()?;
@@ -173,9 +238,17 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
                 (n, sh)
             }
             Layer::AddPrev => (inp, in_s),
-            other => return Err(fmt_err(format!("expected avg_pool or add_prev, found {other:?}"))),
+            other => {
+                return Err(fmt_err(format!(
+                    "expected avg_pool or add_prev, found {other:?}"
+                )))
+            }
         };
-        let t = Shape { c: ys.c.max(ss.c), h: ys.h.max(ss.h), w: ys.w.max(ss.w) };
+        let t = Shape {
+            c: ys.c.max(ss.c),
+            h: ys.h.max(ss.h),
+            w: ys.w.max(ss.w),
+        };
         let a = pad_to(&mut g, &y, ys, t);
         let b = pad_to(&mut g, &skip, ss, t);
         let sum = g.node("Add", &[&a, &b], vec![]);
@@ -186,11 +259,20 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
     cur.next()?; // global average pool
     let x = g.node("GlobalAveragePool", &[&x], vec![]);
     let x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    let Layer::Fc { inputs, outputs, weights, bias } = cur.next()? else {
+    let Layer::Fc {
+        inputs,
+        outputs,
+        weights,
+        bias,
+    } = cur.next()?
+    else {
         return Err(fmt_err("expected fc layer after pooling"));
     };
     if *inputs != s.c {
-        return Err(fmt_err(format!("fc expects {inputs} inputs, features have {}", s.c)));
+        return Err(fmt_err(format!(
+            "fc expects {inputs} inputs, features have {}",
+            s.c
+        )));
     }
     let w = g.init_f32("fcW", &[*inputs as i64, *outputs as i64], weights);
     match bias {
@@ -212,12 +294,27 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
 /// Input `input` [1,3,H,W]; output `scores` [1,F,H',W'].
 pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError> {
     let mut g = GraphBuilder::new(name);
-    g.input("input", &[Dim::Fixed(1), Dim::Fixed(3), Dim::Named("H"), Dim::Named("W")]);
-    let mut cur = Cursor { layers: &net.layers, pos: 0 };
+    g.input(
+        "input",
+        &[
+            Dim::Fixed(1),
+            Dim::Fixed(3),
+            Dim::Named("H"),
+            Dim::Named("W"),
+        ],
+    );
+    let mut cur = Cursor {
+        layers: &net.layers,
+        pos: 0,
+    };
     let mut x = "input".to_string();
     // Shapes are dynamic here; track channels only (spatial sizes are checked by ORT).
     let big = 1 << 20;
-    let mut s = Shape { c: 3, h: big, w: big };
+    let mut s = Shape {
+        c: 3,
+        h: big,
+        w: big,
+    };
     let mut filters = 3;
     while let Some(layer) = cur.peek() {
         match layer {
@@ -229,17 +326,33 @@ pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError>
                 };
                 let (y, ys) = conv_node(&mut g, &x, s, conv, aff)?;
                 x = y;
-                s = Shape { c: ys.c, h: big, w: big };
+                s = Shape {
+                    c: ys.c,
+                    h: big,
+                    w: big,
+                };
                 filters = conv.filters;
             }
             Layer::Relu => {
                 cur.next()?;
                 x = g.node("Relu", &[&x], vec![]);
             }
-            other => return Err(fmt_err(format!("unsupported layer in sequential net: {other:?}"))),
+            other => {
+                return Err(fmt_err(format!(
+                    "unsupported layer in sequential net: {other:?}"
+                )))
+            }
         }
     }
     g.node_named("Identity", &[&x], vec![], "scores");
-    g.output("scores", &[Dim::Fixed(1), Dim::Fixed(filters as i64), Dim::Named("OH"), Dim::Named("OW")]);
+    g.output(
+        "scores",
+        &[
+            Dim::Fixed(1),
+            Dim::Fixed(filters as i64),
+            Dim::Named("OH"),
+            Dim::Named("OW"),
+        ],
+    );
     Ok(g.finish("dlib MMOD human face detector (CC0), converted by facegate"))
 }

@@ -12,14 +12,22 @@ use crate::error::VisionError;
 pub enum Layer {
     Conv(Conv),
     /// y = x * gamma[c] + beta[c]
-    Affine { gamma: Vec<f32>, beta: Vec<f32> },
+    Affine {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+    },
     Relu,
     MaxPool(Pool),
     /// `kernel == 0` means dlib's avg_pool_everything (global average).
     AvgPool(Pool),
     AddPrev,
     /// Fully connected, weights laid out [inputs][outputs].
-    Fc { inputs: usize, outputs: usize, weights: Vec<f32>, bias: Option<Vec<f32>> },
+    Fc {
+        inputs: usize,
+        outputs: usize,
+        weights: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -94,9 +102,17 @@ pub fn parse_net(bytes: &[u8]) -> Result<Net, VisionError> {
             let nms_covered = r.float()?;
             let _ignore_iou = r.float()?;
             let _ignore_covered = r.float()?;
-            mmod = Some(MmodOptions { window: [h, w], nms_iou, nms_covered });
+            mmod = Some(MmodOptions {
+                window: [h, w],
+                nms_iou,
+                nms_covered,
+            });
         }
-        other => return Err(VisionError::ModelFormat(format!("unsupported loss layer {other:?}"))),
+        other => {
+            return Err(VisionError::ModelFormat(format!(
+                "unsupported loss layer {other:?}"
+            )))
+        }
     }
     let mut layers = Vec::new();
     let input = read_subnet(&mut r, &mut layers, 0)?;
@@ -106,10 +122,19 @@ pub fn parse_net(bytes: &[u8]) -> Result<Net, VisionError> {
             bytes.len() - r.pos()
         )));
     }
-    Ok(Net { loss, mmod, input, layers })
+    Ok(Net {
+        loss,
+        mmod,
+        input,
+        layers,
+    })
 }
 
-fn read_subnet(r: &mut Reader, layers: &mut Vec<Layer>, depth: usize) -> Result<InputSpec, VisionError> {
+fn read_subnet(
+    r: &mut Reader,
+    layers: &mut Vec<Layer>,
+    depth: usize,
+) -> Result<InputSpec, VisionError> {
     if depth > 1000 {
         return Err(VisionError::ModelFormat("network nesting too deep".into()));
     }
@@ -129,7 +154,10 @@ fn read_subnet(r: &mut Reader, layers: &mut Vec<Layer>, depth: usize) -> Result<
             let _sample_expansion = r.int()?;
             Ok(input)
         }
-        v => Err(VisionError::ModelFormat(format!("unexpected add_layer version {v} at byte {}", r.pos()))),
+        v => Err(VisionError::ModelFormat(format!(
+            "unexpected add_layer version {v} at byte {}",
+            r.pos()
+        ))),
     }
 }
 
@@ -154,7 +182,12 @@ fn read_input(r: &mut Reader) -> Result<InputSpec, VisionError> {
         "input_rgb_image_sized" => {
             let nr = r.count(1 << 16)?;
             let nc = r.count(1 << 16)?;
-            Ok(InputSpec { mean_rgb: mean, size: Some([nr, nc]), pyramid_padding: 0, pyramid_outer_padding: 0 })
+            Ok(InputSpec {
+                mean_rgb: mean,
+                size: Some([nr, nc]),
+                pyramid_padding: 0,
+                pyramid_outer_padding: 0,
+            })
         }
         // Older files (the 2016 MMOD model) store only the mean; dlib then uses its defaults.
         "input_rgb_image_pyramid" => Ok(InputSpec {
@@ -163,13 +196,17 @@ fn read_input(r: &mut Reader) -> Result<InputSpec, VisionError> {
             pyramid_padding: 10,
             pyramid_outer_padding: 11,
         }),
-        other => Err(VisionError::ModelFormat(format!("unsupported input layer {other:?}"))),
+        other => Err(VisionError::ModelFormat(format!(
+            "unsupported input layer {other:?}"
+        ))),
     }
 }
 
 fn params(t: &Tensor) -> Result<&[f32], VisionError> {
     if t.data.len() > MAX_PARAMS {
-        return Err(VisionError::ModelFormat("parameter tensor too large".into()));
+        return Err(VisionError::ModelFormat(
+            "parameter tensor too large".into(),
+        ));
     }
     Ok(&t.data)
 }
@@ -195,10 +232,18 @@ fn read_layer(r: &mut Reader) -> Result<Layer, VisionError> {
             let p = params(&p)?;
             let channels = fdims[1];
             let nw = filters * channels * kh * kw;
-            if fdims != [filters, channels, kh, kw] || p.len() < nw + if use_bias { filters } else { 0 } {
-                return Err(VisionError::ModelFormat(format!("inconsistent conv layer {fdims:?}")));
+            if fdims != [filters, channels, kh, kw]
+                || p.len() < nw + if use_bias { filters } else { 0 }
+            {
+                return Err(VisionError::ModelFormat(format!(
+                    "inconsistent conv layer {fdims:?}"
+                )));
             }
-            let bias = if use_bias { p[nw..nw + filters].to_vec() } else { vec![0.0; filters] };
+            let bias = if use_bias {
+                p[nw..nw + filters].to_vec()
+            } else {
+                vec![0.0; filters]
+            };
             Ok(Layer::Conv(Conv {
                 filters,
                 channels,
@@ -222,7 +267,10 @@ fn read_layer(r: &mut Reader) -> Result<Layer, VisionError> {
             if p.len() != 2 * k {
                 return Err(VisionError::ModelFormat("inconsistent affine layer".into()));
             }
-            Ok(Layer::Affine { gamma: p[..k].to_vec(), beta: p[k..].to_vec() })
+            Ok(Layer::Affine {
+                gamma: p[..k].to_vec(),
+                beta: p[k..].to_vec(),
+            })
         }
         "bn_con2" | "bn_fc2" => {
             let p = r.tensor()?;
@@ -241,11 +289,17 @@ fn read_layer(r: &mut Reader) -> Result<Layer, VisionError> {
             let k = g.iter().product::<usize>();
             let p = params(&p)?;
             if p.len() != 2 * k || running_means.data.len() != k || running_vars.data.len() != k {
-                return Err(VisionError::ModelFormat("inconsistent batch-norm layer".into()));
+                return Err(VisionError::ModelFormat(
+                    "inconsistent batch-norm layer".into(),
+                ));
             }
             // Same arithmetic as dlib's affine_(const bn_&): gamma/sqrt(var+eps), beta - g'*mean.
-            let gamma: Vec<f32> = (0..k).map(|i| p[i] / (running_vars.data[i] + eps).sqrt()).collect();
-            let beta = (0..k).map(|i| p[k + i] - gamma[i] * running_means.data[i]).collect();
+            let gamma: Vec<f32> = (0..k)
+                .map(|i| p[i] / (running_vars.data[i] + eps).sqrt())
+                .collect();
+            let beta = (0..k)
+                .map(|i| p[k + i] - gamma[i] * running_means.data[i])
+                .collect();
             Ok(Layer::Affine { gamma, beta })
         }
         "relu_" => Ok(Layer::Relu),
@@ -257,8 +311,16 @@ fn read_layer(r: &mut Reader) -> Result<Layer, VisionError> {
             let sx = r.count(1 << 10)?;
             let py = r.count(1 << 10)?;
             let px = r.count(1 << 10)?;
-            let pool = Pool { kernel: [kh, kw], stride: [sy, sx], pad: [py, px] };
-            Ok(if name == "max_pool_2" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) })
+            let pool = Pool {
+                kernel: [kh, kw],
+                stride: [sy, sx],
+                pad: [py, px],
+            };
+            Ok(if name == "max_pool_2" {
+                Layer::MaxPool(pool)
+            } else {
+                Layer::AvgPool(pool)
+            })
         }
         "fc_2" | "fc_3" => {
             let outputs = r.count(1 << 20)?;
@@ -270,15 +332,27 @@ fn read_layer(r: &mut Reader) -> Result<Layer, VisionError> {
             for _ in 0..4 {
                 r.float()?;
             }
-            let use_bias = if name == "fc_3" { r.boolean()? } else { bias_mode != 1 };
+            let use_bias = if name == "fc_3" {
+                r.boolean()?
+            } else {
+                bias_mode != 1
+            };
             let p = params(&p)?;
             let nw = inputs * outputs;
             if p.len() < nw {
                 return Err(VisionError::ModelFormat("inconsistent fc layer".into()));
             }
             let bias = (use_bias && p.len() >= nw + outputs).then(|| p[nw..nw + outputs].to_vec());
-            Ok(Layer::Fc { inputs, outputs, weights: p[..nw].to_vec(), bias })
+            Ok(Layer::Fc {
+                inputs,
+                outputs,
+                weights: p[..nw].to_vec(),
+                bias,
+            })
         }
-        other => Err(VisionError::ModelFormat(format!("unsupported layer {other:?} at byte {}", r.pos()))),
+        other => Err(VisionError::ModelFormat(format!(
+            "unsupported layer {other:?} at byte {}",
+            r.pos()
+        ))),
     }
 }

@@ -34,7 +34,12 @@ impl<'a> Reader<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| bad(format!("unexpected end of data reading {n} bytes"), self.pos))?;
+            .ok_or_else(|| {
+                bad(
+                    format!("unexpected end of data reading {n} bytes"),
+                    self.pos,
+                )
+            })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -104,7 +109,8 @@ impl<'a> Reader<'a> {
             32001 => f64::NEG_INFINITY,
             32002 => f64::NAN,
             _ => {
-                let e = i32::try_from(e).map_err(|_| bad("float exponent out of range", self.pos))?;
+                let e =
+                    i32::try_from(e).map_err(|_| bad("float exponent out of range", self.pos))?;
                 (m as f64) * 2f64.powi(e)
             }
         })
@@ -193,7 +199,9 @@ mod tests {
         assert!(Reader::new(&[0x7f]).int().is_err());
         assert!(Reader::new(&[0x05, b'a']).string().is_err());
         // A tensor claiming 2^27 elements with no data must fail without allocating it.
-        let t = [0x01, 0x02, 0x04, 0, 0, 0, 0x08, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+        let t = [
+            0x01, 0x02, 0x04, 0, 0, 0, 0x08, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        ];
         assert!(Reader::new(&t).tensor().is_err());
     }
 }

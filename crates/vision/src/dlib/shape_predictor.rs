@@ -51,13 +51,17 @@ impl ShapePredictor {
                 }
                 let nl = r.count(1 << 20)?;
                 if nl != ns + 1 {
-                    return Err(VisionError::ModelFormat(format!("tree with {ns} splits has {nl} leaves")));
+                    return Err(VisionError::ModelFormat(format!(
+                        "tree with {ns} splits has {nl} leaves"
+                    )));
                 }
                 let mut leaves = Vec::with_capacity(nl);
                 for _ in 0..nl {
                     let leaf = r.matrix()?;
                     if leaf.len() != 2 * parts {
-                        return Err(VisionError::ModelFormat("leaf size does not match shape".into()));
+                        return Err(VisionError::ModelFormat(
+                            "leaf size does not match shape".into(),
+                        ));
                     }
                     leaves.push(leaf);
                 }
@@ -69,7 +73,9 @@ impl ShapePredictor {
         let mut anchors = Vec::with_capacity(na);
         for _ in 0..na {
             let n = r.count(1 << 20)?;
-            let v = (0..n).map(|_| r.count(parts - 1)).collect::<Result<Vec<_>, _>>()?;
+            let v = (0..n)
+                .map(|_| r.count(parts - 1))
+                .collect::<Result<Vec<_>, _>>()?;
             anchors.push(v);
         }
         let nd = r.count(10_000)?;
@@ -82,20 +88,31 @@ impl ShapePredictor {
             deltas.push(v);
         }
         if !r.at_end() || anchors.len() != forests.len() || deltas.len() != forests.len() {
-            return Err(VisionError::ModelFormat("inconsistent shape predictor file".into()));
+            return Err(VisionError::ModelFormat(
+                "inconsistent shape predictor file".into(),
+            ));
         }
         for (i, forest) in forests.iter().enumerate() {
             let nfeat = anchors[i].len();
             if deltas[i].len() != nfeat {
-                return Err(VisionError::ModelFormat("anchor/delta count mismatch".into()));
+                return Err(VisionError::ModelFormat(
+                    "anchor/delta count mismatch".into(),
+                ));
             }
             for t in forest {
                 if t.splits.iter().any(|s| s.idx1 >= nfeat || s.idx2 >= nfeat) {
-                    return Err(VisionError::ModelFormat("split refers to a missing feature".into()));
+                    return Err(VisionError::ModelFormat(
+                        "split refers to a missing feature".into(),
+                    ));
                 }
             }
         }
-        Ok(ShapePredictor { initial, forests, anchors, deltas })
+        Ok(ShapePredictor {
+            initial,
+            forests,
+            anchors,
+            deltas,
+        })
     }
 
     pub fn num_parts(&self) -> usize {
@@ -112,21 +129,32 @@ impl ShapePredictor {
             t: [rect.left, rect.top],
         };
         let parts = self.num_parts();
-        let init_pts: Vec<Point> =
-            (0..parts).map(|i| Point { x: self.initial[2 * i] as f64, y: self.initial[2 * i + 1] as f64 }).collect();
+        let init_pts: Vec<Point> = (0..parts)
+            .map(|i| Point {
+                x: self.initial[2 * i] as f64,
+                y: self.initial[2 * i + 1] as f64,
+            })
+            .collect();
         let mut shape = self.initial.clone();
         let raw = img.as_raw();
         let mut features = Vec::new();
         for (it, forest) in self.forests.iter().enumerate() {
-            let cur: Vec<Point> =
-                (0..parts).map(|i| Point { x: shape[2 * i] as f64, y: shape[2 * i + 1] as f64 }).collect();
+            let cur: Vec<Point> = (0..parts)
+                .map(|i| Point {
+                    x: shape[2 * i] as f64,
+                    y: shape[2 * i + 1] as f64,
+                })
+                .collect();
             let s = similarity(&init_pts, &cur);
             let m = s.m.map(|row| row.map(|v| v as f32));
             features.clear();
             for (d, &a) in self.deltas[it].iter().zip(&self.anchors[it]) {
                 let px = m[0][0] * d[0] + m[0][1] * d[1] + shape[2 * a];
                 let py = m[1][0] * d[0] + m[1][1] * d[1] + shape[2 * a + 1];
-                let p = to_img.apply(Point { x: px as f64, y: py as f64 });
+                let p = to_img.apply(Point {
+                    x: px as f64,
+                    y: py as f64,
+                });
                 let (x, y) = ((p.x + 0.5).floor() as i64, (p.y + 0.5).floor() as i64);
                 let v = if x >= 0 && y >= 0 && x < w && y < h {
                     let o = 3 * (y * w + x) as usize;
@@ -140,7 +168,11 @@ impl ShapePredictor {
                 let mut i = 0;
                 while i < tree.splits.len() {
                     let sp = &tree.splits[i];
-                    i = if features[sp.idx1] - features[sp.idx2] > sp.thresh { 2 * i + 1 } else { 2 * i + 2 };
+                    i = if features[sp.idx1] - features[sp.idx2] > sp.thresh {
+                        2 * i + 1
+                    } else {
+                        2 * i + 2
+                    };
                 }
                 for (s, d) in shape.iter_mut().zip(&tree.leaves[i - tree.splits.len()]) {
                     *s += d;
@@ -149,8 +181,14 @@ impl ShapePredictor {
         }
         (0..parts)
             .map(|i| {
-                let p = to_img.apply(Point { x: shape[2 * i] as f64, y: shape[2 * i + 1] as f64 });
-                Point { x: (p.x + 0.5).floor(), y: (p.y + 0.5).floor() }
+                let p = to_img.apply(Point {
+                    x: shape[2 * i] as f64,
+                    y: shape[2 * i + 1] as f64,
+                });
+                Point {
+                    x: (p.x + 0.5).floor(),
+                    y: (p.y + 0.5).floor(),
+                }
             })
             .collect()
     }

@@ -35,18 +35,26 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 /// The installed default pack directory and runtime, after `facegate models fetch`.
 pub fn pack_and_runtime() -> Option<(PathBuf, PathBuf)> {
     let home = vision::pack::default_home();
-    let pack = require(&home.join("packs/dlib/manifest.json"), "run `facegate models fetch` first")?;
+    let pack = require(
+        &home.join("packs/dlib/manifest.json"),
+        "run `facegate models fetch` first",
+    )?;
     let rt = vision::pack::installed_runtime(&home);
     let rt = match rt {
         Some(r) => r,
-        None => require(&home.join("runtime/missing"), "run `facegate models fetch` first")?,
+        None => require(
+            &home.join("runtime/missing"),
+            "run `facegate models fetch` first",
+        )?,
     };
     vision::runtime::ensure_runtime(Some(&rt)).expect("load ONNX Runtime");
     Some((pack.parent().unwrap().to_path_buf(), rt))
 }
 
 pub fn load_rgb(path: &Path) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
 }
 
 pub fn golden() -> Option<serde_json::Value> {
@@ -55,9 +63,17 @@ pub fn golden() -> Option<serde_json::Value> {
 }
 
 pub fn l2(a: &[f32], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).powi(2)).sum::<f64>().sqrt()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
