@@ -1,6 +1,9 @@
 //! The `facegate` binary: CLI front end over the vision (and later gallery/server) crates.
 
+mod cmd_eval;
+mod cmd_faces;
 mod cmd_models;
+mod engine;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: cmd_models::ModelsCommand,
     },
+    /// Detect faces and print one JSON line per image with boxes, landmarks and embeddings.
+    Embed(cmd_faces::EmbedArgs),
+    /// Detect faces and print boxes, landmarks and quality hints (no embeddings).
+    Detect(cmd_faces::EmbedArgs),
+    /// 1:1 verification of a probe against a reference. Exit code 0 match, 1 no match, 2 error.
+    Verify(cmd_faces::VerifyArgs),
+    /// Accuracy evaluation on labelled data.
+    Eval {
+        #[command(subcommand)]
+        command: cmd_eval::EvalCommand,
+    },
 }
 
 fn main() {
@@ -45,5 +59,9 @@ fn run(cli: Cli) -> Result<i32> {
     let home = cli.home.unwrap_or_else(vision::pack::default_home);
     match cli.command {
         Command::Models { command } => cmd_models::run(&home, command),
+        Command::Embed(a) => cmd_faces::embed(&home, a),
+        Command::Detect(a) => cmd_faces::detect(&home, a),
+        Command::Verify(a) => cmd_faces::verify(&home, a),
+        Command::Eval { command } => cmd_eval::run(&home, command),
     }
 }

@@ -32,7 +32,7 @@ pub enum VisionError {
     Runtime(String),
     #[error("fetching models failed: {0}")]
     Fetch(String),
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -5,6 +5,7 @@
 //! reference implementation on its own; [`pipeline`] puts them together.
 
 pub mod chip;
+pub mod decode;
 pub mod dlib;
 pub mod error;
 pub mod geometry;
@@ -15,4 +16,5 @@ pub mod onnx;
 pub use error::VisionError;
 pub mod embed;
 pub mod pack;
+pub mod pipeline;
 pub mod runtime;

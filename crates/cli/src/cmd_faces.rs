@@ -1,0 +1,154 @@
+//! `facegate embed`, `facegate detect` and `facegate verify`.
+
+use crate::engine::{load, EngineArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use vision::decode::{decode_file, DecodeLimits};
+use vision::pipeline::{compare, is_match, Face};
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    pub images: Vec<PathBuf>,
+    /// One JSON object per image per line (the default output is also JSON lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Inputs are already aligned chips of the pack's size: skip detection and alignment.
+    #[arg(long)]
+    pub aligned: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The live image (e.g. the gate camera frame).
+    pub probe: PathBuf,
+    /// The reference image (e.g. the ePassport chip photo).
+    pub reference: PathBuf,
+    /// Which face of the probe to use (index in detection order); default: the largest.
+    #[arg(long)]
+    pub probe_face: Option<usize>,
+    /// Which face of the reference to use; default: the largest.
+    #[arg(long)]
+    pub reference_face: Option<usize>,
+    /// Decision threshold (default: the pack's calibrated one).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn face_json(f: &Face, with_embedding: bool) -> serde_json::Value {
+    let mut v = json!({
+        "box": [f.rect.left, f.rect.top, f.rect.right, f.rect.bottom],
+        "score": f.score,
+        "landmarks": f.landmarks.iter().map(|p| [p.x, p.y]).collect::<Vec<_>>(),
+        "quality": f.quality,
+    });
+    if with_embedding {
+        v["embedding"] = json!(f.embedding);
+    }
+    v
+}
+
+pub fn embed(home: &Path, a: EmbedArgs) -> Result<i32> {
+    let p = load(home, &a.engine)?;
+    let limits = DecodeLimits::default();
+    let mut failures = 0;
+    for path in &a.images {
+        let line = match decode_file(path, &limits) {
+            Err(e) => {
+                failures += 1;
+                json!({"image": path, "error": e.to_string()})
+            }
+            Ok(img) if a.aligned => match p.embed_aligned(&[img]) {
+                Ok(mut e) => json!({"image": path, "faces": [{"embedding": e.pop()}]}),
+                Err(e) => {
+                    failures += 1;
+                    json!({"image": path, "error": e.to_string()})
+                }
+            },
+            Ok(img) => match p.faces(&img) {
+                Ok(faces) => json!({
+                    "image": path, "width": img.width(), "height": img.height(),
+                    "faces": faces.iter().map(|f| face_json(f, true)).collect::<Vec<_>>()
+                }),
+                Err(e) => {
+                    failures += 1;
+                    json!({"image": path, "error": e.to_string()})
+                }
+            },
+        };
+        println!("{line}");
+    }
+    Ok(if failures > 0 { 2 } else { 0 })
+}
+
+pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
+    let p = load(home, &a.engine)?;
+    let limits = DecodeLimits::default();
+    let mut failures = 0;
+    for path in &a.images {
+        let line = match decode_file(path, &limits).and_then(|img| p.faces(&img).map(|f| (img, f))) {
+            Ok((img, faces)) => json!({
+                "image": path, "width": img.width(), "height": img.height(),
+                "faces": faces.iter().map(|f| face_json(f, false)).collect::<Vec<_>>()
+            }),
+            Err(e) => {
+                failures += 1;
+                json!({"image": path, "error": e.to_string()})
+            }
+        };
+        println!("{line}");
+    }
+    Ok(if failures > 0 { 2 } else { 0 })
+}
+
+/// Picks the requested face, or the largest one, and says which rule was used.
+fn pick(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<(Face, usize, &'static str, usize)> {
+    let n = faces.len();
+    if n == 0 {
+        bail!("no face found in the {what} image");
+    }
+    let (i, rule) = match index {
+        Some(i) if i < n => (i, "requested"),
+        Some(i) => bail!("the {what} image has {n} face(s); --{what}-face {i} does not exist"),
+        None => {
+            let i = (0..n)
+                .max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
+                .unwrap_or(0);
+            (i, "largest")
+        }
+    };
+    let f = faces.into_iter().nth(i).context("face index")?;
+    Ok((f, i, rule, n))
+}
+
+pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
+    let p = load(home, &a.engine)?;
+    let limits = DecodeLimits::default();
+    let probe = decode_file(&a.probe, &limits).with_context(|| format!("probe {}", a.probe.display()))?;
+    let reference = decode_file(&a.reference, &limits).with_context(|| format!("reference {}", a.reference.display()))?;
+    let (pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
+    let (rf, ri, rrule, rn) = pick(p.faces(&reference)?, a.reference_face, "reference")?;
+    let metric = p.metric();
+    let score = compare(metric, &pf.embedding, &rf.embedding);
+    let cal = p.models.manifest.calibration.clone();
+    let threshold = a.threshold.or(cal.as_ref().map(|c| c.threshold)).context("no threshold: pass --threshold")?;
+    let matched = is_match(metric, score, threshold);
+    let out = json!({
+        "match": matched,
+        "score": score,
+        "score_kind": match metric { vision::pack::Metric::Euclidean => "euclidean distance (lower = more similar)", vision::pack::Metric::Cosine => "cosine similarity (higher = more similar)" },
+        "threshold": threshold,
+        "threshold_source": if a.threshold.is_some() { "command line".to_string() } else { cal.as_ref().map(|c| c.method.clone()).unwrap_or_default() },
+        "calibrated_fmr": if a.threshold.is_some() { None } else { cal.and_then(|c| c.fmr) },
+        "pack": p.models.manifest.name,
+        "probe": {"image": a.probe, "faces_found": pn, "face_used": pi, "selection": prule, "face": face_json(&pf, false)},
+        "reference": {"image": a.reference, "faces_found": rn, "face_used": ri, "selection": rrule, "face": face_json(&rf, false)},
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if matched { 0 } else { 1 })
+}

@@ -1,0 +1,47 @@
+//! Loading the pipeline for a command: fetch on first use, load the runtime and the pack.
+
+use crate::cmd_models::ensure_installed;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::Path;
+use vision::mmod::DetectOptions;
+use vision::models::Models;
+use vision::pipeline::Pipeline;
+
+#[derive(Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// Model pack to use.
+    #[arg(long, default_value = "dlib")]
+    pub pack: String,
+    /// Inference threads per network (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Upsample the image this many times before detection (finds faces under 80 px).
+    #[arg(long, default_value_t = 0)]
+    pub upsample: u32,
+    /// Smallest face side to look for, in pixels (searching fewer pyramid levels is faster).
+    #[arg(long)]
+    pub min_face: Option<f64>,
+    /// Largest face side to look for, in pixels.
+    #[arg(long)]
+    pub max_face: Option<f64>,
+    /// Detector score threshold (dlib's adjust_threshold).
+    #[arg(long, default_value_t = 0.0)]
+    pub det_threshold: f32,
+}
+
+pub fn load(home: &Path, args: &EngineArgs) -> Result<Pipeline> {
+    ensure_installed(home, None, false)?;
+    let rt = vision::pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
+    vision::runtime::ensure_runtime(Some(&rt))?;
+    let dir = home.join("packs").join(&args.pack);
+    let models = Models::load(&dir, args.threads).with_context(|| format!("loading model pack {}", dir.display()))?;
+    let mut p = Pipeline::new(models);
+    p.detect = DetectOptions {
+        upsample: args.upsample,
+        min_face: args.min_face,
+        max_face: args.max_face,
+        threshold: args.det_threshold,
+    };
+    Ok(p)
+}

@@ -1,0 +1,112 @@
+//! Decoding: formats, orientation, bit depths, and refusal of bad input without panics.
+
+use std::path::Path;
+use vision::decode::{decode, DecodeLimits};
+use vision::VisionError;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+}
+
+fn reference() -> image::RgbImage {
+    decode(&fixture("synthetic.png"), &DecodeLimits::default()).unwrap()
+}
+
+#[test]
+fn lossless_jpeg2000_equals_png() {
+    let want = reference();
+    let got = decode(&fixture("synthetic.jp2"), &DecodeLimits::default()).unwrap();
+    assert_eq!(got.dimensions(), (64, 48));
+    assert_eq!(got.as_raw(), want.as_raw());
+}
+
+#[test]
+fn grey_jpeg2000_becomes_rgb() {
+    let want = reference();
+    let got = decode(&fixture("synthetic_grey.jp2"), &DecodeLimits::default()).unwrap();
+    for (g, w) in got.pixels().zip(want.pixels()) {
+        assert_eq!(g.0, [w[0], w[0], w[0]]);
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let want = reference();
+    let got = decode(&fixture("synthetic_exif6.jpg"), &DecodeLimits::default()).unwrap();
+    assert_eq!(got.dimensions(), (64, 48), "rotated back to display orientation");
+    let mean_err: f64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+        / got.as_raw().len() as f64;
+    assert!(mean_err < 6.0, "JPEG of the rotated image should match after orientation: mean err {mean_err}");
+}
+
+#[test]
+fn sixteen_bit_grey_and_rgba_png() {
+    let want = reference();
+    let g16 = decode(&fixture("synthetic_grey16.png"), &DecodeLimits::default()).unwrap();
+    for (g, w) in g16.pixels().zip(want.pixels()) {
+        assert_eq!(g.0, [w[1], w[1], w[1]]);
+    }
+    let rgba = decode(&fixture("synthetic_rgba.png"), &DecodeLimits::default()).unwrap();
+    assert_eq!(rgba.as_raw(), want.as_raw());
+}
+
+#[test]
+fn pixel_limit_refuses_before_decoding() {
+    let limits = DecodeLimits { max_pixels: 1000, ..Default::default() };
+    for f in ["synthetic.png", "synthetic_q90.jpg", "synthetic.jp2"] {
+        match decode(&fixture(f), &limits) {
+            Err(VisionError::TooLarge { width: 64, height: 48, .. }) => {}
+            other => panic!("{f}: {other:?}"),
+        }
+    }
+    let limits = DecodeLimits { max_bytes: 100, ..Default::default() };
+    assert!(matches!(decode(&fixture("synthetic_q90.jpg"), &limits), Err(VisionError::TooManyBytes { .. })));
+}
+
+#[test]
+fn a_png_header_claiming_a_huge_image_is_refused() {
+    // A valid PNG signature and IHDR claiming 100000 x 100000 pixels, then an empty IDAT.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    png.extend((13u32).to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    for chunk in [&b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01"[..], &b"IEND"[..]] {
+        png.extend(((chunk.len() - 4) as u32).to_be_bytes());
+        png.extend(chunk);
+        png.extend(crc32(chunk).to_be_bytes());
+    }
+    let r = decode(&png, &DecodeLimits::default());
+    assert!(matches!(r, Err(VisionError::TooLarge { .. })), "{r:?}");
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+#[test]
+fn corrupt_truncated_and_unknown_inputs_are_errors() {
+    assert!(matches!(decode(b"GIF89a....", &DecodeLimits::default()), Err(VisionError::UnsupportedFormat(_))));
+    assert!(decode(b"", &DecodeLimits::default()).is_err());
+    for f in ["synthetic.png", "synthetic_q90.jpg", "synthetic.jp2"] {
+        let full = fixture(f);
+        for cut in [4, 12, 40, full.len() / 2, full.len() - 1] {
+            let _ = decode(&full[..cut], &DecodeLimits::default()); // must not panic
+        }
+        let mut flipped = full.clone();
+        for i in (20..flipped.len()).step_by(7) {
+            flipped[i] ^= 0x5a;
+        }
+        let _ = decode(&flipped, &DecodeLimits::default());
+    }
+}
