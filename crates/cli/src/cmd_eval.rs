@@ -66,12 +66,25 @@ pub fn parse_pairs(text: &str) -> Result<Vec<Vec<Pair>>> {
     for f in 0..folds {
         let mut fold = Vec::with_capacity(2 * n);
         for k in 0..2 * n {
-            let line = lines.next().with_context(|| format!("pairs file ends in fold {f} at pair {k}"))?;
+            let line = lines
+                .next()
+                .with_context(|| format!("pairs file ends in fold {f} at pair {k}"))?;
             let p: Vec<&str> = line.split_whitespace().collect();
-            let num = |s: &str| s.parse::<u32>().with_context(|| format!("bad image number in {line:?}"));
+            let num = |s: &str| {
+                s.parse::<u32>()
+                    .with_context(|| format!("bad image number in {line:?}"))
+            };
             fold.push(match p.as_slice() {
-                [name, i, j] => Pair { a: (name.to_string(), num(i)?), b: (name.to_string(), num(j)?), same: true },
-                [n1, i, n2, j] => Pair { a: (n1.to_string(), num(i)?), b: (n2.to_string(), num(j)?), same: false },
+                [name, i, j] => Pair {
+                    a: (name.to_string(), num(i)?),
+                    b: (name.to_string(), num(j)?),
+                    same: true,
+                },
+                [n1, i, n2, j] => Pair {
+                    a: (n1.to_string(), num(i)?),
+                    b: (n2.to_string(), num(j)?),
+                    same: false,
+                },
                 _ => bail!("bad pairs line {line:?}"),
             });
         }
@@ -86,7 +99,9 @@ pub fn fold_accuracy(train: &[(f64, bool)], test: &[(f64, bool)]) -> (f64, f64) 
     let mut cands: Vec<f64> = train.iter().map(|p| p.0).collect();
     cands.sort_by(f64::total_cmp);
     cands.dedup();
-    let acc = |t: f64, set: &[(f64, bool)]| set.iter().filter(|(d, s)| (*d <= t) == *s).count() as f64 / set.len() as f64;
+    let acc = |t: f64, set: &[(f64, bool)]| {
+        set.iter().filter(|(d, s)| (*d <= t) == *s).count() as f64 / set.len() as f64
+    };
     let mut best = (f64::NEG_INFINITY, 0.0);
     for &t in &cands {
         let a = acc(t, train);
@@ -103,7 +118,11 @@ pub fn tar_at_fmr(scores: &[(f64, bool)], fmr: f64) -> (f64, f64, usize) {
     imp.sort_by(f64::total_cmp);
     let allowed = (fmr * imp.len() as f64).floor() as usize;
     // Threshold just below the (allowed+1)-th smallest impostor distance.
-    let t = if allowed < imp.len() { imp[allowed] - 1e-12 } else { f64::INFINITY };
+    let t = if allowed < imp.len() {
+        imp[allowed] - 1e-12
+    } else {
+        f64::INFINITY
+    };
     let gen: Vec<f64> = scores.iter().filter(|p| p.1).map(|p| p.0).collect();
     let tar = gen.iter().filter(|&&d| d <= t).count() as f64 / gen.len().max(1) as f64;
     (tar, t, imp.len())
@@ -122,30 +141,54 @@ fn embedding_for(p: &Pipeline, path: &Path, flip: bool, misses: &mut usize) -> R
         None => {
             // Same fallback as the dlib anchor: the central 40% of the image.
             *misses += 1;
-            let r = Rect { left: (w * 0.3).floor(), top: (h * 0.3).floor(), right: (w * 0.7).floor(), bottom: (h * 0.7).floor() };
-            Detection { rect: r, score: 0.0 }
+            let r = Rect {
+                left: (w * 0.3).floor(),
+                top: (h * 0.3).floor(),
+                right: (w * 0.7).floor(),
+                bottom: (h * 0.7).floor(),
+            };
+            Detection {
+                rect: r,
+                score: 0.0,
+            }
         }
     };
-    let face = p.faces_from_detections(&img, &[det])?.pop().context("no face")?;
+    let face = p
+        .faces_from_detections(&img, &[det])?
+        .pop()
+        .context("no face")?;
     if !flip {
         return Ok(face.embedding);
     }
     let chip = face.chip.context("no chip")?;
     let mirrored = image::imageops::flip_horizontal(&chip);
-    let e2 = p.embed_aligned(&[mirrored])?.pop().context("no embedding")?;
-    Ok(face.embedding.iter().zip(&e2).map(|(a, b)| (a + b) / 2.0).collect())
+    let e2 = p
+        .embed_aligned(&[mirrored])?
+        .pop()
+        .context("no embedding")?;
+    Ok(face
+        .embedding
+        .iter()
+        .zip(&e2)
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect())
 }
 
 pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
     let EvalCommand::Pairs(a) = cmd;
-    let text = std::fs::read_to_string(&a.pairs).with_context(|| format!("reading {}", a.pairs.display()))?;
+    let text = std::fs::read_to_string(&a.pairs)
+        .with_context(|| format!("reading {}", a.pairs.display()))?;
     let mut folds = parse_pairs(&text)?;
     if let Some(m) = a.max_folds {
         folds.truncate(m);
     }
     let p = load(home, &a.engine)?;
     let metric = p.metric();
-    let sign = if is_match(metric, 0.0, 1.0) { 1.0 } else { -1.0 };
+    let sign = if is_match(metric, 0.0, 1.0) {
+        1.0
+    } else {
+        -1.0
+    };
     let mut cache: HashMap<(String, u32), Vec<f32>> = HashMap::new();
     let mut misses = 0usize;
     let started = Instant::now();
@@ -162,8 +205,12 @@ pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
         for pair in fold {
             for key in [&pair.a, &pair.b] {
                 if !cache.contains_key(key) {
-                    let path = a.images.join(&key.0).join(format!("{}_{:04}.jpg", key.0, key.1));
-                    let e = embedding_for(&p, &path, a.flip, &mut misses).with_context(|| format!("{}", path.display()))?;
+                    let path = a
+                        .images
+                        .join(&key.0)
+                        .join(format!("{}_{:04}.jpg", key.0, key.1));
+                    let e = embedding_for(&p, &path, a.flip, &mut misses)
+                        .with_context(|| format!("{}", path.display()))?;
                     cache.insert(key.clone(), e);
                 }
             }
@@ -178,8 +225,17 @@ pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
     let mut accs = Vec::new();
     let mut thresholds = Vec::new();
     for k in 0..scores.len() {
-        let train: Vec<_> = scores.iter().enumerate().filter(|(j, _)| *j != k).flat_map(|(_, s)| s.iter().copied()).collect();
-        let train = if train.is_empty() { scores[k].clone() } else { train };
+        let train: Vec<_> = scores
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        let train = if train.is_empty() {
+            scores[k].clone()
+        } else {
+            train
+        };
         let (acc, t) = fold_accuracy(&train, &scores[k]);
         accs.push(acc);
         thresholds.push(sign * t);
@@ -211,11 +267,23 @@ pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
     } else {
         println!(
             "{} folds, {} pairs, {} images ({} failures to detect), {:.1} s",
-            scores.len(), pooled.len(), cache.len(), misses, secs
+            scores.len(),
+            pooled.len(),
+            cache.len(),
+            misses,
+            secs
         );
         println!("accuracy        {:.2}% ± {:.2}", 100.0 * mean, 100.0 * std);
-        println!("TAR @ FMR 1e-2  {:.2}% (threshold {:.4}, {nimp} impostor pairs)", 100.0 * tar2, sign * t2);
-        println!("TAR @ FMR 1e-3  {:.2}% (threshold {:.4})", 100.0 * tar3, sign * t3);
+        println!(
+            "TAR @ FMR 1e-2  {:.2}% (threshold {:.4}, {nimp} impostor pairs)",
+            100.0 * tar2,
+            sign * t2
+        );
+        println!(
+            "TAR @ FMR 1e-3  {:.2}% (threshold {:.4})",
+            100.0 * tar3,
+            sign * t3
+        );
     }
     Ok(0)
 }
@@ -236,7 +304,16 @@ mod tests {
     #[test]
     fn threshold_selection_and_tar_on_known_scores() {
         // Genuine distances 0.1..0.4, impostors 0.5..0.9 except one impostor at 0.35.
-        let s = vec![(0.1, true), (0.2, true), (0.3, true), (0.4, true), (0.35, false), (0.6, false), (0.7, false), (0.9, false)];
+        let s = vec![
+            (0.1, true),
+            (0.2, true),
+            (0.3, true),
+            (0.4, true),
+            (0.35, false),
+            (0.6, false),
+            (0.7, false),
+            (0.9, false),
+        ];
         let (acc, t) = fold_accuracy(&s, &s);
         // Best threshold 0.3 (7/8) or 0.4 (7/8): the first maximum wins.
         assert_eq!(t, 0.3);

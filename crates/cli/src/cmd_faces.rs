@@ -91,7 +91,8 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
     let limits = DecodeLimits::default();
     let mut failures = 0;
     for path in &a.images {
-        let line = match decode_file(path, &limits).and_then(|img| p.faces(&img).map(|f| (img, f))) {
+        let line = match decode_file(path, &limits).and_then(|img| p.faces(&img).map(|f| (img, f)))
+        {
             Ok((img, faces)) => json!({
                 "image": path, "width": img.width(), "height": img.height(),
                 "faces": faces.iter().map(|f| face_json(f, false)).collect::<Vec<_>>()
@@ -107,7 +108,11 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
 }
 
 /// Picks the requested face, or the largest one, and says which rule was used.
-fn pick(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<(Face, usize, &'static str, usize)> {
+fn pick(
+    faces: Vec<Face>,
+    index: Option<usize>,
+    what: &str,
+) -> Result<(Face, usize, &'static str, usize)> {
     let n = faces.len();
     if n == 0 {
         bail!("no face found in the {what} image");
@@ -129,14 +134,19 @@ fn pick(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<(Face, usi
 pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     let p = load(home, &a.engine)?;
     let limits = DecodeLimits::default();
-    let probe = decode_file(&a.probe, &limits).with_context(|| format!("probe {}", a.probe.display()))?;
-    let reference = decode_file(&a.reference, &limits).with_context(|| format!("reference {}", a.reference.display()))?;
+    let probe =
+        decode_file(&a.probe, &limits).with_context(|| format!("probe {}", a.probe.display()))?;
+    let reference = decode_file(&a.reference, &limits)
+        .with_context(|| format!("reference {}", a.reference.display()))?;
     let (pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
     let (rf, ri, rrule, rn) = pick(p.faces(&reference)?, a.reference_face, "reference")?;
     let metric = p.metric();
     let score = compare(metric, &pf.embedding, &rf.embedding);
     let cal = p.models.manifest.calibration.clone();
-    let threshold = a.threshold.or(cal.as_ref().map(|c| c.threshold)).context("no threshold: pass --threshold")?;
+    let threshold = a
+        .threshold
+        .or(cal.as_ref().map(|c| c.threshold))
+        .context("no threshold: pass --threshold")?;
     let matched = is_match(metric, score, threshold);
     let out = json!({
         "match": matched,

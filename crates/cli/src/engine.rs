@@ -35,7 +35,8 @@ pub fn load(home: &Path, args: &EngineArgs) -> Result<Pipeline> {
     let rt = vision::pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
     vision::runtime::ensure_runtime(Some(&rt))?;
     let dir = home.join("packs").join(&args.pack);
-    let models = Models::load(&dir, args.threads).with_context(|| format!("loading model pack {}", dir.display()))?;
+    let models = Models::load(&dir, args.threads)
+        .with_context(|| format!("loading model pack {}", dir.display()))?;
     let mut p = Pipeline::new(models);
     p.detect = DetectOptions {
         upsample: args.upsample,

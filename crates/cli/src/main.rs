@@ -1,5 +1,6 @@
 //! The `facegate` binary: CLI front end over the vision (and later gallery/server) crates.
 
+mod cmd_bench;
 mod cmd_eval;
 mod cmd_faces;
 mod cmd_models;
@@ -36,6 +37,8 @@ enum Command {
     Detect(cmd_faces::EmbedArgs),
     /// 1:1 verification of a probe against a reference. Exit code 0 match, 1 no match, 2 error.
     Verify(cmd_faces::VerifyArgs),
+    /// Per-stage speed of the 1:1 pipeline on one image.
+    Bench(cmd_bench::BenchArgs),
     /// Accuracy evaluation on labelled data.
     Eval {
         #[command(subcommand)]
@@ -62,6 +65,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Embed(a) => cmd_faces::embed(&home, a),
         Command::Detect(a) => cmd_faces::detect(&home, a),
         Command::Verify(a) => cmd_faces::verify(&home, a),
+        Command::Bench(a) => cmd_bench::run(&home, a),
         Command::Eval { command } => cmd_eval::run(&home, command),
     }
 }

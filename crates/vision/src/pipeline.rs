@@ -41,12 +41,18 @@ fn sharpness(chip: &RgbImage) -> f64 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let g: Vec<f64> = chip.pixels().map(|p| (p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0).collect();
+    let g: Vec<f64> = chip
+        .pixels()
+        .map(|p| (p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0)
+        .collect();
     let mut vals = Vec::with_capacity((w - 2) * (h - 2));
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             let c = g[y * w + x];
-            vals.push(g[y * w + x - 1] + g[y * w + x + 1] + g[(y - 1) * w + x] + g[(y + 1) * w + x] - 4.0 * c);
+            vals.push(
+                g[y * w + x - 1] + g[y * w + x + 1] + g[(y - 1) * w + x] + g[(y + 1) * w + x]
+                    - 4.0 * c,
+            );
         }
     }
     let mean = vals.iter().sum::<f64>() / vals.len() as f64;
@@ -55,7 +61,10 @@ fn sharpness(chip: &RgbImage) -> f64 {
 
 impl Pipeline {
     pub fn new(models: Models) -> Self {
-        Pipeline { models, detect: DetectOptions::default() }
+        Pipeline {
+            models,
+            detect: DetectOptions::default(),
+        }
     }
 
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, VisionError> {
@@ -67,7 +76,9 @@ impl Pipeline {
     pub fn landmarks(&self, img: &RgbImage, rect: &Rect) -> Result<Vec<Point>, VisionError> {
         match &self.models.landmarks {
             Landmarker::Dlib(sp) => Ok(sp.predict(img, rect)),
-            Landmarker::FromDetector => Err(VisionError::Pack("this pack's detector gives no landmarks".into())),
+            Landmarker::FromDetector => Err(VisionError::Pack(
+                "this pack's detector gives no landmarks".into(),
+            )),
         }
     }
 
@@ -78,7 +89,9 @@ impl Pipeline {
             AlignmentSpec::Arcface => 0.0,
         };
         // One call per face, as face_recognition does (dlib shares a pyramid within a call).
-        extract_chips(img, &[face_chip_details(landmarks, size, padding)]).pop().unwrap_or_default()
+        extract_chips(img, &[face_chip_details(landmarks, size, padding)])
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Every face in the image, best detection first, each with its embedding.
@@ -87,13 +100,20 @@ impl Pipeline {
         self.faces_from_detections(img, &dets)
     }
 
-    pub fn faces_from_detections(&self, img: &RgbImage, dets: &[Detection]) -> Result<Vec<Face>, VisionError> {
+    pub fn faces_from_detections(
+        &self,
+        img: &RgbImage,
+        dets: &[Detection],
+    ) -> Result<Vec<Face>, VisionError> {
         let mut faces = Vec::with_capacity(dets.len());
         let mut chips = Vec::with_capacity(dets.len());
         for d in dets {
             let lm = self.landmarks(img, &d.rect)?;
             let chip = self.chip(img, &lm);
-            let eye = |a: usize, b: usize| Point { x: (lm[a].x + lm[b].x) / 2.0, y: (lm[a].y + lm[b].y) / 2.0 };
+            let eye = |a: usize, b: usize| Point {
+                x: (lm[a].x + lm[b].x) / 2.0,
+                y: (lm[a].y + lm[b].y) / 2.0,
+            };
             let (r, l) = (eye(0, 1), eye(2, 3));
             let quality = Quality {
                 face_px: d.rect.width(),
@@ -101,7 +121,14 @@ impl Pipeline {
                 sharpness: sharpness(&chip),
             };
             chips.push(chip.clone());
-            faces.push(Face { rect: d.rect, score: d.score, landmarks: lm, quality, chip: Some(chip), embedding: Vec::new() });
+            faces.push(Face {
+                rect: d.rect,
+                score: d.score,
+                landmarks: lm,
+                quality,
+                chip: Some(chip),
+                embedding: Vec::new(),
+            });
         }
         for (f, e) in faces.iter_mut().zip(self.models.embedder.embed(&chips)?) {
             f.embedding = e;
@@ -122,7 +149,12 @@ impl Pipeline {
 /// Score between two embeddings under the pack's metric.
 pub fn compare(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
     match metric {
-        Metric::Euclidean => a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt(),
+        Metric::Euclidean => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt(),
         Metric::Cosine => {
             let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
             let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();

@@ -5,7 +5,12 @@ use vision::decode::{decode, DecodeLimits};
 use vision::VisionError;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn reference() -> image::RgbImage {
@@ -33,10 +38,22 @@ fn grey_jpeg2000_becomes_rgb() {
 fn exif_orientation_is_applied() {
     let want = reference();
     let got = decode(&fixture("synthetic_exif6.jpg"), &DecodeLimits::default()).unwrap();
-    assert_eq!(got.dimensions(), (64, 48), "rotated back to display orientation");
-    let mean_err: f64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+    assert_eq!(
+        got.dimensions(),
+        (64, 48),
+        "rotated back to display orientation"
+    );
+    let mean_err: f64 = got
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
         / got.as_raw().len() as f64;
-    assert!(mean_err < 6.0, "JPEG of the rotated image should match after orientation: mean err {mean_err}");
+    assert!(
+        mean_err < 6.0,
+        "JPEG of the rotated image should match after orientation: mean err {mean_err}"
+    );
 }
 
 #[test]
@@ -52,15 +69,28 @@ fn sixteen_bit_grey_and_rgba_png() {
 
 #[test]
 fn pixel_limit_refuses_before_decoding() {
-    let limits = DecodeLimits { max_pixels: 1000, ..Default::default() };
+    let limits = DecodeLimits {
+        max_pixels: 1000,
+        ..Default::default()
+    };
     for f in ["synthetic.png", "synthetic_q90.jpg", "synthetic.jp2"] {
         match decode(&fixture(f), &limits) {
-            Err(VisionError::TooLarge { width: 64, height: 48, .. }) => {}
+            Err(VisionError::TooLarge {
+                width: 64,
+                height: 48,
+                ..
+            }) => {}
             other => panic!("{f}: {other:?}"),
         }
     }
-    let limits = DecodeLimits { max_bytes: 100, ..Default::default() };
-    assert!(matches!(decode(&fixture("synthetic_q90.jpg"), &limits), Err(VisionError::TooManyBytes { .. })));
+    let limits = DecodeLimits {
+        max_bytes: 100,
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode(&fixture("synthetic_q90.jpg"), &limits),
+        Err(VisionError::TooManyBytes { .. })
+    ));
 }
 
 #[test]
@@ -88,7 +118,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -96,7 +130,10 @@ fn crc32(data: &[u8]) -> u32 {
 
 #[test]
 fn corrupt_truncated_and_unknown_inputs_are_errors() {
-    assert!(matches!(decode(b"GIF89a....", &DecodeLimits::default()), Err(VisionError::UnsupportedFormat(_))));
+    assert!(matches!(
+        decode(b"GIF89a....", &DecodeLimits::default()),
+        Err(VisionError::UnsupportedFormat(_))
+    ));
     assert!(decode(b"", &DecodeLimits::default()).is_err());
     for f in ["synthetic.png", "synthetic_q90.jpg", "synthetic.jp2"] {
         let full = fixture(f);

@@ -1,0 +1,151 @@
+//! `facegate bench`: per-stage medians of the 1:1 pipeline on one image, with the machine,
+//! thread count and method printed, so numbers can be compared with face_recognition's
+//! (scripts/bench_face_recognition.py runs the same stages through dlib).
+
+use crate::engine::{load, EngineArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vision::decode::{decode, DecodeLimits};
+use vision::mmod::DetectOptions;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Image to run on (e.g. ../shared/golden/images/bench_640x480.png).
+    pub image: PathBuf,
+    /// Repetitions per stage (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn median_ms<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+    f()?; // warm-up
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
+    let mut p = load(home, &a.engine)?;
+    let bytes =
+        std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+    let limits = DecodeLimits::default();
+    let img = decode(&bytes, &limits)?;
+    let n = a.iters;
+    let decode_ms = median_ms(n, || Ok(decode(&bytes, &limits).map(|_| ())?))?;
+
+    let ranged = DetectOptions {
+        upsample: a.engine.upsample,
+        min_face: Some(a.engine.min_face.unwrap_or(100.0)),
+        max_face: Some(a.engine.max_face.unwrap_or(400.0)),
+        threshold: a.engine.det_threshold,
+    };
+    let full = DetectOptions {
+        min_face: None,
+        max_face: None,
+        ..ranged
+    };
+    p.detect = full;
+    let detect_full_ms = median_ms(n.min(5), || Ok(p.detect(&img).map(|_| ())?))?;
+    p.detect = ranged;
+    let detect_range_ms = median_ms(n, || Ok(p.detect(&img).map(|_| ())?))?;
+    let dets = p.detect(&img)?;
+    let det = *dets
+        .first()
+        .context("no face found in the benchmark image")?;
+    let landmarks_ms = median_ms(n * 10, || Ok(p.landmarks(&img, &det.rect).map(|_| ())?))?;
+    let lm = p.landmarks(&img, &det.rect)?;
+    let chip_ms = median_ms(n * 10, || {
+        p.chip(&img, &lm);
+        Ok(())
+    })?;
+    let chip = p.chip(&img, &lm);
+    let embed1_ms = median_ms(n, || {
+        Ok(p.embed_aligned(std::slice::from_ref(&chip)).map(|_| ())?)
+    })?;
+    let batch: Vec<_> = (0..16).map(|_| chip.clone()).collect();
+    let embed16_ms = median_ms(n.div_ceil(4), || Ok(p.embed_aligned(&batch).map(|_| ())?))? / 16.0;
+    let e2e_ms = median_ms(n, || Ok(p.faces(&img).map(|_| ())?))?;
+    let threads = if a.engine.threads == 0 {
+        "all cores (ORT default)".to_string()
+    } else {
+        a.engine.threads.to_string()
+    };
+    let out = json!({
+        "machine": {"cpu": cpu_model(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
+        "threads": threads,
+        "method": format!("median of {n} runs after one warm-up (full-pyramid detection: {} runs; landmarks/chip: {} runs)", n.min(5), n * 10),
+        "image": {"path": a.image, "width": img.width(), "height": img.height(), "faces": dets.len()},
+        "face_range_px": [ranged.min_face, ranged.max_face],
+        "ms": {
+            "decode": decode_ms,
+            "detect_full_pyramid": detect_full_ms,
+            "detect_face_range": detect_range_ms,
+            "landmarks_5": landmarks_ms,
+            "chip": chip_ms,
+            "descriptor_single": embed1_ms,
+            "descriptor_per_face_batch16": embed16_ms,
+            "end_to_end_face_range_excl_decode": e2e_ms,
+        },
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "facegate bench: {} ({}x{}, {} face(s))",
+            a.image.display(),
+            img.width(),
+            img.height(),
+            dets.len()
+        );
+        println!(
+            "machine: {} ; threads: {threads}",
+            out["machine"]["cpu"].as_str().unwrap_or("?")
+        );
+        println!("method: {}", out["method"].as_str().unwrap_or(""));
+        if let Some(ms) = out["ms"].as_object() {
+            for (k, v) in ms {
+                println!("  {k:<36} {:>9.2} ms", v.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        println!(
+            "  throughput (end to end)              {:>9.1} frames/s",
+            1e3 / e2e_ms
+        );
+        if let Some(m) = peak_rss_mb() {
+            println!("  peak RSS                             {m:>9.0} MB");
+        }
+    }
+    Ok(0)
+}
