@@ -149,6 +149,38 @@ pub fn tiled_pyramid_layout(nr: i64, nc: i64, padding: i64, outer: i64) -> (Vec<
     (rects, out_nr, out_nc)
 }
 
+/// The column walk of dlib's SIMD bilinear `resize_image`: x positions kept in f32 lanes of four,
+/// advanced by 4*x_scale, until a lane's right neighbour would leave the source row. Calls
+/// `f(column, left, lr_frac)` for each column of the vector part and returns the first column
+/// of the scalar tail. Shared by the float (pyramid) and RGB (pyramid_up) resizers.
+fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usize, f32)) -> usize {
+    let x0 = -4.0 * x_scale;
+    let fxs = (4.0 * x_scale) as f32;
+    let mut lanes = [
+        x0 as f32,
+        (x0 + x_scale) as f32,
+        (x0 + 2.0 * x_scale) as f32,
+        (x0 + 3.0 * x_scale) as f32,
+    ];
+    let mut c = 0usize;
+    loop {
+        for l in lanes.iter_mut() {
+            *l += fxs;
+        }
+        let left = lanes.map(|v| v as i32);
+        // dlib stops when lane 3's right neighbour leaves the row; the column bound only
+        // guards degenerate sizes where dlib itself would write past the row.
+        if left[3] + 1 >= sw as i32 || c + 3 >= dw {
+            break;
+        }
+        for k in 0..4 {
+            f(c + k, left[k] as usize, lanes[k] - left[k] as f32);
+        }
+        c += 4;
+    }
+    c
+}
+
 /// dlib's bilinear `resize_image` for float grayscale images (its SIMD fast path in f32, then
 /// a scalar tail), used by `tt::resize_bilinear` to build the pyramid in tensor space.
 fn resize_plane(src: &[f32], sw: usize, sh: usize, dst: &mut [f32], dw: usize, dh: usize) {
@@ -166,45 +198,14 @@ fn resize_plane(src: &[f32], sw: usize, sh: usize, dst: &mut [f32], dw: usize, d
         let srow_t = &src[top * sw..(top + 1) * sw];
         let srow_b = &src[bottom * sw..(bottom + 1) * sw];
         let drow = &mut dst[r * dw..(r + 1) * dw];
-        let x0 = -4.0 * x_scale;
         let ftb = tb_frac as f32;
         let finv_tb = (1.0 - tb_frac) as f32;
-        let fxs = (4.0 * x_scale) as f32;
-        let mut lanes = [
-            x0 as f32,
-            (x0 + x_scale) as f32,
-            (x0 + 2.0 * x_scale) as f32,
-            (x0 + 3.0 * x_scale) as f32,
-        ];
-        let mut c = 0usize;
-        loop {
-            for l in lanes.iter_mut() {
-                *l += fxs;
-            }
-            let left = lanes.map(|v| v as i32);
-            if left[3] + 1 >= sw as i32 {
-                break;
-            }
-            if c + 3 >= dw {
-                // dlib would write past the row here only for degenerate sizes; stop as its tail does.
-                break;
-            }
-            for k in 0..4 {
-                let lr = lanes[k] - left[k] as f32;
-                let inv_lr = 1.0 - lr;
-                let tlf = finv_tb * inv_lr;
-                let trf = finv_tb * lr;
-                let blf = ftb * inv_lr;
-                let brf = ftb * lr;
-                let li = left[k] as usize;
-                let v = tlf * srow_t[li]
-                    + trf * srow_t[li + 1]
-                    + blf * srow_b[li]
-                    + brf * srow_b[li + 1];
-                drow[c + k] = v;
-            }
-            c += 4;
-        }
+        let mut c = simd_columns(sw, dw, x_scale, |col, li, lr| {
+            let inv_lr = 1.0 - lr;
+            let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
+            drow[col] =
+                tlf * srow_t[li] + trf * srow_t[li + 1] + blf * srow_b[li] + brf * srow_b[li + 1];
+        });
         let mut x = -x_scale + c as f64 * x_scale;
         while c < dw {
             x += x_scale;
@@ -268,40 +269,19 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
         let bottom = (top + 1).min(sh - 1);
         let tb_frac = y - top as f64;
         let px = |row: usize, col: usize, ch: usize| src[3 * (row * sw + col) + ch];
-        let x0 = -4.0 * x_scale;
         let ftb = tb_frac as f32;
         let finv_tb = (1.0 - tb_frac) as f32;
-        let fxs = (4.0 * x_scale) as f32;
-        let mut lanes = [
-            x0 as f32,
-            (x0 + x_scale) as f32,
-            (x0 + 2.0 * x_scale) as f32,
-            (x0 + 3.0 * x_scale) as f32,
-        ];
-        let mut c = 0usize;
-        loop {
-            for l in lanes.iter_mut() {
-                *l += fxs;
+        let mut c = simd_columns(sw, dw, x_scale, |col, li, lr| {
+            let inv_lr = 1.0 - lr;
+            let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
+            for ch in 0..3 {
+                let v = tlf * px(top, li, ch) as f32
+                    + trf * px(top, li + 1, ch) as f32
+                    + blf * px(bottom, li, ch) as f32
+                    + brf * px(bottom, li + 1, ch) as f32;
+                dst[3 * (r * dw + col) + ch] = v as i32 as u8;
             }
-            let left = lanes.map(|v| v as i32);
-            if left[3] + 1 >= sw as i32 || c + 3 >= dw {
-                break;
-            }
-            for k in 0..4 {
-                let lr = lanes[k] - left[k] as f32;
-                let inv_lr = 1.0 - lr;
-                let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
-                let li = left[k] as usize;
-                for ch in 0..3 {
-                    let v = tlf * px(top, li, ch) as f32
-                        + trf * px(top, li + 1, ch) as f32
-                        + blf * px(bottom, li, ch) as f32
-                        + brf * px(bottom, li + 1, ch) as f32;
-                    dst[3 * (r * dw + c + k) + ch] = v as i32 as u8;
-                }
-            }
-            c += 4;
-        }
+        });
         let mut x = -x_scale + c as f64 * x_scale;
         while c < dw {
             x += x_scale;
