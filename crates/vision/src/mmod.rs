@@ -149,6 +149,18 @@ pub fn tiled_pyramid_layout(nr: i64, nc: i64, padding: i64, outer: i64) -> (Vec<
     (rects, out_nr, out_nc)
 }
 
+/// The row walk of dlib's bilinear `resize_image`: align-corners y positions accumulated in
+/// f64, yielding (output row, top source row, bottom source row, fraction towards bottom).
+fn row_walk(sh: usize, dh: usize) -> impl Iterator<Item = (usize, usize, usize, f64)> {
+    let y_scale = (sh as f64 - 1.0) / ((dh as f64 - 1.0).max(1.0));
+    let mut y = -y_scale;
+    (0..dh).map(move |r| {
+        y += y_scale;
+        let top = y.floor() as usize;
+        (r, top, (top + 1).min(sh - 1), y - top as f64)
+    })
+}
+
 /// The column walk of dlib's SIMD bilinear `resize_image`: x positions kept in f32 lanes of four,
 /// advanced by 4*x_scale, until a lane's right neighbour would leave the source row. Calls
 /// `f(column, left, lr_frac)` for each column of the vector part and returns the first column
@@ -188,13 +200,7 @@ fn resize_plane(src: &[f32], sw: usize, sh: usize, dst: &mut [f32], dw: usize, d
         return;
     }
     let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
-    let y_scale = (sh as f64 - 1.0) / ((dh as f64 - 1.0).max(1.0));
-    let mut y = -y_scale;
-    for r in 0..dh {
-        y += y_scale;
-        let top = y.floor() as usize;
-        let bottom = (top + 1).min(sh - 1);
-        let tb_frac = y - top as f64;
+    for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
         let srow_t = &src[top * sw..(top + 1) * sw];
         let srow_b = &src[bottom * sw..(bottom + 1) * sw];
         let drow = &mut dst[r * dw..(r + 1) * dw];
@@ -261,13 +267,7 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
     let src = img.as_raw();
     let dst: &mut [u8] = &mut out;
     let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
-    let y_scale = (sh as f64 - 1.0) / ((dh as f64 - 1.0).max(1.0));
-    let mut y = -y_scale;
-    for r in 0..dh {
-        y += y_scale;
-        let top = y.floor() as usize;
-        let bottom = (top + 1).min(sh - 1);
-        let tb_frac = y - top as f64;
+    for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
         let px = |row: usize, col: usize, ch: usize| src[3 * (row * sw + col) + ch];
         let ftb = tb_frac as f32;
         let finv_tb = (1.0 - tb_frac) as f32;

@@ -121,13 +121,7 @@ fn chips_match_dlib_within_one_grey_level() {
             );
             let chip = face_chip(&rgb, &lm, 150, 0.25);
             let want = load_rgb(&gdir.join(f["chip"].as_str().unwrap()));
-            let d = chip
-                .as_raw()
-                .iter()
-                .zip(want.as_raw())
-                .map(|(a, b)| (*a as i32 - *b as i32).abs())
-                .max()
-                .unwrap();
+            let d = max_abs_diff(&chip, &want);
             worst = worst.max(d);
             exact += (d == 0) as usize;
             n += 1;

@@ -87,13 +87,7 @@ fn pyramid_up_matches_dlib() {
         .zip(want.as_raw())
         .filter(|(a, b)| a != b)
         .count();
-    let maxd = got
-        .as_raw()
-        .iter()
-        .zip(want.as_raw())
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
+    let maxd = max_abs_diff(&got, &want);
     eprintln!("pyramid_up: {diffs} differing values, max diff {maxd}");
     assert_eq!(diffs, 0);
 }

@@ -77,3 +77,13 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
         .map(|x| x.as_f64().unwrap())
         .collect()
 }
+
+/// Largest absolute difference between two 8-bit images' raw values.
+pub fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> i32 {
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as i32 - *y as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
