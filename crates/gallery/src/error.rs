@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+/// Everything the gallery can fail with. Messages name the thing that was wrong and never
+/// include template bytes or clear-text subject references.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    #[error("unknown gallery '{0}'")]
+    UnknownGallery(String),
+    #[error("gallery '{0}' already exists")]
+    GalleryExists(String),
+    #[error("unknown subject in gallery '{0}' (or erased, or past its retention period)")]
+    UnknownSubject(String),
+    #[error("subject is already enrolled in gallery '{0}'")]
+    DuplicateSubject(String),
+    #[error("wrong master key: data was sealed with key {expected}, the key given is {given}")]
+    WrongKey { expected: String, given: String },
+    #[error("master key problem: {0}")]
+    Key(String),
+    #[error("decryption failed (tampered data or wrong key): {0}")]
+    Decrypt(String),
+    #[error("template has {got} dimensions, gallery '{gallery}' holds {expected}")]
+    Dimension {
+        gallery: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("data directory {0} is not initialised (run `facegate gallery create` first)")]
+    NotInitialised(PathBuf),
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("I/O error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit log: {0}")]
+    Audit(String),
+}
+
+impl GalleryError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        GalleryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, GalleryError>;

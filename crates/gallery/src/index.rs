@@ -1,0 +1,786 @@
+//! Exact top-k search over templates held in memory.
+//!
+//! The scan runs on int8 codes (4x less memory traffic than f32, and int8 multiply-adds are the
+//! densest SIMD arithmetic), then the candidates are re-scored in f32. The result is *provably* the
+//! same as an exhaustive f32 search, not just usually: for every row the scan knows a bound on how far
+//! its int8 score can be from the f32 score (Cauchy-Schwarz on the quantisation residuals), and it
+//! keeps every row whose upper bound reaches the k-th best lower bound seen so far.
+//!
+//! Ranking score: `s = q·x − |x|²/2`. It orders rows like the Euclidean distance
+//! (`|q−x|² = |q|² − 2s`) and like cosine similarity when templates are unit length, so one scan
+//! serves both metrics.
+//!
+//! Layout: rows are stored in blocks of 16, interleaved by groups of 4 dimensions, so that one
+//! 64-byte load holds the same 4 dimensions of 16 rows. With AVX-512 VNNI one `vpdpbusd` then
+//! advances 16 dot products by 4 dimensions each, with no horizontal sums.
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+const LANES: usize = 16;
+
+/// One result row: `id` is the caller's id for the template.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    pub id: u64,
+    /// q·x in f32.
+    pub dot: f32,
+    /// Ranking score q·x − |x|²/2 in f32.
+    pub score: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Vnni512,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                return Kernel::Vnni512;
+            }
+        }
+        Kernel::Portable
+    }
+}
+
+/// Templates of one gallery, in memory. Decrypted data lives only here: zeroised on drop and
+/// locked against swap when the OS allows (`lock_memory`).
+pub struct ExactIndex {
+    dim: usize,
+    /// dim rounded up to a multiple of 4.
+    dim_p: usize,
+    kernel: Kernel,
+    /// Blocks of 16 rows × dim_p bytes, interleaved (see module docs).
+    codes: Vec<i8>,
+    /// Per row, padded to whole blocks (padding rows can never be candidates: half_norm2 = +inf).
+    scale: Vec<f32>,
+    half_norm2: Vec<f32>,
+    residual: Vec<f32>,
+    norm: Vec<f32>,
+    code_offset_sum: Vec<i32>,
+    exact: Vec<f32>,
+    ids: Vec<u64>,
+    expires: Vec<i64>,
+    locks: Vec<region::LockGuard>,
+}
+
+impl Drop for ExactIndex {
+    fn drop(&mut self) {
+        self.locks.clear();
+        self.codes.zeroize();
+        self.exact.zeroize();
+    }
+}
+
+fn quantise(x: &[f32], codes: &mut [i8]) -> (f32, f32) {
+    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 || !max.is_finite() {
+        codes.iter_mut().for_each(|c| *c = 0);
+        let r = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        return (0.0, (r * (1.0 + 1e-6)) as f32);
+    }
+    let scale = max / 127.0;
+    let mut r2 = 0.0f64;
+    for (c, v) in codes.iter_mut().zip(x) {
+        let q = (v / scale).round().clamp(-127.0, 127.0);
+        *c = q as i8;
+        r2 += (*v as f64 - scale as f64 * q as f64).powi(2);
+    }
+    // Round the residual up so the bound stays a bound after f32 conversion.
+    (scale, (r2.sqrt() * (1.0 + 1e-6) + 1e-12) as f32)
+}
+
+/// The f32 inner product every exact score uses (fixed summation order, so "exact" is one function
+/// whatever the CPU).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_simd(a, b)
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
+fn dot_f32_simd(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        for l in 0..16 {
+            acc[l] += a[c * 16 + l] * b[c * 16 + l];
+        }
+    }
+    let mut tail = 0.0f32;
+    for i in chunks * 16..a.len() {
+        tail += a[i] * b[i];
+    }
+    let mut s = 0.0f32;
+    for v in acc {
+        s += v;
+    }
+    s + tail
+}
+
+/// The per-block inputs of the bound computation (16 lanes each).
+struct BlockMeta<'a> {
+    scale: &'a [f32],
+    half_norm2: &'a [f32],
+    residual: &'a [f32],
+    norm: &'a [f32],
+    /// 128 · Σ codes: removes the +128 offset of the unsigned query bytes.
+    offset: &'a [i32],
+}
+
+/// Upper bounds of the 16 rows' scores and a mask of those at or above `tau`.
+/// `quads` packs four offset query bytes (code + 128) per u32.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+fn block_upper_portable(
+    q: &Query,
+    block: &[i8],
+    m: &BlockMeta,
+    tau: f32,
+    upper: &mut [f32; LANES],
+    bound: &mut [f32; LANES],
+) -> u32 {
+    let mut acc = [0i32; LANES];
+    for (j, qw) in q.quads.iter().enumerate() {
+        let qb = qw.to_le_bytes();
+        let group = &block[j * 64..j * 64 + 64];
+        for l in 0..LANES {
+            let mut s = 0i32;
+            for b in 0..4 {
+                s += qb[b] as i32 * group[l * 4 + b] as i32;
+            }
+            acc[l] += s;
+        }
+    }
+    let mut mask = 0u32;
+    for l in 0..LANES {
+        let dot = (acc[l] - m.offset[l]) as f32;
+        bound[l] = q.a * m.residual[l] + q.b * m.norm[l];
+        upper[l] = q.scale * m.scale[l] * dot - m.half_norm2[l] + bound[l];
+        mask |= ((upper[l] >= tau) as u32) << l;
+    }
+    mask
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+/// AVX-512 VNNI version of `block_upper_portable` (same result bit for bit: the integer part is
+/// exact and the float operations are the same, in the same order, apart from one fused multiply-add
+/// in the bound, which the test tolerates by comparing search results, not bounds).
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
+unsafe fn block_upper_vnni(
+    q: &Query,
+    block: &[i8],
+    m: &BlockMeta,
+    tau: f32,
+    upper: &mut [f32; LANES],
+    bound: &mut [f32; LANES],
+) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= q.quads.len() * 64);
+    assert!(
+        m.scale.len() >= LANES
+            && m.half_norm2.len() >= LANES
+            && m.residual.len() >= LANES
+            && m.norm.len() >= LANES
+            && m.offset.len() >= LANES
+    );
+    let p = block.as_ptr();
+    let n = q.quads.len();
+    // Four independent accumulators hide vpdpbusd's latency; kept in registers by naming them.
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        _mm512_setzero_si512(),
+        _mm512_setzero_si512(),
+        _mm512_setzero_si512(),
+        _mm512_setzero_si512(),
+    );
+    let mut j = 0;
+    while j + 4 <= n {
+        // SAFETY: (j + 3) * 64 + 64 <= n * 64 <= block.len() (asserted above): every 64-byte
+        // unaligned load stays inside `block`.
+        let (v0, v1, v2, v3) = unsafe {
+            (
+                _mm512_loadu_si512(p.add(j * 64) as *const _),
+                _mm512_loadu_si512(p.add(j * 64 + 64) as *const _),
+                _mm512_loadu_si512(p.add(j * 64 + 128) as *const _),
+                _mm512_loadu_si512(p.add(j * 64 + 192) as *const _),
+            )
+        };
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(q.quads[j] as i32), v0);
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(q.quads[j + 1] as i32), v1);
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(q.quads[j + 2] as i32), v2);
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(q.quads[j + 3] as i32), v3);
+        j += 4;
+    }
+    while j < n {
+        // SAFETY: j * 64 + 64 <= n * 64 <= block.len().
+        let v = unsafe { _mm512_loadu_si512(p.add(j * 64) as *const _) };
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(q.quads[j] as i32), v);
+        j += 1;
+    }
+    let dots = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+    // SAFETY (all loads below): each slice holds at least 16 elements of 4 bytes (asserted above),
+    // so each 64-byte unaligned load is in bounds.
+    let (scale, hn, res, nrm, off) = unsafe {
+        (
+            _mm512_loadu_ps(m.scale.as_ptr()),
+            _mm512_loadu_ps(m.half_norm2.as_ptr()),
+            _mm512_loadu_ps(m.residual.as_ptr()),
+            _mm512_loadu_ps(m.norm.as_ptr()),
+            _mm512_loadu_si512(m.offset.as_ptr() as *const _),
+        )
+    };
+    let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(dots, off));
+    let b = _mm512_add_ps(
+        _mm512_mul_ps(_mm512_set1_ps(q.a), res),
+        _mm512_mul_ps(_mm512_set1_ps(q.b), nrm),
+    );
+    let approx = _mm512_sub_ps(
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(q.scale), scale), dot),
+        hn,
+    );
+    let u = _mm512_add_ps(approx, b);
+    let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(tau));
+    if mask != 0 {
+        // SAFETY: `upper` and `bound` are 16 f32 = 64 bytes each, one unaligned store each.
+        unsafe {
+            _mm512_storeu_ps(upper.as_mut_ptr(), u);
+            _mm512_storeu_ps(bound.as_mut_ptr(), b);
+        }
+    }
+    mask as u32
+}
+
+impl Kernel {
+    #[inline]
+    fn block_upper(
+        self,
+        q: &Query,
+        block: &[i8],
+        m: &BlockMeta,
+        tau: f32,
+        upper: &mut [f32; LANES],
+        bound: &mut [f32; LANES],
+    ) -> u32 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Vnni512 is only chosen after runtime detection of both features.
+            Kernel::Vnni512 => unsafe { block_upper_vnni(q, block, m, tau, upper, bound) },
+            _ => block_upper_portable(q, block, m, tau, upper, bound),
+        }
+    }
+}
+
+struct Query {
+    /// Codes + 128, four per u32 (little-endian), dim_p / 4 entries.
+    quads: Vec<u32>,
+    scale: f32,
+    /// Bound coefficients: |q̂| for the row residual, |q − q̂| + slack for |x|.
+    a: f32,
+    b: f32,
+    /// Lower limit on the score from the caller's threshold (open-set search), if any.
+    floor: f32,
+}
+
+/// Top-k state of one query over one share of the rows.
+struct Partial {
+    k: usize,
+    /// Min-heap of the k best lower bounds.
+    lows: std::collections::BinaryHeap<std::cmp::Reverse<OrdF32>>,
+    tau: f32,
+    cands: Vec<(u32, f32)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+impl Partial {
+    fn new(k: usize, floor: f32) -> Self {
+        Partial {
+            k,
+            lows: std::collections::BinaryHeap::with_capacity(k + 1),
+            tau: floor,
+            cands: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, row: u32, upper: f32, lower: f32) {
+        if upper < self.tau {
+            return;
+        }
+        self.cands.push((row, upper));
+        if self.lows.len() < self.k {
+            self.lows.push(std::cmp::Reverse(OrdF32(lower)));
+            if self.lows.len() == self.k {
+                self.raise_tau();
+            }
+        } else if let Some(std::cmp::Reverse(OrdF32(min))) = self.lows.peek().copied() {
+            if lower > min {
+                self.lows.pop();
+                self.lows.push(std::cmp::Reverse(OrdF32(lower)));
+                self.raise_tau();
+            }
+        }
+        if self.cands.len() > 4 * self.k + 256 {
+            let tau = self.tau;
+            self.cands.retain(|c| c.1 >= tau);
+        }
+    }
+
+    fn raise_tau(&mut self) {
+        if let Some(std::cmp::Reverse(OrdF32(min))) = self.lows.peek() {
+            self.tau = self.tau.max(*min);
+        }
+    }
+}
+
+/// Blocks per cache tile (a tile is scanned against every query of the batch while it is in cache).
+const SHARE_BLOCKS: usize = 64;
+
+impl ExactIndex {
+    pub fn new(dim: usize) -> Self {
+        ExactIndex {
+            dim,
+            dim_p: dim.div_ceil(4) * 4,
+            kernel: Kernel::detect(),
+            codes: Vec::new(),
+            scale: Vec::new(),
+            half_norm2: Vec::new(),
+            residual: Vec::new(),
+            norm: Vec::new(),
+            code_offset_sum: Vec::new(),
+            exact: Vec::new(),
+            ids: Vec::new(),
+            expires: Vec::new(),
+            locks: Vec::new(),
+        }
+    }
+
+    /// Use the portable kernel even where AVX-512 VNNI exists (tests compare the two).
+    pub fn force_portable_kernel(&mut self) {
+        self.kernel = Kernel::Portable;
+    }
+
+    /// Which scan kernel runs: "avx512-vnni" or "portable" (auto-vectorised for the CPU).
+    pub fn kernel_name(&self) -> &'static str {
+        match self.kernel {
+            Kernel::Vnni512 => "avx512-vnni",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.locks.clear();
+        let padded = n.div_ceil(LANES) * LANES;
+        self.codes.reserve(padded * self.dim_p);
+        for v in [
+            &mut self.scale,
+            &mut self.half_norm2,
+            &mut self.residual,
+            &mut self.norm,
+        ] {
+            v.reserve(padded);
+        }
+        self.code_offset_sum.reserve(padded);
+        self.exact.reserve(n * self.dim);
+        self.ids.reserve(n);
+        self.expires.reserve(n);
+    }
+
+    #[inline]
+    fn code_offset(&self, row: usize, c: usize) -> usize {
+        (row / LANES) * LANES * self.dim_p + (c / 4) * 64 + (row % LANES) * 4 + c % 4
+    }
+
+    fn write_codes(&mut self, row: usize, codes: &[i8]) {
+        for (c, v) in codes.iter().enumerate() {
+            let o = self.code_offset(row, c);
+            self.codes[o] = *v;
+        }
+    }
+
+    fn read_codes(&self, row: usize) -> Vec<i8> {
+        (0..self.dim)
+            .map(|c| self.codes[self.code_offset(row, c)])
+            .collect()
+    }
+
+    fn clear_slot(&mut self, row: usize) {
+        self.write_codes(row, &vec![0; self.dim]);
+        self.scale[row] = 0.0;
+        self.half_norm2[row] = f32::INFINITY;
+        self.residual[row] = 0.0;
+        self.norm[row] = 0.0;
+        self.code_offset_sum[row] = 0;
+    }
+
+    /// Add a template (the caller has checked its length). `expires` is a Unix time.
+    pub fn push(&mut self, id: u64, x: &[f32], expires: i64) {
+        assert_eq!(x.len(), self.dim, "template length checked by the caller");
+        // Growing may move the buffers: locks are taken again by the next lock_memory().
+        self.locks.clear();
+        let row = self.ids.len();
+        if row.is_multiple_of(LANES) {
+            self.codes.resize(self.codes.len() + LANES * self.dim_p, 0);
+            self.scale.resize(row + LANES, 0.0);
+            self.half_norm2.resize(row + LANES, f32::INFINITY);
+            self.residual.resize(row + LANES, 0.0);
+            self.norm.resize(row + LANES, 0.0);
+            self.code_offset_sum.resize(row + LANES, 0);
+        }
+        let mut codes = vec![0i8; self.dim];
+        let (scale, residual) = quantise(x, &mut codes);
+        self.write_codes(row, &codes);
+        let n2 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        self.scale[row] = scale;
+        self.half_norm2[row] = (n2 / 2.0) as f32;
+        self.residual[row] = residual;
+        self.norm[row] = (n2.sqrt() * (1.0 + 1e-6)) as f32;
+        self.code_offset_sum[row] = 128 * codes.iter().map(|c| *c as i32).sum::<i32>();
+        codes.zeroize();
+        self.exact.extend_from_slice(x);
+        self.ids.push(id);
+        self.expires.push(expires);
+    }
+
+    /// Remove every row with this id (swap-remove; order is not meaningful). Returns rows removed.
+    pub fn remove(&mut self, id: u64) -> usize {
+        self.locks.clear();
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.ids.len() {
+            if self.ids[i] != id {
+                i += 1;
+                continue;
+            }
+            let last = self.ids.len() - 1;
+            let d = self.dim;
+            if i != last {
+                let codes = self.read_codes(last);
+                self.write_codes(i, &codes);
+                self.scale[i] = self.scale[last];
+                self.half_norm2[i] = self.half_norm2[last];
+                self.residual[i] = self.residual[last];
+                self.norm[i] = self.norm[last];
+                self.code_offset_sum[i] = self.code_offset_sum[last];
+                self.exact.copy_within(last * d..(last + 1) * d, i * d);
+            }
+            self.clear_slot(last);
+            self.exact[last * d..].zeroize();
+            self.exact.truncate(last * d);
+            self.ids.swap_remove(i);
+            self.expires.swap_remove(i);
+            if last.is_multiple_of(LANES) {
+                let rows = last;
+                self.codes.truncate(rows * self.dim_p);
+                for v in [
+                    &mut self.scale,
+                    &mut self.half_norm2,
+                    &mut self.residual,
+                    &mut self.norm,
+                ] {
+                    v.truncate(rows);
+                }
+                self.code_offset_sum.truncate(rows);
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    /// The caller's id and the f32 template of row `r`.
+    pub fn row(&self, r: usize) -> (u64, &[f32]) {
+        (self.ids[r], &self.exact[r * self.dim..(r + 1) * self.dim])
+    }
+
+    /// Lock the decrypted data in RAM (mlock) where the OS allows. Returns whether it did.
+    pub fn lock_memory(&mut self) -> bool {
+        self.locks.clear();
+        let mut ok = true;
+        if !self.codes.is_empty() {
+            match region::lock(self.codes.as_ptr(), self.codes.len()) {
+                Ok(g) => self.locks.push(g),
+                Err(_) => ok = false,
+            }
+        }
+        if !self.exact.is_empty() {
+            match region::lock(self.exact.as_ptr(), self.exact.len() * 4) {
+                Ok(g) => self.locks.push(g),
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+
+    /// Bytes of memory the search structures use.
+    pub fn memory_bytes(&self) -> usize {
+        self.codes.capacity()
+            + self.exact.capacity() * 4
+            + (self.scale.capacity()
+                + self.half_norm2.capacity()
+                + self.residual.capacity()
+                + self.norm.capacity())
+                * 4
+            + self.code_offset_sum.capacity() * 4
+            + self.ids.capacity() * 8
+            + self.expires.capacity() * 8
+    }
+
+    fn prepare(&self, q: &[f32], floor: Option<f32>) -> Query {
+        let mut codes = vec![0i8; self.dim_p];
+        let (scale, resid) = quantise(q, &mut codes[..self.dim]);
+        let qhat: f64 = codes
+            .iter()
+            .map(|c| (scale as f64 * *c as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let qn: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        // Slack covers f32 rounding of both the int8 path and the f32 re-scoring (dim·2⁻²³ is a
+        // generous bound for either at these dimensions).
+        let slack = qn * (self.dim as f64 + 8.0) * 1.2e-7 * 4.0;
+        let quads = codes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([0, 1, 2, 3].map(|i| (c[i] as i32 + 128) as u8)))
+            .collect();
+        Query {
+            quads,
+            scale,
+            a: (qhat * (1.0 + 1e-6)) as f32,
+            b: (resid as f64 + slack) as f32,
+            floor: floor.unwrap_or(f32::NEG_INFINITY),
+        }
+    }
+
+    fn scan(
+        &self,
+        queries: &[Query],
+        k: usize,
+        now: i64,
+        blocks: std::ops::Range<usize>,
+    ) -> Vec<Partial> {
+        let bb = LANES * self.dim_p;
+        let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
+        let mut upper = [0.0f32; LANES];
+        let mut bound = [0.0f32; LANES];
+        // Tiles of blocks stay in cache while every query of the batch passes over them; each
+        // query's top-k state carries over from tile to tile, so its bound tightens early.
+        let mut tile = blocks.start;
+        while tile < blocks.end {
+            let tile_end = (tile + SHARE_BLOCKS).min(blocks.end);
+            for (q, part) in queries.iter().zip(parts.iter_mut()) {
+                for b in tile..tile_end {
+                    let block = &self.codes[b * bb..(b + 1) * bb];
+                    let r = b * LANES..(b + 1) * LANES;
+                    let meta = BlockMeta {
+                        scale: &self.scale[r.clone()],
+                        half_norm2: &self.half_norm2[r.clone()],
+                        residual: &self.residual[r.clone()],
+                        norm: &self.norm[r.clone()],
+                        offset: &self.code_offset_sum[r.clone()],
+                    };
+                    let mut mask = self
+                        .kernel
+                        .block_upper(q, block, &meta, part.tau, &mut upper, &mut bound);
+                    while mask != 0 {
+                        let l = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        let row = r.start + l;
+                        if row >= self.ids.len() || self.expires[row] <= now {
+                            continue;
+                        }
+                        part.offer(row as u32, upper[l], upper[l] - 2.0 * bound[l]);
+                    }
+                }
+            }
+            tile = tile_end;
+        }
+        parts
+    }
+
+    /// Exact top-`k` rows for each query by the score q·x − |x|²/2, best first, leaving out rows
+    /// whose expiry is at or before `now` and, when `floor` is given, rows scoring below it.
+    /// Uses the current rayon pool's threads.
+    pub fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        floor: Option<f32>,
+        now: i64,
+    ) -> Vec<Vec<Hit>> {
+        if k == 0 || self.is_empty() {
+            return vec![Vec::new(); queries.len()];
+        }
+        let prepared: Vec<Query> = queries.iter().map(|q| self.prepare(q, floor)).collect();
+        let blocks = self.ids.len().div_ceil(LANES);
+        let threads = rayon::current_num_threads().max(1);
+        // One contiguous range per thread (plus a few for balance), each with its own top-k state.
+        let per = blocks.div_ceil(threads * 2).max(1);
+        let ranges: Vec<std::ops::Range<usize>> = (0..blocks)
+            .step_by(per)
+            .map(|s| s..(s + per).min(blocks))
+            .collect();
+        let partials: Vec<Vec<Partial>> = ranges
+            .into_par_iter()
+            .map(|r| self.scan(&prepared, k, now, r))
+            .collect();
+        (0..queries.len())
+            .into_par_iter()
+            .map(|qi| {
+                // Global tau: the k-th best lower bound over all shares' heaps.
+                let mut lows: Vec<f32> = partials
+                    .iter()
+                    .flat_map(|p| p[qi].lows.iter().map(|r| r.0 .0))
+                    .collect();
+                lows.sort_by(|a, b| b.total_cmp(a));
+                let tau = lows
+                    .get(k - 1)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY)
+                    .max(prepared[qi].floor);
+                let mut hits: Vec<(u32, Hit)> = partials
+                    .iter()
+                    .flat_map(|p| p[qi].cands.iter())
+                    .filter(|c| c.1 >= tau)
+                    .map(|&(row, _)| (row, self.exact_hit(queries[qi], row as usize)))
+                    .filter(|(_, h)| floor.is_none_or(|f| h.score >= f))
+                    .collect();
+                hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+                hits.truncate(k);
+                hits.into_iter().map(|(_, h)| h).collect()
+            })
+            .collect()
+    }
+
+    fn exact_hit(&self, q: &[f32], row: usize) -> Hit {
+        let x = &self.exact[row * self.dim..(row + 1) * self.dim];
+        let dot = dot_f32(q, x);
+        Hit {
+            id: self.ids[row],
+            dot,
+            score: dot - self.half_norm2[row],
+        }
+    }
+
+    /// Exhaustive f32 search with the same scoring function: `search` must equal it.
+    pub fn search_exhaustive(&self, q: &[f32], k: usize, floor: Option<f32>, now: i64) -> Vec<Hit> {
+        let mut hits: Vec<(u32, Hit)> = (0..self.len())
+            .filter(|&r| self.expires[r] > now)
+            .map(|r| (r as u32, self.exact_hit(q, r)))
+            .filter(|(_, h)| floor.is_none_or(|f| h.score >= f))
+            .collect();
+        hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits.into_iter().map(|(_, h)| h).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    fn vecs(seed: u8, n: usize, dim: usize, clustered: bool) -> Vec<Vec<f32>> {
+        let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+        let mut u = move || (rng.next_u32() as f64 / u32::MAX as f64 * 2.0 - 1.0) as f32;
+        let centre: Vec<f32> = (0..dim).map(|_| u() * 0.2).collect();
+        (0..n)
+            .map(|_| {
+                (0..dim)
+                    .map(|c| {
+                        if clustered {
+                            centre[c] + u() * 0.02
+                        } else {
+                            u() * 0.2
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn int8_scan_equals_exhaustive_f32() {
+        for (dim, clustered) in [(128, false), (128, true), (512, false), (37, true)] {
+            let base = vecs(1, 3000, dim, clustered);
+            for portable in [false, true] {
+                let mut idx = ExactIndex::new(dim);
+                if portable {
+                    idx.force_portable_kernel();
+                }
+                for (i, x) in base.iter().enumerate() {
+                    // Some rows expire in the past and must never come back.
+                    let exp = if i % 7 == 0 { 100 } else { i64::MAX };
+                    idx.push(i as u64 * 3, x, exp);
+                }
+                let queries: Vec<Vec<f32>> = vecs(2, 20, dim, clustered)
+                    .into_iter()
+                    .chain(base.iter().take(5).cloned())
+                    .collect();
+                let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+                for k in [1, 10, 50] {
+                    let got = idx.search(&qs, k, None, 1000);
+                    for (q, g) in qs.iter().zip(&got) {
+                        let want = idx.search_exhaustive(q, k, None, 1000);
+                        assert_eq!(g, &want, "dim {dim} clustered {clustered} k {k}");
+                        assert!(g.iter().all(|h| (h.id / 3) % 7 != 0));
+                    }
+                }
+                // A floor (open-set threshold) leaves out weaker rows, exactly as exhaustive search does.
+                let floor = idx.search_exhaustive(qs[0], 5, None, 1000)[4].score;
+                let got = idx.search(&qs[..1], 50, Some(floor), 1000);
+                assert_eq!(got[0], idx.search_exhaustive(qs[0], 50, Some(floor), 1000));
+                assert_eq!(got[0].len(), 5);
+            }
+        }
+    }
+
+    #[test]
+    fn remove_and_edge_cases() {
+        let base = vecs(3, 100, 16, false);
+        let mut idx = ExactIndex::new(16);
+        for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64 % 50, x, i64::MAX);
+        }
+        assert_eq!(idx.remove(7), 2);
+        assert_eq!(idx.len(), 98);
+        let hits = idx.search(&[&base[7][..]], 100, None, 0);
+        assert!(hits[0].iter().all(|h| h.id != 7));
+        assert_eq!(hits[0].len(), 98);
+        // Zero vector and k = 0 are fine.
+        let zero = [0.0f32; 16];
+        assert_eq!(idx.search(&[&zero[..]], 0, None, 0)[0].len(), 0);
+        assert_eq!(idx.search(&[&zero[..]], 3, None, 0)[0].len(), 3);
+        assert!(ExactIndex::new(16).search(&[&zero[..]], 3, None, 0)[0].is_empty());
+    }
+}

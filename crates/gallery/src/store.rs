@@ -1,0 +1,1571 @@
+//! The embedded gallery engine: SQLite for durable state, an in-memory exact index for search.
+//!
+//! Two database files under the data directory, on purpose:
+//! - `store.db`: galleries, subjects (pseudonyms), sealed templates, sealed references, the audit
+//!   log and deletion receipts. Safe to back up: without the keys it holds no biometric data.
+//! - `keys.db`: one wrapped data key per subject. Deleting a subject destroys its row here (with
+//!   SQLite's secure_delete and a WAL truncation), so every copy of `store.db` — backups
+//!   included — loses that subject for good. Back up `keys.db` only within the retention window.
+
+use crate::audit::{self, Actor, AuditEvent, AuditReport, SignedHead};
+use crate::crypto::{self, KeyWrapper, SecretKey};
+use crate::error::{GalleryError, Result};
+use crate::index::ExactIndex;
+use crate::policy::{Metric, Policy, Role};
+use crate::transform::OrthogonalTransform;
+use ed25519_dalek::{Signer, SigningKey};
+use rayon::prelude::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use zeroize::Zeroizing;
+
+const FORMAT: i64 = 1;
+/// Keys whose subject row never appeared are removed after this long (a crash mid-enrolment);
+/// the delay keeps a concurrent enrolment in another process safe.
+const ORPHAN_KEY_AGE_MS: i64 = 3_600_000;
+
+const STORE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS galleries (
+  name TEXT PRIMARY KEY, policy TEXT NOT NULL, seed BLOB NOT NULL, dim INTEGER, metric TEXT,
+  pack TEXT, created INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS subjects (
+  id INTEGER PRIMARY KEY, gallery TEXT NOT NULL REFERENCES galleries(name), pseudonym BLOB NOT NULL,
+  reference BLOB NOT NULL, consent BLOB, enrolled INTEGER NOT NULL, expires INTEGER NOT NULL,
+  UNIQUE (gallery, pseudonym));
+CREATE TABLE IF NOT EXISTS templates (
+  id INTEGER PRIMARY KEY, subject INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+  sealed BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS templates_subject ON templates(subject);
+CREATE TABLE IF NOT EXISTS images (
+  id INTEGER PRIMARY KEY, subject INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+  sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (id INTEGER PRIMARY KEY, receipt TEXT NOT NULL);
+";
+
+const KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
+  gallery TEXT NOT NULL, pseudonym BLOB NOT NULL, wrapped BLOB NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (gallery, pseudonym));
+";
+
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Who acts, in which role, and why. Every audited call takes one.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub actor: String,
+    pub role: Role,
+    pub purpose: String,
+}
+
+impl Context {
+    pub fn new(actor: &str, role: Role, purpose: &str) -> Self {
+        Context {
+            actor: actor.to_string(),
+            role,
+            purpose: purpose.to_string(),
+        }
+    }
+
+    fn audit_actor(&self) -> Actor<'_> {
+        Actor {
+            id: &self.actor,
+            role: self.role.as_str(),
+            purpose: &self.purpose,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GalleryInfo {
+    pub name: String,
+    pub policy: Policy,
+    pub dim: Option<usize>,
+    pub metric: Option<Metric>,
+    pub pack: Option<String>,
+    pub created: String,
+    pub subjects: u64,
+    pub templates: u64,
+    /// Past retention, not yet purged (never returned by searches).
+    pub expired: u64,
+}
+
+/// Options for one enrolment.
+#[derive(Debug, Clone, Default)]
+pub struct Enrolment {
+    pub consent: Option<String>,
+    /// Encrypted and kept only when the caller asks.
+    pub image: Option<Vec<u8>>,
+    /// Overrides the policy's retention (Unix ms); never later than the policy allows.
+    pub expires_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrolReceipt {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub templates: usize,
+    pub expires: String,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub rank: usize,
+    pub reference: String,
+    pub pseudonym: String,
+    /// In the gallery's metric (distance or similarity).
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Identification {
+    pub gallery: String,
+    pub metric: Metric,
+    pub threshold: f64,
+    /// Candidates at or better than the threshold, best first; empty means "no match".
+    pub candidates: Vec<Candidate>,
+    pub searched_templates: usize,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeletionReceipt {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub time: String,
+    pub reason: String,
+    pub audit_seq: u64,
+    /// Ed25519 over the receipt fields (see `receipt_message`), by the audit key.
+    pub signature: String,
+    pub public_key: String,
+}
+
+fn receipt_message(r: &DeletionReceipt) -> Vec<u8> {
+    format!(
+        "facegate/deletion-receipt/v1\0{}\0{}\0{}\0{}\0{}",
+        r.gallery, r.pseudonym, r.time, r.reason, r.audit_seq
+    )
+    .into_bytes()
+}
+
+/// Check a deletion receipt's signature (what a subject or auditor holding one would do).
+pub fn verify_receipt(r: &DeletionReceipt) -> bool {
+    let Some(key) = hex::decode(&r.public_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    else {
+        return false;
+    };
+    let Some(sig) = hex::decode(&r.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    use ed25519_dalek::Verifier;
+    key.verify(
+        &receipt_message(r),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .is_ok()
+}
+
+/// policy, dim, metric, pack, created.
+type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
+
+struct LoadedGallery {
+    generation: i64,
+    metric: Metric,
+    index: ExactIndex,
+    /// Index row id (subject row id) → pseudonym.
+    pseudonyms: HashMap<u64, [u8; 32]>,
+    max_templates_per_subject: usize,
+    memory_locked: bool,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: Mutex<Connection>,
+    keys: Mutex<Connection>,
+    wrapper: Box<dyn KeyWrapper>,
+    pseudonym_key: SecretKey,
+    signer: SigningKey,
+    public_key: String,
+    clock: Clock,
+    transforms: Mutex<HashMap<String, Arc<OrthogonalTransform>>>,
+    loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
+}
+
+fn aad(kind: &str, gallery: &str, pseudonym: &[u8]) -> Vec<u8> {
+    let mut a = format!("facegate/{kind}/v1\0{gallery}\0").into_bytes();
+    a.extend_from_slice(pseudonym);
+    a
+}
+
+fn open_db(path: &Path, schema: &str) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers never block the writer; FULL: an acknowledged write survives power loss;
+    // secure_delete: freed pages are zeroed, so deleted keys and ciphertexts do not linger.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
+/// Write transactions take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that
+/// reads and then writes cannot wait for another writer and fails with "database is locked".
+trait WriteTx {
+    fn write_tx(&self) -> rusqlite::Result<rusqlite::Transaction<'_>>;
+}
+
+impl WriteTx for Connection {
+    fn write_tx(&self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        rusqlite::Transaction::new_unchecked(self, rusqlite::TransactionBehavior::Immediate)
+    }
+}
+
+fn bytes_to_f32(b: &[u8]) -> Result<Vec<f32>> {
+    if !b.len().is_multiple_of(4) {
+        return Err(GalleryError::Decrypt("template has a torn length".into()));
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn f32_to_bytes(v: &[f32]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if n == 0.0 {
+        return v.to_vec();
+    }
+    v.iter().map(|x| (*x as f64 / n) as f32).collect()
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(GalleryError::Invalid(format!(
+            "gallery name '{name}' must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Store {
+    /// Open the data directory, creating it (and its keys) on first use.
+    pub fn open(dir: &Path, wrapper: Box<dyn KeyWrapper>, clock: Clock) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| GalleryError::io(dir, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let db = open_db(&dir.join("store.db"), STORE_SCHEMA)?;
+        db.execute_batch(audit::SCHEMA)?;
+        let keys = open_db(&dir.join("keys.db"), KEYS_SCHEMA)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>> {
+            Ok(db
+                .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+                .optional()?)
+        };
+        let (pseudonym_key, signer) = match get("format")? {
+            None => {
+                let pk = crypto::random_key()?;
+                let sk = crypto::random_key()?;
+                let signer = SigningKey::from_bytes(&sk);
+                let tx = db.write_tx()?;
+                let put = |k: &str, v: &[u8]| {
+                    tx.execute("INSERT INTO meta (k, v) VALUES (?1, ?2)", params![k, v])
+                };
+                put("format", &FORMAT.to_le_bytes())?;
+                put(
+                    "pseudonym_key",
+                    &wrapper.wrap(b"facegate/pseudonym-key/v1", &pk)?,
+                )?;
+                put("audit_key", &wrapper.wrap(b"facegate/audit-key/v1", &sk)?)?;
+                put("audit_public_key", signer.verifying_key().as_bytes())?;
+                tx.commit()?;
+                (pk, signer)
+            }
+            Some(f) => {
+                if f != FORMAT.to_le_bytes() {
+                    return Err(GalleryError::Invalid(
+                        "unsupported data directory format".into(),
+                    ));
+                }
+                let pk = wrapper.unwrap_key(
+                    b"facegate/pseudonym-key/v1",
+                    &get("pseudonym_key")?
+                        .ok_or_else(|| GalleryError::Key("pseudonym key missing".into()))?,
+                )?;
+                let sk = wrapper.unwrap_key(
+                    b"facegate/audit-key/v1",
+                    &get("audit_key")?
+                        .ok_or_else(|| GalleryError::Key("audit key missing".into()))?,
+                )?;
+                (pk, SigningKey::from_bytes(&sk))
+            }
+        };
+        let public_key = hex::encode(signer.verifying_key().as_bytes());
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db: Mutex::new(db),
+            keys: Mutex::new(keys),
+            wrapper,
+            pseudonym_key,
+            signer,
+            public_key,
+            clock,
+            transforms: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+        };
+        store.reconcile()?;
+        Ok(store)
+    }
+
+    /// Whether `dir` holds an initialised store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("store.db").exists()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn audit_public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    pub fn master_key_id(&self) -> String {
+        self.wrapper.current_id()
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Repair what a crash between the two databases can leave: a subject whose key is gone was
+    /// being deleted (finish it); a key with no subject, older than an hour, was a failed enrolment.
+    fn reconcile(&self) -> Result<()> {
+        let keyset: Vec<(String, Vec<u8>, i64)> = {
+            let keys = self.keys();
+            let mut st = keys.prepare("SELECT gallery, pseudonym, created FROM subject_keys")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let have: std::collections::HashSet<(String, Vec<u8>)> = keyset
+            .iter()
+            .map(|(g, p, _)| (g.clone(), p.clone()))
+            .collect();
+        let subjects: Vec<(i64, String, Vec<u8>)> = {
+            let db = self.db();
+            let mut st = db.prepare("SELECT id, gallery, pseudonym FROM subjects")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let now = self.now();
+        let keyless: Vec<&(i64, String, Vec<u8>)> = subjects
+            .iter()
+            .filter(|(_, g, p)| !have.contains(&(g.clone(), p.clone())))
+            .collect();
+        if !keyless.is_empty() {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            for (id, g, p) in keyless {
+                tx.execute("DELETE FROM subjects WHERE id = ?1", [id])?;
+                tx.execute(
+                    "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
+                    [g],
+                )?;
+                audit::append(
+                    &tx,
+                    &self.signer,
+                    &Actor {
+                        id: "facegate",
+                        role: "system",
+                        purpose: "crash recovery",
+                    },
+                    now,
+                    AuditEvent {
+                        action: "delete".into(),
+                        gallery: Some(g.clone()),
+                        subject: Some(hex::encode(p)),
+                        outcome: "completed after interruption (key already destroyed)".into(),
+                        details: serde_json::Value::Null,
+                    },
+                )?;
+            }
+            tx.commit()?;
+        }
+        let subject_set: std::collections::HashSet<(String, Vec<u8>)> =
+            subjects.into_iter().map(|(_, g, p)| (g, p)).collect();
+        let keys = self.keys();
+        for (g, p, created) in keyset {
+            if !subject_set.contains(&(g.clone(), p.clone())) && now - created > ORPHAN_KEY_AGE_MS {
+                keys.execute(
+                    "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                    params![g, p],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_in(&self, conn: &Connection, ctx: &Context, ev: AuditEvent) -> Result<SignedHead> {
+        audit::append(conn, &self.signer, &ctx.audit_actor(), self.now(), ev)
+    }
+
+    fn after_commit(&self, head: &SignedHead) {
+        // The mirror is a second witness against truncation; failing to write it must not undo a
+        // committed action, and the next write retries.
+        let _ = audit::write_head_file(&self.dir.join("audit.head"), head);
+    }
+
+    /// Record an action that changes nothing else (e.g. an export, a failed search).
+    pub fn audit_event(&self, ctx: &Context, ev: AuditEvent) -> Result<u64> {
+        let db = self.db();
+        let tx = db.write_tx()?;
+        let head = self.audit_in(&tx, ctx, ev)?;
+        tx.commit()?;
+        self.after_commit(&head);
+        Ok(head.seq)
+    }
+
+    pub fn create_gallery(&self, ctx: &Context, name: &str, policy: &Policy) -> Result<()> {
+        check_name(name)?;
+        policy.validate()?;
+        if ctx.role != Role::Admin && ctx.role != Role::Operator {
+            return Err(GalleryError::Forbidden(
+                "creating a gallery needs the admin or operator role".into(),
+            ));
+        }
+        let seed = crypto::random_key()?;
+        let wrapped = self.wrapper.wrap(&aad("gallery-seed", name, b""), &seed)?;
+        let text =
+            serde_json::to_string(policy).map_err(|e| GalleryError::Invalid(e.to_string()))?;
+        let db = self.db();
+        let tx = db.write_tx()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO galleries (name, policy, seed, created) VALUES (?1, ?2, ?3, ?4)",
+            params![name, text, wrapped, self.now()],
+        )?;
+        if n == 0 {
+            return Err(GalleryError::GalleryExists(name.into()));
+        }
+        let head = self.audit_in(
+            &tx,
+            ctx,
+            AuditEvent {
+                action: "gallery-create".into(),
+                gallery: Some(name.into()),
+                outcome: "created".into(),
+                details: serde_json::to_value(policy).unwrap_or_default(),
+                ..Default::default()
+            },
+        )?;
+        tx.commit()?;
+        self.after_commit(&head);
+        Ok(())
+    }
+
+    pub fn update_policy(&self, ctx: &Context, name: &str, policy: &Policy) -> Result<()> {
+        policy.validate()?;
+        if ctx.role != Role::Admin {
+            return Err(GalleryError::Forbidden(
+                "changing a policy needs the admin role".into(),
+            ));
+        }
+        let old = self.gallery(name)?.policy;
+        let text =
+            serde_json::to_string(policy).map_err(|e| GalleryError::Invalid(e.to_string()))?;
+        let db = self.db();
+        let tx = db.write_tx()?;
+        tx.execute(
+            "UPDATE galleries SET policy = ?1 WHERE name = ?2",
+            params![text, name],
+        )?;
+        let head = self.audit_in(
+            &tx,
+            ctx,
+            AuditEvent {
+                action: "policy-change".into(),
+                gallery: Some(name.into()),
+                outcome: "changed".into(),
+                details: serde_json::json!({ "from": old, "to": policy }),
+                ..Default::default()
+            },
+        )?;
+        tx.commit()?;
+        self.after_commit(&head);
+        Ok(())
+    }
+
+    pub fn galleries(&self) -> Result<Vec<GalleryInfo>> {
+        let names: Vec<String> = {
+            let db = self.db();
+            let mut st = db.prepare("SELECT name FROM galleries ORDER BY name")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        names.iter().map(|n| self.gallery(n)).collect()
+    }
+
+    pub fn gallery(&self, name: &str) -> Result<GalleryInfo> {
+        let db = self.db();
+        let row: Option<GalleryRow> = db
+            .query_row(
+                "SELECT policy, dim, metric, pack, created FROM galleries WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let (policy, dim, metric, pack, created) =
+            row.ok_or_else(|| GalleryError::UnknownGallery(name.into()))?;
+        let policy: Policy = serde_json::from_str(&policy)
+            .map_err(|e| GalleryError::Invalid(format!("stored policy: {e}")))?;
+        let now = self.now();
+        let count = |sql: &str| -> Result<u64> {
+            Ok(db.query_row(sql, params![name, now], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(GalleryInfo {
+            name: name.into(),
+            dim: dim.map(|d| d as usize),
+            metric: metric.as_deref().map(Metric::parse).transpose()?,
+            pack,
+            created: audit::now_rfc3339(created),
+            subjects: count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires > ?2")?,
+            templates: count(
+                "SELECT COUNT(*) FROM templates t JOIN subjects s ON t.subject = s.id
+                 WHERE s.gallery = ?1 AND s.expires > ?2",
+            )?,
+            expired: count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires <= ?2")?,
+            policy,
+        })
+    }
+
+    fn transform(&self, gallery: &str, dim: usize) -> Result<Arc<OrthogonalTransform>> {
+        let mut cache = self.transforms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cache.get(gallery) {
+            if t.dim() == dim {
+                return Ok(t.clone());
+            }
+        }
+        let wrapped: Vec<u8> = self
+            .db()
+            .query_row(
+                "SELECT seed FROM galleries WHERE name = ?1",
+                [gallery],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))?;
+        let seed = self
+            .wrapper
+            .unwrap_key(&aad("gallery-seed", gallery, b""), &wrapped)?;
+        let t = Arc::new(OrthogonalTransform::from_seed(&seed, dim));
+        cache.insert(gallery.into(), t.clone());
+        Ok(t)
+    }
+
+    fn protect(&self, gallery: &str, metric: Metric, x: &[f32]) -> Result<Vec<f32>> {
+        let t = self.transform(gallery, x.len())?;
+        Ok(match metric {
+            Metric::Cosine => t.apply(&unit(x)),
+            Metric::Euclidean => t.apply(x),
+        })
+    }
+
+    pub fn pseudonym(&self, gallery: &str, reference: &str) -> [u8; 32] {
+        crypto::pseudonym(&self.pseudonym_key, gallery, reference)
+    }
+
+    // The arguments are what an enrolment is (who, where, whom, what, of which kind, how); a
+    // parameter struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    /// Enrol a subject with one or more templates. Returns once the enrolment and its audit record
+    /// are durable.
+    pub fn enroll(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+        templates: &[Vec<f32>],
+        metric: Metric,
+        pack: &str,
+        opts: &Enrolment,
+    ) -> Result<EnrolReceipt> {
+        if !matches!(ctx.role, Role::Enroller | Role::Operator | Role::Admin) {
+            return Err(GalleryError::Forbidden(
+                "enrolment needs the enroller, operator or admin role".into(),
+            ));
+        }
+        if reference.trim().is_empty() || reference.len() > 256 {
+            return Err(GalleryError::Invalid(
+                "subject reference must be 1-256 characters".into(),
+            ));
+        }
+        if templates.is_empty() {
+            return Err(GalleryError::Invalid("no template to enrol".into()));
+        }
+        let info = self.gallery(gallery)?;
+        let dim = info.dim.unwrap_or(templates[0].len());
+        for t in templates {
+            if t.len() != dim || dim == 0 {
+                return Err(GalleryError::Dimension {
+                    gallery: gallery.into(),
+                    expected: dim,
+                    got: t.len(),
+                });
+            }
+            if t.iter().any(|v| !v.is_finite()) {
+                return Err(GalleryError::Invalid(
+                    "template holds a non-finite value".into(),
+                ));
+            }
+        }
+        if let Some(m) = info.metric {
+            if m != metric {
+                return Err(GalleryError::Invalid(format!(
+                    "gallery '{gallery}' holds {} templates; these are {}",
+                    m.as_str(),
+                    metric.as_str()
+                )));
+            }
+        }
+        if let Some(p) = &info.pack {
+            if p != pack {
+                return Err(GalleryError::Invalid(format!(
+                    "gallery '{gallery}' holds templates of model pack '{p}', not '{pack}'"
+                )));
+            }
+        }
+        let ps = self.pseudonym(gallery, reference);
+        let now = self.now();
+        let limit = now + info.policy.retention_days as i64 * 86_400_000;
+        let expires = opts.expires_ms.map_or(limit, |e| e.min(limit));
+        if expires <= now {
+            return Err(GalleryError::Invalid("expiry is in the past".into()));
+        }
+        {
+            let exists: bool = self.db().query_row(
+                "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
+                params![gallery, &ps[..]],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(GalleryError::DuplicateSubject(gallery.into()));
+            }
+        }
+        let dk = crypto::random_key()?;
+        let wrapped = self.wrapper.wrap(&aad("subject-key", gallery, &ps), &dk)?;
+        let protected: Vec<Vec<f32>> = templates
+            .iter()
+            .map(|t| self.protect(gallery, metric, t))
+            .collect::<Result<_>>()?;
+        let mut sealed = Vec::with_capacity(protected.len());
+        for p in &protected {
+            sealed.push(crypto::seal(
+                &dk,
+                &aad("template", gallery, &ps),
+                &f32_to_bytes(p),
+            )?);
+        }
+        let sealed_ref = crypto::seal(&dk, &aad("reference", gallery, &ps), reference.as_bytes())?;
+        let sealed_consent = opts
+            .consent
+            .as_ref()
+            .map(|c| crypto::seal(&dk, &aad("consent", gallery, &ps), c.as_bytes()))
+            .transpose()?;
+        let sealed_image = opts
+            .image
+            .as_ref()
+            .map(|i| crypto::seal(&dk, &aad("image", gallery, &ps), i))
+            .transpose()?;
+        // Key first: a crash after this leaves an orphan key (removed later), never a subject
+        // without a key.
+        self.keys().execute(
+            "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+            params![gallery, &ps[..], wrapped, now],
+        )?;
+        let result = (|| -> Result<(SignedHead, i64)> {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            tx.execute(
+                "UPDATE galleries SET dim = ?2, metric = ?3, pack = ?4, generation = generation + 1 WHERE name = ?1",
+                params![gallery, dim as i64, metric.as_str(), pack],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO subjects (gallery, pseudonym, reference, consent, enrolled, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![gallery, &ps[..], sealed_ref, sealed_consent, now, expires],
+            )?;
+            if inserted == 0 {
+                return Err(GalleryError::DuplicateSubject(gallery.into()));
+            }
+            let sid = tx.last_insert_rowid();
+            for s in &sealed {
+                tx.execute(
+                    "INSERT INTO templates (subject, sealed) VALUES (?1, ?2)",
+                    params![sid, s],
+                )?;
+            }
+            if let Some(img) = &sealed_image {
+                tx.execute(
+                    "INSERT INTO images (subject, sealed) VALUES (?1, ?2)",
+                    params![sid, img],
+                )?;
+            }
+            let head = self.audit_in(
+                &tx,
+                ctx,
+                AuditEvent {
+                    action: "enrol".into(),
+                    gallery: Some(gallery.into()),
+                    subject: Some(hex::encode(ps)),
+                    outcome: "enrolled".into(),
+                    details: serde_json::json!({
+                        "templates": sealed.len(),
+                        "image_kept": sealed_image.is_some(),
+                        "consent_recorded": sealed_consent.is_some(),
+                        "expires": audit::now_rfc3339(expires),
+                        "pack": pack,
+                    }),
+                },
+            )?;
+            tx.commit()?;
+            Ok((head, sid))
+        })();
+        let (head, sid) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(e, GalleryError::DuplicateSubject(_)) {
+                    let _ = self.keys().execute(
+                        "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                        params![gallery, &ps[..]],
+                    );
+                }
+                return Err(e);
+            }
+        };
+        self.after_commit(&head);
+        // Keep an already loaded index current without reloading it.
+        if let Some(lg) = self.loaded_entry(gallery) {
+            let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
+            lg.generation += 1;
+            for p in &protected {
+                lg.index.push(sid as u64, p, expires);
+            }
+            lg.pseudonyms.insert(sid as u64, ps);
+            lg.max_templates_per_subject = lg.max_templates_per_subject.max(protected.len());
+        }
+        Ok(EnrolReceipt {
+            gallery: gallery.into(),
+            pseudonym: hex::encode(ps),
+            templates: sealed.len(),
+            expires: audit::now_rfc3339(expires),
+            audit_seq: head.seq,
+        })
+    }
+
+    fn loaded_entry(&self, gallery: &str) -> Option<Arc<RwLock<LoadedGallery>>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(gallery)
+            .cloned()
+    }
+
+    fn generation(&self, gallery: &str) -> Result<i64> {
+        self.db()
+            .query_row(
+                "SELECT generation FROM galleries WHERE name = ?1",
+                [gallery],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))
+    }
+
+    /// Decrypt a gallery's templates into memory (once; again only when another process changed it).
+    fn load(&self, gallery: &str) -> Result<Arc<RwLock<LoadedGallery>>> {
+        let generation = self.generation(gallery)?;
+        if let Some(lg) = self.loaded_entry(gallery) {
+            if lg.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
+                return Ok(lg);
+            }
+        }
+        let info = self.gallery(gallery)?;
+        let metric = info.metric.unwrap_or(Metric::Euclidean);
+        let dim = info.dim.unwrap_or(0);
+        let wrapped: HashMap<Vec<u8>, Vec<u8>> = {
+            let keys = self.keys();
+            let mut st =
+                keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
+            let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let rows: Vec<(i64, Vec<u8>, i64, Vec<u8>)> = {
+            let db = self.db();
+            let mut st = db.prepare(
+                "SELECT s.id, s.pseudonym, s.expires, t.sealed FROM subjects s JOIN templates t
+                 ON t.subject = s.id WHERE s.gallery = ?1 ORDER BY s.id, t.id",
+            )?;
+            let rows = st.query_map([gallery], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        // Unwrap each subject's key once, in parallel.
+        let mut subject_ps: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.0, r.1.clone())).collect();
+        subject_ps.dedup_by_key(|r| r.0);
+        let dks: HashMap<i64, SecretKey> = subject_ps
+            .par_iter()
+            .filter_map(|(sid, ps)| {
+                // A subject without a key has been erased: it is skipped, not an error.
+                let w = wrapped.get(ps)?;
+                Some(
+                    self.wrapper
+                        .unwrap_key(&aad("subject-key", gallery, ps), w)
+                        .map(|k| (*sid, k)),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let opened: Vec<Option<(i64, Vec<f32>, i64)>> = rows
+            .par_iter()
+            .map(|(sid, ps, exp, sealed)| {
+                let Some(dk) = dks.get(sid) else {
+                    return Ok(None);
+                };
+                let plain = crypto::open(dk, &aad("template", gallery, ps), sealed)?;
+                let v = bytes_to_f32(&plain)?;
+                if v.len() != dim {
+                    return Err(GalleryError::Decrypt(
+                        "template length differs from the gallery's".into(),
+                    ));
+                }
+                Ok(Some((*sid, v, *exp)))
+            })
+            .collect::<Result<_>>()?;
+        let mut index = ExactIndex::new(dim);
+        index.reserve(opened.len());
+        let mut pseudonyms = HashMap::new();
+        let mut per_subject: HashMap<i64, usize> = HashMap::new();
+        for (row, (sid, ps, _, _)) in opened.into_iter().zip(&rows) {
+            if let Some((_, mut v, exp)) = row {
+                index.push(*sid as u64, &v, exp);
+                zeroize::Zeroize::zeroize(&mut v);
+                let mut p = [0u8; 32];
+                if ps.len() == 32 {
+                    p.copy_from_slice(ps);
+                }
+                pseudonyms.insert(*sid as u64, p);
+                *per_subject.entry(*sid).or_default() += 1;
+            }
+        }
+        let memory_locked = index.lock_memory();
+        let lg = Arc::new(RwLock::new(LoadedGallery {
+            generation,
+            metric,
+            index,
+            pseudonyms,
+            max_templates_per_subject: per_subject.values().copied().max().unwrap_or(1),
+            memory_locked,
+        }));
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gallery.into(), lg.clone());
+        Ok(lg)
+    }
+
+    /// Load a gallery's templates into memory now (servers do this at start-up).
+    /// Returns (templates, memory bytes, whether the memory is locked against swap).
+    pub fn preload(&self, gallery: &str) -> Result<(usize, usize, bool)> {
+        let lg = self.load(gallery)?;
+        let lg = lg.read().unwrap_or_else(|p| p.into_inner());
+        Ok((lg.index.len(), lg.index.memory_bytes(), lg.memory_locked))
+    }
+
+    fn check_search(&self, ctx: &Context, info: &GalleryInfo) -> Result<()> {
+        if ctx.purpose.trim().is_empty() {
+            return Err(GalleryError::Invalid(
+                "a search must state its purpose".into(),
+            ));
+        }
+        if !info.policy.search_roles.contains(&ctx.role) {
+            return Err(GalleryError::Forbidden(format!(
+                "role '{}' may not search gallery '{}'",
+                ctx.role.as_str(),
+                info.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn reference_of(&self, gallery: &str, sid: i64, ps: &[u8; 32]) -> Result<String> {
+        let wrapped: Vec<u8> = self
+            .keys()
+            .query_row(
+                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+        let dk = self
+            .wrapper
+            .unwrap_key(&aad("subject-key", gallery, ps), &wrapped)?;
+        let sealed: Vec<u8> = self
+            .db()
+            .query_row("SELECT reference FROM subjects WHERE id = ?1", [sid], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+        let plain = crypto::open(&dk, &aad("reference", gallery, ps), &sealed)?;
+        String::from_utf8(plain.to_vec())
+            .map_err(|_| GalleryError::Decrypt("reference is not UTF-8".into()))
+    }
+
+    /// Open-set 1:N search. `threshold` overrides the policy's (which overrides the pack default
+    /// `default_threshold`). The probe is never stored; the audit record holds only pseudonyms.
+    pub fn identify(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        probe: &[f32],
+        k: Option<usize>,
+        default_threshold: f64,
+    ) -> Result<Identification> {
+        let info = self.gallery(gallery)?;
+        self.check_search(ctx, &info)?;
+        let threshold = info.policy.threshold.unwrap_or(default_threshold);
+        let k = k
+            .unwrap_or(info.policy.max_candidates)
+            .min(info.policy.max_candidates);
+        let (metric, dim) = match (info.metric, info.dim) {
+            (Some(m), Some(d)) => (m, d),
+            _ => {
+                let seq = self.audit_event(
+                    ctx,
+                    AuditEvent {
+                        action: "identify".into(),
+                        gallery: Some(gallery.into()),
+                        outcome: "no-match".into(),
+                        details: serde_json::json!({"searched": 0, "threshold": threshold}),
+                        ..Default::default()
+                    },
+                )?;
+                return Ok(Identification {
+                    gallery: gallery.into(),
+                    metric: info.metric.unwrap_or(Metric::Euclidean),
+                    threshold,
+                    candidates: vec![],
+                    searched_templates: 0,
+                    audit_seq: seq,
+                });
+            }
+        };
+        if probe.len() != dim {
+            return Err(GalleryError::Dimension {
+                gallery: gallery.into(),
+                expected: dim,
+                got: probe.len(),
+            });
+        }
+        let q = self.protect(gallery, metric, probe)?;
+        let q2: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum();
+        // The index ranks by s = q·x − |x|²/2; turn the threshold into a floor on s.
+        let floor = match metric {
+            Metric::Euclidean => ((q2 - threshold * threshold) / 2.0) as f32,
+            Metric::Cosine => (threshold - 0.5) as f32,
+        };
+        let now = self.now();
+        let lg = self.load(gallery)?;
+        let (hits, searched) = {
+            let lg = lg.read().unwrap_or_else(|p| p.into_inner());
+            let kk = k * lg.max_templates_per_subject.max(1);
+            let hits = lg
+                .index
+                .search(&[&q[..]], kk, Some(floor), now)
+                .pop()
+                .unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            let mut best = Vec::new();
+            for h in hits {
+                if seen.insert(h.id) {
+                    let score = match lg.metric {
+                        Metric::Euclidean => (q2 - 2.0 * h.score as f64).max(0.0).sqrt(),
+                        Metric::Cosine => h.dot as f64,
+                    };
+                    if metric.is_match(score, threshold) {
+                        best.push((
+                            h.id,
+                            lg.pseudonyms.get(&h.id).copied().unwrap_or([0; 32]),
+                            score,
+                        ));
+                    }
+                }
+                if best.len() == k {
+                    break;
+                }
+            }
+            (best, lg.index.len())
+        };
+        let mut candidates = Vec::with_capacity(hits.len());
+        for (rank, (sid, ps, score)) in hits.iter().enumerate() {
+            candidates.push(Candidate {
+                rank: rank + 1,
+                reference: self.reference_of(gallery, *sid as i64, ps)?,
+                pseudonym: hex::encode(ps),
+                score: *score,
+            });
+        }
+        let seq = self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "identify".into(),
+                gallery: Some(gallery.into()),
+                subject: candidates.first().map(|c| c.pseudonym.clone()),
+                outcome: if candidates.is_empty() { "no-match" } else { "match" }.into(),
+                details: serde_json::json!({
+                    "searched": searched,
+                    "threshold": threshold,
+                    "candidates": candidates.iter().map(|c| serde_json::json!({"pseudonym": c.pseudonym, "score": c.score})).collect::<Vec<_>>(),
+                }),
+            },
+        )?;
+        Ok(Identification {
+            gallery: gallery.into(),
+            metric,
+            threshold,
+            candidates,
+            searched_templates: searched,
+            audit_seq: seq,
+        })
+    }
+
+    /// Erase one subject: its key is destroyed, its rows deleted, a signed receipt returned.
+    pub fn delete(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+        reason: &str,
+    ) -> Result<DeletionReceipt> {
+        if !matches!(ctx.role, Role::Operator | Role::Admin | Role::Enroller) {
+            return Err(GalleryError::Forbidden(
+                "deletion needs the enroller, operator or admin role".into(),
+            ));
+        }
+        self.gallery(gallery)?;
+        let ps = self.pseudonym(gallery, reference);
+        self.erase(ctx, gallery, &ps, reason)
+    }
+
+    fn erase(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        ps: &[u8; 32],
+        reason: &str,
+    ) -> Result<DeletionReceipt> {
+        if reason.trim().is_empty() {
+            return Err(GalleryError::Invalid(
+                "a deletion must state its reason".into(),
+            ));
+        }
+        let now = self.now();
+        let (receipt, head, sid) = {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            let sid: i64 = tx
+                .query_row(
+                    "SELECT id FROM subjects WHERE gallery = ?1 AND pseudonym = ?2",
+                    params![gallery, &ps[..]],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+            tx.execute("DELETE FROM subjects WHERE id = ?1", [sid])?;
+            tx.execute(
+                "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
+                [gallery],
+            )?;
+            let head = self.audit_in(
+                &tx,
+                ctx,
+                AuditEvent {
+                    action: "delete".into(),
+                    gallery: Some(gallery.into()),
+                    subject: Some(hex::encode(ps)),
+                    outcome: "erased".into(),
+                    details: serde_json::json!({ "reason": reason }),
+                },
+            )?;
+            let mut receipt = DeletionReceipt {
+                gallery: gallery.into(),
+                pseudonym: hex::encode(ps),
+                time: audit::now_rfc3339(now),
+                reason: reason.into(),
+                audit_seq: head.seq,
+                signature: String::new(),
+                public_key: self.public_key.clone(),
+            };
+            receipt.signature =
+                hex::encode(self.signer.sign(&receipt_message(&receipt)).to_bytes());
+            tx.execute(
+                "INSERT INTO receipts (receipt) VALUES (?1)",
+                [serde_json::to_string(&receipt)
+                    .map_err(|e| GalleryError::Invalid(e.to_string()))?],
+            )?;
+            tx.commit()?;
+            (receipt, head, sid)
+        };
+        self.after_commit(&head);
+        self.destroy_key(gallery, ps)?;
+        if let Some(lg) = self.loaded_entry(gallery) {
+            let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
+            lg.index.remove(sid as u64);
+            lg.pseudonyms.remove(&(sid as u64));
+            lg.generation += 1;
+        }
+        Ok(receipt)
+    }
+
+    fn destroy_key(&self, gallery: &str, ps: &[u8; 32]) -> Result<()> {
+        let keys = self.keys();
+        keys.execute(
+            "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+            params![gallery, &ps[..]],
+        )?;
+        // secure_delete zeroed the page in the WAL copy; checkpointing and truncating the WAL
+        // removes the last file that held the old page.
+        keys.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Erase every subject of `gallery` past its retention. Returns the signed receipts.
+    pub fn purge(&self, ctx: &Context, gallery: &str) -> Result<Vec<DeletionReceipt>> {
+        if !matches!(ctx.role, Role::Operator | Role::Admin) {
+            return Err(GalleryError::Forbidden(
+                "purging needs the operator or admin role".into(),
+            ));
+        }
+        self.gallery(gallery)?;
+        let now = self.now();
+        let expired: Vec<Vec<u8>> = {
+            let db = self.db();
+            let mut st =
+                db.prepare("SELECT pseudonym FROM subjects WHERE gallery = ?1 AND expires <= ?2")?;
+            let rows = st.query_map(params![gallery, now], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut receipts = Vec::with_capacity(expired.len());
+        for p in expired {
+            let ps: [u8; 32] = p.try_into().map_err(|_| {
+                GalleryError::Invalid("stored pseudonym has the wrong length".into())
+            })?;
+            receipts.push(self.erase(ctx, gallery, &ps, "retention period expired")?);
+        }
+        Ok(receipts)
+    }
+
+    /// Every deletion receipt issued so far.
+    pub fn receipts(&self) -> Result<Vec<DeletionReceipt>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT receipt FROM receipts ORDER BY id")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(serde_json::from_str(&r?).map_err(|e| GalleryError::Invalid(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Move every template of `gallery` to a fresh transform (renewal): no images, no re-enrolment.
+    /// Templates stored before the call no longer match probes protected after it.
+    pub fn rekey_gallery(&self, ctx: &Context, gallery: &str) -> Result<usize> {
+        if ctx.role != Role::Admin {
+            return Err(GalleryError::Forbidden(
+                "rekeying needs the admin role".into(),
+            ));
+        }
+        let info = self.gallery(gallery)?;
+        let new_seed = crypto::random_key()?;
+        let new_wrapped = self
+            .wrapper
+            .wrap(&aad("gallery-seed", gallery, b""), &new_seed)?;
+        let moved = if let Some(dim) = info.dim {
+            let old = self.transform(gallery, dim)?;
+            let new = OrthogonalTransform::from_seed(&new_seed, dim);
+            let wrapped: HashMap<Vec<u8>, Vec<u8>> = {
+                let keys = self.keys();
+                let mut st =
+                    keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
+                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            let db = self.db();
+            let tx = db.write_tx()?;
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = {
+                let mut st = tx.prepare(
+                    "SELECT t.id, s.pseudonym, t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
+                     WHERE s.gallery = ?1",
+                )?;
+                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            let resealed: Vec<(i64, Vec<u8>)> = rows
+                .par_iter()
+                .filter_map(|(tid, ps, sealed)| {
+                    let w = wrapped.get(ps)?;
+                    Some((|| {
+                        let dk = self
+                            .wrapper
+                            .unwrap_key(&aad("subject-key", gallery, ps), w)?;
+                        let a = aad("template", gallery, ps);
+                        let v = bytes_to_f32(&crypto::open(&dk, &a, sealed)?)?;
+                        let moved = old.rekey(&new, &v);
+                        Ok((*tid, crypto::seal(&dk, &a, &f32_to_bytes(&moved))?))
+                    })())
+                })
+                .collect::<Result<_>>()?;
+            for (tid, s) in &resealed {
+                tx.execute(
+                    "UPDATE templates SET sealed = ?1 WHERE id = ?2",
+                    params![s, tid],
+                )?;
+            }
+            tx.execute(
+                "UPDATE galleries SET seed = ?1, generation = generation + 1 WHERE name = ?2",
+                params![new_wrapped, gallery],
+            )?;
+            let head = self.audit_in(
+                &tx,
+                ctx,
+                AuditEvent {
+                    action: "gallery-rekey".into(),
+                    gallery: Some(gallery.into()),
+                    outcome: "rekeyed".into(),
+                    details: serde_json::json!({ "templates": resealed.len() }),
+                    ..Default::default()
+                },
+            )?;
+            tx.commit()?;
+            self.after_commit(&head);
+            resealed.len()
+        } else {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            tx.execute(
+                "UPDATE galleries SET seed = ?1 WHERE name = ?2",
+                params![new_wrapped, gallery],
+            )?;
+            let head = self.audit_in(
+                &tx,
+                ctx,
+                AuditEvent {
+                    action: "gallery-rekey".into(),
+                    gallery: Some(gallery.into()),
+                    outcome: "rekeyed".into(),
+                    details: serde_json::json!({ "templates": 0 }),
+                    ..Default::default()
+                },
+            )?;
+            tx.commit()?;
+            self.after_commit(&head);
+            0
+        };
+        self.transforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(gallery);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(gallery);
+        Ok(moved)
+    }
+
+    /// Rewrap every key under `new` (the master-key rotation). Templates are not touched. `new`
+    /// must still open blobs of the current key (a ring holding both).
+    pub fn rotate_master(&mut self, ctx: &Context, new: Box<dyn KeyWrapper>) -> Result<usize> {
+        if ctx.role != Role::Admin {
+            return Err(GalleryError::Forbidden(
+                "key rotation needs the admin role".into(),
+            ));
+        }
+        let mut count = 0;
+        {
+            let keys = self.keys();
+            let tx = keys.write_tx()?;
+            let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
+                let mut st = tx.prepare("SELECT gallery, pseudonym, wrapped FROM subject_keys")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            for (g, ps, w) in rows {
+                let a = aad("subject-key", &g, &ps);
+                let dk = new.unwrap_key(&a, &w)?;
+                tx.execute(
+                    "UPDATE subject_keys SET wrapped = ?1 WHERE gallery = ?2 AND pseudonym = ?3",
+                    params![new.wrap(&a, &dk)?, g, ps],
+                )?;
+                count += 1;
+            }
+            tx.commit()?;
+            keys.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        let from = self.wrapper.current_id();
+        {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            for (k, a) in [
+                ("pseudonym_key", &b"facegate/pseudonym-key/v1"[..]),
+                ("audit_key", b"facegate/audit-key/v1"),
+            ] {
+                let w: Vec<u8> =
+                    tx.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))?;
+                let key = new.unwrap_key(a, &w)?;
+                tx.execute(
+                    "UPDATE meta SET v = ?1 WHERE k = ?2",
+                    params![new.wrap(a, &key)?, k],
+                )?;
+                count += 1;
+            }
+            let seeds: Vec<(String, Vec<u8>)> = {
+                let mut st = tx.prepare("SELECT name, seed FROM galleries")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            for (g, w) in seeds {
+                let a = aad("gallery-seed", &g, b"");
+                let seed = new.unwrap_key(&a, &w)?;
+                tx.execute(
+                    "UPDATE galleries SET seed = ?1 WHERE name = ?2",
+                    params![new.wrap(&a, &seed)?, g],
+                )?;
+                count += 1;
+            }
+            let head = self.audit_in(
+                &tx,
+                ctx,
+                AuditEvent {
+                    action: "key-rotate".into(),
+                    outcome: "rewrapped".into(),
+                    details: serde_json::json!({ "from_key": from, "to_key": new.current_id(), "keys": count }),
+                    ..Default::default()
+                },
+            )?;
+            tx.commit()?;
+            self.after_commit(&head);
+        }
+        self.wrapper = new;
+        Ok(count)
+    }
+
+    /// Verify the audit log. `pin` is the public key the verifier trusts (default: the stored one);
+    /// `anchors` are heads kept elsewhere (the mirror file is always checked).
+    pub fn audit_verify(
+        &self,
+        pin: Option<&str>,
+        anchors: &[(String, SignedHead)],
+    ) -> Result<AuditReport> {
+        verify_dir(&self.dir, pin, anchors)
+    }
+
+    pub fn audit_records(&self) -> Result<Vec<audit::AuditRecord>> {
+        audit::records(&self.db())
+    }
+
+    /// The current signed head, for anchoring outside this machine.
+    pub fn audit_head(&self) -> Result<Option<SignedHead>> {
+        let db = self.db();
+        let row: Option<(i64, Vec<u8>, Vec<u8>)> = db
+            .query_row(
+                "SELECT seq, hash, sig FROM audit_heads ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(seq, hash, sig)| SignedHead {
+            seq: seq as u64,
+            hash: hex::encode(hash),
+            signature: hex::encode(sig),
+            public_key: self.public_key.clone(),
+        }))
+    }
+
+    /// The protected (transformed) templates of a gallery, for migration to another engine or for
+    /// an unlinkability check. Admin only, audited as an export. They are still keyed by the
+    /// gallery's transform: without its seed they cannot be compared with anything outside it.
+    pub fn export_templates(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+    ) -> Result<Vec<(String, Vec<f32>)>> {
+        if ctx.role != Role::Admin {
+            return Err(GalleryError::Forbidden(
+                "exporting templates needs the admin role".into(),
+            ));
+        }
+        let lg = self.load(gallery)?;
+        let out: Vec<(String, Vec<f32>)> = {
+            let lg = lg.read().unwrap_or_else(|p| p.into_inner());
+            (0..lg.index.len())
+                .map(|r| {
+                    let (id, v) = lg.index.row(r);
+                    (
+                        hex::encode(lg.pseudonyms.get(&id).copied().unwrap_or([0; 32])),
+                        v.to_vec(),
+                    )
+                })
+                .collect()
+        };
+        self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "export".into(),
+                gallery: Some(gallery.into()),
+                outcome: "exported".into(),
+                details: serde_json::json!({ "templates": out.len() }),
+                ..Default::default()
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Sealed enrolment image of a subject, if one was kept (decrypted for the caller).
+    pub fn enrolment_image(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        if !matches!(ctx.role, Role::Operator | Role::Admin) {
+            return Err(GalleryError::Forbidden(
+                "reading an enrolment image needs the operator or admin role".into(),
+            ));
+        }
+        let ps = self.pseudonym(gallery, reference);
+        let wrapped: Vec<u8> = self
+            .keys()
+            .query_row(
+                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+        let sealed: Option<Vec<u8>> = self
+            .db()
+            .query_row(
+                "SELECT i.sealed FROM images i JOIN subjects s ON i.subject = s.id WHERE s.gallery = ?1 AND s.pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let dk = self
+            .wrapper
+            .unwrap_key(&aad("subject-key", gallery, &ps), &wrapped)?;
+        let img = crypto::open(&dk, &aad("image", gallery, &ps), &sealed)?;
+        self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "image-read".into(),
+                gallery: Some(gallery.into()),
+                subject: Some(hex::encode(ps)),
+                outcome: "read".into(),
+                details: serde_json::Value::Null,
+            },
+        )?;
+        Ok(Some(img))
+    }
+}
+
+/// Verify a data directory's audit log with only its public key (no master key needed: auditors
+/// run this). Checks the stored heads, the `audit.head` mirror and any anchors.
+pub fn verify_dir(
+    dir: &Path,
+    pin: Option<&str>,
+    anchors: &[(String, SignedHead)],
+) -> Result<AuditReport> {
+    if !Store::exists(dir) {
+        return Err(GalleryError::NotInitialised(dir.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        dir.join("store.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let stored: Vec<u8> =
+        conn.query_row("SELECT v FROM meta WHERE k = 'audit_public_key'", [], |r| {
+            r.get(0)
+        })?;
+    let stored = hex::encode(stored);
+    let key = pin.map(str::to_string).unwrap_or_else(|| stored.clone());
+    let mut external: Vec<(String, SignedHead)> = anchors.to_vec();
+    if let Some(h) = audit::read_head_file(&dir.join("audit.head"))? {
+        external.push(("audit.head".into(), h));
+    }
+    let mut report = audit::verify(&conn, &key, &external)?;
+    if pin.is_some_and(|p| p != stored) {
+        report.ok = false;
+        report.problems.insert(
+            0,
+            "the data directory's public key differs from the pinned key".into(),
+        );
+    }
+    Ok(report)
+}
+
+/// Every audit record of a data directory (read-only; no keys needed).
+pub fn export_dir(dir: &Path) -> Result<Vec<audit::AuditRecord>> {
+    if !Store::exists(dir) {
+        return Err(GalleryError::NotInitialised(dir.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        dir.join("store.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    audit::records(&conn)
+}
