@@ -108,7 +108,7 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
 }
 
 /// Picks the requested face, or the largest one, and says which rule was used.
-fn pick(
+pub fn pick(
     faces: Vec<Face>,
     index: Option<usize>,
     what: &str,

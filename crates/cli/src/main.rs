@@ -3,6 +3,7 @@
 mod cmd_bench;
 mod cmd_eval;
 mod cmd_faces;
+mod cmd_gallery;
 mod cmd_models;
 mod engine;
 
@@ -20,6 +21,8 @@ struct Cli {
     /// Where models and the runtime live (default: $FACEGATE_HOME or ~/.local/share/facegate).
     #[arg(long, global = true, env = "FACEGATE_HOME")]
     home: Option<PathBuf>,
+    #[command(flatten)]
+    store: cmd_gallery::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +42,29 @@ enum Command {
     Verify(cmd_faces::VerifyArgs),
     /// Per-stage speed of the 1:1 pipeline on one image.
     Bench(cmd_bench::BenchArgs),
+    /// Create, list, show, purge and rekey galleries.
+    Gallery {
+        #[command(subcommand)]
+        command: cmd_gallery::GalleryCommand,
+    },
+    /// Enrol subjects (images, a batch directory or CSV, or precomputed templates).
+    Enroll(cmd_gallery::EnrollArgs),
+    /// 1:N search of a gallery. Exit code 0 candidates found, 1 no match, 2 error.
+    Identify(cmd_gallery::IdentifyArgs),
+    /// Erase a subject (key destruction) and print the signed receipt.
+    Delete(cmd_gallery::DeleteArgs),
+    /// What the gallery holds about one subject (no biometric data).
+    Subject(cmd_gallery::SubjectArgs),
+    /// Verify, export or anchor the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: cmd_gallery::AuditCommand,
+    },
+    /// Master key operations.
+    Keys {
+        #[command(subcommand)]
+        command: cmd_gallery::KeysCommand,
+    },
     /// Accuracy evaluation on labelled data.
     Eval {
         #[command(subcommand)]
@@ -67,5 +93,12 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => cmd_faces::verify(&home, a),
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::Eval { command } => cmd_eval::run(&home, command),
+        Command::Gallery { command } => cmd_gallery::gallery(&home, &cli.store, command),
+        Command::Enroll(a) => cmd_gallery::enroll(&home, &cli.store, a),
+        Command::Identify(a) => cmd_gallery::identify(&home, &cli.store, a),
+        Command::Delete(a) => cmd_gallery::delete(&home, &cli.store, a),
+        Command::Subject(a) => cmd_gallery::subject(&home, &cli.store, a),
+        Command::Audit { command } => cmd_gallery::audit(&home, &cli.store, command),
+        Command::Keys { command } => cmd_gallery::keys(&home, &cli.store, command),
     }
 }

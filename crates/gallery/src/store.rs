@@ -124,6 +124,17 @@ pub struct EnrolReceipt {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct SubjectInfo {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub enrolled: String,
+    pub expires: String,
+    pub templates: usize,
+    pub image_kept: bool,
+    pub consent_recorded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub rank: usize,
     pub reference: String,
@@ -1079,6 +1090,37 @@ impl Store {
             searched_templates: searched,
             audit_seq: seq,
         })
+    }
+
+    /// What the store holds about one subject (no biometric data): for operators and for checks
+    /// that an acknowledged enrolment is there. Expired subjects are reported as unknown.
+    pub fn subject(&self, gallery: &str, reference: &str) -> Result<SubjectInfo> {
+        self.gallery(gallery)?;
+        let ps = self.pseudonym(gallery, reference);
+        let db = self.db();
+        let row: Option<(i64, i64, i64, i64, i64)> = db
+            .query_row(
+                "SELECT s.enrolled, s.expires, (SELECT COUNT(*) FROM templates t WHERE t.subject = s.id),
+                        (SELECT COUNT(*) FROM images i WHERE i.subject = s.id), s.consent IS NOT NULL
+                 FROM subjects s WHERE s.gallery = ?1 AND s.pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        match row {
+            Some((enrolled, expires, templates, images, consent)) if expires > self.now() => {
+                Ok(SubjectInfo {
+                    gallery: gallery.into(),
+                    pseudonym: hex::encode(ps),
+                    enrolled: audit::now_rfc3339(enrolled),
+                    expires: audit::now_rfc3339(expires),
+                    templates: templates as usize,
+                    image_kept: images > 0,
+                    consent_recorded: consent != 0,
+                })
+            }
+            _ => Err(GalleryError::UnknownSubject(gallery.into())),
+        }
     }
 
     /// Erase one subject: its key is destroyed, its rows deleted, a signed receipt returned.

@@ -1,0 +1,614 @@
+//! Gallery commands: `gallery`, `enroll`, `identify`, `delete`, `subject`, `audit`, `keys`.
+//! All state lives under the data directory; the master key comes from the environment or a file.
+
+use crate::cmd_faces::pick;
+use crate::engine::{load, EngineArgs};
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use gallery::audit::SignedHead;
+use gallery::crypto::{self, LocalKeyRing};
+use gallery::store::{self, system_clock};
+use gallery::{Context, Enrolment, Metric, Policy, Role, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use vision::decode::{decode_file, DecodeLimits};
+use vision::pipeline::Pipeline;
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Data directory (default: $FACEGATE_HOME/data).
+    #[arg(long, global = true, env = "FACEGATE_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Master key file (64 hex characters, mode 0600). Default: <data-dir>/master.key, created on
+    /// first use. Production: keep it off the data disk, or set FACEGATE_MASTER_KEY.
+    #[arg(long, global = true, env = "FACEGATE_MASTER_KEY_FILE")]
+    pub master_key: Option<PathBuf>,
+    /// Who is acting (recorded in the audit log).
+    #[arg(long, global = true, env = "FACEGATE_ACTOR")]
+    pub actor: Option<String>,
+    /// Role to act in: gate, enroller, operator, auditor, admin.
+    #[arg(long, global = true, default_value = "operator", env = "FACEGATE_ROLE")]
+    pub role: String,
+}
+
+impl StoreArgs {
+    pub fn data_dir(&self, home: &Path) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| home.join("data"))
+    }
+
+    fn key_path(&self, data: &Path) -> PathBuf {
+        self.master_key
+            .clone()
+            .unwrap_or_else(|| data.join("master.key"))
+    }
+
+    pub fn context(&self, purpose: &str) -> Result<Context> {
+        let actor = self
+            .actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "cli".into());
+        Ok(Context::new(&actor, Role::parse(&self.role)?, purpose))
+    }
+
+    /// Open the store; on a fresh data directory, create it and its master key file.
+    pub fn open(&self, home: &Path) -> Result<Store> {
+        let data = self.data_dir(home);
+        let ring = self.key_ring(&data, !Store::exists(&data))?;
+        Store::open(&data, Box::new(ring), system_clock())
+            .with_context(|| format!("opening data directory {}", data.display()))
+    }
+
+    fn key_ring(&self, data: &Path, create: bool) -> Result<LocalKeyRing> {
+        if let Ok(hex_key) = std::env::var("FACEGATE_MASTER_KEY") {
+            return Ok(LocalKeyRing::new(crypto::parse_master_key(&hex_key)?));
+        }
+        let path = self.key_path(data);
+        if !path.exists() {
+            if !create {
+                bail!(
+                    "master key file {} is missing (set --master-key or FACEGATE_MASTER_KEY)",
+                    path.display()
+                );
+            }
+            crypto::write_master_key_file(&path, &*crypto::random_key()?)?;
+            eprintln!(
+                "created master key {} (mode 0600); keep a copy off this disk — without it the data is unreadable",
+                path.display()
+            );
+        }
+        let key = crypto::read_master_key_file(&path)?;
+        let pending = path.with_extension("key.new");
+        if pending.exists() {
+            // An interrupted rotation: blobs may be wrapped by either key.
+            let new = crypto::read_master_key_file(&pending)?;
+            eprintln!("warning: an interrupted key rotation was found; run `facegate keys rotate` to finish it");
+            return Ok(LocalKeyRing::new(key).with_previous(new));
+        }
+        Ok(LocalKeyRing::new(key))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum GalleryCommand {
+    /// Create a gallery with its policy.
+    Create(CreateArgs),
+    /// List galleries with their counts.
+    List,
+    /// Show one gallery's policy and counts.
+    Show { name: String },
+    /// Erase every subject past its retention period and print the signed deletion receipts.
+    Purge { name: String },
+    /// Move a gallery to a new template transform (renewal; needs --role admin).
+    Rekey { name: String },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    pub name: String,
+    /// What the gallery is for.
+    #[arg(long)]
+    pub purpose: String,
+    /// The legal basis for processing.
+    #[arg(long)]
+    pub legal_basis: String,
+    /// Days a subject stays enrolled.
+    #[arg(long)]
+    pub retention_days: u32,
+    /// Decision threshold in the pack's metric (default: the pack's calibrated threshold).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// The false-match rate the threshold is meant for (recorded in the policy).
+    #[arg(long)]
+    pub target_fmr: Option<f64>,
+    /// Most candidates a search returns.
+    #[arg(long, default_value_t = 5)]
+    pub max_candidates: usize,
+    /// Roles allowed to search, comma-separated.
+    #[arg(long, default_value = "gate,operator", value_delimiter = ',')]
+    pub search_roles: Vec<String>,
+}
+
+pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
+    let store = s.open(home)?;
+    match cmd {
+        GalleryCommand::Create(a) => {
+            let policy = Policy {
+                purpose: a.purpose,
+                legal_basis: a.legal_basis,
+                retention_days: a.retention_days,
+                threshold: a.threshold,
+                target_fmr: a.target_fmr,
+                max_candidates: a.max_candidates,
+                search_roles: a
+                    .search_roles
+                    .iter()
+                    .map(|r| Role::parse(r.trim()))
+                    .collect::<gallery::Result<_>>()?,
+            };
+            store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&store.gallery(&a.name)?)?
+            );
+        }
+        GalleryCommand::List => {
+            for g in store.galleries()? {
+                println!("{}", serde_json::to_string(&g)?);
+            }
+        }
+        GalleryCommand::Show { name } => {
+            println!("{}", serde_json::to_string_pretty(&store.gallery(&name)?)?);
+        }
+        GalleryCommand::Purge { name } => {
+            let receipts = store.purge(&s.context("retention enforcement")?, &name)?;
+            eprintln!("purged {} expired subject(s) from {name}", receipts.len());
+            for r in receipts {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        GalleryCommand::Rekey { name } => {
+            let n = store.rekey_gallery(&s.context("template renewal")?, &name)?;
+            println!("{}", json!({"gallery": name, "templates_moved": n}));
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    #[arg(long)]
+    pub gallery: String,
+    /// External reference of the subject (stored only as a keyed pseudonym and sealed).
+    #[arg(long, required_unless_present_any = ["batch", "embeddings"])]
+    pub subject: Option<String>,
+    /// Images of the subject (one template per image, largest face).
+    pub images: Vec<PathBuf>,
+    /// Batch: a directory of SUBJECT/IMAGE folders, or a CSV of `subject,image` lines.
+    #[arg(long, conflicts_with_all = ["subject", "embeddings"])]
+    pub batch: Option<PathBuf>,
+    /// Enrol precomputed templates: JSON lines {"subject": REF, "embedding": [...]}.
+    #[arg(long, conflicts_with_all = ["subject", "batch"])]
+    pub embeddings: Option<PathBuf>,
+    /// Metric of --embeddings templates.
+    #[arg(long, default_value = "euclidean")]
+    pub metric: String,
+    /// Consent or case reference to record (sealed).
+    #[arg(long)]
+    pub consent: Option<String>,
+    /// Keep the enrolment image, encrypted (off by default: no images are stored).
+    #[arg(long)]
+    pub keep_image: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+struct Job {
+    subject: String,
+    images: Vec<PathBuf>,
+}
+
+fn batch_jobs(path: &Path) -> Result<Vec<Job>> {
+    let mut jobs: Vec<Job> = Vec::new();
+    if path.is_dir() {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let mut images: Vec<PathBuf> = std::fs::read_dir(&d)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            images.sort();
+            let subject = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            jobs.push(Job { subject, images });
+        }
+    } else {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("subject,"))
+            {
+                continue;
+            }
+            let (subject, image) = line.split_once(',').with_context(|| {
+                format!("{}:{}: expected `subject,image`", path.display(), n + 1)
+            })?;
+            let image = base.join(image.trim());
+            match jobs.iter_mut().find(|j| j.subject == subject.trim()) {
+                Some(j) => j.images.push(image),
+                None => jobs.push(Job {
+                    subject: subject.trim().into(),
+                    images: vec![image],
+                }),
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// The template of the largest face in an image (and the image bytes, when they are to be kept).
+pub fn template(p: &Pipeline, path: &Path) -> Result<Vec<f32>> {
+    let img = decode_file(path, &DecodeLimits::default())
+        .with_context(|| format!("{}", path.display()))?;
+    let (face, _, _, _) = pick(p.faces(&img)?, None, "enrolment")?;
+    Ok(face.embedding)
+}
+
+fn pack_metric(p: &Pipeline) -> Metric {
+    match p.metric() {
+        vision::pack::Metric::Euclidean => Metric::Euclidean,
+        vision::pack::Metric::Cosine => Metric::Cosine,
+    }
+}
+
+fn ack(line: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // Acknowledgements are flushed one by one: a caller may stop reading at any point.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
+    let store = s.open(home)?;
+    let ctx = s.context("enrolment")?;
+    if let Some(path) = &a.embeddings {
+        let metric = Metric::parse(&a.metric)?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (mut ok, mut failed) = (0, 0);
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+            let subject = v["subject"]
+                .as_str()
+                .with_context(|| format!("line {}: no subject", n + 1))?;
+            let emb: Vec<f32> = serde_json::from_value(v["embedding"].clone())
+                .with_context(|| format!("line {}: no embedding", n + 1))?;
+            match store.enroll(
+                &ctx,
+                &a.gallery,
+                subject,
+                &[emb],
+                metric,
+                &a.engine.pack,
+                &Enrolment::default(),
+            ) {
+                Ok(r) => {
+                    ok += 1;
+                    ack(
+                        json!({"subject": subject, "status": "enrolled", "pseudonym": r.pseudonym, "audit_seq": r.audit_seq}),
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    ack(json!({"subject": subject, "status": "error", "error": e.to_string()}));
+                }
+            }
+        }
+        eprintln!("enrolled {ok}, failed {failed}");
+        return Ok(if failed > 0 { 2 } else { 0 });
+    }
+    let jobs = match (&a.batch, &a.subject) {
+        (Some(b), _) => batch_jobs(b)?,
+        (None, Some(subject)) => vec![Job {
+            subject: subject.clone(),
+            images: a.images.clone(),
+        }],
+        (None, None) => bail!("give --subject with images, --batch, or --embeddings"),
+    };
+    if jobs.iter().any(|j| j.images.is_empty()) {
+        bail!("every subject needs at least one image");
+    }
+    let p = load(home, &a.engine)?;
+    let metric = pack_metric(&p);
+    let pack = p.models.manifest.name.clone();
+    let total: usize = jobs.iter().map(|j| j.images.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} enrolling [{bar:30}] {pos}/{len} images {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if jobs.len() == 1 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    // Faces are found in parallel; enrolments are written one subject at a time, each durable
+    // before it is acknowledged.
+    let results: Vec<(usize, Result<Vec<Vec<f32>>>)> = jobs
+        .par_iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let t = j
+                .images
+                .iter()
+                .map(|img| {
+                    let r = template(&p, img);
+                    bar.inc(1);
+                    r
+                })
+                .collect::<Result<Vec<_>>>();
+            (i, t)
+        })
+        .collect();
+    bar.finish_and_clear();
+    let (mut ok, mut failures) = (0, Vec::new());
+    for (i, r) in results {
+        let job = &jobs[i];
+        let outcome = r.and_then(|templates| {
+            let image = if a.keep_image {
+                Some(
+                    std::fs::read(&job.images[0])
+                        .with_context(|| format!("{}", job.images[0].display()))?,
+                )
+            } else {
+                None
+            };
+            let opts = Enrolment {
+                consent: a.consent.clone(),
+                image,
+                expires_ms: None,
+            };
+            Ok(store.enroll(
+                &ctx,
+                &a.gallery,
+                &job.subject,
+                &templates,
+                metric,
+                &pack,
+                &opts,
+            )?)
+        });
+        match outcome {
+            Ok(r) => {
+                ok += 1;
+                ack(
+                    json!({"subject": job.subject, "status": "enrolled", "templates": r.templates, "pseudonym": r.pseudonym, "expires": r.expires, "audit_seq": r.audit_seq}),
+                );
+            }
+            Err(e) => {
+                failures.push(json!({"subject": job.subject, "error": format!("{e:#}")}));
+                ack(json!({"subject": job.subject, "status": "error", "error": format!("{e:#}")}));
+            }
+        }
+    }
+    eprintln!("enrolled {ok} subject(s); {} failed", failures.len());
+    for f in &failures {
+        eprintln!(
+            "  {}: {}",
+            f["subject"].as_str().unwrap_or(""),
+            f["error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if failures.is_empty() { 0 } else { 2 })
+}
+
+#[derive(Args)]
+pub struct IdentifyArgs {
+    #[arg(long)]
+    pub gallery: String,
+    /// Why this search is made (required; recorded in the audit log).
+    #[arg(long)]
+    pub purpose: String,
+    pub image: PathBuf,
+    /// Most candidates to return (capped by the gallery policy).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Which face of the image to use (default: the largest).
+    #[arg(long)]
+    pub face: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
+    let store = s.open(home)?;
+    let ctx = s.context(&a.purpose)?;
+    let p = load(home, &a.engine)?;
+    let img = decode_file(&a.image, &DecodeLimits::default())
+        .with_context(|| format!("{}", a.image.display()))?;
+    let (face, used, rule, found) = pick(p.faces(&img)?, a.face, "probe")?;
+    let default_threshold = p
+        .models
+        .manifest
+        .calibration
+        .as_ref()
+        .map(|c| c.threshold)
+        .context("the pack has no calibrated threshold and the gallery sets none")?;
+    let r = store.identify(&ctx, &a.gallery, &face.embedding, a.k, default_threshold)?;
+    let matched = !r.candidates.is_empty();
+    let out = json!({
+        "match": matched,
+        "gallery": r.gallery,
+        "candidates": r.candidates,
+        "score_kind": match r.metric { Metric::Euclidean => "euclidean distance (lower = more similar)", Metric::Cosine => "cosine similarity (higher = more similar)" },
+        "threshold": r.threshold,
+        "searched_templates": r.searched_templates,
+        "audit_seq": r.audit_seq,
+        "probe": {"image": a.image, "faces_found": found, "face_used": used, "selection": rule},
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if matched { 0 } else { 1 })
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[arg(long)]
+    pub gallery: String,
+    #[arg(long)]
+    pub subject: String,
+    /// Why the subject is erased (recorded, and written into the receipt).
+    #[arg(long)]
+    pub reason: String,
+}
+
+pub fn delete(home: &Path, s: &StoreArgs, a: DeleteArgs) -> Result<i32> {
+    let store = s.open(home)?;
+    let r = store.delete(&s.context("erasure")?, &a.gallery, &a.subject, &a.reason)?;
+    println!("{}", serde_json::to_string_pretty(&r)?);
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct SubjectArgs {
+    #[arg(long)]
+    pub gallery: String,
+    #[arg(long)]
+    pub subject: String,
+}
+
+pub fn subject(home: &Path, s: &StoreArgs, a: SubjectArgs) -> Result<i32> {
+    let store = s.open(home)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&store.subject(&a.gallery, &a.subject)?)?
+    );
+    Ok(0)
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and signatures (needs no master key). Exit 0 intact, 1 tampered.
+    Verify {
+        /// Trust this public key (hex) instead of the one stored in the data directory.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Signed heads kept elsewhere (JSON files written by `audit head`).
+        #[arg(long)]
+        anchor: Vec<PathBuf>,
+    },
+    /// Print every record as JSON Lines.
+    Export,
+    /// Print the current signed head, to keep off this machine as an anchor.
+    Head,
+    /// Verify a deletion receipt (JSON file).
+    Receipt { file: PathBuf },
+}
+
+pub fn audit(home: &Path, s: &StoreArgs, cmd: AuditCommand) -> Result<i32> {
+    let data = s.data_dir(home);
+    match cmd {
+        AuditCommand::Verify { public_key, anchor } => {
+            let mut anchors = Vec::new();
+            for a in anchor {
+                let text = std::fs::read_to_string(&a)
+                    .with_context(|| format!("reading {}", a.display()))?;
+                let head: SignedHead =
+                    serde_json::from_str(&text).with_context(|| format!("{}", a.display()))?;
+                anchors.push((a.display().to_string(), head));
+            }
+            let report = store::verify_dir(&data, public_key.as_deref(), &anchors)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.ok { 0 } else { 1 })
+        }
+        AuditCommand::Export => {
+            let store = s.open(home)?;
+            let ctx = s.context("audit export")?;
+            if !matches!(ctx.role, Role::Auditor | Role::Admin) {
+                bail!("exporting the audit log needs the auditor or admin role");
+            }
+            let records = store.audit_records()?;
+            store.audit_event(
+                &ctx,
+                gallery::audit::AuditEvent {
+                    action: "audit-export".into(),
+                    outcome: "exported".into(),
+                    details: json!({"records": records.len()}),
+                    ..Default::default()
+                },
+            )?;
+            let mut out = std::io::stdout().lock();
+            for r in records {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            }
+            Ok(0)
+        }
+        AuditCommand::Head => {
+            let store = s.open(home)?;
+            match store.audit_head()? {
+                Some(h) => println!("{}", serde_json::to_string_pretty(&h)?),
+                None => bail!("the audit log is empty"),
+            }
+            Ok(0)
+        }
+        AuditCommand::Receipt { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let r: gallery::DeletionReceipt = serde_json::from_str(&text)?;
+            let ok = store::verify_receipt(&r);
+            println!("{}", json!({"valid": ok, "signed_by": r.public_key}));
+            Ok(if ok { 0 } else { 1 })
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Replace the master key: rewraps every data key and seed; templates are not touched.
+    Rotate,
+}
+
+pub fn keys(home: &Path, s: &StoreArgs, cmd: KeysCommand) -> Result<i32> {
+    let KeysCommand::Rotate = cmd;
+    if std::env::var("FACEGATE_MASTER_KEY").is_ok() {
+        bail!("the master key comes from FACEGATE_MASTER_KEY: rotate it in the system that sets it (or use a key file)");
+    }
+    let data = s.data_dir(home);
+    if !Store::exists(&data) {
+        bail!("{} is not initialised", data.display());
+    }
+    let path = s.key_path(&data);
+    let pending = path.with_extension("key.new");
+    // The new key is on disk before anything is rewrapped, so a crash at any point leaves every
+    // blob openable by one of the two files.
+    if !pending.exists() {
+        crypto::write_master_key_file(&pending, &*crypto::random_key()?)?;
+    }
+    let old = crypto::read_master_key_file(&path)?;
+    let new = crypto::read_master_key_file(&pending)?;
+    let ring = LocalKeyRing::new(old.clone()).with_previous(new.clone());
+    let mut store = Store::open(&data, Box::new(ring), system_clock())?;
+    let target = LocalKeyRing::new(new).with_previous(old);
+    let n = store.rotate_master(&s.context("master key rotation")?, Box::new(target))?;
+    std::fs::rename(&pending, &path).with_context(|| format!("installing {}", path.display()))?;
+    println!(
+        "{}",
+        json!({"rewrapped": n, "master_key_id": store.master_key_id(), "key_file": path})
+    );
+    Ok(0)
+}

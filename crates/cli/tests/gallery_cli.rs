@@ -1,0 +1,350 @@
+//! Drives the real `facegate` binary through the gallery commands: a crash mid-enrolment, the
+//! README demo on ../shared/data/people, key rotation, receipts and the audit log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("FACEGATE_MASTER_KEY")
+        .env_remove("FACEGATE_MASTER_KEY_FILE")
+        .env_remove("FACEGATE_DATA")
+        .output()
+        .expect("run facegate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn create(data: &Path, name: &str) {
+    let (code, _, err) = facegate(
+        data,
+        &[
+            "gallery",
+            "create",
+            name,
+            "--purpose",
+            "registered travellers",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Deterministic pseudo-random 128-D templates.
+fn embeddings_file(path: &Path, n: usize) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..n {
+        let v: Vec<f32> = (0..128)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 10_000) as f32 / 50_000.0 - 0.1
+            })
+            .collect();
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"subject": format!("S{i:06}"), "embedding": v})
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create(&data, "rt");
+    let input = dir.path().join("emb.jsonl");
+    embeddings_file(&input, 3000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--role",
+            "enroller",
+            "enroll",
+            "--gallery",
+            "rt",
+            "--embeddings",
+        ])
+        .arg(&input)
+        .env_remove("FACEGATE_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.len() < 40 {
+        let line = lines.next().expect("enrolment stopped early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "enrolled", "{line}");
+        acked.push(v["subject"].as_str().unwrap().to_string());
+    }
+    // SIGKILL: no destructor, no flush, no chance to finish the transaction in flight.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for s in &acked {
+        let (code, out, err) = facegate(&data, &["subject", "--gallery", "rt", "--subject", s]);
+        assert_eq!(code, 0, "acknowledged subject {s} lost: {err}");
+        assert!(out.contains("\"templates\": 1"));
+    }
+    let (code, out, _) = facegate(&data, &["gallery", "show", "rt"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let n = v["subjects"].as_u64().unwrap();
+    assert!(n >= 40 && n < 3000, "{n} subjects after the kill");
+    let (code, out, _) = facegate(&data, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    let c = rusqlite::Connection::open(data.join("store.db")).unwrap();
+    let check: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // Enrolment resumes where it stopped: the rest go in, the ones already there are refused.
+    let (code, _, _) = facegate(
+        &data,
+        &[
+            "--role",
+            "enroller",
+            "enroll",
+            "--gallery",
+            "rt",
+            "--embeddings",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "duplicates are reported as failures");
+    let (_, out, _) = facegate(&data, &["gallery", "show", "rt"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["subjects"], 3000);
+}
+
+#[test]
+fn keys_rotate_receipts_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create(&data, "rt");
+    let input = dir.path().join("emb.jsonl");
+    embeddings_file(&input, 5);
+    let (code, _, err) = facegate(
+        &data,
+        &[
+            "enroll",
+            "--gallery",
+            "rt",
+            "--embeddings",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let key_before = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let (code, _, err) = facegate(&data, &["keys", "rotate"]);
+    assert_ne!(code, 0, "rotation must need the admin role");
+    assert!(err.contains("admin"), "{err}");
+    let (code, out, err) = facegate(&data, &["--role", "admin", "keys", "rotate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rewrapped"));
+    assert_ne!(
+        std::fs::read_to_string(data.join("master.key")).unwrap(),
+        key_before
+    );
+    assert!(!data.join("master.key.new").exists());
+    // Everything still opens with the new key.
+    let (code, _, err) = facegate(
+        &data,
+        &["subject", "--gallery", "rt", "--subject", "S000003"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Deletion gives a receipt that verifies, and the subject is gone.
+    let (code, out, err) = facegate(
+        &data,
+        &[
+            "delete",
+            "--gallery",
+            "rt",
+            "--subject",
+            "S000003",
+            "--reason",
+            "subject request",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let receipt = dir.path().join("receipt.json");
+    std::fs::write(&receipt, &out).unwrap();
+    let (code, _, _) = facegate(&data, &["audit", "receipt", receipt.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let forged = out.replace("subject request", "retention period expired");
+    std::fs::write(&receipt, forged).unwrap();
+    let (code, _, _) = facegate(&data, &["audit", "receipt", receipt.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let (code, _, _) = facegate(
+        &data,
+        &["subject", "--gallery", "rt", "--subject", "S000003"],
+    );
+    assert_eq!(code, 2);
+    // The export is for auditors; it is itself audited. Then an anchor catches a cut-off log.
+    let (code, _, _) = facegate(&data, &["audit", "export"]);
+    assert_ne!(code, 0);
+    let (code, out, _) = facegate(&data, &["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0);
+    let actions: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for a in ["gallery-create", "enrol", "key-rotate", "delete"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
+    let (_, head, _) = facegate(&data, &["audit", "head"]);
+    let anchor = dir.path().join("anchor.json");
+    std::fs::write(&anchor, head).unwrap();
+    let c = rusqlite::Connection::open(data.join("store.db")).unwrap();
+    c.execute_batch("DELETE FROM audit WHERE seq > 3; DELETE FROM audit_heads WHERE seq > 3;")
+        .unwrap();
+    drop(c);
+    std::fs::remove_file(data.join("audit.head")).unwrap();
+    let (code, _, _) = facegate(&data, &["audit", "verify"]);
+    assert_eq!(
+        code, 0,
+        "without an anchor a clean cut is invisible (documented)"
+    );
+    let (code, out, _) = facegate(
+        &data,
+        &["audit", "verify", "--anchor", anchor.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("truncated"), "{out}");
+}
+
+fn shared_ready() -> Option<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let home = vision::pack::default_home();
+    for need in [
+        shared.join("data/people/knn_examples/train"),
+        home.join("packs/dlib/manifest.json"),
+    ] {
+        if !need.exists() {
+            assert!(!in_ci(), "missing {} (required in CI)", need.display());
+            eprintln!("SKIP: missing {}", need.display());
+            return None;
+        }
+    }
+    Some(shared)
+}
+
+#[test]
+fn readme_demo_enrol_people_and_identify() {
+    let Some(shared) = shared_ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create(&data, "demo");
+    let knn = shared.join("data/people/knn_examples");
+    let (code, out, err) = facegate(
+        &data,
+        &[
+            "enroll",
+            "--gallery",
+            "demo",
+            "--batch",
+            knn.join("train").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 5);
+    let cases = [
+        ("alex_lacamoire1.jpg", Some("alex_lacamoire")),
+        ("obama1.jpg", Some("obama")),
+        ("johnsnow_test1.jpg", Some("kit_harington")),
+    ];
+    for (img, want) in cases {
+        let (code, out, err) = facegate(
+            &data,
+            &[
+                "identify",
+                "--gallery",
+                "demo",
+                "--purpose",
+                "test",
+                knn.join("test").join(img).to_str().unwrap(),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+        match want {
+            Some(w) => {
+                assert_eq!(code, 0);
+                assert_eq!(v["candidates"][0]["reference"], w);
+            }
+            None => assert_eq!(code, 1),
+        }
+    }
+    // Someone not enrolled: no match, exit 1.
+    let (code, out, _) = facegate(
+        &data,
+        &[
+            "identify",
+            "--gallery",
+            "demo",
+            "--purpose",
+            "test",
+            shared
+                .join("data/people/lin-manuel-miranda.png")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    // A search without purpose is refused by the CLI itself.
+    let (code, _, _) = facegate(
+        &data,
+        &[
+            "identify",
+            "--gallery",
+            "demo",
+            shared.join("data/people/obama.jpg").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2);
+    // An unreadable image is a clear error and changes nothing.
+    let junk = dir.path().join("junk.jpg");
+    std::fs::write(&junk, b"\xff\xd8\xff not really").unwrap();
+    let (code, _, err) = facegate(
+        &data,
+        &[
+            "enroll",
+            "--gallery",
+            "demo",
+            "--subject",
+            "X",
+            junk.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("junk.jpg"), "{err}");
+    let (_, out, _) = facegate(&data, &["gallery", "show", "demo"]);
+    assert!(out.contains("\"subjects\": 5"));
+}
