@@ -110,7 +110,7 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let n = v["subjects"].as_u64().unwrap();
-    assert!(n >= 40 && n < 3000, "{n} subjects after the kill");
+    assert!((40..3000).contains(&n), "{n} subjects after the kill");
     let (code, out, _) = facegate(&data, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
     let c = rusqlite::Connection::open(data.join("store.db")).unwrap();
