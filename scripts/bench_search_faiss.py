@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Exact top-k 1:N search, facegate vs FAISS IndexFlatIP, same data, same k, same threads, one run.
+
+Data: n unit-length Gaussian vectors (the gallery stores cosine templates unit length; for unit
+vectors inner-product and Euclidean rankings agree), queries drawn the same way, seed fixed.
+Ground truth: float64 brute force in NumPy. FAISS gets its best settings: batched queries with
+distance_compute_blas_threshold lowered to 20 (BLAS sgemm path), OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE unset; single queries use its SIMD path. Needs `pip install faiss-cpu numpy`.
+
+usage: scripts/bench_search_faiss.py [--n 1000000] [--dims 128 512] [--threads 1 2] [--batch 256]
+"""
+import argparse, json, os, platform, subprocess, sys, tempfile, time
+
+import numpy as np
+
+
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def unit(rng, n, d):
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def truth(base, q, k):
+    best = np.full((len(q), k), -np.inf)
+    ids = np.zeros((len(q), k), dtype=np.int64)
+    qd = q.astype(np.float64)
+    for s in range(0, len(base), 100_000):
+        sc = qd @ base[s:s + 100_000].astype(np.float64).T
+        allsc = np.concatenate([best, sc], axis=1)
+        allid = np.concatenate([ids, np.arange(s, s + sc.shape[1])[None, :].repeat(len(q), 0)], axis=1)
+        top = np.argsort(-allsc, axis=1)[:, :k]
+        best = np.take_along_axis(allsc, top, 1)
+        ids = np.take_along_axis(allid, top, 1)
+    return ids
+
+
+FAISS_CHILD = r"""
+import json, sys, time, numpy as np, faiss
+base_p, q_p, truth_p, d, k, threads, batch, single = sys.argv[1:9]
+d, k, threads, batch, single = int(d), int(k), int(threads), int(batch), int(single)
+faiss.omp_set_num_threads(threads)
+faiss.cvar.distance_compute_blas_threshold = 20
+base = np.fromfile(base_p, dtype=np.float32).reshape(-1, d)
+q = np.fromfile(q_p, dtype=np.float32).reshape(-1, d)
+t = time.perf_counter(); index = faiss.IndexFlatIP(d); index.add(base); build = time.perf_counter() - t
+index.search(q[:1], k)
+t = time.perf_counter(); _, I = index.search(q[:batch], k); bs = time.perf_counter() - t
+lat = []
+for i in range(single):
+    t = time.perf_counter(); index.search(q[i:i + 1], k); lat.append((time.perf_counter() - t) * 1e3)
+lat.sort()
+tr = np.fromfile(truth_p, dtype=np.int64).reshape(-1, k)[:batch]
+recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(I, tr)]))
+print(json.dumps({"engine": "faiss " + faiss.__version__, "kernel": "IndexFlatIP, BLAS sgemm batches (threshold 20), SIMD single",
+                  "n": len(base), "dim": d, "k": k, "threads": threads, "batch": batch,
+                  "batch_qps": batch / bs, "single_ms_median": lat[len(lat) // 2], "single_ms_p99": lat[len(lat) * 99 // 100],
+                  "recall_at_k": recall, "build_s": build}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--dims", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--single", type=int, default=50)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--facegate", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "facegate"))
+    a = ap.parse_args()
+    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch}, single={a.single}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in a.dims:
+            rng = np.random.default_rng(12345 + d)
+            base, q = unit(rng, a.n, d), unit(rng, max(a.batch, a.single), d)
+            bp, qp, tp = (os.path.join(tmp, f"{x}{d}.bin") for x in ("base", "q", "truth"))
+            base.tofile(bp)
+            q.tofile(qp)
+            truth(base, q, a.k).tofile(tp)
+            del base
+            for th in a.threads:
+                env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+                env["OMP_NUM_THREADS"] = str(th)
+                env["OPENBLAS_NUM_THREADS"] = str(th)
+                f = subprocess.run([sys.executable, "-c", FAISS_CHILD, bp, qp, tp, str(d), str(a.k), str(th), str(a.batch), str(a.single)],
+                                   env=env, capture_output=True, text=True, check=True)
+                g = subprocess.run([a.facegate, "bench-search", "--base", bp, "--queries", qp, "--dim", str(d), "--k", str(a.k),
+                                    "--threads", str(th), "--batch", str(a.batch), "--truth", tp, "--single", str(a.single)],
+                                   capture_output=True, text=True, check=True)
+                fr, gr = json.loads(f.stdout), json.loads(g.stdout)
+                rows.append((d, th, gr, fr))
+                print(json.dumps(gr))
+                print(json.dumps(fr))
+    print()
+    print("| dim | threads | facegate QPS (batch) | FAISS QPS (batch) | ratio | facegate single ms | FAISS single ms | recall@k facegate / FAISS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d, th, g, f in rows:
+        print(f"| {d} | {th} | {g['batch_qps']:.1f} | {f['batch_qps']:.1f} | {g['batch_qps'] / f['batch_qps']:.2f}x | "
+              f"{g['single_ms_median']:.2f} | {f['single_ms_median']:.2f} | {g['recall_at_k']:.4f} / {f['recall_at_k']:.4f} |")
+    print(f"facegate kernel: {rows[0][2]['kernel']}; facegate exact check (int8 scan == exhaustive f32): "
+          f"{all(r[2]['equals_exhaustive_f32'] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
