@@ -37,9 +37,14 @@ pub struct BenchSearchArgs {
 fn read_f32(path: &Path, dim: usize) -> Result<Vec<f32>> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if b.len() % (4 * dim) != 0 {
-        bail!("{} is not a whole number of {dim}-D f32 vectors", path.display());
+        bail!(
+            "{} is not a whole number of {dim}-D f32 vectors",
+            path.display()
+        );
     }
-    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 pub fn run(a: BenchSearchArgs) -> Result<i32> {
@@ -76,11 +81,15 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     lat.sort_by(f64::total_cmp);
     // Exactness: the int8 scan must return what an exhaustive f32 scan returns.
     let exact_checked = batch.len().min(8);
-    let exact_equal = (0..exact_checked).all(|i| results[i] == idx.search_exhaustive(batch[i], a.k, None, 0));
+    let exact_equal =
+        (0..exact_checked).all(|i| results[i] == idx.search_exhaustive(batch[i], a.k, None, 0));
     let recall = match &a.truth {
         Some(p) => {
             let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let truth: Vec<i64> = b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+            let truth: Vec<i64> = b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
             let mut hit = 0usize;
             for (qi, r) in results.iter().enumerate() {
                 let want = &truth[qi * a.k..(qi + 1) * a.k];

@@ -20,6 +20,26 @@ use vision::pipeline::{compare, is_match, Pipeline};
 pub enum EvalCommand {
     /// LFW-style pairs protocol: accuracy over folds, TAR at FMR, failures to detect.
     Pairs(PairsArgs),
+    /// 1:N open-set protocol on an identity/image directory: rank-1, FNIR at FPIR.
+    Identify(IdentifyEvalArgs),
+}
+
+#[derive(Args)]
+pub struct IdentifyEvalArgs {
+    /// Directory of identity/image folders (LFW layout).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Average each embedding with the embedding of the mirrored chip.
+    #[arg(long)]
+    pub flip: bool,
+    /// Print the full result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Use only the first N identities (sorted by name), for quick checks.
+    #[arg(long)]
+    pub max_identities: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -175,7 +195,10 @@ fn embedding_for(p: &Pipeline, path: &Path, flip: bool, misses: &mut usize) -> R
 }
 
 pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
-    let EvalCommand::Pairs(a) = cmd;
+    let a = match cmd {
+        EvalCommand::Pairs(a) => a,
+        EvalCommand::Identify(a) => return identify(home, a),
+    };
     let text = std::fs::read_to_string(&a.pairs)
         .with_context(|| format!("reading {}", a.pairs.display()))?;
     let mut folds = parse_pairs(&text)?;
@@ -288,9 +311,212 @@ pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
     Ok(0)
 }
 
+/// Open-set figures from each probe's best candidate: `mated` holds (rank-1 is the mate, rank-1
+/// distance), `nonmated` the rank-1 distance of searches for people not enrolled. The threshold
+/// for a target FPIR is the largest distance at which at most that fraction of non-mated searches
+/// return a candidate; FNIR is the fraction of mated searches without their mate at rank 1 within it.
+pub fn fnir_at_fpir(mated: &[(bool, f64)], nonmated: &[f64], fpir: f64) -> (f64, f64) {
+    let mut nm = nonmated.to_vec();
+    nm.sort_by(f64::total_cmp);
+    let allowed = (fpir * nm.len() as f64).floor() as usize;
+    // Distances strictly below nm[allowed] pass: exactly `allowed` non-mated searches do.
+    let t = nm.get(allowed).copied().unwrap_or(f64::INFINITY);
+    let misses = mated.iter().filter(|(ok, d)| !(*ok && *d < t)).count();
+    (misses as f64 / mated.len().max(1) as f64, t)
+}
+
+fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
+    use gallery::index::ExactIndex;
+    use gallery::transform::OrthogonalTransform;
+    let mut people: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.images)
+        .with_context(|| format!("reading {}", a.images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    if let Some(m) = a.max_identities {
+        dirs.truncate(m);
+    }
+    for d in dirs {
+        let mut imgs: Vec<PathBuf> = std::fs::read_dir(&d)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        imgs.sort();
+        if !imgs.is_empty() {
+            people.push((
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                imgs,
+            ));
+        }
+    }
+    let p = load(home, &a.engine)?;
+    if is_match(p.metric(), 0.0, 1.0) {
+        // Euclidean only for now: the ranking below is by distance.
+    } else {
+        bail!("eval identify supports the Euclidean packs (dlib) so far");
+    }
+    let total: usize = people.iter().map(|p| p.1.len()).sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "embedding [{bar:40}] {pos}/{len} images ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut misses = 0usize;
+    let mut emb: Vec<Vec<Vec<f32>>> = Vec::with_capacity(people.len());
+    for (_, imgs) in &people {
+        let mut v = Vec::with_capacity(imgs.len());
+        for img in imgs {
+            v.push(
+                embedding_for(&p, img, a.flip, &mut misses)
+                    .with_context(|| format!("{}", img.display()))?,
+            );
+            bar.inc(1);
+        }
+        emb.push(v);
+    }
+    bar.finish_and_clear();
+    let embed_s = started.elapsed().as_secs_f64();
+    // Protocol: people with 2+ images enrol their first and probe with the rest (mated); people
+    // with one image alternate between enrolled distractor and non-mated probe.
+    let mut enrolled: Vec<(usize, &Vec<f32>)> = Vec::new();
+    let mut mated: Vec<(usize, &Vec<f32>)> = Vec::new();
+    let mut nonmated: Vec<&Vec<f32>> = Vec::new();
+    let mut singles = 0usize;
+    for (i, e) in emb.iter().enumerate() {
+        if e.len() >= 2 {
+            enrolled.push((i, &e[0]));
+            mated.extend(e[1..].iter().map(|x| (i, x)));
+        } else {
+            if singles.is_multiple_of(2) {
+                enrolled.push((i, &e[0]));
+            } else {
+                nonmated.push(&e[0]);
+            }
+            singles += 1;
+        }
+    }
+    let dim = enrolled.first().map(|e| e.1.len()).context("no images")?;
+    // Run once on plain templates and once through a keyed transform: the figures must agree.
+    let mut results = Vec::new();
+    for (name, transform) in [
+        ("plain", None),
+        (
+            "protected",
+            Some(OrthogonalTransform::from_seed(&[42; 32], dim)),
+        ),
+    ] {
+        let tf = |x: &Vec<f32>| -> Vec<f32> {
+            transform.as_ref().map_or_else(|| x.clone(), |t| t.apply(x))
+        };
+        let mut idx = ExactIndex::new(dim);
+        for (id, x) in &enrolled {
+            idx.push(*id as u64, &tf(x), i64::MAX);
+        }
+        let search = |q: &Vec<f32>, k: usize| -> Vec<(u64, f64)> {
+            let q = tf(q);
+            let q2: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum();
+            idx.search(&[&q[..]], k, None, 0)
+                .pop()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| (h.id, (q2 - 2.0 * h.score as f64).max(0.0).sqrt()))
+                .collect()
+        };
+        let mut rank1 = 0usize;
+        let mut rank10 = 0usize;
+        let mut mated_top: Vec<(bool, f64)> = Vec::with_capacity(mated.len());
+        for (id, q) in &mated {
+            let hits = search(q, 10);
+            let ok1 = hits.first().is_some_and(|h| h.0 == *id as u64);
+            rank1 += ok1 as usize;
+            rank10 += hits.iter().any(|h| h.0 == *id as u64) as usize;
+            mated_top.push((ok1, hits.first().map_or(f64::INFINITY, |h| h.1)));
+        }
+        let nm_top: Vec<f64> = nonmated
+            .iter()
+            .map(|q| search(q, 1).first().map_or(f64::INFINITY, |h| h.1))
+            .collect();
+        let mut at = Vec::new();
+        for fpir in [1e-1, 1e-2, 1e-3] {
+            let (fnir, t) = fnir_at_fpir(&mated_top, &nm_top, fpir);
+            let supported = (fpir * nm_top.len() as f64) >= 1.0;
+            at.push(
+                json!({"fpir": fpir, "fnir": fnir, "threshold": t, "supported_by_data": supported}),
+            );
+        }
+        results.push(json!({
+            "templates": name,
+            "rank1": rank1 as f64 / mated.len().max(1) as f64,
+            "rank10": rank10 as f64 / mated.len().max(1) as f64,
+            "fnir_at_fpir": at,
+        }));
+    }
+    let identical = results[0]["rank1"] == results[1]["rank1"]
+        && results[0]["fnir_at_fpir"]
+            .as_array()
+            .map(|v| v.iter().map(|x| &x["fnir"]).collect::<Vec<_>>())
+            == results[1]["fnir_at_fpir"]
+                .as_array()
+                .map(|v| v.iter().map(|x| &x["fnir"]).collect::<Vec<_>>());
+    let out = json!({
+        "pack": p.models.manifest.name,
+        "flip": a.flip,
+        "identities": people.len(),
+        "enrolled": enrolled.len(),
+        "mated_probes": mated.len(),
+        "nonmated_probes": nonmated.len(),
+        "failures_to_detect": misses,
+        "embed_seconds": embed_s,
+        "results": results,
+        "protected_equals_plain": identical,
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("1:N on {} identities: gallery {}, mated probes {}, non-mated probes {}, failures to detect {}",
+            people.len(), enrolled.len(), mated.len(), nonmated.len(), misses);
+        for r in out["results"].as_array().into_iter().flatten() {
+            let f = |i: usize| r["fnir_at_fpir"][i]["fnir"].as_f64().unwrap_or(f64::NAN) * 100.0;
+            println!("  {:9}: rank-1 {:.2}%  rank-10 {:.2}%  FNIR@FPIR 1e-1 {:.2}%  1e-2 {:.2}%  1e-3 {:.2}%",
+                r["templates"].as_str().unwrap_or(""), r["rank1"].as_f64().unwrap_or(0.0) * 100.0,
+                r["rank10"].as_f64().unwrap_or(0.0) * 100.0, f(0), f(1), f(2));
+        }
+        println!("  protected templates give identical figures: {identical}");
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnir_at_fpir_on_known_scores() {
+        // 10 non-mated searches: at FPIR 0.1 one may pass, so the threshold is the second-lowest
+        // non-mated distance (0.5); mated searches need their mate at rank 1 and below 0.5.
+        let nonmated = [0.45, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4];
+        let mated = [
+            (true, 0.3),
+            (true, 0.49),
+            (true, 0.5),
+            (false, 0.2),
+            (true, 0.6),
+        ];
+        let (fnir, t) = fnir_at_fpir(&mated, &nonmated, 0.1);
+        assert_eq!(t, 0.5);
+        assert!((fnir - 3.0 / 5.0).abs() < 1e-12);
+        // FPIR 0: nothing non-mated may pass: threshold is the lowest non-mated distance.
+        let (fnir, t) = fnir_at_fpir(&mated, &nonmated, 0.0);
+        assert_eq!(t, 0.45);
+        assert!((fnir - 4.0 / 5.0).abs() < 1e-12);
+    }
 
     #[test]
     fn parses_lfw_pairs_format() {

@@ -1,6 +1,7 @@
 //! The `facegate` binary: CLI front end over the vision (and later gallery/server) crates.
 
 mod cmd_bench;
+mod cmd_bench_gallery;
 mod cmd_bench_search;
 mod cmd_eval;
 mod cmd_faces;
@@ -68,6 +69,8 @@ enum Command {
     },
     /// Exact 1:N search speed on raw f32 vector files (the FAISS side-by-side uses it).
     BenchSearch(cmd_bench_search::BenchSearchArgs),
+    /// Cost of the encrypted store: bulk enrolment, start-up decryption, identify latency.
+    BenchGallery(cmd_bench_gallery::BenchGalleryArgs),
     /// Accuracy evaluation on labelled data.
     Eval {
         #[command(subcommand)]
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => cmd_faces::verify(&home, a),
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::BenchSearch(a) => cmd_bench_search::run(a),
+        Command::BenchGallery(a) => cmd_bench_gallery::run(a),
         Command::Eval { command } => cmd_eval::run(&home, command),
         Command::Gallery { command } => cmd_gallery::gallery(&home, &cli.store, command),
         Command::Enroll(a) => cmd_gallery::enroll(&home, &cli.store, a),

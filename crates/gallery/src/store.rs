@@ -197,6 +197,9 @@ pub fn verify_receipt(r: &DeletionReceipt) -> bool {
     .is_ok()
 }
 
+/// subject id, pseudonym, expiry, sealed template.
+type SealedRow = (i64, Vec<u8>, i64, Vec<u8>);
+
 /// policy, dim, metric, pack, created.
 type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
 
@@ -522,7 +525,7 @@ impl Store {
                 "changing a policy needs the admin role".into(),
             ));
         }
-        let old = self.gallery(name)?.policy;
+        let old = self.gallery_meta(name)?.policy;
         let text =
             serde_json::to_string(policy).map_err(|e| GalleryError::Invalid(e.to_string()))?;
         let db = self.db();
@@ -557,7 +560,8 @@ impl Store {
         names.iter().map(|n| self.gallery(n)).collect()
     }
 
-    pub fn gallery(&self, name: &str) -> Result<GalleryInfo> {
+    /// Policy and template kind of a gallery, without counting anything (the hot path).
+    fn gallery_meta(&self, name: &str) -> Result<GalleryInfo> {
         let db = self.db();
         let row: Option<GalleryRow> = db
             .query_row(
@@ -570,24 +574,34 @@ impl Store {
             row.ok_or_else(|| GalleryError::UnknownGallery(name.into()))?;
         let policy: Policy = serde_json::from_str(&policy)
             .map_err(|e| GalleryError::Invalid(format!("stored policy: {e}")))?;
-        let now = self.now();
-        let count = |sql: &str| -> Result<u64> {
-            Ok(db.query_row(sql, params![name, now], |r| r.get::<_, i64>(0))? as u64)
-        };
         Ok(GalleryInfo {
             name: name.into(),
             dim: dim.map(|d| d as usize),
             metric: metric.as_deref().map(Metric::parse).transpose()?,
             pack,
             created: audit::now_rfc3339(created),
-            subjects: count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires > ?2")?,
-            templates: count(
-                "SELECT COUNT(*) FROM templates t JOIN subjects s ON t.subject = s.id
-                 WHERE s.gallery = ?1 AND s.expires > ?2",
-            )?,
-            expired: count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires <= ?2")?,
+            subjects: 0,
+            templates: 0,
+            expired: 0,
             policy,
         })
+    }
+
+    /// A gallery's policy, template kind and counts.
+    pub fn gallery(&self, name: &str) -> Result<GalleryInfo> {
+        let mut info = self.gallery_meta(name)?;
+        let db = self.db();
+        let now = self.now();
+        let count = |sql: &str| -> Result<u64> {
+            Ok(db.query_row(sql, params![name, now], |r| r.get::<_, i64>(0))? as u64)
+        };
+        info.subjects = count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires > ?2")?;
+        info.templates = count(
+            "SELECT COUNT(*) FROM templates t JOIN subjects s ON t.subject = s.id
+             WHERE s.gallery = ?1 AND s.expires > ?2",
+        )?;
+        info.expired = count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires <= ?2")?;
+        Ok(info)
     }
 
     fn transform(&self, gallery: &str, dim: usize) -> Result<Arc<OrthogonalTransform>> {
@@ -654,7 +668,7 @@ impl Store {
         if templates.is_empty() {
             return Err(GalleryError::Invalid("no template to enrol".into()));
         }
-        let info = self.gallery(gallery)?;
+        let info = self.gallery_meta(gallery)?;
         let dim = info.dim.unwrap_or(templates[0].len());
         for t in templates {
             if t.len() != dim || dim == 0 {
@@ -814,6 +828,152 @@ impl Store {
         })
     }
 
+    /// Enrol many subjects in one transaction per database (all or nothing): for migrations and
+    /// bulk loads, where one fsync per subject would dominate. Each subject still gets its own key,
+    /// its own audit record, and the same checks as `enroll`.
+    pub fn enroll_batch(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        items: &[(String, Vec<Vec<f32>>)],
+        metric: Metric,
+        pack: &str,
+    ) -> Result<Vec<EnrolReceipt>> {
+        if !matches!(ctx.role, Role::Enroller | Role::Operator | Role::Admin) {
+            return Err(GalleryError::Forbidden(
+                "enrolment needs the enroller, operator or admin role".into(),
+            ));
+        }
+        let info = self.gallery_meta(gallery)?;
+        let Some(first) = items.first().and_then(|i| i.1.first()) else {
+            return Ok(Vec::new());
+        };
+        let dim = info.dim.unwrap_or(first.len());
+        if info.metric.is_some_and(|m| m != metric)
+            || info.pack.as_deref().is_some_and(|p| p != pack)
+        {
+            return Err(GalleryError::Invalid(format!(
+                "gallery '{gallery}' holds another pack's templates"
+            )));
+        }
+        let now = self.now();
+        let expires = now + info.policy.retention_days as i64 * 86_400_000;
+        let transform = self.transform(gallery, dim)?;
+        type Sealed = ([u8; 32], Vec<u8>, Vec<u8>, Vec<Vec<u8>>);
+        let sealed: Vec<Sealed> = items
+            .par_iter()
+            .map(|(reference, templates)| {
+                if reference.trim().is_empty() || reference.len() > 256 || templates.is_empty() {
+                    return Err(GalleryError::Invalid(
+                        "each subject needs a 1-256 character reference and a template".into(),
+                    ));
+                }
+                let ps = self.pseudonym(gallery, reference);
+                let dk = crypto::random_key()?;
+                let wrapped = self.wrapper.wrap(&aad("subject-key", gallery, &ps), &dk)?;
+                let sref =
+                    crypto::seal(&dk, &aad("reference", gallery, &ps), reference.as_bytes())?;
+                let mut ts = Vec::with_capacity(templates.len());
+                for t in templates {
+                    if t.len() != dim || t.iter().any(|v| !v.is_finite()) {
+                        return Err(GalleryError::Dimension {
+                            gallery: gallery.into(),
+                            expected: dim,
+                            got: t.len(),
+                        });
+                    }
+                    let p = match metric {
+                        Metric::Cosine => transform.apply(&unit(t)),
+                        Metric::Euclidean => transform.apply(t),
+                    };
+                    ts.push(crypto::seal(
+                        &dk,
+                        &aad("template", gallery, &ps),
+                        &f32_to_bytes(&p),
+                    )?);
+                }
+                Ok((ps, wrapped, sref, ts))
+            })
+            .collect::<Result<_>>()?;
+        {
+            let keys = self.keys();
+            let tx = keys.write_tx()?;
+            for (ps, wrapped, _, _) in &sealed {
+                tx.execute(
+                    "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+                    params![gallery, &ps[..], wrapped, now],
+                )?;
+            }
+            tx.commit()?;
+        }
+        let result = (|| -> Result<(SignedHead, Vec<EnrolReceipt>)> {
+            let db = self.db();
+            let tx = db.write_tx()?;
+            tx.execute(
+                "UPDATE galleries SET dim = ?2, metric = ?3, pack = ?4, generation = generation + 1 WHERE name = ?1",
+                params![gallery, dim as i64, metric.as_str(), pack],
+            )?;
+            let mut receipts = Vec::with_capacity(sealed.len());
+            let mut head = None;
+            {
+                let mut ins_s = tx.prepare(
+                    "INSERT OR IGNORE INTO subjects (gallery, pseudonym, reference, enrolled, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let mut ins_t =
+                    tx.prepare("INSERT INTO templates (subject, sealed) VALUES (?1, ?2)")?;
+                for (ps, _, sref, ts) in &sealed {
+                    if ins_s.execute(params![gallery, &ps[..], sref, now, expires])? == 0 {
+                        return Err(GalleryError::DuplicateSubject(gallery.into()));
+                    }
+                    let sid = tx.last_insert_rowid();
+                    for t in ts {
+                        ins_t.execute(params![sid, t])?;
+                    }
+                    let h = self.audit_in(
+                        &tx,
+                        ctx,
+                        AuditEvent {
+                            action: "enrol".into(),
+                            gallery: Some(gallery.into()),
+                            subject: Some(hex::encode(ps)),
+                            outcome: "enrolled".into(),
+                            details: serde_json::json!({"templates": ts.len(), "batch": true, "pack": pack,
+                                "expires": audit::now_rfc3339(expires)}),
+                        },
+                    )?;
+                    receipts.push(EnrolReceipt {
+                        gallery: gallery.into(),
+                        pseudonym: hex::encode(ps),
+                        templates: ts.len(),
+                        expires: audit::now_rfc3339(expires),
+                        audit_seq: h.seq,
+                    });
+                    head = Some(h);
+                }
+            }
+            tx.commit()?;
+            head.map(|h| (h, receipts))
+                .ok_or_else(|| GalleryError::Invalid("empty batch".into()))
+        })();
+        match result {
+            Ok((head, receipts)) => {
+                self.after_commit(&head);
+                // Loaded indexes reload on next use (the generation moved).
+                Ok(receipts)
+            }
+            Err(e) => {
+                let keys = self.keys();
+                for (ps, _, _, _) in &sealed {
+                    let _ = keys.execute(
+                        "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2 AND created = ?3",
+                        params![gallery, &ps[..], now],
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn loaded_entry(&self, gallery: &str) -> Option<Arc<RwLock<LoadedGallery>>> {
         self.loaded
             .lock()
@@ -841,27 +1001,48 @@ impl Store {
                 return Ok(lg);
             }
         }
-        let info = self.gallery(gallery)?;
+        let info = self.gallery_meta(gallery)?;
         let metric = info.metric.unwrap_or(Metric::Euclidean);
         let dim = info.dim.unwrap_or(0);
-        let wrapped: HashMap<Vec<u8>, Vec<u8>> = {
-            let keys = self.keys();
-            let mut st =
-                keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
-            let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
-        let rows: Vec<(i64, Vec<u8>, i64, Vec<u8>)> = {
-            let db = self.db();
-            let mut st = db.prepare(
-                "SELECT s.id, s.pseudonym, s.expires, t.sealed FROM subjects s JOIN templates t
-                 ON t.subject = s.id WHERE s.gallery = ?1 ORDER BY s.id, t.id",
-            )?;
-            let rows = st.query_map([gallery], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        // The two databases are read at the same time (separate connections).
+        let (wrapped, rows) = std::thread::scope(|sc| {
+            let keys_reader = sc.spawn(|| -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+                let keys = self.keys();
+                let mut st =
+                    keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
+                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<std::result::Result<_, _>>()?)
+            });
+            let rows = (|| -> Result<Vec<SealedRow>> {
+                let db = self.db();
+                let mut subjects: HashMap<i64, (Vec<u8>, i64)> = HashMap::new();
+                {
+                    let mut st = db.prepare(
+                        "SELECT id, pseudonym, expires FROM subjects WHERE gallery = ?1",
+                    )?;
+                    let mut q = st.query([gallery])?;
+                    while let Some(r) = q.next()? {
+                        subjects.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+                    }
+                }
+                // Templates in storage order; the subject lookup is in memory.
+                let mut st =
+                    db.prepare("SELECT subject, sealed FROM templates ORDER BY subject, id")?;
+                let mut q = st.query([])?;
+                let mut out = Vec::with_capacity(subjects.len());
+                while let Some(r) = q.next()? {
+                    let sid: i64 = r.get(0)?;
+                    if let Some((ps, exp)) = subjects.get(&sid) {
+                        out.push((sid, ps.clone(), *exp, r.get(1)?));
+                    }
+                }
+                Ok(out)
+            })();
+            let wrapped = keys_reader
+                .join()
+                .map_err(|_| GalleryError::Invalid("key reader thread panicked".into()))?;
+            Ok::<_, GalleryError>((wrapped?, rows?))
+        })?;
         // Unwrap each subject's key once, in parallel.
         let mut subject_ps: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.0, r.1.clone())).collect();
         subject_ps.dedup_by_key(|r| r.0);
@@ -984,7 +1165,7 @@ impl Store {
         k: Option<usize>,
         default_threshold: f64,
     ) -> Result<Identification> {
-        let info = self.gallery(gallery)?;
+        let info = self.gallery_meta(gallery)?;
         self.check_search(ctx, &info)?;
         let threshold = info.policy.threshold.unwrap_or(default_threshold);
         let k = k
@@ -1095,7 +1276,7 @@ impl Store {
     /// What the store holds about one subject (no biometric data): for operators and for checks
     /// that an acknowledged enrolment is there. Expired subjects are reported as unknown.
     pub fn subject(&self, gallery: &str, reference: &str) -> Result<SubjectInfo> {
-        self.gallery(gallery)?;
+        self.gallery_meta(gallery)?;
         let ps = self.pseudonym(gallery, reference);
         let db = self.db();
         let row: Option<(i64, i64, i64, i64, i64)> = db
@@ -1136,7 +1317,7 @@ impl Store {
                 "deletion needs the enroller, operator or admin role".into(),
             ));
         }
-        self.gallery(gallery)?;
+        self.gallery_meta(gallery)?;
         let ps = self.pseudonym(gallery, reference);
         self.erase(ctx, gallery, &ps, reason)
     }
@@ -1230,7 +1411,7 @@ impl Store {
                 "purging needs the operator or admin role".into(),
             ));
         }
-        self.gallery(gallery)?;
+        self.gallery_meta(gallery)?;
         let now = self.now();
         let expired: Vec<Vec<u8>> = {
             let db = self.db();
@@ -1269,7 +1450,7 @@ impl Store {
                 "rekeying needs the admin role".into(),
             ));
         }
-        let info = self.gallery(gallery)?;
+        let info = self.gallery_meta(gallery)?;
         let new_seed = crypto::random_key()?;
         let new_wrapped = self
             .wrapper
