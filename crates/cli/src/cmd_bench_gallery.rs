@@ -43,6 +43,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         target_fmr: None,
         max_candidates: 10,
         search_roles: vec![Role::Admin],
+        index: gallery::IndexChoice::Exact,
     };
     let mut x: u64 = 0x2545F4914F6CDD1D;
     let mut next = move || {

@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gallery::index::ExactIndex;
+use gallery::approx::{HnswIndex, HnswParams};
+use gallery::index::{ExactIndex, SearchIndex};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,6 +33,12 @@ pub struct BenchSearchArgs {
     /// Single queries timed one by one for the latency figure.
     #[arg(long, default_value_t = 50)]
     pub single: usize,
+    /// exact (default) or hnsw.
+    #[arg(long, default_value = "exact", value_parser = ["exact", "hnsw"])]
+    pub index: String,
+    /// HNSW efSearch.
+    #[arg(long, default_value_t = 128)]
+    pub ef_search: usize,
 }
 
 fn read_f32(path: &Path, dim: usize) -> Result<Vec<f32>> {
@@ -56,13 +63,51 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     let queries = read_f32(&a.queries, a.dim)?;
     let n = base.len() / a.dim;
     let t = Instant::now();
-    let mut idx = ExactIndex::new(a.dim);
-    idx.reserve(n);
-    for (i, x) in base.chunks_exact(a.dim).enumerate() {
-        idx.push(i as u64, x, i64::MAX);
-    }
+    let idx: Box<dyn SearchIndex> = if a.index == "hnsw" {
+        let params = HnswParams {
+            ef_search: a.ef_search,
+            ..Default::default()
+        };
+        let mut h = HnswIndex::new(a.dim, params, n);
+        let rows: Vec<(u64, &[f32], i64)> = base
+            .chunks_exact(a.dim)
+            .enumerate()
+            .map(|(i, x)| (i as u64, x, i64::MAX))
+            .collect();
+        h.extend(&rows);
+        Box::new(h)
+    } else {
+        let mut e = ExactIndex::new(a.dim);
+        e.reserve(n);
+        for (i, x) in base.chunks_exact(a.dim).enumerate() {
+            e.push(i as u64, x, i64::MAX);
+        }
+        Box::new(e)
+    };
     let build_s = t.elapsed().as_secs_f64();
-    drop(base);
+    let exhaustive = |q: &[f32]| -> Vec<gallery::index::Hit> {
+        // Same scoring function as both indexes: q·x − |x|²/2 in f32, over the original data.
+        let mut all: Vec<(usize, f32)> = base
+            .chunks_exact(a.dim)
+            .enumerate()
+            .map(|(i, x)| {
+                let hn = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 2.0) as f32;
+                (i, gallery::index::dot_f32(q, x) - hn)
+            })
+            .collect();
+        all.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
+        all.truncate(a.k);
+        all.into_iter()
+            .map(|(i, s)| {
+                let x = &base[i * a.dim..(i + 1) * a.dim];
+                gallery::index::Hit {
+                    id: i as u64,
+                    dot: gallery::index::dot_f32(q, x),
+                    score: s,
+                }
+            })
+            .collect()
+    };
     let qs: Vec<&[f32]> = queries.chunks_exact(a.dim).collect();
     let batch = &qs[..a.batch.min(qs.len())];
     idx.search(&batch[..1], a.k, None, 0); // warm-up
@@ -79,10 +124,25 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         })
         .collect();
     lat.sort_by(f64::total_cmp);
-    // Exactness: the int8 scan must return what an exhaustive f32 scan returns.
+    // Exactness: the index must return what an exhaustive f32 scan returns (for hnsw: how often).
     let exact_checked = batch.len().min(8);
-    let exact_equal =
-        (0..exact_checked).all(|i| results[i] == idx.search_exhaustive(batch[i], a.k, None, 0));
+    let exact_equal = (0..exact_checked).all(|i| results[i] == exhaustive(batch[i]));
+    let recall1 = match &a.truth {
+        Some(p) => {
+            let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let truth: Vec<i64> = b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            let hit = results
+                .iter()
+                .enumerate()
+                .filter(|(qi, r)| r.first().is_some_and(|h| h.id as i64 == truth[qi * a.k]))
+                .count();
+            Some(hit as f64 / results.len().max(1) as f64)
+        }
+        None => None,
+    };
     let recall = match &a.truth {
         Some(p) => {
             let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
@@ -101,7 +161,9 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     };
     let out = json!({
         "engine": "facegate",
-        "kernel": idx.kernel_name(),
+        "index": idx.kind(),
+        "kernel": if a.index == "hnsw" { format!("hnsw_rs M={} efC={} efS={}", HnswParams::default().m, HnswParams::default().ef_construction, a.ef_search) } else { ExactIndex::new(a.dim).kernel_name().to_string() },
+        "recall_at_1": recall1,
         "n": n, "dim": a.dim, "k": a.k, "threads": a.threads,
         "batch": batch.len(),
         "batch_qps": batch.len() as f64 / batch_s,

@@ -130,6 +130,13 @@ pub struct CreateArgs {
     /// Roles allowed to search, comma-separated.
     #[arg(long, default_value = "gate,operator", value_delimiter = ',')]
     pub search_roles: Vec<String>,
+    /// Search structure: exact (default; provably equal to an exhaustive f32 scan) or hnsw
+    /// (approximate, for galleries past ~10^7 templates; see README for measured recall).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "hnsw"])]
+    pub index: String,
+    /// HNSW efSearch (higher: better recall, slower).
+    #[arg(long, default_value_t = 128)]
+    pub hnsw_ef_search: usize,
 }
 
 pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
@@ -148,6 +155,14 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                     .iter()
                     .map(|r| Role::parse(r.trim()))
                     .collect::<gallery::Result<_>>()?,
+                index: if a.index == "hnsw" {
+                    gallery::IndexChoice::Hnsw(gallery::approx::HnswParams {
+                        ef_search: a.hnsw_ef_search,
+                        ..Default::default()
+                    })
+                } else {
+                    gallery::IndexChoice::Exact
+                },
             };
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
             println!(

@@ -20,6 +20,57 @@ use zeroize::Zeroize;
 
 const LANES: usize = 16;
 
+/// What the store needs from a search structure: the exact index (default) and the approximate
+/// HNSW index implement it, so a gallery switches by policy and callers do not change.
+pub trait SearchIndex: Send + Sync {
+    /// "exact" or "hnsw".
+    fn kind(&self) -> &'static str;
+    fn dim(&self) -> usize;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn push(&mut self, id: u64, x: &[f32], expires: i64);
+    fn remove(&mut self, id: u64) -> usize;
+    /// Top-`k` by q·x − |x|²/2, best first; rows expired at `now` and (with `floor`) rows scoring
+    /// below it are left out.
+    fn search(&self, queries: &[&[f32]], k: usize, floor: Option<f32>, now: i64) -> Vec<Vec<Hit>>;
+    /// The caller's id and template of the `r`-th live row.
+    fn row(&self, r: usize) -> Option<(u64, &[f32])>;
+    fn memory_bytes(&self) -> usize;
+    fn lock_memory(&mut self) -> bool;
+}
+
+impl SearchIndex for ExactIndex {
+    fn kind(&self) -> &'static str {
+        "exact"
+    }
+    fn dim(&self) -> usize {
+        ExactIndex::dim(self)
+    }
+    fn len(&self) -> usize {
+        ExactIndex::len(self)
+    }
+    fn push(&mut self, id: u64, x: &[f32], expires: i64) {
+        ExactIndex::push(self, id, x, expires)
+    }
+    fn remove(&mut self, id: u64) -> usize {
+        ExactIndex::remove(self, id)
+    }
+    fn search(&self, queries: &[&[f32]], k: usize, floor: Option<f32>, now: i64) -> Vec<Vec<Hit>> {
+        ExactIndex::search(self, queries, k, floor, now)
+    }
+    fn row(&self, r: usize) -> Option<(u64, &[f32])> {
+        (r < ExactIndex::len(self)).then(|| ExactIndex::row(self, r))
+    }
+    fn memory_bytes(&self) -> usize {
+        ExactIndex::memory_bytes(self)
+    }
+    fn lock_memory(&mut self) -> bool {
+        ExactIndex::lock_memory(self)
+    }
+}
+
 /// One result row: `id` is the caller's id for the template.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hit {

@@ -7,6 +7,7 @@
 //! - [`audit`]: hash-chained, Ed25519-signed audit log.
 //! - [`store`]: the embedded engine (SQLite) tying them together, behind [`GalleryEngine`].
 
+pub mod approx;
 pub mod audit;
 pub mod crypto;
 pub mod error;
@@ -16,7 +17,7 @@ pub mod store;
 pub mod transform;
 
 pub use error::{GalleryError, Result};
-pub use policy::{Metric, Policy, Role};
+pub use policy::{IndexChoice, Metric, Policy, Role};
 pub use store::{
     Candidate, Context, DeletionReceipt, EnrolReceipt, Enrolment, GalleryInfo, Identification,
     Store,

@@ -94,6 +94,20 @@ pub struct Policy {
     pub max_candidates: usize,
     /// Roles allowed to search (identify/verify against) this gallery.
     pub search_roles: Vec<Role>,
+    /// Search structure: exact (default) or approximate HNSW for very large galleries.
+    #[serde(default)]
+    pub index: IndexChoice,
+}
+
+/// Which search structure a gallery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexChoice {
+    /// Exhaustive, provably equal to an f32 scan. The default.
+    #[default]
+    Exact,
+    /// HNSW graph proposing candidates, re-scored exactly; recall below 1.
+    Hnsw(crate::approx::HnswParams),
 }
 
 impl Policy {

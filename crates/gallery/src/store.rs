@@ -7,11 +7,12 @@
 //!   SQLite's secure_delete and a WAL truncation), so every copy of `store.db` — backups
 //!   included — loses that subject for good. Back up `keys.db` only within the retention window.
 
+use crate::approx::HnswIndex;
 use crate::audit::{self, Actor, AuditEvent, AuditReport, SignedHead};
 use crate::crypto::{self, KeyWrapper, SecretKey};
 use crate::error::{GalleryError, Result};
-use crate::index::ExactIndex;
-use crate::policy::{Metric, Policy, Role};
+use crate::index::{ExactIndex, SearchIndex};
+use crate::policy::{IndexChoice, Metric, Policy, Role};
 use crate::transform::OrthogonalTransform;
 use ed25519_dalek::{Signer, SigningKey};
 use rayon::prelude::*;
@@ -50,6 +51,9 @@ const KEYS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subject_keys (
   gallery TEXT NOT NULL, pseudonym BLOB NOT NULL, wrapped BLOB NOT NULL, created INTEGER NOT NULL,
   PRIMARY KEY (gallery, pseudonym));
+CREATE TABLE IF NOT EXISTS pending (
+  gallery TEXT NOT NULL, pseudonym BLOB NOT NULL, op TEXT NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (gallery, pseudonym, op));
 ";
 
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -206,7 +210,7 @@ type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
 struct LoadedGallery {
     generation: i64,
     metric: Metric,
-    index: ExactIndex,
+    index: Box<dyn SearchIndex>,
     /// Index row id (subject row id) → pseudonym.
     pseudonyms: HashMap<u64, [u8; 32]>,
     max_templates_per_subject: usize,
@@ -361,7 +365,7 @@ impl Store {
             transforms: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         };
-        store.reconcile()?;
+        store.recover_pending()?;
         Ok(store)
     }
 
@@ -394,9 +398,65 @@ impl Store {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Repair what a crash between the two databases can leave: a subject whose key is gone was
-    /// being deleted (finish it); a key with no subject, older than an hour, was a failed enrolment.
-    fn reconcile(&self) -> Result<()> {
+    /// Finish or undo what a crash between the two databases interrupted. Every enrolment and
+    /// deletion marks its subject in `keys.db`'s `pending` table before touching `store.db` and
+    /// clears the mark after, so start-up only looks at marked subjects, not the whole gallery.
+    fn recover_pending(&self) -> Result<()> {
+        let marks: Vec<(String, Vec<u8>, String, i64)> = {
+            let keys = self.keys();
+            let mut st = keys.prepare("SELECT gallery, pseudonym, op, created FROM pending")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let now = self.now();
+        for (g, p, op, created) in marks {
+            let in_store: bool = self.db().query_row(
+                "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
+                params![g, p],
+                |r| r.get(0),
+            )?;
+            let keys = self.keys();
+            match (op.as_str(), in_store) {
+                // Enrolment committed, or deletion never reached store.db: the key stays.
+                ("enrol", true) | ("delete", true) => {}
+                // Enrolment that never committed: drop its key once it is surely not in flight.
+                ("enrol", false) if now - created <= ORPHAN_KEY_AGE_MS => continue,
+                ("enrol", false) | ("delete", false) => {
+                    keys.execute(
+                        "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                        params![g, p],
+                    )?;
+                }
+                _ => {}
+            }
+            keys.execute(
+                "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
+                params![g, p, op],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn mark(&self, conn: &Connection, gallery: &str, ps: &[u8], op: &str, now: i64) -> Result<()> {
+        conn.execute(
+            "INSERT OR REPLACE INTO pending (gallery, pseudonym, op, created) VALUES (?1, ?2, ?3, ?4)",
+            params![gallery, ps, op, now],
+        )?;
+        Ok(())
+    }
+
+    fn unmark(&self, gallery: &str, ps: &[u8], op: &str) {
+        // Best effort: a mark left behind is only re-checked at the next start.
+        let _ = self.keys().execute(
+            "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
+            params![gallery, ps, op],
+        );
+    }
+
+    /// Full consistency sweep between the two databases (run by `purge`): subjects whose key is
+    /// gone (e.g. an old `store.db` restored next to a newer `keys.db`) are deleted and audited;
+    /// keys with no subject, older than an hour, are destroyed.
+    pub fn reconcile(&self) -> Result<()> {
         let keyset: Vec<(String, Vec<u8>, i64)> = {
             let keys = self.keys();
             let mut st = keys.prepare("SELECT gallery, pseudonym, created FROM subject_keys")?;
@@ -744,10 +804,16 @@ impl Store {
             .transpose()?;
         // Key first: a crash after this leaves an orphan key (removed later), never a subject
         // without a key.
-        self.keys().execute(
-            "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
-            params![gallery, &ps[..], wrapped, now],
-        )?;
+        {
+            let keys = self.keys();
+            let tx = keys.write_tx()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+                params![gallery, &ps[..], wrapped, now],
+            )?;
+            self.mark(&tx, gallery, &ps, "enrol", now)?;
+            tx.commit()?;
+        }
         let result = (|| -> Result<(SignedHead, i64)> {
             let db = self.db();
             let tx = db.write_tx()?;
@@ -805,9 +871,11 @@ impl Store {
                         params![gallery, &ps[..]],
                     );
                 }
+                self.unmark(gallery, &ps, "enrol");
                 return Err(e);
             }
         };
+        self.unmark(gallery, &ps, "enrol");
         self.after_commit(&head);
         // Keep an already loaded index current without reloading it.
         if let Some(lg) = self.loaded_entry(gallery) {
@@ -903,6 +971,7 @@ impl Store {
                     "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
                     params![gallery, &ps[..], wrapped, now],
                 )?;
+                self.mark(&tx, gallery, ps, "enrol", now)?;
             }
             tx.commit()?;
         }
@@ -958,6 +1027,7 @@ impl Store {
         match result {
             Ok((head, receipts)) => {
                 self.after_commit(&head);
+                self.clear_marks(gallery, sealed.iter().map(|x| &x.0[..]), "enrol");
                 // Loaded indexes reload on next use (the generation moved).
                 Ok(receipts)
             }
@@ -969,9 +1039,23 @@ impl Store {
                         params![gallery, &ps[..], now],
                     );
                 }
+                drop(keys);
+                self.clear_marks(gallery, sealed.iter().map(|x| &x.0[..]), "enrol");
                 Err(e)
             }
         }
+    }
+
+    fn clear_marks<'a>(&self, gallery: &str, pss: impl Iterator<Item = &'a [u8]>, op: &str) {
+        let keys = self.keys();
+        let Ok(tx) = keys.write_tx() else { return };
+        for ps in pss {
+            let _ = tx.execute(
+                "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
+                params![gallery, ps, op],
+            );
+        }
+        let _ = tx.commit();
     }
 
     fn loaded_entry(&self, gallery: &str) -> Option<Arc<RwLock<LoadedGallery>>> {
@@ -1026,8 +1110,7 @@ impl Store {
                     }
                 }
                 // Templates in storage order; the subject lookup is in memory.
-                let mut st =
-                    db.prepare("SELECT subject, sealed FROM templates ORDER BY subject, id")?;
+                let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
                 let mut q = st.query([])?;
                 let mut out = Vec::with_capacity(subjects.len());
                 while let Some(r) = q.next()? {
@@ -1074,21 +1157,39 @@ impl Store {
                 Ok(Some((*sid, v, *exp)))
             })
             .collect::<Result<_>>()?;
-        let mut index = ExactIndex::new(dim);
-        index.reserve(opened.len());
         let mut pseudonyms = HashMap::new();
         let mut per_subject: HashMap<i64, usize> = HashMap::new();
+        let mut kept: Vec<(u64, Vec<f32>, i64)> = Vec::with_capacity(opened.len());
         for (row, (sid, ps, _, _)) in opened.into_iter().zip(&rows) {
-            if let Some((_, mut v, exp)) = row {
-                index.push(*sid as u64, &v, exp);
-                zeroize::Zeroize::zeroize(&mut v);
+            if let Some((_, v, exp)) = row {
                 let mut p = [0u8; 32];
                 if ps.len() == 32 {
                     p.copy_from_slice(ps);
                 }
                 pseudonyms.insert(*sid as u64, p);
                 *per_subject.entry(*sid).or_default() += 1;
+                kept.push((*sid as u64, v, exp));
             }
+        }
+        let mut index: Box<dyn SearchIndex> = match info.policy.index {
+            IndexChoice::Exact => {
+                let mut e = ExactIndex::new(dim);
+                e.reserve(kept.len());
+                for (id, v, exp) in &kept {
+                    e.push(*id, v, *exp);
+                }
+                Box::new(e)
+            }
+            IndexChoice::Hnsw(params) => {
+                let mut h = HnswIndex::new(dim, params, kept.len());
+                let rows: Vec<(u64, &[f32], i64)> =
+                    kept.iter().map(|(id, v, e)| (*id, &v[..], *e)).collect();
+                h.extend(&rows);
+                Box::new(h)
+            }
+        };
+        for (_, v, _) in &mut kept {
+            zeroize::Zeroize::zeroize(v);
         }
         let memory_locked = index.lock_memory();
         let lg = Arc::new(RwLock::new(LoadedGallery {
@@ -1335,7 +1436,8 @@ impl Store {
             ));
         }
         let now = self.now();
-        let (receipt, head, sid) = {
+        self.mark(&self.keys(), gallery, ps, "delete", now)?;
+        let committed = (|| -> Result<(DeletionReceipt, SignedHead, i64)> {
             let db = self.db();
             let tx = db.write_tx()?;
             let sid: i64 = tx
@@ -1379,7 +1481,14 @@ impl Store {
                     .map_err(|e| GalleryError::Invalid(e.to_string()))?],
             )?;
             tx.commit()?;
-            (receipt, head, sid)
+            Ok((receipt, head, sid))
+        })();
+        let (receipt, head, sid) = match committed {
+            Ok(r) => r,
+            Err(e) => {
+                self.unmark(gallery, ps, "delete");
+                return Err(e);
+            }
         };
         self.after_commit(&head);
         self.destroy_key(gallery, ps)?;
@@ -1394,10 +1503,16 @@ impl Store {
 
     fn destroy_key(&self, gallery: &str, ps: &[u8; 32]) -> Result<()> {
         let keys = self.keys();
-        keys.execute(
+        let tx = keys.write_tx()?;
+        tx.execute(
             "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
             params![gallery, &ps[..]],
         )?;
+        tx.execute(
+            "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = 'delete'",
+            params![gallery, &ps[..]],
+        )?;
+        tx.commit()?;
         // secure_delete zeroed the page in the WAL copy; checkpointing and truncating the WAL
         // removes the last file that held the old page.
         keys.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -1412,6 +1527,7 @@ impl Store {
             ));
         }
         self.gallery_meta(gallery)?;
+        self.reconcile()?;
         let now = self.now();
         let expired: Vec<Vec<u8>> = {
             let db = self.db();
@@ -1674,7 +1790,7 @@ impl Store {
             let lg = lg.read().unwrap_or_else(|p| p.into_inner());
             (0..lg.index.len())
                 .map(|r| {
-                    let (id, v) = lg.index.row(r);
+                    let (id, v) = lg.index.row(r).unwrap_or((0, &[]));
                     (
                         hex::encode(lg.pseudonyms.get(&id).copied().unwrap_or([0; 32])),
                         v.to_vec(),

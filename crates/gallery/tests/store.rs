@@ -28,6 +28,7 @@ fn policy(retention_days: u32) -> Policy {
         target_fmr: None,
         max_candidates: 5,
         search_roles: vec![Role::Gate, Role::Operator],
+        index: gallery::IndexChoice::Exact,
     }
 }
 
@@ -409,7 +410,16 @@ fn erasure_by_key_destruction_reaches_backups() {
     assert!(r.candidates.iter().all(|c| c.reference != "P0000003"));
     let r = s.identify(&gate(), "rt", &ids[4], None, 0.6).unwrap();
     assert_eq!(r.candidates[0].reference, "P0000004");
+    // The restored rows of the erased subject are dead weight until the next sweep (purge runs it),
+    // which removes them and records that in the audit log.
+    assert_eq!(s.gallery("rt").unwrap().subjects, 10);
+    s.purge(&admin(), "rt").unwrap();
     assert_eq!(s.gallery("rt").unwrap().subjects, 9);
+    assert!(s
+        .audit_records()
+        .unwrap()
+        .iter()
+        .any(|r| r.action == "delete" && r.outcome.contains("key already destroyed")));
 }
 
 #[test]
@@ -786,4 +796,102 @@ fn concurrent_reader_while_writing() {
     );
     let report = reader.audit_verify(None, &[]).unwrap();
     assert!(report.ok, "{:?}", report.problems);
+}
+
+#[test]
+fn crash_between_the_two_databases_is_repaired_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, clock) = TestClock::new();
+    let key = crypto::random_key().unwrap();
+    let ids = identities(12, 3, 128);
+    {
+        let s = open(dir.path(), &key, clock.clone());
+        enrol_all(&s, &ids);
+    }
+    let keys = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+    let store = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let count = |c: &rusqlite::Connection, sql: &str| -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count(&keys, "SELECT COUNT(*) FROM pending"), 0);
+    // 1. An enrolment that wrote its key and mark, then died before store.db committed.
+    let now = 1_800_000_000_000i64;
+    keys.execute(
+        "INSERT INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES ('rt', x'01', x'02', ?1)",
+        [now],
+    )
+    .unwrap();
+    keys.execute(
+        "INSERT INTO pending (gallery, pseudonym, op, created) VALUES ('rt', x'01', 'enrol', ?1)",
+        [now],
+    )
+    .unwrap();
+    // 2. A deletion that committed in store.db, then died before destroying the key.
+    let ps: Vec<u8> = store
+        .query_row(
+            "SELECT pseudonym FROM subjects ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    keys.execute(
+        "INSERT INTO pending (gallery, pseudonym, op, created) VALUES ('rt', ?1, 'delete', ?2)",
+        rusqlite::params![ps, now],
+    )
+    .unwrap();
+    store
+        .execute("DELETE FROM subjects WHERE pseudonym = ?1", [&ps])
+        .unwrap();
+    assert_eq!(count(&keys, "SELECT COUNT(*) FROM subject_keys"), 4);
+    // Within the hour the half-made enrolment might still be in flight in another process: kept.
+    drop(open(dir.path(), &key, clock.clone()));
+    assert_eq!(
+        count(&keys, "SELECT COUNT(*) FROM subject_keys"),
+        3,
+        "the deleted subject's key must go at once"
+    );
+    t.advance(2 * 3_600_000);
+    let s = open(dir.path(), &key, clock);
+    assert_eq!(count(&keys, "SELECT COUNT(*) FROM subject_keys"), 2);
+    assert_eq!(count(&keys, "SELECT COUNT(*) FROM pending"), 0);
+    assert_eq!(s.gallery("rt").unwrap().subjects, 2);
+    assert_eq!(
+        s.identify(&gate(), "rt", &ids[1], None, 0.6)
+            .unwrap()
+            .candidates[0]
+            .reference,
+        "P0000001"
+    );
+}
+
+#[test]
+fn hnsw_gallery_answers_like_the_exact_one_on_clear_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, clock) = TestClock::new();
+    let s = open(dir.path(), &crypto::random_key().unwrap(), clock);
+    let ids = identities(13, 300, 128);
+    let mut p = policy(30);
+    p.index = gallery::IndexChoice::Hnsw(gallery::approx::HnswParams::default());
+    s.create_gallery(&admin(), "big", &p).unwrap();
+    for (i, c) in ids.iter().enumerate() {
+        s.enroll(
+            &admin(),
+            "big",
+            &format!("P{i:07}"),
+            std::slice::from_ref(c),
+            Metric::Euclidean,
+            "dlib",
+            &Enrolment::default(),
+        )
+        .unwrap();
+    }
+    for i in [0, 17, 150, 299] {
+        let probe = sample(&ids[i], 7 + i as u64);
+        let r = s.identify(&gate(), "big", &probe, Some(1), 0.6).unwrap();
+        assert_eq!(r.candidates[0].reference, format!("P{i:07}"));
+        assert!((r.candidates[0].score - dist(&probe, &ids[i])).abs() < 1e-5);
+    }
+    s.delete(&admin(), "big", "P0000017", "test").unwrap();
+    let r = s.identify(&gate(), "big", &ids[17], None, 0.6).unwrap();
+    assert!(r.candidates.iter().all(|c| c.reference != "P0000017"));
 }
