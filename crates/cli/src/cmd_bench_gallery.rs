@@ -33,7 +33,18 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         .context("thread pool")?;
     let tmp = tempfile::tempdir()?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().join("data"));
-    let key = crypto::random_key()?;
+    // With --dir the store and its key are kept, and a second run only measures the load.
+    let key_file = dir.with_extension("bench.key");
+    let reuse = a.dir.is_some() && Store::exists(&dir) && key_file.exists();
+    let key = if reuse {
+        crypto::read_master_key_file(&key_file)?
+    } else {
+        let k = crypto::random_key()?;
+        if a.dir.is_some() {
+            crypto::write_master_key_file(&key_file, &k)?;
+        }
+        k
+    };
     let ctx = Context::new("bench", Role::Admin, "benchmark");
     let policy = Policy {
         purpose: "benchmark".into(),
@@ -53,7 +64,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
     let t = Instant::now();
-    {
+    if !reuse {
         let store = Store::open(
             &dir,
             Box::new(LocalKeyRing::new(key.clone())),

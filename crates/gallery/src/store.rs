@@ -245,6 +245,9 @@ fn open_db(path: &Path, schema: &str) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
+    // Reads through mmap instead of read() copies: loading a gallery reads the whole file.
+    conn.pragma_update(None, "mmap_size", 1i64 << 34)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
     conn.execute_batch(schema)?;
     Ok(conn)
 }
