@@ -7,6 +7,7 @@ mod cmd_eval;
 mod cmd_faces;
 mod cmd_gallery;
 mod cmd_models;
+mod cmd_serve;
 mod engine;
 
 use anyhow::Result;
@@ -62,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd_gallery::AuditCommand,
     },
+    /// Serve the HTTP API (see crates/server/openapi.json).
+    Serve(cmd_serve::ServeArgs),
+    /// Create, list and revoke API keys for the server.
+    Apikey {
+        #[command(subcommand)]
+        command: cmd_serve::ApiKeyCommand,
+    },
     /// Master key operations.
     Keys {
         #[command(subcommand)]
@@ -108,5 +116,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Subject(a) => cmd_gallery::subject(&home, &cli.store, a),
         Command::Audit { command } => cmd_gallery::audit(&home, &cli.store, command),
         Command::Keys { command } => cmd_gallery::keys(&home, &cli.store, command),
+        Command::Serve(a) => cmd_serve::serve(&home, &cli.store, a),
+        Command::Apikey { command } => cmd_serve::apikey(&home, &cli.store, command),
     }
 }

@@ -20,7 +20,7 @@ pub use error::{GalleryError, Result};
 pub use policy::{IndexChoice, Metric, Policy, Role};
 pub use store::{
     Candidate, Context, DeletionReceipt, EnrolReceipt, Enrolment, GalleryInfo, Identification,
-    Store,
+    Store, SubjectInfo, SubjectVerification,
 };
 
 /// What callers (CLI, server) need from a gallery engine. The embedded [`Store`] implements it; a

@@ -139,6 +139,16 @@ pub struct SubjectInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct SubjectVerification {
+    #[serde(rename = "match")]
+    pub matched: bool,
+    pub score: f64,
+    pub threshold: f64,
+    pub metric: Metric,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub rank: usize,
     pub reference: String,
@@ -1406,6 +1416,109 @@ impl Store {
             }
             _ => Err(GalleryError::UnknownSubject(gallery.into())),
         }
+    }
+
+    /// 1:1 against an enrolled subject (e.g. a gate with a token naming the traveller): the best
+    /// score over the subject's templates, decided at the gallery's threshold. Audited like a search.
+    pub fn verify_subject(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+        probe: &[f32],
+        default_threshold: f64,
+    ) -> Result<SubjectVerification> {
+        let info = self.gallery_meta(gallery)?;
+        self.check_search(ctx, &info)?;
+        let (metric, dim) = match (info.metric, info.dim) {
+            (Some(m), Some(d)) => (m, d),
+            _ => return Err(GalleryError::UnknownSubject(gallery.into())),
+        };
+        if probe.len() != dim {
+            return Err(GalleryError::Dimension {
+                gallery: gallery.into(),
+                expected: dim,
+                got: probe.len(),
+            });
+        }
+        let threshold = info.policy.threshold.unwrap_or(default_threshold);
+        let ps = self.pseudonym(gallery, reference);
+        let now = self.now();
+        let sealed: Vec<Vec<u8>> = {
+            let db = self.db();
+            let mut st = db.prepare(
+                "SELECT t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
+                 WHERE s.gallery = ?1 AND s.pseudonym = ?2 AND s.expires > ?3",
+            )?;
+            let rows = st.query_map(params![gallery, &ps[..], now], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let wrapped: Option<Vec<u8>> = self
+            .keys()
+            .query_row(
+                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let (Some(wrapped), false) = (wrapped, sealed.is_empty()) else {
+            self.audit_event(
+                ctx,
+                AuditEvent {
+                    action: "verify".into(),
+                    gallery: Some(gallery.into()),
+                    subject: Some(hex::encode(ps)),
+                    outcome: "unknown-subject".into(),
+                    details: serde_json::Value::Null,
+                },
+            )?;
+            return Err(GalleryError::UnknownSubject(gallery.into()));
+        };
+        let dk = self
+            .wrapper
+            .unwrap_key(&aad("subject-key", gallery, &ps), &wrapped)?;
+        let q = self.protect(gallery, metric, probe)?;
+        let mut best: Option<f64> = None;
+        for b in &sealed {
+            let x = bytes_to_f32(&crypto::open(&dk, &aad("template", gallery, &ps), b)?)?;
+            let score = match metric {
+                Metric::Euclidean => q
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt(),
+                Metric::Cosine => q
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>(),
+            };
+            best = Some(match best {
+                None => score,
+                Some(s) if metric.is_match(score, s) => score,
+                Some(s) => s,
+            });
+        }
+        let score = best.unwrap_or(f64::NAN);
+        let matched = metric.is_match(score, threshold);
+        let seq = self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "verify".into(),
+                gallery: Some(gallery.into()),
+                subject: Some(hex::encode(ps)),
+                outcome: if matched { "match" } else { "no-match" }.into(),
+                details: serde_json::json!({"score": score, "threshold": threshold}),
+            },
+        )?;
+        Ok(SubjectVerification {
+            matched,
+            score,
+            threshold,
+            metric,
+            audit_seq: seq,
+        })
     }
 
     /// Erase one subject: its key is destroyed, its rows deleted, a signed receipt returned.

@@ -1,0 +1,114 @@
+//! `facegate serve` and `facegate apikey`.
+
+use crate::cmd_gallery::StoreArgs;
+use crate::engine::{load, EngineArgs};
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use gallery::Role;
+use server::apikeys::ApiKeys;
+use server::config::ServerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (FACEGATE_* environment variables override it).
+    #[arg(long, env = "FACEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration), e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
+    let mut cfg = ServerConfig::load(a.config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if a.print_config {
+        print!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(0);
+    }
+    if cfg.tls_cert.is_some() || cfg.tls_key.is_some() {
+        bail!("TLS termination is not built into this version: leave tls_cert/tls_key unset and terminate TLS in a reverse proxy");
+    }
+    let store = Arc::new(s.open(home)?);
+    let engine = EngineArgs {
+        pack: cfg.pack.clone(),
+        threads: cfg.threads,
+        upsample: 0,
+        min_face: cfg.min_face,
+        max_face: cfg.max_face,
+        det_threshold: 0.0,
+    };
+    let pipeline = Arc::new(load(home, &engine)?);
+    let keys = Arc::new(ApiKeys::open(&s.data_dir(home))?);
+    if keys.list()?.iter().all(|k| k.revoked) {
+        eprintln!(
+            "note: no API key exists yet; create one with `facegate apikey create --role gate`"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        // The first line on stdout is the address (tests and supervisors read it).
+        println!("listening on http://{}", listener.local_addr()?);
+        let state = server::AppState::new(cfg, store, pipeline, keys);
+        server::serve(state, listener).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        role: String,
+        /// Restrict the key to these galleries (repeat; default: all).
+        #[arg(long)]
+        gallery: Vec<String>,
+    },
+    /// List keys (ids, roles, galleries; never secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
+    let keys = ApiKeys::open(&s.data_dir(home))?;
+    match cmd {
+        ApiKeyCommand::Create { role, gallery } => {
+            let role = Role::parse(&role)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let (token, key) = keys.create(role, (!gallery.is_empty()).then_some(gallery), now)?;
+            eprintln!("store this key now: it is not shown again");
+            println!(
+                "{}",
+                serde_json::json!({"key": token, "id": key.id, "role": key.role, "galleries": key.galleries})
+            );
+        }
+        ApiKeyCommand::List => {
+            for k in keys.list()? {
+                println!("{}", serde_json::to_string(&k)?);
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if !keys.revoke(&id)? {
+                bail!("no active key with id {id}");
+            }
+            println!("{}", serde_json::json!({"revoked": id}));
+        }
+    }
+    Ok(0)
+}

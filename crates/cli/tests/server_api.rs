@@ -1,0 +1,485 @@
+//! Starts the real `facegate serve` on a loopback port and drives it over HTTP: every route with
+//! every role, limits, overload, end-to-end enrol/identify/verify/delete, graceful shutdown.
+
+use reqwest::blocking::{multipart, Client};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn shared() -> Option<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let home = vision::pack::default_home();
+    for need in [
+        shared.join("data/people/obama.jpg"),
+        home.join("packs/dlib/manifest.json"),
+    ] {
+        if !need.exists() {
+            assert!(!in_ci(), "missing {} (required in CI)", need.display());
+            eprintln!("SKIP: missing {}", need.display());
+            return None;
+        }
+    }
+    Some(shared)
+}
+
+fn facegate(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn key(data: &Path, role: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&facegate(data, &["apikey", "create", "--role", role])).unwrap();
+    v["key"].as_str().unwrap().to_string()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, config: &str) -> Server {
+    let cfg = data.join("server.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
+    let client = Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Server { child, base }
+}
+
+fn setup(data: &Path) {
+    facegate(
+        data,
+        &[
+            "gallery",
+            "create",
+            "g",
+            "--purpose",
+            "test",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "30",
+            "--search-roles",
+            "gate,operator,admin",
+        ],
+    );
+}
+
+#[test]
+fn every_route_with_every_role() {
+    if shared().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let roles = ["gate", "enroller", "operator", "auditor", "admin"];
+    let keys: Vec<(String, String)> = roles
+        .iter()
+        .map(|r| (r.to_string(), key(&data, r)))
+        .collect();
+    let srv = start(&data, "");
+    let c = Client::new();
+    let table: Vec<(&str, &str, Option<Vec<&str>>)> = vec![
+        (
+            "GET",
+            "/metrics",
+            Some(vec!["operator", "auditor", "admin"]),
+        ),
+        (
+            "POST",
+            "/v1/detect",
+            Some(vec!["gate", "enroller", "operator", "admin"]),
+        ),
+        (
+            "POST",
+            "/v1/verify",
+            Some(vec!["gate", "operator", "admin"]),
+        ),
+        (
+            "GET",
+            "/v1/galleries",
+            Some(vec!["operator", "auditor", "admin"]),
+        ),
+        ("PUT", "/v1/galleries/g/policy", Some(vec!["admin"])),
+        (
+            "POST",
+            "/v1/galleries/g/identify",
+            Some(vec!["gate", "operator", "admin"]),
+        ),
+        (
+            "POST",
+            "/v1/galleries/g/subjects",
+            Some(vec!["enroller", "operator", "admin"]),
+        ),
+        (
+            "GET",
+            "/v1/galleries/g/subjects/nobody",
+            Some(vec!["operator", "admin"]),
+        ),
+        (
+            "DELETE",
+            "/v1/galleries/g/subjects/nobody?reason=test",
+            Some(vec!["enroller", "operator", "admin"]),
+        ),
+        ("GET", "/v1/audit", Some(vec!["auditor", "admin"])),
+        ("POST", "/v1/audit/verify", Some(vec!["auditor", "admin"])),
+        ("GET", "/healthz", None),
+        ("GET", "/readyz", None),
+        ("GET", "/v1/openapi.json", None),
+    ];
+    for (method, path, allowed) in &table {
+        let send = |auth: Option<&str>| {
+            let mut rq = c
+                .request(method.parse().unwrap(), format!("{}{path}", srv.base))
+                .header("X-Purpose", "role matrix");
+            if let Some(a) = auth {
+                rq = rq.header("Authorization", format!("Bearer {a}"));
+            }
+            rq.send().unwrap()
+        };
+        let Some(allowed) = allowed else {
+            assert_eq!(send(None).status(), 200, "{method} {path} should be public");
+            continue;
+        };
+        let r = send(None);
+        assert_eq!(r.status(), 401, "{method} {path} without a key");
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["error"]["code"], "unauthenticated");
+        assert!(v["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        assert_eq!(
+            send(Some("fg_0000000000000000_00")).status(),
+            401,
+            "{method} {path} with a bad key"
+        );
+        for (role, k) in &keys {
+            let status = send(Some(k)).status().as_u16();
+            if allowed.contains(&role.as_str()) {
+                assert!(
+                    status != 401 && status != 403,
+                    "{method} {path} as {role}: {status}"
+                );
+            } else {
+                assert_eq!(status, 403, "{method} {path} as {role}");
+            }
+        }
+    }
+    // Routes missing from the table are not served.
+    let r = c.get(format!("{}/v1/nothing", srv.base)).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "not_found"
+    );
+    // A revoked key stops working at once.
+    let list = facegate(&data, &["apikey", "list"]);
+    let gate_id = list
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["role"] == "gate")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    facegate(&data, &["apikey", "revoke", &gate_id]);
+    let r = c
+        .post(format!("{}/v1/detect", srv.base))
+        .header("Authorization", format!("Bearer {}", keys[0].1))
+        .body(vec![1u8])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn end_to_end_enrol_identify_verify_delete_and_audit() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let (gate, enroller, auditor) = (
+        key(&data, "gate"),
+        key(&data, "enroller"),
+        key(&data, "auditor"),
+    );
+    let srv = start(&data, "");
+    let c = Client::new();
+    let img = |n: &str| std::fs::read(shared.join("data/people").join(n)).unwrap();
+    let bearer = |k: &str| format!("Bearer {k}");
+    let form = multipart::Form::new().text("reference", "P1234567").part(
+        "image",
+        multipart::Part::bytes(img("obama.jpg")).file_name("o.jpg"),
+    );
+    let r = c
+        .post(format!("{}/v1/galleries/g/subjects", srv.base))
+        .header("Authorization", bearer(&enroller))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Identify: match, with the reference; a search without purpose is refused.
+    let r = c
+        .post(format!("{}/v1/galleries/g/identify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "arrival")
+        .body(img("obama2.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["candidates"][0]["reference"], "P1234567");
+    let r = c
+        .post(format!("{}/v1/galleries/g/identify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .body(img("obama2.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(format!("{}/v1/galleries/g/identify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "arrival")
+        .body(img("biden.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["match"], false);
+    // Verify: two images; and probe against the enrolled subject.
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(img("obama2.jpg")))
+        .part("reference", multipart::Part::bytes(img("obama3.jpg")));
+    let v: serde_json::Value = c
+        .post(format!("{}/v1/verify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["match"], true);
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(img("biden.jpg")))
+        .text("gallery", "g")
+        .text("subject", "P1234567");
+    let r = c
+        .post(format!("{}/v1/verify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "gate 7")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["match"], false);
+    // Bad inputs: clear JSON errors, nothing lost.
+    let r = c
+        .post(format!("{}/v1/detect", srv.base))
+        .header("Authorization", bearer(&gate))
+        .body(img("obama.jpg")[..2000].to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "bad_image"
+    );
+    // Delete: signed receipt; then the subject is gone.
+    let r = c
+        .delete(format!(
+            "{}/v1/galleries/g/subjects/P1234567?reason=subject%20request",
+            srv.base
+        ))
+        .header("Authorization", bearer(&enroller))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let receipt: gallery::DeletionReceipt = r.json().unwrap();
+    assert!(gallery::store::verify_receipt(&receipt));
+    let r = c
+        .post(format!("{}/v1/galleries/g/identify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "arrival")
+        .body(img("obama2.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["match"], false);
+    // The audit log names the key ids as actors, verifies, and holds no reference.
+    let v: serde_json::Value = c
+        .get(format!("{}/v1/audit", srv.base))
+        .header("Authorization", bearer(&auditor))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let text = v.to_string();
+    assert!(!text.contains("P1234567"));
+    let gate_id = &gate[3..19];
+    assert!(v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["actor"] == gate_id && r["action"] == "identify" && r["purpose"] == "arrival"));
+    let v: serde_json::Value = c
+        .post(format!("{}/v1/audit/verify", srv.base))
+        .header("Authorization", bearer(&auditor))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let metrics = c
+        .get(format!("{}/metrics", srv.base))
+        .header("Authorization", bearer(&auditor))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains(
+        "facegate_requests_total{route=\"POST /v1/galleries/{gallery}/identify\",status=\"200\"}"
+    ));
+    assert!(metrics.contains("facegate_matches_total"));
+}
+
+#[test]
+fn limits_overload_rate_and_graceful_shutdown() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let gate = key(&data, "gate");
+    let mut srv = start(&data, "max_body_bytes = 300000\nmax_pixels = 1000000\ninference_slots = 1\nqueue_wait_ms = 0\nrate_per_minute = 1000\n");
+    let c = Client::new();
+    let auth = format!("Bearer {gate}");
+    // Body over the limit: 413 as JSON.
+    let r = c
+        .post(format!("{}/v1/detect", srv.base))
+        .header("Authorization", &auth)
+        .body(vec![0u8; 400_000])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "body_too_large"
+    );
+    // Decoded size over the pixel limit (obama.jpg is 910x1137 > 1 MP): refused from the header.
+    let r = c
+        .post(format!("{}/v1/detect", srv.base))
+        .header("Authorization", &auth)
+        .body(std::fs::read(shared.join("data/people/obama.jpg")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "image_too_large"
+    );
+    // Overload: one slot, no queue: concurrent requests get quick 503s, never a pile-up.
+    let small = std::fs::read(shared.join("data/people/obama2.jpg")).unwrap();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                let (c, auth, body, base) =
+                    (c.clone(), auth.clone(), small.clone(), srv.base.clone());
+                s.spawn(move || {
+                    c.post(format!("{base}/v1/detect"))
+                        .header("Authorization", auth)
+                        .body(body)
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    // Graceful shutdown on SIGTERM: exit status 0.
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn rate_limit_per_key() {
+    if shared().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let (a, b) = (key(&data, "operator"), key(&data, "operator"));
+    let srv = start(&data, "rate_per_minute = 5\n");
+    let c = Client::new();
+    let get = |k: &str| {
+        c.get(format!("{}/v1/galleries", srv.base))
+            .header("Authorization", format!("Bearer {k}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let first: Vec<u16> = (0..7).map(|_| get(&a)).collect();
+    assert_eq!(&first[..5], &[200; 5]);
+    assert_eq!(first[6], 429);
+    // Another key has its own budget.
+    assert_eq!(get(&b), 200);
+}

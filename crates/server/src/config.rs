@@ -1,0 +1,96 @@
+//! Server configuration: defaults, then a TOML file, then `FACEGATE_*` environment variables.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest decoded image, pixels (decompression bombs are refused from the header).
+    pub max_pixels: u64,
+    /// Requests with more faces than this are refused (422).
+    pub max_faces: usize,
+    /// Images processed at once; more requests wait up to `queue_wait_ms`, then get 503.
+    pub inference_slots: usize,
+    pub queue_wait_ms: u64,
+    /// Whole-request time limit, seconds (408 after it).
+    pub request_timeout_s: u64,
+    /// Requests per minute per API key (429 beyond it).
+    pub rate_per_minute: u32,
+    /// Model pack and inference threads per network.
+    pub pack: String,
+    pub threads: usize,
+    /// Face size range for detection (an e-gate knows its geometry).
+    pub min_face: Option<f64>,
+    pub max_face: Option<f64>,
+    /// Galleries decrypted into memory at start-up (readiness waits for them).
+    pub preload: Vec<String>,
+    /// TLS certificate and key (PEM). Not built into this version: terminate TLS in front.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 << 20,
+            max_pixels: 40_000_000,
+            max_faces: 16,
+            inference_slots: 2,
+            queue_wait_ms: 250,
+            request_timeout_s: 30,
+            rate_per_minute: 600,
+            pack: "dlib".into(),
+            threads: 1,
+            min_face: None,
+            max_face: None,
+            preload: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn load(file: Option<&Path>) -> Result<ServerConfig, String> {
+        let mut c = match file {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        fn parse<T: std::str::FromStr>(k: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{k}: cannot parse '{v}'"))
+        }
+        if let Some(v) = env("FACEGATE_LISTEN") {
+            c.listen = v;
+        }
+        if let Some(v) = env("FACEGATE_MAX_BODY_BYTES") {
+            c.max_body_bytes = parse("FACEGATE_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = env("FACEGATE_MAX_PIXELS") {
+            c.max_pixels = parse("FACEGATE_MAX_PIXELS", v)?;
+        }
+        if let Some(v) = env("FACEGATE_INFERENCE_SLOTS") {
+            c.inference_slots = parse("FACEGATE_INFERENCE_SLOTS", v)?;
+        }
+        if let Some(v) = env("FACEGATE_RATE_PER_MINUTE") {
+            c.rate_per_minute = parse("FACEGATE_RATE_PER_MINUTE", v)?;
+        }
+        if let Some(v) = env("FACEGATE_REQUEST_TIMEOUT_S") {
+            c.request_timeout_s = parse("FACEGATE_REQUEST_TIMEOUT_S", v)?;
+        }
+        if c.inference_slots == 0 {
+            return Err("inference_slots must be at least 1".into());
+        }
+        Ok(c)
+    }
+}
