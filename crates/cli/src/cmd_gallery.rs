@@ -208,6 +208,10 @@ pub struct EnrollArgs {
     /// Enrol precomputed templates: JSON lines {"subject": REF, "embedding": [...]}.
     #[arg(long, conflicts_with_all = ["subject", "batch"])]
     pub embeddings: Option<PathBuf>,
+    /// With --embeddings: enrol in transactions of 10,000 (all or nothing per transaction, no
+    /// per-subject acknowledgement): for migrations and benchmarks.
+    #[arg(long, requires = "embeddings")]
+    pub bulk: bool,
     /// Metric of --embeddings templates.
     #[arg(long, default_value = "euclidean")]
     pub metric: String,

@@ -44,7 +44,9 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         max_face: cfg.max_face,
         det_threshold: 0.0,
     };
-    let pipeline = Arc::new(load(home, &engine)?);
+    let pipelines = (0..cfg.inference_slots.max(1))
+        .map(|_| load(home, &engine).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
     let keys = Arc::new(ApiKeys::open(&s.data_dir(home))?);
     if keys.list()?.iter().all(|k| k.revoked) {
         eprintln!(
@@ -60,7 +62,7 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             .with_context(|| format!("binding {}", cfg.listen))?;
         // The first line on stdout is the address (tests and supervisors read it).
         println!("listening on http://{}", listener.local_addr()?);
-        let state = server::AppState::new(cfg, store, pipeline, keys);
+        let state = server::AppState::new(cfg, store, pipelines, keys);
         server::serve(state, listener).await?;
         anyhow::Ok(())
     })?;

@@ -95,7 +95,11 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub struct AppState {
     pub config: ServerConfig,
     pub store: Arc<Store>,
+    /// The first pipeline of the pool (model metadata).
     pub pipeline: Arc<Pipeline>,
+    /// One pipeline per inference slot: an ONNX Runtime session runs one call at a time, so slots
+    /// sharing one pipeline would queue on its sessions instead of using their cores.
+    pool: Mutex<Vec<Arc<Pipeline>>>,
     pub keys: Arc<ApiKeys>,
     pub metrics: metrics::Metrics,
     slots: Arc<Semaphore>,
@@ -107,15 +111,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// `pipelines` holds one pipeline per inference slot (at least one).
     pub fn new(
         config: ServerConfig,
         store: Arc<Store>,
-        pipeline: Arc<Pipeline>,
+        pipelines: Vec<Arc<Pipeline>>,
         keys: Arc<ApiKeys>,
     ) -> Arc<AppState> {
+        assert!(!pipelines.is_empty(), "at least one pipeline");
+        let pipeline = pipelines[0].clone();
         let cal = pipeline.models.manifest.calibration.clone();
         Arc::new(AppState {
-            slots: Arc::new(Semaphore::new(config.inference_slots)),
+            slots: Arc::new(Semaphore::new(pipelines.len())),
+            pool: Mutex::new(pipelines),
             config,
             store,
             pipeline,
@@ -332,9 +340,17 @@ async fn faces(st: &Arc<AppState>, bytes: Bytes) -> ApiResult<(u32, u32, Vec<Fac
             max_bytes: st2.config.max_body_bytes as u64,
             max_pixels: st2.config.max_pixels,
         };
-        let img = decode(&bytes, &limits)?;
-        let faces = st2.pipeline.faces(&img)?;
-        Ok::<_, VisionError>((img.width(), img.height(), faces))
+        // A permit guarantees a free pipeline: there are as many permits as pipelines.
+        let p = st2
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| st2.pipeline.clone());
+        let r = decode(&bytes, &limits)
+            .and_then(|img| p.faces(&img).map(|f| (img.width(), img.height(), f)));
+        st2.pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        r
     })
     .await
     .map_err(|_| {
