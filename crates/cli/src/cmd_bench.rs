@@ -83,8 +83,8 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
     let det = *dets
         .first()
         .context("no face found in the benchmark image")?;
-    let landmarks_ms = median_ms(n * 10, || Ok(p.landmarks(&img, &det.rect).map(|_| ())?))?;
-    let lm = p.landmarks(&img, &det.rect)?;
+    let landmarks_ms = median_ms(n * 10, || Ok(p.landmarks_for(&img, &det).map(|_| ())?))?;
+    let lm = p.landmarks_for(&img, &det)?;
     let chip_ms = median_ms(n * 10, || {
         p.chip(&img, &lm);
         Ok(())

@@ -170,6 +170,7 @@ fn embedding_for(p: &Pipeline, path: &Path, flip: bool, misses: &mut usize) -> R
             Detection {
                 rect: r,
                 score: 0.0,
+                landmarks: None,
             }
         }
     };
@@ -338,12 +339,26 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     if let Some(m) = a.max_identities {
         dirs.truncate(m);
     }
+    // The same photo filed under two names (LFW has a few) would be a "non-mated" search that
+    // finds itself: such byte-identical files are left out after their first occurrence, and counted.
+    let mut seen_files = std::collections::HashSet::new();
+    let mut duplicates = Vec::new();
     for d in dirs {
         let mut imgs: Vec<PathBuf> = std::fs::read_dir(&d)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
             .collect();
         imgs.sort();
+        imgs.retain(|p| {
+            let h = std::fs::read(p)
+                .map(|b| vision::pack::sha256_hex(&b))
+                .unwrap_or_default();
+            let fresh = seen_files.insert(h);
+            if !fresh {
+                duplicates.push(p.display().to_string());
+            }
+            fresh
+        });
         if !imgs.is_empty() {
             people.push((
                 d.file_name()
@@ -354,11 +369,9 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
         }
     }
     let p = load(home, &a.engine)?;
-    if is_match(p.metric(), 0.0, 1.0) {
-        // Euclidean only for now: the ranking below is by distance.
-    } else {
-        bail!("eval identify supports the Euclidean packs (dlib) so far");
-    }
+    // Cosine packs: unit-length templates make Euclidean ranking the cosine ranking; distances
+    // are reported as such (cosine similarity = 1 - d^2/2).
+    let cosine = !is_match(p.metric(), 0.0, 1.0);
     let total: usize = people.iter().map(|p| p.1.len()).sum();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -373,10 +386,13 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     for (_, imgs) in &people {
         let mut v = Vec::with_capacity(imgs.len());
         for img in imgs {
-            v.push(
-                embedding_for(&p, img, a.flip, &mut misses)
-                    .with_context(|| format!("{}", img.display()))?,
-            );
+            let mut e = embedding_for(&p, img, a.flip, &mut misses)
+                .with_context(|| format!("{}", img.display()))?;
+            if cosine {
+                let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                e.iter_mut().for_each(|x| *x /= n);
+            }
+            v.push(e);
             bar.inc(1);
         }
         emb.push(v);
@@ -467,12 +483,14 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
                 .map(|v| v.iter().map(|x| &x["fnir"]).collect::<Vec<_>>());
     let out = json!({
         "pack": p.models.manifest.name,
+        "distance": if cosine { "euclidean on unit templates (cosine = 1 - d^2/2)" } else { "euclidean" },
         "flip": a.flip,
         "identities": people.len(),
         "enrolled": enrolled.len(),
         "mated_probes": mated.len(),
         "nonmated_probes": nonmated.len(),
         "failures_to_detect": misses,
+        "duplicate_images_excluded": duplicates,
         "embed_seconds": embed_s,
         "results": results,
         "protected_equals_plain": identical,
@@ -480,8 +498,8 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     if a.json {
         println!("{out}");
     } else {
-        println!("1:N on {} identities: gallery {}, mated probes {}, non-mated probes {}, failures to detect {}",
-            people.len(), enrolled.len(), mated.len(), nonmated.len(), misses);
+        println!("1:N on {} identities: gallery {}, mated probes {}, non-mated probes {}, failures to detect {}, byte-identical images left out {}",
+            people.len(), enrolled.len(), mated.len(), nonmated.len(), misses, duplicates.len());
         for r in out["results"].as_array().into_iter().flatten() {
             let f = |i: usize| r["fnir_at_fpir"][i]["fnir"].as_f64().unwrap_or(f64::NAN) * 100.0;
             println!("  {:9}: rank-1 {:.2}%  rank-10 {:.2}%  FNIR@FPIR 1e-1 {:.2}%  1e-2 {:.2}%  1e-3 {:.2}%",

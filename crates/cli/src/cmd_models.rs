@@ -16,6 +16,50 @@ pub enum ModelsCommand {
     },
     /// Show installed packs and the runtime.
     List,
+    /// Install a pack from your own ONNX files: a YuNet-style detector (boxes + 5 landmarks) and
+    /// an ArcFace-style embedder on aligned chips (cosine similarity).
+    Import(Box<ImportArgs>),
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Pack name (used with --pack).
+    pub name: String,
+    /// YuNet ONNX detector (NCHW BGR 0-255, outputs cls/obj/bbox/kps at strides 8/16/32).
+    #[arg(long)]
+    pub yunet: PathBuf,
+    /// Embedder ONNX model on aligned chips.
+    #[arg(long)]
+    pub embedder: PathBuf,
+    /// Chip side in pixels.
+    #[arg(long, default_value_t = 112)]
+    pub chip_size: usize,
+    #[arg(long, default_value_t = 192)]
+    pub embedding_size: usize,
+    /// Input layout of the embedder: nhwc or nchw.
+    #[arg(long, default_value = "nhwc", value_parser = ["nhwc", "nchw"])]
+    pub layout: String,
+    /// Channel order: rgb or bgr.
+    #[arg(long, default_value = "rgb", value_parser = ["rgb", "bgr"])]
+    pub channels: String,
+    /// value = (pixel - mean) * scale.
+    #[arg(long, default_value_t = 127.5)]
+    pub mean: f32,
+    #[arg(long, default_value_t = 0.0078125)]
+    pub scale: f32,
+    /// Detector score threshold.
+    #[arg(long, default_value_t = 0.6)]
+    pub score_threshold: f32,
+    /// Cosine-similarity decision threshold, and the FMR it was calibrated for (e.g. from `eval pairs`).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    #[arg(long, requires = "threshold")]
+    pub fmr: Option<f64>,
+    /// Licence and provenance of the files (shown by `models list`; state them honestly).
+    #[arg(long)]
+    pub licence: String,
+    #[arg(long)]
+    pub source: String,
 }
 
 pub fn say(msg: &str) {
@@ -40,6 +84,52 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
         ModelsCommand::Fetch { from, force } => {
             ensure_installed(home, from.as_deref(), force)?;
             say(&format!("ready: {}", home.display()));
+            Ok(0)
+        }
+        ModelsCommand::Import(a) => {
+            let input = vision::embed::InputSpec {
+                size: a.chip_size,
+                layout: if a.layout == "nchw" {
+                    vision::embed::Layout::Nchw
+                } else {
+                    vision::embed::Layout::Nhwc
+                },
+                channel_order: if a.channels == "bgr" {
+                    vision::embed::ChannelOrder::Bgr
+                } else {
+                    vision::embed::ChannelOrder::Rgb
+                },
+                mean: [a.mean; 3],
+                scale: [a.scale; 3],
+            };
+            let calibration = a.threshold.map(|t| pack::Calibration {
+                threshold: t,
+                fmr: a.fmr,
+                method: "given at import (models import --threshold)".into(),
+            });
+            let dir = pack::install_onnx_pack(
+                home,
+                &pack::OnnxPackSpec {
+                    name: &a.name,
+                    detector: &a.yunet,
+                    embedder: &a.embedder,
+                    input,
+                    embedding_size: a.embedding_size,
+                    score_threshold: a.score_threshold,
+                    licence: &a.licence,
+                    source: &a.source,
+                    calibration,
+                },
+            )?;
+            // Load it once so a wrong file fails here, not at first use.
+            ensure_installed(home, None, false)?;
+            let rt = pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
+            vision::runtime::ensure_runtime(Some(&rt))?;
+            if let Err(e) = vision::models::Models::load(&dir, 1) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e).context("the imported models do not load; pack removed");
+            }
+            say(&format!("installed pack '{}' in {}", a.name, dir.display()));
             Ok(0)
         }
         ModelsCommand::List => {

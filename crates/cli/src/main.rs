@@ -87,6 +87,21 @@ enum Command {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, so `facegate ... | head` would panic on the next print. Treat a
+    // closed stdout as the reader being done: exit quietly with the conventional status.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,

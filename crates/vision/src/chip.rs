@@ -343,3 +343,72 @@ pub fn face_chip(img: &RgbImage, landmarks: &[Point], size: usize, padding: f64)
         .pop()
         .unwrap_or_else(|| RgbImage::new(size as u32, size as u32))
 }
+
+/// The ArcFace five-point template for a 112×112 chip: eye centres, nose tip, mouth corners
+/// (image-left first), as used by InsightFace-style embedders.
+pub const ARCFACE_TEMPLATE_112: [[f64; 2]; 5] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+];
+
+/// ArcFace-style chip: the least-squares similarity transform taking the 5 landmarks onto the
+/// template (scaled to `size`), then bilinear resampling; outside the image is black.
+pub fn arcface_chip(img: &RgbImage, landmarks: &[Point], size: usize) -> RgbImage {
+    let s = size as f64 / 112.0;
+    let to: Vec<Point> = ARCFACE_TEMPLATE_112
+        .iter()
+        .map(|p| Point {
+            x: p[0] * s,
+            y: p[1] * s,
+        })
+        .collect();
+    let a = crate::geometry::similarity(landmarks, &to);
+    warp_similarity(img, &a, size)
+}
+
+/// Resample `img` through the similarity `a` (source → chip) into a `size`×`size` chip.
+pub fn warp_similarity(img: &RgbImage, a: &crate::geometry::Affine, size: usize) -> RgbImage {
+    // Invert [[p, -q], [q, p]]: a similarity's inverse is a similarity.
+    let (p, q) = (a.m[0][0], a.m[1][0]);
+    let det = p * p + q * q;
+    let mut out = RgbImage::new(size as u32, size as u32);
+    if det == 0.0 {
+        return out;
+    }
+    let (ip, iq) = (p / det, -q / det);
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    for v in 0..size {
+        for u in 0..size {
+            let (du, dv) = (u as f64 - a.t[0], v as f64 - a.t[1]);
+            let x = ip * du - iq * dv;
+            let y = iq * du + ip * dv;
+            let (x0, y0) = (x.floor() as i64, y.floor() as i64);
+            let (fx, fy) = (x - x0 as f64, y - y0 as f64);
+            let px = |xx: i64, yy: i64| -> [f64; 3] {
+                if xx < 0 || yy < 0 || xx >= w || yy >= h {
+                    [0.0; 3]
+                } else {
+                    let p = img.get_pixel(xx as u32, yy as u32);
+                    [p[0] as f64, p[1] as f64, p[2] as f64]
+                }
+            };
+            let (a00, a10, a01, a11) = (
+                px(x0, y0),
+                px(x0 + 1, y0),
+                px(x0, y0 + 1),
+                px(x0 + 1, y0 + 1),
+            );
+            let mut o = [0u8; 3];
+            for c in 0..3 {
+                let top = a00[c] * (1.0 - fx) + a10[c] * fx;
+                let bot = a01[c] * (1.0 - fx) + a11[c] * fx;
+                o[c] = (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8;
+            }
+            out.put_pixel(u as u32, v as u32, image::Rgb(o));
+        }
+    }
+    out
+}

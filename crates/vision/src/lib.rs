@@ -18,3 +18,4 @@ pub mod embed;
 pub mod pack;
 pub mod pipeline;
 pub mod runtime;
+pub mod yunet;

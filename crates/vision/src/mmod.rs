@@ -20,6 +20,8 @@ use std::sync::Mutex;
 pub struct Detection {
     pub rect: Rect,
     pub score: f32,
+    /// Five landmarks when the detector gives them (YuNet); dlib packs predict them separately.
+    pub landmarks: Option<[crate::geometry::Point; 5]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -536,7 +538,11 @@ impl MmodDetector {
                         bottom: up(rect.bottom),
                     };
                 }
-                out.push(Detection { rect, score: s });
+                out.push(Detection {
+                    rect,
+                    score: s,
+                    landmarks: None,
+                });
             }
         }
     }

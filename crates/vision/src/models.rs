@@ -5,10 +5,12 @@ use crate::embed::Embedder;
 use crate::error::VisionError;
 use crate::mmod::MmodDetector;
 use crate::pack::{DetectorSpec, LandmarkSpec, Manifest};
+use crate::yunet::YunetDetector;
 use std::path::Path;
 
 pub enum Detector {
     Mmod(MmodDetector),
+    Yunet(YunetDetector),
 }
 
 pub enum Landmarker {
@@ -49,11 +51,16 @@ impl Models {
                     threads,
                 )?)
             }
-            DetectorSpec::Yunet { .. } => {
-                return Err(VisionError::Pack(
-                    "YuNet detector packs are not supported yet".into(),
-                ));
-            }
+            DetectorSpec::Yunet {
+                model,
+                score_threshold,
+                nms_iou,
+            } => Detector::Yunet(YunetDetector::from_onnx(
+                &Manifest::read_verified(dir, model)?,
+                *score_threshold,
+                *nms_iou,
+                threads,
+            )?),
         };
         let landmarks = match &manifest.landmarks {
             LandmarkSpec::DlibShapePredictor { model } => Landmarker::Dlib(ShapePredictor::parse(

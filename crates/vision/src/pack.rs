@@ -510,3 +510,79 @@ pub fn install_runtime(
 pub fn installed_runtime(home: &Path) -> Option<PathBuf> {
     crate::runtime::find_library_in(&runtime_dir(home))
 }
+
+/// What a user-supplied ONNX pack (YuNet detector + ArcFace-style embedder) is made of.
+pub struct OnnxPackSpec<'a> {
+    pub name: &'a str,
+    pub detector: &'a Path,
+    pub embedder: &'a Path,
+    pub input: crate::embed::InputSpec,
+    pub embedding_size: usize,
+    pub score_threshold: f32,
+    pub licence: &'a str,
+    pub source: &'a str,
+    pub calibration: Option<Calibration>,
+}
+
+/// Install a pack from the user's own ONNX files: copied, hashed into the manifest, written to a
+/// temporary directory and renamed into place (never half-installed).
+pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, VisionError> {
+    let ok_name = !spec.name.is_empty()
+        && spec.name != "dlib"
+        && spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok_name {
+        return Err(VisionError::Pack(format!(
+            "pack name '{}' must be letters, digits, '-' or '_' and not 'dlib'",
+            spec.name
+        )));
+    }
+    let packs = home.join("packs");
+    let tmp = temp_dir_in(&packs)?;
+    let copy = |src: &Path, name: &str| -> Result<FileRef, VisionError> {
+        let bytes = std::fs::read(src).map_err(|e| VisionError::io(src, e))?;
+        if bytes.len() < 16 {
+            return Err(VisionError::Pack(format!(
+                "{} is not an ONNX model",
+                src.display()
+            )));
+        }
+        let dest = tmp.path().join(name);
+        std::fs::write(&dest, &bytes).map_err(|e| VisionError::io(&dest, e))?;
+        Ok(FileRef {
+            file: name.into(),
+            sha256: sha256_hex(&bytes),
+        })
+    };
+    let manifest = Manifest {
+        name: spec.name.into(),
+        description:
+            "user-supplied ONNX pack: YuNet detector with 5 landmarks, ArcFace-style embedder"
+                .into(),
+        licence: spec.licence.into(),
+        source: spec.source.into(),
+        detector: DetectorSpec::Yunet {
+            model: copy(spec.detector, "detector.onnx")?,
+            score_threshold: spec.score_threshold,
+            nms_iou: 0.3,
+        },
+        landmarks: LandmarkSpec::FromDetector,
+        embedder: EmbedderSpec {
+            model: copy(spec.embedder, "embedder.onnx")?,
+            input: spec.input.clone(),
+            alignment: AlignmentSpec::Arcface,
+            embedding_size: spec.embedding_size,
+            metric: Metric::Cosine,
+        },
+        calibration: spec.calibration.clone(),
+    };
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
+    let mpath = tmp.path().join("manifest.json");
+    std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
+    let dest = packs.join(spec.name);
+    commit_dir(tmp, &dest)?;
+    Ok(dest)
+}

@@ -70,6 +70,7 @@ impl Pipeline {
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, VisionError> {
         match &self.models.detector {
             Detector::Mmod(d) => d.detect(img, &self.detect),
+            Detector::Yunet(d) => d.detect(img, &self.detect),
         }
     }
 
@@ -82,11 +83,30 @@ impl Pipeline {
         }
     }
 
+    /// Landmarks of a detection: the detector's own when it gives them, else the pack's
+    /// landmark model; a pack with neither (a box from elsewhere, e.g. an evaluation fallback)
+    /// places the alignment template inside the box.
+    pub fn landmarks_for(&self, img: &RgbImage, d: &Detection) -> Result<Vec<Point>, VisionError> {
+        if let Some(lm) = d.landmarks {
+            return Ok(lm.to_vec());
+        }
+        match &self.models.landmarks {
+            Landmarker::Dlib(sp) => Ok(sp.predict(img, &d.rect)),
+            Landmarker::FromDetector => Ok(crate::chip::ARCFACE_TEMPLATE_112
+                .iter()
+                .map(|p| Point {
+                    x: d.rect.left + p[0] / 112.0 * d.rect.width(),
+                    y: d.rect.top + p[1] / 112.0 * d.rect.height(),
+                })
+                .collect()),
+        }
+    }
+
     pub fn chip(&self, img: &RgbImage, landmarks: &[Point]) -> RgbImage {
         let size = self.models.manifest.embedder.input.size;
         let padding = match self.models.manifest.embedder.alignment {
             AlignmentSpec::Dlib5 { padding } => padding,
-            AlignmentSpec::Arcface => 0.0,
+            AlignmentSpec::Arcface => return crate::chip::arcface_chip(img, landmarks, size),
         };
         // One call per face, as face_recognition does (dlib shares a pyramid within a call).
         extract_chips(img, &[face_chip_details(landmarks, size, padding)])
@@ -108,13 +128,17 @@ impl Pipeline {
         let mut faces = Vec::with_capacity(dets.len());
         let mut chips = Vec::with_capacity(dets.len());
         for d in dets {
-            let lm = self.landmarks(img, &d.rect)?;
+            let lm = self.landmarks_for(img, d)?;
             let chip = self.chip(img, &lm);
             let eye = |a: usize, b: usize| Point {
                 x: (lm[a].x + lm[b].x) / 2.0,
                 y: (lm[a].y + lm[b].y) / 2.0,
             };
-            let (r, l) = (eye(0, 1), eye(2, 3));
+            // dlib's 5 points are eye corners (two per eye); ArcFace-style points are eye centres.
+            let (r, l) = match self.models.manifest.embedder.alignment {
+                AlignmentSpec::Dlib5 { .. } => (eye(0, 1), eye(2, 3)),
+                AlignmentSpec::Arcface => (lm[0], lm[1]),
+            };
             let quality = Quality {
                 face_px: d.rect.width(),
                 eye_distance_px: ((r.x - l.x).powi(2) + (r.y - l.y).powi(2)).sqrt(),

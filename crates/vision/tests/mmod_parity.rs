@@ -10,7 +10,9 @@ fn check(upsample: u32, key: &str) {
         return;
     };
     let models = Models::load(&pack, 0).unwrap();
-    let Detector::Mmod(det) = &models.detector;
+    let Detector::Mmod(det) = &models.detector else {
+        panic!("the dlib pack has an MMOD detector");
+    };
     let gdir = shared_dir().join("golden");
     let (mut total, mut exact, mut worst_px, mut worst_score) = (0, 0, 0f64, 0f64);
     let mut mismatched = Vec::new();
