@@ -5,7 +5,10 @@ use libfuzzer_sys::fuzz_target;
 use vision::decode::{decode, DecodeLimits};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = DecodeLimits { max_bytes: 1 << 20, max_pixels: 1 << 20 };
+    let limits = DecodeLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1 << 20,
+    };
     if let Ok(img) = decode(data, &limits) {
         assert!((img.width() as u64) * (img.height() as u64) <= limits.max_pixels);
     }
