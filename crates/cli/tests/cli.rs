@@ -1,27 +1,13 @@
 //! Drives the real `facegate` binary: exit codes and JSON of verify/embed/detect.
 //! Needs the installed pack (`facegate models fetch`) and ../shared; fails in CI if missing.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::shared_with;
+use std::path::PathBuf;
 use std::process::Command;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 fn ready() -> Option<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let home = vision::pack::default_home();
-    for need in [
-        shared.join("data/people/obama.jpg"),
-        home.join("packs/dlib/manifest.json"),
-    ] {
-        if !need.exists() {
-            assert!(!in_ci(), "missing {} (required in CI)", need.display());
-            eprintln!("SKIP: missing {}", need.display());
-            return None;
-        }
-    }
-    Some(shared)
+    shared_with("data/people/obama.jpg")
 }
 
 fn facegate(args: &[&str]) -> (i32, String, String) {

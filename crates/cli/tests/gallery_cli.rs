@@ -1,13 +1,11 @@
 //! Drives the real `facegate` binary through the gallery commands: a crash mid-enrolment, the
 //! README demo on ../shared/data/people, key rotation, receipts and the audit log.
 
+mod common;
+use common::shared_with;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
@@ -242,19 +240,7 @@ fn keys_rotate_receipts_and_roles() {
 }
 
 fn shared_ready() -> Option<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let home = vision::pack::default_home();
-    for need in [
-        shared.join("data/people/knn_examples/train"),
-        home.join("packs/dlib/manifest.json"),
-    ] {
-        if !need.exists() {
-            assert!(!in_ci(), "missing {} (required in CI)", need.display());
-            eprintln!("SKIP: missing {}", need.display());
-            return None;
-        }
-    }
-    Some(shared)
+    shared_with("data/people/knn_examples/train")
 }
 
 #[test]

@@ -1,29 +1,15 @@
 //! Starts the real `facegate serve` on a loopback port and drives it over HTTP: every route with
 //! every role, limits, overload, end-to-end enrol/identify/verify/delete, graceful shutdown.
 
+mod common;
+use common::shared_with;
 use reqwest::blocking::{multipart, Client};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 fn shared() -> Option<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let home = vision::pack::default_home();
-    for need in [
-        shared.join("data/people/obama.jpg"),
-        home.join("packs/dlib/manifest.json"),
-    ] {
-        if !need.exists() {
-            assert!(!in_ci(), "missing {} (required in CI)", need.display());
-            eprintln!("SKIP: missing {}", need.display());
-            return None;
-        }
-    }
-    Some(shared)
+    shared_with("data/people/obama.jpg")
 }
 
 fn facegate(data: &Path, args: &[&str]) -> String {
