@@ -22,6 +22,8 @@ pub enum EvalCommand {
     Pairs(PairsArgs),
     /// 1:N open-set protocol on an identity/image directory: rank-1, FNIR at FPIR.
     Identify(IdentifyEvalArgs),
+    /// 1:1 report: FNMR at FMR 1e-1..1e-6, EER, DET curve and score histograms (SVG), HTML + JSON.
+    Report(crate::cmd_report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -148,7 +150,12 @@ pub fn tar_at_fmr(scores: &[(f64, bool)], fmr: f64) -> (f64, f64, usize) {
     (tar, t, imp.len())
 }
 
-fn embedding_for(p: &Pipeline, path: &Path, flip: bool, misses: &mut usize) -> Result<Vec<f32>> {
+pub fn embedding_for(
+    p: &Pipeline,
+    path: &Path,
+    flip: bool,
+    misses: &mut usize,
+) -> Result<Vec<f32>> {
     let img = decode_file(path, &DecodeLimits::default())?;
     let dets = p.detect(&img)?;
     let (w, h) = (img.width() as f64, img.height() as f64);
@@ -199,6 +206,7 @@ pub fn run(home: &Path, cmd: EvalCommand) -> Result<i32> {
     let a = match cmd {
         EvalCommand::Pairs(a) => a,
         EvalCommand::Identify(a) => return identify(home, a),
+        EvalCommand::Report(a) => return crate::cmd_report::run(home, a),
     };
     let text = std::fs::read_to_string(&a.pairs)
         .with_context(|| format!("reading {}", a.pairs.display()))?;

@@ -7,6 +7,7 @@ mod cmd_eval;
 mod cmd_faces;
 mod cmd_gallery;
 mod cmd_models;
+mod cmd_report;
 mod cmd_serve;
 mod engine;
 

@@ -100,3 +100,44 @@ fn embed_aligned_chip_matches_dlib_and_detect_lists_faces() {
     assert_eq!(code, 2);
     assert!(out.contains("error"));
 }
+
+#[test]
+fn eval_report_writes_html_json_and_figures() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let images = shared.join("data/lfw-dev/images");
+    let (code, stdout, err) = facegate(&[
+        "eval",
+        "report",
+        "--images",
+        images.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--max-identities",
+        "40",
+        "--impostors",
+        "2000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("EER"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    let res = &r["results"][0];
+    assert_eq!(res["pack"], "dlib");
+    assert_eq!(res["impostor_pairs"], 2000);
+    assert!(res["genuine_pairs"].as_u64().unwrap() > 0);
+    // 2000 impostor pairs support FMR down to 1e-3, not 1e-4.
+    assert_eq!(res["fnmr_at_fmr"][2]["supported_by_data"], true);
+    assert_eq!(res["fnmr_at_fmr"][3]["supported_by_data"], false);
+    assert!(res["fnmr_at_fmr"][3]["fnmr"].is_null());
+    let eer = res["eer"].as_f64().unwrap();
+    assert!((0.0..0.2).contains(&eer), "EER {eer}");
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("DET curve") && html.contains("FNMR @ FMR 1e-3")
+    );
+    assert!(out.path().join("det.svg").exists() && out.path().join("hist-dlib.svg").exists());
+}
