@@ -820,10 +820,7 @@ impl Store {
         {
             let keys = self.keys();
             let tx = keys.write_tx()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
-                params![gallery, &ps[..], wrapped, now],
-            )?;
+            self.insert_key(&tx, gallery, &ps, &wrapped, now)?;
             self.mark(&tx, gallery, &ps, "enrol", now)?;
             tx.commit()?;
         }
@@ -979,11 +976,10 @@ impl Store {
         {
             let keys = self.keys();
             let tx = keys.write_tx()?;
+            // Any conflict fails the whole batch before anything is committed (the key transaction
+            // rolls back when dropped).
             for (ps, wrapped, _, _) in &sealed {
-                tx.execute(
-                    "INSERT OR REPLACE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![gallery, &ps[..], wrapped, now],
-                )?;
+                self.insert_key(&tx, gallery, ps, wrapped, now)?;
                 self.mark(&tx, gallery, ps, "enrol", now)?;
             }
             tx.commit()?;
@@ -1057,6 +1053,49 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Store a new subject key. Never overwrites a key in use: an existing subject is a duplicate;
+    /// a key without a subject is either an enrolment in flight in another process (refused) or,
+    /// past the orphan age, the leftover of a crash (replaced).
+    fn insert_key(
+        &self,
+        tx: &Connection,
+        gallery: &str,
+        ps: &[u8],
+        wrapped: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+            params![gallery, ps, wrapped, now],
+        )?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        let in_store: bool = self.db().query_row(
+            "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
+            params![gallery, ps],
+            |r| r.get(0),
+        )?;
+        if in_store {
+            return Err(GalleryError::DuplicateSubject(gallery.into()));
+        }
+        let created: i64 = tx.query_row(
+            "SELECT created FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+            params![gallery, ps],
+            |r| r.get(0),
+        )?;
+        if now - created <= ORPHAN_KEY_AGE_MS {
+            return Err(GalleryError::Invalid(
+                "an enrolment of this subject is in progress or was interrupted less than an hour ago".into(),
+            ));
+        }
+        tx.execute(
+            "UPDATE subject_keys SET wrapped = ?3, created = ?4 WHERE gallery = ?1 AND pseudonym = ?2",
+            params![gallery, ps, wrapped, now],
+        )?;
+        Ok(())
     }
 
     fn clear_marks<'a>(&self, gallery: &str, pss: impl Iterator<Item = &'a [u8]>, op: &str) {

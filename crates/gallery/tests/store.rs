@@ -895,3 +895,42 @@ fn hnsw_gallery_answers_like_the_exact_one_on_clear_cases() {
     let r = s.identify(&gate(), "big", &ids[17], None, 0.6).unwrap();
     assert!(r.candidates.iter().all(|c| c.reference != "P0000017"));
 }
+
+#[test]
+fn a_duplicate_never_replaces_the_enrolled_subjects_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, clock) = TestClock::new();
+    let s = open(dir.path(), &crypto::random_key().unwrap(), clock);
+    let ids = identities(14, 4, 128);
+    enrol_all(&s, &ids[..2]);
+    // A bulk batch holding an already enrolled reference fails as a whole...
+    let batch: Vec<(String, Vec<Vec<f32>>)> = vec![
+        ("P0000009".into(), vec![ids[2].clone()]),
+        ("P0000001".into(), vec![ids[3].clone()]),
+    ];
+    assert!(matches!(
+        s.enroll_batch(&admin(), "rt", &batch, Metric::Euclidean, "dlib"),
+        Err(GalleryError::DuplicateSubject(_))
+    ));
+    // ...the enrolled subject still opens and matches, and nothing of the batch went in.
+    let r = s.identify(&gate(), "rt", &ids[1], None, 0.6).unwrap();
+    assert_eq!(r.candidates[0].reference, "P0000001");
+    assert!(matches!(
+        s.subject("rt", "P0000009"),
+        Err(GalleryError::UnknownSubject(_))
+    ));
+    // The single-subject path refuses too, and leaves the subject intact.
+    assert!(matches!(
+        s.enroll(
+            &admin(),
+            "rt",
+            "P0000001",
+            std::slice::from_ref(&ids[3]),
+            Metric::Euclidean,
+            "dlib",
+            &Enrolment::default()
+        ),
+        Err(GalleryError::DuplicateSubject(_))
+    ));
+    drop(s);
+}
