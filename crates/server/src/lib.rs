@@ -960,7 +960,7 @@ pub fn router(st: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(st.clone(), envelope))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), envelope))
         .with_state(st)
 }
 
