@@ -53,10 +53,25 @@ CREATE TABLE IF NOT EXISTS subject_keys (
   PRIMARY KEY (gallery, pseudonym));
 CREATE TABLE IF NOT EXISTS pending (
   gallery TEXT NOT NULL, pseudonym BLOB NOT NULL, op TEXT NOT NULL, created INTEGER NOT NULL,
-  PRIMARY KEY (gallery, pseudonym, op));
+  pid INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gallery, pseudonym, op));
 ";
 
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Whether the process that marked an enrolment could still be running it. On Linux, a process
+/// id with no /proc entry is gone (its enrolment was interrupted); where /proc is absent, assume
+/// it may run. (A reused pid errs on the safe side: it looks alive, and the hour-long orphan age
+/// still ends the wait.)
+fn enrolment_may_be_running(pid: i64) -> bool {
+    if pid <= 0 || pid == std::process::id() as i64 {
+        return pid > 0;
+    }
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    proc.join(pid.to_string()).exists()
+}
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn system_clock() -> Clock {
@@ -415,14 +430,17 @@ impl Store {
     /// deletion marks its subject in `keys.db`'s `pending` table before touching `store.db` and
     /// clears the mark after, so start-up only looks at marked subjects, not the whole gallery.
     fn recover_pending(&self) -> Result<()> {
-        let marks: Vec<(String, Vec<u8>, String, i64)> = {
+        let marks: Vec<(String, Vec<u8>, String, i64, i64)> = {
             let keys = self.keys();
-            let mut st = keys.prepare("SELECT gallery, pseudonym, op, created FROM pending")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut st =
+                keys.prepare("SELECT gallery, pseudonym, op, created, pid FROM pending")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
             rows.collect::<std::result::Result<_, _>>()?
         };
         let now = self.now();
-        for (g, p, op, created) in marks {
+        for (g, p, op, created, pid) in marks {
             let in_store: bool = self.db().query_row(
                 "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
                 params![g, p],
@@ -433,7 +451,11 @@ impl Store {
                 // Enrolment committed, or deletion never reached store.db: the key stays.
                 ("enrol", true) | ("delete", true) => {}
                 // Enrolment that never committed: drop its key once it is surely not in flight.
-                ("enrol", false) if now - created <= ORPHAN_KEY_AGE_MS => continue,
+                ("enrol", false)
+                    if now - created <= ORPHAN_KEY_AGE_MS && enrolment_may_be_running(pid) =>
+                {
+                    continue
+                }
                 ("enrol", false) | ("delete", false) => {
                     keys.execute(
                         "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
@@ -452,8 +474,8 @@ impl Store {
 
     fn mark(&self, conn: &Connection, gallery: &str, ps: &[u8], op: &str, now: i64) -> Result<()> {
         conn.execute(
-            "INSERT OR REPLACE INTO pending (gallery, pseudonym, op, created) VALUES (?1, ?2, ?3, ?4)",
-            params![gallery, ps, op, now],
+            "INSERT OR REPLACE INTO pending (gallery, pseudonym, op, created, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![gallery, ps, op, now, std::process::id() as i64],
         )?;
         Ok(())
     }
@@ -1086,7 +1108,16 @@ impl Store {
             params![gallery, ps],
             |r| r.get(0),
         )?;
-        if now - created <= ORPHAN_KEY_AGE_MS {
+        let owner: Option<i64> = tx
+            .query_row(
+                "SELECT pid FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = 'enrol'",
+                params![gallery, ps],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // The key belongs to an enrolment that may still commit (its process is alive, within the
+        // hour): refuse rather than pull the key from under it.
+        if now - created <= ORPHAN_KEY_AGE_MS && owner.is_some_and(enrolment_may_be_running) {
             return Err(GalleryError::Invalid(
                 "an enrolment of this subject is in progress or was interrupted less than an hour ago".into(),
             ));

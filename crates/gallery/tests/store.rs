@@ -821,9 +821,27 @@ fn crash_between_the_two_databases_is_repaired_at_start() {
         [now],
     )
     .unwrap();
+    // Marked by a live process (this one): it may still commit, so its key is kept within the hour.
     keys.execute(
-        "INSERT INTO pending (gallery, pseudonym, op, created) VALUES ('rt', x'01', 'enrol', ?1)",
+        "INSERT INTO pending (gallery, pseudonym, op, created, pid) VALUES ('rt', x'01', 'enrol', ?1, ?2)",
+        rusqlite::params![now, std::process::id() as i64],
+    )
+    .unwrap();
+    // 1b. The same, but the process that marked it is gone: its key goes at the next start.
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id() as i64;
+        c.wait().unwrap();
+        pid
+    };
+    keys.execute(
+        "INSERT INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES ('rt', x'03', x'04', ?1)",
         [now],
+    )
+    .unwrap();
+    keys.execute(
+        "INSERT INTO pending (gallery, pseudonym, op, created, pid) VALUES ('rt', x'03', 'enrol', ?1, ?2)",
+        rusqlite::params![now, dead],
     )
     .unwrap();
     // 2. A deletion that committed in store.db, then died before destroying the key.
@@ -842,7 +860,7 @@ fn crash_between_the_two_databases_is_repaired_at_start() {
     store
         .execute("DELETE FROM subjects WHERE pseudonym = ?1", [&ps])
         .unwrap();
-    assert_eq!(count(&keys, "SELECT COUNT(*) FROM subject_keys"), 4);
+    assert_eq!(count(&keys, "SELECT COUNT(*) FROM subject_keys"), 5);
     // Within the hour the half-made enrolment might still be in flight in another process: kept.
     drop(open(dir.path(), &key, clock.clone()));
     assert_eq!(
