@@ -1173,13 +1173,7 @@ impl Store {
         let dim = info.dim.unwrap_or(0);
         // The two databases are read at the same time (separate connections).
         let (wrapped, rows) = std::thread::scope(|sc| {
-            let keys_reader = sc.spawn(|| -> Result<HashMap<Vec<u8>, Vec<u8>>> {
-                let keys = self.keys();
-                let mut st =
-                    keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
-                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<std::result::Result<_, _>>()?)
-            });
+            let keys_reader = sc.spawn(|| self.wrapped_keys(gallery));
             let rows = (|| -> Result<Vec<SealedRow>> {
                 let db = self.db();
                 let mut subjects: HashMap<i64, (Vec<u8>, i64)> = HashMap::new();
@@ -1314,19 +1308,38 @@ impl Store {
         Ok(())
     }
 
-    fn reference_of(&self, gallery: &str, sid: i64, ps: &[u8; 32]) -> Result<String> {
-        let wrapped: Vec<u8> = self
+    /// Every wrapped subject key of a gallery, by pseudonym (for loading and rekeying).
+    fn wrapped_keys(&self, gallery: &str) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let keys = self.keys();
+        let mut st =
+            keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
+        let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A subject's data key, unwrapped; `None` once it has been destroyed (erased) or if the
+    /// subject never existed.
+    fn subject_key(&self, gallery: &str, ps: &[u8; 32]) -> Result<Option<SecretKey>> {
+        let wrapped: Option<Vec<u8>> = self
             .keys()
             .query_row(
                 "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
                 params![gallery, &ps[..]],
                 |r| r.get(0),
             )
-            .optional()?
-            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+            .optional()?;
+        wrapped
+            .map(|w| {
+                self.wrapper
+                    .unwrap_key(&aad("subject-key", gallery, ps), &w)
+            })
+            .transpose()
+    }
+
+    fn reference_of(&self, gallery: &str, sid: i64, ps: &[u8; 32]) -> Result<String> {
         let dk = self
-            .wrapper
-            .unwrap_key(&aad("subject-key", gallery, ps), &wrapped)?;
+            .subject_key(gallery, ps)?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
         let sealed: Vec<u8> = self
             .db()
             .query_row("SELECT reference FROM subjects WHERE id = ?1", [sid], |r| {
@@ -1523,15 +1536,8 @@ impl Store {
             let rows = st.query_map(params![gallery, &ps[..], now], |r| r.get(0))?;
             rows.collect::<std::result::Result<_, _>>()?
         };
-        let wrapped: Option<Vec<u8>> = self
-            .keys()
-            .query_row(
-                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-                params![gallery, &ps[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let (Some(wrapped), false) = (wrapped, sealed.is_empty()) else {
+        let dk = self.subject_key(gallery, &ps)?;
+        let (Some(dk), false) = (dk, sealed.is_empty()) else {
             self.audit_event(
                 ctx,
                 AuditEvent {
@@ -1544,9 +1550,6 @@ impl Store {
             )?;
             return Err(GalleryError::UnknownSubject(gallery.into()));
         };
-        let dk = self
-            .wrapper
-            .unwrap_key(&aad("subject-key", gallery, &ps), &wrapped)?;
         let q = self.protect(gallery, metric, probe)?;
         let mut best: Option<f64> = None;
         for b in &sealed {
@@ -1757,18 +1760,20 @@ impl Store {
         let new_wrapped = self
             .wrapper
             .wrap(&aad("gallery-seed", gallery, b""), &new_seed)?;
-        let moved = if let Some(dim) = info.dim {
-            let old = self.transform(gallery, dim)?;
-            let new = OrthogonalTransform::from_seed(&new_seed, dim);
-            let wrapped: HashMap<Vec<u8>, Vec<u8>> = {
-                let keys = self.keys();
-                let mut st =
-                    keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
-                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<std::result::Result<_, _>>()?
-            };
-            let db = self.db();
-            let tx = db.write_tx()?;
+        // Transforms and keys are read before the store lock is taken (`transform` reads the seed
+        // through it); a gallery with no template yet only gets its new seed.
+        let plan = match info.dim {
+            Some(dim) => Some((
+                self.transform(gallery, dim)?,
+                OrthogonalTransform::from_seed(&new_seed, dim),
+                self.wrapped_keys(gallery)?,
+            )),
+            None => None,
+        };
+        let db = self.db();
+        let tx = db.write_tx()?;
+        let mut resealed: Vec<(i64, Vec<u8>)> = Vec::new();
+        if let Some((old, new, wrapped)) = plan {
             let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = {
                 let mut st = tx.prepare(
                     "SELECT t.id, s.pseudonym, t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
@@ -1777,7 +1782,7 @@ impl Store {
                 let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                 rows.collect::<std::result::Result<_, _>>()?
             };
-            let resealed: Vec<(i64, Vec<u8>)> = rows
+            resealed = rows
                 .par_iter()
                 .filter_map(|(tid, ps, sealed)| {
                     let w = wrapped.get(ps)?;
@@ -1798,46 +1803,26 @@ impl Store {
                     params![s, tid],
                 )?;
             }
-            tx.execute(
-                "UPDATE galleries SET seed = ?1, generation = generation + 1 WHERE name = ?2",
-                params![new_wrapped, gallery],
-            )?;
-            let head = self.audit_in(
-                &tx,
-                ctx,
-                AuditEvent {
-                    action: "gallery-rekey".into(),
-                    gallery: Some(gallery.into()),
-                    outcome: "rekeyed".into(),
-                    details: serde_json::json!({ "templates": resealed.len() }),
-                    ..Default::default()
-                },
-            )?;
-            tx.commit()?;
-            self.after_commit(&head);
-            resealed.len()
-        } else {
-            let db = self.db();
-            let tx = db.write_tx()?;
-            tx.execute(
-                "UPDATE galleries SET seed = ?1 WHERE name = ?2",
-                params![new_wrapped, gallery],
-            )?;
-            let head = self.audit_in(
-                &tx,
-                ctx,
-                AuditEvent {
-                    action: "gallery-rekey".into(),
-                    gallery: Some(gallery.into()),
-                    outcome: "rekeyed".into(),
-                    details: serde_json::json!({ "templates": 0 }),
-                    ..Default::default()
-                },
-            )?;
-            tx.commit()?;
-            self.after_commit(&head);
-            0
-        };
+        }
+        tx.execute(
+            "UPDATE galleries SET seed = ?1, generation = generation + 1 WHERE name = ?2",
+            params![new_wrapped, gallery],
+        )?;
+        let head = self.audit_in(
+            &tx,
+            ctx,
+            AuditEvent {
+                action: "gallery-rekey".into(),
+                gallery: Some(gallery.into()),
+                outcome: "rekeyed".into(),
+                details: serde_json::json!({ "templates": resealed.len() }),
+                ..Default::default()
+            },
+        )?;
+        tx.commit()?;
+        drop(db);
+        self.after_commit(&head);
+        let moved = resealed.len();
         self.transforms
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -2010,14 +1995,8 @@ impl Store {
             ));
         }
         let ps = self.pseudonym(gallery, reference);
-        let wrapped: Vec<u8> = self
-            .keys()
-            .query_row(
-                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-                params![gallery, &ps[..]],
-                |r| r.get(0),
-            )
-            .optional()?
+        let dk = self
+            .subject_key(gallery, &ps)?
             .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
         let sealed: Option<Vec<u8>> = self
             .db()
@@ -2030,9 +2009,6 @@ impl Store {
         let Some(sealed) = sealed else {
             return Ok(None);
         };
-        let dk = self
-            .wrapper
-            .unwrap_key(&aad("subject-key", gallery, &ps), &wrapped)?;
         let img = crypto::open(&dk, &aad("image", gallery, &ps), &sealed)?;
         self.audit_event(
             ctx,
