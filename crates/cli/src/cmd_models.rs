@@ -106,6 +106,7 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
                 threshold: t,
                 fmr: a.fmr,
                 method: "given at import (models import --threshold)".into(),
+                evidence: None,
             });
             let dir = pack::install_onnx_pack(
                 home,

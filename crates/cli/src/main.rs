@@ -3,13 +3,12 @@
 mod cmd_bench;
 mod cmd_bench_gallery;
 mod cmd_bench_search;
-mod cmd_eval;
 mod cmd_faces;
 mod cmd_gallery;
 mod cmd_models;
-mod cmd_report;
 mod cmd_serve;
 mod engine;
+mod eval;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -83,7 +82,7 @@ enum Command {
     /// Accuracy evaluation on labelled data.
     Eval {
         #[command(subcommand)]
-        command: cmd_eval::EvalCommand,
+        command: eval::EvalCommand,
     },
 }
 
@@ -124,7 +123,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::BenchSearch(a) => cmd_bench_search::run(a),
         Command::BenchGallery(a) => cmd_bench_gallery::run(a),
-        Command::Eval { command } => cmd_eval::run(&home, command),
+        Command::Eval { command } => eval::run(&home, &cli.store, command),
         Command::Gallery { command } => cmd_gallery::gallery(&home, &cli.store, command),
         Command::Enroll(a) => cmd_gallery::enroll(&home, &cli.store, a),
         Command::Identify(a) => cmd_gallery::identify(&home, &cli.store, a),

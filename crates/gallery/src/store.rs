@@ -613,7 +613,15 @@ impl Store {
         Ok(())
     }
 
-    pub fn update_policy(&self, ctx: &Context, name: &str, policy: &Policy) -> Result<()> {
+    /// Replace a gallery's policy (admin). `evidence` says why (e.g. a calibration's dataset and
+    /// figures) and is kept in the audit record with the old and new policy.
+    pub fn update_policy(
+        &self,
+        ctx: &Context,
+        name: &str,
+        policy: &Policy,
+        evidence: Option<serde_json::Value>,
+    ) -> Result<()> {
         policy.validate()?;
         if ctx.role != Role::Admin {
             return Err(GalleryError::Forbidden(
@@ -636,7 +644,10 @@ impl Store {
                 action: "policy-change".into(),
                 gallery: Some(name.into()),
                 outcome: "changed".into(),
-                details: serde_json::json!({ "from": old, "to": policy }),
+                details: match evidence {
+                    Some(e) => serde_json::json!({ "from": old, "to": policy, "evidence": e }),
+                    None => serde_json::json!({ "from": old, "to": policy }),
+                },
                 ..Default::default()
             },
         )?;

@@ -824,6 +824,7 @@ async fn put_policy(
         ),
         &g,
         &p,
+        None,
     )?;
     Ok(Json(
         serde_json::to_value(st.store.gallery(&g)?).unwrap_or_default(),

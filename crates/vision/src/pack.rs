@@ -123,6 +123,9 @@ pub struct Calibration {
     pub threshold: f64,
     pub fmr: Option<f64>,
     pub method: String,
+    /// What `facegate eval calibrate` measured: dataset, date, figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -433,8 +436,9 @@ pub fn default_dlib_calibration() -> Calibration {
         threshold: 0.5535,
         fmr: Some(1.0 / 1500.0),
         method: "LFW-dev folds 1-5 (3000 pairs, 1500 impostor): 1 false match in 1500 at this distance; \
-                 95% upper bound on FMR about 3.7e-3. Recalibrate on your own data with `facegate eval pairs`."
+                 95% upper bound on FMR about 3.7e-3. Recalibrate on your own data with `facegate eval calibrate`."
             .into(),
+        evidence: None,
     }
 }
 

@@ -1,0 +1,191 @@
+//! `facegate eval calibrate`: the threshold for a target FMR, measured on the authority's own
+//! labelled images, written into the pack's manifest (the default for `verify` and for galleries
+//! without their own threshold) or into one gallery's policy. The dataset, date and figures go
+//! into the audit log with the change, so an auditor can see where every threshold came from.
+
+use super::dataset::{embed_all, Dataset};
+use super::metrics;
+use super::report::{dissimilarity, protocol, score_set, DataArgs};
+use crate::cmd_gallery::StoreArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gallery::audit::AuditEvent;
+use gallery::Role;
+use serde_json::json;
+use std::path::Path;
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The false-match rate the threshold must not exceed on this data.
+    #[arg(long)]
+    pub target_fmr: f64,
+    /// Write the threshold into this gallery's policy instead of the pack's manifest.
+    #[arg(long)]
+    pub gallery: Option<String>,
+    /// Measure and print; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Bootstrap replicates (by identity) for the 95% intervals at the chosen threshold.
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: usize,
+}
+
+pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32> {
+    if !(a.target_fmr > 0.0 && a.target_fmr < 1.0) {
+        bail!("--target-fmr must lie strictly between 0 and 1");
+    }
+    if a.data.flip {
+        // verify and identify embed without flip averaging: a threshold measured on flipped
+        // embeddings would be applied to different scores.
+        bail!("calibrate without --flip: verify and identify do not flip-average, so the threshold must be measured on the same scores they compute");
+    }
+    let role = Role::parse(&store_args.role)?;
+    if !a.dry_run && role != Role::Admin {
+        bail!("changing a threshold needs the admin role (--role admin), or use --dry-run");
+    }
+    let spec = a.data.spec();
+    let pack_dir = home.join("packs").join(&spec.engine.pack);
+    let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
+    let proto = protocol(&ds, &a.data)?;
+    let files: Vec<_> = ds
+        .images
+        .iter()
+        .map(|im| (im.path.clone(), im.sha256))
+        .collect();
+    let run = embed_all(home, &spec, &files)?;
+    let manifest = vision::pack::Manifest::load(&pack_dir)?;
+    let metric = manifest.embedder.metric;
+    let cosine = !vision::pipeline::is_match(metric, 0.0, 1.0);
+    let to_score = |d: f64| if cosine { 1.0 - d } else { d };
+    let (set, ids) = score_set(
+        &ds,
+        &run.results,
+        &proto,
+        &|x, y| dissimilarity(cosine, metric, x, y),
+        &|_| true,
+    );
+    let n_imp = set.impostor.len();
+    if (n_imp as f64) * a.target_fmr < 1.0 {
+        bail!(
+            "FMR {:.0e} cannot be measured with {n_imp} impostor comparisons (at least {:.0} are needed, and ten times that for a stable threshold): use --impostors N, --all-impostors or more people",
+            a.target_fmr,
+            (1.0 / a.target_fmr).ceil()
+        );
+    }
+    if set.genuine.is_empty() {
+        bail!("no genuine pairs: every identity has a single image");
+    }
+    let w = set.unit_weights();
+    let (fnmr, t) = metrics::fnmr_at_fmr(&set, &w, a.target_fmr);
+    let (fmr, _) = metrics::rates(&set, &w, t);
+    let ci = if a.bootstrap > 0 {
+        metrics::bootstrap(&set, ids, a.bootstrap, a.data.seed, |w| {
+            let (fm, fnm) = metrics::rates(&set, w, t);
+            vec![fm, fnm]
+        })
+    } else {
+        Vec::new()
+    };
+    let threshold = to_score(t);
+    let dataset_digest = {
+        let mut all: Vec<[u8; 32]> = ds.images.iter().map(|i| i.sha256).collect();
+        all.sort_unstable();
+        vision::pack::sha256_hex(&all.concat())
+    };
+    let false_matches = (fmr * n_imp as f64).round() as usize;
+    let evidence = json!({
+        "command": "eval calibrate",
+        "date": gallery::audit::now_rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        ),
+        "facegate_version": env!("CARGO_PKG_VERSION"),
+        "pack": spec.engine.pack,
+        "dataset": {"images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
+            "sha256_of_image_hashes": dataset_digest},
+        "protocol": proto.description,
+        "genuine_pairs": set.genuine.len(),
+        "impostor_pairs": n_imp,
+        "target_fmr": a.target_fmr,
+        "threshold": threshold,
+        "score": if cosine { "cosine similarity (match when >= threshold)" } else { "euclidean distance (match when <= threshold)" },
+        "measured_fmr": fmr,
+        "false_matches": false_matches,
+        "fnmr": fnmr,
+        "fmr_ci95": ci.first(),
+        "fnmr_ci95": ci.get(1),
+        "failures_to_detect": run.results.iter().filter(|e| e.embedding.is_some() && !e.detected).count(),
+        "failures_to_decode": run.results.iter().filter(|e| e.embedding.is_none()).count(),
+    });
+    let method = format!(
+        "eval calibrate on {} ({} people, {} images; {} genuine / {} impostor pairs): {} false matches at this threshold (FMR {:.2e}), FNMR {:.2}%",
+        a.data.images.display(),
+        ds.identities.len(),
+        ds.images.len(),
+        set.genuine.len(),
+        n_imp,
+        false_matches,
+        fmr,
+        fnmr * 100.0
+    );
+    let target = match &a.gallery {
+        Some(g) => format!("gallery {g}"),
+        None => format!("pack {}", spec.engine.pack),
+    };
+    if !a.dry_run {
+        let store = store_args.open(home)?;
+        let ctx = store_args.context(&format!("calibration for FMR {:.0e}", a.target_fmr))?;
+        match &a.gallery {
+            Some(g) => {
+                let info = store.gallery(g)?;
+                if let Some(p) = info.pack.as_deref().filter(|p| *p != spec.engine.pack) {
+                    bail!("gallery {g} holds templates of pack {p}; calibrate with --pack {p}");
+                }
+                let mut policy = info.policy.clone();
+                policy.threshold = Some(threshold);
+                policy.target_fmr = Some(a.target_fmr);
+                store.update_policy(&ctx, g, &policy, Some(evidence.clone()))?;
+            }
+            None => {
+                let mut m = manifest.clone();
+                let old = m.calibration.clone();
+                m.calibration = Some(vision::pack::Calibration {
+                    threshold,
+                    fmr: Some(a.target_fmr),
+                    method,
+                    evidence: Some(evidence.clone()),
+                });
+                // Written beside the manifest, recorded, then renamed into place: the audit
+                // log never misses a change that took effect.
+                let mut tmp = tempfile::NamedTempFile::new_in(&pack_dir)?;
+                std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(&m)?.as_bytes())?;
+                tmp.as_file().sync_all()?;
+                store.audit_event(
+                    &ctx,
+                    AuditEvent {
+                        action: "pack-calibrate".into(),
+                        outcome: "threshold-set".into(),
+                        details: json!({"pack": spec.engine.pack, "from": old, "evidence": evidence}),
+                        ..Default::default()
+                    },
+                )?;
+                tmp.persist(pack_dir.join("manifest.json"))
+                    .context("writing the pack manifest")?;
+            }
+        }
+    }
+    let out = json!({"target": target, "written": !a.dry_run, "evidence": evidence});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    eprintln!(
+        "{target}: threshold {threshold:.4} for FMR {:.0e}: measured FMR {:.2e} ({false_matches} of {n_imp}), FNMR {:.2}%{}",
+        a.target_fmr,
+        fmr,
+        fnmr * 100.0,
+        if a.dry_run { " (dry run: nothing written)" } else { "" }
+    );
+    Ok(0)
+}

@@ -1,0 +1,1170 @@
+//! `facegate eval report`: what an authority needs before switching a system on, from one labelled
+//! image set: 1:1 error rates with bootstrap intervals, DET/ROC curves and score histograms; 1:N
+//! rank and open-set figures, CMC and growth with gallery size; every figure per group of each
+//! attribute column with NIST-style differentials; several packs or settings side by side.
+//! Writes report.json (every number), the SVG figures and a self-contained report.html, and
+//! prints a short summary.
+//!
+//! Scores are dissimilarities (distance, or 1 − cosine), so one rule serves every pack: a pair
+//! matches when d ≤ t. Thresholds are reported back in the pack's own score.
+
+use super::dataset::{embed_all, Attributes, Dataset, EmbedSpec, Embedded};
+use super::metrics::{self, ScoreSet, SplitMix, Weights};
+use super::plot::{self, Axis, Chart, Series};
+use crate::engine::EngineArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gallery::index::ExactIndex;
+use gallery::transform::OrthogonalTransform;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Where the data and protocol come from; shared by `report` and `calibrate`.
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// Directory of identity/image folders (LFW layout).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Pairs file (LFW format): use its pairs and folds instead of all genuine pairs plus
+    /// sampled impostors.
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Impostor pairs sampled (seeded) when no pairs file is given.
+    #[arg(long, default_value_t = 200_000)]
+    pub impostors: usize,
+    /// Use every impostor pair (n²/2 comparisons) instead of a sample.
+    #[arg(long)]
+    pub all_impostors: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Use only the first N identities (sorted), for quick checks.
+    #[arg(long)]
+    pub max_identities: Option<usize>,
+    /// Average each embedding with the embedding of the mirrored chip.
+    #[arg(long)]
+    pub flip: bool,
+    /// Parallel embedding workers (each with one inference thread). Default: all cores.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Do not read or write the sealed embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl DataArgs {
+    pub fn spec(&self) -> EmbedSpec {
+        EmbedSpec {
+            engine: self.engine.clone(),
+            flip: self.flip,
+            workers: self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
+            cache: !self.no_cache,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where report.html, report.json and the figures go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Packs or settings to compare (repeat): PACK or PACK+flip. Default: --pack (with --flip).
+    #[arg(long = "compare")]
+    pub compare: Vec<String>,
+    /// CSV of per-image (`image` = identity/file) or per-identity (`identity`) attributes; every
+    /// other column is a grouping.
+    #[arg(long)]
+    pub attributes: Option<PathBuf>,
+    /// Bootstrap replicates (by identity) for the 95% intervals; 0 for none.
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: usize,
+    /// FMR of the global operating threshold at which groups are compared.
+    #[arg(long, default_value_t = 1e-3)]
+    pub group_fmr: f64,
+    /// FPIR of the global 1:N threshold at which groups are compared.
+    #[arg(long, default_value_t = 1e-2)]
+    pub group_fpir: f64,
+    /// Warn when a max/min ratio across groups exceeds this.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_differential: f64,
+}
+
+/// Which image pairs are compared.
+pub struct Protocol {
+    pub description: String,
+    pub genuine: Vec<(u32, u32)>,
+    pub impostor: Vec<(u32, u32)>,
+    /// Pairs-file folds as (a, b, same), for the fold accuracy.
+    pub folds: Option<Vec<Vec<(u32, u32, bool)>>>,
+    /// Pairs naming an image that is not in the set (or was left out as a duplicate).
+    pub missing: Vec<String>,
+}
+
+pub fn protocol(ds: &Dataset, a: &DataArgs) -> Result<Protocol> {
+    if let Some(pf) = &a.pairs {
+        let text =
+            std::fs::read_to_string(pf).with_context(|| format!("reading {}", pf.display()))?;
+        let by_rel: HashMap<&str, u32> = ds
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| (im.rel.as_str(), i as u32))
+            .collect();
+        let mut p = Protocol {
+            description: format!("pairs file {}", pf.display()),
+            genuine: Vec::new(),
+            impostor: Vec::new(),
+            folds: Some(Vec::new()),
+            missing: Vec::new(),
+        };
+        for fold in super::parse_pairs(&text)? {
+            let mut f = Vec::new();
+            for pair in fold {
+                let rel = |k: &(String, u32)| format!("{0}/{0}_{1:04}.jpg", k.0, k.1);
+                let (ra, rb) = (rel(&pair.a), rel(&pair.b));
+                match (by_rel.get(ra.as_str()), by_rel.get(rb.as_str())) {
+                    (Some(&i), Some(&j)) => {
+                        f.push((i, j, pair.same));
+                        if pair.same {
+                            p.genuine.push((i, j));
+                        } else {
+                            p.impostor.push((i, j));
+                        }
+                    }
+                    _ => p.missing.push(format!("{ra} {rb}")),
+                }
+            }
+            if let Some(folds) = p.folds.as_mut() {
+                folds.push(f);
+            }
+        }
+        return Ok(p);
+    }
+    let n = ds.images.len();
+    let mut genuine = Vec::new();
+    for i in 0..n {
+        for j in i + 1..n {
+            if ds.images[i].identity != ds.images[j].identity {
+                break;
+            }
+            genuine.push((i as u32, j as u32));
+        }
+    }
+    let possible = n * (n - 1) / 2 - genuine.len();
+    let impostor: Vec<(u32, u32)> = if a.all_impostors || a.impostors >= possible {
+        let mut v = Vec::with_capacity(possible);
+        for i in 0..n {
+            for j in i + 1..n {
+                if ds.images[i].identity != ds.images[j].identity {
+                    v.push((i as u32, j as u32));
+                }
+            }
+        }
+        v
+    } else {
+        let mut rng = SplitMix::new(a.seed);
+        let mut set = HashSet::with_capacity(a.impostors);
+        while set.len() < a.impostors {
+            let (i, j) = (rng.below(n), rng.below(n));
+            if ds.images[i].identity != ds.images[j].identity {
+                set.insert((i.min(j) as u32, i.max(j) as u32));
+            }
+        }
+        let mut v: Vec<_> = set.into_iter().collect();
+        v.sort_unstable();
+        v
+    };
+    Ok(Protocol {
+        description: format!(
+            "all {} genuine pairs within identities; {} impostor pairs across identities{}",
+            genuine.len(),
+            impostor.len(),
+            if impostor.len() == possible {
+                " (all)".to_string()
+            } else {
+                format!(" (seeded uniform sample, seed {})", a.seed)
+            }
+        ),
+        genuine,
+        impostor,
+        folds: None,
+        missing: Vec::new(),
+    })
+}
+
+/// Dissimilarity of two embeddings in the pack's metric: distance, or 1 − cosine.
+pub fn dissimilarity(cosine: bool, metric: vision::pack::Metric, a: &[f32], b: &[f32]) -> f64 {
+    let s = vision::pipeline::compare(metric, a, b);
+    if cosine {
+        1.0 - s
+    } else {
+        s
+    }
+}
+
+/// Scores of the protocol's pairs whose images both pass `keep` and have embeddings, with
+/// identities renumbered 0.. (for the bootstrap); returns the set and the identity count.
+pub fn score_set(
+    ds: &Dataset,
+    emb: &[Embedded],
+    p: &Protocol,
+    score: &dyn Fn(&[f32], &[f32]) -> f64,
+    keep: &dyn Fn(u32) -> bool,
+) -> (ScoreSet, usize) {
+    let mut ids: HashMap<u32, u32> = HashMap::new();
+    let mut id = |img: u32| -> u32 {
+        let n = ids.len() as u32;
+        *ids.entry(ds.images[img as usize].identity).or_insert(n)
+    };
+    let pair = |i: u32, j: u32| -> Option<f64> {
+        if !keep(i) || !keep(j) {
+            return None;
+        }
+        match (&emb[i as usize].embedding, &emb[j as usize].embedding) {
+            (Some(a), Some(b)) => Some(score(a, b)),
+            _ => None,
+        }
+    };
+    let mut g = Vec::new();
+    for &(i, j) in &p.genuine {
+        if let Some(d) = pair(i, j) {
+            g.push((d, id(i)));
+        }
+    }
+    let mut imp = Vec::new();
+    for &(i, j) in &p.impostor {
+        if let Some(d) = pair(i, j) {
+            imp.push((d, id(i), id(j)));
+        }
+    }
+    let n = ids.len();
+    (ScoreSet::new(g, imp), n)
+}
+
+pub const FMR_LEVELS: [f64; 6] = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
+const FPIR_LEVELS: [f64; 3] = [1e-1, 1e-2, 1e-3];
+
+/// Whether `n` comparisons can measure a rate of `r` at all (at least one error allowed).
+fn supported(n: usize, r: f64) -> bool {
+    n as f64 * r >= 1.0
+}
+
+fn one_to_one(s: &ScoreSet, ids: usize, a: &ReportArgs, to_score: &dyn Fn(f64) -> f64) -> Value {
+    let w = s.unit_weights();
+    let (eer, eer_t) = metrics::eer(s, &w);
+    let levels: Vec<f64> = FMR_LEVELS
+        .iter()
+        .copied()
+        .filter(|f| supported(s.impostor.len(), *f))
+        .collect();
+    let stats = |w: &Weights| -> Vec<f64> {
+        let mut v = vec![metrics::eer(s, w).0];
+        v.extend(levels.iter().map(|f| metrics::fnmr_at_fmr(s, w, *f).0));
+        v
+    };
+    let ci = if a.bootstrap > 0 && !s.genuine.is_empty() && !s.impostor.is_empty() {
+        metrics::bootstrap(s, ids, a.bootstrap, a.data.seed, stats)
+    } else {
+        Vec::new()
+    };
+    let ops: Vec<Value> = FMR_LEVELS
+        .iter()
+        .map(|&f| {
+            if let Some(k) = levels.iter().position(|l| *l == f) {
+                let (fnmr, t) = metrics::fnmr_at_fmr(s, &w, f);
+                json!({"fmr": f, "supported_by_data": true, "fnmr": fnmr, "tar": 1.0 - fnmr,
+                    "threshold": to_score(t), "fnmr_ci95": ci.get(k + 1)})
+            } else {
+                json!({"fmr": f, "supported_by_data": false, "fnmr": null, "tar": null, "threshold": null})
+            }
+        })
+        .collect();
+    json!({
+        "genuine_pairs": s.genuine.len(),
+        "impostor_pairs": s.impostor.len(),
+        "identities": ids,
+        "eer": eer, "eer_ci95": ci.first(), "eer_threshold": to_score(eer_t),
+        "fnmr_at_fmr": ops,
+    })
+}
+
+/// Mean ± std of accuracy over the pairs file's folds, the threshold chosen on the other folds.
+fn fold_accuracy(
+    folds: &[Vec<(u32, u32, bool)>],
+    emb: &[Embedded],
+    score: &dyn Fn(&[f32], &[f32]) -> f64,
+) -> Value {
+    let scored: Vec<Vec<(f64, bool)>> = folds
+        .iter()
+        .map(|f| {
+            f.iter()
+                .filter_map(|&(i, j, same)| {
+                    match (&emb[i as usize].embedding, &emb[j as usize].embedding) {
+                        (Some(a), Some(b)) => Some((score(a, b), same)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut accs = Vec::new();
+    for k in 0..scored.len() {
+        let train: Vec<(f64, bool)> = scored
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        let train = if train.is_empty() {
+            scored[k].clone()
+        } else {
+            train
+        };
+        accs.push(super::fold_accuracy(&train, &scored[k]).0);
+    }
+    let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
+    let std =
+        (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
+    json!({"folds": accs.len(), "accuracy_mean": mean, "accuracy_std": std, "fold_accuracy": accs})
+}
+
+/// 1:N protocol: people with 2+ images enrol their first and search with the rest (mated);
+/// people with one image alternate between enrolled distractor and non-mated search.
+pub struct Split {
+    pub enrolled: Vec<u32>,
+    pub mated: Vec<u32>,
+    pub nonmated: Vec<u32>,
+}
+
+pub fn split_1n(ds: &Dataset, emb: &[Embedded]) -> Split {
+    let mut by_id: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (i, im) in ds.images.iter().enumerate() {
+        if emb[i].embedding.is_some() {
+            by_id.entry(im.identity).or_default().push(i as u32);
+        }
+    }
+    let mut s = Split {
+        enrolled: Vec::new(),
+        mated: Vec::new(),
+        nonmated: Vec::new(),
+    };
+    let mut singles = 0usize;
+    for imgs in by_id.values() {
+        if imgs.len() >= 2 {
+            s.enrolled.push(imgs[0]);
+            s.mated.extend(&imgs[1..]);
+        } else {
+            if singles.is_multiple_of(2) {
+                s.enrolled.push(imgs[0]);
+            } else {
+                s.nonmated.push(imgs[0]);
+            }
+            singles += 1;
+        }
+    }
+    s
+}
+
+/// Search outcomes: for mated searches (probe image, mate's rank within the top `MAX_RANK`,
+/// rank-1 dissimilarity, rank-1 is the mate), for non-mated ones (probe, rank-1 dissimilarity).
+pub struct Searches {
+    pub mated: Vec<(u32, Option<usize>, f64, bool)>,
+    pub nonmated: Vec<(u32, f64)>,
+}
+
+pub const MAX_RANK: usize = 20;
+
+/// Run the 1:N searches through the gallery's exact index, on `gallery` (enrolled images), with
+/// templates optionally through a keyed transform. Mated searches whose mate is not enrolled
+/// in `gallery` are left out (the caller picks them).
+pub fn search_1n(
+    ds: &Dataset,
+    emb: &[Embedded],
+    gallery: &[u32],
+    mated: &[u32],
+    nonmated: &[u32],
+    cosine: bool,
+    transform: Option<&OrthogonalTransform>,
+) -> Result<Searches> {
+    // Cosine packs: unit-length templates make Euclidean ranking the cosine ranking.
+    let prep = |i: u32| -> Option<Vec<f32>> {
+        let mut e = emb[i as usize].embedding.clone()?;
+        if cosine {
+            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            e.iter_mut().for_each(|x| *x /= n);
+        }
+        Some(transform.map_or(e.clone(), |t| t.apply(&e)))
+    };
+    let dim = gallery
+        .iter()
+        .find_map(|i| emb[*i as usize].embedding.as_ref().map(|e| e.len()))
+        .context("empty gallery")?;
+    let mut idx = ExactIndex::new(dim);
+    for &g in gallery {
+        if let Some(x) = prep(g) {
+            idx.push(ds.images[g as usize].identity as u64, &x, i64::MAX);
+        }
+    }
+    let search = |q: &[f32], k: usize| -> Vec<(u64, f64)> {
+        let q2: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum();
+        idx.search(&[q], k, None, 0)
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| {
+                let d2 = (q2 - 2.0 * h.score as f64).max(0.0);
+                // Same dissimilarity as 1:1: 1 − cosine = d²/2 on unit vectors.
+                (h.id, if cosine { d2 / 2.0 } else { d2.sqrt() })
+            })
+            .collect()
+    };
+    let mut out = Searches {
+        mated: Vec::with_capacity(mated.len()),
+        nonmated: Vec::with_capacity(nonmated.len()),
+    };
+    for &m in mated {
+        let Some(q) = prep(m) else { continue };
+        let me = ds.images[m as usize].identity as u64;
+        let hits = search(&q, MAX_RANK);
+        let rank = hits.iter().position(|h| h.0 == me).map(|r| r + 1);
+        let top = hits.first().map_or(f64::INFINITY, |h| h.1);
+        out.mated.push((m, rank, top, rank == Some(1)));
+    }
+    for &n in nonmated {
+        let Some(q) = prep(n) else { continue };
+        let top = search(&q, 1).first().map_or(f64::INFINITY, |h| h.1);
+        out.nonmated.push((n, top));
+    }
+    Ok(out)
+}
+
+/// Rank and open-set figures of a set of searches.
+pub fn open_set(s: &Searches, to_score: &dyn Fn(f64) -> f64) -> Value {
+    let ranks: Vec<Option<usize>> = s.mated.iter().map(|m| m.1).collect();
+    let cmc = metrics::cmc(&ranks, MAX_RANK);
+    let mated: Vec<(bool, f64)> = s.mated.iter().map(|m| (m.3, m.2)).collect();
+    let nm: Vec<f64> = s.nonmated.iter().map(|n| n.1).collect();
+    let at: Vec<Value> = FPIR_LEVELS
+        .iter()
+        .map(|&f| {
+            let (fnir, t) = metrics::fnir_at_fpir(&mated, &nm, f);
+            json!({"fpir": f, "fnir": fnir, "threshold": to_score(t), "supported_by_data": supported(nm.len(), f)})
+        })
+        .collect();
+    json!({
+        "mated_searches": s.mated.len(),
+        "nonmated_searches": s.nonmated.len(),
+        "rank1": cmc.first(), "rank10": cmc.get(9), "cmc": cmc,
+        "fnir_at_fpir": at,
+    })
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map_or("—".to_string(), |x| format!("{:.2}%", x * 100.0))
+}
+
+fn ci_pct(v: &Value) -> String {
+    match (v[0].as_f64(), v[1].as_f64()) {
+        (Some(a), Some(b)) => format!(" [{:.2}, {:.2}]", a * 100.0, b * 100.0),
+        _ => String::new(),
+    }
+}
+
+fn ratio(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |x| json!(x))
+}
+
+pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
+    let base = a.data.spec();
+    let specs: Vec<EmbedSpec> = if a.compare.is_empty() {
+        vec![base.clone()]
+    } else {
+        a.compare
+            .iter()
+            .map(|c| EmbedSpec::parse(c, &base))
+            .collect::<Result<_>>()?
+    };
+    if !(a.group_fmr > 0.0 && a.group_fmr < 1.0 && a.group_fpir > 0.0 && a.group_fpir < 1.0) {
+        bail!("--group-fmr and --group-fpir must lie strictly between 0 and 1");
+    }
+    let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
+    let attrs = a
+        .attributes
+        .as_ref()
+        .map(|p| Attributes::load(p, &ds))
+        .transpose()?;
+    let proto = protocol(&ds, &a.data)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let files: Vec<(PathBuf, [u8; 32])> = ds
+        .images
+        .iter()
+        .map(|im| (im.path.clone(), im.sha256))
+        .collect();
+    let mut packs = Vec::new();
+    let mut det = Vec::new();
+    let mut roc = Vec::new();
+    let mut cmc_series = Vec::new();
+    let mut size_series = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    for spec in &specs {
+        let label = spec.label();
+        let run = embed_all(home, spec, &files)?;
+        let emb = &run.results;
+        let manifest = vision::pack::Manifest::load(&home.join("packs").join(&spec.engine.pack))?;
+        let metric = manifest.embedder.metric;
+        let cosine = !vision::pipeline::is_match(metric, 0.0, 1.0);
+        let to_score = move |d: f64| if cosine { 1.0 - d } else { d };
+        let score = move |x: &[f32], y: &[f32]| dissimilarity(cosine, metric, x, y);
+        let no_detect: Vec<&str> = ds
+            .images
+            .iter()
+            .zip(emb)
+            .filter(|(_, e)| e.embedding.is_some() && !e.detected)
+            .map(|(im, _)| im.rel.as_str())
+            .collect();
+        let no_decode: Vec<Value> = ds
+            .images
+            .iter()
+            .zip(emb)
+            .filter(|(_, e)| e.embedding.is_none())
+            .map(|(im, e)| json!({"image": im.rel, "error": e.error}))
+            .collect();
+
+        // 1:1
+        let (set, ids) = score_set(&ds, emb, &proto, &score, &|_| true);
+        if set.genuine.is_empty() || set.impostor.is_empty() {
+            bail!("{label}: no genuine or no impostor comparisons to score");
+        }
+        let mut o2o = one_to_one(&set, ids, &a, &to_score);
+        if let Some(folds) = &proto.folds {
+            o2o["pairs_protocol"] = fold_accuracy(folds, emb, &score);
+        }
+        let w = set.unit_weights();
+        let (_, t_op) = metrics::fnmr_at_fmr(&set, &w, a.group_fmr);
+        let pts = metrics::det_points(&set, 400);
+        let marks = |tar: bool| -> Vec<(f64, f64, String)> {
+            [1e-2, 1e-3]
+                .iter()
+                .filter(|f| supported(set.impostor.len(), **f))
+                .map(|&f| {
+                    let fnmr = metrics::fnmr_at_fmr(&set, &w, f).0;
+                    let y = if tar { 1.0 - fnmr } else { fnmr };
+                    (f, y, format!("{:.2}% @ {f:.0e}", y * 100.0))
+                })
+                .collect()
+        };
+        det.push(Series {
+            name: label.clone(),
+            points: pts.clone(),
+            marks: marks(false),
+        });
+        roc.push(Series {
+            name: label.clone(),
+            points: pts.iter().map(|(f, n)| (*f, 1.0 - n)).collect(),
+            marks: marks(true),
+        });
+        let hist_file = format!("hist-{label}.svg");
+        std::fs::write(
+            a.out.join(&hist_file),
+            plot::histogram(&label, &set.genuine, &set.impostor, Some(t_op)),
+        )?;
+
+        // 1:N
+        let split = split_1n(&ds, emb);
+        let searches = search_1n(
+            &ds,
+            emb,
+            &split.enrolled,
+            &split.mated,
+            &split.nonmated,
+            cosine,
+            None,
+        )?;
+        let o2n_all = open_set(&searches, &to_score);
+        cmc_series.push(Series {
+            name: label.clone(),
+            points: o2n_all["cmc"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(r, v)| v.as_f64().map(|v| ((r + 1) as f64, v)))
+                .collect(),
+            marks: Vec::new(),
+        });
+        let mated_pairs: Vec<(bool, f64)> = searches.mated.iter().map(|m| (m.3, m.2)).collect();
+        let nm_all: Vec<f64> = searches.nonmated.iter().map(|n| n.1).collect();
+        let (_, t_1n) = metrics::fnir_at_fpir(&mated_pairs, &nm_all, a.group_fpir);
+        // Growth with gallery size: seeded subsets of the enrolled people; mated searches of
+        // people in the subset, the same non-mated searches throughout.
+        let mut sizes: Vec<usize> = (2..)
+            .map(|e| 10usize.pow(e))
+            .take_while(|n| *n < split.enrolled.len())
+            .collect();
+        sizes.push(split.enrolled.len());
+        let mut order = split.enrolled.clone();
+        let mut rng = SplitMix::new(a.data.seed ^ 0x51ED);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let mut by_size = Vec::new();
+        let mut size_pts = Vec::new();
+        for &n in &sizes {
+            let g: Vec<u32> = order[..n].to_vec();
+            let in_g: HashSet<u32> = g.iter().map(|i| ds.images[*i as usize].identity).collect();
+            let mated: Vec<u32> = split
+                .mated
+                .iter()
+                .copied()
+                .filter(|m| in_g.contains(&ds.images[*m as usize].identity))
+                .collect();
+            let s = search_1n(&ds, emb, &g, &mated, &split.nonmated, cosine, None)?;
+            let r = open_set(&s, &to_score);
+            let fnir = r["fnir_at_fpir"][1]["fnir"].as_f64().unwrap_or(f64::NAN);
+            size_pts.push((n as f64, fnir));
+            by_size.push(json!({"gallery_size": n, "mated_searches": r["mated_searches"],
+                "nonmated_searches": r["nonmated_searches"], "rank1": r["rank1"], "fnir_at_fpir": r["fnir_at_fpir"]}));
+        }
+        size_series.push(Series {
+            name: label.clone(),
+            points: size_pts,
+            marks: Vec::new(),
+        });
+
+        // Per group
+        let mut groups_json = serde_json::Map::new();
+        if let Some(at) = &attrs {
+            for (c, col) in at.columns.iter().enumerate() {
+                let vals = &at.values[c];
+                let names: std::collections::BTreeSet<&str> =
+                    vals.iter().flatten().map(String::as_str).collect();
+                let mut rows = Vec::new();
+                let mut group_det = Vec::new();
+                let (mut fnmrs, mut fmrs, mut fnirs, mut fpirs) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for gname in names {
+                    let inside = |i: u32| vals[i as usize].as_deref() == Some(gname);
+                    let (gs, gids) = score_set(&ds, emb, &proto, &score, &inside);
+                    let gw = gs.unit_weights();
+                    let (fmr, fnmr) = if gs.genuine.is_empty() || gs.impostor.is_empty() {
+                        (f64::NAN, f64::NAN)
+                    } else {
+                        metrics::rates(&gs, &gw, t_op)
+                    };
+                    let ci = if a.bootstrap > 0 && !gs.genuine.is_empty() && !gs.impostor.is_empty()
+                    {
+                        metrics::bootstrap(&gs, gids, a.bootstrap, a.data.seed, |w| {
+                            let (fm, fnm) = metrics::rates(&gs, w, t_op);
+                            vec![fnm, fm]
+                        })
+                    } else {
+                        Vec::new()
+                    };
+                    let eer = if gs.genuine.is_empty() || gs.impostor.is_empty() {
+                        f64::NAN
+                    } else {
+                        metrics::eer(&gs, &gw).0
+                    };
+                    let gm: Vec<(bool, f64)> = searches
+                        .mated
+                        .iter()
+                        .filter(|m| inside(m.0))
+                        .map(|m| (m.3, m.2))
+                        .collect();
+                    let gn: Vec<f64> = searches
+                        .nonmated
+                        .iter()
+                        .filter(|n| inside(n.0))
+                        .map(|n| n.1)
+                        .collect();
+                    let rank1 = gm.iter().filter(|m| m.0).count() as f64 / gm.len().max(1) as f64;
+                    let rank10 = searches
+                        .mated
+                        .iter()
+                        .filter(|m| inside(m.0) && m.1.is_some_and(|r| r <= 10))
+                        .count() as f64
+                        / gm.len().max(1) as f64;
+                    // The group's own curve: FNMR at each FMR its same-group impostors can measure.
+                    let own: Vec<Value> = FMR_LEVELS
+                        .iter()
+                        .map(|&f| {
+                            if !gs.genuine.is_empty() && supported(gs.impostor.len(), f) {
+                                let (fnmr, t) = metrics::fnmr_at_fmr(&gs, &gw, f);
+                                json!({"fmr": f, "fnmr": fnmr, "threshold": to_score(t)})
+                            } else {
+                                json!({"fmr": f, "fnmr": null, "threshold": null})
+                            }
+                        })
+                        .collect();
+                    if !gs.genuine.is_empty() && !gs.impostor.is_empty() {
+                        group_det.push(Series {
+                            name: format!(
+                                "{gname} ({} / {} pairs)",
+                                gs.genuine.len(),
+                                gs.impostor.len()
+                            ),
+                            points: metrics::det_points(&gs, 300),
+                            marks: Vec::new(),
+                        });
+                    }
+                    let fnir = if gm.is_empty() {
+                        f64::NAN
+                    } else {
+                        metrics::fnir_at(&gm, t_1n)
+                    };
+                    let fpir = if gn.is_empty() {
+                        f64::NAN
+                    } else {
+                        metrics::fpir_at(&gn, t_1n)
+                    };
+                    let images = vals
+                        .iter()
+                        .zip(emb)
+                        .filter(|(v, e)| v.as_deref() == Some(gname) && e.embedding.is_some())
+                        .count();
+                    fnmrs.push(fnmr);
+                    fmrs.push(fmr);
+                    fnirs.push(fnir);
+                    fpirs.push(fpir);
+                    let small = !supported(gs.impostor.len(), a.group_fmr);
+                    rows.push(json!({
+                        "group": gname, "images": images, "identities": gids,
+                        "genuine_pairs": gs.genuine.len(), "impostor_pairs": gs.impostor.len(),
+                        "fnmr": nan_null(fnmr), "fnmr_ci95": ci.first(), "fmr": nan_null(fmr), "fmr_ci95": ci.get(1),
+                        "eer": nan_null(eer),
+                        "too_few_impostor_pairs_for_fmr": small,
+                        "fnmr_at_fmr": own,
+                        "mated_searches": gm.len(), "rank1": if gm.is_empty() { Value::Null } else { json!(rank1) },
+                        "rank10": if gm.is_empty() { Value::Null } else { json!(rank10) },
+                        "fnir": nan_null(fnir), "nonmated_searches": gn.len(), "fpir": nan_null(fpir),
+                    }));
+                }
+                let diff = json!({
+                    "fnmr": ratio(metrics::differential(&fnmrs)),
+                    "fmr": ratio(metrics::differential(&fmrs)),
+                    "fnir": ratio(metrics::differential(&fnirs)),
+                    "fpir": ratio(metrics::differential(&fpirs)),
+                    "fnmr_spread": ratio(metrics::spread(&fnmrs)),
+                    "fmr_spread": ratio(metrics::spread(&fmrs)),
+                    "fnir_spread": ratio(metrics::spread(&fnirs)),
+                    "fpir_spread": ratio(metrics::spread(&fpirs)),
+                });
+                for k in ["fnmr", "fmr", "fnir", "fpir"] {
+                    if let Some(v) = diff[k].as_f64() {
+                        if v > a.max_differential {
+                            warnings.push(format!(
+                                "{label}: {k} differs {v:.2}x across `{col}` groups (bound {:.2})",
+                                a.max_differential
+                            ));
+                        }
+                    }
+                }
+                let figure = format!("det-{label}-{col}.svg").replace(
+                    |ch: char| !(ch.is_ascii_alphanumeric() || "+-_.".contains(ch)),
+                    "_",
+                );
+                let chart = Chart {
+                    title: format!("DET by {col} ({label}), same-group impostors"),
+                    x: Axis {
+                        label: "false match rate (FMR)".into(),
+                        log: true,
+                        min: 1e-6,
+                        max: 1.0,
+                    },
+                    y: Axis {
+                        label: "false non-match rate (FNMR)".into(),
+                        log: true,
+                        min: 1e-4,
+                        max: 1.0,
+                    },
+                    series: group_det,
+                };
+                std::fs::write(a.out.join(&figure), chart.svg())?;
+                groups_json.insert(
+                    col.clone(),
+                    json!({"groups": rows, "differential": diff, "figure": figure}),
+                );
+            }
+        }
+
+        packs.push(json!({
+            "label": label,
+            "pack": spec.engine.pack,
+            "flip": spec.flip,
+            "metric": if cosine { "cosine (dissimilarity = 1 - cosine; thresholds are cosine similarity)" } else { "euclidean distance" },
+            "embedding": {"computed": run.computed, "from_cache": run.from_cache, "seconds": run.seconds, "workers": spec.workers},
+            "failures_to_detect": no_detect,
+            "failures_to_decode": no_decode,
+            "one_to_one": o2o,
+            "one_to_n": {
+                "gallery_size": split.enrolled.len(),
+                "all": o2n_all,
+                "by_gallery_size": by_size,
+            },
+            "operating_points": {"one_to_one": {"fmr": a.group_fmr, "threshold": to_score(t_op)},
+                                 "one_to_n": {"fpir": a.group_fpir, "threshold": to_score(t_1n)}},
+            "groups": groups_json,
+            "histogram": hist_file,
+        }));
+    }
+
+    let log_fmr = || Axis {
+        label: "false match rate (FMR)".into(),
+        log: true,
+        min: 1e-6,
+        max: 1.0,
+    };
+    let figures = [
+        (
+            "det.svg",
+            Chart {
+                title: "DET: FNMR against FMR (lower is better)".into(),
+                x: log_fmr(),
+                y: Axis {
+                    label: "false non-match rate (FNMR)".into(),
+                    log: true,
+                    min: 1e-4,
+                    max: 1.0,
+                },
+                series: det,
+            },
+        ),
+        (
+            "roc.svg",
+            Chart {
+                title: "ROC: TAR against FMR (higher is better)".into(),
+                x: log_fmr(),
+                y: Axis {
+                    label: "true accept rate (1 - FNMR)".into(),
+                    log: false,
+                    min: 0.5,
+                    max: 1.0,
+                },
+                series: roc,
+            },
+        ),
+        (
+            "cmc.svg",
+            Chart {
+                title: "CMC: mate within rank r (closed-set view of the mated searches)".into(),
+                x: Axis {
+                    label: "rank".into(),
+                    log: false,
+                    min: 1.0,
+                    max: MAX_RANK as f64,
+                },
+                y: Axis {
+                    label: "identification rate".into(),
+                    log: false,
+                    min: 0.5,
+                    max: 1.0,
+                },
+                series: cmc_series,
+            },
+        ),
+        (
+            "gallery-size.svg",
+            Chart {
+                title: format!("FNIR at FPIR {:.0e} as the gallery grows", FPIR_LEVELS[1]),
+                x: Axis {
+                    label: "gallery size (people enrolled)".into(),
+                    log: true,
+                    min: 10.0,
+                    max: 10f64.powi((ds.identities.len() as f64).log10().ceil() as i32),
+                },
+                y: Axis {
+                    label: "FNIR".into(),
+                    log: false,
+                    min: 0.0,
+                    max: 1.0,
+                },
+                series: size_series,
+            },
+        ),
+    ];
+    for (f, c) in &figures {
+        std::fs::write(a.out.join(f), c.svg())?;
+    }
+    let report = json!({
+        "facegate_version": env!("CARGO_PKG_VERSION"),
+        "dataset": {
+            "images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
+            "duplicates_left_out": ds.duplicates, "attributes": a.attributes,
+        },
+        "protocol": {
+            "one_to_one": proto.description, "pairs_naming_missing_images": proto.missing,
+            "one_to_n": "people with 2+ images enrol the first and search with the rest (mated); people with one image alternate between enrolled distractor and non-mated search; exact search; gallery-size subsets are seeded samples of the enrolled people with the same non-mated searches",
+            "threshold_rule": "match when dissimilarity <= t; FNMR at FMR only where impostor pairs x FMR >= 1; a 1:N candidate is returned when its dissimilarity is below the threshold",
+            "intervals": format!("95% percentile bootstrap, {} replicates, identities resampled with replacement (impostor pairs weighted by both identities' draws)", a.bootstrap),
+            "groups": format!("per group: genuine and impostor pairs with both images in the group (same-group impostors, as in NIST's demographic reports), rates at the global threshold for FMR {:.0e}; 1:N searches by the probe's group at the global threshold for FPIR {:.0e}; differential = max/min across groups", a.group_fmr, a.group_fpir),
+            "seed": a.data.seed,
+        },
+        "packs": packs,
+        "warnings": warnings,
+    });
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(a.out.join("report.html"), html(&report, &a.out)?)?;
+    summary(&report);
+    println!("wrote {}", a.out.join("report.html").display());
+    Ok(0)
+}
+
+fn nan_null(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn html(r: &Value, out: &Path) -> Result<String> {
+    let mut h = String::from("<!doctype html><meta charset='utf-8'><title>facegate evaluation report</title><style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th:first-child,td:first-child{text-align:left}.warn{background:#fff3cd;padding:.5em 1em;border-left:4px solid #e0a800}small{color:#555}</style>");
+    let d = &r["dataset"];
+    let _ = write!(
+        h,
+        "<h1>facegate evaluation report</h1><p>Dataset <code>{}</code>: {} images of {} people ({} byte-identical duplicates left out). facegate {}.</p>",
+        esc(d["images_dir"].as_str().unwrap_or("")),
+        d["images"], d["identities"],
+        d["duplicates_left_out"].as_array().map_or(0, |v| v.len()),
+        esc(r["facegate_version"].as_str().unwrap_or(""))
+    );
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        let _ = write!(h, "<p class='warn'>⚠ {}</p>", esc(w.as_str().unwrap_or("")));
+    }
+    let packs = r["packs"].as_array().cloned().unwrap_or_default();
+    h.push_str("<h2>1:1 verification</h2><p><small>");
+    h.push_str(&esc(r["protocol"]["one_to_one"].as_str().unwrap_or("")));
+    h.push_str(". ");
+    h.push_str(&esc(r["protocol"]["intervals"].as_str().unwrap_or("")));
+    h.push_str(".</small></p><table><tr><th>pack</th><th>genuine / impostor pairs</th><th>EER [95% CI]</th>");
+    for f in FMR_LEVELS {
+        let _ = write!(h, "<th>FNMR @ FMR {f:.0e}</th>");
+    }
+    h.push_str("<th>fold accuracy</th></tr>");
+    for p in &packs {
+        let o = &p["one_to_one"];
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} / {}</td><td>{}{}</td>",
+            esc(p["label"].as_str().unwrap_or("")),
+            o["genuine_pairs"],
+            o["impostor_pairs"],
+            pct(&o["eer"]),
+            ci_pct(&o["eer_ci95"])
+        );
+        for op in o["fnmr_at_fmr"].as_array().into_iter().flatten() {
+            let _ = write!(
+                h,
+                "<td>{}<small>{}</small></td>",
+                pct(&op["fnmr"]),
+                ci_pct(&op["fnmr_ci95"])
+            );
+        }
+        let pp = &o["pairs_protocol"];
+        match (pp["accuracy_mean"].as_f64(), pp["accuracy_std"].as_f64()) {
+            (Some(m), Some(s)) => {
+                let _ = write!(h, "<td>{:.2}% ± {:.2}</td>", m * 100.0, s * 100.0);
+            }
+            _ => h.push_str("<td>—</td>"),
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table><p><small>— : not enough impostor pairs to measure that FMR. Thresholds per operating point are in report.json.</small></p>");
+    for f in ["det.svg", "roc.svg"] {
+        h.push_str(&std::fs::read_to_string(out.join(f))?);
+    }
+    h.push_str("<h3>Score distributions</h3><p><small>Dashed line: the threshold of the group operating point.</small></p>");
+    for p in &packs {
+        if let Some(f) = p["histogram"].as_str() {
+            h.push_str(&std::fs::read_to_string(out.join(f))?);
+        }
+    }
+    h.push_str("<h2>1:N identification</h2><p><small>");
+    h.push_str(&esc(r["protocol"]["one_to_n"].as_str().unwrap_or("")));
+    h.push_str(".</small></p><table><tr><th>pack</th><th>gallery</th><th>mated / non-mated searches</th><th>rank-1</th><th>rank-10</th>");
+    for f in FPIR_LEVELS {
+        let _ = write!(h, "<th>FNIR @ FPIR {f:.0e}</th>");
+    }
+    h.push_str("</tr>");
+    for p in &packs {
+        let o = &p["one_to_n"];
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td>",
+            esc(p["label"].as_str().unwrap_or("")),
+            o["gallery_size"],
+            o["all"]["mated_searches"],
+            o["all"]["nonmated_searches"],
+            pct(&o["all"]["rank1"]),
+            pct(&o["all"]["rank10"])
+        );
+        for x in o["all"]["fnir_at_fpir"].as_array().into_iter().flatten() {
+            let _ = write!(
+                h,
+                "<td>{}</td>",
+                if x["supported_by_data"] == true {
+                    pct(&x["fnir"])
+                } else {
+                    "—".into()
+                }
+            );
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table><h3>By gallery size</h3><table><tr><th>pack</th><th>gallery size</th><th>mated searches</th><th>rank-1</th><th>FNIR @ FPIR 1e-2</th></tr>");
+    for p in &packs {
+        for s in p["one_to_n"]["by_gallery_size"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(p["label"].as_str().unwrap_or("")),
+                s["gallery_size"],
+                s["mated_searches"],
+                pct(&s["rank1"]),
+                pct(&s["fnir_at_fpir"][1]["fnir"])
+            );
+        }
+    }
+    h.push_str("</table>");
+    for f in ["cmc.svg", "gallery-size.svg"] {
+        h.push_str(&std::fs::read_to_string(out.join(f))?);
+    }
+    let any_groups = packs
+        .iter()
+        .any(|p| p["groups"].as_object().is_some_and(|g| !g.is_empty()));
+    if any_groups {
+        let _ = write!(
+            h,
+            "<h2>By group</h2><p><small>{}.</small></p>",
+            esc(r["protocol"]["groups"].as_str().unwrap_or(""))
+        );
+        for p in &packs {
+            for (col, g) in p["groups"].as_object().into_iter().flatten() {
+                let _ = write!(h, "<h3>{} — {}</h3><table><tr><th>group</th><th>images</th><th>genuine / impostor pairs</th><th>FNMR [95% CI]</th><th>FMR [95% CI]</th><th>EER</th><th>rank-1</th><th>FNIR</th><th>FPIR</th></tr>",
+                    esc(p["label"].as_str().unwrap_or("")), esc(col));
+                for row in g["groups"].as_array().into_iter().flatten() {
+                    let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{} / {}{}</td><td>{}{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(row["group"].as_str().unwrap_or("")), row["images"], row["genuine_pairs"], row["impostor_pairs"],
+                        if row["too_few_impostor_pairs_for_fmr"] == true { " <small>(too few for this FMR)</small>" } else { "" },
+                        pct(&row["fnmr"]), ci_pct(&row["fnmr_ci95"]), pct(&row["fmr"]), ci_pct(&row["fmr_ci95"]),
+                        pct(&row["eer"]), pct(&row["rank1"]), pct(&row["fnir"]), pct(&row["fpir"]));
+                }
+                let df = &g["differential"];
+                let x = |k: &str| {
+                    let spread = df[format!("{k}_spread")]
+                        .as_f64()
+                        .map_or(String::new(), |v| {
+                            format!(" (max − min {:.2} points)", v * 100.0)
+                        });
+                    df[k].as_f64().map_or(
+                        format!("— (a group at zero, or one group){spread}"),
+                        |v| format!("{v:.2}x{spread}"),
+                    )
+                };
+                let _ = write!(h, "</table><p>Differential (max/min across groups): FNMR {}, FMR {}, FNIR {}, FPIR {}.</p>", x("fnmr"), x("fmr"), x("fnir"), x("fpir"));
+                if let Some(f) = g["figure"].as_str() {
+                    h.push_str(&std::fs::read_to_string(out.join(f))?);
+                }
+            }
+        }
+    }
+    h.push_str("<h2>Failures</h2>");
+    for p in &packs {
+        let fd = p["failures_to_detect"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let fdec = p["failures_to_decode"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let _ = write!(h, "<details><summary>{}: {} images without a detected face (embedded from the central 40% of the image), {} that did not decode (left out)</summary><ul>",
+            esc(p["label"].as_str().unwrap_or("")), fd.len(), fdec.len());
+        for f in fd.iter().chain(&fdec) {
+            let _ = write!(h, "<li><code>{}</code></li>", esc(&f.to_string()));
+        }
+        h.push_str("</ul></details>");
+    }
+    h.push_str("<p><small>Every number above is in report.json with its threshold.</small></p>");
+    Ok(h)
+}
+
+/// The terminal summary: one line per pack and view, then warnings.
+fn summary(r: &Value) {
+    for p in r["packs"].as_array().into_iter().flatten() {
+        let o = &p["one_to_one"];
+        let f = |i: usize| pct(&o["fnmr_at_fmr"][i]["fnmr"]);
+        println!(
+            "{}: 1:1 {} genuine / {} impostor pairs, EER {}{}, FNMR @ FMR 1e-2 {}, 1e-3 {}, 1e-4 {}",
+            p["label"].as_str().unwrap_or(""),
+            o["genuine_pairs"],
+            o["impostor_pairs"],
+            pct(&o["eer"]),
+            ci_pct(&o["eer_ci95"]),
+            f(1),
+            f(2),
+            f(3)
+        );
+        if let Some(m) = o["pairs_protocol"]["accuracy_mean"].as_f64() {
+            println!(
+                "{}: pairs protocol accuracy {:.2}% ± {:.2}",
+                p["label"].as_str().unwrap_or(""),
+                m * 100.0,
+                o["pairs_protocol"]["accuracy_std"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    * 100.0
+            );
+        }
+        let n = &p["one_to_n"]["all"];
+        println!(
+            "{}: 1:N gallery {}, rank-1 {}, FNIR @ FPIR 1e-2 {}; failures to detect {}",
+            p["label"].as_str().unwrap_or(""),
+            p["one_to_n"]["gallery_size"],
+            pct(&n["rank1"]),
+            pct(&n["fnir_at_fpir"][1]["fnir"]),
+            p["failures_to_detect"].as_array().map_or(0, |v| v.len())
+        );
+        for (col, g) in p["groups"].as_object().into_iter().flatten() {
+            let d = &g["differential"];
+            let x = |k: &str| {
+                d[k].as_f64()
+                    .map_or("—".to_string(), |v| format!("{v:.2}x"))
+            };
+            println!(
+                "{}: by {col}: differential FNMR {}, FMR {}, FNIR {}, FPIR {}",
+                p["label"].as_str().unwrap_or(""),
+                x("fnmr"),
+                x("fmr"),
+                x("fnir"),
+                x("fpir")
+            );
+        }
+    }
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        println!("warning: {}", w.as_str().unwrap_or(""));
+    }
+}

@@ -1,0 +1,310 @@
+//! `facegate eval report` and `eval calibrate` end to end on a small LFW-dev subset with the real
+//! default pack. Needs the installed pack and ../shared; fails in CI if missing.
+
+mod common;
+use common::shared_with;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn facegate(home: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    c.args(args);
+    if let Some(h) = home {
+        c.env("FACEGATE_HOME", h);
+    }
+    let out = c.output().expect("run facegate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A private FACEGATE_HOME that shares the installed runtime and model files (symlinks) but has
+/// its own copy of the dlib manifest, its own cache and its own data directory: calibration
+/// may rewrite the manifest without touching the one other tests use.
+fn private_home() -> tempfile::TempDir {
+    let real = vision::pack::default_home();
+    let t = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(real.join("runtime"), t.path().join("runtime")).unwrap();
+    let pack = t.path().join("packs/dlib");
+    std::fs::create_dir_all(&pack).unwrap();
+    for e in std::fs::read_dir(real.join("packs/dlib")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if name == "manifest.json" {
+            std::fs::copy(&p, pack.join(&name)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&p, pack.join(&name)).unwrap();
+        }
+    }
+    t
+}
+
+fn lfw(shared: &Path) -> String {
+    shared
+        .join("data/lfw-dev/images")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn json_file(p: PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let home = private_home();
+    let out = tempfile::tempdir().unwrap();
+    // Groups per identity: alternate names between two made-up groups.
+    let attrs = out.path().join("attrs.csv");
+    let mut names: Vec<String> = std::fs::read_dir(shared.join("data/lfw-dev/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut csv = String::from("identity,capture\n");
+    for (i, n) in names.iter().take(40).enumerate() {
+        csv.push_str(&format!(
+            "{n},{}\n",
+            if i % 2 == 0 { "kiosk" } else { "gate" }
+        ));
+    }
+    std::fs::write(&attrs, csv).unwrap();
+    let dir = out.path().join("r");
+    let args = [
+        "eval",
+        "report",
+        "--images",
+        &lfw(&shared),
+        "--out",
+        dir.to_str().unwrap(),
+        "--max-identities",
+        "40",
+        "--impostors",
+        "2000",
+        "--bootstrap",
+        "50",
+        "--attributes",
+        attrs.to_str().unwrap(),
+    ];
+    let (code, stdout, err) = facegate(Some(home.path()), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("EER") && stdout.contains("rank-1"),
+        "{stdout}"
+    );
+    let r = json_file(dir.join("report.json"));
+    let p = &r["packs"][0];
+    assert_eq!(p["label"], "dlib");
+    assert!(p["embedding"]["computed"].as_u64().unwrap() > 0);
+    let o = &p["one_to_one"];
+    assert_eq!(o["impostor_pairs"], 2000);
+    assert!(o["genuine_pairs"].as_u64().unwrap() > 0);
+    // 2000 impostor pairs support FMR down to 1e-3, not 1e-4.
+    assert_eq!(o["fnmr_at_fmr"][2]["supported_by_data"], true);
+    assert_eq!(o["fnmr_at_fmr"][3]["supported_by_data"], false);
+    assert!(o["fnmr_at_fmr"][3]["fnmr"].is_null());
+    let eer = o["eer"].as_f64().unwrap();
+    assert!((0.0..0.2).contains(&eer), "EER {eer}");
+    let ci = o["eer_ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= eer && eer <= ci[1].as_f64().unwrap());
+    // 1:N: CMC never decreases and rank-1 is its first point.
+    let n = &p["one_to_n"]["all"];
+    let cmc: Vec<f64> = n["cmc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(cmc.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(n["rank1"].as_f64().unwrap(), cmc[0]);
+    assert!(cmc[0] > 0.8, "rank-1 {}", cmc[0]);
+    let sizes = p["one_to_n"]["by_gallery_size"].as_array().unwrap();
+    assert_eq!(
+        sizes.last().unwrap()["gallery_size"],
+        p["one_to_n"]["gallery_size"]
+    );
+    // Both groups, with their own pair counts, and the differential block.
+    let g = &p["groups"]["capture"];
+    let groups = g["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    let gen: u64 = groups
+        .iter()
+        .map(|x| x["genuine_pairs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gen, o["genuine_pairs"].as_u64().unwrap());
+    assert!(g["differential"].get("fnmr").is_some());
+    assert!(dir.join(g["figure"].as_str().unwrap()).exists());
+    assert_eq!(groups[0]["fnmr_at_fmr"].as_array().unwrap().len(), 6);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for needle in [
+        "<svg",
+        "FNMR @ FMR 1e-3",
+        "CMC",
+        "By group",
+        "capture",
+        "Failures",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle}");
+    }
+    for f in [
+        "det.svg",
+        "roc.svg",
+        "cmc.svg",
+        "gallery-size.svg",
+        "hist-dlib.svg",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+
+    // Second run: every embedding from the cache, same figures.
+    let (code, _, err) = facegate(Some(home.path()), &args);
+    assert_eq!(code, 0, "{err}");
+    let r2 = json_file(dir.join("report.json"));
+    assert_eq!(r2["packs"][0]["embedding"]["computed"], 0);
+    assert_eq!(r2["packs"][0]["one_to_one"], r["packs"][0]["one_to_one"]);
+    // The cache is sealed: owner-only, no plaintext header, and useless without its key.
+    let cache_dir = home.path().join("cache/eval");
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "cache mode {mode:o}");
+    let blob = std::fs::read(&files[0]).unwrap();
+    assert!(!blob.windows(5).any(|w| w == b"FGEVC"));
+    std::fs::remove_file(home.path().join("cache/eval.key")).unwrap();
+    let (code, _, err) = facegate(Some(home.path()), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ignoring embedding cache"), "{err}");
+    let r3 = json_file(dir.join("report.json"));
+    assert!(r3["packs"][0]["embedding"]["computed"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn eval_calibrate_writes_pack_and_gallery_thresholds_with_audit_evidence() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let home = private_home();
+    let h = Some(home.path());
+    let images = lfw(&shared);
+    let common = [
+        "--images",
+        images.as_str(),
+        "--max-identities",
+        "30",
+        "--impostors",
+        "1500",
+        "--bootstrap",
+        "20",
+    ];
+    let cal = |extra: &[&str]| {
+        let mut a = vec!["eval", "calibrate"];
+        a.extend_from_slice(&common);
+        a.extend_from_slice(extra);
+        facegate(h, &a)
+    };
+    let manifest = home.path().join("packs/dlib/manifest.json");
+    let before = std::fs::read_to_string(&manifest).unwrap();
+    // Not measurable: 1500 impostor pairs cannot show FMR 1e-4.
+    let (code, _, err) = cal(&["--target-fmr", "1e-4", "--role", "admin"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be measured"), "{err}");
+    // A dry run and a non-admin change nothing.
+    let (code, out, err) = cal(&["--target-fmr", "1e-2", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dry["written"], false);
+    let (code, _, err) = cal(&["--target-fmr", "1e-2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("admin"), "{err}");
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), before);
+
+    // The pack: threshold and evidence in the manifest, the change in the audit log.
+    let (code, out, err) = cal(&["--target-fmr", "1e-2", "--role", "admin"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ev = &v["evidence"];
+    let t = ev["threshold"].as_f64().unwrap();
+    assert!(ev["measured_fmr"].as_f64().unwrap() <= 1e-2);
+    assert_eq!(ev["impostor_pairs"], 1500);
+    assert_eq!(dry["evidence"]["threshold"], ev["threshold"]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(m["calibration"]["threshold"].as_f64().unwrap(), t);
+    assert_eq!(m["calibration"]["fmr"].as_f64().unwrap(), 1e-2);
+    assert_eq!(m["calibration"]["evidence"]["dataset"]["identities"], 30);
+    // verify now reports the new threshold.
+    let p = |n: &str| {
+        shared
+            .join("data/people")
+            .join(n)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (_, vout, verr) = facegate(h, &["verify", &p("obama.jpg"), &p("obama2.jpg")]);
+    let vj: serde_json::Value = serde_json::from_str(&vout).unwrap_or_else(|_| panic!("{verr}"));
+    assert_eq!(vj["threshold"].as_f64().unwrap(), t);
+
+    // A gallery: its policy gets the threshold; the policy change carries the evidence.
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "gallery",
+            "create",
+            "travellers",
+            "--purpose",
+            "test",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cal(&[
+        "--target-fmr",
+        "1e-2",
+        "--role",
+        "admin",
+        "--gallery",
+        "travellers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = facegate(h, &["gallery", "show", "travellers"]);
+    assert_eq!(code, 0, "{err}");
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["policy"]["threshold"].as_f64().unwrap(), t);
+    assert_eq!(g["policy"]["target_fmr"].as_f64().unwrap(), 1e-2);
+    let (code, out, err) = facegate(h, &["audit", "export", "--role", "auditor"]);
+    assert_eq!(code, 0, "{err}");
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pack_rec = recs
+        .iter()
+        .find(|r| r["action"] == "pack-calibrate")
+        .expect("pack calibration audited");
+    assert_eq!(pack_rec["role"], "admin");
+    assert_eq!(
+        pack_rec["details"]["evidence"]["threshold"]
+            .as_f64()
+            .unwrap(),
+        t
+    );
+    let pol = recs
+        .iter()
+        .find(|r| r["action"] == "policy-change")
+        .expect("gallery calibration audited");
+    assert_eq!(pol["details"]["evidence"]["command"], "eval calibrate");
+    let (code, _, err) = facegate(h, &["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+}
