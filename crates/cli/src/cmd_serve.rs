@@ -32,8 +32,9 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         print!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(0);
     }
-    if cfg.tls_cert.is_some() || cfg.tls_key.is_some() {
-        bail!("TLS termination is not built into this version: leave tls_cert/tls_key unset and terminate TLS in a reverse proxy");
+    if let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) {
+        // Checked before models load, so a bad certificate fails in a second, not after.
+        server::tls::server_config(c, k)?;
     }
     let store = Arc::new(s.open(home)?);
     let engine = EngineArgs {
@@ -61,7 +62,12 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         // The first line on stdout is the address (tests and supervisors read it).
-        println!("listening on http://{}", listener.local_addr()?);
+        let scheme = if cfg.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         let state = server::AppState::new(cfg, store, pipelines, keys);
         server::serve(state, listener).await?;
         anyhow::Ok(())

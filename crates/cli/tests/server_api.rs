@@ -469,3 +469,107 @@ fn rate_limit_per_key() {
     // Another key has its own budget.
     assert_eq!(get(&b), 200);
 }
+
+#[test]
+fn tls_serves_https_only_with_the_configured_certificate() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let gate = key(&data, "gate");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+
+    // Half a TLS configuration is refused before anything is served.
+    let cfg = data.join("half.toml");
+    std::fs::write(
+        &cfg,
+        format!("tls_cert = {:?}\n", dir.path().join("cert.pem")),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("go together"));
+
+    let cfg = data.join("tls.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n",
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let srv = Server {
+        child,
+        base: line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("address line")
+            .to_string(),
+    };
+    assert!(srv.base.starts_with("https://"), "{}", srv.base);
+    let c = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        if c.get(format!("{}/readyz", srv.base))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ready, "no TLS answer from {}", srv.base);
+    // A verification end to end over TLS.
+    let img = |n: &str| std::fs::read(shared.join("data/people").join(n)).unwrap();
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(img("obama2.jpg")))
+        .part("reference", multipart::Part::bytes(img("obama3.jpg")));
+    let v: serde_json::Value = c
+        .post(format!("{}/v1/verify", srv.base))
+        .header("Authorization", format!("Bearer {gate}"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["match"], true, "{v}");
+    // Plain HTTP on the same port gets no answer, and a client that does not trust the
+    // certificate gets no connection.
+    let plain = srv.base.replace("https://", "http://");
+    assert!(Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .is_err());
+    assert!(Client::new()
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .is_err());
+}

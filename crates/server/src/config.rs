@@ -29,7 +29,8 @@ pub struct ServerConfig {
     pub max_face: Option<f64>,
     /// Galleries decrypted into memory at start-up (readiness waits for them).
     pub preload: Vec<String>,
-    /// TLS certificate and key (PEM). Not built into this version: terminate TLS in front.
+    /// TLS certificate chain and private key (PEM files). Both set: HTTPS only (rustls, TLS 1.2
+    /// and 1.3). Neither: plain HTTP, meant for loopback or behind a TLS terminator.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -87,6 +88,17 @@ impl ServerConfig {
         }
         if let Some(v) = env("FACEGATE_REQUEST_TIMEOUT_S") {
             c.request_timeout_s = parse("FACEGATE_REQUEST_TIMEOUT_S", v)?;
+        }
+        if let Some(v) = env("FACEGATE_TLS_CERT") {
+            c.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("FACEGATE_TLS_KEY") {
+            c.tls_key = Some(PathBuf::from(v));
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return Err(
+                "tls_cert and tls_key go together: set both (HTTPS) or neither (plain HTTP)".into(),
+            );
         }
         if c.inference_slots == 0 {
             return Err("inference_slots must be at least 1".into());

@@ -9,6 +9,7 @@
 pub mod apikeys;
 pub mod config;
 pub mod metrics;
+pub mod tls;
 
 use apikeys::{ApiKey, ApiKeys};
 use axum::body::Bytes;
@@ -966,10 +967,19 @@ pub fn router(st: Arc<AppState>) -> Router {
 }
 
 /// Serve until ctrl-c or SIGTERM; in-flight requests finish, then the store is dropped (closed).
+/// With `tls_cert` and `tls_key` configured, every connection is TLS; without, plain HTTP, with
+/// a warning when the address is reachable from other machines.
 pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        eprintln!("WARNING: serving plain HTTP on {addr}, off loopback. Biometric data and API keys cross the network unencrypted: put a TLS terminator in front.");
+    let tls = match (&st.config.tls_cert, &st.config.tls_key) {
+        (Some(c), Some(k)) => Some(
+            tls::server_config(c, k)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        eprintln!("WARNING: serving plain HTTP on {addr}, off loopback. Biometric data and API keys cross the network unencrypted: set tls_cert and tls_key, or put a TLS terminator in front.");
     }
     let preload = st.config.preload.clone();
     let st2 = st.clone();
@@ -985,9 +995,18 @@ pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std:
         }
         st2.ready.store(true, Ordering::Relaxed);
     });
-    axum::serve(listener, router(st))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    match tls {
+        Some(cfg) => {
+            axum::serve(tls::TlsListener::new(listener, cfg)?, router(st))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        None => {
+            axum::serve(listener, router(st))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
 }
 
 async fn shutdown_signal() {
