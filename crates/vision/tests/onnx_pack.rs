@@ -73,8 +73,29 @@ fn yunet_mobilefacenet_pack_detects_aligns_and_verifies() {
     // Cosine similarity: same person well above the LFW-dev FMR 1e-3 threshold (0.42), others below.
     assert!(same > 0.42, "obama vs obama2 {same}");
     assert!(diff < 0.42, "obama vs biden {diff}");
-    // The min/max face filter applies to YuNet boxes.
+    // A minimum face size scales the detector's input down (here to 0.35): the same face is
+    // found, in the same place. YuNet's landmarks themselves move by 2-6% of the face width
+    // between scales (measured 1.5-3.8% even at 0.92), so they are held to 8%; what matters,
+    // accuracy, is measured on LFW-dev (README).
     let mut q = Pipeline::new(Models::load(&dir, 1).unwrap());
+    let full = p.detect(&load_rgb(&people.join("obama.jpg"))).unwrap();
+    let side = full[0].rect.width();
+    q.detect.min_face = Some(side * 0.8);
+    let scaled = q.detect(&load_rgb(&people.join("obama.jpg"))).unwrap();
+    assert_eq!(scaled.len(), 1);
+    let (lf, ls) = (full[0].landmarks.unwrap(), scaled[0].landmarks.unwrap());
+    for (a, b) in lf.iter().zip(&ls) {
+        let d = ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
+        assert!(
+            d < 0.08 * side,
+            "landmark moved {d:.1} px on a {side:.0} px face"
+        );
+    }
+    assert!((scaled[0].rect.width() - side).abs() < 0.05 * side);
+    let centre = |r: &vision::geometry::Rect| (r.center().x, r.center().y);
+    let (a, b) = (centre(&full[0].rect), centre(&scaled[0].rect));
+    assert!((a.0 - b.0).abs() < 0.05 * side && (a.1 - b.1).abs() < 0.05 * side);
+    // The min/max face filter applies to YuNet boxes.
     q.detect.min_face = Some(2000.0);
     assert!(q
         .faces(&load_rgb(&people.join("obama.jpg")))

@@ -543,16 +543,17 @@ impl Cache {
     }
 }
 
-/// What makes two embeddings of one file interchangeable: the pack's models and settings (its
-/// manifest without the calibration, which `eval calibrate` rewrites), detection options, flip
-/// and the face-selection rule.
+/// What makes two embeddings of one file interchangeable: the facegate version, the pack's models
+/// and settings (its manifest without the calibration, which `eval calibrate` rewrites),
+/// detection options, flip and the face-selection rule.
 fn fingerprint(home: &Path, spec: &EmbedSpec) -> Result<String> {
     let dir = home.join("packs").join(&spec.engine.pack);
     let mut m = vision::pack::Manifest::load(&dir)?;
     m.calibration = None;
     let e = &spec.engine;
     let text = format!(
-        "v1\0{}\0flip={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0select=nearest-centre",
+        "v1\0facegate {}\0{}\0flip={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0select=nearest-centre",
+        env!("CARGO_PKG_VERSION"),
         serde_json::to_string(&m)?,
         spec.flip,
         e.upsample,
