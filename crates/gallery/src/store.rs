@@ -56,6 +56,19 @@ CREATE TABLE IF NOT EXISTS pending (
   pid INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gallery, pseudonym, op));
 ";
 
+/// Bring a `keys.db` written by an older facegate up to the current schema, in place: a data
+/// directory must survive an upgrade. (The `pending.pid` column came with crash recovery that
+/// knows whether the enrolling process is alive; older marks get pid 0, "unknown".)
+fn migrate_keys(keys: &Connection) -> Result<()> {
+    let has_pid = keys
+        .prepare("SELECT 1 FROM pragma_table_info('pending') WHERE name = 'pid'")?
+        .exists([])?;
+    if !has_pid {
+        keys.execute_batch("ALTER TABLE pending ADD COLUMN pid INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Whether the process that marked an enrolment could still be running it. On Linux, a process
@@ -337,6 +350,7 @@ impl Store {
         let db = open_db(&dir.join("store.db"), STORE_SCHEMA)?;
         db.execute_batch(audit::SCHEMA)?;
         let keys = open_db(&dir.join("keys.db"), KEYS_SCHEMA)?;
+        migrate_keys(&keys)?;
         let get = |k: &str| -> Result<Option<Vec<u8>>> {
             Ok(db
                 .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))

@@ -952,3 +952,35 @@ fn a_duplicate_never_replaces_the_enrolled_subjects_key() {
     ));
     drop(s);
 }
+
+#[test]
+fn a_data_directory_from_before_pending_pids_opens_and_keeps_its_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = crypto::random_key().unwrap();
+    let ids = identities(9, 3, 16);
+    {
+        let s = open(dir.path(), &key, gallery::store::system_clock());
+        enrol_all(&s, &ids);
+    }
+    // keys.db as the previous release wrote it: `pending` without the pid column.
+    let keys = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+    keys.execute_batch(
+        "DROP TABLE pending;
+         CREATE TABLE pending (gallery TEXT NOT NULL, pseudonym BLOB NOT NULL, op TEXT NOT NULL,
+           created INTEGER NOT NULL, PRIMARY KEY (gallery, pseudonym, op));",
+    )
+    .unwrap();
+    drop(keys);
+    let s = open(dir.path(), &key, gallery::store::system_clock());
+    let r = s.identify(&gate(), "rt", &ids[1], None, 0.6).unwrap();
+    assert_eq!(r.candidates.len(), 1);
+    let keys = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+    let cols: Vec<String> = keys
+        .prepare("SELECT name FROM pragma_table_info('pending')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    assert!(cols.contains(&"pid".to_string()), "{cols:?}");
+}
