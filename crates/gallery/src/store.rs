@@ -71,6 +71,36 @@ fn migrate_keys(keys: &Connection) -> Result<()> {
 
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Hasher for maps keyed by SQLite row ids or by pseudonyms (HMAC outputs). Neither is chosen by
+/// whoever sends requests, so a multiply-mix hash is safe here, and it is several times cheaper
+/// than SipHash when a million-subject gallery loads.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(23) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i64(&mut self, x: i64) {
+        self.write_u64(x as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Whether the process that marked an enrolment could still be running it. On Linux, a process
 /// id with no /proc entry is gone (its enrolment was interrupted); where /proc is absent, assume
 /// it may run. (A reused pid errs on the safe side: it looks alive, and the hour-long orphan age
@@ -239,9 +269,6 @@ pub fn verify_receipt(r: &DeletionReceipt) -> bool {
     .is_ok()
 }
 
-/// subject id, pseudonym, expiry, sealed template.
-type SealedRow = (i64, Vec<u8>, i64, Vec<u8>);
-
 /// policy, dim, metric, pack, created.
 type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
 
@@ -250,7 +277,7 @@ struct LoadedGallery {
     metric: Metric,
     index: Box<dyn SearchIndex>,
     /// Index row id (subject row id) → pseudonym.
-    pseudonyms: HashMap<u64, [u8; 32]>,
+    pseudonyms: IdMap<u64, [u8; 32]>,
     max_templates_per_subject: usize,
     memory_locked: bool,
 }
@@ -1196,45 +1223,48 @@ impl Store {
         let info = self.gallery_meta(gallery)?;
         let metric = info.metric.unwrap_or(Metric::Euclidean);
         let dim = info.dim.unwrap_or(0);
-        // The two databases are read at the same time (separate connections).
-        let (wrapped, rows) = std::thread::scope(|sc| {
-            let keys_reader = sc.spawn(|| self.wrapped_keys(gallery));
-            let rows = (|| -> Result<Vec<SealedRow>> {
-                let db = self.db();
-                let mut subjects: HashMap<i64, (Vec<u8>, i64)> = HashMap::new();
-                {
-                    let mut st = db.prepare(
-                        "SELECT id, pseudonym, expires FROM subjects WHERE gallery = ?1",
-                    )?;
-                    let mut q = st.query([gallery])?;
-                    while let Some(r) = q.next()? {
-                        subjects.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
-                    }
-                }
-                // Templates in storage order; the subject lookup is in memory.
-                let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
-                let mut q = st.query([])?;
-                let mut out = Vec::with_capacity(subjects.len());
+        // Whole-gallery reads scan the tables in storage order (NOT INDEXED): going through the
+        // (gallery, pseudonym) index would cost one random table seek per row.
+        // The subjects and the wrapped keys are read at the same time (separate connections).
+        let (wrapped, subjects) = std::thread::scope(|sc| {
+            let keys_reader = sc.spawn(|| -> Result<IdMap<[u8; 32], Vec<u8>>> {
+                let keys = self.keys();
+                let mut st = keys.prepare(
+                    "SELECT pseudonym, wrapped FROM subject_keys NOT INDEXED WHERE gallery = ?1",
+                )?;
+                let mut q = st.query([gallery])?;
+                let mut out = IdMap::default();
                 while let Some(r) = q.next()? {
-                    let sid: i64 = r.get(0)?;
-                    if let Some((ps, exp)) = subjects.get(&sid) {
-                        out.push((sid, ps.clone(), *exp, r.get(1)?));
-                    }
+                    let ps: [u8; 32] = r.get(0)?;
+                    out.insert(ps, r.get(1)?);
+                }
+                Ok(out)
+            });
+            let subjects = (|| -> Result<IdMap<i64, ([u8; 32], i64)>> {
+                let db = self.db();
+                let mut st = db.prepare(
+                    "SELECT id, pseudonym, expires FROM subjects NOT INDEXED WHERE gallery = ?1",
+                )?;
+                let mut q = st.query([gallery])?;
+                let mut out = IdMap::default();
+                while let Some(r) = q.next()? {
+                    let ps: [u8; 32] = r.get(1)?;
+                    out.insert(r.get(0)?, (ps, r.get(2)?));
                 }
                 Ok(out)
             })();
             let wrapped = keys_reader
                 .join()
                 .map_err(|_| GalleryError::Invalid("key reader thread panicked".into()))?;
-            Ok::<_, GalleryError>((wrapped?, rows?))
+            Ok::<_, GalleryError>((wrapped?, subjects?))
         })?;
-        // Unwrap each subject's key once, in parallel.
-        let mut subject_ps: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.0, r.1.clone())).collect();
-        subject_ps.dedup_by_key(|r| r.0);
-        let dks: HashMap<i64, SecretKey> = subject_ps
+        // Unwrap each subject's key once, in parallel. A subject without a key has been erased:
+        // it is skipped, not an error.
+        let subject_list: Vec<(i64, [u8; 32])> =
+            subjects.iter().map(|(id, (ps, _))| (*id, *ps)).collect();
+        let dks: IdMap<i64, SecretKey> = subject_list
             .par_iter()
             .filter_map(|(sid, ps)| {
-                // A subject without a key has been erased: it is skipped, not an error.
                 let w = wrapped.get(ps)?;
                 Some(
                     self.wrapper
@@ -1243,56 +1273,142 @@ impl Store {
                 )
             })
             .collect::<Result<_>>()?;
-        let opened: Vec<Option<(i64, Vec<f32>, i64)>> = rows
-            .par_iter()
-            .map(|(sid, ps, exp, sealed)| {
-                let Some(dk) = dks.get(sid) else {
-                    return Ok(None);
-                };
-                let plain = crypto::open(dk, &aad("template", gallery, ps), sealed)?;
-                let v = bytes_to_f32(&plain)?;
-                if v.len() != dim {
-                    return Err(GalleryError::Decrypt(
-                        "template length differs from the gallery's".into(),
-                    ));
-                }
-                Ok(Some((*sid, v, *exp)))
-            })
-            .collect::<Result<_>>()?;
-        let mut pseudonyms = HashMap::new();
-        let mut per_subject: HashMap<i64, usize> = HashMap::new();
-        let mut kept: Vec<(u64, Vec<f32>, i64)> = Vec::with_capacity(opened.len());
-        for (row, (sid, ps, _, _)) in opened.into_iter().zip(&rows) {
-            if let Some((_, v, exp)) = row {
-                let mut p = [0u8; 32];
-                if ps.len() == 32 {
-                    p.copy_from_slice(ps);
-                }
-                pseudonyms.insert(*sid as u64, p);
-                *per_subject.entry(*sid).or_default() += 1;
-                kept.push((*sid as u64, v, exp));
-            }
-        }
-        let mut index: Box<dyn SearchIndex> = match info.policy.index {
+        drop(wrapped);
+        // Templates stream from storage in chunks: one thread reads the next chunk while the
+        // others decrypt the current one straight into a flat, zeroised-on-drop buffer. No copy
+        // of the whole sealed gallery is ever held.
+        const CHUNK: usize = 32_768;
+        let template_aad = format!("facegate/template/v1\0{gallery}\0").into_bytes();
+        let mut pseudonyms: IdMap<u64, [u8; 32]> =
+            IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
+        let mut per_subject: IdMap<i64, usize> =
+            IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
+        let mut exact = ExactIndex::new(dim);
+        let hnsw_params = match info.policy.index {
             IndexChoice::Exact => {
-                let mut e = ExactIndex::new(dim);
-                e.reserve(kept.len());
-                for (id, v, exp) in &kept {
-                    e.push(*id, v, *exp);
-                }
-                Box::new(e)
+                exact.reserve(subjects.len());
+                None
             }
-            IndexChoice::Hnsw(params) => {
-                let mut h = HnswIndex::new(dim, params, kept.len());
-                let rows: Vec<(u64, &[f32], i64)> =
-                    kept.iter().map(|(id, v, e)| (*id, &v[..], *e)).collect();
+            IndexChoice::Hnsw(p) => Some(p),
+        };
+        // Only the HNSW build needs every template at once.
+        let mut all: Zeroizing<Vec<f32>> = Zeroizing::new(Vec::new());
+        let mut all_rows: Vec<(u64, i64)> = Vec::new();
+        std::thread::scope(|sc| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(i64, Vec<u8>)>>>(1);
+            sc.spawn(move || {
+                let read = || -> Result<()> {
+                    let db = self.db();
+                    let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
+                    let mut q = st.query([])?;
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    while let Some(r) = q.next()? {
+                        chunk.push((r.get(0)?, r.get(1)?));
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(Ok(full)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let _ = tx.send(Ok(chunk));
+                    Ok(())
+                };
+                if let Err(e) = read() {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            type Decrypted = (Vec<(i64, Vec<u8>)>, Vec<bool>, Zeroizing<Vec<f32>>);
+            let (btx, brx) = std::sync::mpsc::sync_channel::<Decrypted>(1);
+            let (subjects, exact, pseudonyms, per_subject, all, all_rows) = (
+                &subjects,
+                &mut exact,
+                &mut pseudonyms,
+                &mut per_subject,
+                &mut all,
+                &mut all_rows,
+            );
+            let hnsw = hnsw_params.is_some();
+            let builder = sc.spawn(move || {
+                for (chunk, ok, flat) in brx {
+                    for (k, ((sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
+                        if !*ok {
+                            continue;
+                        }
+                        let Some((ps, exp)) = subjects.get(sid) else {
+                            continue;
+                        };
+                        pseudonyms.insert(*sid as u64, *ps);
+                        *per_subject.entry(*sid).or_default() += 1;
+                        let v = &flat[k * dim..(k + 1) * dim];
+                        if hnsw {
+                            all.extend_from_slice(v);
+                            all_rows.push((*sid as u64, *exp));
+                        } else {
+                            exact.push(*sid as u64, v, *exp);
+                        }
+                    }
+                }
+            });
+            for chunk in rx {
+                let chunk = chunk?;
+                let mut flat: Zeroizing<Vec<f32>> = Zeroizing::new(vec![0f32; chunk.len() * dim]);
+                let ok: Vec<bool> = chunk
+                    .par_iter()
+                    .zip(flat.par_chunks_mut(dim.max(1)))
+                    .map_init(
+                        || {
+                            (
+                                template_aad.clone(),
+                                Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
+                            )
+                        },
+                        |(aad_buf, plain), ((sid, sealed), out)| -> Result<bool> {
+                            let (Some(dk), Some((ps, _))) = (dks.get(sid), subjects.get(sid))
+                            else {
+                                return Ok(false);
+                            };
+                            aad_buf.truncate(template_aad.len());
+                            aad_buf.extend_from_slice(ps);
+                            crypto::open_into(dk, aad_buf, sealed, plain)?;
+                            if plain.len() != 4 * dim {
+                                return Err(GalleryError::Decrypt(
+                                    "template length differs from the gallery's".into(),
+                                ));
+                            }
+                            for (o, c) in out.iter_mut().zip(plain.chunks_exact(4)) {
+                                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            }
+                            zeroize::Zeroize::zeroize(&mut **plain);
+                            Ok(true)
+                        },
+                    )
+                    .collect::<Result<_>>()?;
+                // The index is built on its own thread while the next chunk decrypts.
+                if btx.send((chunk, ok, flat)).is_err() {
+                    break;
+                }
+            }
+            drop(btx);
+            builder
+                .join()
+                .map_err(|_| GalleryError::Invalid("index builder thread panicked".into()))?;
+            Ok(())
+        })?;
+        let mut index: Box<dyn SearchIndex> = match hnsw_params {
+            None => Box::new(exact),
+            Some(params) => {
+                let mut h = HnswIndex::new(dim, params, all_rows.len());
+                let rows: Vec<(u64, &[f32], i64)> = all_rows
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (id, e))| (*id, &all[k * dim..(k + 1) * dim], *e))
+                    .collect();
                 h.extend(&rows);
                 Box::new(h)
             }
         };
-        for (_, v, _) in &mut kept {
-            zeroize::Zeroize::zeroize(v);
-        }
+        drop(all);
         let memory_locked = index.lock_memory();
         let lg = Arc::new(RwLock::new(LoadedGallery {
             generation,
