@@ -48,11 +48,18 @@ impl Drop for Server {
 fn start(data: &Path, config: &str) -> Server {
     let cfg = data.join("server.toml");
     std::fs::write(&cfg, config).unwrap();
+    let srv = spawn(data, &cfg);
+    wait_ready(&srv.base, &Client::new());
+    srv
+}
+
+/// Start `facegate serve` with a config file; the first stdout line names the address.
+fn spawn(data: &Path, cfg: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -66,18 +73,22 @@ fn start(data: &Path, config: &str) -> Server {
         .strip_prefix("listening on ")
         .expect("address line")
         .to_string();
-    let client = Client::new();
-    for _ in 0..100 {
+    Server { child, base }
+}
+
+/// Poll /readyz until it answers 200 (models loaded, galleries preloaded); false after 10 s.
+fn wait_ready(base: &str, client: &Client) -> bool {
+    for _ in 0..200 {
         if client
             .get(format!("{base}/readyz"))
             .send()
             .is_ok_and(|r| r.status() == 200)
         {
-            break;
+            return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Server { child, base }
+    false
 }
 
 fn setup(data: &Path) {
@@ -509,44 +520,13 @@ fn tls_serves_https_only_with_the_configured_certificate() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let srv = Server {
-        child,
-        base: line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("address line")
-            .to_string(),
-    };
+    let srv = spawn(&data, &cfg);
     assert!(srv.base.starts_with("https://"), "{}", srv.base);
     let c = Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let mut ready = false;
-    for _ in 0..200 {
-        if c.get(format!("{}/readyz", srv.base))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(ready, "no TLS answer from {}", srv.base);
+    assert!(wait_ready(&srv.base, &c), "no TLS answer from {}", srv.base);
     // A verification end to end over TLS.
     let img = |n: &str| std::fs::read(shared.join("data/people").join(n)).unwrap();
     let form = multipart::Form::new()

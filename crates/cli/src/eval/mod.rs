@@ -141,6 +141,26 @@ pub fn fold_accuracy(train: &[(f64, bool)], test: &[(f64, bool)]) -> (f64, f64) 
     (acc(best.1, test), best.1)
 }
 
+/// For each fold, (accuracy, threshold) with the threshold chosen on the other folds (on the
+/// fold itself when there is only one).
+pub fn cross_fold(scores: &[Vec<(f64, bool)>]) -> Vec<(f64, f64)> {
+    (0..scores.len())
+        .map(|k| {
+            let train: Vec<(f64, bool)> = scores
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .flat_map(|(_, s)| s.iter().copied())
+                .collect();
+            if train.is_empty() {
+                fold_accuracy(&scores[k], &scores[k])
+            } else {
+                fold_accuracy(&train, &scores[k])
+            }
+        })
+        .collect()
+}
+
 /// TAR at the lowest threshold whose FMR does not exceed `fmr` (pooled scores, distances).
 pub fn tar_at_fmr(scores: &[(f64, bool)], fmr: f64) -> (f64, f64, usize) {
     let mut imp: Vec<f64> = scores.iter().filter(|p| !p.1).map(|p| p.0).collect();
@@ -229,24 +249,10 @@ fn pairs(home: &Path, a: PairsArgs) -> Result<i32> {
         scores.push(fs);
     }
     let to_score = |d: f64| if cosine { 1.0 - d } else { d };
-    let mut accs = Vec::new();
-    let mut thresholds = Vec::new();
-    for k in 0..scores.len() {
-        let train: Vec<_> = scores
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != k)
-            .flat_map(|(_, s)| s.iter().copied())
-            .collect();
-        let train = if train.is_empty() {
-            scores[k].clone()
-        } else {
-            train
-        };
-        let (acc, t) = fold_accuracy(&train, &scores[k]);
-        accs.push(acc);
-        thresholds.push(to_score(t));
-    }
+    let (accs, thresholds): (Vec<f64>, Vec<f64>) = cross_fold(&scores)
+        .into_iter()
+        .map(|(acc, t)| (acc, to_score(t)))
+        .unzip();
     let mean = accs.iter().sum::<f64>() / accs.len() as f64;
     let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len() as f64).sqrt();
     let pooled: Vec<_> = scores.iter().flatten().copied().collect();

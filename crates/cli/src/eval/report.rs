@@ -316,21 +316,10 @@ fn fold_accuracy(
                 .collect()
         })
         .collect();
-    let mut accs = Vec::new();
-    for k in 0..scored.len() {
-        let train: Vec<(f64, bool)> = scored
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != k)
-            .flat_map(|(_, s)| s.iter().copied())
-            .collect();
-        let train = if train.is_empty() {
-            scored[k].clone()
-        } else {
-            train
-        };
-        accs.push(super::fold_accuracy(&train, &scored[k]).0);
-    }
+    let accs: Vec<f64> = super::cross_fold(&scored)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
     let std =
         (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
