@@ -130,6 +130,12 @@ def pct(v, p):
     return v[min(len(v) - 1, int(p / 100 * len(v)))] * 1e3 if v else float("nan")
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process (from /proc; clock ticks)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS"):
@@ -176,9 +182,18 @@ def main():
     print(f"machine: {bench['machine']['cpu']}, {bench['machine']['cores']} cores; server: {a.slots} inference slots, 1 thread per network; gallery {a.gallery_size + 0} templates")
     print(f"pipeline (facegate bench, 640x480, full pyramid, 1 thread): {per_image:.1f} ms/image -> predicted {predicted:.2f} req/s for the mix ({images_per_request} images/request)")
     closed_loop(host, port, keys, image, 2 * a.slots, 5)  # warm-up
+    srv_cpu0, cli_cpu0 = cpu_s(srv.pid), sum(os.times()[:2])
     lat, err, dt = closed_loop(host, port, keys, image, 2 * a.slots, a.seconds)
+    srv_cpu, cli_cpu = cpu_s(srv.pid) - srv_cpu0, sum(os.times()[:2]) - cli_cpu0
     peak = len(lat) / dt
     print(f"saturation ({2 * a.slots} clients, {a.seconds} s): {peak:.2f} req/s = {100 * peak / predicted:.1f}% of predicted; p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms, errors {err}")
+    # Server overhead in CPU terms: what the server spent per request against what the pipeline
+    # alone needs for the same mix; and how much of the two cores the load generator itself took.
+    pipeline_cpu = per_image * images_per_request / 1e3
+    served = len(lat) + err
+    print(f"CPU: server {srv_cpu:.1f} s for {served} requests = {1e3 * srv_cpu / max(served, 1):.0f} ms/request against "
+          f"{1e3 * pipeline_cpu:.0f} ms of pipeline work (server overhead {100 * (srv_cpu / max(served, 1) / pipeline_cpu - 1):+.1f}%); "
+          f"load generator {cli_cpu:.1f} s ({100 * cli_cpu / (a.slots * dt):.1f}% of {a.slots} cores)")
     lat, err, dt = open_loop(host, port, keys, image, 0.8 * peak, a.seconds)
     p50, p99 = pct(lat, 50), pct(lat, 99)
     print(f"80% of peak ({0.8 * peak:.2f} req/s offered, open loop): {len(lat) / dt:.2f} req/s, p50 {p50:.0f} ms, p99 {p99:.0f} ms, p99/p50 {p99 / p50:.2f}, errors {err}")
