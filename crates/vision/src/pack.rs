@@ -190,6 +190,33 @@ fn temp_dir_in(parent: &Path) -> Result<tempfile::TempDir, VisionError> {
         .map_err(|e| VisionError::io(parent, e))
 }
 
+/// A threshold measured with `facegate eval calibrate` (it carries evidence) survives a reinstall
+/// of the very same models and settings: re-fetching must not silently put an authority back on
+/// the default threshold. A different model, or a newly measured calibration, replaces it.
+fn keep_measured_calibration(dest: &Path, new: &mut Manifest) {
+    let Ok(old) = Manifest::load(dest) else {
+        return;
+    };
+    let Some(measured) = old.calibration.clone().filter(|c| c.evidence.is_some()) else {
+        return;
+    };
+    if new
+        .calibration
+        .as_ref()
+        .is_some_and(|c| c.evidence.is_some())
+    {
+        return;
+    }
+    let models = |m: &Manifest| {
+        let mut m = m.clone();
+        m.calibration = None;
+        serde_json::to_value(&m).ok()
+    };
+    if models(&old).is_some() && models(&old) == models(new) {
+        new.calibration = Some(measured);
+    }
+}
+
 /// Moves a fully written directory into place, replacing any previous one.
 fn commit_dir(tmp: tempfile::TempDir, dest: &Path) -> Result<(), VisionError> {
     let staged = tmp.keep();
@@ -417,9 +444,11 @@ pub fn install_dlib_pack(
         },
         calibration: Some(default_dlib_calibration()),
     };
+    let dest = packs.join("dlib");
+    let mut manifest = manifest;
+    keep_measured_calibration(&dest, &mut manifest);
     let mj = serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
     write("manifest.json", &mj)?;
-    let dest = packs.join("dlib");
     commit_dir(stage, &dest)?;
     progress(&format!(
         "installed model pack 'dlib' in {}",
@@ -582,11 +611,16 @@ pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, Vi
         },
         calibration: spec.calibration.clone(),
     };
+    let dest = packs.join(spec.name);
+    let mut manifest = manifest;
+    // A threshold given at import is the user's explicit choice; without one, keep a measured one.
+    if spec.calibration.is_none() {
+        keep_measured_calibration(&dest, &mut manifest);
+    }
     let text =
         serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
     let mpath = tmp.path().join("manifest.json");
     std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
-    let dest = packs.join(spec.name);
     commit_dir(tmp, &dest)?;
     Ok(dest)
 }

@@ -73,6 +73,40 @@ fn yunet_mobilefacenet_pack_detects_aligns_and_verifies() {
     // Cosine similarity: same person well above the LFW-dev FMR 1e-3 threshold (0.42), others below.
     assert!(same > 0.42, "obama vs obama2 {same}");
     assert!(diff < 0.42, "obama vs biden {diff}");
+    // A measured calibration survives reinstalling the same files; an explicit one replaces it.
+    let mut m2 = vision::pack::Manifest::load(&dir).unwrap();
+    m2.calibration = Some(vision::pack::Calibration {
+        threshold: 0.5,
+        fmr: Some(1e-4),
+        method: "test".into(),
+        evidence: Some(serde_json::json!({"command": "eval calibrate"})),
+    });
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m2).unwrap()).unwrap();
+    install_onnx_pack(home.path(), &spec).unwrap();
+    let kept = vision::pack::Manifest::load(&dir)
+        .unwrap()
+        .calibration
+        .unwrap();
+    assert_eq!((kept.threshold, kept.evidence.is_some()), (0.5, true));
+    let explicit = vision::pack::Calibration {
+        threshold: 0.4,
+        fmr: None,
+        method: "given".into(),
+        evidence: None,
+    };
+    install_onnx_pack(
+        home.path(),
+        &OnnxPackSpec {
+            calibration: Some(explicit),
+            ..spec_clone(&spec)
+        },
+    )
+    .unwrap();
+    let c = vision::pack::Manifest::load(&dir)
+        .unwrap()
+        .calibration
+        .unwrap();
+    assert_eq!((c.threshold, c.evidence.is_some()), (0.4, false));
     // A minimum face size scales the detector's input down (here to 0.35): the same face is
     // found, in the same place. YuNet's landmarks themselves move by 2-6% of the face width
     // between scales (measured 1.5-3.8% even at 0.92), so they are held to 8%; what matters,
