@@ -1227,19 +1227,7 @@ impl Store {
         // (gallery, pseudonym) index would cost one random table seek per row.
         // The subjects and the wrapped keys are read at the same time (separate connections).
         let (wrapped, subjects) = std::thread::scope(|sc| {
-            let keys_reader = sc.spawn(|| -> Result<IdMap<[u8; 32], Vec<u8>>> {
-                let keys = self.keys();
-                let mut st = keys.prepare(
-                    "SELECT pseudonym, wrapped FROM subject_keys NOT INDEXED WHERE gallery = ?1",
-                )?;
-                let mut q = st.query([gallery])?;
-                let mut out = IdMap::default();
-                while let Some(r) = q.next()? {
-                    let ps: [u8; 32] = r.get(0)?;
-                    out.insert(ps, r.get(1)?);
-                }
-                Ok(out)
-            });
+            let keys_reader = sc.spawn(|| self.wrapped_keys(gallery));
             let subjects = (|| -> Result<IdMap<i64, ([u8; 32], i64)>> {
                 let db = self.db();
                 let mut st = db.prepare(
@@ -1450,12 +1438,20 @@ impl Store {
     }
 
     /// Every wrapped subject key of a gallery, by pseudonym (for loading and rekeying).
-    fn wrapped_keys(&self, gallery: &str) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+    fn wrapped_keys(&self, gallery: &str) -> Result<IdMap<[u8; 32], Vec<u8>>> {
         let keys = self.keys();
-        let mut st =
-            keys.prepare("SELECT pseudonym, wrapped FROM subject_keys WHERE gallery = ?1")?;
-        let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        // A table scan in storage order: through the (gallery, pseudonym) index every row would
+        // cost a random seek.
+        let mut st = keys.prepare(
+            "SELECT pseudonym, wrapped FROM subject_keys NOT INDEXED WHERE gallery = ?1",
+        )?;
+        let mut q = st.query([gallery])?;
+        let mut out = IdMap::default();
+        while let Some(r) = q.next()? {
+            let ps: [u8; 32] = r.get(0)?;
+            out.insert(ps, r.get(1)?);
+        }
+        Ok(out)
     }
 
     /// A subject's data key, unwrapped; `None` once it has been destroyed (erased) or if the
@@ -1926,7 +1922,7 @@ impl Store {
             resealed = rows
                 .par_iter()
                 .filter_map(|(tid, ps, sealed)| {
-                    let w = wrapped.get(ps)?;
+                    let w = wrapped.get(<&[u8; 32]>::try_from(ps.as_slice()).ok()?)?;
                     Some((|| {
                         let dk = self
                             .wrapper

@@ -70,7 +70,7 @@ impl Dataset {
             for f in files {
                 let bytes =
                     std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-                let sha: [u8; 32] = sha2_digest(&bytes);
+                let sha: [u8; 32] = file_digest(&bytes);
                 let rel = format!(
                     "{name}/{}",
                     f.file_name()
@@ -103,7 +103,8 @@ impl Dataset {
     }
 }
 
-fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
+/// SHA-256 of an image file's bytes: the cache key, and what duplicate detection compares.
+pub fn file_digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
@@ -191,6 +192,18 @@ impl Attributes {
             values,
         })
     }
+}
+
+/// Whether the metric is a similarity (cosine, higher = closer). Eval works on dissimilarities
+/// (distance, or 1 − cosine) so one threshold rule serves every pack.
+pub fn is_similarity(metric: vision::pack::Metric) -> bool {
+    !vision::pipeline::is_match(metric, 0.0, 1.0)
+}
+
+/// An installed pack's metric, and whether it is a similarity.
+pub fn pack_metric(home: &Path, pack: &str) -> Result<(vision::pack::Metric, bool)> {
+    let m = vision::pack::Manifest::load(&home.join("packs").join(pack))?;
+    Ok((m.embedder.metric, is_similarity(m.embedder.metric)))
 }
 
 /// One image's embedding. Images where no face is found are embedded from the central 40% of the

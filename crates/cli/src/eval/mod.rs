@@ -218,16 +218,13 @@ fn pairs(home: &Path, a: PairsArgs) -> Result<i32> {
                     .join(format!("{}_{:04}.jpg", key.0, key.1));
                 let bytes =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                use sha2::Digest;
-                files.push((path, sha2::Sha256::digest(&bytes).into()));
+                files.push((path, dataset::file_digest(&bytes)));
                 index.insert(key.clone(), files.len() - 1);
             }
         }
     }
     let run = embed_all(home, &spec, &files)?;
-    let manifest = vision::pack::Manifest::load(&home.join("packs").join(&a.engine.pack))?;
-    let metric = manifest.embedder.metric;
-    let cosine = !vision::pipeline::is_match(metric, 0.0, 1.0);
+    let (metric, cosine) = dataset::pack_metric(home, &a.engine.pack)?;
     let misses = run.results.iter().filter(|e| !e.detected).count();
     let mut scores: Vec<Vec<(f64, bool)>> = Vec::new();
     for fold in &folds {
@@ -314,8 +311,7 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     let spec = a.data.spec();
     let run = embed_all(home, &spec, &files)?;
     let emb = &run.results;
-    let manifest = vision::pack::Manifest::load(&home.join("packs").join(&spec.engine.pack))?;
-    let cosine = !vision::pipeline::is_match(manifest.embedder.metric, 0.0, 1.0);
+    let (_, cosine) = dataset::pack_metric(home, &spec.engine.pack)?;
     let to_score = |d: f64| if cosine { 1.0 - d } else { d };
     let split = split_1n(&ds, emb);
     let dim = emb

@@ -8,7 +8,7 @@
 //! Scores are dissimilarities (distance, or 1 − cosine), so one rule serves every pack: a pair
 //! matches when d ≤ t. Thresholds are reported back in the pack's own score.
 
-use super::dataset::{embed_all, Attributes, Dataset, EmbedSpec, Embedded};
+use super::dataset::{embed_all, pack_metric, Attributes, Dataset, EmbedSpec, Embedded};
 use super::metrics::{self, ScoreSet, SplitMix, Weights};
 use super::plot::{self, Axis, Chart, Series};
 use crate::engine::EngineArgs;
@@ -509,9 +509,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         let label = spec.label();
         let run = embed_all(home, spec, &files)?;
         let emb = &run.results;
-        let manifest = vision::pack::Manifest::load(&home.join("packs").join(&spec.engine.pack))?;
-        let metric = manifest.embedder.metric;
-        let cosine = !vision::pipeline::is_match(metric, 0.0, 1.0);
+        let (metric, cosine) = pack_metric(home, &spec.engine.pack)?;
         let to_score = move |d: f64| if cosine { 1.0 - d } else { d };
         let score = move |x: &[f32], y: &[f32]| dissimilarity(cosine, metric, x, y);
         let no_detect: Vec<&str> = ds
@@ -609,16 +607,22 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         let mut by_size = Vec::new();
         let mut size_pts = Vec::new();
         for &n in &sizes {
-            let g: Vec<u32> = order[..n].to_vec();
-            let in_g: HashSet<u32> = g.iter().map(|i| ds.images[*i as usize].identity).collect();
-            let mated: Vec<u32> = split
-                .mated
-                .iter()
-                .copied()
-                .filter(|m| in_g.contains(&ds.images[*m as usize].identity))
-                .collect();
-            let s = search_1n(&ds, emb, &g, &mated, &split.nonmated, cosine, None)?;
-            let r = open_set(&s, &to_score);
+            // The full gallery is the run above; only the subsets need searching again.
+            let r = if n == split.enrolled.len() {
+                o2n_all.clone()
+            } else {
+                let g: Vec<u32> = order[..n].to_vec();
+                let in_g: HashSet<u32> =
+                    g.iter().map(|i| ds.images[*i as usize].identity).collect();
+                let mated: Vec<u32> = split
+                    .mated
+                    .iter()
+                    .copied()
+                    .filter(|m| in_g.contains(&ds.images[*m as usize].identity))
+                    .collect();
+                let s = search_1n(&ds, emb, &g, &mated, &split.nonmated, cosine, None)?;
+                open_set(&s, &to_score)
+            };
             let fnir = r["fnir_at_fpir"][1]["fnir"].as_f64().unwrap_or(f64::NAN);
             size_pts.push((n as f64, fnir));
             by_size.push(json!({"gallery_size": n, "mated_searches": r["mated_searches"],
