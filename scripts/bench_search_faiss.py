@@ -8,6 +8,7 @@ distance_compute_blas_threshold lowered to 20 (BLAS sgemm path), OPENBLAS_CORETY
 OPENBLAS_L2_SIZE unset; single queries use its SIMD path. Needs `pip install faiss-cpu numpy`.
 
 usage: scripts/bench_search_faiss.py [--n 1000000] [--dims 128 512] [--threads 1 2] [--batch 256]
+       [--index exact compact]   (facegate layouts to run; compact re-scores from the vectors file's rows)
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time
 
@@ -75,6 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--single", type=int, default=50)
+    ap.add_argument("--index", nargs="+", default=["exact", "compact"], choices=["exact", "compact"])
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--facegate", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "facegate"))
     a = ap.parse_args()
@@ -95,19 +97,22 @@ def main():
                 env["OPENBLAS_NUM_THREADS"] = str(th)
                 f = subprocess.run([sys.executable, "-c", FAISS_CHILD, bp, qp, tp, str(d), str(a.k), str(th), str(a.batch), str(a.single)],
                                    env=env, capture_output=True, text=True, check=True)
-                g = subprocess.run([a.facegate, "bench-search", "--base", bp, "--queries", qp, "--dim", str(d), "--k", str(a.k),
-                                    "--threads", str(th), "--batch", str(a.batch), "--truth", tp, "--single", str(a.single)],
-                                   capture_output=True, text=True, check=True)
-                fr, gr = json.loads(f.stdout), json.loads(g.stdout)
-                rows.append((d, th, gr, fr))
-                print(json.dumps(gr))
+                fr = json.loads(f.stdout)
                 print(json.dumps(fr))
+                for ix in a.index:
+                    g = subprocess.run([a.facegate, "bench-search", "--base", bp, "--queries", qp, "--dim", str(d), "--k", str(a.k),
+                                        "--threads", str(th), "--batch", str(a.batch), "--truth", tp, "--single", str(a.single),
+                                        "--index", ix],
+                                       capture_output=True, text=True, check=True)
+                    gr = json.loads(g.stdout)
+                    rows.append((d, th, gr, fr))
+                    print(json.dumps(gr))
     print()
-    print("| dim | threads | facegate QPS (batch) | FAISS QPS (batch) | ratio | facegate single ms | FAISS single ms | recall@k facegate / FAISS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dim | threads | facegate index | facegate QPS (batch) | FAISS QPS (batch) | ratio | facegate single ms | FAISS single ms | recall@k facegate / FAISS | facegate memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for d, th, g, f in rows:
-        print(f"| {d} | {th} | {g['batch_qps']:.1f} | {f['batch_qps']:.1f} | {g['batch_qps'] / f['batch_qps']:.2f}x | "
-              f"{g['single_ms_median']:.2f} | {f['single_ms_median']:.2f} | {g['recall_at_k']:.4f} / {f['recall_at_k']:.4f} |")
+        print(f"| {d} | {th} | {g['index']} | {g['batch_qps']:.1f} | {f['batch_qps']:.1f} | {g['batch_qps'] / f['batch_qps']:.2f}x | "
+              f"{g['single_ms_median']:.2f} | {f['single_ms_median']:.2f} | {g['recall_at_k']:.4f} / {f['recall_at_k']:.4f} | {g['memory_mb']:.0f} |")
     print(f"facegate kernel: {rows[0][2]['kernel']}; facegate exact check (int8 scan == exhaustive f32): "
           f"{all(r[2]['equals_exhaustive_f32'] for r in rows)}")
 

@@ -48,9 +48,20 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn peak_rss_mb() -> Option<f64> {
+/// Peak resident memory of this process (Linux), in MiB.
+pub(crate) fn peak_rss_mb() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Anonymous resident memory now (Linux), in MiB: the heap, without pages of memory-mapped
+/// files (SQLite maps its database; those pages are page cache the kernel can drop).
+pub(crate) fn rss_anon_mb() -> Option<f64> {
+    status_mib("RssAnon:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }

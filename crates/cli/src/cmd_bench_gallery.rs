@@ -24,6 +24,10 @@ pub struct BenchGalleryArgs {
     /// Where to build the store (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Index to load: exact (f32 templates in memory) or compact (int8 codes only; candidates
+    /// re-scored from storage). The policy of a store kept with --dir is switched to it.
+    #[arg(long, default_value = "exact", value_parser = ["exact", "compact"])]
+    pub index: String,
 }
 
 pub fn run(a: BenchGalleryArgs) -> Result<i32> {
@@ -54,7 +58,11 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         target_fmr: None,
         max_candidates: 10,
         search_roles: vec![Role::Admin],
-        index: gallery::IndexChoice::Exact,
+        index: if a.index == "compact" {
+            gallery::IndexChoice::Compact
+        } else {
+            gallery::IndexChoice::Exact
+        },
     };
     let mut x: u64 = 0x2545F4914F6CDD1D;
     let mut next = move || {
@@ -95,9 +103,14 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     let t = Instant::now();
     let store = Store::open(&dir, Box::new(LocalKeyRing::new(key)), system_clock())?;
     let open_s = t.elapsed().as_secs_f64();
+    if reuse && store.gallery("bench")?.policy.index != policy.index {
+        store.update_policy(&ctx, "bench", &policy, None)?;
+    }
+    let anon_before = crate::cmd_bench::rss_anon_mb();
     let t = Instant::now();
     let (templates, memory, locked) = store.preload("bench")?;
     let load_s = t.elapsed().as_secs_f64();
+    let anon_after = crate::cmd_bench::rss_anon_mb();
     let mut lat = Vec::new();
     for _ in 0..20 {
         let probe: Vec<f32> = (0..a.dim).map(|_| next()).collect();
@@ -114,7 +127,12 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
             "disk_mb": disk as f64 / 1e6,
             "open_s": open_s,
             "load_decrypt_s": load_s, "templates_loaded": templates,
+            "index": a.index,
             "index_memory_mb": memory as f64 / 1e6, "memory_locked": locked,
+            "index_bytes_per_template": memory as f64 / templates.max(1) as f64,
+            "heap_before_load_mib": anon_before,
+            "heap_after_load_mib": anon_after,
+            "peak_rss_incl_mapped_db_mib": crate::cmd_bench::peak_rss_mb(),
             "identify_ms_median": lat[lat.len() / 2],
             "identify_note": "full call: transform, exact search, reference decryption, audit record with fsync",
         })

@@ -1,22 +1,30 @@
 //! `facegate bench-search`: exact top-k speed of the gallery index on raw f32 files, the same files
 //! scripts/bench_search_faiss.py gives FAISS, so both run on identical data, k and threads.
+//! `--synthetic N` computes each gallery row from its id instead, so a compact index can be
+//! measured at sizes whose f32 data would not fit in memory (10^8 × 128 = 51 GB).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gallery::approx::{HnswIndex, HnswParams};
-use gallery::index::{ExactIndex, SearchIndex};
+use gallery::index::{dot_f32, ExactIndex, Hit, NoSource, SearchIndex, TemplateSource};
+use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use zeroize::Zeroizing;
 
 #[derive(Args)]
 pub struct BenchSearchArgs {
     /// Gallery vectors: raw little-endian f32, n × dim.
-    #[arg(long)]
-    pub base: PathBuf,
+    #[arg(long, required_unless_present = "synthetic")]
+    pub base: Option<PathBuf>,
     /// Query vectors: raw little-endian f32, q × dim.
-    #[arg(long)]
-    pub queries: PathBuf,
+    #[arg(long, required_unless_present = "synthetic")]
+    pub queries: Option<PathBuf>,
+    /// Instead of --base/--queries: N gallery rows, each a pseudo-random vector computed from its
+    /// id (uniform in [-0.5, 0.5) per dimension); queries are rows with noise added.
+    #[arg(long, conflicts_with_all = ["base", "queries", "truth"])]
+    pub synthetic: Option<usize>,
     #[arg(long)]
     pub dim: usize,
     #[arg(long, default_value_t = 10)]
@@ -33,8 +41,12 @@ pub struct BenchSearchArgs {
     /// Single queries timed one by one for the latency figure.
     #[arg(long, default_value_t = 50)]
     pub single: usize,
-    /// exact (default) or hnsw.
-    #[arg(long, default_value = "exact", value_parser = ["exact", "hnsw"])]
+    /// Queries checked against an exhaustive f32 scan of the same data.
+    #[arg(long, default_value_t = 8)]
+    pub check: usize,
+    /// exact (default), compact (int8 codes only in memory, candidates re-scored from the
+    /// source) or hnsw.
+    #[arg(long, default_value = "exact", value_parser = ["exact", "compact", "hnsw"])]
     pub index: String,
     /// HNSW efSearch.
     #[arg(long, default_value_t = 128)]
@@ -54,22 +66,142 @@ fn read_f32(path: &Path, dim: usize) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// The gallery rows: read from a file, or computed from the row id.
+enum Base {
+    Table(Vec<f32>),
+    Synthetic(usize),
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn synthetic_row(id: u64, dim: usize, out: &mut Vec<f32>) {
+    out.clear();
+    let mut s = id.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0x5EED;
+    for _ in 0..dim {
+        out.push((splitmix(&mut s) >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
+    }
+}
+
+impl Base {
+    fn len(&self, dim: usize) -> usize {
+        match self {
+            Base::Table(v) => v.len() / dim,
+            Base::Synthetic(n) => *n,
+        }
+    }
+
+    fn row_into(&self, i: usize, dim: usize, out: &mut Vec<f32>) {
+        match self {
+            Base::Table(v) => {
+                out.clear();
+                out.extend_from_slice(&v[i * dim..(i + 1) * dim]);
+            }
+            Base::Synthetic(_) => synthetic_row(i as u64, dim, out),
+        }
+    }
+}
+
+/// Re-scoring source for a compact index: the rows, by id (the same data FAISS or the
+/// exhaustive check sees).
+struct BaseSource<'a> {
+    base: &'a Base,
+    dim: usize,
+}
+
+impl TemplateSource for BaseSource<'_> {
+    fn templates(&self, ids: &[u64]) -> gallery::Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+        Ok(ids
+            .iter()
+            .map(|&id| {
+                let mut v = Zeroizing::new(Vec::with_capacity(self.dim));
+                self.base.row_into(id as usize, self.dim, &mut v);
+                Some(v)
+            })
+            .collect())
+    }
+}
+
+/// Top-k by the indexes' own score, q·x − |x|²/2 in f32, over every row (in parallel).
+fn exhaustive(base: &Base, dim: usize, q: &[f32], k: usize) -> Vec<Hit> {
+    let n = base.len(dim);
+    let chunk = 1 << 16;
+    let mut best: Vec<(usize, f32, f32)> = (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut x = Vec::with_capacity(dim);
+            let mut top: Vec<(usize, f32, f32)> = Vec::new();
+            for i in c * chunk..((c + 1) * chunk).min(n) {
+                base.row_into(i, dim, &mut x);
+                let hn = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 2.0) as f32;
+                let dot = dot_f32(q, &x);
+                top.push((i, dot - hn, dot));
+                if top.len() > 4 * k + 64 {
+                    top.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
+                    top.truncate(k);
+                }
+            }
+            top.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
+            top.truncate(k);
+            top
+        })
+        .collect();
+    best.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
+    best.truncate(k);
+    best.into_iter()
+        .map(|(i, score, dot)| Hit {
+            id: i as u64,
+            dot,
+            score,
+        })
+        .collect()
+}
+
 pub fn run(a: BenchSearchArgs) -> Result<i32> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads.max(1))
         .build_global()
         .context("thread pool")?;
-    let base = read_f32(&a.base, a.dim)?;
-    let queries = read_f32(&a.queries, a.dim)?;
-    let n = base.len() / a.dim;
+    let (base, queries) = match (a.synthetic, &a.base, &a.queries) {
+        (Some(n), _, _) => {
+            let base = Base::Synthetic(n);
+            // Mated queries: a row plus noise of a quarter of its spread, so each has a clear
+            // nearest neighbour and nine close competitors.
+            let mut rng = 0x0123_4567_89AB_CDEFu64;
+            let mut q = Vec::with_capacity(a.batch.max(a.single) * a.dim);
+            let mut x = Vec::with_capacity(a.dim);
+            for _ in 0..a.batch.max(a.single) {
+                let id = splitmix(&mut rng) % n.max(1) as u64;
+                base.row_into(id as usize, a.dim, &mut x);
+                for v in &x {
+                    q.push(
+                        v + 0.07 * ((splitmix(&mut rng) >> 40) as f32 / (1u64 << 24) as f32 - 0.5),
+                    );
+                }
+            }
+            (base, q)
+        }
+        (None, Some(b), Some(q)) => (Base::Table(read_f32(b, a.dim)?), read_f32(q, a.dim)?),
+        _ => bail!("give --base and --queries, or --synthetic N"),
+    };
+    let n = base.len(a.dim);
     let t = Instant::now();
+    let mut row = Vec::with_capacity(a.dim);
     let idx: Box<dyn SearchIndex> = if a.index == "hnsw" {
+        let Base::Table(data) = &base else {
+            bail!("--index hnsw needs --base (the graph holds every vector)")
+        };
         let params = HnswParams {
             ef_search: a.ef_search,
             ..Default::default()
         };
         let mut h = HnswIndex::new(a.dim, params, n);
-        let rows: Vec<(u64, &[f32], i64)> = base
+        let rows: Vec<(u64, &[f32], i64)> = data
             .chunks_exact(a.dim)
             .enumerate()
             .map(|(i, x)| (i as u64, x, i64::MAX))
@@ -77,92 +209,83 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         h.extend(&rows);
         Box::new(h)
     } else {
-        let mut e = ExactIndex::new(a.dim);
+        let mut e = if a.index == "compact" {
+            ExactIndex::compact(a.dim)
+        } else {
+            ExactIndex::new(a.dim)
+        };
         e.reserve(n);
-        for (i, x) in base.chunks_exact(a.dim).enumerate() {
-            e.push(i as u64, x, i64::MAX);
+        for i in 0..n {
+            base.row_into(i, a.dim, &mut row);
+            e.push(i as u64, &row, i64::MAX);
         }
         Box::new(e)
     };
     let build_s = t.elapsed().as_secs_f64();
-    let exhaustive = |q: &[f32]| -> Vec<gallery::index::Hit> {
-        // Same scoring function as both indexes: q·x − |x|²/2 in f32, over the original data.
-        let mut all: Vec<(usize, f32)> = base
-            .chunks_exact(a.dim)
-            .enumerate()
-            .map(|(i, x)| {
-                let hn = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 2.0) as f32;
-                (i, gallery::index::dot_f32(q, x) - hn)
-            })
-            .collect();
-        all.sort_by(|p, q| q.1.total_cmp(&p.1).then(p.0.cmp(&q.0)));
-        all.truncate(a.k);
-        all.into_iter()
-            .map(|(i, s)| {
-                let x = &base[i * a.dim..(i + 1) * a.dim];
-                gallery::index::Hit {
-                    id: i as u64,
-                    dot: gallery::index::dot_f32(q, x),
-                    score: s,
-                }
-            })
-            .collect()
+    let rss_built = crate::cmd_bench::peak_rss_mb();
+    let source = BaseSource {
+        base: &base,
+        dim: a.dim,
     };
+    let src: &dyn TemplateSource = if idx.is_compact() { &source } else { &NoSource };
     let qs: Vec<&[f32]> = queries.chunks_exact(a.dim).collect();
     let batch = &qs[..a.batch.min(qs.len())];
-    idx.search(&batch[..1], a.k, None, 0); // warm-up
+    idx.search(&batch[..1], a.k, None, 0, src)?; // warm-up
     let t = Instant::now();
-    let results = idx.search(batch, a.k, None, 0);
+    let results = idx.search(batch, a.k, None, 0, src)?;
     let batch_s = t.elapsed().as_secs_f64();
-    let mut lat: Vec<f64> = qs
-        .iter()
-        .take(a.single)
-        .map(|q| {
-            let t = Instant::now();
-            idx.search(&[q], a.k, None, 0);
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut lat: Vec<f64> = Vec::new();
+    for q in qs.iter().take(a.single) {
+        let t = Instant::now();
+        idx.search(&[q], a.k, None, 0, src)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     lat.sort_by(f64::total_cmp);
     // Exactness: the index must return what an exhaustive f32 scan returns (for hnsw: how often).
-    let exact_checked = batch.len().min(8);
-    let exact_equal = (0..exact_checked).all(|i| results[i] == exhaustive(batch[i]));
-    let recall1 = match &a.truth {
+    let exact_checked = batch.len().min(a.check);
+    let exact_equal =
+        (0..exact_checked).all(|i| results[i] == exhaustive(&base, a.dim, batch[i], a.k));
+    let truth: Option<Vec<i64>> = match &a.truth {
         Some(p) => {
             let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let truth: Vec<i64> = b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect();
-            let hit = results
-                .iter()
-                .enumerate()
-                .filter(|(qi, r)| r.first().is_some_and(|h| h.id as i64 == truth[qi * a.k]))
-                .count();
-            Some(hit as f64 / results.len().max(1) as f64)
+            Some(
+                b.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            )
         }
         None => None,
     };
-    let recall = match &a.truth {
-        Some(p) => {
-            let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let truth: Vec<i64> = b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect();
-            let mut hit = 0usize;
-            for (qi, r) in results.iter().enumerate() {
-                let want = &truth[qi * a.k..(qi + 1) * a.k];
-                hit += r.iter().filter(|h| want.contains(&(h.id as i64))).count();
-            }
-            Some(hit as f64 / (results.len() * a.k) as f64)
+    let recall1 = truth.as_ref().map(|truth| {
+        let hit = results
+            .iter()
+            .enumerate()
+            .filter(|(qi, r)| r.first().is_some_and(|h| h.id as i64 == truth[qi * a.k]))
+            .count();
+        hit as f64 / results.len().max(1) as f64
+    });
+    let recall = truth.as_ref().map(|truth| {
+        let mut hit = 0usize;
+        for (qi, r) in results.iter().enumerate() {
+            let want = &truth[qi * a.k..(qi + 1) * a.k];
+            hit += r.iter().filter(|h| want.contains(&(h.id as i64))).count();
         }
-        None => None,
+        hit as f64 / (results.len() * a.k) as f64
+    });
+    let kernel = match a.index.as_str() {
+        "hnsw" => format!(
+            "hnsw_rs M={} efC={} efS={}",
+            HnswParams::default().m,
+            HnswParams::default().ef_construction,
+            a.ef_search
+        ),
+        _ => ExactIndex::new(a.dim).kernel_name().to_string(),
     };
     let out = json!({
         "engine": "facegate",
         "index": idx.kind(),
-        "kernel": if a.index == "hnsw" { format!("hnsw_rs M={} efC={} efS={}", HnswParams::default().m, HnswParams::default().ef_construction, a.ef_search) } else { ExactIndex::new(a.dim).kernel_name().to_string() },
+        "kernel": kernel,
+        "data": if a.synthetic.is_some() { "synthetic (row computed from id)" } else { "file" },
         "recall_at_1": recall1,
         "n": n, "dim": a.dim, "k": a.k, "threads": a.threads,
         "batch": batch.len(),
@@ -171,8 +294,13 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         "single_ms_p99": lat.get(lat.len() * 99 / 100).copied(),
         "recall_at_k": recall,
         "equals_exhaustive_f32": exact_equal,
+        "checked_queries": exact_checked,
         "build_s": build_s,
         "memory_mb": idx.memory_bytes() as f64 / 1e6,
+        "memory_bytes_per_row": idx.memory_bytes() as f64 / n.max(1) as f64,
+        "peak_rss_after_build_mib": rss_built,
+        "heap_mib": crate::cmd_bench::rss_anon_mb(),
+        "peak_rss_mib": crate::cmd_bench::peak_rss_mb(),
     });
     println!("{out}");
     Ok(0)

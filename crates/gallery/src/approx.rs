@@ -3,7 +3,8 @@
 //! scores returned are exact even when the candidate list misses a neighbour (the recall figure
 //! says how often). Exact search stays the default; a gallery opts in through its policy.
 
-use crate::index::{dot_f32, Hit, SearchIndex};
+use crate::error::Result;
+use crate::index::{dot_f32, Hit, SearchIndex, TemplateSource};
 use hnsw_rs::anndists::dist::DistL2;
 use hnsw_rs::hnsw::Hnsw;
 use zeroize::Zeroize;
@@ -129,9 +130,16 @@ impl SearchIndex for HnswIndex {
         n
     }
 
-    fn search(&self, queries: &[&[f32]], k: usize, floor: Option<f32>, now: i64) -> Vec<Vec<Hit>> {
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        floor: Option<f32>,
+        now: i64,
+        _source: &dyn TemplateSource,
+    ) -> Result<Vec<Vec<Hit>>> {
         use rayon::prelude::*;
-        queries
+        Ok(queries
             .par_iter()
             .map(|q| {
                 if k == 0 || self.live == 0 {
@@ -153,16 +161,7 @@ impl SearchIndex for HnswIndex {
                 hits.truncate(k);
                 hits.into_iter().map(|(_, h)| h).collect()
             })
-            .collect()
-    }
-
-    fn row(&self, r: usize) -> Option<(u64, &[f32])> {
-        // Rows are addressed by position among live rows, as in ExactIndex.
-        let pos = (0..self.ids.len()).filter(|&i| !self.removed[i]).nth(r)?;
-        Some((
-            self.ids[pos],
-            &self.exact[pos * self.dim..(pos + 1) * self.dim],
-        ))
+            .collect())
     }
 
     fn memory_bytes(&self) -> usize {
@@ -181,7 +180,7 @@ impl SearchIndex for HnswIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::ExactIndex;
+    use crate::index::{ExactIndex, NoSource};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{RngCore, SeedableRng};
 
@@ -210,8 +209,8 @@ mod tests {
             exact.push(i as u64, x, i64::MAX);
         }
         let qs: Vec<&[f32]> = queries.iter().map(|q| &q[..]).collect();
-        let a = approx.search(&qs, 10, None, 0);
-        let e = SearchIndex::search(&exact, &qs, 10, None, 0);
+        let a = approx.search(&qs, 10, None, 0, &NoSource).unwrap();
+        let e = exact.search(&qs, 10, None, 0);
         let mut top1 = 0;
         for (x, y) in a.iter().zip(&e) {
             top1 += (x[0].id == y[0].id) as usize;
@@ -229,7 +228,7 @@ mod tests {
         // Removal hides a row.
         let best = a[0][0].id;
         assert_eq!(approx.remove(best), 1);
-        assert!(approx.search(&qs[..1], 10, None, 0)[0]
+        assert!(approx.search(&qs[..1], 10, None, 0, &NoSource).unwrap()[0]
             .iter()
             .all(|h| h.id != best));
     }

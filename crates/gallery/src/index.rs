@@ -13,12 +13,44 @@
 //! Layout: rows are stored in blocks of 16, interleaved by groups of 4 dimensions, so that one
 //! 64-byte load holds the same 4 dimensions of 16 rows. With AVX-512 VNNI one `vpdpbusd` then
 //! advances 16 dot products by 4 dimensions each, with no horizontal sums.
+//!
+//! Two memory layouts, same results: the default keeps the f32 templates beside the codes
+//! (676 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
+//! (156 B per 128-D row, 10^8 rows in 15.6 GB) and re-scores the few candidates through a
+//! [`TemplateSource`] (the store decrypts them from disk).
 
+use crate::error::{GalleryError, Result};
 use multiversion::multiversion;
 use rayon::prelude::*;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 const LANES: usize = 16;
+
+/// Where a compact index gets the f32 templates of its candidates for exact re-scoring.
+pub trait TemplateSource: Sync {
+    /// The templates of these row ids, in order; `None` for a row that is gone (erased while
+    /// the search ran): it is left out of the result.
+    fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>>;
+}
+
+/// For indexes that keep their templates in memory.
+pub struct NoSource;
+
+impl TemplateSource for NoSource {
+    fn templates(&self, _ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+        Err(GalleryError::Invalid(
+            "a compact index needs a template source to re-score candidates".into(),
+        ))
+    }
+}
+
+/// Expiry times arrive as Unix milliseconds (the store's clock) and are held as u32 whole seconds,
+/// rounded down: 4 bytes a row instead of 8. Rounding both the expiry and `now` down keeps every
+/// expired row expired (a row can drop out up to a second early, never late). Exact until 2106,
+/// when "never" rows would start to count as expired; later expiries saturate and stay live.
+fn expiry_code(t_ms: i64) -> u32 {
+    t_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
+}
 
 /// What the store needs from a search structure: the exact index (default) and the approximate
 /// HNSW index implement it, so a gallery switches by policy and callers do not change.
@@ -33,17 +65,30 @@ pub trait SearchIndex: Send + Sync {
     fn push(&mut self, id: u64, x: &[f32], expires: i64);
     fn remove(&mut self, id: u64) -> usize;
     /// Top-`k` by q·x − |x|²/2, best first; rows expired at `now` and (with `floor`) rows scoring
-    /// below it are left out.
-    fn search(&self, queries: &[&[f32]], k: usize, floor: Option<f32>, now: i64) -> Vec<Vec<Hit>>;
-    /// The caller's id and template of the `r`-th live row.
-    fn row(&self, r: usize) -> Option<(u64, &[f32])>;
+    /// below it are left out. `source` supplies templates an index does not keep in memory.
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        floor: Option<f32>,
+        now: i64,
+        source: &dyn TemplateSource,
+    ) -> Result<Vec<Vec<Hit>>>;
+    /// Whether templates are re-scored through the source (ids then name templates, not subjects).
+    fn is_compact(&self) -> bool {
+        false
+    }
     fn memory_bytes(&self) -> usize;
     fn lock_memory(&mut self) -> bool;
 }
 
 impl SearchIndex for ExactIndex {
     fn kind(&self) -> &'static str {
-        "exact"
+        if self.keep_exact {
+            "exact"
+        } else {
+            "compact"
+        }
     }
     fn dim(&self) -> usize {
         ExactIndex::dim(self)
@@ -57,11 +102,18 @@ impl SearchIndex for ExactIndex {
     fn remove(&mut self, id: u64) -> usize {
         ExactIndex::remove(self, id)
     }
-    fn search(&self, queries: &[&[f32]], k: usize, floor: Option<f32>, now: i64) -> Vec<Vec<Hit>> {
-        ExactIndex::search(self, queries, k, floor, now)
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        floor: Option<f32>,
+        now: i64,
+        source: &dyn TemplateSource,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.search_with(queries, k, floor, now, source)
     }
-    fn row(&self, r: usize) -> Option<(u64, &[f32])> {
-        (r < ExactIndex::len(self)).then(|| ExactIndex::row(self, r))
+    fn is_compact(&self) -> bool {
+        !self.keep_exact
     }
     fn memory_bytes(&self) -> usize {
         ExactIndex::memory_bytes(self)
@@ -114,11 +166,12 @@ pub struct ExactIndex {
     scale: Vec<f32>,
     half_norm2: Vec<f32>,
     residual: Vec<f32>,
-    norm: Vec<f32>,
     code_offset_sum: Vec<i32>,
+    /// The f32 templates, unless compact.
+    keep_exact: bool,
     exact: Vec<f32>,
     ids: Vec<u64>,
-    expires: Vec<i64>,
+    expires: Vec<u32>,
     locks: Vec<region::LockGuard>,
 }
 
@@ -178,12 +231,22 @@ fn dot_f32_simd(a: &[f32], b: &[f32]) -> f32 {
     s + tail
 }
 
+/// Relative slack on |x| recomputed from the stored f32 |x|²/2: that value is within 2⁻²⁴ of the
+/// true one and f32 sqrt adds 2⁻²⁴, so 2·10⁻⁶ keeps the result an upper bound.
+const NORM_SLACK: f32 = 1.0 + 2e-6;
+
+/// |x| (rounded up) from the stored |x|²/2. Not kept per row: 4 bytes a row saved, one sqrt per 16
+/// rows. Padding rows hold +inf, giving an infinite or NaN bound that is never ≥ tau.
+#[inline]
+fn row_norm(half_norm2: f32) -> f32 {
+    (half_norm2 + half_norm2).sqrt() * NORM_SLACK
+}
+
 /// The per-block inputs of the bound computation (16 lanes each).
 struct BlockMeta<'a> {
     scale: &'a [f32],
     half_norm2: &'a [f32],
     residual: &'a [f32],
-    norm: &'a [f32],
     /// 128 · Σ codes: removes the +128 offset of the unsigned query bytes.
     offset: &'a [i32],
 }
@@ -214,7 +277,7 @@ fn block_upper_portable(
     let mut mask = 0u32;
     for l in 0..LANES {
         let dot = (acc[l] - m.offset[l]) as f32;
-        bound[l] = q.a * m.residual[l] + q.b * m.norm[l];
+        bound[l] = q.a * m.residual[l] + q.b * row_norm(m.half_norm2[l]);
         upper[l] = q.scale * m.scale[l] * dot - m.half_norm2[l] + bound[l];
         mask |= ((upper[l] >= tau) as u32) << l;
     }
@@ -243,7 +306,6 @@ unsafe fn block_upper_vnni(
         m.scale.len() >= LANES
             && m.half_norm2.len() >= LANES
             && m.residual.len() >= LANES
-            && m.norm.len() >= LANES
             && m.offset.len() >= LANES
     );
     let p = block.as_ptr();
@@ -282,15 +344,19 @@ unsafe fn block_upper_vnni(
     let dots = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
     // SAFETY (all loads below): each slice holds at least 16 elements of 4 bytes (asserted above),
     // so each 64-byte unaligned load is in bounds.
-    let (scale, hn, res, nrm, off) = unsafe {
+    let (scale, hn, res, off) = unsafe {
         (
             _mm512_loadu_ps(m.scale.as_ptr()),
             _mm512_loadu_ps(m.half_norm2.as_ptr()),
             _mm512_loadu_ps(m.residual.as_ptr()),
-            _mm512_loadu_ps(m.norm.as_ptr()),
             _mm512_loadu_si512(m.offset.as_ptr() as *const _),
         )
     };
+    // |x| from |x|²/2, as `row_norm` computes it (same operations, same order).
+    let nrm = _mm512_mul_ps(
+        _mm512_sqrt_ps(_mm512_add_ps(hn, hn)),
+        _mm512_set1_ps(NORM_SLACK),
+    );
     let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(dots, off));
     let b = _mm512_add_ps(
         _mm512_mul_ps(_mm512_set1_ps(q.a), res),
@@ -420,13 +486,21 @@ impl ExactIndex {
             scale: Vec::new(),
             half_norm2: Vec::new(),
             residual: Vec::new(),
-            norm: Vec::new(),
             code_offset_sum: Vec::new(),
+            keep_exact: true,
             exact: Vec::new(),
             ids: Vec::new(),
             expires: Vec::new(),
             locks: Vec::new(),
         }
+    }
+
+    /// An index that keeps only the int8 codes and their bounds in memory; searches re-score
+    /// candidates through a [`TemplateSource`] and return exactly what the full index returns.
+    pub fn compact(dim: usize) -> Self {
+        let mut idx = ExactIndex::new(dim);
+        idx.keep_exact = false;
+        idx
     }
 
     /// Use the portable kernel even where AVX-512 VNNI exists (tests compare the two).
@@ -458,16 +532,13 @@ impl ExactIndex {
         self.locks.clear();
         let padded = n.div_ceil(LANES) * LANES;
         self.codes.reserve(padded * self.dim_p);
-        for v in [
-            &mut self.scale,
-            &mut self.half_norm2,
-            &mut self.residual,
-            &mut self.norm,
-        ] {
+        for v in [&mut self.scale, &mut self.half_norm2, &mut self.residual] {
             v.reserve(padded);
         }
         self.code_offset_sum.reserve(padded);
-        self.exact.reserve(n * self.dim);
+        if self.keep_exact {
+            self.exact.reserve(n * self.dim);
+        }
         self.ids.reserve(n);
         self.expires.reserve(n);
     }
@@ -495,11 +566,10 @@ impl ExactIndex {
         self.scale[row] = 0.0;
         self.half_norm2[row] = f32::INFINITY;
         self.residual[row] = 0.0;
-        self.norm[row] = 0.0;
         self.code_offset_sum[row] = 0;
     }
 
-    /// Add a template (the caller has checked its length). `expires` is a Unix time.
+    /// Add a template (the caller has checked its length). `expires` is a Unix time in ms.
     pub fn push(&mut self, id: u64, x: &[f32], expires: i64) {
         assert_eq!(x.len(), self.dim, "template length checked by the caller");
         // Growing may move the buffers: locks are taken again by the next lock_memory().
@@ -510,7 +580,6 @@ impl ExactIndex {
             self.scale.resize(row + LANES, 0.0);
             self.half_norm2.resize(row + LANES, f32::INFINITY);
             self.residual.resize(row + LANES, 0.0);
-            self.norm.resize(row + LANES, 0.0);
             self.code_offset_sum.resize(row + LANES, 0);
         }
         // Templates are at most a few hundred dimensions: codes live on the stack (no allocation
@@ -529,12 +598,13 @@ impl ExactIndex {
         self.scale[row] = scale;
         self.half_norm2[row] = (n2 / 2.0) as f32;
         self.residual[row] = residual;
-        self.norm[row] = (n2.sqrt() * (1.0 + 1e-6)) as f32;
         self.code_offset_sum[row] = 128 * codes.iter().map(|c| *c as i32).sum::<i32>();
         codes.zeroize();
-        self.exact.extend_from_slice(x);
+        if self.keep_exact {
+            self.exact.extend_from_slice(x);
+        }
         self.ids.push(id);
-        self.expires.push(expires);
+        self.expires.push(expiry_code(expires));
     }
 
     /// Remove every row with this id (swap-remove; order is not meaningful). Returns rows removed.
@@ -555,24 +625,22 @@ impl ExactIndex {
                 self.scale[i] = self.scale[last];
                 self.half_norm2[i] = self.half_norm2[last];
                 self.residual[i] = self.residual[last];
-                self.norm[i] = self.norm[last];
                 self.code_offset_sum[i] = self.code_offset_sum[last];
-                self.exact.copy_within(last * d..(last + 1) * d, i * d);
+                if self.keep_exact {
+                    self.exact.copy_within(last * d..(last + 1) * d, i * d);
+                }
             }
             self.clear_slot(last);
-            self.exact[last * d..].zeroize();
-            self.exact.truncate(last * d);
+            if self.keep_exact {
+                self.exact[last * d..].zeroize();
+                self.exact.truncate(last * d);
+            }
             self.ids.swap_remove(i);
             self.expires.swap_remove(i);
             if last.is_multiple_of(LANES) {
                 let rows = last;
                 self.codes.truncate(rows * self.dim_p);
-                for v in [
-                    &mut self.scale,
-                    &mut self.half_norm2,
-                    &mut self.residual,
-                    &mut self.norm,
-                ] {
+                for v in [&mut self.scale, &mut self.half_norm2, &mut self.residual] {
                     v.truncate(rows);
                 }
                 self.code_offset_sum.truncate(rows);
@@ -582,9 +650,12 @@ impl ExactIndex {
         removed
     }
 
-    /// The caller's id and the f32 template of row `r`.
-    pub fn row(&self, r: usize) -> (u64, &[f32]) {
-        (self.ids[r], &self.exact[r * self.dim..(r + 1) * self.dim])
+    /// The caller's id and the f32 template of row `r` (None when compact).
+    pub fn row(&self, r: usize) -> Option<(u64, &[f32])> {
+        if !self.keep_exact || r >= self.ids.len() {
+            return None;
+        }
+        Some((self.ids[r], &self.exact[r * self.dim..(r + 1) * self.dim]))
     }
 
     /// Lock the decrypted data in RAM (mlock) where the OS allows. Returns whether it did.
@@ -610,14 +681,10 @@ impl ExactIndex {
     pub fn memory_bytes(&self) -> usize {
         self.codes.capacity()
             + self.exact.capacity() * 4
-            + (self.scale.capacity()
-                + self.half_norm2.capacity()
-                + self.residual.capacity()
-                + self.norm.capacity())
-                * 4
+            + (self.scale.capacity() + self.half_norm2.capacity() + self.residual.capacity()) * 4
             + self.code_offset_sum.capacity() * 4
             + self.ids.capacity() * 8
-            + self.expires.capacity() * 8
+            + self.expires.capacity() * 4
     }
 
     fn prepare(&self, q: &[f32], floor: Option<f32>) -> Query {
@@ -649,7 +716,7 @@ impl ExactIndex {
         &self,
         queries: &[Query],
         k: usize,
-        now: i64,
+        now: u32,
         blocks: std::ops::Range<usize>,
     ) -> Vec<Partial> {
         let bb = LANES * self.dim_p;
@@ -669,7 +736,6 @@ impl ExactIndex {
                         scale: &self.scale[r.clone()],
                         half_norm2: &self.half_norm2[r.clone()],
                         residual: &self.residual[r.clone()],
-                        norm: &self.norm[r.clone()],
                         offset: &self.code_offset_sum[r.clone()],
                     };
                     let mut mask = self
@@ -693,7 +759,8 @@ impl ExactIndex {
 
     /// Exact top-`k` rows for each query by the score q·x − |x|²/2, best first, leaving out rows
     /// whose expiry is at or before `now` and, when `floor` is given, rows scoring below it.
-    /// Uses the current rayon pool's threads.
+    /// Uses the current rayon pool's threads. For an index built with `new` (templates in memory);
+    /// a compact index answers through `search_with`.
     pub fn search(
         &self,
         queries: &[&[f32]],
@@ -701,8 +768,27 @@ impl ExactIndex {
         floor: Option<f32>,
         now: i64,
     ) -> Vec<Vec<Hit>> {
+        assert!(
+            self.keep_exact,
+            "a compact index searches through search_with"
+        );
+        // In-memory re-scoring cannot fail.
+        self.search_with(queries, k, floor, now, &NoSource)
+            .unwrap_or_default()
+    }
+
+    /// `search` for either layout: a compact index fetches its candidates' templates from
+    /// `source` (once per distinct row, for the whole batch).
+    pub fn search_with(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        floor: Option<f32>,
+        now: i64,
+        source: &dyn TemplateSource,
+    ) -> Result<Vec<Vec<Hit>>> {
         if k == 0 || self.is_empty() {
-            return vec![Vec::new(); queries.len()];
+            return Ok(vec![Vec::new(); queries.len()]);
         }
         let prepared: Vec<Query> = queries.iter().map(|q| self.prepare(q, floor)).collect();
         let blocks = self.ids.len().div_ceil(LANES);
@@ -713,14 +799,15 @@ impl ExactIndex {
             .step_by(per)
             .map(|s| s..(s + per).min(blocks))
             .collect();
+        let now = expiry_code(now);
         let partials: Vec<Vec<Partial>> = ranges
             .into_par_iter()
             .map(|r| self.scan(&prepared, k, now, r))
             .collect();
-        (0..queries.len())
-            .into_par_iter()
+        // Candidate rows per query: upper bound at or above the global tau (the k-th best lower
+        // bound over all shares' heaps).
+        let candidates: Vec<Vec<u32>> = (0..queries.len())
             .map(|qi| {
-                // Global tau: the k-th best lower bound over all shares' heaps.
                 let mut lows: Vec<f32> = partials
                     .iter()
                     .flat_map(|p| p[qi].lows.iter().map(|r| r.0 .0))
@@ -731,22 +818,71 @@ impl ExactIndex {
                     .copied()
                     .unwrap_or(f32::NEG_INFINITY)
                     .max(prepared[qi].floor);
-                let mut hits: Vec<(u32, Hit)> = partials
+                partials
                     .iter()
                     .flat_map(|p| p[qi].cands.iter())
                     .filter(|c| c.1 >= tau)
-                    .map(|&(row, _)| (row, self.exact_hit(queries[qi], row as usize)))
+                    .map(|c| c.0)
+                    .collect()
+            })
+            .collect();
+        let fetched: Option<std::collections::HashMap<u32, Zeroizing<Vec<f32>>>> =
+            if self.keep_exact {
+                None
+            } else {
+                let mut rows: Vec<u32> = candidates.iter().flatten().copied().collect();
+                rows.sort_unstable();
+                rows.dedup();
+                let ids: Vec<u64> = rows.iter().map(|&r| self.ids[r as usize]).collect();
+                let got = source.templates(&ids)?;
+                if got.len() != rows.len() {
+                    return Err(GalleryError::Invalid(
+                        "template source returned the wrong number of rows".into(),
+                    ));
+                }
+                let mut map = std::collections::HashMap::with_capacity(rows.len());
+                for (r, t) in rows.into_iter().zip(got) {
+                    match t {
+                        Some(t) if t.len() == self.dim => {
+                            map.insert(r, t);
+                        }
+                        Some(_) => {
+                            return Err(GalleryError::Invalid(
+                                "template source returned a template of the wrong length".into(),
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Some(map)
+            };
+        Ok(candidates
+            .into_par_iter()
+            .enumerate()
+            .map(|(qi, rows)| {
+                let mut hits: Vec<(u32, Hit)> = rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        let x: &[f32] = match &fetched {
+                            None => self.exact_row(row as usize),
+                            Some(m) => m.get(&row)?,
+                        };
+                        Some((row, self.exact_hit(queries[qi], x, row as usize)))
+                    })
                     .filter(|(_, h)| floor.is_none_or(|f| h.score >= f))
                     .collect();
                 hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
                 hits.truncate(k);
                 hits.into_iter().map(|(_, h)| h).collect()
             })
-            .collect()
+            .collect())
     }
 
-    fn exact_hit(&self, q: &[f32], row: usize) -> Hit {
-        let x = &self.exact[row * self.dim..(row + 1) * self.dim];
+    fn exact_row(&self, row: usize) -> &[f32] {
+        &self.exact[row * self.dim..(row + 1) * self.dim]
+    }
+
+    fn exact_hit(&self, q: &[f32], x: &[f32], row: usize) -> Hit {
         let dot = dot_f32(q, x);
         Hit {
             id: self.ids[row],
@@ -757,9 +893,10 @@ impl ExactIndex {
 
     /// Exhaustive f32 search with the same scoring function: `search` must equal it.
     pub fn search_exhaustive(&self, q: &[f32], k: usize, floor: Option<f32>, now: i64) -> Vec<Hit> {
+        let now = expiry_code(now);
         let mut hits: Vec<(u32, Hit)> = (0..self.len())
             .filter(|&r| self.expires[r] > now)
-            .map(|r| (r as u32, self.exact_hit(q, r)))
+            .map(|r| (r as u32, self.exact_hit(q, self.exact_row(r), r)))
             .filter(|(_, h)| floor.is_none_or(|f| h.score >= f))
             .collect();
         hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
@@ -826,6 +963,110 @@ mod tests {
                 assert_eq!(got[0], idx.search_exhaustive(qs[0], 50, Some(floor), 1000));
                 assert_eq!(got[0].len(), 5);
             }
+        }
+    }
+
+    /// Templates by id from a table, counting what was asked (ids of rows in `gone` are erased).
+    struct TableSource<'a> {
+        rows: &'a [Vec<f32>],
+        gone: Vec<u64>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TemplateSource for TableSource<'_> {
+        fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+            self.asked
+                .fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    (!self.gone.contains(id))
+                        .then(|| Zeroizing::new(self.rows[*id as usize].clone()))
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn compact_index_returns_what_the_full_index_returns() {
+        for (dim, clustered) in [(128, false), (128, true), (37, true)] {
+            let base = vecs(5, 4000, dim, clustered);
+            let mut full = ExactIndex::new(dim);
+            let mut compact = ExactIndex::compact(dim);
+            compact.reserve(base.len());
+            for (i, x) in base.iter().enumerate() {
+                let exp = if i % 5 == 0 { 100 } else { i64::MAX };
+                full.push(i as u64, x, exp);
+                compact.push(i as u64, x, exp);
+            }
+            let queries: Vec<Vec<f32>> = vecs(6, 30, dim, clustered)
+                .into_iter()
+                .chain(base.iter().skip(1).take(4).cloned())
+                .collect();
+            let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+            let src = TableSource {
+                rows: &base,
+                gone: vec![],
+                asked: Default::default(),
+            };
+            for k in [1, 10] {
+                let want = full.search(&qs, k, None, 1000);
+                let got = compact.search_with(&qs, k, None, 1000, &src).unwrap();
+                assert_eq!(got, want, "dim {dim} clustered {clustered} k {k}");
+            }
+            // Only candidates are fetched (a few percent of the rows here, where every score is
+            // close), never the gallery.
+            let asked = src.asked.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                asked < 2 * qs.len() * base.len() / 10,
+                "fetched {asked} rows for {} searches of {}",
+                2 * qs.len(),
+                base.len()
+            );
+            // A row erased while the search ran is left out, the others stay exact.
+            let best = full.search(&qs[..1], 1, None, 1000)[0][0].id;
+            let src = TableSource {
+                rows: &base,
+                gone: vec![best],
+                asked: Default::default(),
+            };
+            let got = compact.search_with(&qs[..1], 5, None, 1000, &src).unwrap();
+            assert!(got[0].iter().all(|h| h.id != best));
+            assert!(!got[0].is_empty());
+            // Without a source a compact index fails loudly instead of answering wrongly.
+            assert!(compact
+                .search_with(&qs[..1], 5, None, 1000, &NoSource)
+                .is_err());
+            assert!(compact.row(0).is_none());
+            assert_eq!(SearchIndex::kind(&compact), "compact");
+            if dim == 128 {
+                // 128 code bytes, 4 f32/i32 bounds, 8-byte id, 4-byte expiry.
+                assert_eq!(compact.memory_bytes(), base.len() * 156);
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_codes_keep_the_order_that_matters() {
+        // Searches skip a row when code(expires) <= code(now): every row with expires <= now
+        // must be skipped; a live row may only be skipped within the second it expires.
+        let now = 1_800_000_000_123i64;
+        for (expires, skipped) in [
+            (100, true),
+            (now - 1000, true),
+            (now, true),
+            (now + 500, true),
+            (now + 877, false),
+            (now + 86_400_000, false),
+            (-5, true),
+            (i64::MAX, false),
+            (5_000_000_000_000, false),
+        ] {
+            assert_eq!(
+                expiry_code(expires) <= expiry_code(now),
+                skipped,
+                "{expires}"
+            );
         }
     }
 

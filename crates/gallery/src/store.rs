@@ -11,7 +11,7 @@ use crate::approx::HnswIndex;
 use crate::audit::{self, Actor, AuditEvent, AuditReport, SignedHead};
 use crate::crypto::{self, KeyWrapper, SecretKey};
 use crate::error::{GalleryError, Result};
-use crate::index::{ExactIndex, SearchIndex};
+use crate::index::{ExactIndex, NoSource, SearchIndex, TemplateSource};
 use crate::policy::{IndexChoice, Metric, Policy, Role};
 use crate::transform::OrthogonalTransform;
 use ed25519_dalek::{Signer, SigningKey};
@@ -276,7 +276,8 @@ struct LoadedGallery {
     generation: i64,
     metric: Metric,
     index: Box<dyn SearchIndex>,
-    /// Index row id (subject row id) → pseudonym.
+    /// Index row id (subject row id) → pseudonym. Empty for a compact index, whose row ids are
+    /// template row ids resolved from storage with the candidates (48 bytes a subject saved).
     pseudonyms: IdMap<u64, [u8; 32]>,
     max_templates_per_subject: usize,
     memory_locked: bool,
@@ -293,6 +294,87 @@ pub struct Store {
     clock: Clock,
     transforms: Mutex<HashMap<String, Arc<OrthogonalTransform>>>,
     loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
+}
+
+/// One decrypted template with what is needed to seal it again.
+struct OpenTemplate {
+    id: i64,
+    pseudonym: [u8; 32],
+    expires: i64,
+    template: Zeroizing<Vec<f32>>,
+    key: SecretKey,
+}
+
+/// A compact index's candidates, decrypted from storage one by one (only the few rows whose
+/// int8 bound reaches the top k). Remembers each template's subject for the result.
+struct StoredTemplates<'a> {
+    store: &'a Store,
+    gallery: &'a str,
+    resolved: Mutex<IdMap<u64, (i64, [u8; 32])>>,
+}
+
+impl<'a> StoredTemplates<'a> {
+    fn new(store: &'a Store, gallery: &'a str) -> Self {
+        StoredTemplates {
+            store,
+            gallery,
+            resolved: Mutex::new(IdMap::default()),
+        }
+    }
+
+    /// Template row id → (subject row id, pseudonym) for every template fetched.
+    fn into_resolved(self) -> IdMap<u64, (i64, [u8; 32])> {
+        self.resolved
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TemplateSource for StoredTemplates<'_> {
+    fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+        // (subject id, sealed template, pseudonym) per id; None when the row is gone.
+        type Stored = Option<(i64, Vec<u8>, [u8; 32])>;
+        let rows: Vec<Stored> = {
+            let db = self.store.db();
+            let mut st = db.prepare_cached(
+                "SELECT t.subject, t.sealed, s.pseudonym FROM templates t JOIN subjects s ON s.id = t.subject
+                 WHERE t.id = ?1 AND s.gallery = ?2",
+            )?;
+            ids.iter()
+                .map(|id| {
+                    st.query_row(params![*id as i64, self.gallery], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let mut keys: IdMap<i64, Option<SecretKey>> = IdMap::default();
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, row) in ids.iter().zip(rows) {
+            let Some((sid, sealed, ps)) = row else {
+                out.push(None);
+                continue;
+            };
+            let dk = match keys.get(&sid) {
+                Some(k) => k,
+                None => {
+                    let k = self.store.subject_key(self.gallery, &ps)?;
+                    keys.entry(sid).or_insert(k)
+                }
+            };
+            // Erased between the scan and now: the key is gone, so is the template.
+            let Some(dk) = dk else {
+                out.push(None);
+                continue;
+            };
+            let plain = crypto::open(dk, &aad("template", self.gallery, &ps), &sealed)?;
+            out.push(Some(Zeroizing::new(bytes_to_f32(&plain)?)));
+            resolved.insert(*id, (sid, ps));
+        }
+        Ok(out)
+    }
 }
 
 fn aad(kind: &str, gallery: &str, pseudonym: &[u8]) -> Vec<u8> {
@@ -678,6 +760,14 @@ impl Store {
             "UPDATE galleries SET policy = ?1 WHERE name = ?2",
             params![text, name],
         )?;
+        // Another search structure: every process rebuilds its loaded index.
+        let rebuild = old.index != policy.index;
+        if rebuild {
+            tx.execute(
+                "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
+                [name],
+            )?;
+        }
         let head = self.audit_in(
             &tx,
             ctx,
@@ -694,6 +784,13 @@ impl Store {
         )?;
         tx.commit()?;
         self.after_commit(&head);
+        drop(db);
+        if rebuild {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
         Ok(())
     }
 
@@ -898,7 +995,7 @@ impl Store {
             self.mark(&tx, gallery, &ps, "enrol", now)?;
             tx.commit()?;
         }
-        let result = (|| -> Result<(SignedHead, i64)> {
+        let result = (|| -> Result<(SignedHead, i64, Vec<i64>)> {
             let db = self.db();
             let tx = db.write_tx()?;
             tx.execute(
@@ -914,11 +1011,13 @@ impl Store {
                 return Err(GalleryError::DuplicateSubject(gallery.into()));
             }
             let sid = tx.last_insert_rowid();
+            let mut tids = Vec::with_capacity(sealed.len());
             for s in &sealed {
                 tx.execute(
                     "INSERT INTO templates (subject, sealed) VALUES (?1, ?2)",
                     params![sid, s],
                 )?;
+                tids.push(tx.last_insert_rowid());
             }
             if let Some(img) = &sealed_image {
                 tx.execute(
@@ -944,9 +1043,9 @@ impl Store {
                 },
             )?;
             tx.commit()?;
-            Ok((head, sid))
+            Ok((head, sid, tids))
         })();
-        let (head, sid) = match result {
+        let (head, sid, tids) = match result {
             Ok(r) => r,
             Err(e) => {
                 if !matches!(e, GalleryError::DuplicateSubject(_)) {
@@ -965,10 +1064,16 @@ impl Store {
         if let Some(lg) = self.loaded_entry(gallery) {
             let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
             lg.generation += 1;
-            for p in &protected {
-                lg.index.push(sid as u64, p, expires);
+            if lg.index.is_compact() {
+                for (p, tid) in protected.iter().zip(&tids) {
+                    lg.index.push(*tid as u64, p, expires);
+                }
+            } else {
+                for p in &protected {
+                    lg.index.push(sid as u64, p, expires);
+                }
+                lg.pseudonyms.insert(sid as u64, ps);
             }
-            lg.pseudonyms.insert(sid as u64, ps);
             lg.max_templates_per_subject = lg.max_templates_per_subject.max(protected.len());
         }
         Ok(EnrolReceipt {
@@ -1223,6 +1328,23 @@ impl Store {
         let info = self.gallery_meta(gallery)?;
         let metric = info.metric.unwrap_or(Metric::Euclidean);
         let dim = info.dim.unwrap_or(0);
+        if info.policy.index == IndexChoice::Compact {
+            let (mut index, max_per_subject) = self.load_compact(gallery, dim)?;
+            let memory_locked = index.lock_memory();
+            let lg = Arc::new(RwLock::new(LoadedGallery {
+                generation,
+                metric,
+                index: Box::new(index),
+                pseudonyms: IdMap::default(),
+                max_templates_per_subject: max_per_subject,
+                memory_locked,
+            }));
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(gallery.into(), lg.clone());
+            return Ok(lg);
+        }
         // Whole-gallery reads scan the tables in storage order (NOT INDEXED): going through the
         // (gallery, pseudonym) index would cost one random table seek per row.
         // The subjects and the wrapped keys are read at the same time (separate connections).
@@ -1271,9 +1393,14 @@ impl Store {
             IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
         let mut per_subject: IdMap<i64, usize> =
             IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
-        let mut exact = ExactIndex::new(dim);
+        let compact = info.policy.index == IndexChoice::Compact;
+        let mut exact = if compact {
+            ExactIndex::compact(dim)
+        } else {
+            ExactIndex::new(dim)
+        };
         let hnsw_params = match info.policy.index {
-            IndexChoice::Exact => {
+            IndexChoice::Exact | IndexChoice::Compact => {
                 exact.reserve(subjects.len());
                 None
             }
@@ -1283,15 +1410,16 @@ impl Store {
         let mut all: Zeroizing<Vec<f32>> = Zeroizing::new(Vec::new());
         let mut all_rows: Vec<(u64, i64)> = Vec::new();
         std::thread::scope(|sc| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(i64, Vec<u8>)>>>(1);
+            type Sealed = (i64, i64, Vec<u8>);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Sealed>>>(1);
             sc.spawn(move || {
                 let read = || -> Result<()> {
                     let db = self.db();
-                    let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
+                    let mut st = db.prepare("SELECT id, subject, sealed FROM templates")?;
                     let mut q = st.query([])?;
                     let mut chunk = Vec::with_capacity(CHUNK);
                     while let Some(r) = q.next()? {
-                        chunk.push((r.get(0)?, r.get(1)?));
+                        chunk.push((r.get(0)?, r.get(1)?, r.get(2)?));
                         if chunk.len() == CHUNK {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                             if tx.send(Ok(full)).is_err() {
@@ -1306,7 +1434,7 @@ impl Store {
                     let _ = tx.send(Err(e));
                 }
             });
-            type Decrypted = (Vec<(i64, Vec<u8>)>, Vec<bool>, Zeroizing<Vec<f32>>);
+            type Decrypted = (Vec<Sealed>, Vec<bool>, Zeroizing<Vec<f32>>);
             let (btx, brx) = std::sync::mpsc::sync_channel::<Decrypted>(1);
             let (subjects, exact, pseudonyms, per_subject, all, all_rows) = (
                 &subjects,
@@ -1319,16 +1447,20 @@ impl Store {
             let hnsw = hnsw_params.is_some();
             let builder = sc.spawn(move || {
                 for (chunk, ok, flat) in brx {
-                    for (k, ((sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
+                    for (k, ((tid, sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
                         if !*ok {
                             continue;
                         }
                         let Some((ps, exp)) = subjects.get(sid) else {
                             continue;
                         };
-                        pseudonyms.insert(*sid as u64, *ps);
                         *per_subject.entry(*sid).or_default() += 1;
                         let v = &flat[k * dim..(k + 1) * dim];
+                        if compact {
+                            exact.push(*tid as u64, v, *exp);
+                            continue;
+                        }
+                        pseudonyms.insert(*sid as u64, *ps);
                         if hnsw {
                             all.extend_from_slice(v);
                             all_rows.push((*sid as u64, *exp));
@@ -1351,7 +1483,7 @@ impl Store {
                                 Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
                             )
                         },
-                        |(aad_buf, plain), ((sid, sealed), out)| -> Result<bool> {
+                        |(aad_buf, plain), ((_, sid, sealed), out)| -> Result<bool> {
                             let (Some(dk), Some((ps, _))) = (dks.get(sid), subjects.get(sid))
                             else {
                                 return Ok(false);
@@ -1413,6 +1545,119 @@ impl Store {
         Ok(lg)
     }
 
+    /// A compact index, built from one streaming join of templates, subjects and wrapped keys:
+    /// no whole-gallery map is ever held, so loading 10^8 templates needs little more memory than
+    /// the index itself (156 bytes a 128-D template). Each template's key is unwrapped on its own
+    /// (one extra AEAD per template) instead of once per subject through a map.
+    fn load_compact(&self, gallery: &str, dim: usize) -> Result<(ExactIndex, usize)> {
+        let conn = Connection::open_with_flags(
+            self.dir.join("store.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "mmap_size", 1i64 << 34)?;
+        let keys_uri = format!(
+            "file:{}?mode=ro",
+            self.dir
+                .join("keys.db")
+                .to_str()
+                .ok_or_else(|| GalleryError::Invalid("data directory path is not UTF-8".into()))?
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23")
+        );
+        conn.execute("ATTACH DATABASE ?1 AS k", [keys_uri])?;
+        conn.pragma_update(Some("k"), "mmap_size", 1i64 << 34)?;
+        // Exact sizes first: the index reserves once (growing by doubling could need twice the
+        // memory at 10^8).
+        let (templates, max_per_subject): (i64, Option<i64>) = conn.query_row(
+            "SELECT COALESCE(SUM(c), 0), MAX(c) FROM (SELECT COUNT(*) AS c FROM templates t
+             JOIN subjects s ON s.id = t.subject WHERE s.gallery = ?1 GROUP BY t.subject)",
+            [gallery],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut index = ExactIndex::compact(dim);
+        index.reserve(templates.max(0) as usize);
+        const CHUNK: usize = 32_768;
+        type Row = (i64, i64, [u8; 32], Vec<u8>, Vec<u8>);
+        std::thread::scope(|sc| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Row>>>(1);
+            sc.spawn(move || {
+                let read = || -> Result<()> {
+                    let mut st = conn.prepare(
+                        // CROSS JOIN fixes the order: templates in storage order, each
+                        // subject by primary key (nearly sequential, enrolled together), then
+                        // the key by index. SQLite's own choice (subjects by the gallery index,
+                        // in pseudonym order) seeks randomly everywhere: 2-3x slower.
+                        "SELECT t.id, s.expires, s.pseudonym, sk.wrapped, t.sealed
+                         FROM templates t CROSS JOIN subjects s ON s.id = t.subject
+                         CROSS JOIN k.subject_keys sk ON sk.gallery = s.gallery AND sk.pseudonym = s.pseudonym
+                         WHERE s.gallery = ?1",
+                    )?;
+                    let mut q = st.query([gallery])?;
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    while let Some(r) = q.next()? {
+                        chunk.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(Ok(full)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let _ = tx.send(Ok(chunk));
+                    Ok(())
+                };
+                if let Err(e) = read() {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            let key_aad = aad("subject-key", gallery, b"");
+            let template_aad = aad("template", gallery, b"");
+            for chunk in rx {
+                let chunk = chunk?;
+                let mut flat: Zeroizing<Vec<f32>> = Zeroizing::new(vec![0f32; chunk.len() * dim]);
+                chunk
+                    .par_iter()
+                    .zip(flat.par_chunks_mut(dim.max(1)))
+                    .try_for_each_init(
+                        || {
+                            (
+                                key_aad.clone(),
+                                template_aad.clone(),
+                                Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
+                            )
+                        },
+                        |(ka, ta, plain), ((_, _, ps, wrapped, sealed), out)| -> Result<()> {
+                            ka.truncate(key_aad.len());
+                            ka.extend_from_slice(ps);
+                            let dk = self.wrapper.unwrap_key(ka, wrapped)?;
+                            ta.truncate(template_aad.len());
+                            ta.extend_from_slice(ps);
+                            crypto::open_into(&dk, ta, sealed, plain)?;
+                            if plain.len() != 4 * dim {
+                                return Err(GalleryError::Decrypt(
+                                    "template length differs from the gallery's".into(),
+                                ));
+                            }
+                            for (o, c) in out.iter_mut().zip(plain.chunks_exact(4)) {
+                                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            }
+                            zeroize::Zeroize::zeroize(&mut **plain);
+                            Ok(())
+                        },
+                    )?;
+                for (k, (tid, expires, _, _, _)) in chunk.iter().enumerate() {
+                    index.push(*tid as u64, &flat[k * dim..(k + 1) * dim], *expires);
+                }
+            }
+            Ok(())
+        })?;
+        Ok((index, max_per_subject.unwrap_or(1).max(1) as usize))
+    }
+
     /// Load a gallery's templates into memory now (servers do this at start-up).
     /// Returns (templates, memory bytes, whether the memory is locked against swap).
     pub fn preload(&self, gallery: &str) -> Result<(usize, usize, bool)> {
@@ -1435,6 +1680,45 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Every template of a gallery that still has its subject key, decrypted (for rekeying and
+    /// export; `load` streams instead, to keep a big gallery's peak memory down).
+    fn open_templates(
+        &self,
+        conn: &Connection,
+        gallery: &str,
+        wrapped: &IdMap<[u8; 32], Vec<u8>>,
+    ) -> Result<Vec<OpenTemplate>> {
+        let rows: Vec<(i64, [u8; 32], i64, Vec<u8>)> = {
+            let mut st = conn.prepare(
+                "SELECT t.id, s.pseudonym, s.expires, t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
+                 WHERE s.gallery = ?1 ORDER BY t.id",
+            )?;
+            let rows = st.query_map([gallery], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        rows.par_iter()
+            .filter_map(|(id, ps, expires, sealed)| {
+                // No key: erased, and so is the template.
+                let w = wrapped.get(ps)?;
+                Some((|| {
+                    let key = self
+                        .wrapper
+                        .unwrap_key(&aad("subject-key", gallery, ps), w)?;
+                    let plain = crypto::open(&key, &aad("template", gallery, ps), sealed)?;
+                    Ok(OpenTemplate {
+                        id: *id,
+                        pseudonym: *ps,
+                        expires: *expires,
+                        template: Zeroizing::new(bytes_to_f32(&plain)?),
+                        key,
+                    })
+                })())
+            })
+            .collect()
     }
 
     /// Every wrapped subject key of a gallery, by pseudonym (for loading and rekeying).
@@ -1547,25 +1831,33 @@ impl Store {
         let (hits, searched) = {
             let lg = lg.read().unwrap_or_else(|p| p.into_inner());
             let kk = k * lg.max_templates_per_subject.max(1);
-            let hits = lg
-                .index
-                .search(&[&q[..]], kk, Some(floor), now)
-                .pop()
-                .unwrap_or_default();
+            let source = StoredTemplates::new(self, gallery);
+            let found = if lg.index.is_compact() {
+                lg.index.search(&[&q[..]], kk, Some(floor), now, &source)?
+            } else {
+                lg.index
+                    .search(&[&q[..]], kk, Some(floor), now, &NoSource)?
+            };
+            let hits = found.into_iter().next().unwrap_or_default();
+            // A compact index names templates: their subjects came back with the templates.
+            let resolved = source.into_resolved();
             let mut seen = std::collections::HashSet::new();
             let mut best = Vec::new();
-            for h in hits {
+            for mut h in hits {
+                let ps = match resolved.get(&h.id) {
+                    Some((sid, ps)) => {
+                        h.id = *sid as u64;
+                        Some(*ps)
+                    }
+                    None => lg.pseudonyms.get(&h.id).copied(),
+                };
                 if seen.insert(h.id) {
                     let score = match lg.metric {
                         Metric::Euclidean => (q2 - 2.0 * h.score as f64).max(0.0).sqrt(),
                         Metric::Cosine => h.dot as f64,
                     };
                     if metric.is_match(score, threshold) {
-                        best.push((
-                            h.id,
-                            lg.pseudonyms.get(&h.id).copied().unwrap_or([0; 32]),
-                            score,
-                        ));
+                        best.push((h.id, ps.unwrap_or([0; 32]), score));
                     }
                 }
                 if best.len() == k {
@@ -1763,7 +2055,7 @@ impl Store {
         }
         let now = self.now();
         self.mark(&self.keys(), gallery, ps, "delete", now)?;
-        let committed = (|| -> Result<(DeletionReceipt, SignedHead, i64)> {
+        let committed = (|| -> Result<(DeletionReceipt, SignedHead, i64, Vec<i64>)> {
             let db = self.db();
             let tx = db.write_tx()?;
             let sid: i64 = tx
@@ -1774,6 +2066,11 @@ impl Store {
                 )
                 .optional()?
                 .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+            let tids: Vec<i64> = {
+                let mut st = tx.prepare("SELECT id FROM templates WHERE subject = ?1")?;
+                let rows = st.query_map([sid], |r| r.get(0))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
             tx.execute("DELETE FROM subjects WHERE id = ?1", [sid])?;
             tx.execute(
                 "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
@@ -1807,9 +2104,9 @@ impl Store {
                     .map_err(|e| GalleryError::Invalid(e.to_string()))?],
             )?;
             tx.commit()?;
-            Ok((receipt, head, sid))
+            Ok((receipt, head, sid, tids))
         })();
-        let (receipt, head, sid) = match committed {
+        let (receipt, head, sid, tids) = match committed {
             Ok(r) => r,
             Err(e) => {
                 self.unmark(gallery, ps, "delete");
@@ -1820,8 +2117,14 @@ impl Store {
         self.destroy_key(gallery, ps)?;
         if let Some(lg) = self.loaded_entry(gallery) {
             let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
-            lg.index.remove(sid as u64);
-            lg.pseudonyms.remove(&(sid as u64));
+            if lg.index.is_compact() {
+                for tid in tids {
+                    lg.index.remove(tid as u64);
+                }
+            } else {
+                lg.index.remove(sid as u64);
+                lg.pseudonyms.remove(&(sid as u64));
+            }
             lg.generation += 1;
         }
         Ok(receipt)
@@ -1911,27 +2214,13 @@ impl Store {
         let tx = db.write_tx()?;
         let mut resealed: Vec<(i64, Vec<u8>)> = Vec::new();
         if let Some((old, new, wrapped)) = plan {
-            let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = {
-                let mut st = tx.prepare(
-                    "SELECT t.id, s.pseudonym, t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
-                     WHERE s.gallery = ?1",
-                )?;
-                let rows = st.query_map([gallery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<std::result::Result<_, _>>()?
-            };
-            resealed = rows
+            resealed = self
+                .open_templates(&tx, gallery, &wrapped)?
                 .par_iter()
-                .filter_map(|(tid, ps, sealed)| {
-                    let w = wrapped.get(<&[u8; 32]>::try_from(ps.as_slice()).ok()?)?;
-                    Some((|| {
-                        let dk = self
-                            .wrapper
-                            .unwrap_key(&aad("subject-key", gallery, ps), w)?;
-                        let a = aad("template", gallery, ps);
-                        let v = bytes_to_f32(&crypto::open(&dk, &a, sealed)?)?;
-                        let moved = old.rekey(&new, &v);
-                        Ok((*tid, crypto::seal(&dk, &a, &f32_to_bytes(&moved))?))
-                    })())
+                .map(|t| {
+                    let a = aad("template", gallery, &t.pseudonym);
+                    let moved = old.rekey(&new, &t.template);
+                    Ok((t.id, crypto::seal(&t.key, &a, &f32_to_bytes(&moved))?))
                 })
                 .collect::<Result<_>>()?;
             for (tid, s) in &resealed {
@@ -2093,19 +2382,15 @@ impl Store {
                 "exporting templates needs the admin role".into(),
             ));
         }
-        let lg = self.load(gallery)?;
-        let out: Vec<(String, Vec<f32>)> = {
-            let lg = lg.read().unwrap_or_else(|p| p.into_inner());
-            (0..lg.index.len())
-                .map(|r| {
-                    let (id, v) = lg.index.row(r).unwrap_or((0, &[]));
-                    (
-                        hex::encode(lg.pseudonyms.get(&id).copied().unwrap_or([0; 32])),
-                        v.to_vec(),
-                    )
-                })
-                .collect()
-        };
+        // From storage, not from the loaded index: a compact index holds no f32 templates.
+        let wrapped = self.wrapped_keys(gallery)?;
+        let now = self.now();
+        let out: Vec<(String, Vec<f32>)> = self
+            .open_templates(&self.db(), gallery, &wrapped)?
+            .into_iter()
+            .filter(|t| t.expires > now)
+            .map(|t| (hex::encode(t.pseudonym), t.template.to_vec()))
+            .collect();
         self.audit_event(
             ctx,
             AuditEvent {

@@ -914,6 +914,169 @@ fn hnsw_gallery_answers_like_the_exact_one_on_clear_cases() {
     assert!(r.candidates.iter().all(|c| c.reference != "P0000017"));
 }
 
+/// Enrols the same subjects (some with two templates, some by batch) into an exact and a compact
+/// gallery of one store.
+fn enrol_exact_and_compact(s: &Store, ids: &[Vec<f32>]) {
+    for (name, index) in [
+        ("exact", gallery::IndexChoice::Exact),
+        ("compact", gallery::IndexChoice::Compact),
+    ] {
+        let mut p = policy(30);
+        p.index = index;
+        p.max_candidates = 10;
+        // The caller's threshold applies (a loose one returns ten candidates).
+        p.threshold = None;
+        s.create_gallery(&admin(), name, &p).unwrap();
+        for (i, c) in ids.iter().enumerate().take(ids.len() - 20) {
+            let templates = if i % 3 == 0 {
+                vec![c.clone(), sample(c, 1000 + i as u64)]
+            } else {
+                vec![c.clone()]
+            };
+            s.enroll(
+                &admin(),
+                name,
+                &format!("P{i:07}"),
+                &templates,
+                Metric::Euclidean,
+                "dlib",
+                &Enrolment::default(),
+            )
+            .unwrap();
+        }
+        let batch: Vec<(String, Vec<Vec<f32>>)> = (ids.len() - 20..ids.len())
+            .map(|i| (format!("P{i:07}"), vec![ids[i].clone()]))
+            .collect();
+        s.enroll_batch(&admin(), name, &batch, Metric::Euclidean, "dlib")
+            .unwrap();
+    }
+}
+
+#[test]
+fn compact_gallery_answers_exactly_like_the_exact_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, clock) = TestClock::new();
+    let key = crypto::random_key().unwrap();
+    let s = open(dir.path(), &key, clock.clone());
+    let ids = identities(21, 200, 128);
+    enrol_exact_and_compact(&s, &ids);
+    let same = |s: &Store, probes: &[Vec<f32>], threshold: f64| {
+        for probe in probes {
+            let a = s
+                .identify(&gate(), "exact", probe, None, threshold)
+                .unwrap();
+            let b = s
+                .identify(&gate(), "compact", probe, None, threshold)
+                .unwrap();
+            // Two galleries: own transforms and pseudonyms, so scores agree to f32 rounding.
+            let view = |r: &gallery::Identification| {
+                r.candidates
+                    .iter()
+                    .map(|c| (c.rank, c.reference.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(view(&a), view(&b));
+            for (x, y) in a.candidates.iter().zip(&b.candidates) {
+                assert!((x.score - y.score).abs() < 1e-5);
+            }
+            assert_eq!(a.searched_templates, b.searched_templates);
+        }
+    };
+    // Genuine probes, strangers, and a threshold loose enough to return ten candidates each.
+    let mut probes: Vec<Vec<f32>> = [0, 3, 17, 150, 185, 199]
+        .iter()
+        .map(|&i| sample(&ids[i], 50 + i as u64))
+        .collect();
+    probes.extend(identities(22, 4, 128));
+    same(&s, &probes, 0.6);
+    same(&s, &probes, 1.6);
+    let r = s
+        .identify(&gate(), "compact", &probes[1], None, 0.6)
+        .unwrap();
+    assert_eq!(r.candidates[0].reference, "P0000003");
+    assert!((r.candidates[0].score - dist(&probes[1], &ids[3])).abs() < 1e-5);
+    // The compact index holds a quarter of the memory.
+    let (n_exact, mem_exact, _) = s.preload("exact").unwrap();
+    let (n_compact, mem_compact, _) = s.preload("compact").unwrap();
+    assert_eq!(n_exact, n_compact);
+    assert!(
+        mem_compact * 4 < mem_exact,
+        "compact {mem_compact} B, exact {mem_exact} B"
+    );
+    // Deletion, enrolment while loaded, and expiry keep the two in step.
+    for g in ["exact", "compact"] {
+        s.delete(&admin(), g, "P0000003", "test").unwrap();
+        s.enroll(
+            &admin(),
+            g,
+            "LATE",
+            &[ids[3].clone(), sample(&ids[3], 9)],
+            Metric::Euclidean,
+            "dlib",
+            &Enrolment::default(),
+        )
+        .unwrap();
+    }
+    same(&s, &probes, 1.6);
+    let r = s
+        .identify(&gate(), "compact", &probes[1], None, 0.6)
+        .unwrap();
+    assert_eq!(r.candidates[0].reference, "LATE");
+    assert!(r.candidates.iter().all(|c| c.reference != "P0000003"));
+    // Export reads storage (the compact index has no f32 copy): same templates both ways.
+    let ea = s.export_templates(&admin(), "exact").unwrap();
+    let eb = s.export_templates(&admin(), "compact").unwrap();
+    // Each gallery has its own transform, which keeps norms: compare the sorted norms.
+    let norms = |e: &[(String, Vec<f32>)]| {
+        let mut n: Vec<f64> = e
+            .iter()
+            .map(|(_, v)| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>())
+            .collect();
+        n.sort_by(f64::total_cmp);
+        n
+    };
+    // 200 subjects, 60 of them with a second template; P0000003's two replaced by LATE's two.
+    assert_eq!(ea.len(), 200 + 60);
+    for (x, y) in norms(&ea).iter().zip(norms(&eb)) {
+        assert!((x - y).abs() < 1e-4);
+    }
+    // Reopened from disk, rekeyed, switched back and forth: still the same answers.
+    drop(s);
+    let s = open(dir.path(), &key, clock.clone());
+    same(&s, &probes, 1.6);
+    s.rekey_gallery(&admin(), "compact").unwrap();
+    same(&s, &probes, 1.6);
+    // One gallery switched between the two layouts: bit-identical answers.
+    let answers = |s: &Store| {
+        probes
+            .iter()
+            .map(|p| {
+                let r = s.identify(&gate(), "compact", p, None, 1.6).unwrap();
+                r.candidates
+                    .iter()
+                    .map(|c| (c.rank, c.reference.clone(), c.pseudonym.clone(), c.score))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let compact = answers(&s);
+    assert!(compact.iter().all(|a| a.len() == 10));
+    let mut p = s.gallery("compact").unwrap().policy;
+    p.index = gallery::IndexChoice::Exact;
+    s.update_policy(&admin(), "compact", &p, None).unwrap();
+    assert_eq!(answers(&s), compact);
+    p.index = gallery::IndexChoice::Compact;
+    s.update_policy(&admin(), "compact", &p, None).unwrap();
+    assert_eq!(answers(&s), compact);
+    // Past the retention period nobody comes back, before any purge.
+    t.advance(31 * DAY);
+    let r = s
+        .identify(&gate(), "compact", &probes[0], None, 1.6)
+        .unwrap();
+    assert!(r.candidates.is_empty());
+    assert!(s.audit_verify(None, &[]).unwrap().ok);
+}
+
 #[test]
 fn a_duplicate_never_replaces_the_enrolled_subjects_key() {
     let dir = tempfile::tempdir().unwrap();

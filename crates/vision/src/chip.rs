@@ -344,6 +344,65 @@ pub fn face_chip(img: &RgbImage, landmarks: &[Point], size: usize, padding: f64)
         .unwrap_or_else(|| RgbImage::new(size as u32, size as u32))
 }
 
+/// The random draws of `jitter_chip` (SplitMix64: small, seeded, reproducible; not dlib's
+/// generator, so the jitters are dlib-style, not dlib's own draws).
+pub struct JitterRng(u64);
+
+impl JitterRng {
+    pub fn new(seed: u64) -> Self {
+        JitterRng(seed)
+    }
+
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.next_f64()
+    }
+}
+
+/// dlib's `jitter_image` (interpolation.h), which `compute_face_descriptor(..., num_jitters)`
+/// averages over: the aligned chip re-cropped around a centre moved by up to 2% of its size, at
+/// 97–100% scale, rotated by up to ±3°, and mirrored half the time.
+pub fn jitter_chip(chip: &RgbImage, rng: &mut JitterRng) -> RgbImage {
+    let (cols, rows) = (chip.width() as i64, chip.height() as i64);
+    // shrink_rect(get_rect(img), 3), inclusive corners.
+    let (l, t, r, b) = (3, 3, cols - 4, rows - 4);
+    let (w, h) = ((r - l + 1) as f64, (b - t + 1) as f64);
+    let tx = (rng.range(-0.02, 0.02) * w).round() as i64;
+    let ty = (rng.range(-0.02, 0.02) * h).round() as i64;
+    let scale = rng.range(0.97, 0.99999);
+    let box_size = (h / scale) as i64;
+    let (cx, cy) = ((l + r + 1) / 2 + tx, (t + b + 1) / 2 + ty);
+    // centered_rect(point, width, height)
+    let left = cx - box_size / 2;
+    let top = cy - box_size / 2;
+    let angle = rng.range(-3.0, 3.0).to_radians();
+    let d = ChipDetails {
+        rect: Rect {
+            left: left as f64,
+            top: top as f64,
+            right: (left + box_size - 1) as f64,
+            bottom: (top + box_size - 1) as f64,
+        },
+        angle,
+        size: rows.max(1) as usize,
+    };
+    let out = extract_chips(chip, &[d])
+        .pop()
+        .unwrap_or_else(|| RgbImage::new(rows as u32, rows as u32));
+    if rng.next_f64() > 0.5 {
+        image::imageops::flip_horizontal(&out)
+    } else {
+        out
+    }
+}
+
 /// The ArcFace five-point template for a 112×112 chip: eye centres, nose tip, mouth corners
 /// (image-left first), as used by InsightFace-style embedders.
 pub const ARCFACE_TEMPLATE_112: [[f64; 2]; 5] = [
@@ -411,4 +470,48 @@ pub fn warp_similarity(img: &RgbImage, a: &crate::geometry::Affine, size: usize)
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_moves_the_chip_a_little_and_reproducibly() {
+        // A chip with a bright square in the middle: every jitter keeps it near the middle.
+        let mut chip = RgbImage::new(150, 150);
+        for y in 60..90 {
+            for x in 60..90 {
+                chip.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+        let centroid = |c: &RgbImage| {
+            let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+            for (x, y, p) in c.enumerate_pixels() {
+                let v = p[0] as f64;
+                sx += x as f64 * v;
+                sy += y as f64 * v;
+                n += v;
+            }
+            (sx / n, sy / n, n)
+        };
+        let (_, _, n0) = centroid(&chip);
+        let mut rng = JitterRng::new(7);
+        let mut differs = 0;
+        for _ in 0..10 {
+            let j = jitter_chip(&chip, &mut rng);
+            assert_eq!(j.dimensions(), (150, 150));
+            let (x, y, n) = centroid(&j);
+            assert!((x - 74.5).abs() < 5.0 && (y - 74.5).abs() < 5.0, "{x} {y}");
+            // Scale 0.97-1.0 keeps the square's mass within ~7%.
+            assert!((n / n0 - 1.0).abs() < 0.1, "{}", n / n0);
+            differs += (j != chip) as usize;
+        }
+        assert!(differs >= 9);
+        let (a, b) = (
+            jitter_chip(&chip, &mut JitterRng::new(3)),
+            jitter_chip(&chip, &mut JitterRng::new(3)),
+        );
+        assert_eq!(a, b);
+    }
 }

@@ -36,6 +36,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     if !(a.target_fmr > 0.0 && a.target_fmr < 1.0) {
         bail!("--target-fmr must lie strictly between 0 and 1");
     }
+    if a.data.jitter > 0 {
+        bail!("calibrate without --jitter: verify and identify do not jitter-average, so the threshold must be measured on the same scores they compute");
+    }
     if a.data.flip {
         // verify and identify embed without flip averaging: a threshold measured on flipped
         // embeddings would be applied to different scores.
@@ -45,7 +48,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     if !a.dry_run && role != Role::Admin {
         bail!("changing a threshold needs the admin role (--role admin), or use --dry-run");
     }
-    let spec = a.data.spec();
+    let spec = a.data.spec()?;
     let pack_dir = home.join("packs").join(&spec.engine.pack);
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
     let proto = protocol(&ds, &a.data)?;

@@ -215,41 +215,65 @@ pub struct Embedded {
     pub error: Option<String>,
 }
 
-/// How embeddings are computed: pack and detection options, test-time flip, workers, cache.
+/// How embeddings are computed: pack and detection options, test-time flip or jitter, workers,
+/// cache.
 #[derive(Clone)]
 pub struct EmbedSpec {
     pub engine: EngineArgs,
     pub flip: bool,
+    /// Average over this many dlib-style jittered copies of the chip (0: off).
+    pub jitter: usize,
     pub workers: usize,
     pub cache: bool,
 }
 
 impl EmbedSpec {
-    /// A label for reports: the pack, plus "+flip" when flip averaging is on.
+    /// A label for reports: the pack, plus "+flip" or "+jitterN" when on.
     pub fn label(&self) -> String {
-        format!(
-            "{}{}",
-            self.engine.pack,
-            if self.flip { "+flip" } else { "" }
-        )
+        let mut l = self.engine.pack.clone();
+        if self.flip {
+            l.push_str("+flip");
+        }
+        if self.jitter > 0 {
+            l.push_str(&format!("+jitter{}", self.jitter));
+        }
+        l
     }
 
-    /// Parse `PACK` or `PACK+flip`, as `--compare` takes it.
+    /// Parse `PACK`, `PACK+flip` or `PACK+jitterN`, as `--compare` takes it.
     pub fn parse(text: &str, base: &EmbedSpec) -> Result<EmbedSpec> {
         let mut s = base.clone();
         let mut parts = text.split('+');
         s.engine.pack = parts.next().unwrap_or_default().to_string();
         s.flip = false;
+        s.jitter = 0;
         for p in parts {
             match p {
                 "flip" => s.flip = true,
-                other => bail!("unknown setting `{other}` in `{text}` (known: flip)"),
+                j if j.starts_with("jitter") && j.len() > 6 => {
+                    s.jitter = j[6..]
+                        .parse()
+                        .with_context(|| format!("`{j}` in `{text}`: jitter count"))?;
+                }
+                other => bail!("unknown setting `{other}` in `{text}` (known: flip, jitterN)"),
             }
         }
         if s.engine.pack.is_empty() {
             bail!("`{text}`: no pack name");
         }
+        s.check()?;
         Ok(s)
+    }
+
+    /// Flip and jitter do not combine: dlib's jitter already mirrors half its copies.
+    pub fn check(&self) -> Result<()> {
+        if self.flip && self.jitter > 0 {
+            bail!("choose flip or jitter, not both (jittered copies are mirrored half the time)");
+        }
+        if self.jitter == 1 {
+            bail!("jitter 1 is one random copy instead of the chip; use 0 (off) or 2 and up");
+        }
+        Ok(())
     }
 }
 
@@ -315,7 +339,7 @@ pub fn embed_all(
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&i) = todo.get(k) else { break };
-                        let e = embed_one(&p, &images[i].0, spec.flip);
+                        let e = embed_one(&p, &images[i].0, spec);
                         if let Ok(mut o) = out.lock() {
                             o.push((i, e));
                         }
@@ -379,9 +403,9 @@ pub fn embed_all(
 }
 
 /// The face nearest the image centre (LFW centres the named person), its embedding, optionally
-/// averaged with the embedding of the mirrored chip.
-pub fn embed_one(p: &Pipeline, path: &Path, flip: bool) -> Embedded {
-    match try_embed(p, path, flip) {
+/// averaged with the embedding of the mirrored chip or of jittered copies.
+pub fn embed_one(p: &Pipeline, path: &Path, spec: &EmbedSpec) -> Embedded {
+    match try_embed(p, path, spec) {
         Ok((e, detected)) => Embedded {
             embedding: Some(e),
             detected,
@@ -395,7 +419,7 @@ pub fn embed_one(p: &Pipeline, path: &Path, flip: bool) -> Embedded {
     }
 }
 
-fn try_embed(p: &Pipeline, path: &Path, flip: bool) -> Result<(Vec<f32>, bool)> {
+fn try_embed(p: &Pipeline, path: &Path, spec: &EmbedSpec) -> Result<(Vec<f32>, bool)> {
     let img = decode_file(path, &DecodeLimits::default())?;
     let dets = p.detect(&img)?;
     let (w, h) = (img.width() as f64, img.height() as f64);
@@ -419,7 +443,24 @@ fn try_embed(p: &Pipeline, path: &Path, flip: bool) -> Result<(Vec<f32>, bool)> 
         .faces_from_detections(&img, &[det])?
         .pop()
         .context("no face")?;
-    if !flip {
+    if spec.jitter > 0 {
+        // As dlib's compute_face_descriptor(..., num_jitters): the mean over jittered copies
+        // only, with the same draws for every face (a fixed seed, as dlib's default-seeded rand).
+        let chip = face.chip.context("no chip")?;
+        let mut rng = vision::chip::JitterRng::new(0);
+        let copies: Vec<_> = (0..spec.jitter)
+            .map(|_| vision::chip::jitter_chip(&chip, &mut rng))
+            .collect();
+        let all = p.embed_aligned(&copies)?;
+        let mut mean = vec![0f32; face.embedding.len()];
+        for e in &all {
+            for (m, v) in mean.iter_mut().zip(e) {
+                *m += v / all.len() as f32;
+            }
+        }
+        return Ok((mean, detected));
+    }
+    if !spec.flip {
         return Ok((face.embedding, detected));
     }
     let chip = face.chip.context("no chip")?;
@@ -565,10 +606,11 @@ fn fingerprint(home: &Path, spec: &EmbedSpec) -> Result<String> {
     m.calibration = None;
     let e = &spec.engine;
     let text = format!(
-        "v1\0facegate {}\0{}\0flip={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0select=nearest-centre",
+        "v1\0facegate {}\0{}\0flip={}\0jitter={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0select=nearest-centre",
         env!("CARGO_PKG_VERSION"),
         serde_json::to_string(&m)?,
         spec.flip,
+        spec.jitter,
         e.upsample,
         e.min_face,
         e.max_face,
@@ -593,13 +635,22 @@ mod tests {
                 det_threshold: 0.0,
             },
             flip: false,
+            jitter: 0,
             workers: 1,
             cache: false,
         };
         let s = EmbedSpec::parse("mfn+flip", &base).unwrap();
         assert_eq!((s.engine.pack.as_str(), s.flip), ("mfn", true));
         assert_eq!(s.label(), "mfn+flip");
+        let s = EmbedSpec::parse("dlib+jitter10", &base).unwrap();
+        assert_eq!(
+            (s.jitter, s.flip, s.label().as_str()),
+            (10, false, "dlib+jitter10")
+        );
         assert!(EmbedSpec::parse("dlib+jitter", &base).is_err());
+        assert!(EmbedSpec::parse("dlib+jitterx", &base).is_err());
+        assert!(EmbedSpec::parse("dlib+jitter1", &base).is_err());
+        assert!(EmbedSpec::parse("dlib+flip+jitter4", &base).is_err());
         assert!(EmbedSpec::parse("+flip", &base).is_err());
     }
 }

@@ -54,6 +54,9 @@ pub struct PairsArgs {
     /// Average each embedding with the embedding of the mirrored chip.
     #[arg(long)]
     pub flip: bool,
+    /// Average each embedding over N dlib-style jittered copies of the chip (dlib's num_jitters).
+    #[arg(long, default_value_t = 0)]
+    pub jitter: usize,
     /// Print the full result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -201,11 +204,12 @@ fn pairs(home: &Path, a: PairsArgs) -> Result<i32> {
         seed: 1,
         max_identities: None,
         flip: a.flip,
+        jitter: a.jitter,
         workers: a.workers,
         no_cache: a.no_cache,
         engine: a.engine.clone(),
     }
-    .spec();
+    .spec()?;
     // Each image the pairs name, once.
     let mut index: std::collections::HashMap<(String, u32), usize> = Default::default();
     let mut files = Vec::new();
@@ -258,6 +262,7 @@ fn pairs(home: &Path, a: PairsArgs) -> Result<i32> {
     let out = json!({
         "pack": a.engine.pack,
         "flip": a.flip,
+        "jitter": a.jitter,
         "upsample": a.engine.upsample,
         "folds": scores.len(),
         "pairs": pooled.len(),
@@ -308,7 +313,7 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
         .iter()
         .map(|im| (im.path.clone(), im.sha256))
         .collect();
-    let spec = a.data.spec();
+    let spec = a.data.spec()?;
     let run = embed_all(home, &spec, &files)?;
     let emb = &run.results;
     let (_, cosine) = dataset::pack_metric(home, &spec.engine.pack)?;

@@ -45,6 +45,9 @@ pub struct DataArgs {
     /// Average each embedding with the embedding of the mirrored chip.
     #[arg(long)]
     pub flip: bool,
+    /// Average each embedding over N dlib-style jittered copies of the chip (dlib's num_jitters).
+    #[arg(long, default_value_t = 0)]
+    pub jitter: usize,
     /// Parallel embedding workers (each with one inference thread). Default: all cores.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -56,17 +59,20 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn spec(&self) -> EmbedSpec {
-        EmbedSpec {
+    pub fn spec(&self) -> Result<EmbedSpec> {
+        let spec = EmbedSpec {
             engine: self.engine.clone(),
             flip: self.flip,
+            jitter: self.jitter,
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(1)
             }),
             cache: !self.no_cache,
-        }
+        };
+        spec.check()?;
+        Ok(spec)
     }
 }
 
@@ -474,7 +480,7 @@ fn ratio(v: Option<f64>) -> Value {
 }
 
 pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
-    let base = a.data.spec();
+    let base = a.data.spec()?;
     let specs: Vec<EmbedSpec> = if a.compare.is_empty() {
         vec![base.clone()]
     } else {
@@ -794,6 +800,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
             "label": label,
             "pack": spec.engine.pack,
             "flip": spec.flip,
+            "jitter": spec.jitter,
             "metric": if cosine { "cosine (dissimilarity = 1 - cosine; thresholds are cosine similarity)" } else { "euclidean distance" },
             "embedding": {"computed": run.computed, "from_cache": run.from_cache, "seconds": run.seconds, "workers": spec.workers},
             "failures_to_detect": no_detect,
