@@ -195,42 +195,71 @@ fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usi
     c
 }
 
+/// Where each output column of dlib's float `resize_image` samples: the SIMD part's (left
+/// column, f32 fraction) and, after it, the scalar tail's (left, right, f64 fraction). The walk
+/// does not depend on the row, so it is computed once per level and shared by every row and
+/// channel (the values are the ones dlib computes per row, bit for bit).
+struct ColumnWalk {
+    simd: Vec<(usize, f32)>,
+    tail: Vec<(usize, usize, f64)>,
+}
+
+impl ColumnWalk {
+    fn new(sw: usize, dw: usize) -> Self {
+        let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
+        let mut simd = Vec::with_capacity(dw);
+        let c = simd_columns(sw, dw, x_scale, |_, li, lr| simd.push((li, lr)));
+        let mut tail = Vec::with_capacity(dw - c);
+        let mut x = -x_scale + c as f64 * x_scale;
+        for _ in c..dw {
+            x += x_scale;
+            let left = x.floor() as usize;
+            let right = (left + 1).min(sw - 1);
+            tail.push((left, right, x - left as f64));
+        }
+        ColumnWalk { simd, tail }
+    }
+}
+
 /// dlib's bilinear `resize_image` for float grayscale images (its SIMD fast path in f32, then
 /// a scalar tail), used by `tt::resize_bilinear` to build the pyramid in tensor space.
-fn resize_plane(src: &[f32], sw: usize, sh: usize, dst: &mut [f32], dw: usize, dh: usize) {
+fn resize_plane(
+    src: &[f32],
+    sw: usize,
+    sh: usize,
+    dst: &mut [f32],
+    dw: usize,
+    dh: usize,
+    walk: &ColumnWalk,
+) {
     if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
         return;
     }
-    let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
     for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
         let srow_t = &src[top * sw..(top + 1) * sw];
         let srow_b = &src[bottom * sw..(bottom + 1) * sw];
         let drow = &mut dst[r * dw..(r + 1) * dw];
         let ftb = tb_frac as f32;
         let finv_tb = (1.0 - tb_frac) as f32;
-        let mut c = simd_columns(sw, dw, x_scale, |col, li, lr| {
+        let (head, rest) = drow.split_at_mut(walk.simd.len());
+        for (d, &(li, lr)) in head.iter_mut().zip(&walk.simd) {
             let inv_lr = 1.0 - lr;
             let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
-            drow[col] =
-                tlf * srow_t[li] + trf * srow_t[li + 1] + blf * srow_b[li] + brf * srow_b[li + 1];
-        });
-        let mut x = -x_scale + c as f64 * x_scale;
-        while c < dw {
-            x += x_scale;
-            let left = x.floor() as usize;
-            let right = (left + 1).min(sw - 1);
-            let lr = (x - left as f64) as f32;
+            *d = tlf * srow_t[li] + trf * srow_t[li + 1] + blf * srow_b[li] + brf * srow_b[li + 1];
+        }
+        for (d, &(left, right, lr)) in rest.iter_mut().zip(&walk.tail) {
+            let lr32 = lr as f32;
             let (tl, tr, bl, br) = (srow_t[left], srow_t[right], srow_b[left], srow_b[right]);
-            let top_mix = ((1.0 - lr) * tl + lr * tr) as f64;
-            let bot_mix = ((1.0 - lr) * bl + lr * br) as f64;
-            drow[c] = ((1.0 - tb_frac) * top_mix + tb_frac * bot_mix) as f32;
-            c += 1;
+            let top_mix = ((1.0 - lr32) * tl + lr32 * tr) as f64;
+            let bot_mix = ((1.0 - lr32) * bl + lr32 * br) as f64;
+            *d = ((1.0 - tb_frac) * top_mix + tb_frac * bot_mix) as f32;
         }
     }
 }
 
 fn resize_planes(src: &Planes, w: usize, h: usize) -> Planes {
     let mut data = vec![0f32; 3 * w * h];
+    let walk = ColumnWalk::new(src.w, w);
     for ch in 0..3 {
         let s = &src.data[ch * src.w * src.h..(ch + 1) * src.w * src.h];
         resize_plane(
@@ -240,6 +269,7 @@ fn resize_planes(src: &Planes, w: usize, h: usize) -> Planes {
             &mut data[ch * w * h..(ch + 1) * w * h],
             w,
             h,
+            &walk,
         );
     }
     Planes { w, h, data }
@@ -395,16 +425,18 @@ impl MmodDetector {
         if rects.is_empty() {
             return Ok(Vec::new());
         }
-        // Pyramid levels, each made from the previous one in tensor space as dlib does.
+        let scale = 2f64.powi(opts.upsample as i32);
+        let wanted = self.wanted_levels(rects.len(), opts, scale);
+        // Pyramid levels, each made from the previous one in tensor space as dlib does, down to
+        // the coarsest level searched.
+        let deepest = wanted.last().copied().unwrap_or(0);
         let mut levels = vec![self.level0(&work)];
-        for r in &rects[1..] {
+        for r in &rects[1..=deepest.min(rects.len() - 1)] {
             let prev = levels
                 .last()
                 .map(|p| resize_planes(p, r.w() as usize, r.h() as usize));
             levels.extend(prev);
         }
-        let scale = 2f64.powi(opts.upsample as i32);
-        let wanted = self.wanted_levels(rects.len(), opts, scale);
         let mut candidates = Vec::new();
         let full = wanted.len() == rects.len();
         if full {
@@ -609,7 +641,7 @@ mod tests {
     fn resize_plane_keeps_constant_images_constant() {
         let src = vec![0.25f32; 37 * 23];
         let mut dst = vec![0f32; 30 * 19];
-        resize_plane(&src, 37, 23, &mut dst, 30, 19);
+        resize_plane(&src, 37, 23, &mut dst, 30, 19, &ColumnWalk::new(37, 30));
         assert!(dst.iter().all(|&v| (v - 0.25).abs() < 1e-6));
     }
 }

@@ -68,6 +68,49 @@ struct Shape {
     w: usize,
 }
 
+/// A convolution's weights and bias with a following affine layer folded in.
+fn fold_affine(
+    conv: &Conv,
+    affine: Option<(&[f32], &[f32])>,
+) -> Result<(Vec<f32>, Vec<f32>), VisionError> {
+    let per_filter = conv.channels * conv.kernel[0] * conv.kernel[1];
+    let mut w = conv.weights.clone();
+    let mut b = conv.bias.clone();
+    if w.len() != conv.filters * per_filter || b.len() != conv.filters {
+        return Err(fmt_err("conv weights do not match its shape"));
+    }
+    if let Some((gamma, beta)) = affine {
+        if gamma.len() != conv.filters || beta.len() != conv.filters {
+            return Err(fmt_err("affine size does not match conv filters"));
+        }
+        for f in 0..conv.filters {
+            for v in &mut w[f * per_filter..(f + 1) * per_filter] {
+                *v *= gamma[f];
+            }
+            b[f] = b[f] * gamma[f] + beta[f];
+        }
+    }
+    Ok((w, b))
+}
+
+/// `w` (filters × channels × kh × kw) copied into a zero tensor of `out_f` × `in_c` × kh × kw.
+fn zero_pad_weights(conv: &Conv, w: &[f32], out_f: usize, in_c: usize) -> Vec<f32> {
+    let k = conv.kernel[0] * conv.kernel[1];
+    let mut out = vec![0f32; out_f * in_c * k];
+    for f in 0..conv.filters {
+        for c in 0..conv.channels {
+            let src = (f * conv.channels + c) * k;
+            let dst = (f * in_c + c) * k;
+            out[dst..dst + k].copy_from_slice(&w[src..src + k]);
+        }
+    }
+    out
+}
+
+/// Channel block of ONNX Runtime's NCHWc convolution kernels on AVX-512 (16 floats). A layer
+/// whose channel counts are not multiples of it falls back to im2col + GEMM, ~2x slower here.
+const CHANNEL_BLOCK: usize = 16;
+
 /// Emits Conv with an optional folded affine; returns the output name and shape.
 fn conv_node(
     g: &mut GraphBuilder,
@@ -82,20 +125,7 @@ fn conv_node(
             conv.channels, s.c
         )));
     }
-    let per_filter = conv.channels * conv.kernel[0] * conv.kernel[1];
-    let mut w = conv.weights.clone();
-    let mut b = conv.bias.clone();
-    if let Some((gamma, beta)) = affine {
-        if gamma.len() != conv.filters {
-            return Err(fmt_err("affine size does not match conv filters"));
-        }
-        for f in 0..conv.filters {
-            for v in &mut w[f * per_filter..(f + 1) * per_filter] {
-                *v *= gamma[f];
-            }
-            b[f] = b[f] * gamma[f] + beta[f];
-        }
-    }
+    let (w, b) = fold_affine(conv, affine)?;
     let dims = [
         conv.filters as i64,
         conv.channels as i64,
@@ -292,6 +322,77 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
 
 /// Sequential conv/affine/relu networks (the MMOD detector) → ONNX with dynamic H and W.
 /// Input `input` [1,3,H,W]; output `scores` [1,F,H',W'].
+/// The detector's last layer, a k×k convolution to one score map, as two convolutions that
+/// ONNX Runtime runs in its blocked kernels: 1×k rows (one output channel per kernel row,
+/// zero-padded to a channel block), then a k×1 column that adds the rows up, each shifted to
+/// its place. A single-filter k×k convolution goes through im2col + GEMV there: a quarter of
+/// the detector's time for 1.5% of its arithmetic.
+fn score_conv(
+    g: &mut GraphBuilder,
+    x: &str,
+    conv: &Conv,
+    w: &[f32],
+    b: &[f32],
+    in_c: usize,
+) -> Result<String, VisionError> {
+    let [kh, kw] = conv.kernel;
+    let plain = conv.stride != [1, 1] || kh != conv.pad[0] * 2 + 1 || kw != conv.pad[1] * 2 + 1;
+    if plain || kh > CHANNEL_BLOCK {
+        // Not the shape this rewrite is for: one plain convolution.
+        let wp = zero_pad_weights(conv, w, 1, in_c);
+        let dims = [1, in_c as i64, kh as i64, kw as i64];
+        let wn = g.init_f32("W", &dims, &wp);
+        let bn = g.init_f32("B", &[1], b);
+        let [py, px] = conv.pad.map(|p| p as i64);
+        return Ok(g.node(
+            "Conv",
+            &[x, &wn, &bn],
+            vec![
+                attr_ints("kernel_shape", &[kh as i64, kw as i64]),
+                attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
+                attr_ints("pads", &[py, px, py, px]),
+            ],
+        ));
+    }
+    let rows_c = CHANNEL_BLOCK;
+    let mut w1 = vec![0f32; rows_c * in_c * kw];
+    for dy in 0..kh {
+        for c in 0..conv.channels {
+            for dx in 0..kw {
+                w1[(dy * in_c + c) * kw + dx] = w[(c * kh + dy) * kw + dx];
+            }
+        }
+    }
+    let w1n = g.init_f32("W", &[rows_c as i64, in_c as i64, 1, kw as i64], &w1);
+    let b1n = g.init_f32("B", &[rows_c as i64], &vec![0.0; rows_c]);
+    let half_w = (kw / 2) as i64;
+    let rows = g.node(
+        "Conv",
+        &[x, &w1n, &b1n],
+        vec![
+            attr_ints("kernel_shape", &[1, kw as i64]),
+            attr_ints("strides", &[1, 1]),
+            attr_ints("pads", &[0, half_w, 0, half_w]),
+        ],
+    );
+    let mut w2 = vec![0f32; rows_c * kh];
+    for dy in 0..kh {
+        w2[dy * kh + dy] = 1.0;
+    }
+    let w2n = g.init_f32("W", &[1, rows_c as i64, kh as i64, 1], &w2);
+    let b2n = g.init_f32("B", &[1], b);
+    let half_h = (kh / 2) as i64;
+    Ok(g.node(
+        "Conv",
+        &[&rows, &w2n, &b2n],
+        vec![
+            attr_ints("kernel_shape", &[kh as i64, 1]),
+            attr_ints("strides", &[1, 1]),
+            attr_ints("pads", &[half_h, 0, half_h, 0]),
+        ],
+    ))
+}
+
 pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError> {
     let mut g = GraphBuilder::new(name);
     g.input(
@@ -316,6 +417,8 @@ pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError>
         w: big,
     };
     let mut filters = 3;
+    // Channels of the tensor actually flowing (real channels plus zero padding).
+    let mut padded = 3;
     while let Some(layer) = cur.peek() {
         match layer {
             Layer::Conv(_) => {
@@ -324,10 +427,49 @@ pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError>
                     Some(Layer::Affine { .. }) => Some(cur.affine()?),
                     _ => None,
                 };
-                let (y, ys) = conv_node(&mut g, &x, s, conv, aff)?;
-                x = y;
+                if conv.channels != s.c {
+                    return Err(fmt_err(format!(
+                        "conv expects {} channels, input has {}",
+                        conv.channels, s.c
+                    )));
+                }
+                let (w, b) = fold_affine(conv, aff)?;
+                let last = cur.peek().is_none();
+                x = if last && conv.filters == 1 {
+                    score_conv(&mut g, &x, conv, &w, &b, padded)?
+                } else {
+                    // Zero filters (bias 0, so 0 after the ReLU) and zero weights for the
+                    // padding channels: the same arithmetic, in kernels that run ~2x faster.
+                    let out_f = if conv.filters > CHANNEL_BLOCK {
+                        conv.filters.div_ceil(CHANNEL_BLOCK) * CHANNEL_BLOCK
+                    } else {
+                        conv.filters
+                    };
+                    let wp = zero_pad_weights(conv, &w, out_f, padded);
+                    let mut bp = b.clone();
+                    bp.resize(out_f, 0.0);
+                    let dims = [
+                        out_f as i64,
+                        padded as i64,
+                        conv.kernel[0] as i64,
+                        conv.kernel[1] as i64,
+                    ];
+                    let wn = g.init_f32("W", &dims, &wp);
+                    let bn = g.init_f32("B", &[out_f as i64], &bp);
+                    let [py, px] = conv.pad.map(|p| p as i64);
+                    padded = out_f;
+                    g.node(
+                        "Conv",
+                        &[&x, &wn, &bn],
+                        vec![
+                            attr_ints("kernel_shape", &[dims[2], dims[3]]),
+                            attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
+                            attr_ints("pads", &[py, px, py, px]),
+                        ],
+                    )
+                };
                 s = Shape {
-                    c: ys.c,
+                    c: conv.filters,
                     h: big,
                     w: big,
                 };
