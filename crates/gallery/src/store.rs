@@ -296,6 +296,34 @@ pub struct Store {
     loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
 }
 
+/// Rows per chunk when a gallery loads: big enough to keep the decrypting threads busy, small
+/// enough that the chunks in flight (two) are a few tens of megabytes.
+const LOAD_CHUNK: usize = 32_768;
+
+/// Runs `produce` on a reader thread of `sc`; the rows it emits arrive in chunks of `LOAD_CHUNK`
+/// (the channel holds one chunk, so reading stays one chunk ahead of the consumer). The sink
+/// returns false once the consumer has gone; an error ends the stream with that error.
+fn chunked_reader<'scope, T: Send + 'scope>(
+    sc: &'scope std::thread::Scope<'scope, '_>,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'scope,
+) -> std::sync::mpsc::Receiver<Result<Vec<T>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    sc.spawn(move || {
+        let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+        let mut open = true;
+        let done = produce(&mut |row| {
+            chunk.push(row);
+            if chunk.len() == LOAD_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                open = tx.send(Ok(full)).is_ok();
+            }
+            open
+        });
+        let _ = tx.send(done.map(|()| chunk));
+    });
+    rx
+}
+
 /// One decrypted template with what is needed to seal it again.
 struct OpenTemplate {
     id: i64,
@@ -1387,8 +1415,7 @@ impl Store {
         // Templates stream from storage in chunks: one thread reads the next chunk while the
         // others decrypt the current one straight into a flat, zeroised-on-drop buffer. No copy
         // of the whole sealed gallery is ever held.
-        const CHUNK: usize = 32_768;
-        let template_aad = format!("facegate/template/v1\0{gallery}\0").into_bytes();
+        let template_aad = aad("template", gallery, b"");
         let mut pseudonyms: IdMap<u64, [u8; 32]> =
             IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
         let mut per_subject: IdMap<i64, usize> =
@@ -1411,28 +1438,16 @@ impl Store {
         let mut all_rows: Vec<(u64, i64)> = Vec::new();
         std::thread::scope(|sc| -> Result<()> {
             type Sealed = (i64, i64, Vec<u8>);
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Sealed>>>(1);
-            sc.spawn(move || {
-                let read = || -> Result<()> {
-                    let db = self.db();
-                    let mut st = db.prepare("SELECT id, subject, sealed FROM templates")?;
-                    let mut q = st.query([])?;
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    while let Some(r) = q.next()? {
-                        chunk.push((r.get(0)?, r.get(1)?, r.get(2)?));
-                        if chunk.len() == CHUNK {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                            if tx.send(Ok(full)).is_err() {
-                                return Ok(());
-                            }
-                        }
+            let rx = chunked_reader::<Sealed>(sc, move |sink| {
+                let db = self.db();
+                let mut st = db.prepare("SELECT id, subject, sealed FROM templates")?;
+                let mut q = st.query([])?;
+                while let Some(r) = q.next()? {
+                    if !sink((r.get(0)?, r.get(1)?, r.get(2)?)) {
+                        break;
                     }
-                    let _ = tx.send(Ok(chunk));
-                    Ok(())
-                };
-                if let Err(e) = read() {
-                    let _ = tx.send(Err(e));
                 }
+                Ok(())
             });
             type Decrypted = (Vec<Sealed>, Vec<bool>, Zeroizing<Vec<f32>>);
             let (btx, brx) = std::sync::mpsc::sync_channel::<Decrypted>(1);
@@ -1580,13 +1595,10 @@ impl Store {
         )?;
         let mut index = ExactIndex::compact(dim);
         index.reserve(templates.max(0) as usize);
-        const CHUNK: usize = 32_768;
         type Row = (i64, i64, [u8; 32], Vec<u8>, Vec<u8>);
         std::thread::scope(|sc| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Row>>>(1);
-            sc.spawn(move || {
-                let read = || -> Result<()> {
-                    let mut st = conn.prepare(
+            let rx = chunked_reader::<Row>(sc, move |sink| {
+                let mut st = conn.prepare(
                         // CROSS JOIN fixes the order: templates in storage order, each
                         // subject by primary key (nearly sequential, enrolled together), then
                         // the key by index. SQLite's own choice (subjects by the gallery index,
@@ -1596,23 +1608,13 @@ impl Store {
                          CROSS JOIN k.subject_keys sk ON sk.gallery = s.gallery AND sk.pseudonym = s.pseudonym
                          WHERE s.gallery = ?1",
                     )?;
-                    let mut q = st.query([gallery])?;
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    while let Some(r) = q.next()? {
-                        chunk.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
-                        if chunk.len() == CHUNK {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                            if tx.send(Ok(full)).is_err() {
-                                return Ok(());
-                            }
-                        }
+                let mut q = st.query([gallery])?;
+                while let Some(r) = q.next()? {
+                    if !sink((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)) {
+                        break;
                     }
-                    let _ = tx.send(Ok(chunk));
-                    Ok(())
-                };
-                if let Err(e) = read() {
-                    let _ = tx.send(Err(e));
                 }
+                Ok(())
             });
             let key_aad = aad("subject-key", gallery, b"");
             let template_aad = aad("template", gallery, b"");
