@@ -151,6 +151,20 @@ pub fn write_head_file(path: &Path, head: &SignedHead) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| GalleryError::io(path, e))
 }
 
+/// Moves the mirror to `head` unless it already holds that record or a later one: commits from
+/// several threads or processes reach their mirror write out of order, and a mirror that went
+/// backwards would hide a truncation of the newest records until the next write. Callers in one
+/// process serialise through a lock; across processes a narrow race remains (two writers reading
+/// the same old head), which can only leave the mirror behind, as a failed write does.
+pub fn advance_head_file(path: &Path, head: &SignedHead) -> Result<()> {
+    if let Ok(Some(current)) = read_head_file(path) {
+        if current.public_key == head.public_key && current.seq >= head.seq {
+            return Ok(());
+        }
+    }
+    write_head_file(path, head)
+}
+
 pub fn read_head_file(path: &Path) -> Result<Option<SignedHead>> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
@@ -324,4 +338,35 @@ pub fn records(conn: &Connection) -> Result<Vec<AuditRecord>> {
         out.push(serde_json::from_str(&r?).map_err(|e| GalleryError::Audit(e.to_string()))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod head_file_tests {
+    use super::*;
+
+    fn head(seq: u64, key: &str) -> SignedHead {
+        SignedHead {
+            seq,
+            hash: format!("h{seq}"),
+            signature: String::new(),
+            public_key: key.into(),
+        }
+    }
+
+    #[test]
+    fn the_mirror_never_moves_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.head");
+        advance_head_file(&p, &head(5, "k")).unwrap();
+        advance_head_file(&p, &head(3, "k")).unwrap();
+        assert_eq!(read_head_file(&p).unwrap().unwrap().seq, 5);
+        advance_head_file(&p, &head(7, "k")).unwrap();
+        assert_eq!(read_head_file(&p).unwrap().unwrap().seq, 7);
+        // A mirror of another log (other key) or an unreadable one is replaced.
+        advance_head_file(&p, &head(2, "other")).unwrap();
+        assert_eq!(read_head_file(&p).unwrap().unwrap().public_key, "other");
+        std::fs::write(&p, b"not json").unwrap();
+        advance_head_file(&p, &head(1, "k")).unwrap();
+        assert_eq!(read_head_file(&p).unwrap().unwrap().seq, 1);
+    }
 }

@@ -294,6 +294,8 @@ pub struct Store {
     clock: Clock,
     transforms: Mutex<HashMap<String, Arc<OrthogonalTransform>>>,
     loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
+    /// Serialises writes of the `audit.head` mirror (see `audit::advance_head_file`).
+    mirror: Mutex<()>,
 }
 
 /// Rows per chunk when a gallery loads: big enough to keep the decrypting threads busy, small
@@ -543,6 +545,7 @@ impl Store {
             clock,
             transforms: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            mirror: Mutex::new(()),
         };
         store.recover_pending()?;
         Ok(store)
@@ -714,7 +717,8 @@ impl Store {
     fn after_commit(&self, head: &SignedHead) {
         // The mirror is a second witness against truncation; failing to write it must not undo a
         // committed action, and the next write retries.
-        let _ = audit::write_head_file(&self.dir.join("audit.head"), head);
+        let _order = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = audit::advance_head_file(&self.dir.join("audit.head"), head);
     }
 
     /// Record an action that changes nothing else (e.g. an export, a failed search).
