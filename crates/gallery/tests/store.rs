@@ -282,12 +282,21 @@ fn input_errors_are_typed_and_lose_nothing() {
 
 #[test]
 fn no_plaintext_template_or_reference_bytes_on_disk() {
+    // Both index layouts: the compact one reads candidates back from storage at search time.
+    for index in [gallery::IndexChoice::Exact, gallery::IndexChoice::Compact] {
+        no_plaintext_on_disk_with(index);
+    }
+}
+
+fn no_plaintext_on_disk_with(index: gallery::IndexChoice) {
     let dir = tempfile::tempdir().unwrap();
     let (_t, clock) = TestClock::new();
     let key = crypto::random_key().unwrap();
     let s = open(dir.path(), &key, clock);
     let ids = identities(4, 30, 128);
-    s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let mut p = policy(30);
+    p.index = index;
+    s.create_gallery(&admin(), "rt", &p).unwrap();
     for (i, c) in ids.iter().enumerate() {
         let opts = Enrolment {
             consent: Some(format!("consent-form-{i:05}")),
@@ -307,7 +316,8 @@ fn no_plaintext_template_or_reference_bytes_on_disk() {
     }
     // Search once so the index is loaded, then look at every file while the store is open
     // (WAL and journal files included) and again after it is closed.
-    s.identify(&gate(), "rt", &ids[0], None, 0.6).unwrap();
+    let r = s.identify(&gate(), "rt", &ids[0], None, 0.6).unwrap();
+    assert_eq!(r.candidates[0].reference, "PASSPORT000000");
     let protected = s.export_templates(&admin(), "rt").unwrap();
     let scan = |when: &str| {
         let files = files_under(dir.path());
