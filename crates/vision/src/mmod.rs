@@ -377,10 +377,21 @@ impl MmodDetector {
     fn level0(&self, img: &RgbImage) -> Planes {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let mut data = vec![0f32; 3 * w * h];
-        for (i, p) in img.pixels().enumerate() {
-            for ch in 0..3 {
-                data[ch * w * h + i] = (p[ch] as f32 - self.mean[ch]) / 256.0;
-            }
+        let (r, rest) = data.split_at_mut(w * h);
+        let (g, b) = rest.split_at_mut(w * h);
+        let [mr, mg, mb] = self.mean;
+        // × 1/256 is exactly ÷ 256 (a power of two), and vectorises.
+        const INV: f32 = 1.0 / 256.0;
+        for (((px, r), g), b) in img
+            .as_raw()
+            .chunks_exact(3)
+            .zip(r.iter_mut())
+            .zip(g.iter_mut())
+            .zip(b.iter_mut())
+        {
+            *r = (px[0] as f32 - mr) * INV;
+            *g = (px[1] as f32 - mg) * INV;
+            *b = (px[2] as f32 - mb) * INV;
         }
         Planes { w, h, data }
     }
@@ -416,10 +427,11 @@ impl MmodDetector {
         if img.width() == 0 || img.height() == 0 {
             return Err(VisionError::Empty);
         }
-        let mut work = img.clone();
+        let mut upsampled = None;
         for _ in 0..opts.upsample {
-            work = pyramid_up(&work);
+            upsampled = Some(pyramid_up(upsampled.as_ref().unwrap_or(img)));
         }
+        let work = upsampled.as_ref().unwrap_or(img);
         let (nr, nc) = (work.height() as i64, work.width() as i64);
         let (rects, tnr, tnc) = tiled_pyramid_layout(nr, nc, self.padding, self.outer_padding);
         if rects.is_empty() {
@@ -430,7 +442,7 @@ impl MmodDetector {
         // Pyramid levels, each made from the previous one in tensor space as dlib does, down to
         // the coarsest level searched.
         let deepest = wanted.last().copied().unwrap_or(0);
-        let mut levels = vec![self.level0(&work)];
+        let mut levels = vec![self.level0(work)];
         for r in &rects[1..=deepest.min(rects.len() - 1)] {
             let prev = levels
                 .last()
