@@ -15,7 +15,7 @@
 //! advances 16 dot products by 4 dimensions each, with no horizontal sums.
 //!
 //! Two memory layouts, same results: the default keeps the f32 templates beside the codes
-//! (676 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
+//! (668 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
 //! (156 B per 128-D row, 10^8 rows in 15.6 GB) and re-scores the few candidates through a
 //! [`TemplateSource`] (the store decrypts them from disk).
 
@@ -650,14 +650,6 @@ impl ExactIndex {
         removed
     }
 
-    /// The caller's id and the f32 template of row `r` (None when compact).
-    pub fn row(&self, r: usize) -> Option<(u64, &[f32])> {
-        if !self.keep_exact || r >= self.ids.len() {
-            return None;
-        }
-        Some((self.ids[r], &self.exact[r * self.dim..(r + 1) * self.dim]))
-    }
-
     /// Lock the decrypted data in RAM (mlock) where the OS allows. Returns whether it did.
     pub fn lock_memory(&mut self) -> bool {
         self.locks.clear();
@@ -1037,7 +1029,6 @@ mod tests {
             assert!(compact
                 .search_with(&qs[..1], 5, None, 1000, &NoSource)
                 .is_err());
-            assert!(compact.row(0).is_none());
             assert_eq!(SearchIndex::kind(&compact), "compact");
             if dim == 128 {
                 // 128 code bytes, 4 f32/i32 bounds, 8-byte id, 4-byte expiry.

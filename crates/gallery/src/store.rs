@@ -7,11 +7,11 @@
 //!   SQLite's secure_delete and a WAL truncation), so every copy of `store.db` — backups
 //!   included — loses that subject for good. Back up `keys.db` only within the retention window.
 
-use crate::approx::HnswIndex;
+use crate::approx::{HnswIndex, HnswParams};
 use crate::audit::{self, Actor, AuditEvent, AuditReport, SignedHead};
 use crate::crypto::{self, KeyWrapper, SecretKey};
 use crate::error::{GalleryError, Result};
-use crate::index::{ExactIndex, NoSource, SearchIndex, TemplateSource};
+use crate::index::{ExactIndex, SearchIndex, TemplateSource};
 use crate::policy::{IndexChoice, Metric, Policy, Role};
 use crate::transform::OrthogonalTransform;
 use ed25519_dalek::{Signer, SigningKey};
@@ -269,6 +269,10 @@ pub fn verify_receipt(r: &DeletionReceipt) -> bool {
     .is_ok()
 }
 
+/// A loaded search index, its row id → pseudonym map (empty when rows name templates), and the
+/// most templates any subject has.
+type LoadedIndex = (Box<dyn SearchIndex>, IdMap<u64, [u8; 32]>, usize);
+
 /// policy, dim, metric, pack, created.
 type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
 
@@ -324,6 +328,49 @@ fn chunked_reader<'scope, T: Send + 'scope>(
         let _ = tx.send(done.map(|()| chunk));
     });
     rx
+}
+
+/// Reusable buffers for opening many sealed templates of one gallery straight into f32 slices
+/// (one per worker thread while a gallery loads): the associated data is rebuilt in place and
+/// the plaintext zeroised after each template, so nothing is allocated per row.
+struct TemplateOpener {
+    aad: Vec<u8>,
+    prefix: usize,
+    plain: Zeroizing<Vec<u8>>,
+}
+
+impl TemplateOpener {
+    fn new(gallery: &str, dim: usize) -> Self {
+        let aad = aad("template", gallery, b"");
+        TemplateOpener {
+            prefix: aad.len(),
+            aad,
+            plain: Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
+        }
+    }
+
+    /// Opens subject `ps`'s sealed template into `out` (the gallery's dimension long).
+    fn open(
+        &mut self,
+        dk: &SecretKey,
+        ps: &[u8; 32],
+        sealed: &[u8],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.aad.truncate(self.prefix);
+        self.aad.extend_from_slice(ps);
+        crypto::open_into(dk, &self.aad, sealed, &mut self.plain)?;
+        if self.plain.len() != 4 * out.len() {
+            return Err(GalleryError::Decrypt(
+                "template length differs from the gallery's".into(),
+            ));
+        }
+        for (o, c) in out.iter_mut().zip(self.plain.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        zeroize::Zeroize::zeroize(&mut *self.plain);
+        Ok(())
+    }
 }
 
 /// One decrypted template with what is needed to seal it again.
@@ -387,11 +434,10 @@ impl TemplateSource for StoredTemplates<'_> {
                 out.push(None);
                 continue;
             };
-            let dk = match keys.get(&sid) {
-                Some(k) => k,
-                None => {
-                    let k = self.store.subject_key(self.gallery, &ps)?;
-                    keys.entry(sid).or_insert(k)
+            let dk = match keys.entry(sid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.store.subject_key(self.gallery, &ps)?)
                 }
             };
             // Erased between the scan and now: the key is gone, so is the template.
@@ -1360,23 +1406,43 @@ impl Store {
         let info = self.gallery_meta(gallery)?;
         let metric = info.metric.unwrap_or(Metric::Euclidean);
         let dim = info.dim.unwrap_or(0);
-        if info.policy.index == IndexChoice::Compact {
-            let (mut index, max_per_subject) = self.load_compact(gallery, dim)?;
-            let memory_locked = index.lock_memory();
-            let lg = Arc::new(RwLock::new(LoadedGallery {
-                generation,
-                metric,
-                index: Box::new(index),
-                pseudonyms: IdMap::default(),
-                max_templates_per_subject: max_per_subject,
-                memory_locked,
-            }));
-            self.loaded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(gallery.into(), lg.clone());
-            return Ok(lg);
-        }
+        let (mut index, pseudonyms, max_templates_per_subject) = match info.policy.index {
+            IndexChoice::Compact => {
+                let (index, max) = self.load_compact(gallery, dim)?;
+                (
+                    Box::new(index) as Box<dyn SearchIndex>,
+                    IdMap::default(),
+                    max,
+                )
+            }
+            IndexChoice::Exact => self.load_full(gallery, dim, None)?,
+            IndexChoice::Hnsw(params) => self.load_full(gallery, dim, Some(params))?,
+        };
+        let memory_locked = index.lock_memory();
+        let lg = Arc::new(RwLock::new(LoadedGallery {
+            generation,
+            metric,
+            index,
+            pseudonyms,
+            max_templates_per_subject,
+            memory_locked,
+        }));
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gallery.into(), lg.clone());
+        Ok(lg)
+    }
+
+    /// An exact (f32 in memory) or HNSW index with the subject pseudonyms and the most templates
+    /// any subject has: subjects and wrapped keys read into maps, each key unwrapped once, then
+    /// the templates streamed and decrypted in chunks.
+    fn load_full(
+        &self,
+        gallery: &str,
+        dim: usize,
+        hnsw_params: Option<HnswParams>,
+    ) -> Result<LoadedIndex> {
         // Whole-gallery reads scan the tables in storage order (NOT INDEXED): going through the
         // (gallery, pseudonym) index would cost one random table seek per row.
         // The subjects and the wrapped keys are read at the same time (separate connections).
@@ -1419,35 +1485,25 @@ impl Store {
         // Templates stream from storage in chunks: one thread reads the next chunk while the
         // others decrypt the current one straight into a flat, zeroised-on-drop buffer. No copy
         // of the whole sealed gallery is ever held.
-        let template_aad = aad("template", gallery, b"");
         let mut pseudonyms: IdMap<u64, [u8; 32]> =
             IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
         let mut per_subject: IdMap<i64, usize> =
             IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
-        let compact = info.policy.index == IndexChoice::Compact;
-        let mut exact = if compact {
-            ExactIndex::compact(dim)
-        } else {
-            ExactIndex::new(dim)
-        };
-        let hnsw_params = match info.policy.index {
-            IndexChoice::Exact | IndexChoice::Compact => {
-                exact.reserve(subjects.len());
-                None
-            }
-            IndexChoice::Hnsw(p) => Some(p),
-        };
+        let mut exact = ExactIndex::new(dim);
+        if hnsw_params.is_none() {
+            exact.reserve(subjects.len());
+        }
         // Only the HNSW build needs every template at once.
         let mut all: Zeroizing<Vec<f32>> = Zeroizing::new(Vec::new());
         let mut all_rows: Vec<(u64, i64)> = Vec::new();
         std::thread::scope(|sc| -> Result<()> {
-            type Sealed = (i64, i64, Vec<u8>);
+            type Sealed = (i64, Vec<u8>);
             let rx = chunked_reader::<Sealed>(sc, move |sink| {
                 let db = self.db();
-                let mut st = db.prepare("SELECT id, subject, sealed FROM templates")?;
+                let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
                 let mut q = st.query([])?;
                 while let Some(r) = q.next()? {
-                    if !sink((r.get(0)?, r.get(1)?, r.get(2)?)) {
+                    if !sink((r.get(0)?, r.get(1)?)) {
                         break;
                     }
                 }
@@ -1466,7 +1522,7 @@ impl Store {
             let hnsw = hnsw_params.is_some();
             let builder = sc.spawn(move || {
                 for (chunk, ok, flat) in brx {
-                    for (k, ((tid, sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
+                    for (k, ((sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
                         if !*ok {
                             continue;
                         }
@@ -1475,10 +1531,6 @@ impl Store {
                         };
                         *per_subject.entry(*sid).or_default() += 1;
                         let v = &flat[k * dim..(k + 1) * dim];
-                        if compact {
-                            exact.push(*tid as u64, v, *exp);
-                            continue;
-                        }
                         pseudonyms.insert(*sid as u64, *ps);
                         if hnsw {
                             all.extend_from_slice(v);
@@ -1496,29 +1548,13 @@ impl Store {
                     .par_iter()
                     .zip(flat.par_chunks_mut(dim.max(1)))
                     .map_init(
-                        || {
-                            (
-                                template_aad.clone(),
-                                Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
-                            )
-                        },
-                        |(aad_buf, plain), ((_, sid, sealed), out)| -> Result<bool> {
+                        || TemplateOpener::new(gallery, dim),
+                        |opener, ((sid, sealed), out)| -> Result<bool> {
                             let (Some(dk), Some((ps, _))) = (dks.get(sid), subjects.get(sid))
                             else {
                                 return Ok(false);
                             };
-                            aad_buf.truncate(template_aad.len());
-                            aad_buf.extend_from_slice(ps);
-                            crypto::open_into(dk, aad_buf, sealed, plain)?;
-                            if plain.len() != 4 * dim {
-                                return Err(GalleryError::Decrypt(
-                                    "template length differs from the gallery's".into(),
-                                ));
-                            }
-                            for (o, c) in out.iter_mut().zip(plain.chunks_exact(4)) {
-                                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                            }
-                            zeroize::Zeroize::zeroize(&mut **plain);
+                            opener.open(dk, ps, sealed, out)?;
                             Ok(true)
                         },
                     )
@@ -1534,7 +1570,7 @@ impl Store {
                 .map_err(|_| GalleryError::Invalid("index builder thread panicked".into()))?;
             Ok(())
         })?;
-        let mut index: Box<dyn SearchIndex> = match hnsw_params {
+        let index: Box<dyn SearchIndex> = match hnsw_params {
             None => Box::new(exact),
             Some(params) => {
                 let mut h = HnswIndex::new(dim, params, all_rows.len());
@@ -1548,20 +1584,8 @@ impl Store {
             }
         };
         drop(all);
-        let memory_locked = index.lock_memory();
-        let lg = Arc::new(RwLock::new(LoadedGallery {
-            generation,
-            metric,
-            index,
-            pseudonyms,
-            max_templates_per_subject: per_subject.values().copied().max().unwrap_or(1),
-            memory_locked,
-        }));
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(gallery.into(), lg.clone());
-        Ok(lg)
+        let max_per_subject = per_subject.values().copied().max().unwrap_or(1);
+        Ok((index, pseudonyms, max_per_subject))
     }
 
     /// A compact index, built from one streaming join of templates, subjects and wrapped keys:
@@ -1621,7 +1645,6 @@ impl Store {
                 Ok(())
             });
             let key_aad = aad("subject-key", gallery, b"");
-            let template_aad = aad("template", gallery, b"");
             for chunk in rx {
                 let chunk = chunk?;
                 let mut flat: Zeroizing<Vec<f32>> = Zeroizing::new(vec![0f32; chunk.len() * dim]);
@@ -1629,30 +1652,12 @@ impl Store {
                     .par_iter()
                     .zip(flat.par_chunks_mut(dim.max(1)))
                     .try_for_each_init(
-                        || {
-                            (
-                                key_aad.clone(),
-                                template_aad.clone(),
-                                Zeroizing::new(Vec::with_capacity(4 * dim + 16)),
-                            )
-                        },
-                        |(ka, ta, plain), ((_, _, ps, wrapped, sealed), out)| -> Result<()> {
+                        || (key_aad.clone(), TemplateOpener::new(gallery, dim)),
+                        |(ka, opener), ((_, _, ps, wrapped, sealed), out)| -> Result<()> {
                             ka.truncate(key_aad.len());
                             ka.extend_from_slice(ps);
                             let dk = self.wrapper.unwrap_key(ka, wrapped)?;
-                            ta.truncate(template_aad.len());
-                            ta.extend_from_slice(ps);
-                            crypto::open_into(&dk, ta, sealed, plain)?;
-                            if plain.len() != 4 * dim {
-                                return Err(GalleryError::Decrypt(
-                                    "template length differs from the gallery's".into(),
-                                ));
-                            }
-                            for (o, c) in out.iter_mut().zip(plain.chunks_exact(4)) {
-                                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                            }
-                            zeroize::Zeroize::zeroize(&mut **plain);
-                            Ok(())
+                            opener.open(&dk, ps, sealed, out)
                         },
                     )?;
                 for (k, (tid, expires, _, _, _)) in chunk.iter().enumerate() {
@@ -1837,13 +1842,9 @@ impl Store {
         let (hits, searched) = {
             let lg = lg.read().unwrap_or_else(|p| p.into_inner());
             let kk = k * lg.max_templates_per_subject.max(1);
+            // Only a compact index asks the source for anything.
             let source = StoredTemplates::new(self, gallery);
-            let found = if lg.index.is_compact() {
-                lg.index.search(&[&q[..]], kk, Some(floor), now, &source)?
-            } else {
-                lg.index
-                    .search(&[&q[..]], kk, Some(floor), now, &NoSource)?
-            };
+            let found = lg.index.search(&[&q[..]], kk, Some(floor), now, &source)?;
             let hits = found.into_iter().next().unwrap_or_default();
             // A compact index names templates: their subjects came back with the templates.
             let resolved = source.into_resolved();
