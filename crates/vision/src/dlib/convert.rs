@@ -107,6 +107,50 @@ fn zero_pad_weights(conv: &Conv, w: &[f32], out_f: usize, in_c: usize) -> Vec<f3
     out
 }
 
+fn check_channels(conv: &Conv, input: usize) -> Result<(), VisionError> {
+    if conv.channels != input {
+        return Err(fmt_err(format!(
+            "conv expects {} channels, input has {}",
+            conv.channels, input
+        )));
+    }
+    Ok(())
+}
+
+/// One Conv node with `conv`'s kernel, stride and padding and the given (folded) weights,
+/// zero-padded to `out_f` filters and `in_c` input channels where those exceed the real ones.
+fn emit_conv(
+    g: &mut GraphBuilder,
+    x: &str,
+    conv: &Conv,
+    w: &[f32],
+    b: &[f32],
+    out_f: usize,
+    in_c: usize,
+) -> String {
+    let wp = zero_pad_weights(conv, w, out_f, in_c);
+    let mut bp = b.to_vec();
+    bp.resize(out_f, 0.0);
+    let dims = [
+        out_f as i64,
+        in_c as i64,
+        conv.kernel[0] as i64,
+        conv.kernel[1] as i64,
+    ];
+    let wn = g.init_f32("W", &dims, &wp);
+    let bn = g.init_f32("B", &[out_f as i64], &bp);
+    let [py, px] = conv.pad.map(|p| p as i64);
+    g.node(
+        "Conv",
+        &[x, &wn, &bn],
+        vec![
+            attr_ints("kernel_shape", &[dims[2], dims[3]]),
+            attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
+            attr_ints("pads", &[py, px, py, px]),
+        ],
+    )
+}
+
 /// Channel block of ONNX Runtime's NCHWc convolution kernels on AVX-512 (16 floats). A layer
 /// whose channel counts are not multiples of it falls back to im2col + GEMM, ~2x slower here.
 const CHANNEL_BLOCK: usize = 16;
@@ -119,31 +163,9 @@ fn conv_node(
     conv: &Conv,
     affine: Option<(&[f32], &[f32])>,
 ) -> Result<(String, Shape), VisionError> {
-    if conv.channels != s.c {
-        return Err(fmt_err(format!(
-            "conv expects {} channels, input has {}",
-            conv.channels, s.c
-        )));
-    }
+    check_channels(conv, s.c)?;
     let (w, b) = fold_affine(conv, affine)?;
-    let dims = [
-        conv.filters as i64,
-        conv.channels as i64,
-        conv.kernel[0] as i64,
-        conv.kernel[1] as i64,
-    ];
-    let wn = g.init_f32("W", &dims, &w);
-    let bn = g.init_f32("B", &[conv.filters as i64], &b);
-    let [py, px] = conv.pad.map(|p| p as i64);
-    let out = g.node(
-        "Conv",
-        &[x, &wn, &bn],
-        vec![
-            attr_ints("kernel_shape", &[dims[2], dims[3]]),
-            attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
-            attr_ints("pads", &[py, px, py, px]),
-        ],
-    );
+    let out = emit_conv(g, x, conv, &w, &b, conv.filters, conv.channels);
     let oh = (s.h + 2 * conv.pad[0])
         .checked_sub(conv.kernel[0])
         .ok_or_else(|| fmt_err("input too small"))?
@@ -326,33 +348,19 @@ pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
 /// ONNX Runtime runs in its blocked kernels: 1×k rows (one output channel per kernel row,
 /// zero-padded to a channel block), then a k×1 column that adds the rows up, each shifted to
 /// its place. A single-filter k×k convolution goes through im2col + GEMV there: a quarter of
-/// the detector's time for 1.5% of its arithmetic.
-fn score_conv(
+/// the detector's time for 1.5% of its arithmetic. `None` for a layer of another shape.
+fn split_score_conv(
     g: &mut GraphBuilder,
     x: &str,
     conv: &Conv,
     w: &[f32],
     b: &[f32],
     in_c: usize,
-) -> Result<String, VisionError> {
+) -> Option<String> {
     let [kh, kw] = conv.kernel;
-    let plain = conv.stride != [1, 1] || kh != conv.pad[0] * 2 + 1 || kw != conv.pad[1] * 2 + 1;
-    if plain || kh > CHANNEL_BLOCK {
-        // Not the shape this rewrite is for: one plain convolution.
-        let wp = zero_pad_weights(conv, w, 1, in_c);
-        let dims = [1, in_c as i64, kh as i64, kw as i64];
-        let wn = g.init_f32("W", &dims, &wp);
-        let bn = g.init_f32("B", &[1], b);
-        let [py, px] = conv.pad.map(|p| p as i64);
-        return Ok(g.node(
-            "Conv",
-            &[x, &wn, &bn],
-            vec![
-                attr_ints("kernel_shape", &[kh as i64, kw as i64]),
-                attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
-                attr_ints("pads", &[py, px, py, px]),
-            ],
-        ));
+    let same_size = conv.stride == [1, 1] && kh == conv.pad[0] * 2 + 1 && kw == conv.pad[1] * 2 + 1;
+    if conv.filters != 1 || !same_size || kh > CHANNEL_BLOCK {
+        return None;
     }
     let rows_c = CHANNEL_BLOCK;
     let mut w1 = vec![0f32; rows_c * in_c * kw];
@@ -382,7 +390,7 @@ fn score_conv(
     let w2n = g.init_f32("W", &[1, rows_c as i64, kh as i64, 1], &w2);
     let b2n = g.init_f32("B", &[1], b);
     let half_h = (kh / 2) as i64;
-    Ok(g.node(
+    Some(g.node(
         "Conv",
         &[&rows, &w2n, &b2n],
         vec![
@@ -427,46 +435,28 @@ pub fn sequential_to_onnx(net: &Net, name: &str) -> Result<Vec<u8>, VisionError>
                     Some(Layer::Affine { .. }) => Some(cur.affine()?),
                     _ => None,
                 };
-                if conv.channels != s.c {
-                    return Err(fmt_err(format!(
-                        "conv expects {} channels, input has {}",
-                        conv.channels, s.c
-                    )));
-                }
+                check_channels(conv, s.c)?;
                 let (w, b) = fold_affine(conv, aff)?;
                 let last = cur.peek().is_none();
-                x = if last && conv.filters == 1 {
-                    score_conv(&mut g, &x, conv, &w, &b, padded)?
+                let split = if last {
+                    split_score_conv(&mut g, &x, conv, &w, &b, padded)
                 } else {
-                    // Zero filters (bias 0, so 0 after the ReLU) and zero weights for the
-                    // padding channels: the same arithmetic, in kernels that run ~2x faster.
-                    let out_f = if conv.filters > CHANNEL_BLOCK {
-                        conv.filters.div_ceil(CHANNEL_BLOCK) * CHANNEL_BLOCK
-                    } else {
-                        conv.filters
-                    };
-                    let wp = zero_pad_weights(conv, &w, out_f, padded);
-                    let mut bp = b.clone();
-                    bp.resize(out_f, 0.0);
-                    let dims = [
-                        out_f as i64,
-                        padded as i64,
-                        conv.kernel[0] as i64,
-                        conv.kernel[1] as i64,
-                    ];
-                    let wn = g.init_f32("W", &dims, &wp);
-                    let bn = g.init_f32("B", &[out_f as i64], &bp);
-                    let [py, px] = conv.pad.map(|p| p as i64);
-                    padded = out_f;
-                    g.node(
-                        "Conv",
-                        &[&x, &wn, &bn],
-                        vec![
-                            attr_ints("kernel_shape", &[dims[2], dims[3]]),
-                            attr_ints("strides", &[conv.stride[0] as i64, conv.stride[1] as i64]),
-                            attr_ints("pads", &[py, px, py, px]),
-                        ],
-                    )
+                    None
+                };
+                x = match split {
+                    Some(y) => y,
+                    None => {
+                        // Zero filters (bias 0, so 0 after the ReLU) and zero weights for the
+                        // padding channels: the same arithmetic, in kernels that run ~2x faster.
+                        let out_f = if conv.filters > CHANNEL_BLOCK {
+                            conv.filters.div_ceil(CHANNEL_BLOCK) * CHANNEL_BLOCK
+                        } else {
+                            conv.filters
+                        };
+                        let y = emit_conv(&mut g, &x, conv, &w, &b, out_f, padded);
+                        padded = out_f;
+                        y
+                    }
                 };
                 s = Shape {
                     c: conv.filters,
