@@ -166,7 +166,7 @@ fn row_walk(sh: usize, dh: usize) -> impl Iterator<Item = (usize, usize, usize, 
 /// The column walk of dlib's SIMD bilinear `resize_image`: x positions kept in f32 lanes of four,
 /// advanced by 4*x_scale, until a lane's right neighbour would leave the source row. Calls
 /// `f(column, left, lr_frac)` for each column of the vector part and returns the first column
-/// of the scalar tail. Shared by the float (pyramid) and RGB (pyramid_up) resizers.
+/// of the scalar tail. `ColumnWalk` records it once per size pair for both resizers.
 fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usize, f32)) -> usize {
     let x0 = -4.0 * x_scale;
     let fxs = (4.0 * x_scale) as f32;
@@ -195,7 +195,8 @@ fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usi
     c
 }
 
-/// Where each output column of dlib's float `resize_image` samples: the SIMD part's (left
+/// Where each output column of dlib's bilinear `resize_image` samples (the float pyramid and the
+/// RGB `pyramid_up` walk columns alike): the SIMD part's (left
 /// column, f32 fraction) and, after it, the scalar tail's (left, right, f64 fraction). The walk
 /// does not depend on the row, so it is computed once per level and shared by every row and
 /// channel (the values are the ones dlib computes per row, bit for bit).
@@ -298,12 +299,12 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
     }
     let src = img.as_raw();
     let dst: &mut [u8] = &mut out;
-    let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
+    let walk = ColumnWalk::new(sw, dw);
     for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
         let px = |row: usize, col: usize, ch: usize| src[3 * (row * sw + col) + ch];
         let ftb = tb_frac as f32;
         let finv_tb = (1.0 - tb_frac) as f32;
-        let mut c = simd_columns(sw, dw, x_scale, |col, li, lr| {
+        for (col, &(li, lr)) in walk.simd.iter().enumerate() {
             let inv_lr = 1.0 - lr;
             let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
             for ch in 0..3 {
@@ -313,13 +314,8 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
                     + brf * px(bottom, li + 1, ch) as f32;
                 dst[3 * (r * dw + col) + ch] = v as i32 as u8;
             }
-        });
-        let mut x = -x_scale + c as f64 * x_scale;
-        while c < dw {
-            x += x_scale;
-            let left = x.floor() as usize;
-            let right = (left + 1).min(sw - 1);
-            let lr = x - left as f64;
+        }
+        for (c, &(left, right, lr)) in (walk.simd.len()..).zip(&walk.tail) {
             for ch in 0..3 {
                 let (tl, tr) = (px(top, left, ch) as f64, px(top, right, ch) as f64);
                 let (bl, br) = (px(bottom, left, ch) as f64, px(bottom, right, ch) as f64);
@@ -327,7 +323,6 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
                     + tb_frac * ((1.0 - lr) * bl + lr * br);
                 dst[3 * (r * dw + c) + ch] = v as u8;
             }
-            c += 1;
         }
     }
     out
