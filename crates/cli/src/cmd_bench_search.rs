@@ -3,6 +3,7 @@
 //! `--synthetic N` computes each gallery row from its id instead, so a compact index can be
 //! measured at sizes whose f32 data would not fit in memory (10^8 × 128 = 51 GB).
 
+use crate::eval::metrics::SplitMix;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gallery::approx::{HnswIndex, HnswParams};
@@ -72,19 +73,16 @@ enum Base {
     Synthetic(usize),
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// Uniform in [-0.5, 0.5) from the top 24 bits of a draw.
+fn centred(rng: &mut SplitMix) -> f32 {
+    (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
 }
 
 fn synthetic_row(id: u64, dim: usize, out: &mut Vec<f32>) {
     out.clear();
-    let mut s = id.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0x5EED;
+    let mut rng = SplitMix::new(id.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0x5EED);
     for _ in 0..dim {
-        out.push((splitmix(&mut s) >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
+        out.push(centred(&mut rng));
     }
 }
 
@@ -172,16 +170,14 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
             let base = Base::Synthetic(n);
             // Mated queries: a row plus noise of a quarter of its spread, so each has a clear
             // nearest neighbour and nine close competitors.
-            let mut rng = 0x0123_4567_89AB_CDEFu64;
+            let mut rng = SplitMix::new(0x0123_4567_89AB_CDEF);
             let mut q = Vec::with_capacity(a.batch.max(a.single) * a.dim);
             let mut x = Vec::with_capacity(a.dim);
             for _ in 0..a.batch.max(a.single) {
-                let id = splitmix(&mut rng) % n.max(1) as u64;
-                base.row_into(id as usize, a.dim, &mut x);
+                let id = rng.below(n.max(1));
+                base.row_into(id, a.dim, &mut x);
                 for v in &x {
-                    q.push(
-                        v + 0.07 * ((splitmix(&mut rng) >> 40) as f32 / (1u64 << 24) as f32 - 0.5),
-                    );
+                    q.push(v + 0.07 * centred(&mut rng));
                 }
             }
             (base, q)
