@@ -3,7 +3,6 @@
 //! `--synthetic N` computes each gallery row from its id instead, so a compact index can be
 //! measured at sizes whose f32 data would not fit in memory (10^8 × 128 = 51 GB).
 
-use crate::eval::metrics::SplitMix;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gallery::approx::{HnswIndex, HnswParams};
@@ -12,6 +11,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use vision::rng::SplitMix;
 use zeroize::Zeroizing;
 
 #[derive(Args)]

@@ -4,6 +4,7 @@
 //! the chip size and the truncation of interpolated values to integers.
 
 use crate::geometry::{affine_from_3, similarity, Affine, Point, Rect};
+use crate::rng::SplitMix;
 use image::RgbImage;
 
 /// dlib's 5-point face template, in [0,1] chip coordinates, in shape predictor part order.
@@ -344,32 +345,11 @@ pub fn face_chip(img: &RgbImage, landmarks: &[Point], size: usize, padding: f64)
         .unwrap_or_else(|| RgbImage::new(size as u32, size as u32))
 }
 
-/// The random draws of `jitter_chip` (SplitMix64: small, seeded, reproducible; not dlib's
-/// generator, so the jitters are dlib-style, not dlib's own draws).
-pub struct JitterRng(u64);
-
-impl JitterRng {
-    pub fn new(seed: u64) -> Self {
-        JitterRng(seed)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next_f64()
-    }
-}
-
 /// dlib's `jitter_image` (interpolation.h), which `compute_face_descriptor(..., num_jitters)`
 /// averages over: the aligned chip re-cropped around a centre moved by up to 2% of its size, at
 /// 97–100% scale, rotated by up to ±3°, and mirrored half the time.
-pub fn jitter_chip(chip: &RgbImage, rng: &mut JitterRng) -> RgbImage {
+/// The draws come from `rng` (seeded: dlib-style jitters, not dlib's own draws).
+pub fn jitter_chip(chip: &RgbImage, rng: &mut SplitMix) -> RgbImage {
     let (cols, rows) = (chip.width() as i64, chip.height() as i64);
     // shrink_rect(get_rect(img), 3), inclusive corners.
     let (l, t, r, b) = (3, 3, cols - 4, rows - 4);
@@ -496,7 +476,7 @@ mod tests {
             (sx / n, sy / n, n)
         };
         let (_, _, n0) = centroid(&chip);
-        let mut rng = JitterRng::new(7);
+        let mut rng = SplitMix::new(7);
         let mut differs = 0;
         for _ in 0..10 {
             let j = jitter_chip(&chip, &mut rng);
@@ -509,8 +489,8 @@ mod tests {
         }
         assert!(differs >= 9);
         let (a, b) = (
-            jitter_chip(&chip, &mut JitterRng::new(3)),
-            jitter_chip(&chip, &mut JitterRng::new(3)),
+            jitter_chip(&chip, &mut SplitMix::new(3)),
+            jitter_chip(&chip, &mut SplitMix::new(3)),
         );
         assert_eq!(a, b);
     }

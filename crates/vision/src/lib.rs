@@ -17,5 +17,6 @@ pub use error::VisionError;
 pub mod embed;
 pub mod pack;
 pub mod pipeline;
+pub mod rng;
 pub mod runtime;
 pub mod yunet;

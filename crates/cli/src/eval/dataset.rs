@@ -447,7 +447,7 @@ fn try_embed(p: &Pipeline, path: &Path, spec: &EmbedSpec) -> Result<(Vec<f32>, b
         // As dlib's compute_face_descriptor(..., num_jitters): the mean over jittered copies
         // only, with the same draws for every face (a fixed seed, as dlib's default-seeded rand).
         let chip = face.chip.context("no chip")?;
-        let mut rng = vision::chip::JitterRng::new(0);
+        let mut rng = vision::rng::SplitMix::new(0);
         let copies: Vec<_> = (0..spec.jitter)
             .map(|_| vision::chip::jitter_chip(&chip, &mut rng))
             .collect();

@@ -163,26 +163,8 @@ pub fn det_points(s: &ScoreSet, max_points: usize) -> Vec<(f64, f64)> {
     pts
 }
 
-/// A small deterministic generator (SplitMix64): seeded sampling must give the same report
-/// twice, on every platform.
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in 0..n (n > 0; the modulo bias is below 2^-40 for the sizes used here).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// Seeded sampling must give the same report twice, on every platform.
+pub use vision::rng::SplitMix;
 
 /// 95% percentile intervals of each statistic `f` returns, over `replicates` bootstrap
 /// replicates that redraw the `identities` with replacement (pairs of one person are not
