@@ -1,7 +1,7 @@
 //! `facegate serve` and `facegate apikey`.
 
 use crate::cmd_gallery::StoreArgs;
-use crate::engine::{load, EngineArgs};
+use crate::engine::{load, DetectorArg, EngineArgs};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use gallery::Role;
@@ -44,6 +44,11 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         min_face: cfg.min_face,
         max_face: cfg.max_face,
         det_threshold: 0.0,
+        detector: if cfg.detector == "hog" {
+            DetectorArg::Hog
+        } else {
+            DetectorArg::Pack
+        },
     };
     let pipelines = (0..cfg.inference_slots.max(1))
         .map(|_| load(home, &engine).map(Arc::new))

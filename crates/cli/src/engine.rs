@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::Path;
 use vision::mmod::DetectOptions;
-use vision::models::Models;
+use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
 
 #[derive(Args, Clone, Debug)]
@@ -28,6 +28,26 @@ pub struct EngineArgs {
     /// Detector score threshold (dlib's adjust_threshold).
     #[arg(long, default_value_t = 0.0)]
     pub det_threshold: f32,
+    /// Detector to run: the pack's own (MMOD CNN for dlib), or dlib's HOG frontal face
+    /// detector (faster, frontal faces only; carried by the dlib pack).
+    #[arg(long, value_enum, default_value_t = DetectorArg::Pack)]
+    pub detector: DetectorArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DetectorArg {
+    #[default]
+    Pack,
+    Hog,
+}
+
+impl From<DetectorArg> for DetectorChoice {
+    fn from(d: DetectorArg) -> Self {
+        match d {
+            DetectorArg::Pack => DetectorChoice::Pack,
+            DetectorArg::Hog => DetectorChoice::Hog,
+        }
+    }
 }
 
 pub fn load(home: &Path, args: &EngineArgs) -> Result<Pipeline> {
@@ -35,7 +55,7 @@ pub fn load(home: &Path, args: &EngineArgs) -> Result<Pipeline> {
     let rt = vision::pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
     vision::runtime::ensure_runtime(Some(&rt))?;
     let dir = home.join("packs").join(&args.pack);
-    let models = Models::load(&dir, args.threads)
+    let models = Models::load_with(&dir, args.threads, args.detector.into())
         .with_context(|| format!("loading model pack {}", dir.display()))?;
     let mut p = Pipeline::new(models);
     p.detect = DetectOptions {

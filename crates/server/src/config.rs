@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Face size range for detection (an e-gate knows its geometry).
     pub min_face: Option<f64>,
     pub max_face: Option<f64>,
+    /// Detector: "pack" (the pack's own; MMOD for dlib) or "hog" (dlib's HOG frontal detector).
+    pub detector: String,
     /// Galleries decrypted into memory at start-up (readiness waits for them).
     pub preload: Vec<String>,
     /// TLS certificate chain and private key (PEM files). Both set: HTTPS only (rustls, TLS 1.2
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             threads: 1,
             min_face: None,
             max_face: None,
+            detector: "pack".into(),
             preload: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -99,6 +102,12 @@ impl ServerConfig {
             return Err(
                 "tls_cert and tls_key go together: set both (HTTPS) or neither (plain HTTP)".into(),
             );
+        }
+        if let Some(v) = env("FACEGATE_DETECTOR") {
+            c.detector = v;
+        }
+        if !matches!(c.detector.as_str(), "pack" | "hog") {
+            return Err(format!("detector: '{}' is not pack or hog", c.detector));
         }
         if c.inference_slots == 0 {
             return Err("inference_slots must be at least 1".into());

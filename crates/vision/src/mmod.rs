@@ -291,7 +291,7 @@ pub fn pyramid_up(img: &RgbImage) -> RgbImage {
 }
 
 /// dlib's RGB bilinear `resize_image` fast path: f32 lanes, results truncated to u8.
-fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
+pub(crate) fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let mut out = RgbImage::new(dw as u32, dh as u32);
     if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
@@ -329,7 +329,7 @@ fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
 }
 
 /// dlib's `test_box_overlap` on drectangles (inclusive areas; the "union" is the bounding box).
-fn overlaps(a: &Rect, b: &Rect, iou: f64, covered: f64) -> bool {
+pub(crate) fn overlaps(a: &Rect, b: &Rect, iou: f64, covered: f64) -> bool {
     let inner = a.intersect(b).area();
     if inner == 0.0 {
         return false;

@@ -1,5 +1,6 @@
 //! Loading an installed model pack into ready-to-run stages.
 
+use crate::dlib::hog::HogDetector;
 use crate::dlib::shape_predictor::ShapePredictor;
 use crate::embed::Embedder;
 use crate::error::VisionError;
@@ -11,6 +12,17 @@ use std::path::Path;
 pub enum Detector {
     Mmod(MmodDetector),
     Yunet(YunetDetector),
+    Hog(HogDetector),
+}
+
+/// Which of a pack's detectors to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DetectorChoice {
+    /// The pack's own detector (`detector` in its manifest).
+    #[default]
+    Pack,
+    /// dlib's HOG frontal face detector, when the pack carries it (the dlib pack does).
+    Hog,
 }
 
 pub enum Landmarker {
@@ -29,8 +41,56 @@ impl Models {
     /// Loads the pack in `dir`, checking every file against the manifest's sha256.
     /// `threads` is the intra-op thread count per network (0 = ONNX Runtime's default).
     pub fn load(dir: &Path, threads: usize) -> Result<Self, VisionError> {
+        Self::load_with(dir, threads, DetectorChoice::Pack)
+    }
+
+    pub fn load_with(
+        dir: &Path,
+        threads: usize,
+        choice: DetectorChoice,
+    ) -> Result<Self, VisionError> {
         let manifest = Manifest::load(dir)?;
-        let detector = match &manifest.detector {
+        let detector = match choice {
+            DetectorChoice::Pack => Self::pack_detector(dir, &manifest.detector, threads)?,
+            DetectorChoice::Hog => {
+                let hog = manifest.hog_detector.as_ref().ok_or_else(|| {
+                    VisionError::Pack(format!(
+                        "pack {} has no HOG detector (the dlib pack gets it from `facegate models fetch --force`)",
+                        manifest.name
+                    ))
+                })?;
+                Detector::Hog(HogDetector::parse(&Manifest::read_verified(
+                    dir, &hog.model,
+                )?)?)
+            }
+        };
+        let landmarks = match &manifest.landmarks {
+            LandmarkSpec::DlibShapePredictor { model } => Landmarker::Dlib(ShapePredictor::parse(
+                &Manifest::read_verified(dir, model)?,
+            )?),
+            LandmarkSpec::FromDetector => Landmarker::FromDetector,
+        };
+        let e = &manifest.embedder;
+        let embedder = Embedder::from_onnx(
+            &Manifest::read_verified(dir, &e.model)?,
+            e.input.clone(),
+            e.embedding_size,
+            threads,
+        )?;
+        Ok(Models {
+            manifest,
+            detector,
+            landmarks,
+            embedder,
+        })
+    }
+
+    fn pack_detector(
+        dir: &Path,
+        spec: &DetectorSpec,
+        threads: usize,
+    ) -> Result<Detector, VisionError> {
+        Ok(match spec {
             DetectorSpec::DlibMmod {
                 model,
                 mean,
@@ -61,25 +121,6 @@ impl Models {
                 *nms_iou,
                 threads,
             )?),
-        };
-        let landmarks = match &manifest.landmarks {
-            LandmarkSpec::DlibShapePredictor { model } => Landmarker::Dlib(ShapePredictor::parse(
-                &Manifest::read_verified(dir, model)?,
-            )?),
-            LandmarkSpec::FromDetector => Landmarker::FromDetector,
-        };
-        let e = &manifest.embedder;
-        let embedder = Embedder::from_onnx(
-            &Manifest::read_verified(dir, &e.model)?,
-            e.input.clone(),
-            e.embedding_size,
-            threads,
-        )?;
-        Ok(Models {
-            manifest,
-            detector,
-            landmarks,
-            embedder,
         })
     }
 }

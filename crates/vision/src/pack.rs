@@ -32,6 +32,19 @@ pub const MMOD_DAT: (&str, &str) = (
     "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
 );
 
+/// dlib's own source package: its HOG frontal face detector ships only as compressed text in
+/// `frontal_face_detector.h` (Boost Software License 1.0, like the rest of dlib's source).
+pub const DLIB_SRC_PACKAGE: &str = "dlib==20.0.1";
+pub const DLIB_SRC_SDIST: &str = "dlib-20.0.1.tar.gz";
+pub const DLIB_SRC_SDIST_SHA256: &str =
+    "7cb2a09467de032332c743bc967007f016598c66c9c9ebc54a5b66d3d9e46d54";
+pub const HOG_HEADER: (&str, &str) = (
+    "dlib-20.0.1/dlib/image_processing/frontal_face_detector.h",
+    "6de4864e431c5696225ae53501b3b9b5223db800c5354b40d48ad1096a76cd52",
+);
+/// The decoded detector, as dlib's `serialize(frontal_face_detector)` writes it.
+pub const HOG_DAT: &str = "frontal_face_detector.dat";
+
 pub const ORT_VERSION: &str = "1.32.0";
 /// (pip platform tag, wheel file name, wheel sha256) for the platforms we pin.
 pub const ORT_WHEELS: &[(&str, &str, &str)] = &[(
@@ -139,6 +152,18 @@ pub struct Manifest {
     pub embedder: EmbedderSpec,
     /// The default 1:1 decision threshold and what it was calibrated for.
     pub calibration: Option<Calibration>,
+    /// An alternative detector in the same pack, chosen with `--detector hog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hog_detector: Option<HogSpec>,
+}
+
+/// dlib's HOG frontal face detector: its own licence and provenance, since they differ from
+/// the rest of the dlib pack's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HogSpec {
+    pub model: FileRef,
+    pub licence: String,
+    pub source: String,
 }
 
 impl Manifest {
@@ -363,6 +388,82 @@ fn gather_dats(
     extract_dats_from_sdist(&source)
 }
 
+/// The HOG detector from dlib's source sdist: the header's compressed text, decoded and parsed.
+fn hog_from_sdist(sdist: &Path) -> Result<Vec<u8>, VisionError> {
+    let bytes = std::fs::read(sdist).map_err(|e| VisionError::io(sdist, e))?;
+    check_sha256(DLIB_SRC_SDIST, &bytes, DLIB_SRC_SDIST_SHA256)?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let entries = archive
+        .entries()
+        .map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
+        let is_header = entry
+            .path()
+            .map_err(|e| VisionError::Fetch(e.to_string()))?
+            .to_str()
+            == Some(HOG_HEADER.0);
+        if !is_header {
+            continue;
+        }
+        let mut header = Vec::new();
+        entry
+            .read_to_end(&mut header)
+            .map_err(|e| VisionError::Fetch(e.to_string()))?;
+        check_sha256(HOG_HEADER.0, &header, HOG_HEADER.1)?;
+        let text = String::from_utf8(header)
+            .map_err(|_| VisionError::Fetch(format!("{} is not UTF-8", HOG_HEADER.0)))?;
+        let dat = crate::dlib::hog::serialized_from_header(&text)?;
+        crate::dlib::hog::HogDetector::parse(&dat)?;
+        return Ok(dat);
+    }
+    Err(VisionError::Fetch(format!(
+        "{} has no {}",
+        sdist.display(),
+        HOG_HEADER.0
+    )))
+}
+
+/// dlib's HOG detector for the pack: downloaded with pip, or found in an offline `--from`
+/// directory. Offline sources without dlib's sdist give a pack without it (said on stderr).
+fn gather_hog(
+    from: Option<&Path>,
+    work: &Path,
+    progress: Progress,
+) -> Result<Option<Vec<u8>>, VisionError> {
+    let sdist = match from {
+        None => {
+            // `--no-binary dlib` (not :all:) so that pip may use wheels for dlib's build tools
+            // while it reads the sdist's metadata; nothing is built.
+            pip_download(&["--no-binary", "dlib", DLIB_SRC_PACKAGE], work, progress)?;
+            work.join(DLIB_SRC_SDIST)
+        }
+        Some(dir) if dir.is_dir() => match find_file(dir, DLIB_SRC_SDIST, 4) {
+            Some(p) => p,
+            None => {
+                progress(&format!(
+                    "note: {} holds no {DLIB_SRC_SDIST}; installing without the HOG detector",
+                    dir.display()
+                ));
+                return Ok(None);
+            }
+        },
+        Some(_) => {
+            progress(&format!(
+                "note: installing without the HOG detector (it comes from {DLIB_SRC_SDIST}; \
+                 pass a directory holding both sdists to --from)"
+            ));
+            return Ok(None);
+        }
+    };
+    progress(&format!(
+        "decoding dlib's HOG face detector from {}",
+        sdist.display()
+    ));
+    hog_from_sdist(&sdist).map(Some)
+}
+
 /// Installs the default `dlib` pack into `home/packs/dlib`.
 pub fn install_dlib_pack(
     home: &Path,
@@ -372,6 +473,7 @@ pub fn install_dlib_pack(
     let packs = home.join("packs");
     let work = temp_dir_in(home)?;
     let dats = gather_dats(from, work.path(), progress)?;
+    let hog = gather_hog(from, work.path(), progress)?;
     let get = |n: &str| {
         dats.iter()
             .find(|(name, _)| name == n)
@@ -413,6 +515,19 @@ pub fn install_dlib_pack(
     // Check the landmark model parses before declaring the pack installed.
     crate::dlib::shape_predictor::ShapePredictor::parse(sp5)?;
     let sp_ref = write(SP5_DAT.0, sp5)?;
+    let hog_detector = match &hog {
+        Some(dat) => Some(HogSpec {
+            model: write(HOG_DAT, dat)?,
+            licence: "BSL-1.0 (part of dlib's source; trained by Davis E. King on faces from LFW, \
+                      per the training log in frontal_face_detector.h)"
+                .into(),
+            source: format!(
+                "PyPI {DLIB_SRC_PACKAGE} (sdist sha256 {DLIB_SRC_SDIST_SHA256}), {} decoded",
+                HOG_HEADER.0
+            ),
+        }),
+        None => None,
+    };
 
     let manifest = Manifest {
         name: "dlib".into(),
@@ -443,6 +558,7 @@ pub fn install_dlib_pack(
             metric: Metric::Euclidean,
         },
         calibration: Some(default_dlib_calibration()),
+        hog_detector,
     };
     let dest = packs.join("dlib");
     let mut manifest = manifest;
@@ -610,6 +726,7 @@ pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, Vi
             metric: Metric::Cosine,
         },
         calibration: spec.calibration.clone(),
+        hog_detector: None,
     };
     let dest = packs.join(spec.name);
     let mut manifest = manifest;

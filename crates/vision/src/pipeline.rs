@@ -71,6 +71,7 @@ impl Pipeline {
         match &self.models.detector {
             Detector::Mmod(d) => d.detect(img, &self.detect),
             Detector::Yunet(d) => d.detect(img, &self.detect),
+            Detector::Hog(d) => d.detect(img, &self.detect),
         }
     }
 

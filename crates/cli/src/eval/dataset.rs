@@ -6,7 +6,7 @@
 //! (XChaCha20-Poly1305) under a key in a 0600 file beside it, so deleting `cache/eval.key`
 //! erases every cached template at once. `--no-cache` keeps nothing.
 
-use crate::engine::{load, EngineArgs};
+use crate::engine::{load, DetectorArg, EngineArgs};
 use anyhow::{bail, Context, Result};
 use gallery::crypto;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -228,9 +228,12 @@ pub struct EmbedSpec {
 }
 
 impl EmbedSpec {
-    /// A label for reports: the pack, plus "+flip" or "+jitterN" when on.
+    /// A label for reports: the pack, plus "+hog", "+flip" or "+jitterN" when on.
     pub fn label(&self) -> String {
         let mut l = self.engine.pack.clone();
+        if self.engine.detector == DetectorArg::Hog {
+            l.push_str("+hog");
+        }
         if self.flip {
             l.push_str("+flip");
         }
@@ -240,22 +243,24 @@ impl EmbedSpec {
         l
     }
 
-    /// Parse `PACK`, `PACK+flip` or `PACK+jitterN`, as `--compare` takes it.
+    /// Parse `PACK` with optional `+hog`, `+flip` or `+jitterN`, as `--compare` takes it.
     pub fn parse(text: &str, base: &EmbedSpec) -> Result<EmbedSpec> {
         let mut s = base.clone();
         let mut parts = text.split('+');
         s.engine.pack = parts.next().unwrap_or_default().to_string();
+        s.engine.detector = DetectorArg::Pack;
         s.flip = false;
         s.jitter = 0;
         for p in parts {
             match p {
+                "hog" => s.engine.detector = DetectorArg::Hog,
                 "flip" => s.flip = true,
                 j if j.starts_with("jitter") && j.len() > 6 => {
                     s.jitter = j[6..]
                         .parse()
                         .with_context(|| format!("`{j}` in `{text}`: jitter count"))?;
                 }
-                other => bail!("unknown setting `{other}` in `{text}` (known: flip, jitterN)"),
+                other => bail!("unknown setting `{other}` in `{text}` (known: hog, flip, jitterN)"),
             }
         }
         if s.engine.pack.is_empty() {
@@ -606,7 +611,7 @@ fn fingerprint(home: &Path, spec: &EmbedSpec) -> Result<String> {
     m.calibration = None;
     let e = &spec.engine;
     let text = format!(
-        "v1\0facegate {}\0{}\0flip={}\0jitter={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0select=nearest-centre",
+        "v1\0facegate {}\0{}\0flip={}\0jitter={}\0upsample={}\0min={:?}\0max={:?}\0thr={}\0detector={:?}\0select=nearest-centre",
         env!("CARGO_PKG_VERSION"),
         serde_json::to_string(&m)?,
         spec.flip,
@@ -614,7 +619,8 @@ fn fingerprint(home: &Path, spec: &EmbedSpec) -> Result<String> {
         e.upsample,
         e.min_face,
         e.max_face,
-        e.det_threshold
+        e.det_threshold,
+        e.detector
     );
     Ok(vision::pack::sha256_hex(text.as_bytes()))
 }
@@ -633,6 +639,7 @@ mod tests {
                 min_face: None,
                 max_face: None,
                 det_threshold: 0.0,
+                detector: Default::default(),
             },
             flip: false,
             jitter: 0,
@@ -652,5 +659,14 @@ mod tests {
         assert!(EmbedSpec::parse("dlib+jitter1", &base).is_err());
         assert!(EmbedSpec::parse("dlib+flip+jitter4", &base).is_err());
         assert!(EmbedSpec::parse("+flip", &base).is_err());
+        let s = EmbedSpec::parse("dlib+hog+flip", &base).unwrap();
+        assert_eq!(
+            (s.engine.detector, s.flip, s.label().as_str()),
+            (DetectorArg::Hog, true, "dlib+hog+flip")
+        );
+        assert_eq!(
+            EmbedSpec::parse("dlib", &s).unwrap().engine.detector,
+            DetectorArg::Pack
+        );
     }
 }

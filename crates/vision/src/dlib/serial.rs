@@ -157,6 +157,11 @@ impl<'a> Reader<'a> {
 
     /// A `dlib::matrix<float>` as serialized: negated row and column counts, then values.
     pub fn matrix(&mut self) -> Result<Vec<f32>, VisionError> {
+        Ok(self.matrix_f64()?.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// A `dlib::matrix<double>` (or float) at full precision.
+    pub fn matrix_f64(&mut self) -> Result<Vec<f64>, VisionError> {
         let start = self.pos;
         let nr = -self.int()?;
         let nc = -self.int()?;
@@ -167,7 +172,7 @@ impl<'a> Reader<'a> {
         if n > 1 << 22 {
             return Err(bad("matrix too large", start));
         }
-        (0..n).map(|_| self.float().map(|v| v as f32)).collect()
+        (0..n).map(|_| self.float()).collect()
     }
 }
 

@@ -1,0 +1,863 @@
+//! dlib's HOG frontal face detector (`get_frontal_face_detector`): five 80×80 FHOG filters scanned
+//! over a 5/6 image pyramid. Its weights exist only as compressed base64 text inside dlib's source
+//! (`dlib/image_processing/frontal_face_detector.h`), which the pack fetches from the `dlib` sdist.
+//!
+//! The port follows dlib 20.0.1 operation by operation (`fhog.h`, `scan_fhog_pyramid.h`,
+//! `spatial_filtering.h`, `object_detector.h`), including which float expression each column
+//! takes (dlib's 8-lane SIMD body and its scalar tail round differently), so features and scores
+//! match dlib's to float rounding of the filter decomposition (see the parity tests).
+
+use base64::Engine;
+use image::RgbImage;
+
+use crate::geometry::Rect;
+use crate::mmod::{overlaps, pyramid_up, resize_rgb_truncating, DetectOptions, Detection};
+use crate::VisionError;
+
+use super::compress::decompress_kernel_1ea;
+use super::serial::Reader;
+
+fn fmt_err(msg: impl Into<String>) -> VisionError {
+    VisionError::ModelFormat(msg.into())
+}
+
+/// The serialized detector (dlib's `serialize(object_detector)` bytes) from the text of
+/// `frontal_face_detector.h`: the string literals streamed into `sout` before the base64 decode.
+pub fn serialized_from_header(header: &str) -> Result<Vec<u8>, VisionError> {
+    let start = header
+        .rfind("get_serialized_frontal_faces()")
+        .ok_or_else(|| fmt_err("frontal_face_detector.h: no get_serialized_frontal_faces"))?;
+    let mut text = String::new();
+    for line in header[start..].lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("sout << \"") {
+            let lit = rest
+                .strip_suffix("\";")
+                .ok_or_else(|| fmt_err("frontal_face_detector.h: unexpected literal"))?;
+            text.push_str(lit);
+        } else if !text.is_empty() && line.starts_with("base64_coder.decode") {
+            break;
+        }
+    }
+    if text.is_empty() {
+        return Err(fmt_err("frontal_face_detector.h: no detector data"));
+    }
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| fmt_err(format!("frontal_face_detector.h: base64: {e}")))?;
+    decompress_kernel_1ea(&compressed, 16 << 20)
+}
+
+const PLANES: usize = 31;
+
+/// One rank-1 term of a plane's filter: `col · rowᵀ`.
+struct Separable {
+    row: Vec<f32>,
+    col: Vec<f32>,
+}
+
+/// One of the detector's filters (front, left, right, front rotated left/right).
+struct HogFilter {
+    /// dlib's `w(num_dimensions)`: the score a window must reach.
+    threshold: f64,
+    /// Per FHOG plane, the rank-1 terms dlib's `build_fhog_filterbank` keeps.
+    planes: Vec<Vec<Separable>>,
+    /// Per plane, the full filter (rows × cols, row-major), used when dlib would use it.
+    full: Vec<Vec<f32>>,
+}
+
+impl HogFilter {
+    fn num_separable(&self) -> usize {
+        self.planes.iter().map(Vec::len).sum()
+    }
+}
+
+pub struct HogDetector {
+    cell: usize,
+    /// FHOG window of the filters, in cells (10 × 10 for 80 × 80 pixels).
+    filter_rows: usize,
+    filter_cols: usize,
+    window: f64,
+    min_layer_w: i64,
+    min_layer_h: i64,
+    max_levels: usize,
+    iou: f64,
+    covered: f64,
+    filters: Vec<HogFilter>,
+}
+
+/// dlib's `image_to_fhog` for one point (integer division truncates toward zero, as in C++).
+fn image_to_fhog(p: (i64, i64), cell: i64) -> (i64, i64) {
+    ((p.0 - 1) / cell - 1, (p.1 - 1) / cell - 1)
+}
+
+impl HogDetector {
+    /// Parses dlib's serialized `object_detector<scan_fhog_pyramid<pyramid_down<6>>>`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, VisionError> {
+        let mut r = Reader::new(bytes);
+        r.expect_int(2, "object_detector version")?;
+        r.expect_int(1, "scan_fhog_pyramid version")?;
+        // The scanner's cached feature pyramid: always empty in a saved detector.
+        r.expect_int(0, "feature pyramid max size")?;
+        r.expect_int(0, "feature pyramid size")?;
+        let cell = r.count(64)?;
+        let padding = r.count(64)?;
+        let ww = r.count(4096)?;
+        let wh = r.count(4096)?;
+        let max_levels = r.count(1 << 20)?;
+        let min_layer_w = r.count(1 << 20)? as i64;
+        let min_layer_h = r.count(1 << 20)? as i64;
+        let _nuclear_norm = r.float()?;
+        let dims = r.count(1 << 24)?;
+        if cell < 2 || ww != wh || ww < cell {
+            return Err(fmt_err(format!(
+                "HOG detector: cell {cell}, window {ww}x{wh}"
+            )));
+        }
+        // compute_fhog_window_size: the window mapped to FHOG cells, grown by the padding.
+        let (half_w, half_h) = (ww as i64 / 2, wh as i64 / 2);
+        let tl = image_to_fhog((-half_w, -half_h), cell as i64);
+        let br = image_to_fhog(
+            (ww as i64 - half_w - 1, wh as i64 - half_h - 1),
+            cell as i64,
+        );
+        let filter_cols = (br.0 - tl.0 + 1) as usize + 2 * padding;
+        let filter_rows = (br.1 - tl.1 + 1) as usize + 2 * padding;
+        if padding != 0 || dims != PLANES * filter_rows * filter_cols {
+            return Err(fmt_err(format!(
+                "HOG detector: {dims} dimensions, padding {padding} (want {} and 0)",
+                PLANES * filter_rows * filter_cols
+            )));
+        }
+        let iou = r.float()?;
+        let covered = r.float()?;
+        let n = r.count(64)?;
+        let mut filters = Vec::with_capacity(n);
+        for _ in 0..n {
+            let w = r.matrix_f64()?;
+            if w.len() != dims + 1 {
+                return Err(fmt_err(format!("HOG filter of {} weights", w.len())));
+            }
+            filters.push(build_filter(&w, filter_rows, filter_cols)?);
+        }
+        if filters.is_empty() || !r.at_end() {
+            return Err(fmt_err("HOG detector: no filters or trailing bytes"));
+        }
+        Ok(HogDetector {
+            cell,
+            filter_rows,
+            filter_cols,
+            window: ww as f64,
+            min_layer_w,
+            min_layer_h,
+            max_levels,
+            iou,
+            covered,
+            filters,
+        })
+    }
+
+    /// Number of pyramid levels dlib scans for an image of this size.
+    fn level_count(&self, w: i64, h: i64) -> usize {
+        let (mut l, mut t, mut r, mut b) = (0.0f64, 0.0f64, (w - 1) as f64, (h - 1) as f64);
+        let mut levels = 0;
+        loop {
+            let down = |v: f64| ((v - 0.3) * (5.0 / 6.0)).round();
+            (l, t, r, b) = (down(l), down(t), down(r), down(b));
+            levels += 1;
+            let ok =
+                r - l + 1.0 >= self.min_layer_w as f64 && b - t + 1.0 >= self.min_layer_h as f64;
+            if !ok || levels >= self.max_levels {
+                return levels;
+            }
+        }
+    }
+
+    /// Levels whose window covers faces in [min_face, max_face], one level of slack each side
+    /// (the same rule as the MMOD detector's).
+    fn wanted_levels(&self, n: usize, opts: &DetectOptions, scale: f64) -> Vec<usize> {
+        if opts.min_face.is_none() && opts.max_face.is_none() {
+            return (0..n).collect();
+        }
+        let lo = opts.min_face.unwrap_or(0.0) * scale / 1.2;
+        let hi = opts.max_face.unwrap_or(f64::INFINITY) * scale * 1.2;
+        (0..n)
+            .filter(|&i| {
+                let face = self.window * 1.2f64.powi(i as i32);
+                face >= lo && face <= hi
+            })
+            .collect()
+    }
+
+    /// Face boxes in image coordinates, best first, after dlib's non-maximum suppression.
+    /// `opts.threshold` is dlib's `adjust_threshold`.
+    pub fn detect(
+        &self,
+        img: &RgbImage,
+        opts: &DetectOptions,
+    ) -> Result<Vec<Detection>, VisionError> {
+        if img.width() == 0 || img.height() == 0 {
+            return Err(VisionError::Empty);
+        }
+        let mut upsampled = None;
+        for _ in 0..opts.upsample {
+            upsampled = Some(pyramid_up(upsampled.as_ref().unwrap_or(img)));
+        }
+        let work = upsampled.as_ref().unwrap_or(img);
+        let n = self.level_count(work.width() as i64, work.height() as i64);
+        let scale = 2f64.powi(opts.upsample as i32);
+        let wanted = self.wanted_levels(n, opts, scale);
+        let mut per_filter: Vec<Vec<(f32, Rect)>> = vec![Vec::new(); self.filters.len()];
+        let mut level_img: Option<RgbImage> = None;
+        let mut scratch = Scratch::default();
+        for level in 0..=wanted.last().copied().unwrap_or(0) {
+            if level > 0 {
+                let prev = level_img.as_ref().unwrap_or(work);
+                let (w, h) = (prev.width() as usize, prev.height() as usize);
+                level_img = Some(resize_rgb_truncating(prev, 5 * w / 6, 5 * h / 6));
+            }
+            if !wanted.contains(&level) {
+                continue;
+            }
+            let lv = level_img.as_ref().unwrap_or(work);
+            let Some(feats) = fhog(lv, self.cell, self.filter_rows, self.filter_cols) else {
+                continue;
+            };
+            for (f, dets) in self.filters.iter().zip(per_filter.iter_mut()) {
+                let thresh = f.threshold + f64::from(opts.threshold);
+                self.scan(f, &feats, &mut scratch);
+                self.collect(&scratch.saliency, &feats, level, thresh, dets);
+            }
+        }
+        // Each filter's detections sorted by score, then all of them (object_detector.h).
+        let mut all: Vec<Detection> = Vec::new();
+        for (f, dets) in self.filters.iter().zip(per_filter) {
+            let mut dets = dets;
+            dets.sort_by(|a, b| b.0.total_cmp(&a.0));
+            all.extend(dets.into_iter().map(|(s, rect)| Detection {
+                rect,
+                score: (f64::from(s) - f.threshold) as f32,
+                landmarks: None,
+            }));
+        }
+        if self.filters.len() > 1 {
+            all.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        let mut kept: Vec<Detection> = Vec::new();
+        for d in all {
+            if !kept
+                .iter()
+                .any(|k| overlaps(&k.rect, &d.rect, self.iou, self.covered))
+            {
+                kept.push(d);
+            }
+        }
+        // Back to the caller's image: pyramid_down<2>::rect_down per upsampling, rounded once.
+        for d in kept.iter_mut() {
+            let down = |mut v: f64, o: f64| {
+                for _ in 0..opts.upsample {
+                    v = v / 2.0 - o;
+                }
+                v.round()
+            };
+            d.rect = Rect {
+                left: down(d.rect.left, 1.25),
+                top: down(d.rect.top, 0.75),
+                right: down(d.rect.right, 1.25),
+                bottom: down(d.rect.bottom, 0.75),
+            };
+        }
+        if let Some(max) = opts.max_face {
+            kept.retain(|d| d.rect.width() <= max * 1.25);
+        }
+        if let Some(min) = opts.min_face {
+            kept.retain(|d| d.rect.width() >= min / 1.25);
+        }
+        Ok(kept)
+    }
+
+    /// `apply_filters_to_fhog`: the filter's response summed over the 31 planes.
+    fn scan(&self, f: &HogFilter, feats: &Fhog, s: &mut Scratch) {
+        let (nr, nc) = (feats.nr, feats.nc);
+        s.saliency.clear();
+        s.saliency.resize(nr * nc, 0.0);
+        let full_is_cheaper = f.num_separable() as f64
+            > (PLANES * self.filter_rows.min(self.filter_cols)) as f64 / 3.0;
+        if full_is_cheaper {
+            for (p, filt) in f.full.iter().enumerate() {
+                filter_full(
+                    feats.plane(p),
+                    nr,
+                    nc,
+                    filt,
+                    self.filter_rows,
+                    self.filter_cols,
+                    &mut s.saliency,
+                );
+            }
+            return;
+        }
+        for (p, terms) in f.planes.iter().enumerate() {
+            for t in terms {
+                filter_separable(
+                    feats.plane(p),
+                    nr,
+                    nc,
+                    &t.row,
+                    &t.col,
+                    &mut s.rows,
+                    &mut s.saliency,
+                );
+            }
+        }
+    }
+
+    /// Windows whose score reaches `thresh`, as rectangles in the (upsampled) input image.
+    fn collect(
+        &self,
+        saliency: &[f32],
+        feats: &Fhog,
+        level: usize,
+        thresh: f64,
+        out: &mut Vec<(f32, Rect)>,
+    ) {
+        let (fr, fc) = (self.filter_rows as i64, self.filter_cols as i64);
+        let (nr, nc) = (feats.nr as i64, feats.nc as i64);
+        let (r0, c0) = (fr / 2, fc / 2);
+        let (r1, c1) = (nr - (fr - 1) / 2, nc - (fc - 1) / 2);
+        let cell = self.cell as i64;
+        // fhog_to_image with the filter size as padding, then to the cell's centre.
+        let to_image = |v: i64, pad: i64| {
+            let p = (v + 1 - (pad - 1) / 2) * cell + 1;
+            p + if p >= 0 { cell / 2 } else { -(cell / 2) }
+        };
+        for r in r0..r1 {
+            for c in c0..c1 {
+                let s = saliency[(r * nc + c) as usize];
+                if f64::from(s) < thresh {
+                    continue;
+                }
+                // centered_rect(point(c, r), filter_cols, filter_rows)
+                let (l, t) = (c - fc / 2, r - fr / 2);
+                let corners = [
+                    to_image(l, fc) as f64,
+                    to_image(t, fr) as f64,
+                    to_image(l + fc - 1, fc) as f64,
+                    to_image(t + fr - 1, fr) as f64,
+                ];
+                let up = |mut v: f64| {
+                    for _ in 0..level {
+                        v = v * (6.0 / 5.0) + 0.3;
+                    }
+                    v.round()
+                };
+                out.push((
+                    s,
+                    Rect {
+                        left: up(corners[0]),
+                        top: up(corners[1]),
+                        right: up(corners[2]),
+                        bottom: up(corners[3]),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// `build_fhog_filterbank`: each plane's 10×10 filter split into rank-1 terms `σ uvᵀ` (SVD),
+/// keeping singular values ≥ max(1e-4, 0.001 · largest), largest first, each term as
+/// (`u√σ`, `v√σ`).
+///
+/// The SVD comes from the symmetric eigen-decomposition of FᵀF (v = eigenvector, σ = √λ,
+/// u = Fv/σ): nalgebra 0.34's `svd` returned factors that do not reproduce some of these
+/// exactly-rank-2 filters (errors up to 1.4e-2), so every split is checked against its filter.
+fn build_filter(w: &[f64], rows: usize, cols: usize) -> Result<HogFilter, VisionError> {
+    let size = rows * cols;
+    let mut planes = Vec::with_capacity(PLANES);
+    let mut full = Vec::with_capacity(PLANES);
+    for p in 0..PLANES {
+        let f = &w[p * size..(p + 1) * size];
+        full.push(f.iter().map(|&v| v as f32).collect());
+        let m = nalgebra::DMatrix::from_row_slice(rows, cols, f);
+        let eig = (m.transpose() * &m).symmetric_eigen();
+        let sv: Vec<f64> = eig.eigenvalues.iter().map(|&l| l.max(0.0).sqrt()).collect();
+        let mut order: Vec<usize> = (0..sv.len()).collect();
+        order.sort_by(|&a, &b| sv[b].total_cmp(&sv[a]));
+        let largest = sv.iter().copied().fold(0.0f64, f64::max);
+        let thresh = f64::max(1e-4, largest * 0.001);
+        let mut terms = Vec::new();
+        let mut approx = nalgebra::DMatrix::<f64>::zeros(rows, cols);
+        for j in order {
+            if sv[j] < thresh {
+                continue;
+            }
+            let v = eig.eigenvectors.column(j).into_owned();
+            let u = (&m * &v) / sv[j];
+            approx += &u * v.transpose() * sv[j];
+            let s = sv[j].sqrt();
+            terms.push(Separable {
+                col: u.iter().map(|&x| (x * s) as f32).collect(),
+                row: v.iter().map(|&x| (x * s) as f32).collect(),
+            });
+        }
+        // What the split leaves out is at most the dropped singular values (each < thresh).
+        let err = (approx - &m).abs().max();
+        if !err.is_finite() || err > thresh * cols as f64 {
+            return Err(fmt_err(format!(
+                "HOG filter plane {p}: separable split off by {err:e}"
+            )));
+        }
+        planes.push(terms);
+    }
+    Ok(HogFilter {
+        threshold: w[PLANES * size],
+        planes,
+        full,
+    })
+}
+
+#[derive(Default)]
+struct Scratch {
+    saliency: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// The end of dlib's 8-column SIMD body for columns `first..last`.
+fn simd_end(first: usize, last: usize) -> usize {
+    let mut c = first;
+    while c + 7 < last {
+        c += 8;
+    }
+    c
+}
+
+/// A 10-tap (or any length) dot product the way dlib's SIMD body forms it: three interleaved
+/// partial sums, the remainder added to the first, then first + (second + third).
+#[inline(always)]
+fn dot_simd_order(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
+    let (mut t1, mut t2, mut t3) = (0.0f32, 0.0f32, 0.0f32);
+    let mut n = 0;
+    while n + 2 < f.len() {
+        t1 += x(n) * f[n];
+        t2 += x(n + 1) * f[n + 1];
+        t3 += x(n + 2) * f[n + 2];
+        n += 3;
+    }
+    while n < f.len() {
+        t1 += x(n) * f[n];
+        n += 1;
+    }
+    t1 + (t2 + t3)
+}
+
+#[inline(always)]
+fn dot_sequential(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
+    let mut t = 0.0f32;
+    for (n, &fv) in f.iter().enumerate() {
+        t += x(n) * fv;
+    }
+    t
+}
+
+/// `float_spatially_filter_image_separable(..., add_to = true)` into `out` (which starts zeroed).
+fn filter_separable(
+    img: &[f32],
+    nr: usize,
+    nc: usize,
+    row: &[f32],
+    col: &[f32],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (first_row, first_col) = (col.len() / 2, row.len() / 2);
+    if nr < col.len() || nc < row.len() {
+        return;
+    }
+    let (last_row, last_col) = (nr - (col.len() - 1) / 2, nc - (row.len() - 1) / 2);
+    let split = simd_end(first_col, last_col);
+    scratch.clear();
+    scratch.resize(nr * nc, 0.0);
+    for r in 0..nr {
+        let src = &img[r * nc..(r + 1) * nc];
+        let dst = &mut scratch[r * nc..(r + 1) * nc];
+        for (c, d) in dst.iter_mut().enumerate().take(split).skip(first_col) {
+            let base = c - first_col;
+            *d = dot_simd_order(|n| src[base + n], row);
+        }
+        for (c, d) in dst.iter_mut().enumerate().take(last_col).skip(split) {
+            let base = c - first_col;
+            *d = dot_sequential(|n| src[base + n], row);
+        }
+    }
+    for r in first_row..last_row {
+        let base = r - first_row;
+        for c in first_col..split {
+            out[r * nc + c] += dot_simd_order(|m| scratch[(base + m) * nc + c], col);
+        }
+        for c in split..last_col {
+            out[r * nc + c] += dot_sequential(|m| scratch[(base + m) * nc + c], col);
+        }
+    }
+}
+
+/// `spatially_filter_image(..., add_to = true)` with a full 2-D filter (dlib's scalar path:
+/// row by row, each row's products summed in order).
+fn filter_full(
+    img: &[f32],
+    nr: usize,
+    nc: usize,
+    filt: &[f32],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
+    if nr < rows || nc < cols {
+        return;
+    }
+    let (first_row, first_col) = (rows / 2, cols / 2);
+    let (last_row, last_col) = (nr - (rows - 1) / 2, nc - (cols - 1) / 2);
+    for r in first_row..last_row {
+        for c in first_col..last_col {
+            let mut t = 0.0f32;
+            for m in 0..rows {
+                for n in 0..cols {
+                    t += img[(r - first_row + m) * nc + c - first_col + n] * filt[m * cols + n];
+                }
+            }
+            out[r * nc + c] += t;
+        }
+    }
+}
+
+/// 31 FHOG planes, each `nr × nc`, laid out plane after plane; padded for the filter size.
+struct Fhog {
+    data: Vec<f32>,
+    nr: usize,
+    nc: usize,
+}
+
+impl Fhog {
+    fn plane(&self, p: usize) -> &[f32] {
+        &self.data[p * self.nr * self.nc..(p + 1) * self.nr * self.nc]
+    }
+}
+
+const DIRECTIONS: [(f32, f32); 9] = [
+    (1.0000, 0.0000),
+    (0.9397, 0.3420),
+    (0.7660, 0.6428),
+    (0.500, 0.8660),
+    (0.1736, 0.9848),
+    (-0.1736, 0.9848),
+    (-0.5000, 0.8660),
+    (-0.7660, 0.6428),
+    (-0.9397, 0.3420),
+];
+
+/// Per-pixel colour gradient: the channel with the largest squared magnitude. dlib's SIMD body
+/// and scalar tail break ties differently (SIMD prefers the later channel).
+#[inline(always)]
+fn gradient(px: &[u8], w: usize, y: usize, x: usize, simd: bool) -> (i32, i32, i32) {
+    let at = |r: usize, c: usize, ch: usize| i32::from(px[3 * (r * w + c) + ch]);
+    let mut best = (0, 0, -1);
+    for ch in 0..3 {
+        let gx = at(y, x + 1, ch) - at(y, x - 1, ch);
+        let gy = at(y + 1, x, ch) - at(y - 1, x, ch);
+        let len = gx * gx + gy * gy;
+        let take = if simd { len >= best.2 } else { len > best.2 };
+        if ch == 0 || take {
+            best = (gx, gy, len);
+        }
+    }
+    best
+}
+
+/// The orientation bin (0..18) of a gradient, as dlib's loop picks it.
+#[inline(always)]
+fn orientation(gx: f32, gy: f32, simd: bool) -> usize {
+    let mut best_dot = 0.0f32;
+    let mut best_o = 0usize;
+    for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
+        let dot = gx * dx + gy * dy;
+        if simd {
+            if dot > best_dot {
+                best_dot = dot;
+                best_o = o;
+            }
+            if -dot > best_dot {
+                best_dot = -dot;
+                best_o = o + 9;
+            }
+        } else if dot > best_dot {
+            best_dot = dot;
+            best_o = o;
+        } else if -dot > best_dot {
+            best_dot = -dot;
+            best_o = o + 9;
+        }
+    }
+    best_o
+}
+
+/// dlib's `extract_fhog_features` (planar output, filter padding `rows_pad × cols_pad`).
+/// None when the image is too small to give any cells.
+fn fhog(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let px = img.as_raw();
+    let cells_nr = (h as f32 / cell as f32 + 0.5) as usize;
+    let cells_nc = (w as f32 / cell as f32 + 0.5) as usize;
+    if cells_nr < 3 || cells_nc < 3 {
+        return None;
+    }
+    let hist_nc = cells_nc + 2;
+    let mut hist = vec![0.0f32; (cells_nr + 2) * hist_nc * 18];
+    let bin = |r: usize, c: usize, o: usize| (r * hist_nc + c) * 18 + o;
+    let visible_nr = (cells_nr * cell).min(h) as i64 - 1;
+    let visible_nc = (cells_nc * cell).min(w) as i64 - 1;
+    let fcell = cell as f32;
+    for y in 1..visible_nr.max(1) as usize {
+        let yp = ((y as f64 + 0.5) / f64::from(fcell) - 0.5) as f32;
+        let iyp = yp.floor() as i64;
+        let vy0 = yp - iyp as f32;
+        let vy1 = 1.0 - vy0;
+        let ry = (iyp + 1) as usize;
+        let mut x = 1i64;
+        while x < visible_nc - 7 {
+            for lane in 0..8 {
+                let xi = (x + lane) as usize;
+                let (gx, gy, len) = gradient(px, w, y, xi, true);
+                let xp = (xi as f32 + 0.5) / fcell + 0.5;
+                let ixp = xp as i32;
+                let vx0 = xp - ixp as f32;
+                let vx1 = 1.0f32 - vx0;
+                let v = (len as f32).sqrt();
+                let o = orientation(gx as f32, gy as f32, true);
+                let (vx1, vx0) = (vx1 * v, vx0 * v);
+                let c = ixp as usize;
+                hist[bin(ry, c, o)] += vy1 * vx1;
+                hist[bin(ry + 1, c, o)] += vy0 * vx1;
+                hist[bin(ry, c + 1, o)] += vy1 * vx0;
+                hist[bin(ry + 1, c + 1, o)] += vy0 * vx0;
+            }
+            x += 8;
+        }
+        while x < visible_nc {
+            let xi = x as usize;
+            let (gx, gy, len) = gradient(px, w, y, xi, false);
+            let o = orientation(gx as f32, gy as f32, false);
+            let v = (len as f32).sqrt();
+            let xp = ((xi as f64 + 0.5) / cell as f64 - 0.5) as f32;
+            let ixp = xp.floor() as i64;
+            let vx0 = xp - ixp as f32;
+            let vx1 = 1.0 - vx0;
+            let c = (ixp + 1) as usize;
+            hist[bin(ry, c, o)] += vy1 * vx1 * v;
+            hist[bin(ry + 1, c, o)] += vy0 * vx1 * v;
+            hist[bin(ry, c + 1, o)] += vy1 * vx0 * v;
+            hist[bin(ry + 1, c + 1, o)] += vy0 * vx0 * v;
+            x += 1;
+        }
+    }
+    let mut norm = vec![0.0f32; cells_nr * cells_nc];
+    for r in 0..cells_nr {
+        for c in 0..cells_nc {
+            let h = &hist[bin(r + 1, c + 1, 0)..bin(r + 1, c + 1, 0) + 18];
+            let mut n = 0.0f32;
+            for o in 0..9 {
+                let s = h[o] + h[o + 9];
+                n += s * s;
+            }
+            norm[r * cells_nc + c] = n;
+        }
+    }
+    let (hog_nr, hog_nc) = (cells_nr - 2, cells_nc - 2);
+    let (nr, nc) = (hog_nr + rows_pad - 1, hog_nc + cols_pad - 1);
+    let (off_r, off_c) = ((rows_pad - 1) / 2, (cols_pad - 1) / 2);
+    let mut data = vec![0.0f32; PLANES * nr * nc];
+    let nm = |r: usize, c: usize| norm[r * cells_nc + c];
+    // dlib's sum() of a 4-lane vector (SSE4.1 dot with ones): (l0 + l1) + (l2 + l3).
+    let sum4 = |v: [f32; 4]| (v[0] + v[1]) + (v[2] + v[3]);
+    let eps = 0.0001f32;
+    for y in 0..hog_nr {
+        for x in 0..hog_nc {
+            let z1 = [nm(y + 1, x + 1), nm(y, x + 1), nm(y + 1, x), nm(y, x)];
+            let z2 = [
+                nm(y + 1, x + 2),
+                nm(y, x + 2),
+                nm(y + 1, x + 1),
+                nm(y, x + 1),
+            ];
+            let z3 = [
+                nm(y + 2, x + 1),
+                nm(y + 1, x + 1),
+                nm(y + 2, x),
+                nm(y + 1, x),
+            ];
+            let z4 = [
+                nm(y + 2, x + 2),
+                nm(y + 1, x + 2),
+                nm(y + 2, x + 1),
+                nm(y + 1, x + 1),
+            ];
+            let mut nn = [0.0f32; 4];
+            let mut n = [0.0f32; 4];
+            for l in 0..4 {
+                nn[l] = 0.2f32 * (z1[l] + z2[l] + z3[l] + z4[l] + eps).sqrt();
+                n[l] = 0.1f32 / nn[l];
+            }
+            let h = &hist[bin(y + 2, x + 2, 0)..bin(y + 2, x + 2, 0) + 18];
+            let at = |o: usize| ((o * nr) + y + off_r) * nc + x + off_c;
+            let clip = |v: f32| -> [f32; 4] {
+                let mut out = [0.0f32; 4];
+                for l in 0..4 {
+                    out[l] = v.min(nn[l]) * n[l];
+                }
+                out
+            };
+            let mut t = [0.0f32; 4];
+            for o in (0..18).step_by(3) {
+                let (h0, h1, h2) = (clip(h[o]), clip(h[o + 1]), clip(h[o + 2]));
+                data[at(o)] = sum4(h0);
+                data[at(o + 1)] = sum4(h1);
+                data[at(o + 2)] = sum4(h2);
+                for l in 0..4 {
+                    t[l] += h0[l] + h1[l] + h2[l];
+                }
+            }
+            for o in (0..9).step_by(3) {
+                let h0 = clip(h[o] + h[o + 9]);
+                let h1 = clip(h[o + 1] + h[o + 10]);
+                let h2 = clip(h[o + 2] + h[o + 11]);
+                data[at(o + 18)] = sum4(h0);
+                data[at(o + 19)] = sum4(h1);
+                data[at(o + 20)] = sum4(h2);
+            }
+            let k = (2.0f64 * 0.2357) as f32;
+            for l in 0..4 {
+                data[at(27 + l)] = t[l] * k;
+            }
+        }
+    }
+    Some(Fhog { data, nr, nc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dlib's integer encoding: a control byte (length, 0x80 if negative), then little-endian bytes.
+    fn put_int(out: &mut Vec<u8>, v: i64) {
+        let m = v.unsigned_abs();
+        let bytes = m.to_le_bytes();
+        let n = 8 - bytes.iter().rev().take_while(|&&b| b == 0).count();
+        out.push(n as u8 | if v < 0 { 0x80 } else { 0 });
+        out.extend_from_slice(&bytes[..n]);
+    }
+
+    /// dlib's float encoding: integer mantissa and exponent (value = m · 2^e).
+    fn put_float(out: &mut Vec<u8>, v: f64) {
+        let e = -40i64;
+        put_int(out, (v * 2f64.powi(40)).round() as i64);
+        put_int(out, e);
+    }
+
+    /// A detector in dlib's serialized layout with `n` filters of rank-2 planes.
+    fn synthetic(n: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [2, 1, 0, 0, 8, 0, 80, 80, 1000, 64, 64] {
+            put_int(&mut b, v);
+        }
+        put_float(&mut b, 9.0);
+        put_int(&mut b, 3100);
+        put_float(&mut b, 0.33);
+        put_float(&mut b, 0.78);
+        put_int(&mut b, n as i64);
+        let mut rng = crate::rng::SplitMix::new(7);
+        for _ in 0..n {
+            put_int(&mut b, -3101);
+            put_int(&mut b, -1);
+            for _ in 0..31 {
+                let (u1, v1, u2, v2): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = (
+                    (0..10).map(|_| rng.range(-0.3, 0.3)).collect(),
+                    (0..10).map(|_| rng.range(-0.3, 0.3)).collect(),
+                    (0..10).map(|_| rng.range(-0.1, 0.1)).collect(),
+                    (0..10).map(|_| rng.range(-0.1, 0.1)).collect(),
+                );
+                for r in 0..10 {
+                    for c in 0..10 {
+                        put_float(&mut b, u1[r] * v1[c] + u2[r] * v2[c]);
+                    }
+                }
+            }
+            put_float(&mut b, 0.5);
+        }
+        b
+    }
+
+    #[test]
+    fn parses_dlibs_layout_and_splits_each_plane_into_its_rank() {
+        let d = HogDetector::parse(&synthetic(2)).unwrap();
+        assert_eq!((d.filters.len(), d.filter_rows, d.filter_cols), (2, 10, 10));
+        assert_eq!((d.cell, d.window), (8, 80.0));
+        assert!((d.iou - 0.33).abs() < 1e-9 && (d.covered - 0.78).abs() < 1e-9);
+        for f in &d.filters {
+            assert!((f.threshold - 0.5).abs() < 1e-9);
+            // Rank-2 planes give two separable terms each, which rebuild the plane.
+            for (terms, full) in f.planes.iter().zip(&f.full) {
+                assert_eq!(terms.len(), 2);
+                for m in 0..10 {
+                    for n in 0..10 {
+                        let s: f32 = terms.iter().map(|t| t.col[m] * t.row[n]).sum();
+                        assert!((s - full[m * 10 + n]).abs() < 1e-6);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_detectors_are_refused() {
+        let good = synthetic(1);
+        for n in [0, 1, 10, 40, good.len() / 2, good.len() - 1] {
+            assert!(HogDetector::parse(&good[..n]).is_err(), "truncated at {n}");
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(HogDetector::parse(&extra).is_err());
+        assert!(serialized_from_header("no detector here").is_err());
+        assert!(
+            serialized_from_header("get_serialized_frontal_faces()\n sout << \"@@@\";\n").is_err()
+        );
+    }
+
+    #[test]
+    fn flat_and_tiny_images_give_no_faces_and_no_panic() {
+        let d = HogDetector::parse(&synthetic(1)).unwrap();
+        let opts = DetectOptions::default();
+        for (w, h) in [(1, 1), (7, 300), (30, 30), (120, 90)] {
+            let img = RgbImage::from_pixel(w, h, image::Rgb([90, 120, 150]));
+            assert!(d.detect(&img, &opts).unwrap().is_empty(), "{w}x{h}");
+        }
+        assert!(d.detect(&RgbImage::new(0, 0), &opts).is_err());
+        // A flat image has no gradients, so every FHOG feature is zero.
+        let img = RgbImage::from_pixel(64, 48, image::Rgb([200, 10, 10]));
+        let f = fhog(&img, 8, 10, 10).unwrap();
+        assert!(f.data.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn level_count_matches_dlib() {
+        // Level counts dlib printed for these sizes (golden/extra/dlib_params_and_layers.txt).
+        let d = HogDetector::parse(&synthetic(1)).unwrap();
+        for (w, h, n) in [
+            (640, 480, 12),
+            (1282, 961, 15),
+            (1280, 720, 14),
+            (250, 250, 8),
+            (502, 501, 12),
+        ] {
+            assert_eq!(d.level_count(w, h), n, "{w}x{h}");
+        }
+    }
+}
