@@ -291,6 +291,7 @@ pub fn pyramid_up(img: &RgbImage) -> RgbImage {
 }
 
 /// dlib's RGB bilinear `resize_image` fast path: f32 lanes, results truncated to u8.
+#[inline(always)]
 pub(crate) fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let mut out = RgbImage::new(dw as u32, dh as u32);

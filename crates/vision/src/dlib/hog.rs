@@ -214,7 +214,7 @@ impl HogDetector {
             if level > 0 {
                 let prev = level_img.as_ref().unwrap_or(work);
                 let (w, h) = (prev.width() as usize, prev.height() as usize);
-                level_img = Some(resize_rgb_truncating(prev, 5 * w / 6, 5 * h / 6));
+                level_img = Some(pyramid_down6(prev, 5 * w / 6, 5 * h / 6));
             }
             if !wanted.contains(&level) {
                 continue;
@@ -225,7 +225,7 @@ impl HogDetector {
             };
             for (f, dets) in self.filters.iter().zip(per_filter.iter_mut()) {
                 let thresh = f.threshold + f64::from(opts.threshold);
-                self.scan(f, &feats, &mut scratch);
+                scan(f, &feats, self.filter_rows, self.filter_cols, &mut scratch);
                 self.collect(&scratch.saliency, &feats, level, thresh, dets);
             }
         }
@@ -274,42 +274,6 @@ impl HogDetector {
             kept.retain(|d| d.rect.width() >= min / 1.25);
         }
         Ok(kept)
-    }
-
-    /// `apply_filters_to_fhog`: the filter's response summed over the 31 planes.
-    fn scan(&self, f: &HogFilter, feats: &Fhog, s: &mut Scratch) {
-        let (nr, nc) = (feats.nr, feats.nc);
-        s.saliency.clear();
-        s.saliency.resize(nr * nc, 0.0);
-        let full_is_cheaper = f.num_separable() as f64
-            > (PLANES * self.filter_rows.min(self.filter_cols)) as f64 / 3.0;
-        if full_is_cheaper {
-            for (p, filt) in f.full.iter().enumerate() {
-                filter_full(
-                    feats.plane(p),
-                    nr,
-                    nc,
-                    filt,
-                    self.filter_rows,
-                    self.filter_cols,
-                    &mut s.saliency,
-                );
-            }
-            return;
-        }
-        for (p, terms) in f.planes.iter().enumerate() {
-            for t in terms {
-                filter_separable(
-                    feats.plane(p),
-                    nr,
-                    nc,
-                    &t.row,
-                    &t.col,
-                    &mut s.rows,
-                    &mut s.saliency,
-                );
-            }
-        }
     }
 
     /// Windows whose score reaches `thresh`, as rectangles in the (upsampled) input image.
@@ -417,10 +381,92 @@ fn build_filter(w: &[f64], rows: usize, cols: usize) -> Result<HogFilter, Vision
     })
 }
 
+/// `apply_filters_to_fhog`: the filter's response summed over the 31 planes, into `s.saliency`.
+#[inline(always)]
+fn scan_body(f: &HogFilter, feats: &Fhog, rows: usize, cols: usize, s: &mut Scratch) {
+    let (nr, nc) = (feats.nr, feats.nc);
+    s.saliency.clear();
+    s.saliency.resize(nr * nc, 0.0);
+    let full_is_cheaper = f.num_separable() as f64 > (PLANES * rows.min(cols)) as f64 / 3.0;
+    if full_is_cheaper {
+        for (p, filt) in f.full.iter().enumerate() {
+            filter_full(feats.plane(p), nr, nc, filt, rows, cols, &mut s.saliency);
+        }
+        return;
+    }
+    for (p, terms) in f.planes.iter().enumerate() {
+        for t in terms {
+            filter_separable(
+                feats.plane(p),
+                nr,
+                nc,
+                &t.row,
+                &t.col,
+                &mut s.rows,
+                &mut s.saliency,
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 struct Scratch {
     saliency: Vec<f32>,
     rows: Vec<f32>,
+}
+
+/// Defines `$name` to run `$body` (an `#[inline(always)]` function) as code compiled for AVX2
+/// when the CPU has it, else as it is. The HOG loops are plain lane-parallel Rust; with AVX2 the
+/// compiler vectorises the orientation, filter and resize loops 8 wide. Results are the same bits
+/// either way: Rust never fuses a multiply and an add, and each IEEE operation rounds the same at
+/// any vector width (`simd_twins_match_portable_code` checks it).
+macro_rules! simd_twin {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) -> $r:ty = $body:path;) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+                unsafe fn avx512($($a: $t),*) -> $r {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($a: $t),*) -> $r {
+                    $body($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: `avx512` needs nothing beyond AVX-512 F/BW/VL (and AVX2, which
+                    // they imply), which the CPU was just checked to support; it only calls the
+                    // safe `$body`.
+                    return unsafe { avx512($($a),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: `avx2` needs nothing beyond AVX2, which the CPU was just checked to
+                    // support; it only calls the safe `$body`.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            $body($($a),*)
+        }
+    };
+}
+
+simd_twin! {
+    /// dlib's `extract_fhog_features`; see [`fhog_body`].
+    fn fhog(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> = fhog_body;
+}
+
+simd_twin! {
+    /// One filter's response over a level; see [`scan_body`].
+    fn scan(f: &HogFilter, feats: &Fhog, rows: usize, cols: usize, s: &mut Scratch) -> () = scan_body;
+}
+
+simd_twin! {
+    /// dlib's `pyramid_down<6>` step on an RGB image.
+    fn pyramid_down6(img: &RgbImage, w: usize, h: usize) -> RgbImage = resize_rgb_truncating;
 }
 
 /// The end of dlib's 8-column SIMD body for columns `first..last`.
@@ -432,27 +478,70 @@ fn simd_end(first: usize, last: usize) -> usize {
     c
 }
 
-/// A 10-tap (or any length) dot product the way dlib's SIMD body forms it: three interleaved
-/// partial sums, the remainder added to the first, then first + (second + third).
+/// Columns at once, the way dlib's 8-lane SIMD body forms each one's filter sum: three
+/// interleaved partial sums (taps 0,3,6,… / 1,4,7,… / 2,5,8,…), leftover taps added to the
+/// first, then first + (second + third); `out[i]` gets (or gets added) the sum whose tap `n`
+/// reads `src(n)[i]`. The same operations per column as dlib, so the same bits; written lane-
+/// parallel so that the compiler vectorises it.
 #[inline(always)]
-fn dot_simd_order(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
-    let (mut t1, mut t2, mut t3) = (0.0f32, 0.0f32, 0.0f32);
-    let mut n = 0;
-    while n + 2 < f.len() {
-        t1 += x(n) * f[n];
-        t2 += x(n + 1) * f[n + 1];
-        t3 += x(n + 2) * f[n + 2];
-        n += 3;
+fn taps_simd_order<'a>(src: impl Fn(usize) -> &'a [f32], f: &[f32], out: &mut [f32], add: bool) {
+    const L: usize = 8;
+    let w = out.len();
+    let mut i = 0;
+    // Whole groups of 8 columns with fixed-size lanes (so the compiler vectorises them), then
+    // the few left over with the same arithmetic.
+    while i + L <= w {
+        let (mut t1, mut t2, mut t3) = ([0f32; L], [0f32; L], [0f32; L]);
+        let mut n = 0;
+        while n + 2 < f.len() {
+            let (a, b, c) = (
+                &src(n)[i..i + L],
+                &src(n + 1)[i..i + L],
+                &src(n + 2)[i..i + L],
+            );
+            let (fa, fb, fc) = (f[n], f[n + 1], f[n + 2]);
+            for l in 0..L {
+                t1[l] += a[l] * fa;
+                t2[l] += b[l] * fb;
+                t3[l] += c[l] * fc;
+            }
+            n += 3;
+        }
+        while n < f.len() {
+            let (a, fa) = (&src(n)[i..i + L], f[n]);
+            for l in 0..L {
+                t1[l] += a[l] * fa;
+            }
+            n += 1;
+        }
+        let o = &mut out[i..i + L];
+        for l in 0..L {
+            let v = t1[l] + (t2[l] + t3[l]);
+            o[l] = if add { v + o[l] } else { v };
+        }
+        i += L;
     }
-    while n < f.len() {
-        t1 += x(n) * f[n];
-        n += 1;
+    for (k, o) in out.iter_mut().enumerate().skip(i) {
+        let (mut t1, mut t2, mut t3) = (0f32, 0f32, 0f32);
+        let mut n = 0;
+        while n + 2 < f.len() {
+            t1 += src(n)[k] * f[n];
+            t2 += src(n + 1)[k] * f[n + 1];
+            t3 += src(n + 2)[k] * f[n + 2];
+            n += 3;
+        }
+        while n < f.len() {
+            t1 += src(n)[k] * f[n];
+            n += 1;
+        }
+        let v = t1 + (t2 + t3);
+        *o = if add { v + *o } else { v };
     }
-    t1 + (t2 + t3)
 }
 
+/// dlib's scalar tail: the taps summed in order.
 #[inline(always)]
-fn dot_sequential(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
+fn taps_sequential(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
     let mut t = 0.0f32;
     for (n, &fv) in f.iter().enumerate() {
         t += x(n) * fv;
@@ -461,6 +550,7 @@ fn dot_sequential(x: impl Fn(usize) -> f32, f: &[f32]) -> f32 {
 }
 
 /// `float_spatially_filter_image_separable(..., add_to = true)` into `out` (which starts zeroed).
+#[inline(always)]
 fn filter_separable(
     img: &[f32],
     nr: usize,
@@ -476,27 +566,28 @@ fn filter_separable(
     }
     let (last_row, last_col) = (nr - (col.len() - 1) / 2, nc - (row.len() - 1) / 2);
     let split = simd_end(first_col, last_col);
-    scratch.clear();
     scratch.resize(nr * nc, 0.0);
     for r in 0..nr {
         let src = &img[r * nc..(r + 1) * nc];
         let dst = &mut scratch[r * nc..(r + 1) * nc];
-        for (c, d) in dst.iter_mut().enumerate().take(split).skip(first_col) {
-            let base = c - first_col;
-            *d = dot_simd_order(|n| src[base + n], row);
-        }
+        taps_simd_order(|n| &src[n..], row, &mut dst[first_col..split], false);
         for (c, d) in dst.iter_mut().enumerate().take(last_col).skip(split) {
             let base = c - first_col;
-            *d = dot_sequential(|n| src[base + n], row);
+            *d = taps_sequential(|n| src[base + n], row);
         }
     }
+    let scratch = &scratch[..];
     for r in first_row..last_row {
         let base = r - first_row;
-        for c in first_col..split {
-            out[r * nc + c] += dot_simd_order(|m| scratch[(base + m) * nc + c], col);
-        }
-        for c in split..last_col {
-            out[r * nc + c] += dot_sequential(|m| scratch[(base + m) * nc + c], col);
+        let o = &mut out[r * nc..(r + 1) * nc];
+        taps_simd_order(
+            |m| &scratch[(base + m) * nc + first_col..],
+            col,
+            &mut o[first_col..split],
+            true,
+        );
+        for (c, v) in o.iter_mut().enumerate().take(last_col).skip(split) {
+            *v += taps_sequential(|m| scratch[(base + m) * nc + c], col);
         }
     }
 }
@@ -555,41 +646,29 @@ const DIRECTIONS: [(f32, f32); 9] = [
     (-0.9397, 0.3420),
 ];
 
-/// Per-pixel colour gradient: the channel with the largest squared magnitude. dlib's SIMD body
-/// and scalar tail break ties differently (SIMD prefers the later channel).
-#[inline(always)]
-fn gradient(px: &[u8], w: usize, y: usize, x: usize, simd: bool) -> (i32, i32, i32) {
+/// Colour gradient at one pixel, as dlib's scalar tail takes it: the channel with the largest
+/// squared magnitude, the earlier channel on ties (the SIMD body in `fhog` takes the later one).
+fn gradient(px: &[u8], w: usize, y: usize, x: usize) -> (i32, i32, i32) {
     let at = |r: usize, c: usize, ch: usize| i32::from(px[3 * (r * w + c) + ch]);
     let mut best = (0, 0, -1);
     for ch in 0..3 {
         let gx = at(y, x + 1, ch) - at(y, x - 1, ch);
         let gy = at(y + 1, x, ch) - at(y - 1, x, ch);
         let len = gx * gx + gy * gy;
-        let take = if simd { len >= best.2 } else { len > best.2 };
-        if ch == 0 || take {
+        if len > best.2 {
             best = (gx, gy, len);
         }
     }
     best
 }
 
-/// The orientation bin (0..18) of a gradient, as dlib's loop picks it.
-#[inline(always)]
-fn orientation(gx: f32, gy: f32, simd: bool) -> usize {
+/// The orientation bin (0..18) of a gradient, as dlib's scalar tail picks it.
+fn orientation(gx: f32, gy: f32) -> usize {
     let mut best_dot = 0.0f32;
     let mut best_o = 0usize;
     for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
         let dot = gx * dx + gy * dy;
-        if simd {
-            if dot > best_dot {
-                best_dot = dot;
-                best_o = o;
-            }
-            if -dot > best_dot {
-                best_dot = -dot;
-                best_o = o + 9;
-            }
-        } else if dot > best_dot {
+        if dot > best_dot {
             best_dot = dot;
             best_o = o;
         } else if -dot > best_dot {
@@ -602,7 +681,8 @@ fn orientation(gx: f32, gy: f32, simd: bool) -> usize {
 
 /// dlib's `extract_fhog_features` (planar output, filter padding `rows_pad × cols_pad`).
 /// None when the image is too small to give any cells.
-fn fhog(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> {
+#[inline(always)]
+fn fhog_body(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let px = img.as_raw();
     let cells_nr = (h as f32 / cell as f32 + 0.5) as usize;
@@ -616,36 +696,125 @@ fn fhog(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option
     let visible_nr = (cells_nr * cell).min(h) as i64 - 1;
     let visible_nc = (cells_nc * cell).min(w) as i64 - 1;
     let fcell = cell as f32;
+    // Columns 1..simd_x take dlib's 8-lane body, the rest its scalar tail.
+    let mut simd_x = 1i64;
+    while simd_x < visible_nc - 7 {
+        simd_x += 8;
+    }
+    let n = (simd_x - 1).max(0) as usize;
+    // What the SIMD body computes per column: the left cell and the horizontal vote weights.
+    let mut cidx = Vec::with_capacity(n);
+    let (mut vx0, mut vx1) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let xp = ((i + 1) as f32 + 0.5) / fcell + 0.5;
+        let ixp = xp as i32;
+        cidx.push(ixp as usize);
+        vx0.push(xp - ixp as f32);
+        vx1.push(1.0f32 - (xp - ixp as f32));
+    }
+    let (mut pr, mut pg, mut pb) = (vec![0i32; w * h], vec![0i32; w * h], vec![0i32; w * h]);
+    for (((p, r), g), b) in px
+        .chunks_exact(3)
+        .zip(pr.iter_mut())
+        .zip(pg.iter_mut())
+        .zip(pb.iter_mut())
+    {
+        (*r, *g, *b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+    }
+    let planes = [pr, pg, pb];
+    // Per row: each SIMD column's vote weights (left, right cell; times |gradient|) and bin.
+    let (mut gx, mut gy, mut len) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let mut best_o = vec![0u32; n];
     for y in 1..visible_nr.max(1) as usize {
         let yp = ((y as f64 + 0.5) / f64::from(fcell) - 0.5) as f32;
         let iyp = yp.floor() as i64;
         let vy0 = yp - iyp as f32;
         let vy1 = 1.0 - vy0;
         let ry = (iyp + 1) as usize;
-        let mut x = 1i64;
-        while x < visible_nc - 7 {
-            for lane in 0..8 {
-                let xi = (x + lane) as usize;
-                let (gx, gy, len) = gradient(px, w, y, xi, true);
-                let xp = (xi as f32 + 0.5) / fcell + 0.5;
-                let ixp = xp as i32;
-                let vx0 = xp - ixp as f32;
-                let vx1 = 1.0f32 - vx0;
-                let v = (len as f32).sqrt();
-                let o = orientation(gx as f32, gy as f32, true);
-                let (vx1, vx0) = (vx1 * v, vx0 * v);
-                let c = ixp as usize;
-                hist[bin(ry, c, o)] += vy1 * vx1;
-                hist[bin(ry + 1, c, o)] += vy0 * vx1;
-                hist[bin(ry, c + 1, o)] += vy1 * vx0;
-                hist[bin(ry + 1, c + 1, o)] += vy0 * vx0;
+        if n > 0 {
+            fn row(p: &[i32], w: usize, n: usize, r: usize, from: usize) -> &[i32] {
+                &p[r * w + from..][..n]
             }
-            x += 8;
+            let (rl, rr, ru, rd) = (
+                row(&planes[0], w, n, y, 0),
+                row(&planes[0], w, n, y, 2),
+                row(&planes[0], w, n, y - 1, 1),
+                row(&planes[0], w, n, y + 1, 1),
+            );
+            let (gl, gr, gu, gd) = (
+                row(&planes[1], w, n, y, 0),
+                row(&planes[1], w, n, y, 2),
+                row(&planes[1], w, n, y - 1, 1),
+                row(&planes[1], w, n, y + 1, 1),
+            );
+            let (bl, br, bu, bd) = (
+                row(&planes[2], w, n, y, 0),
+                row(&planes[2], w, n, y, 2),
+                row(&planes[2], w, n, y - 1, 1),
+                row(&planes[2], w, n, y + 1, 1),
+            );
+            // Every slice below is exactly n long, so the loops run without bounds checks and
+            // vectorise.
+            let (gx, gy, len) = (&mut gx[..n], &mut gy[..n], &mut len[..n]);
+            let best_o = &mut best_o[..n];
+            for i in 0..n {
+                // Strongest channel; on ties the SIMD body takes the later channel.
+                let (mut dx, mut dy) = (rr[i] - rl[i], rd[i] - ru[i]);
+                let mut l = dx * dx + dy * dy;
+                let (gdx, gdy) = (gr[i] - gl[i], gd[i] - gu[i]);
+                let gl2 = gdx * gdx + gdy * gdy;
+                let take = gl2 >= l;
+                dx = if take { gdx } else { dx };
+                dy = if take { gdy } else { dy };
+                l = if take { gl2 } else { l };
+                let (bdx, bdy) = (br[i] - bl[i], bd[i] - bu[i]);
+                let bl2 = bdx * bdx + bdy * bdy;
+                let take = bl2 >= l;
+                gx[i] = if take { bdx } else { dx } as f32;
+                gy[i] = if take { bdy } else { dy } as f32;
+                len[i] = if take { bl2 } else { l } as f32;
+            }
+            // n is a multiple of 8 (dlib's body runs 8 columns at a time): fixed-size lanes.
+            for ((o8, x8), y8) in best_o
+                .chunks_exact_mut(8)
+                .zip(gx.chunks_exact(8))
+                .zip(gy.chunks_exact(8))
+            {
+                let mut bd = [0f32; 8];
+                let mut bo = [0u32; 8];
+                for (o, &(ux, uy)) in DIRECTIONS.iter().enumerate() {
+                    let o = o as u32;
+                    for l in 0..8 {
+                        let dot = x8[l] * ux + y8[l] * uy;
+                        let c1 = dot > bd[l];
+                        let b1 = if c1 { dot } else { bd[l] };
+                        let o1 = if c1 { o } else { bo[l] };
+                        let c2 = -dot > b1;
+                        bd[l] = if c2 { -dot } else { b1 };
+                        bo[l] = if c2 { o + 9 } else { o1 };
+                    }
+                }
+                o8.copy_from_slice(&bo);
+            }
+            let (vx0, vx1, cidx) = (&vx0[..n], &vx1[..n], &cidx[..n]);
+            for i in 0..n {
+                let v = len[i].sqrt();
+                gx[i] = vx1[i] * v;
+                gy[i] = vx0[i] * v;
+            }
+            for i in 0..n {
+                let (a, b) = (gx[i], gy[i]);
+                let (c, o) = (cidx[i], best_o[i] as usize);
+                hist[bin(ry, c, o)] += vy1 * a;
+                hist[bin(ry + 1, c, o)] += vy0 * a;
+                hist[bin(ry, c + 1, o)] += vy1 * b;
+                hist[bin(ry + 1, c + 1, o)] += vy0 * b;
+            }
         }
-        while x < visible_nc {
+        for x in simd_x.max(1)..visible_nc {
             let xi = x as usize;
-            let (gx, gy, len) = gradient(px, w, y, xi, false);
-            let o = orientation(gx as f32, gy as f32, false);
+            let (gx, gy, len) = gradient(px, w, y, xi);
+            let o = orientation(gx as f32, gy as f32);
             let v = (len as f32).sqrt();
             let xp = ((xi as f64 + 0.5) / cell as f64 - 0.5) as f32;
             let ixp = xp.floor() as i64;
@@ -656,7 +825,6 @@ fn fhog(img: &RgbImage, cell: usize, rows_pad: usize, cols_pad: usize) -> Option
             hist[bin(ry + 1, c, o)] += vy0 * vx1 * v;
             hist[bin(ry, c + 1, o)] += vy1 * vx0 * v;
             hist[bin(ry + 1, c + 1, o)] += vy0 * vx0 * v;
-            x += 1;
         }
     }
     let mut norm = vec![0.0f32; cells_nr * cells_nc];
@@ -844,6 +1012,47 @@ mod tests {
         let img = RgbImage::from_pixel(64, 48, image::Rgb([200, 10, 10]));
         let f = fhog(&img, 8, 10, 10).unwrap();
         assert!(f.data.iter().all(|&v| v == 0.0));
+    }
+
+    /// The AVX2/AVX-512 copies (`simd_twin!`, the only unsafe here) give the portable code's
+    /// bits; on a CPU without them both sides run the portable code.
+    #[test]
+    fn simd_twins_match_portable_code() {
+        let mut rng = crate::rng::SplitMix::new(11);
+        let d = HogDetector::parse(&synthetic(2)).unwrap();
+        for (w, h) in [(203u32, 157u32), (96, 64), (333, 250)] {
+            // Smooth gradients plus noise, so that every orientation bin and both tie rules occur.
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                let base = ((x * 3 + y * 5) % 256) as u8;
+                let n = rng.below(4) as u8;
+                image::Rgb([base.wrapping_add(n), base, (x as u8).wrapping_mul(7) ^ n])
+            });
+            let (a, b) = (
+                fhog(&img, 8, 10, 10).unwrap(),
+                fhog_body(&img, 8, 10, 10).unwrap(),
+            );
+            assert!(a
+                .data
+                .iter()
+                .zip(&b.data)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(a.data.iter().any(|&v| v != 0.0));
+            for f in &d.filters {
+                let (mut s1, mut s2) = (Scratch::default(), Scratch::default());
+                scan(f, &a, 10, 10, &mut s1);
+                scan_body(f, &a, 10, 10, &mut s2);
+                assert!(s1
+                    .saliency
+                    .iter()
+                    .zip(&s2.saliency)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()));
+            }
+            let (dw, dh) = (5 * w as usize / 6, 5 * h as usize / 6);
+            assert_eq!(
+                pyramid_down6(&img, dw, dh),
+                resize_rgb_truncating(&img, dw, dh)
+            );
+        }
     }
 
     #[test]
