@@ -153,7 +153,7 @@ pub fn tiled_pyramid_layout(nr: i64, nc: i64, padding: i64, outer: i64) -> (Vec<
 
 /// The row walk of dlib's bilinear `resize_image`: align-corners y positions accumulated in
 /// f64, yielding (output row, top source row, bottom source row, fraction towards bottom).
-fn row_walk(sh: usize, dh: usize) -> impl Iterator<Item = (usize, usize, usize, f64)> {
+pub(crate) fn row_walk(sh: usize, dh: usize) -> impl Iterator<Item = (usize, usize, usize, f64)> {
     let y_scale = (sh as f64 - 1.0) / ((dh as f64 - 1.0).max(1.0));
     let mut y = -y_scale;
     (0..dh).map(move |r| {
@@ -200,13 +200,13 @@ fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usi
 /// column, f32 fraction) and, after it, the scalar tail's (left, right, f64 fraction). The walk
 /// does not depend on the row, so it is computed once per level and shared by every row and
 /// channel (the values are the ones dlib computes per row, bit for bit).
-struct ColumnWalk {
-    simd: Vec<(usize, f32)>,
-    tail: Vec<(usize, usize, f64)>,
+pub(crate) struct ColumnWalk {
+    pub(crate) simd: Vec<(usize, f32)>,
+    pub(crate) tail: Vec<(usize, usize, f64)>,
 }
 
 impl ColumnWalk {
-    fn new(sw: usize, dw: usize) -> Self {
+    pub(crate) fn new(sw: usize, dw: usize) -> Self {
         let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
         let mut simd = Vec::with_capacity(dw);
         let c = simd_columns(sw, dw, x_scale, |_, li, lr| simd.push((li, lr)));
