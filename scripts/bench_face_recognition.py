@@ -73,19 +73,31 @@ out = {
         "descriptor_per_face_batch16": median_ms(lambda: net.compute_face_descriptor([chip] * 16)) / 16,
         "face_recognition_locations_plus_encodings": median_ms(
             lambda: face_recognition.face_encodings(img, face_recognition.face_locations(img))),
+        "face_recognition_hog_u0_locations_plus_encodings": median_ms(
+            lambda: face_recognition.face_encodings(
+                img, face_recognition.face_locations(img, number_of_times_to_upsample=0))),
     },
 }
 out["blas"] = bool(getattr(dlib, "DLIB_USE_BLAS", False))
 out["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "auto")
 print(json.dumps(out, indent=1))
 
-# facegate on the same image, same thread count, right after.
-fg = json.loads(subprocess.run(
-    [args.facegate, "bench", path, "--threads", "1", "--iters", str(iters), "--json",
-     "--min-face", args.min_face, "--max-face", args.max_face],
-    capture_output=True, text=True, check=True).stdout)
+# facegate on the same image, same thread count, right after: with the pack's MMOD detector and
+# with dlib's HOG detector (`--detector hog`).
+def facegate_bench(*extra):
+    return json.loads(subprocess.run(
+        [args.facegate, "bench", path, "--threads", "1", "--iters", str(iters), "--json",
+         "--min-face", args.min_face, "--max-face", args.max_face, *extra],
+        capture_output=True, text=True, check=True).stdout)
+
+
+fg = facegate_bench()
+fg_hog = facegate_bench("--detector", "hog")
 print(json.dumps(fg, indent=1))
+print(json.dumps(fg_hog, indent=1))
 d, f = out["ms"], fg["ms"]
+for k, v in fg_hog["ms"].items():
+    f["hog_" + k] = v
 rows = [
     ("descriptor, single face", "descriptor_single", "descriptor_single"),
     ("descriptor per face, batch of 16", "descriptor_per_face_batch16", "descriptor_per_face_batch16"),
@@ -94,6 +106,12 @@ rows = [
     ("chip", "chip", "chip"),
     (f"end to end (facegate: MMOD {args.min_face}-{args.max_face} px; face_recognition: HOG u1 locate + encode)",
      "end_to_end_face_range_excl_decode", "face_recognition_locations_plus_encodings"),
+    ("HOG detection, full pyramid, upsample 0 (boxes identical to dlib's)", "hog_detect_full_pyramid",
+     "detect_hog_u0"),
+    (f"end to end (facegate: HOG {args.min_face}-{args.max_face} px; face_recognition: HOG u1 locate + encode)",
+     "hog_end_to_end_face_range_excl_decode", "face_recognition_locations_plus_encodings"),
+    (f"end to end (facegate: HOG {args.min_face}-{args.max_face} px; face_recognition: HOG u0 locate + encode)",
+     "hog_end_to_end_face_range_excl_decode", "face_recognition_hog_u0_locations_plus_encodings"),
 ]
 print()
 print(f"machine: {out['machine']}; threads: 1; dlib {out['dlib']} (BLAS: {out['blas']}, OpenBLAS kernels: "

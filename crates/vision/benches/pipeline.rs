@@ -1,6 +1,7 @@
 //! `cargo bench -p facegate-vision`: the pipeline's stages on the 640×480 e-gate frame with the
 //! installed default pack, one inference thread: decode, detection with the 100–400 px face range,
-//! landmarks, chip, descriptor, end to end. Needs `facegate models fetch` and ../shared (prints
+//! landmarks, chip, descriptor, end to end; then detection and end to end with the pack's HOG
+//! detector (`--detector hog`) and the 120–400 px range. Needs `facegate models fetch` and ../shared (prints
 //! why and measures nothing otherwise). The side-by-side ratio against dlib/face_recognition
 //! comes from `facegate bench` and scripts/bench_face_recognition.py on the same image.
 
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use std::path::Path;
 use vision::decode::{decode_file, DecodeLimits};
 use vision::mmod::DetectOptions;
-use vision::models::Models;
+use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
 
 fn stages(c: &mut Criterion) {
@@ -54,6 +55,27 @@ fn stages(c: &mut Criterion) {
     g.bench_function("descriptor", |b| {
         b.iter(|| black_box(p.embed_aligned(std::slice::from_ref(&chip))))
     });
+    g.bench_function("end_to_end_excl_decode", |b| {
+        b.iter(|| black_box(p.faces(&img)))
+    });
+    g.finish();
+    let hog = match Models::load_with(&home.join("packs/dlib"), 1, DetectorChoice::Hog) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("HOG detector: {e}");
+            return;
+        }
+    };
+    let mut p = Pipeline::new(hog);
+    p.detect = DetectOptions {
+        upsample: 0,
+        min_face: Some(120.0),
+        max_face: Some(400.0),
+        threshold: 0.0,
+    };
+    let mut g = c.benchmark_group("dlib_pack_hog_640x480_1thread");
+    g.sample_size(30);
+    g.bench_function("detect_120_400px", |b| b.iter(|| black_box(p.detect(&img))));
     g.bench_function("end_to_end_excl_decode", |b| {
         b.iter(|| black_box(p.faces(&img)))
     });
