@@ -156,6 +156,7 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
         "threshold_source": if a.threshold.is_some() { "command line".to_string() } else { cal.as_ref().map(|c| c.method.clone()).unwrap_or_default() },
         "calibrated_fmr": if a.threshold.is_some() { None } else { cal.and_then(|c| c.fmr) },
         "pack": p.models.manifest.name,
+        "detector": p.detector_name(),
         "probe": {"image": a.probe, "faces_found": pn, "face_used": pi, "selection": prule, "face": face_json(&pf, false)},
         "reference": {"image": a.reference, "faces_found": rn, "face_used": ri, "selection": rrule, "face": face_json(&rf, false)},
     });

@@ -145,6 +145,12 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
                     if let Ok(m) = pack::Manifest::load(&e.path()) {
                         found = true;
                         println!("pack     {:<10} {} [{}]", m.name, m.description, m.licence);
+                        if let Some(h) = &m.hog_detector {
+                            println!(
+                                "         {:<10} + HOG frontal face detector (--detector hog) [{}]",
+                                "", h.licence
+                            );
+                        }
                     }
                 }
             }

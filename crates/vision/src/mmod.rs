@@ -46,6 +46,44 @@ impl Default for DetectOptions {
     }
 }
 
+impl DetectOptions {
+    /// dlib's `pyramid_up` applied `upsample` times (None when not upsampling).
+    pub(crate) fn upsampled(&self, img: &RgbImage) -> Option<RgbImage> {
+        let mut up: Option<RgbImage> = None;
+        for _ in 0..self.upsample {
+            up = Some(pyramid_up(up.as_ref().unwrap_or(img)));
+        }
+        up
+    }
+
+    /// Levels of a 5/6 pyramid of `n` levels whose `window`-pixel detection window covers faces
+    /// in [min_face, max_face] (one level of slack each side); all levels when no range is given.
+    pub(crate) fn pyramid_levels(&self, n: usize, window: f64) -> Vec<usize> {
+        if self.min_face.is_none() && self.max_face.is_none() {
+            return (0..n).collect();
+        }
+        let scale = 2f64.powi(self.upsample as i32);
+        let lo = self.min_face.unwrap_or(0.0) * scale / 1.2;
+        let hi = self.max_face.unwrap_or(f64::INFINITY) * scale * 1.2;
+        (0..n)
+            .filter(|&i| {
+                let face = window * 1.2f64.powi(i as i32);
+                face >= lo && face <= hi
+            })
+            .collect()
+    }
+
+    /// Drops boxes outside the face-size range (with 25% slack for box sizes off the grid).
+    pub(crate) fn retain_in_range(&self, dets: &mut Vec<Detection>) {
+        if let Some(max) = self.max_face {
+            dets.retain(|d| d.rect.width() <= max * 1.25);
+        }
+        if let Some(min) = self.min_face {
+            dets.retain(|d| d.rect.width() >= min / 1.25);
+        }
+    }
+}
+
 /// One channel-planar float image (3 planes).
 struct Planes {
     w: usize,
@@ -423,18 +461,14 @@ impl MmodDetector {
         if img.width() == 0 || img.height() == 0 {
             return Err(VisionError::Empty);
         }
-        let mut upsampled = None;
-        for _ in 0..opts.upsample {
-            upsampled = Some(pyramid_up(upsampled.as_ref().unwrap_or(img)));
-        }
+        let upsampled = opts.upsampled(img);
         let work = upsampled.as_ref().unwrap_or(img);
         let (nr, nc) = (work.height() as i64, work.width() as i64);
         let (rects, tnr, tnc) = tiled_pyramid_layout(nr, nc, self.padding, self.outer_padding);
         if rects.is_empty() {
             return Ok(Vec::new());
         }
-        let scale = 2f64.powi(opts.upsample as i32);
-        let wanted = self.wanted_levels(rects.len(), opts, scale);
+        let wanted = opts.pyramid_levels(rects.len(), self.window);
         // Pyramid levels, each made from the previous one in tensor space as dlib does, down to
         // the coarsest level searched.
         let deepest = wanted.last().copied().unwrap_or(0);
@@ -510,29 +544,8 @@ impl MmodDetector {
                 bottom: f(r.bottom),
             };
         }
-        if let Some(max) = opts.max_face {
-            kept.retain(|d| d.rect.width() <= max * 1.25);
-        }
-        if let Some(min) = opts.min_face {
-            kept.retain(|d| d.rect.width() >= min / 1.25);
-        }
+        opts.retain_in_range(&mut kept);
         Ok(kept)
-    }
-
-    /// Pyramid levels whose 80-pixel window covers faces in [min_face, max_face] (with one
-    /// level of slack each side); all levels when no range is given.
-    fn wanted_levels(&self, n: usize, opts: &DetectOptions, scale: f64) -> Vec<usize> {
-        if opts.min_face.is_none() && opts.max_face.is_none() {
-            return (0..n).collect();
-        }
-        let lo = opts.min_face.unwrap_or(0.0) * scale / 1.2;
-        let hi = opts.max_face.unwrap_or(f64::INFINITY) * scale * 1.2;
-        (0..n)
-            .filter(|&i| {
-                let face = self.window * 1.2f64.powi(i as i32);
-                face >= lo && face <= hi
-            })
-            .collect()
     }
 
     #[allow(clippy::too_many_arguments)]

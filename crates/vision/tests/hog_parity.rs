@@ -19,10 +19,8 @@ fn check(upsample: u32, adjust: f32, key: &str) {
         panic!("asked for the HOG detector");
     };
     let gdir = shared_dir().join("golden");
-    let (mut total, mut exact, mut worst_px, mut worst_score) = (0, 0, 0f64, 0f64);
-    let mut mismatched = Vec::new();
+    let mut cmp = BoxComparison::default();
     for img in g["images"].as_array().unwrap() {
-        let name = img["name"].as_str().unwrap();
         let rgb = load_rgb(&gdir.join(img["file"].as_str().unwrap()));
         let opts = DetectOptions {
             upsample,
@@ -31,39 +29,15 @@ fn check(upsample: u32, adjust: f32, key: &str) {
         };
         let got = det.detect(&rgb, &opts).unwrap();
         let want = img["hog"][key]["dets"].as_array().unwrap();
-        if got.len() != want.len() {
-            mismatched.push(format!(
-                "{name}: {} boxes {:?}, dlib {}",
-                got.len(),
-                got.iter().map(|d| (d.rect, d.score)).collect::<Vec<_>>(),
-                serde_json::to_string(want).unwrap()
-            ));
-            continue;
-        }
-        for (d, w) in got.iter().zip(want) {
-            let r = f64s(&w["rect"]);
-            let px = [
-                d.rect.left - r[0],
-                d.rect.top - r[1],
-                d.rect.right - r[2],
-                d.rect.bottom - r[3],
-            ]
-            .iter()
-            .fold(0f64, |m, v| m.max(v.abs()));
-            let ds = (d.score as f64 - w["score"].as_f64().unwrap()).abs();
-            worst_px = worst_px.max(px);
-            worst_score = worst_score.max(ds);
-            exact += (px == 0.0) as usize;
-            total += 1;
-        }
+        cmp.add(img["name"].as_str().unwrap(), &got, want, "score");
     }
-    eprintln!("hog {key}: {total} boxes, {exact} exact, max corner diff {worst_px} px, max score diff {worst_score:.2e}; count mismatches: {mismatched:#?}");
+    eprintln!("hog {key}: {cmp:?}");
     // Features and window scores are computed in dlib's float order, so boxes are identical and
     // scores differ only by the f32 the result is stored in.
-    assert!(mismatched.is_empty(), "{mismatched:#?}");
-    assert_eq!(exact, total);
-    assert!(total > 50);
-    assert!(worst_score < 1e-6, "score off by {worst_score}");
+    assert!(cmp.mismatched.is_empty(), "{:#?}", cmp.mismatched);
+    assert_eq!(cmp.exact, cmp.total);
+    assert!(cmp.total > 50);
+    assert!(cmp.worst_score < 1e-6, "score off by {}", cmp.worst_score);
 }
 
 #[test]

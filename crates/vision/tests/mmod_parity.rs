@@ -14,10 +14,8 @@ fn check(upsample: u32, key: &str) {
         panic!("the dlib pack has an MMOD detector");
     };
     let gdir = shared_dir().join("golden");
-    let (mut total, mut exact, mut worst_px, mut worst_score) = (0, 0, 0f64, 0f64);
-    let mut mismatched = Vec::new();
+    let mut cmp = BoxComparison::default();
     for img in g["images"].as_array().unwrap() {
-        let name = img["name"].as_str().unwrap();
         // The 1280x720 image upsampled is ~10 GB of work in dlib's layout; covered by u0.
         if upsample > 0
             && img["width"].as_u64().unwrap() * img["height"].as_u64().unwrap() > 700_000
@@ -35,31 +33,12 @@ fn check(upsample: u32, key: &str) {
             )
             .unwrap();
         let want = img["cnn"][key]["dets"].as_array().unwrap();
-        if got.len() != want.len() {
-            mismatched.push(format!("{name}: {} boxes, dlib {}", got.len(), want.len()));
-            continue;
-        }
-        for (d, w) in got.iter().zip(want) {
-            let r = f64s(&w["rect"]);
-            let px = [
-                d.rect.left - r[0],
-                d.rect.top - r[1],
-                d.rect.right - r[2],
-                d.rect.bottom - r[3],
-            ]
-            .iter()
-            .fold(0f64, |m, v| m.max(v.abs()));
-            let ds = (d.score as f64 - w["confidence"].as_f64().unwrap()).abs();
-            worst_px = worst_px.max(px);
-            worst_score = worst_score.max(ds);
-            exact += (px == 0.0) as usize;
-            total += 1;
-        }
+        cmp.add(img["name"].as_str().unwrap(), &got, want, "confidence");
     }
-    eprintln!("mmod {key}: {total} boxes, {exact} exact, max corner diff {worst_px} px, max score diff {worst_score:.2e}; count mismatches: {mismatched:?}");
-    assert!(mismatched.is_empty(), "{mismatched:?}");
-    assert!(worst_px <= 1.0, "corner off by {worst_px}");
-    assert!(worst_score < 1e-3, "score off by {worst_score}");
+    eprintln!("mmod {key}: {cmp:?}");
+    assert!(cmp.mismatched.is_empty(), "{:#?}", cmp.mismatched);
+    assert!(cmp.worst_px <= 1.0, "corner off by {}", cmp.worst_px);
+    assert!(cmp.worst_score < 1e-3, "score off by {}", cmp.worst_score);
 }
 
 #[test]

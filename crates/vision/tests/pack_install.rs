@@ -1,6 +1,8 @@
 //! Model installation error paths: nothing half-written, clear errors.
 
-use vision::pack::{install_dlib_pack, install_runtime, DLIB_SDIST};
+use vision::pack::{
+    hog_from_sdist, install_dlib_pack, install_runtime, DLIB_SDIST, DLIB_SRC_SDIST,
+};
 use vision::VisionError;
 
 fn quiet(_: &str) {}
@@ -45,4 +47,14 @@ fn corrupt_model_files_are_errors_not_panics() {
         assert!(parse_net(&garbage[..n]).is_err());
         assert!(ShapePredictor::parse(&garbage[..n]).is_err());
     }
+}
+
+#[test]
+fn a_wrong_dlib_sdist_is_refused_by_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(DLIB_SRC_SDIST);
+    std::fs::write(&p, b"not dlib").unwrap();
+    let err = hog_from_sdist(&p).unwrap_err();
+    assert!(matches!(err, VisionError::Checksum { .. }), "{err}");
+    assert!(hog_from_sdist(&dir.path().join("missing.tar.gz")).is_err());
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use image::RgbImage;
 
 use crate::geometry::Rect;
-use crate::mmod::{overlaps, pyramid_up, row_walk, ColumnWalk, DetectOptions, Detection};
+use crate::mmod::{overlaps, row_walk, ColumnWalk, DetectOptions, Detection};
 use crate::VisionError;
 
 use super::compress::decompress_kernel_1ea;
@@ -165,22 +165,6 @@ impl HogDetector {
         }
     }
 
-    /// Levels whose window covers faces in [min_face, max_face], one level of slack each side
-    /// (the same rule as the MMOD detector's).
-    fn wanted_levels(&self, n: usize, opts: &DetectOptions, scale: f64) -> Vec<usize> {
-        if opts.min_face.is_none() && opts.max_face.is_none() {
-            return (0..n).collect();
-        }
-        let lo = opts.min_face.unwrap_or(0.0) * scale / 1.2;
-        let hi = opts.max_face.unwrap_or(f64::INFINITY) * scale * 1.2;
-        (0..n)
-            .filter(|&i| {
-                let face = self.window * 1.2f64.powi(i as i32);
-                face >= lo && face <= hi
-            })
-            .collect()
-    }
-
     /// Face boxes in image coordinates, best first, after dlib's non-maximum suppression.
     /// `opts.threshold` is dlib's `adjust_threshold`.
     pub fn detect(
@@ -191,14 +175,10 @@ impl HogDetector {
         if img.width() == 0 || img.height() == 0 {
             return Err(VisionError::Empty);
         }
-        let mut upsampled = None;
-        for _ in 0..opts.upsample {
-            upsampled = Some(pyramid_up(upsampled.as_ref().unwrap_or(img)));
-        }
+        let upsampled = opts.upsampled(img);
         let work = upsampled.as_ref().unwrap_or(img);
         let n = self.level_count(work.width() as i64, work.height() as i64);
-        let scale = 2f64.powi(opts.upsample as i32);
-        let wanted = self.wanted_levels(n, opts, scale);
+        let wanted = opts.pyramid_levels(n, self.window);
         let mut per_filter: Vec<Vec<(f32, Rect)>> = vec![Vec::new(); self.filters.len()];
         let mut lv = Planar::from_rgb(work);
         let mut scratch = Scratch::default();
@@ -257,12 +237,7 @@ impl HogDetector {
                 bottom: down(d.rect.bottom, 0.75),
             };
         }
-        if let Some(max) = opts.max_face {
-            kept.retain(|d| d.rect.width() <= max * 1.25);
-        }
-        if let Some(min) = opts.min_face {
-            kept.retain(|d| d.rect.width() >= min / 1.25);
-        }
+        opts.retain_in_range(&mut kept);
         Ok(kept)
     }
 

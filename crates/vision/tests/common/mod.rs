@@ -87,3 +87,52 @@ pub fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> i32 {
         .max()
         .unwrap_or(0)
 }
+
+/// How a detector's boxes compare with dlib's golden ones over many images.
+#[derive(Default, Debug)]
+pub struct BoxComparison {
+    pub total: usize,
+    pub exact: usize,
+    pub worst_px: f64,
+    pub worst_score: f64,
+    /// Images where the number of boxes differs.
+    pub mismatched: Vec<String>,
+}
+
+impl BoxComparison {
+    /// Adds one image: `got` against dlib's detections `want` (each with "rect" [l,t,r,b] and a
+    /// score under `score_key`), in order.
+    pub fn add(
+        &mut self,
+        name: &str,
+        got: &[vision::mmod::Detection],
+        want: &[serde_json::Value],
+        score_key: &str,
+    ) {
+        if got.len() != want.len() {
+            self.mismatched.push(format!(
+                "{name}: {} boxes {:?}, dlib {}",
+                got.len(),
+                got.iter().map(|d| (d.rect, d.score)).collect::<Vec<_>>(),
+                serde_json::to_string(want).unwrap()
+            ));
+            return;
+        }
+        for (d, w) in got.iter().zip(want) {
+            let r = f64s(&w["rect"]);
+            let px = [
+                d.rect.left - r[0],
+                d.rect.top - r[1],
+                d.rect.right - r[2],
+                d.rect.bottom - r[3],
+            ]
+            .iter()
+            .fold(0f64, |m, v| m.max(v.abs()));
+            let ds = (d.score as f64 - w[score_key].as_f64().unwrap()).abs();
+            self.worst_px = self.worst_px.max(px);
+            self.worst_score = self.worst_score.max(ds);
+            self.exact += (px == 0.0) as usize;
+            self.total += 1;
+        }
+    }
+}
