@@ -377,6 +377,38 @@ pub(crate) fn overlaps(a: &Rect, b: &Rect, iou: f64, covered: f64) -> bool {
     inner / outer > iou || inner / a.area() > covered || inner / b.area() > covered
 }
 
+/// dlib's greedy non-maximum suppression: best first, a box is kept unless it overlaps
+/// (`test_box_overlap`) one already kept. `dets` must be sorted best first.
+pub(crate) fn greedy_nms(dets: Vec<Detection>, iou: f64, covered: f64) -> Vec<Detection> {
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in dets {
+        if !kept
+            .iter()
+            .any(|k| overlaps(&d.rect, &k.rect, iou, covered))
+        {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+/// A box found on an image upsampled `times` times by `pyramid_up`, mapped back with
+/// `pyramid_down<2>::rect_down` (p/2 − (1.25, 0.75) per step) and rounded once by `round`.
+pub(crate) fn rect_down_upsampling(r: Rect, times: u32, round: impl Fn(f64) -> f64) -> Rect {
+    let down = |mut v: f64, o: f64| {
+        for _ in 0..times {
+            v = v / 2.0 - o;
+        }
+        round(v)
+    };
+    Rect {
+        left: down(r.left, 1.25),
+        top: down(r.top, 0.75),
+        right: down(r.right, 1.25),
+        bottom: down(r.bottom, 0.75),
+    }
+}
+
 pub struct MmodDetector {
     session: Mutex<ort::session::Session>,
     mean: [f32; 3],
@@ -515,34 +547,11 @@ impl MmodDetector {
             }
         }
         candidates.sort_by(|a: &Detection, b: &Detection| b.score.total_cmp(&a.score));
-        let mut kept: Vec<Detection> = Vec::new();
-        for d in candidates {
-            if !kept
-                .iter()
-                .any(|k| overlaps(&d.rect, &k.rect, self.nms_iou, self.nms_covered))
-            {
-                kept.push(d);
-            }
-        }
-        // Back to the caller's image: undo upsampling (pyramid_down<2>::rect_down), then round
-        // to integer corners like dlib's drectangle → rectangle conversion.
+        let mut kept = greedy_nms(candidates, self.nms_iou, self.nms_covered);
+        // Back to the caller's image: undo upsampling, then round to integer corners like
+        // dlib's drectangle → rectangle conversion.
         for d in kept.iter_mut() {
-            let mut r = d.rect;
-            for _ in 0..opts.upsample {
-                r = Rect {
-                    left: r.left / 2.0 - 1.25,
-                    top: r.top / 2.0 - 0.75,
-                    right: r.right / 2.0 - 1.25,
-                    bottom: r.bottom / 2.0 - 0.75,
-                };
-            }
-            let f = |v: f64| (v + 0.5).floor();
-            d.rect = Rect {
-                left: f(r.left),
-                top: f(r.top),
-                right: f(r.right),
-                bottom: f(r.bottom),
-            };
+            d.rect = rect_down_upsampling(d.rect, opts.upsample, |v| (v + 0.5).floor());
         }
         opts.retain_in_range(&mut kept);
         Ok(kept)

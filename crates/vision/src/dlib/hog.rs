@@ -11,7 +11,9 @@ use base64::Engine;
 use image::RgbImage;
 
 use crate::geometry::Rect;
-use crate::mmod::{overlaps, row_walk, ColumnWalk, DetectOptions, Detection};
+use crate::mmod::{
+    greedy_nms, rect_down_upsampling, row_walk, ColumnWalk, DetectOptions, Detection,
+};
 use crate::VisionError;
 
 use super::compress::decompress_kernel_1ea;
@@ -213,29 +215,10 @@ impl HogDetector {
         if self.filters.len() > 1 {
             all.sort_by(|a, b| b.score.total_cmp(&a.score));
         }
-        let mut kept: Vec<Detection> = Vec::new();
-        for d in all {
-            if !kept
-                .iter()
-                .any(|k| overlaps(&k.rect, &d.rect, self.iou, self.covered))
-            {
-                kept.push(d);
-            }
-        }
-        // Back to the caller's image: pyramid_down<2>::rect_down per upsampling, rounded once.
+        let mut kept = greedy_nms(all, self.iou, self.covered);
+        // Back to the caller's image, rounded once as dlib's drectangle → rectangle (lround).
         for d in kept.iter_mut() {
-            let down = |mut v: f64, o: f64| {
-                for _ in 0..opts.upsample {
-                    v = v / 2.0 - o;
-                }
-                v.round()
-            };
-            d.rect = Rect {
-                left: down(d.rect.left, 1.25),
-                top: down(d.rect.top, 0.75),
-                right: down(d.rect.right, 1.25),
-                bottom: down(d.rect.bottom, 0.75),
-            };
+            d.rect = rect_down_upsampling(d.rect, opts.upsample, f64::round);
         }
         opts.retain_in_range(&mut kept);
         Ok(kept)
