@@ -355,9 +355,14 @@ struct Scratch {
 /// either way: Rust never fuses a multiply and an add, and each IEEE operation rounds the same at
 /// any vector width (`simd_twins_match_portable_code` checks it).
 macro_rules! simd_twin {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) -> $r:ty = $body:path;) => {
+    ($(#[$m:meta])* fn $name:ident / $at:ident($($a:ident: $t:ty),*) -> $r:ty = $body:path;) => {
         $(#[$m])*
         fn $name($($a: $t),*) -> $r {
+            $at(SimdLevel::Avx512, $($a),*)
+        }
+
+        /// The same, compiled for at most `level` (less when the CPU lacks it).
+        fn $at(level: SimdLevel, $($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
@@ -368,39 +373,67 @@ macro_rules! simd_twin {
                 unsafe fn avx2($($a: $t),*) -> $r {
                     $body($($a),*)
                 }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: `avx512` needs nothing beyond AVX-512 F/BW/VL (and AVX2, which
-                    // they imply), which the CPU was just checked to support; it only calls the
-                    // safe `$body`.
+                let level = level.min(SimdLevel::detect());
+                if level == SimdLevel::Avx512 {
+                    // SAFETY: `avx512` needs nothing beyond AVX-512 F/BW/VL and AVX2, which
+                    // `SimdLevel::detect` found on this CPU; it only calls the safe `$body`.
                     return unsafe { avx512($($a),*) };
                 }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: `avx2` needs nothing beyond AVX2, which the CPU was just checked to
-                    // support; it only calls the safe `$body`.
+                if level == SimdLevel::Avx2 {
+                    // SAFETY: `avx2` needs nothing beyond AVX2, which `SimdLevel::detect` found
+                    // on this CPU; it only calls the safe `$body`.
                     return unsafe { avx2($($a),*) };
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = level;
             $body($($a),*)
         }
     };
 }
 
+/// How wide the HOG loops may be compiled: an upper bound chosen by the caller (tests run each),
+/// cut down to what the CPU has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SimdLevel {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl SimdLevel {
+    /// The widest level this CPU runs (std caches the feature checks).
+    fn detect() -> SimdLevel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx2")
+            {
+                return SimdLevel::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Portable
+    }
+}
+
 simd_twin! {
     /// dlib's `extract_fhog_features`; see [`fhog_body`].
-    fn fhog(img: &Planar, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> = fhog_body;
+    fn fhog / fhog_at(img: &Planar, cell: usize, rows_pad: usize, cols_pad: usize) -> Option<Fhog> = fhog_body;
 }
 
 simd_twin! {
     /// One filter's response over a level; see [`scan_body`].
-    fn scan(f: &HogFilter, feats: &Fhog, s: &mut Scratch) -> () = scan_body;
+    fn scan / scan_at(f: &HogFilter, feats: &Fhog, s: &mut Scratch) -> () = scan_body;
 }
 
 simd_twin! {
     /// dlib's `pyramid_down<6>` step on an RGB image.
-    fn pyramid_down6(img: &Planar, w: usize, h: usize) -> Planar = resize_planar;
+    fn pyramid_down6 / pyramid_down6_at(img: &Planar, w: usize, h: usize) -> Planar = resize_planar;
 }
 
 /// The end of dlib's 8-column SIMD body for columns `first..last`.
@@ -1140,36 +1173,30 @@ mod tests {
                 image::Rgb([base.wrapping_add(n), base, (x as u8).wrapping_mul(7) ^ n])
             });
             let p = Planar::from_rgb(&img);
-            let (a, b) = (
-                fhog(&p, 8, 10, 10).unwrap(),
-                fhog_body(&p, 8, 10, 10).unwrap(),
-            );
-            assert!(a
-                .data
-                .iter()
-                .zip(&b.data)
-                .all(|(x, y)| x.to_bits() == y.to_bits()));
-            assert!(a.data.iter().any(|&v| v != 0.0));
-            for f in &d.filters {
-                let (mut s1, mut s2) = (Scratch::default(), Scratch::default());
-                scan(f, &a, &mut s1);
-                scan_body(f, &a, &mut s2);
-                assert!(s1
-                    .saliency
-                    .iter()
-                    .zip(&s2.saliency)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()));
-            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let base = fhog_body(&p, 8, 10, 10).unwrap();
+            assert!(base.data.iter().any(|&v| v != 0.0));
             // The planar pyramid step gives dlib's RGB resize (resize_rgb_truncating, checked
-            // against dlib's own output in mmod_parity); its twin the same.
+            // against dlib's own output in mmod_parity), with and without the gathers.
             let (dw, dh) = (5 * w as usize / 6, 5 * h as usize / 6);
             let want = Planar::from_rgb(&crate::mmod::resize_rgb_truncating(&img, dw, dh));
-            let (got, got_body) = (pyramid_down6(&p, dw, dh), resize_planar(&p, dw, dh));
-            assert_eq!((got.w, got.h), (dw, dh));
-            assert_eq!(got.planes, want.planes);
-            assert_eq!(got_body.planes, want.planes);
             assert_eq!(resize_planar_with(&p, dw, dh, false).planes, want.planes);
+            // Every compiled copy this CPU can run (the level is capped at what it has).
+            for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+                let feats = fhog_at(level, &p, 8, 10, 10).unwrap();
+                assert_eq!(bits(&feats.data), bits(&base.data), "{level:?}");
+                for f in &d.filters {
+                    let (mut s1, mut s2) = (Scratch::default(), Scratch::default());
+                    scan_at(level, f, &base, &mut s1);
+                    scan_body(f, &base, &mut s2);
+                    assert_eq!(bits(&s1.saliency), bits(&s2.saliency), "{level:?}");
+                }
+                let got = pyramid_down6_at(level, &p, dw, dh);
+                assert_eq!((got.w, got.h), (dw, dh));
+                assert_eq!(got.planes, want.planes, "{level:?}");
+            }
         }
+        eprintln!("widest SIMD level on this CPU: {:?}", SimdLevel::detect());
     }
 
     #[test]
