@@ -115,6 +115,8 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
     let out = json!({
         "machine": {"cpu": cpu_model(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
         "threads": threads,
+        "pack": p.models.manifest.name,
+        "detector": p.detector_name(),
         "method": format!("median of {n} runs after one warm-up (full-pyramid detection: {} runs; landmarks/chip: {} runs)", n.min(5), n * 10),
         "image": {"path": a.image, "width": img.width(), "height": img.height(), "faces": dets.len()},
         "face_range_px": [ranged.min_face, ranged.max_face],
@@ -141,8 +143,10 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
             dets.len()
         );
         println!(
-            "machine: {} ; threads: {threads}",
-            out["machine"]["cpu"].as_str().unwrap_or("?")
+            "machine: {} ; threads: {threads} ; pack: {} ; detector: {}",
+            out["machine"]["cpu"].as_str().unwrap_or("?"),
+            p.models.manifest.name,
+            p.detector_name()
         );
         println!("method: {}", out["method"].as_str().unwrap_or(""));
         if let Some(ms) = out["ms"].as_object() {
