@@ -452,26 +452,15 @@ fn simd_end(first: usize, last: usize) -> usize {
 /// parallel so that the compiler vectorises it.
 #[inline(always)]
 fn taps_simd_order<'a>(src: impl Fn(usize) -> &'a [f32], f: &[f32], out: &mut [f32], add: bool) {
-    // Groups of 16 columns, then of 8 (callers pass a multiple of 8), as fixed-size lanes that
-    // the compiler vectorises; anything else left over with the same arithmetic per column.
-    let mut i = taps_group::<16>(&src, f, out, add, 0);
-    i = taps_group::<8>(&src, f, out, add, i);
-    for (k, o) in out.iter_mut().enumerate().skip(i) {
-        let (mut t1, mut t2, mut t3) = (0f32, 0f32, 0f32);
-        let mut n = 0;
-        while n + 2 < f.len() {
-            t1 += src(n)[k] * f[n];
-            t2 += src(n + 1)[k] * f[n + 1];
-            t3 += src(n + 2)[k] * f[n + 2];
-            n += 3;
-        }
-        while n < f.len() {
-            t1 += src(n)[k] * f[n];
-            n += 1;
-        }
-        let v = t1 + (t2 + t3);
-        *o = if add { v + *o } else { v };
-    }
+    // Groups of 16 columns, then of 8, as fixed-size lanes that the compiler vectorises. The
+    // body's width is a multiple of 8 (`simd_end`), so nothing is left over.
+    let i = taps_group::<16>(&src, f, out, add, 0);
+    let i = taps_group::<8>(&src, f, out, add, i);
+    debug_assert_eq!(
+        i,
+        out.len(),
+        "dlib's SIMD body spans whole groups of 8 columns"
+    );
 }
 
 /// `taps_simd_order` on whole groups of `L` columns from `start`; returns where it stopped.
@@ -645,7 +634,11 @@ fn resize_planar_with(src: &Planar, dw: usize, dh: usize, gather: bool) -> Plana
         && sw < i32::MAX as usize
         && left.iter().all(|&l| l + 1 < sw);
     #[cfg(target_arch = "x86_64")]
-    let left32: Vec<i32> = left.iter().map(|&l| l as i32).collect();
+    let left32: Vec<i32> = if gather16 {
+        left.iter().map(|&l| l as i32).collect()
+    } else {
+        Vec::new()
+    };
     let [o0, o1, o2] = &mut out.planes;
     for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
         let (ftb, finv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
@@ -869,9 +862,11 @@ fn fhog_body(img: &Planar, cell: usize, rows_pad: usize, cols_pad: usize) -> Opt
         vx1.push(1.0f32 - (xp - ixp as f32));
     }
     let planes = &img.planes;
-    // Per row: each SIMD column's vote weights (left, right cell; times |gradient|) and bin.
+    // Per row, each SIMD column's gradient, orientation bin and votes (|gradient| times the
+    // weight of its left and right cell).
     let (mut gx, mut gy, mut len) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     let mut best_o = vec![0u32; n];
+    let (mut vote_l, mut vote_r) = (vec![0f32; n], vec![0f32; n]);
     for y in 1..visible_nr.max(1) as usize {
         let yp = ((y as f64 + 0.5) / f64::from(fcell) - 0.5) as f32;
         let iyp = yp.floor() as i64;
@@ -944,13 +939,14 @@ fn fhog_body(img: &Planar, cell: usize, rows_pad: usize, cols_pad: usize) -> Opt
                 o8.copy_from_slice(&bo);
             }
             let (vx0, vx1, cidx) = (&vx0[..n], &vx1[..n], &cidx[..n]);
+            let (vote_l, vote_r) = (&mut vote_l[..n], &mut vote_r[..n]);
             for i in 0..n {
                 let v = len[i].sqrt();
-                gx[i] = vx1[i] * v;
-                gy[i] = vx0[i] * v;
+                vote_l[i] = vx1[i] * v;
+                vote_r[i] = vx0[i] * v;
             }
             for i in 0..n {
-                let (a, b) = (gx[i], gy[i]);
+                let (a, b) = (vote_l[i], vote_r[i]);
                 let (c, o) = (cidx[i], best_o[i] as usize);
                 hist[bin(ry, c, o)] += vy1 * a;
                 hist[bin(ry + 1, c, o)] += vy0 * a;
