@@ -30,8 +30,10 @@ pub enum GalleryError {
     Forbidden(String),
     #[error("data directory {0} is not initialised (run `facegate gallery create` first)")]
     NotInitialised(PathBuf),
+    /// The storage backend failed (the message is the backend's). Backend-neutral on purpose:
+    /// callers never depend on which database holds the gallery.
     #[error("storage: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(String),
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
@@ -48,6 +50,12 @@ impl GalleryError {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<rusqlite::Error> for GalleryError {
+    fn from(e: rusqlite::Error) -> Self {
+        GalleryError::Storage(e.to_string())
     }
 }
 

@@ -1,0 +1,396 @@
+//! Enrolment: one subject or many through one path, each subject with its own key, sealed
+//! templates and audit record.
+//!
+//! Order of writes, the invariant crash recovery relies on: the subject keys (and a pending mark
+//! per subject) commit to `keys.db` first, then subjects, templates and audit records commit to
+//! `store.db` in one audited transaction. A crash in between leaves keys without subjects, which
+//! recovery removes; never a subject without a key.
+
+use super::*;
+
+/// One subject of an enrolment call, before sealing.
+struct Request<'a> {
+    reference: &'a str,
+    templates: &'a [Vec<f32>],
+    opts: &'a Enrolment,
+}
+
+/// One subject sealed under its fresh data key, ready to write.
+struct Sealed {
+    pseudonym: [u8; 32],
+    wrapped_key: Vec<u8>,
+    reference: Vec<u8>,
+    consent: Option<Vec<u8>>,
+    image: Option<Vec<u8>>,
+    templates: Vec<Vec<u8>>,
+    /// The protected templates, for keeping an already loaded index current.
+    protected: Vec<Vec<f32>>,
+    expires: i64,
+}
+
+/// Where one subject landed: its row, its template rows.
+struct Written {
+    subject: i64,
+    templates: Vec<i64>,
+}
+
+impl Store {
+    // The arguments are what an enrolment is (who, where, whom, what, of which kind, how); a
+    // parameter struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    /// Enrol a subject with one or more templates. Returns once the enrolment and its audit record
+    /// are durable.
+    pub fn enroll(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+        templates: &[Vec<f32>],
+        metric: Metric,
+        pack: &str,
+        opts: &Enrolment,
+    ) -> Result<EnrolReceipt> {
+        let request = Request {
+            reference,
+            templates,
+            opts,
+        };
+        self.enrol_subjects(ctx, gallery, &[request], metric, pack, false)?
+            .pop()
+            .ok_or_else(|| GalleryError::Invalid("no subject to enrol".into()))
+    }
+
+    /// Enrol many subjects in one transaction per database (all or nothing): for migrations and
+    /// bulk loads, where one fsync per subject would dominate. Each subject still gets its own key,
+    /// its own audit record, and the same checks as `enroll` (the same code).
+    pub fn enroll_batch(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        items: &[(String, Vec<Vec<f32>>)],
+        metric: Metric,
+        pack: &str,
+    ) -> Result<Vec<EnrolReceipt>> {
+        let none = Enrolment::default();
+        let requests: Vec<Request<'_>> = items
+            .iter()
+            .map(|(reference, templates)| Request {
+                reference,
+                templates,
+                opts: &none,
+            })
+            .collect();
+        self.enrol_subjects(ctx, gallery, &requests, metric, pack, true)
+    }
+
+    fn enrol_subjects(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        requests: &[Request<'_>],
+        metric: Metric,
+        pack: &str,
+        batch: bool,
+    ) -> Result<Vec<EnrolReceipt>> {
+        Action::Enrol.check(ctx.role)?;
+        let info = self.gallery_meta(gallery)?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(m) = info.metric {
+            if m != metric {
+                return Err(GalleryError::Invalid(format!(
+                    "gallery '{gallery}' holds {} templates; these are {}",
+                    m.as_str(),
+                    metric.as_str()
+                )));
+            }
+        }
+        if let Some(p) = &info.pack {
+            if p != pack {
+                return Err(GalleryError::Invalid(format!(
+                    "gallery '{gallery}' holds templates of model pack '{p}', not '{pack}'"
+                )));
+            }
+        }
+        let dim = info
+            .dim
+            .or_else(|| requests[0].templates.first().map(Vec::len))
+            .unwrap_or(0);
+        let now = self.now();
+        let limit = now + info.policy.retention_days as i64 * 86_400_000;
+        for r in requests {
+            check_request(gallery, r, dim, now, limit)?;
+        }
+        let transform = self.transform(gallery, dim)?;
+        let sealed: Vec<Sealed> = requests
+            .par_iter()
+            .map(|r| self.seal_subject(gallery, r, metric, &transform, limit))
+            .collect::<Result<_>>()?;
+        {
+            let keys = self.keys();
+            let tx = keys.write_tx()?;
+            // Any conflict fails the whole call before anything is committed (the key transaction
+            // rolls back when dropped).
+            for s in &sealed {
+                self.insert_key(&tx, gallery, &s.pseudonym, &s.wrapped_key, now)?;
+                self.mark(&tx, gallery, &s.pseudonym, "enrol", now)?;
+            }
+            tx.commit()?;
+        }
+        let committed = self.audited(ctx, |tx| {
+            tx.execute(
+                "UPDATE galleries SET dim = ?2, metric = ?3, pack = ?4, generation = generation + 1 WHERE name = ?1",
+                params![gallery, dim as i64, metric.as_str(), pack],
+            )?;
+            let mut ins_subject = tx.prepare(
+                "INSERT OR IGNORE INTO subjects (gallery, pseudonym, reference, consent, enrolled, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut ins_template =
+                tx.prepare("INSERT INTO templates (subject, sealed) VALUES (?1, ?2)")?;
+            let mut ins_image =
+                tx.prepare("INSERT INTO images (subject, sealed) VALUES (?1, ?2)")?;
+            let mut out = Vec::with_capacity(sealed.len());
+            for s in &sealed {
+                let params = params![
+                    gallery,
+                    &s.pseudonym[..],
+                    s.reference,
+                    s.consent,
+                    now,
+                    s.expires
+                ];
+                if ins_subject.execute(params)? == 0 {
+                    return Err(GalleryError::DuplicateSubject(gallery.into()));
+                }
+                let subject = tx.last_insert_rowid();
+                let mut templates = Vec::with_capacity(s.templates.len());
+                for t in &s.templates {
+                    ins_template.execute(params![subject, t])?;
+                    templates.push(tx.last_insert_rowid());
+                }
+                if let Some(img) = &s.image {
+                    ins_image.execute(params![subject, img])?;
+                }
+                let mut details = serde_json::json!({
+                    "templates": s.templates.len(),
+                    "image_kept": s.image.is_some(),
+                    "consent_recorded": s.consent.is_some(),
+                    "expires": audit::now_rfc3339(s.expires),
+                    "pack": pack,
+                });
+                if batch {
+                    details["batch"] = serde_json::Value::Bool(true);
+                }
+                let head = tx.record(AuditEvent {
+                    action: "enrol".into(),
+                    gallery: Some(gallery.into()),
+                    subject: Some(hex::encode(s.pseudonym)),
+                    outcome: "enrolled".into(),
+                    details,
+                })?;
+                out.push((
+                    Written {
+                        subject,
+                        templates,
+                    },
+                    EnrolReceipt {
+                        gallery: gallery.into(),
+                        pseudonym: hex::encode(s.pseudonym),
+                        templates: s.templates.len(),
+                        expires: audit::now_rfc3339(s.expires),
+                        audit_seq: head.seq,
+                    },
+                ));
+            }
+            Ok(out)
+        });
+        let pseudonyms = || sealed.iter().map(|s| &s.pseudonym[..]);
+        let written = match committed {
+            Ok((written, _)) => written,
+            Err(e) => {
+                // Only the keys this call wrote (created now) go; a subject already enrolled keeps
+                // its key.
+                {
+                    let keys = self.keys();
+                    for ps in pseudonyms() {
+                        let _ = keys.execute(
+                            "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2 AND created = ?3",
+                            params![gallery, ps, now],
+                        );
+                    }
+                }
+                self.clear_marks(gallery, pseudonyms(), "enrol");
+                return Err(e);
+            }
+        };
+        self.clear_marks(gallery, pseudonyms(), "enrol");
+        // Keep an already loaded index current without reloading it: the call moved the stored
+        // generation by one, and so does this.
+        if let Some(lg) = self.loaded_entry(gallery) {
+            let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
+            lg.generation += 1;
+            for (s, (w, _)) in sealed.iter().zip(&written) {
+                if lg.index.is_compact() {
+                    for (p, tid) in s.protected.iter().zip(&w.templates) {
+                        lg.index.push(*tid as u64, p, s.expires);
+                    }
+                } else {
+                    for p in &s.protected {
+                        lg.index.push(w.subject as u64, p, s.expires);
+                    }
+                    lg.pseudonyms.insert(w.subject as u64, s.pseudonym);
+                }
+                lg.max_templates_per_subject = lg.max_templates_per_subject.max(s.protected.len());
+            }
+        }
+        Ok(written.into_iter().map(|(_, receipt)| receipt).collect())
+    }
+
+    /// A fresh data key for the subject, wrapped by the master key, and everything of the subject
+    /// sealed under it (templates after the gallery's transform).
+    fn seal_subject(
+        &self,
+        gallery: &str,
+        r: &Request<'_>,
+        metric: Metric,
+        transform: &OrthogonalTransform,
+        limit: i64,
+    ) -> Result<Sealed> {
+        let ps = self.pseudonym(gallery, r.reference);
+        let dk = crypto::random_key()?;
+        let wrapped_key = self.wrapper.wrap(&aad("subject-key", gallery, &ps), &dk)?;
+        let seal = |kind: &str, bytes: &[u8]| crypto::seal(&dk, &aad(kind, gallery, &ps), bytes);
+        let protected: Vec<Vec<f32>> = r
+            .templates
+            .iter()
+            .map(|t| match metric {
+                Metric::Cosine => transform.apply(&unit(t)),
+                Metric::Euclidean => transform.apply(t),
+            })
+            .collect();
+        Ok(Sealed {
+            pseudonym: ps,
+            wrapped_key,
+            reference: seal("reference", r.reference.as_bytes())?,
+            consent: r
+                .opts
+                .consent
+                .as_ref()
+                .map(|c| seal("consent", c.as_bytes()))
+                .transpose()?,
+            image: r
+                .opts
+                .image
+                .as_ref()
+                .map(|i| seal("image", i))
+                .transpose()?,
+            templates: protected
+                .iter()
+                .map(|p| seal("template", &f32_to_bytes(p)))
+                .collect::<Result<_>>()?,
+            protected,
+            expires: r.opts.expires_ms.map_or(limit, |e| e.min(limit)),
+        })
+    }
+
+    /// Store a new subject key. Never overwrites a key in use: an existing subject is a duplicate;
+    /// a key without a subject is either an enrolment in flight in another process (refused) or,
+    /// past the orphan age, the leftover of a crash (replaced).
+    pub(super) fn insert_key(
+        &self,
+        tx: &Connection,
+        gallery: &str,
+        ps: &[u8],
+        wrapped: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+            params![gallery, ps, wrapped, now],
+        )?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        let in_store: bool = self.db().query_row(
+            "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
+            params![gallery, ps],
+            |r| r.get(0),
+        )?;
+        if in_store {
+            return Err(GalleryError::DuplicateSubject(gallery.into()));
+        }
+        let created: i64 = tx.query_row(
+            "SELECT created FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
+            params![gallery, ps],
+            |r| r.get(0),
+        )?;
+        let owner: Option<i64> = tx
+            .query_row(
+                "SELECT pid FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = 'enrol'",
+                params![gallery, ps],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // The key belongs to an enrolment that may still commit (its process is alive, within the
+        // hour): refuse rather than pull the key from under it.
+        if now - created <= ORPHAN_KEY_AGE_MS && owner.is_some_and(enrolment_may_be_running) {
+            return Err(GalleryError::Invalid(
+                "an enrolment of this subject is in progress or was interrupted less than an hour ago".into(),
+            ));
+        }
+        tx.execute(
+            "UPDATE subject_keys SET wrapped = ?3, created = ?4 WHERE gallery = ?1 AND pseudonym = ?2",
+            params![gallery, ps, wrapped, now],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn clear_marks<'a>(
+        &self,
+        gallery: &str,
+        pss: impl Iterator<Item = &'a [u8]>,
+        op: &str,
+    ) {
+        let keys = self.keys();
+        let Ok(tx) = keys.write_tx() else { return };
+        for ps in pss {
+            let _ = tx.execute(
+                "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
+                params![gallery, ps, op],
+            );
+        }
+        let _ = tx.commit();
+    }
+}
+
+/// The checks every enrolled subject passes, before any key exists.
+fn check_request(gallery: &str, r: &Request<'_>, dim: usize, now: i64, limit: i64) -> Result<()> {
+    if r.reference.trim().is_empty() || r.reference.len() > 256 {
+        return Err(GalleryError::Invalid(
+            "subject reference must be 1-256 characters".into(),
+        ));
+    }
+    if r.templates.is_empty() {
+        return Err(GalleryError::Invalid("no template to enrol".into()));
+    }
+    for t in r.templates {
+        if t.len() != dim || dim == 0 {
+            return Err(GalleryError::Dimension {
+                gallery: gallery.into(),
+                expected: dim,
+                got: t.len(),
+            });
+        }
+        if t.iter().any(|v| !v.is_finite()) {
+            return Err(GalleryError::Invalid(
+                "template holds a non-finite value".into(),
+            ));
+        }
+    }
+    if r.opts.expires_ms.map_or(limit, |e| e.min(limit)) <= now {
+        return Err(GalleryError::Invalid("expiry is in the past".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Loading a gallery's templates into a search index: streamed, decrypted in parallel, never
+//! a whole sealed copy in memory.
+
+use super::*;
+
+/// Rows per chunk when a gallery loads: big enough to keep the decrypting threads busy, small
+/// enough that the chunks in flight (two) are a few tens of megabytes.
+pub(super) const LOAD_CHUNK: usize = 32_768;
+
+/// Runs `produce` on a reader thread of `sc`; the rows it emits arrive in chunks of `LOAD_CHUNK`
+/// (the channel holds one chunk, so reading stays one chunk ahead of the consumer). The sink
+/// returns false once the consumer has gone; an error ends the stream with that error.
+pub(super) fn chunked_reader<'scope, T: Send + 'scope>(
+    sc: &'scope std::thread::Scope<'scope, '_>,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'scope,
+) -> std::sync::mpsc::Receiver<Result<Vec<T>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    sc.spawn(move || {
+        let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+        let mut open = true;
+        let done = produce(&mut |row| {
+            chunk.push(row);
+            if chunk.len() == LOAD_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                open = tx.send(Ok(full)).is_ok();
+            }
+            open
+        });
+        let _ = tx.send(done.map(|()| chunk));
+    });
+    rx
+}
+
+impl Store {
+    pub(super) fn loaded_entry(&self, gallery: &str) -> Option<Arc<RwLock<LoadedGallery>>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(gallery)
+            .cloned()
+    }
+
+    pub(super) fn generation(&self, gallery: &str) -> Result<i64> {
+        self.db()
+            .query_row(
+                "SELECT generation FROM galleries WHERE name = ?1",
+                [gallery],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))
+    }
+
+    /// Decrypt a gallery's templates into memory (once; again only when another process changed it).
+    pub(super) fn load(&self, gallery: &str) -> Result<Arc<RwLock<LoadedGallery>>> {
+        let generation = self.generation(gallery)?;
+        if let Some(lg) = self.loaded_entry(gallery) {
+            if lg.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
+                return Ok(lg);
+            }
+        }
+        let info = self.gallery_meta(gallery)?;
+        let metric = info.metric.unwrap_or(Metric::Euclidean);
+        let dim = info.dim.unwrap_or(0);
+        let (mut index, pseudonyms, max_templates_per_subject) = match info.policy.index {
+            IndexChoice::Compact => {
+                let (index, max) = self.load_compact(gallery, dim)?;
+                (
+                    Box::new(index) as Box<dyn SearchIndex>,
+                    IdMap::default(),
+                    max,
+                )
+            }
+            IndexChoice::Exact => self.load_full(gallery, dim, None)?,
+            IndexChoice::Hnsw(params) => self.load_full(gallery, dim, Some(params))?,
+        };
+        let memory_locked = index.lock_memory();
+        let lg = Arc::new(RwLock::new(LoadedGallery {
+            generation,
+            metric,
+            index,
+            pseudonyms,
+            max_templates_per_subject,
+            memory_locked,
+        }));
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gallery.into(), lg.clone());
+        Ok(lg)
+    }
+
+    /// An exact (f32 in memory) or HNSW index with the subject pseudonyms and the most templates
+    /// any subject has: subjects and wrapped keys read into maps, each key unwrapped once, then
+    /// the templates streamed and decrypted in chunks.
+    pub(super) fn load_full(
+        &self,
+        gallery: &str,
+        dim: usize,
+        hnsw_params: Option<HnswParams>,
+    ) -> Result<LoadedIndex> {
+        // Whole-gallery reads scan the tables in storage order (NOT INDEXED): going through the
+        // (gallery, pseudonym) index would cost one random table seek per row.
+        // The subjects and the wrapped keys are read at the same time (separate connections).
+        let (wrapped, subjects) = std::thread::scope(|sc| {
+            let keys_reader = sc.spawn(|| self.wrapped_keys(gallery));
+            let subjects = (|| -> Result<IdMap<i64, ([u8; 32], i64)>> {
+                let db = self.db();
+                let mut st = db.prepare(
+                    "SELECT id, pseudonym, expires FROM subjects NOT INDEXED WHERE gallery = ?1",
+                )?;
+                let mut q = st.query([gallery])?;
+                let mut out = IdMap::default();
+                while let Some(r) = q.next()? {
+                    let ps: [u8; 32] = r.get(1)?;
+                    out.insert(r.get(0)?, (ps, r.get(2)?));
+                }
+                Ok(out)
+            })();
+            let wrapped = keys_reader
+                .join()
+                .map_err(|_| GalleryError::Invalid("key reader thread panicked".into()))?;
+            Ok::<_, GalleryError>((wrapped?, subjects?))
+        })?;
+        // Unwrap each subject's key once, in parallel. A subject without a key has been erased:
+        // it is skipped, not an error.
+        let subject_list: Vec<(i64, [u8; 32])> =
+            subjects.iter().map(|(id, (ps, _))| (*id, *ps)).collect();
+        let dks: IdMap<i64, SecretKey> = subject_list
+            .par_iter()
+            .filter_map(|(sid, ps)| {
+                let w = wrapped.get(ps)?;
+                Some(
+                    self.wrapper
+                        .unwrap_key(&aad("subject-key", gallery, ps), w)
+                        .map(|k| (*sid, k)),
+                )
+            })
+            .collect::<Result<_>>()?;
+        drop(wrapped);
+        // Templates stream from storage in chunks: one thread reads the next chunk while the
+        // others decrypt the current one straight into a flat, zeroised-on-drop buffer. No copy
+        // of the whole sealed gallery is ever held.
+        let mut pseudonyms: IdMap<u64, [u8; 32]> =
+            IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
+        let mut per_subject: IdMap<i64, usize> =
+            IdMap::with_capacity_and_hasher(subjects.len(), Default::default());
+        let mut exact = ExactIndex::new(dim);
+        if hnsw_params.is_none() {
+            exact.reserve(subjects.len());
+        }
+        // Only the HNSW build needs every template at once.
+        let mut all: Zeroizing<Vec<f32>> = Zeroizing::new(Vec::new());
+        let mut all_rows: Vec<(u64, i64)> = Vec::new();
+        std::thread::scope(|sc| -> Result<()> {
+            type Sealed = (i64, Vec<u8>);
+            let rx = chunked_reader::<Sealed>(sc, move |sink| {
+                let db = self.db();
+                let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
+                let mut q = st.query([])?;
+                while let Some(r) = q.next()? {
+                    if !sink((r.get(0)?, r.get(1)?)) {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            type Decrypted = (Vec<Sealed>, Vec<bool>, Zeroizing<Vec<f32>>);
+            let (btx, brx) = std::sync::mpsc::sync_channel::<Decrypted>(1);
+            let (subjects, exact, pseudonyms, per_subject, all, all_rows) = (
+                &subjects,
+                &mut exact,
+                &mut pseudonyms,
+                &mut per_subject,
+                &mut all,
+                &mut all_rows,
+            );
+            let hnsw = hnsw_params.is_some();
+            let builder = sc.spawn(move || {
+                for (chunk, ok, flat) in brx {
+                    for (k, ((sid, _), ok)) in chunk.iter().zip(&ok).enumerate() {
+                        if !*ok {
+                            continue;
+                        }
+                        let Some((ps, exp)) = subjects.get(sid) else {
+                            continue;
+                        };
+                        *per_subject.entry(*sid).or_default() += 1;
+                        let v = &flat[k * dim..(k + 1) * dim];
+                        pseudonyms.insert(*sid as u64, *ps);
+                        if hnsw {
+                            all.extend_from_slice(v);
+                            all_rows.push((*sid as u64, *exp));
+                        } else {
+                            exact.push(*sid as u64, v, *exp);
+                        }
+                    }
+                }
+            });
+            for chunk in rx {
+                let chunk = chunk?;
+                let mut flat: Zeroizing<Vec<f32>> = Zeroizing::new(vec![0f32; chunk.len() * dim]);
+                let ok: Vec<bool> = chunk
+                    .par_iter()
+                    .zip(flat.par_chunks_mut(dim.max(1)))
+                    .map_init(
+                        || TemplateOpener::new(gallery, dim),
+                        |opener, ((sid, sealed), out)| -> Result<bool> {
+                            let (Some(dk), Some((ps, _))) = (dks.get(sid), subjects.get(sid))
+                            else {
+                                return Ok(false);
+                            };
+                            opener.open(dk, ps, sealed, out)?;
+                            Ok(true)
+                        },
+                    )
+                    .collect::<Result<_>>()?;
+                // The index is built on its own thread while the next chunk decrypts.
+                if btx.send((chunk, ok, flat)).is_err() {
+                    break;
+                }
+            }
+            drop(btx);
+            builder
+                .join()
+                .map_err(|_| GalleryError::Invalid("index builder thread panicked".into()))?;
+            Ok(())
+        })?;
+        let index: Box<dyn SearchIndex> = match hnsw_params {
+            None => Box::new(exact),
+            Some(params) => {
+                let mut h = HnswIndex::new(dim, params, all_rows.len());
+                let rows: Vec<(u64, &[f32], i64)> = all_rows
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (id, e))| (*id, &all[k * dim..(k + 1) * dim], *e))
+                    .collect();
+                h.extend(&rows);
+                Box::new(h)
+            }
+        };
+        drop(all);
+        let max_per_subject = per_subject.values().copied().max().unwrap_or(1);
+        Ok((index, pseudonyms, max_per_subject))
+    }
+
+    /// A compact index, built from one streaming join of templates, subjects and wrapped keys:
+    /// no whole-gallery map is ever held, so loading 10^8 templates needs little more memory than
+    /// the index itself (156 bytes a 128-D template). Each template's key is unwrapped on its own
+    /// (one extra AEAD per template) instead of once per subject through a map.
+    pub(super) fn load_compact(&self, gallery: &str, dim: usize) -> Result<(ExactIndex, usize)> {
+        let conn = Connection::open_with_flags(
+            self.dir.join("store.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "mmap_size", 1i64 << 34)?;
+        let keys_uri = format!(
+            "file:{}?mode=ro",
+            self.dir
+                .join("keys.db")
+                .to_str()
+                .ok_or_else(|| GalleryError::Invalid("data directory path is not UTF-8".into()))?
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23")
+        );
+        conn.execute("ATTACH DATABASE ?1 AS k", [keys_uri])?;
+        conn.pragma_update(Some("k"), "mmap_size", 1i64 << 34)?;
+        // Exact sizes first: the index reserves once (growing by doubling could need twice the
+        // memory at 10^8).
+        let (templates, max_per_subject): (i64, Option<i64>) = conn.query_row(
+            "SELECT COALESCE(SUM(c), 0), MAX(c) FROM (SELECT COUNT(*) AS c FROM templates t
+             JOIN subjects s ON s.id = t.subject WHERE s.gallery = ?1 GROUP BY t.subject)",
+            [gallery],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut index = ExactIndex::compact(dim);
+        index.reserve(templates.max(0) as usize);
+        type Row = (i64, i64, [u8; 32], Vec<u8>, Vec<u8>);
+        std::thread::scope(|sc| -> Result<()> {
+            let rx = chunked_reader::<Row>(sc, move |sink| {
+                let mut st = conn.prepare(
+                        // CROSS JOIN fixes the order: templates in storage order, each
+                        // subject by primary key (nearly sequential, enrolled together), then
+                        // the key by index. SQLite's own choice (subjects by the gallery index,
+                        // in pseudonym order) seeks randomly everywhere: 2-3x slower.
+                        "SELECT t.id, s.expires, s.pseudonym, sk.wrapped, t.sealed
+                         FROM templates t CROSS JOIN subjects s ON s.id = t.subject
+                         CROSS JOIN k.subject_keys sk ON sk.gallery = s.gallery AND sk.pseudonym = s.pseudonym
+                         WHERE s.gallery = ?1",
+                    )?;
+                let mut q = st.query([gallery])?;
+                while let Some(r) = q.next()? {
+                    if !sink((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)) {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            let key_aad = aad("subject-key", gallery, b"");
+            for chunk in rx {
+                let chunk = chunk?;
+                let mut flat: Zeroizing<Vec<f32>> = Zeroizing::new(vec![0f32; chunk.len() * dim]);
+                chunk
+                    .par_iter()
+                    .zip(flat.par_chunks_mut(dim.max(1)))
+                    .try_for_each_init(
+                        || (key_aad.clone(), TemplateOpener::new(gallery, dim)),
+                        |(ka, opener), ((_, _, ps, wrapped, sealed), out)| -> Result<()> {
+                            ka.truncate(key_aad.len());
+                            ka.extend_from_slice(ps);
+                            let dk = self.wrapper.unwrap_key(ka, wrapped)?;
+                            opener.open(&dk, ps, sealed, out)
+                        },
+                    )?;
+                for (k, (tid, expires, _, _, _)) in chunk.iter().enumerate() {
+                    index.push(*tid as u64, &flat[k * dim..(k + 1) * dim], *expires);
+                }
+            }
+            Ok(())
+        })?;
+        Ok((index, max_per_subject.unwrap_or(1).max(1) as usize))
+    }
+
+    /// Load a gallery's templates into memory now (servers do this at start-up).
+    /// Returns (templates, memory bytes, whether the memory is locked against swap).
+    pub fn preload(&self, gallery: &str) -> Result<(usize, usize, bool)> {
+        let lg = self.load(gallery)?;
+        let lg = lg.read().unwrap_or_else(|p| p.into_inner());
+        Ok((lg.index.len(), lg.index.memory_bytes(), lg.memory_locked))
+    }
+}

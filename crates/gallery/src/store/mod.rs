@@ -1,0 +1,414 @@
+//! The embedded gallery engine: SQLite for durable state, an in-memory exact index for search.
+//!
+//! Two database files under the data directory, on purpose:
+//! - `store.db`: galleries, subjects (pseudonyms), sealed templates, sealed references, the audit
+//!   log and deletion receipts. Safe to back up: without the keys it holds no biometric data.
+//! - `keys.db`: one wrapped data key per subject. Deleting a subject destroys its row here (with
+//!   SQLite's secure_delete and a WAL truncation), so every copy of `store.db` — backups
+//!   included — loses that subject for good. Back up `keys.db` only within the retention window.
+
+use crate::access::Action;
+use crate::approx::{HnswIndex, HnswParams};
+use crate::audit::{self, Actor, AuditEvent, AuditReport, SignedHead};
+use crate::crypto::{self, KeyWrapper, SecretKey};
+use crate::error::{GalleryError, Result};
+use crate::index::{ExactIndex, SearchIndex, TemplateSource};
+use crate::policy::{IndexChoice, Metric, Policy, Role};
+use crate::transform::OrthogonalTransform;
+use ed25519_dalek::{Signer, SigningKey};
+use rayon::prelude::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use zeroize::Zeroizing;
+
+mod audited;
+mod enrol;
+mod erase;
+mod export;
+mod galleries;
+mod keys;
+mod load;
+mod recovery;
+mod schema;
+mod sealing;
+mod search;
+
+use recovery::*;
+use schema::*;
+use sealing::*;
+
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Hasher for maps keyed by SQLite row ids or by pseudonyms (HMAC outputs). Neither is chosen by
+/// whoever sends requests, so a multiply-mix hash is safe here, and it is several times cheaper
+/// than SipHash when a million-subject gallery loads.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(23) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i64(&mut self, x: i64) {
+        self.write_u64(x as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Who acts, in which role, and why. Every audited call takes one.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub actor: String,
+    pub role: Role,
+    pub purpose: String,
+}
+
+impl Context {
+    pub fn new(actor: &str, role: Role, purpose: &str) -> Self {
+        Context {
+            actor: actor.to_string(),
+            role,
+            purpose: purpose.to_string(),
+        }
+    }
+
+    fn audit_actor(&self) -> Actor<'_> {
+        Actor {
+            id: &self.actor,
+            role: self.role.as_str(),
+            purpose: &self.purpose,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GalleryInfo {
+    pub name: String,
+    pub policy: Policy,
+    pub dim: Option<usize>,
+    pub metric: Option<Metric>,
+    pub pack: Option<String>,
+    pub created: String,
+    pub subjects: u64,
+    pub templates: u64,
+    /// Past retention, not yet purged (never returned by searches).
+    pub expired: u64,
+}
+
+/// Options for one enrolment.
+#[derive(Debug, Clone, Default)]
+pub struct Enrolment {
+    pub consent: Option<String>,
+    /// Encrypted and kept only when the caller asks.
+    pub image: Option<Vec<u8>>,
+    /// Overrides the policy's retention (Unix ms); never later than the policy allows.
+    pub expires_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrolReceipt {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub templates: usize,
+    pub expires: String,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectInfo {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub enrolled: String,
+    pub expires: String,
+    pub templates: usize,
+    pub image_kept: bool,
+    pub consent_recorded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectVerification {
+    #[serde(rename = "match")]
+    pub matched: bool,
+    pub score: f64,
+    pub threshold: f64,
+    pub metric: Metric,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub rank: usize,
+    pub reference: String,
+    pub pseudonym: String,
+    /// In the gallery's metric (distance or similarity).
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Identification {
+    pub gallery: String,
+    pub metric: Metric,
+    pub threshold: f64,
+    /// Candidates at or better than the threshold, best first; empty means "no match".
+    pub candidates: Vec<Candidate>,
+    pub searched_templates: usize,
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeletionReceipt {
+    pub gallery: String,
+    pub pseudonym: String,
+    pub time: String,
+    pub reason: String,
+    pub audit_seq: u64,
+    /// Ed25519 over the receipt fields (see `receipt_message`), by the audit key.
+    pub signature: String,
+    pub public_key: String,
+}
+
+fn receipt_message(r: &DeletionReceipt) -> Vec<u8> {
+    format!(
+        "facegate/deletion-receipt/v1\0{}\0{}\0{}\0{}\0{}",
+        r.gallery, r.pseudonym, r.time, r.reason, r.audit_seq
+    )
+    .into_bytes()
+}
+
+/// Check a deletion receipt's signature (what a subject or auditor holding one would do).
+pub fn verify_receipt(r: &DeletionReceipt) -> bool {
+    let Some(key) = hex::decode(&r.public_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    else {
+        return false;
+    };
+    let Some(sig) = hex::decode(&r.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    use ed25519_dalek::Verifier;
+    key.verify(
+        &receipt_message(r),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .is_ok()
+}
+
+/// A loaded search index, its row id → pseudonym map (empty when rows name templates), and the
+/// most templates any subject has.
+type LoadedIndex = (Box<dyn SearchIndex>, IdMap<u64, [u8; 32]>, usize);
+
+/// policy, dim, metric, pack, created.
+type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
+
+struct LoadedGallery {
+    generation: i64,
+    metric: Metric,
+    index: Box<dyn SearchIndex>,
+    /// Index row id (subject row id) → pseudonym. Empty for a compact index, whose row ids are
+    /// template row ids resolved from storage with the candidates (48 bytes a subject saved).
+    pseudonyms: IdMap<u64, [u8; 32]>,
+    max_templates_per_subject: usize,
+    memory_locked: bool,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: Mutex<Connection>,
+    keys: Mutex<Connection>,
+    wrapper: Box<dyn KeyWrapper>,
+    pseudonym_key: SecretKey,
+    signer: SigningKey,
+    public_key: String,
+    clock: Clock,
+    transforms: Mutex<HashMap<String, Arc<OrthogonalTransform>>>,
+    loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
+    /// Serialises writes of the `audit.head` mirror (see `audit::advance_head_file`).
+    mirror: Mutex<()>,
+}
+
+impl Store {
+    /// Open the data directory, creating it (and its keys) on first use.
+    pub fn open(dir: &Path, wrapper: Box<dyn KeyWrapper>, clock: Clock) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| GalleryError::io(dir, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let db = open_db(&dir.join("store.db"), STORE_SCHEMA)?;
+        db.execute_batch(audit::SCHEMA)?;
+        let keys = open_db(&dir.join("keys.db"), KEYS_SCHEMA)?;
+        migrate_keys(&keys)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>> {
+            Ok(db
+                .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+                .optional()?)
+        };
+        let (pseudonym_key, signer) = match get("format")? {
+            None => {
+                let pk = crypto::random_key()?;
+                let sk = crypto::random_key()?;
+                let signer = SigningKey::from_bytes(&sk);
+                let tx = db.write_tx()?;
+                let put = |k: &str, v: &[u8]| {
+                    tx.execute("INSERT INTO meta (k, v) VALUES (?1, ?2)", params![k, v])
+                };
+                put("format", &FORMAT.to_le_bytes())?;
+                put(
+                    "pseudonym_key",
+                    &wrapper.wrap(b"facegate/pseudonym-key/v1", &pk)?,
+                )?;
+                put("audit_key", &wrapper.wrap(b"facegate/audit-key/v1", &sk)?)?;
+                put("audit_public_key", signer.verifying_key().as_bytes())?;
+                tx.commit()?;
+                (pk, signer)
+            }
+            Some(f) => {
+                if f != FORMAT.to_le_bytes() {
+                    return Err(GalleryError::Invalid(
+                        "unsupported data directory format".into(),
+                    ));
+                }
+                let pk = wrapper.unwrap_key(
+                    b"facegate/pseudonym-key/v1",
+                    &get("pseudonym_key")?
+                        .ok_or_else(|| GalleryError::Key("pseudonym key missing".into()))?,
+                )?;
+                let sk = wrapper.unwrap_key(
+                    b"facegate/audit-key/v1",
+                    &get("audit_key")?
+                        .ok_or_else(|| GalleryError::Key("audit key missing".into()))?,
+                )?;
+                (pk, SigningKey::from_bytes(&sk))
+            }
+        };
+        let public_key = hex::encode(signer.verifying_key().as_bytes());
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db: Mutex::new(db),
+            keys: Mutex::new(keys),
+            wrapper,
+            pseudonym_key,
+            signer,
+            public_key,
+            clock,
+            transforms: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+            mirror: Mutex::new(()),
+        };
+        store.recover_pending()?;
+        Ok(store)
+    }
+
+    /// Whether `dir` holds an initialised store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("store.db").exists()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn audit_public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    pub fn master_key_id(&self) -> String {
+        self.wrapper.current_id()
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pseudonym(&self, gallery: &str, reference: &str) -> [u8; 32] {
+        crypto::pseudonym(&self.pseudonym_key, gallery, reference)
+    }
+}
+
+/// Verify a data directory's audit log with only its public key (no master key needed: auditors
+/// run this). Checks the stored heads, the `audit.head` mirror and any anchors.
+pub fn verify_dir(
+    dir: &Path,
+    pin: Option<&str>,
+    anchors: &[(String, SignedHead)],
+) -> Result<AuditReport> {
+    if !Store::exists(dir) {
+        return Err(GalleryError::NotInitialised(dir.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        dir.join("store.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let stored: Vec<u8> =
+        conn.query_row("SELECT v FROM meta WHERE k = 'audit_public_key'", [], |r| {
+            r.get(0)
+        })?;
+    let stored = hex::encode(stored);
+    let key = pin.map(str::to_string).unwrap_or_else(|| stored.clone());
+    let mut external: Vec<(String, SignedHead)> = anchors.to_vec();
+    if let Some(h) = audit::read_head_file(&dir.join("audit.head"))? {
+        external.push(("audit.head".into(), h));
+    }
+    let mut report = audit::verify(&conn, &key, &external)?;
+    if pin.is_some_and(|p| p != stored) {
+        report.ok = false;
+        report.problems.insert(
+            0,
+            "the data directory's public key differs from the pinned key".into(),
+        );
+    }
+    Ok(report)
+}
+
+/// Every audit record of a data directory (read-only; no keys needed).
+pub fn export_dir(dir: &Path) -> Result<Vec<audit::AuditRecord>> {
+    if !Store::exists(dir) {
+        return Err(GalleryError::NotInitialised(dir.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        dir.join("store.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    audit::records(&conn)
+}

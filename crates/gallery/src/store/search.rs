@@ -1,0 +1,354 @@
+//! 1:N identification and 1:1 verification against an enrolled subject.
+
+use super::*;
+
+/// A compact index's candidates, decrypted from storage one by one (only the few rows whose
+/// int8 bound reaches the top k). Remembers each template's subject for the result.
+pub(super) struct StoredTemplates<'a> {
+    store: &'a Store,
+    gallery: &'a str,
+    resolved: Mutex<IdMap<u64, (i64, [u8; 32])>>,
+}
+
+impl<'a> StoredTemplates<'a> {
+    fn new(store: &'a Store, gallery: &'a str) -> Self {
+        StoredTemplates {
+            store,
+            gallery,
+            resolved: Mutex::new(IdMap::default()),
+        }
+    }
+
+    /// Template row id → (subject row id, pseudonym) for every template fetched.
+    fn into_resolved(self) -> IdMap<u64, (i64, [u8; 32])> {
+        self.resolved
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TemplateSource for StoredTemplates<'_> {
+    fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+        // (subject id, sealed template, pseudonym) per id; None when the row is gone.
+        type Stored = Option<(i64, Vec<u8>, [u8; 32])>;
+        let rows: Vec<Stored> = {
+            let db = self.store.db();
+            let mut st = db.prepare_cached(
+                "SELECT t.subject, t.sealed, s.pseudonym FROM templates t JOIN subjects s ON s.id = t.subject
+                 WHERE t.id = ?1 AND s.gallery = ?2",
+            )?;
+            ids.iter()
+                .map(|id| {
+                    st.query_row(params![*id as i64, self.gallery], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let mut keys: IdMap<i64, Option<SecretKey>> = IdMap::default();
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, row) in ids.iter().zip(rows) {
+            let Some((sid, sealed, ps)) = row else {
+                out.push(None);
+                continue;
+            };
+            let dk = match keys.entry(sid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.store.subject_key(self.gallery, &ps)?)
+                }
+            };
+            // Erased between the scan and now: the key is gone, so is the template.
+            let Some(dk) = dk else {
+                out.push(None);
+                continue;
+            };
+            let plain = crypto::open(dk, &aad("template", self.gallery, &ps), &sealed)?;
+            out.push(Some(Zeroizing::new(bytes_to_f32(&plain)?)));
+            resolved.insert(*id, (sid, ps));
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    pub(super) fn check_search(&self, ctx: &Context, info: &GalleryInfo) -> Result<()> {
+        if ctx.purpose.trim().is_empty() {
+            return Err(GalleryError::Invalid(
+                "a search must state its purpose".into(),
+            ));
+        }
+        if !info.policy.search_roles.contains(&ctx.role) {
+            return Err(GalleryError::Forbidden(format!(
+                "role '{}' may not search gallery '{}'",
+                ctx.role.as_str(),
+                info.name
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn reference_of(&self, gallery: &str, sid: i64, ps: &[u8; 32]) -> Result<String> {
+        let dk = self
+            .subject_key(gallery, ps)?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+        let sealed: Vec<u8> = self
+            .db()
+            .query_row("SELECT reference FROM subjects WHERE id = ?1", [sid], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
+        let plain = crypto::open(&dk, &aad("reference", gallery, ps), &sealed)?;
+        String::from_utf8(plain.to_vec())
+            .map_err(|_| GalleryError::Decrypt("reference is not UTF-8".into()))
+    }
+
+    /// Open-set 1:N search. `threshold` overrides the policy's (which overrides the pack default
+    /// `default_threshold`). The probe is never stored; the audit record holds only pseudonyms.
+    pub fn identify(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        probe: &[f32],
+        k: Option<usize>,
+        default_threshold: f64,
+    ) -> Result<Identification> {
+        let info = self.gallery_meta(gallery)?;
+        self.check_search(ctx, &info)?;
+        let threshold = info.policy.threshold.unwrap_or(default_threshold);
+        let k = k
+            .unwrap_or(info.policy.max_candidates)
+            .min(info.policy.max_candidates);
+        let (metric, dim) = match (info.metric, info.dim) {
+            (Some(m), Some(d)) => (m, d),
+            _ => {
+                let seq = self.audit_event(
+                    ctx,
+                    AuditEvent {
+                        action: "identify".into(),
+                        gallery: Some(gallery.into()),
+                        outcome: "no-match".into(),
+                        details: serde_json::json!({"searched": 0, "threshold": threshold}),
+                        ..Default::default()
+                    },
+                )?;
+                return Ok(Identification {
+                    gallery: gallery.into(),
+                    metric: info.metric.unwrap_or(Metric::Euclidean),
+                    threshold,
+                    candidates: vec![],
+                    searched_templates: 0,
+                    audit_seq: seq,
+                });
+            }
+        };
+        if probe.len() != dim {
+            return Err(GalleryError::Dimension {
+                gallery: gallery.into(),
+                expected: dim,
+                got: probe.len(),
+            });
+        }
+        let q = self.protect(gallery, metric, probe)?;
+        let q2: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum();
+        // The index ranks by s = q·x − |x|²/2; turn the threshold into a floor on s.
+        let floor = match metric {
+            Metric::Euclidean => ((q2 - threshold * threshold) / 2.0) as f32,
+            Metric::Cosine => (threshold - 0.5) as f32,
+        };
+        let now = self.now();
+        let lg = self.load(gallery)?;
+        let (hits, searched) = {
+            let lg = lg.read().unwrap_or_else(|p| p.into_inner());
+            let kk = k * lg.max_templates_per_subject.max(1);
+            // Only a compact index asks the source for anything.
+            let source = StoredTemplates::new(self, gallery);
+            let found = lg.index.search(&[&q[..]], kk, Some(floor), now, &source)?;
+            let hits = found.into_iter().next().unwrap_or_default();
+            // A compact index names templates: their subjects came back with the templates.
+            let resolved = source.into_resolved();
+            let mut seen = std::collections::HashSet::new();
+            let mut best = Vec::new();
+            for mut h in hits {
+                let ps = match resolved.get(&h.id) {
+                    Some((sid, ps)) => {
+                        h.id = *sid as u64;
+                        Some(*ps)
+                    }
+                    None => lg.pseudonyms.get(&h.id).copied(),
+                };
+                if seen.insert(h.id) {
+                    let score = match lg.metric {
+                        Metric::Euclidean => (q2 - 2.0 * h.score as f64).max(0.0).sqrt(),
+                        Metric::Cosine => h.dot as f64,
+                    };
+                    if metric.is_match(score, threshold) {
+                        best.push((h.id, ps.unwrap_or([0; 32]), score));
+                    }
+                }
+                if best.len() == k {
+                    break;
+                }
+            }
+            (best, lg.index.len())
+        };
+        let mut candidates = Vec::with_capacity(hits.len());
+        for (rank, (sid, ps, score)) in hits.iter().enumerate() {
+            candidates.push(Candidate {
+                rank: rank + 1,
+                reference: self.reference_of(gallery, *sid as i64, ps)?,
+                pseudonym: hex::encode(ps),
+                score: *score,
+            });
+        }
+        let seq = self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "identify".into(),
+                gallery: Some(gallery.into()),
+                subject: candidates.first().map(|c| c.pseudonym.clone()),
+                outcome: if candidates.is_empty() { "no-match" } else { "match" }.into(),
+                details: serde_json::json!({
+                    "searched": searched,
+                    "threshold": threshold,
+                    "candidates": candidates.iter().map(|c| serde_json::json!({"pseudonym": c.pseudonym, "score": c.score})).collect::<Vec<_>>(),
+                }),
+            },
+        )?;
+        Ok(Identification {
+            gallery: gallery.into(),
+            metric,
+            threshold,
+            candidates,
+            searched_templates: searched,
+            audit_seq: seq,
+        })
+    }
+
+    /// What the store holds about one subject (no biometric data): for operators and for checks
+    /// that an acknowledged enrolment is there. Expired subjects are reported as unknown.
+    pub fn subject(&self, gallery: &str, reference: &str) -> Result<SubjectInfo> {
+        self.gallery_meta(gallery)?;
+        let ps = self.pseudonym(gallery, reference);
+        let db = self.db();
+        let row: Option<(i64, i64, i64, i64, i64)> = db
+            .query_row(
+                "SELECT s.enrolled, s.expires, (SELECT COUNT(*) FROM templates t WHERE t.subject = s.id),
+                        (SELECT COUNT(*) FROM images i WHERE i.subject = s.id), s.consent IS NOT NULL
+                 FROM subjects s WHERE s.gallery = ?1 AND s.pseudonym = ?2",
+                params![gallery, &ps[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        match row {
+            Some((enrolled, expires, templates, images, consent)) if expires > self.now() => {
+                Ok(SubjectInfo {
+                    gallery: gallery.into(),
+                    pseudonym: hex::encode(ps),
+                    enrolled: audit::now_rfc3339(enrolled),
+                    expires: audit::now_rfc3339(expires),
+                    templates: templates as usize,
+                    image_kept: images > 0,
+                    consent_recorded: consent != 0,
+                })
+            }
+            _ => Err(GalleryError::UnknownSubject(gallery.into())),
+        }
+    }
+
+    /// 1:1 against an enrolled subject (e.g. a gate with a token naming the traveller): the best
+    /// score over the subject's templates, decided at the gallery's threshold. Audited like a search.
+    pub fn verify_subject(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        reference: &str,
+        probe: &[f32],
+        default_threshold: f64,
+    ) -> Result<SubjectVerification> {
+        let info = self.gallery_meta(gallery)?;
+        self.check_search(ctx, &info)?;
+        let (metric, dim) = match (info.metric, info.dim) {
+            (Some(m), Some(d)) => (m, d),
+            _ => return Err(GalleryError::UnknownSubject(gallery.into())),
+        };
+        if probe.len() != dim {
+            return Err(GalleryError::Dimension {
+                gallery: gallery.into(),
+                expected: dim,
+                got: probe.len(),
+            });
+        }
+        let threshold = info.policy.threshold.unwrap_or(default_threshold);
+        let ps = self.pseudonym(gallery, reference);
+        let now = self.now();
+        let sealed: Vec<Vec<u8>> = {
+            let db = self.db();
+            let mut st = db.prepare(
+                "SELECT t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
+                 WHERE s.gallery = ?1 AND s.pseudonym = ?2 AND s.expires > ?3",
+            )?;
+            let rows = st.query_map(params![gallery, &ps[..], now], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let dk = self.subject_key(gallery, &ps)?;
+        let (Some(dk), false) = (dk, sealed.is_empty()) else {
+            self.audit_event(
+                ctx,
+                AuditEvent {
+                    action: "verify".into(),
+                    gallery: Some(gallery.into()),
+                    subject: Some(hex::encode(ps)),
+                    outcome: "unknown-subject".into(),
+                    details: serde_json::Value::Null,
+                },
+            )?;
+            return Err(GalleryError::UnknownSubject(gallery.into()));
+        };
+        let q = self.protect(gallery, metric, probe)?;
+        let mut best: Option<f64> = None;
+        for b in &sealed {
+            let x = bytes_to_f32(&crypto::open(&dk, &aad("template", gallery, &ps), b)?)?;
+            let score = match metric {
+                Metric::Euclidean => q
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt(),
+                Metric::Cosine => q
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>(),
+            };
+            best = Some(match best {
+                None => score,
+                Some(s) if metric.is_match(score, s) => score,
+                Some(s) => s,
+            });
+        }
+        let score = best.unwrap_or(f64::NAN);
+        let matched = metric.is_match(score, threshold);
+        let seq = self.audit_event(
+            ctx,
+            AuditEvent {
+                action: "verify".into(),
+                gallery: Some(gallery.into()),
+                subject: Some(hex::encode(ps)),
+                outcome: if matched { "match" } else { "no-match" }.into(),
+                details: serde_json::json!({"score": score, "threshold": threshold}),
+            },
+        )?;
+        Ok(SubjectVerification {
+            matched,
+            score,
+            threshold,
+            metric,
+            audit_seq: seq,
+        })
+    }
+}
