@@ -553,3 +553,92 @@ fn tls_serves_https_only_with_the_configured_certificate() {
         .send()
         .is_err());
 }
+
+/// Slow and idle sockets are closed by the server within its header timeout while `/healthz`
+/// keeps answering; a keyless upload is answered 401 (read by the client, not reset) whatever
+/// its size, and costs the server no body buffer.
+#[test]
+fn slow_idle_and_keyless_clients_cost_nothing() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let srv = start(
+        &data,
+        "header_timeout_s = 2\nmax_connections = 600\nmax_body_bytes = 2000000\nlinger_s = 5\n",
+    );
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    // 200 idle sockets and 50 that send a header line every 500 ms (slowloris).
+    let mut idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let c = Client::new();
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    let mut slow_alive = slow.len();
+    while started.elapsed() < Duration::from_millis(3500) {
+        let t = Instant::now();
+        let r = c.get(format!("{}/healthz", srv.base)).send().unwrap();
+        assert_eq!(r.status(), 200);
+        worst = worst.max(t.elapsed());
+        slow_alive = slow
+            .iter_mut()
+            .map(|s| s.write_all(b"X-Slow: 1\r\n").is_ok())
+            .filter(|ok| *ok)
+            .count();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "/healthz took {worst:?} under 250 held sockets"
+    );
+    // Every held socket has been closed by the server (EOF or reset on read).
+    for s in idle.iter_mut().chain(slow.iter_mut()) {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 512];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                // hyper may answer 408 before closing a timed-out head; then the close follows.
+                let text = String::from_utf8_lossy(&b[..n]);
+                assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+                assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+            }
+        }
+    }
+    eprintln!("slow sockets still writable after 3.5 s: {slow_alive}; worst /healthz {worst:?}");
+    // A keyless 1.5 MB upload without Expect: the client reads 401, not a reset.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let body = vec![0u8; 1_500_000];
+    write!(
+        s,
+        "POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unauthenticated"), "{answer}");
+    // A keyless request declaring far more than the body limit: 401 too (the key comes first),
+    // answered without waiting for the body.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[0u8; 1000]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+}

@@ -331,8 +331,21 @@ pub fn verify(
 
 /// Every record in order, as stored.
 pub fn records(conn: &Connection) -> Result<Vec<AuditRecord>> {
-    let mut stmt = conn.prepare("SELECT record FROM audit ORDER BY seq")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    records_page(conn, 1, usize::MAX)
+}
+
+/// At most `limit` records from sequence number `from` on, read page by page in SQL (a reader
+/// of the API never pulls the whole log into memory).
+pub fn records_page(conn: &Connection, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+    let mut stmt =
+        conn.prepare("SELECT record FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+    let rows = stmt.query_map(
+        rusqlite::params![
+            from.min(i64::MAX as u64) as i64,
+            limit.min(i64::MAX as usize) as i64
+        ],
+        |r| r.get::<_, String>(0),
+    )?;
     let mut out = Vec::new();
     for r in rows {
         out.push(serde_json::from_str(&r?).map_err(|e| GalleryError::Audit(e.to_string()))?);

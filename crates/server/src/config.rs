@@ -19,6 +19,16 @@ pub struct ServerConfig {
     pub queue_wait_ms: u64,
     /// Whole-request time limit, seconds (408 after it).
     pub request_timeout_s: u64,
+    /// Client connections open at once; one more is closed at accept.
+    pub max_connections: usize,
+    /// A request head must arrive within this many seconds; also the longest a kept-alive
+    /// connection may sit idle between requests.
+    pub header_timeout_s: u64,
+    /// Largest request head (request line and headers), bytes.
+    pub max_header_bytes: usize,
+    /// After refusing a request whose body was not read, how long the server keeps reading and
+    /// discarding it so the client sees the answer, seconds.
+    pub linger_s: u64,
     /// Requests per minute per API key (429 beyond it).
     pub rate_per_minute: u32,
     /// Model pack and inference threads per network.
@@ -47,6 +57,10 @@ impl Default for ServerConfig {
             inference_slots: 2,
             queue_wait_ms: 250,
             request_timeout_s: 30,
+            max_connections: 1024,
+            header_timeout_s: 10,
+            max_header_bytes: 64 << 10,
+            linger_s: 5,
             rate_per_minute: 600,
             pack: "dlib".into(),
             threads: 1,
@@ -92,6 +106,12 @@ impl ServerConfig {
         if let Some(v) = env("FACEGATE_REQUEST_TIMEOUT_S") {
             c.request_timeout_s = parse("FACEGATE_REQUEST_TIMEOUT_S", v)?;
         }
+        if let Some(v) = env("FACEGATE_MAX_CONNECTIONS") {
+            c.max_connections = parse("FACEGATE_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("FACEGATE_HEADER_TIMEOUT_S") {
+            c.header_timeout_s = parse("FACEGATE_HEADER_TIMEOUT_S", v)?;
+        }
         if let Some(v) = env("FACEGATE_TLS_CERT") {
             c.tls_cert = Some(PathBuf::from(v));
         }
@@ -111,6 +131,12 @@ impl ServerConfig {
         }
         if c.inference_slots == 0 {
             return Err("inference_slots must be at least 1".into());
+        }
+        if c.max_connections == 0 || c.header_timeout_s == 0 {
+            return Err("max_connections and header_timeout_s must be at least 1".into());
+        }
+        if !(8192..=1 << 20).contains(&c.max_header_bytes) {
+            return Err("max_header_bytes must be 8192..=1048576".into());
         }
         Ok(c)
     }

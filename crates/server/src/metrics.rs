@@ -16,10 +16,14 @@ struct Histogram {
     sum: f64,
 }
 
+/// Every label value comes from the route table or from the server's own constants, never from
+/// the request (a client sending random methods or paths adds no series).
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Mutex<BTreeMap<(RouteLabel, u16), u64>>,
+    latency: Mutex<BTreeMap<RouteLabel, Histogram>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    pub connections: std::sync::Arc<crate::conn::ConnStats>,
     pub faces_detected: AtomicU64,
     pub matches: AtomicU64,
     pub non_matches: AtomicU64,
@@ -27,16 +31,37 @@ pub struct Metrics {
     pub rejected_overload: AtomicU64,
 }
 
+/// Method and route path, both from the route table ("other" for a method the table does not
+/// list on a known path, "unmatched" for any path it does not know).
+pub type RouteLabel = (&'static str, &'static str);
+
+/// The label of a request: only values from the route table.
+pub fn route_label(method: &str, matched_path: Option<&str>) -> RouteLabel {
+    match matched_path {
+        Some(path) => match crate::routes::find(method, path) {
+            Some(r) => (r.method, r.path),
+            None => (
+                "other",
+                crate::routes::ROUTES
+                    .iter()
+                    .find(|r| r.path == path)
+                    .map_or("unmatched", |r| r.path),
+            ),
+        },
+        None => ("other", "unmatched"),
+    }
+}
+
 impl Metrics {
-    pub fn observe(&self, route: &str, status: u16, seconds: f64) {
+    pub fn observe(&self, route: RouteLabel, status: u16, seconds: f64) {
         *self
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((route.to_string(), status))
+            .entry((route, status))
             .or_default() += 1;
         let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = l.entry(route.to_string()).or_default();
+        let h = l.entry(route).or_default();
         for (i, b) in BUCKETS_S.iter().enumerate() {
             if seconds <= *b {
                 h.counts[i] += 1;
@@ -44,6 +69,27 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+    }
+
+    /// A refused authentication, by reason (a fixed set: unauthenticated, forbidden,
+    /// rate_limited, key_store_error).
+    pub fn auth_failure(&self, reason: &'static str) {
+        *self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// A verify or identify decision.
+    pub fn decision(&self, matched: bool) {
+        let c = if matched {
+            &self.matches
+        } else {
+            &self.non_matches
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -54,7 +100,7 @@ impl Metrics {
             "# HELP facegate_requests_total HTTP requests by route and status."
         );
         let _ = writeln!(o, "# TYPE facegate_requests_total counter");
-        for ((route, status), n) in self
+        for (((method, path), status), n) in self
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -62,7 +108,7 @@ impl Metrics {
         {
             let _ = writeln!(
                 o,
-                "facegate_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                "facegate_requests_total{{route=\"{method} {path}\",status=\"{status}\"}} {n}"
             );
         }
         let _ = writeln!(
@@ -70,12 +116,13 @@ impl Metrics {
             "# HELP facegate_request_seconds Request latency by route."
         );
         let _ = writeln!(o, "# TYPE facegate_request_seconds histogram");
-        for (route, h) in self
+        for ((method, path), h) in self
             .latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
+            let route = format!("{method} {path}");
             for (i, b) in BUCKETS_S.iter().enumerate() {
                 let _ = writeln!(
                     o,
@@ -136,6 +183,40 @@ impl Metrics {
             "counter",
             "Requests answered 503 because every inference slot stayed busy.",
             self.rejected_overload.load(Ordering::Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP facegate_auth_failures_total Requests refused before their body was read, by reason.\n# TYPE facegate_auth_failures_total counter"
+        );
+        for (reason, n) in self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(o, "facegate_auth_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+        let c = &self.connections;
+        g(
+            &mut o,
+            "facegate_connections_open",
+            "gauge",
+            "Client connections open now.",
+            c.open.load(Ordering::Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "facegate_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            c.accepted.load(Ordering::Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "facegate_connections_refused_total",
+            "counter",
+            "Client connections closed at accept because max_connections were open.",
+            c.refused_at_limit.load(Ordering::Relaxed).to_string(),
         );
         o
     }

@@ -47,6 +47,7 @@ impl Store {
         ctx: &Context,
         op: impl FnOnce(&AuditedTx<'_>) -> Result<T>,
     ) -> Result<(T, SignedHead)> {
+        ctx.check()?;
         self.audited_as(ctx.audit_actor(), op)
     }
 
@@ -87,6 +88,23 @@ impl Store {
     pub fn audit_event(&self, ctx: &Context, ev: AuditEvent) -> Result<u64> {
         let ((), head) = self.audited(ctx, |tx| tx.record(ev).map(drop))?;
         Ok(head.seq)
+    }
+
+    /// Record what the service itself observed, with no caller to name (e.g. failed
+    /// authentications, aggregated): actor `facegate`, role `system`, the given purpose.
+    pub fn audit_system_event(&self, purpose: &str, ev: AuditEvent) -> Result<u64> {
+        let actor = Actor {
+            id: "facegate",
+            role: "system",
+            purpose,
+        };
+        let ((), head) = self.audited_as(actor, |tx| tx.record(ev).map(drop))?;
+        Ok(head.seq)
+    }
+
+    /// At most `limit` audit records from sequence number `from` on.
+    pub fn audit_records_page(&self, from: u64, limit: usize) -> Result<Vec<audit::AuditRecord>> {
+        audit::records_page(&self.db(), from, limit)
     }
 
     /// Verify the audit log. `pin` is the public key the verifier trusts (default: the stored one);

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Longest deletion reason kept (in the audit record and the signed receipt).
+pub const MAX_REASON: usize = 512;
+
 impl Store {
     /// Erase one subject: its key is destroyed, its rows deleted, a signed receipt returned.
     pub fn delete(
@@ -29,6 +32,11 @@ impl Store {
             return Err(GalleryError::Invalid(
                 "a deletion must state its reason".into(),
             ));
+        }
+        if reason.chars().count() > MAX_REASON {
+            return Err(GalleryError::Invalid(format!(
+                "a deletion reason is at most {MAX_REASON} characters"
+            )));
         }
         let now = self.now();
         self.mark(&self.keys(), gallery, ps, "delete", now)?;

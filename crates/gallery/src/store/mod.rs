@@ -99,6 +99,26 @@ impl Context {
         }
     }
 
+    /// Longest actor id and purpose kept in the audit log: both are free text from callers.
+    pub const MAX_TEXT: usize = 256;
+
+    /// A context every audited operation accepts: an actor, a bounded purpose.
+    pub fn check(&self) -> Result<()> {
+        if self.actor.trim().is_empty() || self.actor.chars().count() > Self::MAX_TEXT {
+            return Err(GalleryError::Invalid(format!(
+                "the actor must be 1-{} characters",
+                Self::MAX_TEXT
+            )));
+        }
+        if self.purpose.chars().count() > Self::MAX_TEXT {
+            return Err(GalleryError::Invalid(format!(
+                "the purpose is longer than {} characters",
+                Self::MAX_TEXT
+            )));
+        }
+        Ok(())
+    }
+
     fn audit_actor(&self) -> Actor<'_> {
         Actor {
             id: &self.actor,

@@ -1,0 +1,175 @@
+//! Galleries and their subjects: list, policy, identify, enrol, read, erase.
+
+use super::images::{body_image, faces, largest, metric_of, multipart_fields, text};
+use super::{blocking, ctx, purpose, required_purpose};
+use crate::apikeys::ApiKey;
+use crate::auth::gallery_allowed;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use gallery::{Enrolment, Policy};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(crate) async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+) -> ApiResult<Json<Value>> {
+    let all: Vec<_> = blocking(&st, |store| store.galleries())
+        .await?
+        .into_iter()
+        .filter(|g| key.may_use(&g.name))
+        .collect();
+    Ok(Json(json!({"galleries": all})))
+}
+
+pub(crate) async fn put_policy(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    Path(g): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    gallery_allowed(&key, &g)?;
+    let p: Policy = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("policy: {e}"),
+        )
+    })?;
+    let c = ctx(
+        &key,
+        purpose(&headers)?.unwrap_or_else(|| "policy change".into()),
+    );
+    let info = blocking(&st, move |store| {
+        store.update_policy(&c, &g, &p, None)?;
+        store.gallery(&g)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct IdentifyQuery {
+    k: Option<usize>,
+}
+
+pub(crate) async fn identify(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    Path(g): Path<String>,
+    Query(q): Query<IdentifyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    gallery_allowed(&key, &g)?;
+    let p = required_purpose(&headers, "for a search")?;
+    let img = body_image(&headers, body)?;
+    let (_, _, f) = faces(&st, img).await?;
+    let (face, used, found) = largest(f, "probe")?;
+    let c = ctx(&key, p);
+    let th = st.default_threshold;
+    let r = blocking(&st, move |store| {
+        store.identify(&c, &g, &face.embedding, q.k, th)
+    })
+    .await?;
+    st.metrics.decision(!r.candidates.is_empty());
+    Ok(Json(json!({
+        "match": !r.candidates.is_empty(), "candidates": r.candidates, "metric": r.metric, "threshold": r.threshold,
+        "searched_templates": r.searched_templates, "audit_seq": r.audit_seq,
+        "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
+    })))
+}
+
+pub(crate) async fn enrol(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    Path(g): Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    gallery_allowed(&key, &g)?;
+    let declared_purpose = purpose(&headers)?;
+    let mut fields = multipart_fields(&st, req).await?;
+    let reference = text(&fields, "reference").ok_or_else(|| {
+        ApiError::bad_request("missing_field", "multipart field 'reference' is required")
+    })?;
+    let consent = text(&fields, "consent");
+    let keep = text(&fields, "keep_image").is_some_and(|v| v == "true");
+    let mut images: Vec<(String, Bytes)> = fields
+        .drain()
+        .filter(|(k, _)| k.starts_with("image"))
+        .collect();
+    images.sort_by(|a, b| a.0.cmp(&b.0));
+    if images.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "at least one 'image' field is required",
+        ));
+    }
+    let mut templates = Vec::new();
+    for (_, img) in &images {
+        let (_, _, f) = faces(&st, img.clone()).await?;
+        templates.push(largest(f, "enrolment")?.0.embedding);
+    }
+    let c = ctx(&key, declared_purpose.unwrap_or_else(|| "enrolment".into()));
+    let metric = metric_of(&st.pipeline);
+    let pack = st.pipeline.models.manifest.name.clone();
+    let opts = Enrolment {
+        consent,
+        image: keep.then(|| images[0].1.to_vec()),
+        expires_ms: None,
+    };
+    let r = blocking(&st, move |store| {
+        store.enroll(&c, &g, &reference, &templates, metric, &pack, &opts)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(r).unwrap_or_default()),
+    )
+        .into_response())
+}
+
+pub(crate) async fn get_subject(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    Path((g, r)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    gallery_allowed(&key, &g)?;
+    let info = blocking(&st, move |store| store.subject(&g, &r)).await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeleteQuery {
+    reason: Option<String>,
+}
+
+pub(crate) async fn delete_subject(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    Path((g, r)): Path<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    gallery_allowed(&key, &g)?;
+    let reason = q
+        .reason
+        .or_else(|| {
+            headers
+                .get("x-reason")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let c = ctx(&key, purpose(&headers)?.unwrap_or_else(|| "erasure".into()));
+    let receipt = blocking(&st, move |store| store.delete(&c, &g, &r, &reason)).await?;
+    Ok(Json(serde_json::to_value(receipt).unwrap_or_default()))
+}

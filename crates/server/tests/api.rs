@@ -1,0 +1,225 @@
+//! API-level tests: the router driven in-process with `tower::ServiceExt::oneshot` (no socket),
+//! next to the end-to-end tests in `crates/cli/tests/server_api.rs`. Needs the dlib pack
+//! installed under `$FACEGATE_HOME` (`facegate models fetch`): skipped with a message when it is
+//! not, a failure in CI.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gallery::crypto::{self, LocalKeyRing};
+use gallery::{store, Role, Store};
+use server::apikeys::ApiKeys;
+use server::config::ServerConfig;
+use server::{AppState, ROUTES};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tower::ServiceExt;
+use vision::models::{DetectorChoice, Models};
+use vision::pipeline::Pipeline;
+
+fn home() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("FACEGATE_HOME")?);
+    home.join("packs/dlib/manifest.json")
+        .exists()
+        .then_some(home)
+}
+
+fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
+    let Some(home) = home() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the dlib pack must be installed under FACEGATE_HOME in CI"
+        );
+        eprintln!("skipped: no dlib pack under FACEGATE_HOME (run `facegate models fetch`)");
+        return None;
+    };
+    let rt = vision::pack::installed_runtime(&home).expect("ONNX Runtime installed");
+    vision::runtime::ensure_runtime(Some(&rt)).expect("runtime loads");
+    let models = Models::load_with(&home.join("packs/dlib"), 1, DetectorChoice::Hog)
+        .expect("dlib pack loads");
+    let store = Store::open(
+        data,
+        Box::new(LocalKeyRing::new(crypto::random_key().expect("key"))),
+        store::system_clock(),
+    )
+    .expect("store");
+    let keys = ApiKeys::open(data).expect("api keys");
+    Some(AppState::new(
+        ServerConfig::default(),
+        Arc::new(store),
+        vec![Arc::new(Pipeline::new(models))],
+        Arc::new(keys),
+    ))
+}
+
+/// A body that records whether anyone read it.
+fn watched_body(read: Arc<AtomicBool>) -> Body {
+    let chunk = std::iter::once(()).map(move |()| {
+        read.store(true, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(&[0u8; 1024]))
+    });
+    Body::from_stream(futures_util::stream::iter(chunk))
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{gallery}", "g1")
+        .replace("{reference}", "P123")
+}
+
+#[tokio::test]
+async fn every_keyed_route_refuses_without_a_key_before_reading_the_body() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(st) = state(dir.path()) else { return };
+    let app = server::router(st.clone());
+    for r in ROUTES {
+        let read = Arc::new(AtomicBool::new(false));
+        let req = Request::builder()
+            .method(r.method)
+            .uri(concrete(r.path))
+            .header("content-type", "image/jpeg")
+            .body(watched_body(read.clone()))
+            .expect("request");
+        let res = app.clone().oneshot(req).await.expect("response");
+        if r.action.is_some() {
+            assert_eq!(
+                res.status(),
+                StatusCode::UNAUTHORIZED,
+                "{} {}",
+                r.method,
+                r.path
+            );
+            assert!(
+                !read.load(Ordering::SeqCst),
+                "{} {}: body read before the key was checked",
+                r.method,
+                r.path
+            );
+            assert_eq!(
+                res.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..])
+            );
+        } else {
+            assert_ne!(res.status(), StatusCode::NOT_FOUND, "{}", r.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_role_reaches_exactly_the_routes_its_actions_allow() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(st) = state(dir.path()) else { return };
+    let app = server::router(st.clone());
+    let roles = [
+        Role::Gate,
+        Role::Enroller,
+        Role::Operator,
+        Role::Auditor,
+        Role::Admin,
+    ];
+    for role in roles {
+        let (token, _) = st.keys.create(role, None, 0).expect("key");
+        for r in ROUTES.iter().filter(|r| r.action.is_some()) {
+            let req = Request::builder()
+                .method(r.method)
+                .uri(concrete(r.path))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request");
+            let status = app.clone().oneshot(req).await.expect("response").status();
+            let allowed = r.action.is_some_and(|a| a.allows(role));
+            assert_eq!(
+                status == StatusCode::FORBIDDEN,
+                !allowed,
+                "{} {} as {}: {status}",
+                r.method,
+                r.path,
+                role.as_str()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_counted_and_audited_in_one_aggregated_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(st) = state(dir.path()) else { return };
+    let app = server::router(st.clone());
+    for i in 0..25 {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/detect")
+            .header("authorization", format!("Bearer fg_guess_{i}"))
+            .body(Body::empty())
+            .expect("request");
+        let res = app.clone().oneshot(req).await.expect("response");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (gate, _) = st.keys.create(Role::Gate, None, 0).expect("key");
+    let req = Request::builder()
+        .uri("/v1/audit")
+        .header("authorization", format!("Bearer {gate}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        app.clone().oneshot(req).await.expect("response").status(),
+        StatusCode::FORBIDDEN
+    );
+    st.flush_auth_failures().await;
+    let records = st.store.audit_records().expect("records");
+    let agg: Vec<_> = records
+        .iter()
+        .filter(|r| r.action == "auth-failure")
+        .collect();
+    assert_eq!(agg.len(), 1, "one aggregated record");
+    let counts = &agg[0].details["counts"];
+    assert_eq!(counts["refused"]["unauthenticated"], 25);
+    assert_eq!(counts["refused"]["forbidden"], 1);
+    assert_eq!(agg[0].actor, "facegate");
+    // Nothing new: no record.
+    st.flush_auth_failures().await;
+    assert_eq!(
+        st.store
+            .audit_records()
+            .expect("records")
+            .iter()
+            .filter(|r| r.action == "auth-failure")
+            .count(),
+        1
+    );
+    let metrics = st.metrics.render();
+    assert!(metrics.contains("facegate_auth_failures_total{reason=\"unauthenticated\"} 25"));
+}
+
+#[tokio::test]
+async fn random_methods_and_paths_add_no_metric_series() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(st) = state(dir.path()) else { return };
+    let app = server::router(st.clone());
+    let series = |st: &AppState| {
+        st.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("facegate_requests_total"))
+            .count()
+    };
+    let mut seen = Vec::new();
+    for i in 0..200 {
+        let req = Request::builder()
+            .method(format!("M{i}X").as_str())
+            .uri(if i % 2 == 0 {
+                "/healthz".to_string()
+            } else {
+                format!("/nowhere/{i}")
+            })
+            .body(Body::empty())
+            .expect("request");
+        let _ = app.clone().oneshot(req).await.expect("response");
+        seen.push(series(&st));
+    }
+    assert!(
+        seen[199] <= 4,
+        "series grew with the requests: {}",
+        seen[199]
+    );
+    assert_eq!(seen[50], seen[199]);
+}
