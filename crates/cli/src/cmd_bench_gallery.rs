@@ -63,6 +63,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         } else {
             gallery::IndexChoice::Exact
         },
+        reference_case: gallery::ReferenceCase::Upper,
     };
     let mut x: u64 = 0x2545F4914F6CDD1D;
     let mut next = move || {

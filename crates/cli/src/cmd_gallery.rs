@@ -139,6 +139,11 @@ pub struct CreateArgs {
     /// HNSW efSearch (higher: better recall, slower).
     #[arg(long, default_value_t = 128)]
     pub hnsw_ef_search: usize,
+    /// Case rule for subject references: upper (document numbers: `a1234567` and `A1234567`
+    /// are one subject) or preserve. References are always trimmed and NFC-normalised, and
+    /// control or invisible formatting characters are refused.
+    #[arg(long, default_value = "upper", value_parser = ["upper", "preserve"])]
+    pub reference_case: String,
 }
 
 pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
@@ -164,6 +169,11 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                     }),
                     "compact" => gallery::IndexChoice::Compact,
                     _ => gallery::IndexChoice::Exact,
+                },
+                reference_case: if a.reference_case == "preserve" {
+                    gallery::ReferenceCase::Preserve
+                } else {
+                    gallery::ReferenceCase::Upper
                 },
             };
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
@@ -524,7 +534,8 @@ pub fn subject(home: &Path, s: &StoreArgs, a: SubjectArgs) -> Result<i32> {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain and signatures (needs no master key). Exit 0 intact, 1 tampered.
+    /// Check the hash chain and signatures (needs no master key). Exit 0 intact, 1 tampered
+    /// (or, with --strict, anything that could not be checked, such as a missing audit.head).
     Verify {
         /// Trust this public key (hex) instead of the one stored in the data directory.
         #[arg(long)]
@@ -532,6 +543,9 @@ pub enum AuditCommand {
         /// Signed heads kept elsewhere (JSON files written by `audit head`).
         #[arg(long)]
         anchor: Vec<PathBuf>,
+        /// Fail on warnings too (e.g. the audit.head mirror is missing).
+        #[arg(long)]
+        strict: bool,
     },
     /// Print every record as JSON Lines.
     Export,
@@ -544,7 +558,11 @@ pub enum AuditCommand {
 pub fn audit(home: &Path, s: &StoreArgs, cmd: AuditCommand) -> Result<i32> {
     let data = s.data_dir(home);
     match cmd {
-        AuditCommand::Verify { public_key, anchor } => {
+        AuditCommand::Verify {
+            public_key,
+            anchor,
+            strict,
+        } => {
             let mut anchors = Vec::new();
             for a in anchor {
                 let text = std::fs::read_to_string(&a)
@@ -555,7 +573,11 @@ pub fn audit(home: &Path, s: &StoreArgs, cmd: AuditCommand) -> Result<i32> {
             }
             let report = store::verify_dir(&data, public_key.as_deref(), &anchors)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.ok { 0 } else { 1 })
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            let failed = !report.ok || (strict && !report.warnings.is_empty());
+            Ok(if failed { 1 } else { 0 })
         }
         AuditCommand::Export => {
             let store = s.open(home)?;

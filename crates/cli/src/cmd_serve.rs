@@ -96,6 +96,25 @@ pub enum ApiKeyCommand {
     Revoke { id: String },
 }
 
+/// Key creation and revocation are audited like every other change of who may do what.
+fn audit_key_change(
+    store: &gallery::Store,
+    s: &StoreArgs,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    store.audit_event(
+        &s.context("api key administration")?,
+        gallery::audit::AuditEvent {
+            action: action.into(),
+            outcome: "done".into(),
+            details,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
 pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
     let keys = ApiKeys::open(&s.data_dir(home))?;
     match cmd {
@@ -104,7 +123,20 @@ pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
+            let store = s.open(home)?;
             let (token, key) = keys.create(role, (!gallery.is_empty()).then_some(gallery), now)?;
+            if let Err(e) = audit_key_change(
+                &store,
+                s,
+                "apikey-create",
+                serde_json::json!({"key_id": key.id, "role": key.role, "galleries": key.galleries}),
+            ) {
+                // An unaudited key must not exist.
+                keys.revoke(&key.id)?;
+                return Err(
+                    e.context("recording the new key in the audit log; the key was revoked")
+                );
+            }
             eprintln!("store this key now: it is not shown again");
             println!(
                 "{}",
@@ -117,9 +149,16 @@ pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
             }
         }
         ApiKeyCommand::Revoke { id } => {
+            let store = s.open(home)?;
             if !keys.revoke(&id)? {
                 bail!("no active key with id {id}");
             }
+            audit_key_change(
+                &store,
+                s,
+                "apikey-revoke",
+                serde_json::json!({"key_id": id}),
+            )?;
             println!("{}", serde_json::json!({"revoked": id}));
         }
     }

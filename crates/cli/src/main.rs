@@ -1,5 +1,7 @@
 //! The `facegate` binary: CLI front end over the vision (and later gallery/server) crates.
 
+#![forbid(unsafe_code)]
+
 mod cmd_bench;
 mod cmd_bench_gallery;
 mod cmd_bench_search;

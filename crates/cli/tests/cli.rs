@@ -1,5 +1,6 @@
 //! Drives the real `facegate` binary: exit codes and JSON of verify/embed/detect.
 //! Needs the installed pack (`facegate models fetch`) and ../shared; fails in CI if missing.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::shared_with;

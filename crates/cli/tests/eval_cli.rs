@@ -1,5 +1,6 @@
 //! `facegate eval report` and `eval calibrate` end to end on a small LFW-dev subset with the real
 //! default pack. Needs the installed pack and ../shared; fails in CI if missing.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::shared_with;

@@ -1,5 +1,6 @@
 //! Starts the real `facegate serve` on a loopback port and drives it over HTTP: every route with
 //! every role, limits, overload, end-to-end enrol/identify/verify/delete, graceful shutdown.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::shared_with;

@@ -2,6 +2,7 @@
 //! batch of 64, against a plain f32 scan of the same data; and sealing/opening a template.
 //! Threads: rayon's default (all cores); set RAYON_NUM_THREADS=1 for one. FAISS side by side:
 //! scripts/bench_search_faiss.py.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gallery::index::{dot_f32, ExactIndex};

@@ -1,4 +1,5 @@
 //! Quick look at exact-search speed on random data: `cargo run --release --example search_speed -- N DIM Q THREADS`.
+#![allow(clippy::unwrap_used)] // a measuring script stops at the first surprise
 use gallery::index::ExactIndex;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};

@@ -147,7 +147,7 @@ pub fn write_head_file(path: &Path, head: &SignedHead) -> Result<()> {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let text = serde_json::to_vec_pretty(head).map_err(|e| GalleryError::Audit(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| GalleryError::io(&tmp, e))?;
+    crate::files::write_private(&tmp, &text)?;
     std::fs::rename(&tmp, path).map_err(|e| GalleryError::io(path, e))
 }
 
@@ -183,6 +183,10 @@ pub struct AuditReport {
     pub public_key: String,
     pub ok: bool,
     pub problems: Vec<String>,
+    /// What verification could not check (e.g. no `audit.head` mirror: a clean cut of the newest
+    /// records would not show). Not failures by themselves; `audit verify --strict` makes them so.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 fn parse_key(hex_key: &str) -> Result<VerifyingKey> {
@@ -326,6 +330,7 @@ pub fn verify(
         public_key: public_key.to_string(),
         ok: problems.is_empty(),
         problems,
+        warnings: Vec::new(),
     })
 }
 

@@ -97,6 +97,10 @@ pub struct Policy {
     /// Search structure: exact (default) or approximate HNSW for very large galleries.
     #[serde(default)]
     pub index: IndexChoice,
+    /// How subject references are normalised (upper case for document numbers). Galleries
+    /// created before this rule existed read as `preserve`, so their pseudonyms stay valid.
+    #[serde(default)]
+    pub reference_case: crate::reference::ReferenceCase,
 }
 
 /// Which search structure a gallery uses.

@@ -1,4 +1,5 @@
 //! The gallery's promises, each checked against a real data directory.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use gallery::audit::SignedHead;
 use gallery::crypto::{self, LocalKeyRing};
@@ -29,6 +30,7 @@ fn policy(retention_days: u32) -> Policy {
         max_candidates: 5,
         search_roles: vec![Role::Gate, Role::Operator],
         index: gallery::IndexChoice::Exact,
+        reference_case: gallery::ReferenceCase::Upper,
     }
 }
 
@@ -1156,4 +1158,110 @@ fn a_data_directory_from_before_pending_pids_opens_and_keeps_its_subjects() {
         .map(|c| c.unwrap())
         .collect();
     assert!(cols.contains(&"pid".to_string()), "{cols:?}");
+}
+
+/// However a reference is typed (padding, case, composed or decomposed accents), enrolment,
+/// lookup, 1:1 and erasure reach the one subject; controls and bidi overrides are refused.
+#[test]
+fn every_path_normalises_references_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = crypto::random_key().unwrap();
+    let (_clock, c) = TestClock::new();
+    let s = open(dir.path(), &key, c);
+    s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let ids = identities(7, 2, 128);
+    let e = Enrolment::default();
+    s.enroll(
+        &admin(),
+        "rt",
+        " a1234567 ",
+        &[ids[0].clone()],
+        Metric::Euclidean,
+        "dlib",
+        &e,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.enroll(
+            &admin(),
+            "rt",
+            "A1234567",
+            &[ids[1].clone()],
+            Metric::Euclidean,
+            "dlib",
+            &e
+        ),
+        Err(GalleryError::DuplicateSubject(_))
+    ));
+    assert!(s.subject("rt", "A1234567\n").is_ok());
+    let v = s
+        .verify_subject(&gate(), "rt", "a1234567", &ids[0], 0.6)
+        .unwrap();
+    assert!(v.matched);
+    // The candidate names the stored (normalised) reference.
+    let found = s.identify(&gate(), "rt", &ids[0], None, 0.6).unwrap();
+    assert_eq!(found.candidates[0].reference, "A1234567");
+    for bad in ["A12\u{202E}34567", "A1234\u{0}567", "\u{200B}A1234567", ""] {
+        assert!(matches!(
+            s.enroll(
+                &admin(),
+                "rt",
+                bad,
+                &[ids[1].clone()],
+                Metric::Euclidean,
+                "dlib",
+                &e
+            ),
+            Err(GalleryError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.delete(&admin(), "rt", bad, "test"),
+            Err(GalleryError::Invalid(_))
+        ));
+    }
+    // Decomposed and precomposed accents are one subject.
+    s.enroll(
+        &admin(),
+        "rt",
+        "jose\u{301}",
+        &[ids[1].clone()],
+        Metric::Euclidean,
+        "dlib",
+        &e,
+    )
+    .unwrap();
+    assert!(s.subject("rt", "JOS\u{C9}").is_ok());
+    s.delete(&admin(), "rt", "a1234567 ", "subject asked")
+        .unwrap();
+    assert!(matches!(
+        s.subject("rt", "A1234567"),
+        Err(GalleryError::UnknownSubject(_))
+    ));
+}
+
+/// Every file facegate writes in the data directory is its user's alone, and the directory too.
+#[cfg(unix)]
+#[test]
+fn data_directory_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = crypto::random_key().unwrap();
+    let (_clock, c) = TestClock::new();
+    let s = open(&data, &key, c);
+    enrol_all(&s, &identities(3, 3, 128));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let files = files_under(&data);
+    assert!(files.iter().any(|f| f.ends_with("audit.head")));
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    drop(s);
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (_clock, c) = TestClock::new();
+    assert!(matches!(
+        Store::open(&data, Box::new(LocalKeyRing::new(key.clone())), c),
+        Err(GalleryError::Invalid(_))
+    ));
 }

@@ -58,11 +58,16 @@ fn random_hex(n: usize) -> Result<String, KeyError> {
 
 impl ApiKeys {
     pub fn open(data_dir: &Path) -> Result<ApiKeys, KeyError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| KeyError::Invalid(format!("{}: {e}", data_dir.display())))?;
-        let conn = Connection::open(data_dir.join("apikeys.db"))?;
+        gallery::files::secure_dir(data_dir).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let path = data_dir.join("apikeys.db");
+        gallery::files::secure_file(&path).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // As the gallery's databases: a created or revoked key survives power loss, and a
+        // revoked key's hash leaves no freed page behind.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL, role TEXT NOT NULL,
              galleries TEXT, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);",

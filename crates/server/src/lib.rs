@@ -12,6 +12,8 @@
 //! `queue_wait_ms` gets 503 at once instead of queueing without bound. Gallery work runs on the
 //! blocking pool too.
 
+#![forbid(unsafe_code)]
+
 pub mod apikeys;
 mod auth;
 pub mod config;

@@ -2,6 +2,7 @@
 //! next to the end-to-end tests in `crates/cli/tests/server_api.rs`. Needs the dlib pack
 //! installed under `$FACEGATE_HOME` (`facegate models fetch`): skipped with a message when it is
 //! not, a failure in CI.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -4,6 +4,7 @@
 //! detector (`--detector hog`) and the 120–400 px range. Needs `facegate models fetch` and ../shared (prints
 //! why and measures nothing otherwise). The side-by-side ratio against dlib/face_recognition
 //! comes from `facegate bench` and scripts/bench_face_recognition.py on the same image.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;

@@ -4,6 +4,10 @@
 //! ([`chip`]) and embedding ([`embed`]) are separate stages so each can be checked against the
 //! reference implementation on its own; [`pipeline`] puts them together.
 
+// `unsafe` lives in `dlib::hog` alone (AVX2/AVX-512 copies and gathers), allowed there and
+// nowhere else.
+#![deny(unsafe_code)]
+
 pub mod chip;
 pub mod decode;
 pub mod dlib;

@@ -1,4 +1,5 @@
 //! Decoding: formats, orientation, bit depths, and refusal of bad input without panics.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use std::path::Path;
 use vision::decode::{decode, DecodeLimits};

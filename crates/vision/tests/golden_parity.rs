@@ -1,5 +1,6 @@
 //! Stage-by-stage parity with the real dlib 20.0.1 (outputs in ../shared/golden).
 //! Tolerances: landmarks exact; chips within 1 grey level; descriptors within 1e-3 L2.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::*;

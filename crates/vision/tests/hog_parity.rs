@@ -1,4 +1,5 @@
 //! HOG frontal face detector parity with dlib 20.0.1's get_frontal_face_detector (../shared/golden).
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::*;

@@ -1,4 +1,5 @@
 //! MMOD detection parity with dlib 20.0.1's cnn_face_detection_model_v1 (../shared/golden).
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! A user-supplied ONNX pack (YuNet detector + ArcFace-style MobileFaceNet from ../shared/models)
 //! installed through the manifest and run end to end.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
 use common::*;

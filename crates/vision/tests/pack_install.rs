@@ -1,4 +1,5 @@
 //! Model installation error paths: nothing half-written, clear errors.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use vision::pack::{
     hog_from_sdist, install_dlib_pack, install_runtime, DLIB_SDIST, DLIB_SRC_SDIST,

@@ -1,5 +1,6 @@
 //! Shared by the binary's integration tests: where ../shared is, and skip-or-fail when it (or the
 //! installed default pack) is missing: skipped locally, a failure in CI.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 use std::path::{Path, PathBuf};
 

@@ -117,6 +117,20 @@ impl Store {
             .dim
             .or_else(|| requests[0].templates.first().map(Vec::len))
             .unwrap_or(0);
+        let references: Vec<String> = requests
+            .iter()
+            .map(|r| crate::reference::normalise(r.reference, info.policy.reference_case))
+            .collect::<Result<_>>()?;
+        let requests: Vec<Request<'_>> = requests
+            .iter()
+            .zip(&references)
+            .map(|(r, reference)| Request {
+                reference,
+                templates: r.templates,
+                opts: r.opts,
+            })
+            .collect();
+        let requests = &requests[..];
         let now = self.now();
         let limit = now + info.policy.retention_days as i64 * 86_400_000;
         for r in requests {
@@ -367,11 +381,6 @@ impl Store {
 
 /// The checks every enrolled subject passes, before any key exists.
 fn check_request(gallery: &str, r: &Request<'_>, dim: usize, now: i64, limit: i64) -> Result<()> {
-    if r.reference.trim().is_empty() || r.reference.len() > 256 {
-        return Err(GalleryError::Invalid(
-            "subject reference must be 1-256 characters".into(),
-        ));
-    }
     if r.templates.is_empty() {
         return Err(GalleryError::Invalid("no template to enrol".into()));
     }

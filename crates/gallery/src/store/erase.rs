@@ -16,8 +16,8 @@ impl Store {
         reason: &str,
     ) -> Result<DeletionReceipt> {
         Action::Delete.check(ctx.role)?;
-        self.gallery_meta(gallery)?;
-        let ps = self.pseudonym(gallery, reference);
+        let info = self.gallery_meta(gallery)?;
+        let ps = self.subject_pseudonym(&info, reference)?;
         self.erase(ctx, gallery, &ps, reason)
     }
 

@@ -42,7 +42,8 @@ impl Store {
         reference: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         Action::ReadEnrolmentImage.check(ctx.role)?;
-        let ps = self.pseudonym(gallery, reference);
+        let info = self.gallery_meta(gallery)?;
+        let ps = self.subject_pseudonym(&info, reference)?;
         let dk = self
             .subject_key(gallery, &ps)?
             .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;

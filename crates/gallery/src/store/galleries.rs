@@ -57,6 +57,20 @@ impl Store {
         policy.validate()?;
         Action::ChangePolicy.check(ctx.role)?;
         let old = self.gallery_meta(name)?.policy;
+        if old.reference_case != policy.reference_case {
+            // Pseudonyms are keyed on the normalised reference: another rule would orphan every
+            // enrolled subject.
+            let enrolled: bool = self.db().query_row(
+                "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1)",
+                [name],
+                |r| r.get(0),
+            )?;
+            if enrolled {
+                return Err(GalleryError::Invalid(
+                    "the reference case rule cannot change once subjects are enrolled".into(),
+                ));
+            }
+        }
         let text =
             serde_json::to_string(policy).map_err(|e| GalleryError::Invalid(e.to_string()))?;
         // Another search structure: every process rebuilds its loaded index.

@@ -281,12 +281,7 @@ pub struct Store {
 impl Store {
     /// Open the data directory, creating it (and its keys) on first use.
     pub fn open(dir: &Path, wrapper: Box<dyn KeyWrapper>, clock: Clock) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| GalleryError::io(dir, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
+        crate::files::secure_dir(dir)?;
         let db = open_db(&dir.join("store.db"), STORE_SCHEMA)?;
         db.execute_batch(audit::SCHEMA)?;
         let keys = open_db(&dir.join("keys.db"), KEYS_SCHEMA)?;
@@ -381,8 +376,20 @@ impl Store {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The keyed pseudonym of an already normalised reference (see [`Store::subject_pseudonym`]).
     pub fn pseudonym(&self, gallery: &str, reference: &str) -> [u8; 32] {
         crypto::pseudonym(&self.pseudonym_key, gallery, reference)
+    }
+
+    /// The pseudonym of a reference as a caller typed it: normalised by the gallery's rule
+    /// first (`reference::normalise`), so every path finds the same subject.
+    pub(super) fn subject_pseudonym(
+        &self,
+        info: &GalleryInfo,
+        reference: &str,
+    ) -> Result<[u8; 32]> {
+        let r = crate::reference::normalise(reference, info.policy.reference_case)?;
+        Ok(self.pseudonym(&info.name, &r))
     }
 }
 
@@ -407,10 +414,19 @@ pub fn verify_dir(
     let stored = hex::encode(stored);
     let key = pin.map(str::to_string).unwrap_or_else(|| stored.clone());
     let mut external: Vec<(String, SignedHead)> = anchors.to_vec();
-    if let Some(h) = audit::read_head_file(&dir.join("audit.head"))? {
+    let mirror = audit::read_head_file(&dir.join("audit.head"))?;
+    let mirrored = mirror.is_some();
+    if let Some(h) = mirror {
         external.push(("audit.head".into(), h));
     }
     let mut report = audit::verify(&conn, &key, &external)?;
+    if !mirrored && report.records > 0 {
+        report.warnings.push(if anchors.is_empty() {
+            "audit.head is missing: with no anchor given, a cut of the newest records and their heads would not show (keep `audit head` output off this machine and pass it with --anchor)".into()
+        } else {
+            "audit.head is missing: only the anchors given bound the log's end".into()
+        });
+    }
     if pin.is_some_and(|p| p != stored) {
         report.ok = false;
         report.problems.insert(

@@ -46,6 +46,7 @@ pub(super) fn migrate_keys(keys: &Connection) -> Result<()> {
 }
 
 pub(super) fn open_db(path: &Path, schema: &str) -> Result<Connection> {
+    crate::files::secure_file(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL: readers never block the writer; FULL: an acknowledged write survives power loss;

@@ -231,8 +231,8 @@ impl Store {
     /// What the store holds about one subject (no biometric data): for operators and for checks
     /// that an acknowledged enrolment is there. Expired subjects are reported as unknown.
     pub fn subject(&self, gallery: &str, reference: &str) -> Result<SubjectInfo> {
-        self.gallery_meta(gallery)?;
-        let ps = self.pseudonym(gallery, reference);
+        let info = self.gallery_meta(gallery)?;
+        let ps = self.subject_pseudonym(&info, reference)?;
         let db = self.db();
         let row: Option<(i64, i64, i64, i64, i64)> = db
             .query_row(
@@ -283,7 +283,7 @@ impl Store {
             });
         }
         let threshold = info.policy.threshold.unwrap_or(default_threshold);
-        let ps = self.pseudonym(gallery, reference);
+        let ps = self.subject_pseudonym(&info, reference)?;
         let now = self.now();
         let sealed: Vec<Vec<u8>> = {
             let db = self.db();

@@ -3,6 +3,7 @@
 pub mod compress;
 pub mod convert;
 pub mod dnn;
+#[allow(unsafe_code)] // SAFETY comments at each block; simd_twins_match_portable_code tests it
 pub mod hog;
 pub mod serial;
 pub mod shape_predictor;

@@ -1,5 +1,6 @@
 //! Shared helpers for tests that use `../shared` reference data and the installed model pack.
 //! Outside CI a missing file skips the test with a printed reason; in CI (`CI=true`) it fails.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
