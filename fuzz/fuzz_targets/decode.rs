@@ -1,15 +1,21 @@
-//! Untrusted image bytes (travellers' photos, gate cameras): decoding must return an image or an
-//! error, never panic, and respect the limits.
+//! Untrusted image bytes (travellers' photos, gate cameras, chip photos): decoding must return an
+//! image or an error, never panic, and respect the limits; the truncation check must agree with
+//! strict decoding.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vision::decode::{decode, DecodeLimits};
+use vision::decode::{decode, truncation, DecodeLimits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = DecodeLimits {
         max_bytes: 1 << 20,
         max_pixels: 1 << 20,
+        refuse_truncated: false,
     };
     if let Ok(img) = decode(data, &limits) {
         assert!((img.width() as u64) * (img.height() as u64) <= limits.max_pixels);
+    }
+    let cut = truncation(data);
+    if cut.is_some() {
+        assert!(decode(data, &limits.strict()).is_err());
     }
 });

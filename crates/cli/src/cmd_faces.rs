@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use vision::decode::{decode_file, DecodeLimits};
+use vision::decode::{decode_file, decode_file_flagged, DecodeLimits};
 use vision::pipeline::{compare, is_match, Face};
 
 #[derive(Args)]
@@ -91,12 +91,19 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
     let limits = DecodeLimits::default();
     let mut failures = 0;
     for path in &a.images {
-        let line = match decode_file(path, &limits).and_then(|img| p.faces(&img).map(|f| (img, f)))
+        let line = match decode_file_flagged(path, &limits)
+            .and_then(|(img, cut)| p.faces(&img).map(|f| (img, f, cut)))
         {
-            Ok((img, faces)) => json!({
-                "image": path, "width": img.width(), "height": img.height(),
-                "faces": faces.iter().map(|f| face_json(f, false)).collect::<Vec<_>>()
-            }),
+            Ok((img, faces, cut)) => {
+                let mut v = json!({
+                    "image": path, "width": img.width(), "height": img.height(),
+                    "faces": faces.iter().map(|f| face_json(f, false)).collect::<Vec<_>>()
+                });
+                if let Some(why) = cut {
+                    v["warnings"] = json!([why]);
+                }
+                v
+            }
             Err(e) => {
                 failures += 1;
                 json!({"image": path, "error": e.to_string()})
@@ -134,10 +141,17 @@ pub fn pick(
 pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     let p = load(home, &a.engine)?;
     let limits = DecodeLimits::default();
-    let probe =
-        decode_file(&a.probe, &limits).with_context(|| format!("probe {}", a.probe.display()))?;
-    let reference = decode_file(&a.reference, &limits)
+    let (probe, probe_cut) = decode_file_flagged(&a.probe, &limits)
+        .with_context(|| format!("probe {}", a.probe.display()))?;
+    let (reference, reference_cut) = decode_file_flagged(&a.reference, &limits)
         .with_context(|| format!("reference {}", a.reference.display()))?;
+    let warnings: Vec<String> = [("probe", probe_cut), ("reference", reference_cut)]
+        .into_iter()
+        .filter_map(|(what, cut)| cut.map(|why| format!("{what}: {why}")))
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let (pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
     let (rf, ri, rrule, rn) = pick(p.faces(&reference)?, a.reference_face, "reference")?;
     let metric = p.metric();
@@ -159,6 +173,7 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
         "detector": p.detector_name(),
         "probe": {"image": a.probe, "faces_found": pn, "face_used": pi, "selection": prule, "face": face_json(&pf, false)},
         "reference": {"image": a.reference, "faces_found": rn, "face_used": ri, "selection": rrule, "face": face_json(&rf, false)},
+        "warnings": warnings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if matched { 0 } else { 1 })

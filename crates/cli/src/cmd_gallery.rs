@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use vision::decode::{decode_file, DecodeLimits};
+use vision::decode::{decode_file, decode_file_flagged, DecodeLimits};
 use vision::pipeline::Pipeline;
 
 #[derive(Args, Clone, Debug)]
@@ -290,7 +290,8 @@ fn batch_jobs(path: &Path) -> Result<Vec<Job>> {
 
 /// The template of the largest face in an image (and the image bytes, when they are to be kept).
 pub fn template(p: &Pipeline, path: &Path) -> Result<Vec<f32>> {
-    let img = decode_file(path, &DecodeLimits::default())
+    // Enrolment never learns from a cut file.
+    let img = decode_file(path, &DecodeLimits::default().strict())
         .with_context(|| format!("{}", path.display()))?;
     let (face, _, _, _) = pick(p.faces(&img)?, None, "enrolment")?;
     Ok(face.embedding)
@@ -471,8 +472,11 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
     let store = s.open(home)?;
     let ctx = s.context(&a.purpose)?;
     let p = load(home, &a.engine)?;
-    let img = decode_file(&a.image, &DecodeLimits::default())
+    let (img, cut) = decode_file_flagged(&a.image, &DecodeLimits::default())
         .with_context(|| format!("{}", a.image.display()))?;
+    if let Some(why) = cut {
+        eprintln!("warning: {}: {why}", a.image.display());
+    }
     let (face, used, rule, found) = pick(p.faces(&img)?, a.face, "probe")?;
     let default_threshold = p
         .models
@@ -492,6 +496,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         "searched_templates": r.searched_templates,
         "audit_seq": r.audit_seq,
         "probe": {"image": a.image, "faces_found": found, "face_used": used, "selection": rule},
+        "warnings": cut.map(|why| format!("probe: {why}")).into_iter().collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if matched { 0 } else { 1 })

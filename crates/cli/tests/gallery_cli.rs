@@ -339,3 +339,29 @@ fn readme_demo_enrol_people_and_identify() {
     let (_, out, _) = facegate(&data, &["gallery", "show", "demo"]);
     assert!(out.contains("\"subjects\": 5"));
 }
+
+/// A photo cut short: enrolment refuses it, detection and 1:1 flag it and go on.
+#[test]
+fn truncated_photos_are_refused_for_enrolment_and_flagged_elsewhere() {
+    let Some(shared) = shared_ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create(&data, "demo");
+    let whole = std::fs::read(shared.join("data/people/obama.jpg")).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &whole[..whole.len() * 3 / 4]).unwrap();
+    let cut = cut.to_str().unwrap();
+    let (code, _, err) = facegate(
+        &data,
+        &["enroll", "--gallery", "demo", "--subject", "P1", cut],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("truncated"), "{err}");
+    let (code, out, _) = facegate(&data, &["detect", cut]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("truncated"),
+        "{out}"
+    );
+}

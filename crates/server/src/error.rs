@@ -75,6 +75,11 @@ impl From<VisionError> for ApiError {
                 "image_too_large",
                 e.to_string(),
             ),
+            VisionError::Truncated(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "truncated_image",
+                e.to_string(),
+            ),
             VisionError::Decode(_)
             | VisionError::UnsupportedFormat(_)
             | VisionError::Empty

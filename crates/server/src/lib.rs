@@ -20,6 +20,12 @@ pub mod config;
 pub mod conn;
 pub mod error;
 mod handlers;
+
+/// The request-body parsers, for the fuzz targets (`fuzz/fuzz_targets/http_bodies.rs`).
+pub mod bodies {
+    pub use crate::handlers::galleries::parse_policy;
+    pub use crate::handlers::images::multipart_fields;
+}
 pub mod metrics;
 pub mod routes;
 pub mod tls;

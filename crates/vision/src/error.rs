@@ -3,6 +3,8 @@ use std::path::PathBuf;
 /// Everything the vision layer can fail with. Callers get a typed reason; the CLI adds context.
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {
+    #[error("image refused: {0}")]
+    Truncated(String),
     #[error("image could not be decoded: {0}")]
     Decode(String),
     #[error("unsupported image format{0}")]

@@ -148,3 +148,39 @@ fn corrupt_truncated_and_unknown_inputs_are_errors() {
         let _ = decode(&flipped, &DecodeLimits::default());
     }
 }
+
+/// A file cut anywhere before its end marker is reported as truncated (JPEG, PNG, JPEG 2000);
+/// the complete file is not. Strict limits refuse it; default limits still decode it.
+#[test]
+fn truncated_files_are_detected_and_refused_when_strict() {
+    use vision::decode::truncation;
+    for f in ["synthetic_q90.jpg", "synthetic.png", "synthetic.jp2"] {
+        let whole = fixture(f);
+        assert_eq!(truncation(&whole), None, "{f} complete");
+        // Every cut point in the second half, and a few in the first (inside headers).
+        let cuts = (1..whole.len())
+            .filter(|c| *c > whole.len() / 2 || c % 97 == 0)
+            .filter(|c| *c > 8);
+        for cut in cuts {
+            let part = &whole[..cut];
+            assert!(
+                truncation(part).is_some(),
+                "{f} cut at {cut} of {} not detected",
+                whole.len()
+            );
+        }
+        let half = &whole[..whole.len() / 2];
+        assert!(matches!(
+            decode(half, &DecodeLimits::default().strict()),
+            Err(VisionError::Truncated(_))
+        ));
+        assert!(decode(&whole, &DecodeLimits::default().strict()).is_ok());
+    }
+    // Tolerant decoding of a half JPEG still yields an image (flagged by callers).
+    let jpg = fixture("synthetic_q90.jpg");
+    assert!(decode(&jpg[..jpg.len() * 3 / 4], &DecodeLimits::default()).is_ok());
+    // Bytes after the end marker do not make a file truncated.
+    let mut padded = jpg.clone();
+    padded.extend_from_slice(b"trailing camera data");
+    assert_eq!(truncation(&padded), None);
+}

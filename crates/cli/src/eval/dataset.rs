@@ -425,7 +425,8 @@ pub fn embed_one(p: &Pipeline, path: &Path, spec: &EmbedSpec) -> Embedded {
 }
 
 fn try_embed(p: &Pipeline, path: &Path, spec: &EmbedSpec) -> Result<(Vec<f32>, bool)> {
-    let img = decode_file(path, &DecodeLimits::default())?;
+    // Measurements and calibrations never rest on a cut file: it counts as a failure to enrol.
+    let img = decode_file(path, &DecodeLimits::default().strict())?;
     let dets = p.detect(&img)?;
     let (w, h) = (img.width() as f64, img.height() as f64);
     let (cx, cy) = (w / 2.0, h / 2.0);

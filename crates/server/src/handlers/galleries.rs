@@ -1,6 +1,6 @@
 //! Galleries and their subjects: list, policy, identify, enrol, read, erase.
 
-use super::images::{body_image, faces, largest, metric_of, multipart_fields, text};
+use super::images::{body_image, faces, largest, metric_of, multipart_fields, text, Use};
 use super::{blocking, ctx, purpose, required_purpose};
 use crate::apikeys::ApiKey;
 use crate::auth::gallery_allowed;
@@ -36,13 +36,7 @@ pub(crate) async fn put_policy(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     gallery_allowed(&key, &g)?;
-    let p: Policy = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            format!("policy: {e}"),
-        )
-    })?;
+    let p = parse_policy(&body)?;
     let c = ctx(
         &key,
         purpose(&headers)?.unwrap_or_else(|| "policy change".into()),
@@ -53,6 +47,20 @@ pub(crate) async fn put_policy(
     })
     .await?;
     Ok(Json(serde_json::to_value(info).unwrap_or_default()))
+}
+
+/// A policy document from a request body: JSON that must also pass the policy's own checks.
+/// Public for the `http_bodies` fuzz target.
+pub fn parse_policy(body: &[u8]) -> ApiResult<Policy> {
+    let p: Policy = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("policy: {e}"),
+        )
+    })?;
+    p.validate()?;
+    Ok(p)
 }
 
 #[derive(Deserialize)]
@@ -71,8 +79,13 @@ pub(crate) async fn identify(
     gallery_allowed(&key, &g)?;
     let p = required_purpose(&headers, "for a search")?;
     let img = body_image(&headers, body)?;
-    let (_, _, f) = faces(&st, img).await?;
-    let (face, used, found) = largest(f, "probe")?;
+    let probe = faces(&st, img, Use::Probe).await?;
+    let warnings: Vec<String> = probe
+        .truncated
+        .map(|why| format!("probe: {why}"))
+        .into_iter()
+        .collect();
+    let (face, used, found) = largest(probe.faces, "probe")?;
     let c = ctx(&key, p);
     let th = st.default_threshold;
     let r = blocking(&st, move |store| {
@@ -84,6 +97,7 @@ pub(crate) async fn identify(
         "match": !r.candidates.is_empty(), "candidates": r.candidates, "metric": r.metric, "threshold": r.threshold,
         "searched_templates": r.searched_templates, "audit_seq": r.audit_seq,
         "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
+        "warnings": warnings,
     })))
 }
 
@@ -115,8 +129,8 @@ pub(crate) async fn enrol(
     }
     let mut templates = Vec::new();
     for (_, img) in &images {
-        let (_, _, f) = faces(&st, img.clone()).await?;
-        templates.push(largest(f, "enrolment")?.0.embedding);
+        let found = faces(&st, img.clone(), Use::Enrolment).await?;
+        templates.push(largest(found.faces, "enrolment")?.0.embedding);
     }
     let c = ctx(&key, declared_purpose.unwrap_or_else(|| "enrolment".into()));
     let metric = metric_of(&st.pipeline);

@@ -16,11 +16,27 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use vision::decode::{decode, DecodeLimits};
+use vision::decode::{decode_flagged, DecodeLimits};
 use vision::pipeline::{compare, is_match, Face, Pipeline};
 
+/// What decoding found besides the faces: the image size, and why the file looked cut short
+/// (a warning for the answer; enrolment refuses such files instead).
+pub(crate) struct Found {
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<Face>,
+    pub truncated: Option<&'static str>,
+}
+
+/// How a request's image is decoded: enrolment refuses a truncated file, a search flags it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    Enrolment,
+    Probe,
+}
+
 /// Decode and find faces off the async runtime, holding one of the inference slots.
-pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes) -> ApiResult<(u32, u32, Vec<Face>)> {
+pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> ApiResult<Found> {
     st.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     let permit = tokio::time::timeout(
         Duration::from_millis(st.config.queue_wait_ms),
@@ -45,6 +61,7 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes) -> ApiResult<(u32, u
         let limits = DecodeLimits {
             max_bytes: st2.config.max_body_bytes as u64,
             max_pixels: st2.config.max_pixels,
+            refuse_truncated: purpose == Use::Enrolment,
         };
         // A permit guarantees a free pipeline: there are as many permits as pipelines.
         let p = st2
@@ -53,8 +70,14 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes) -> ApiResult<(u32, u
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_else(|| st2.pipeline.clone());
-        let r = decode(&bytes, &limits)
-            .and_then(|img| p.faces(&img).map(|f| (img.width(), img.height(), f)));
+        let r = decode_flagged(&bytes, &limits).and_then(|(img, truncated)| {
+            p.faces(&img).map(|faces| Found {
+                width: img.width(),
+                height: img.height(),
+                faces,
+                truncated,
+            })
+        });
         st2.pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         r
     })
@@ -62,14 +85,14 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes) -> ApiResult<(u32, u
     .map_err(|_| ApiError::internal())??;
     st.metrics
         .faces_detected
-        .fetch_add(out.2.len() as u64, Ordering::Relaxed);
-    if out.2.len() > st.config.max_faces {
+        .fetch_add(out.faces.len() as u64, Ordering::Relaxed);
+    if out.faces.len() > st.config.max_faces {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_faces",
             format!(
                 "{} faces, the limit is {}",
-                out.2.len(),
+                out.faces.len(),
                 st.config.max_faces
             ),
         ));
@@ -133,14 +156,14 @@ pub(crate) fn body_image(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
 }
 
 /// Every field of a multipart body (the body limit bounds the total); a field given twice is
-/// refused.
-pub(crate) async fn multipart_fields(
-    st: &Arc<AppState>,
+/// refused. Public for the `http_bodies` fuzz target.
+pub async fn multipart_fields<S: Send + Sync>(
+    state: &S,
     req: Request,
 ) -> ApiResult<HashMap<String, Bytes>> {
     use axum::extract::FromRequest;
     let bad = |e: String| ApiError::bad_request("bad_multipart", e);
-    let mut mp = Multipart::from_request(req, st)
+    let mut mp = Multipart::from_request(req, state)
         .await
         .map_err(|e| bad(e.body_text()))?;
     let mut out = HashMap::new();
@@ -169,10 +192,12 @@ pub(crate) async fn detect(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let img = body_image(&headers, body)?;
-    let (w, h, faces) = faces(&st, img).await?;
-    Ok(Json(
-        json!({"width": w, "height": h, "faces": faces.iter().map(face_json).collect::<Vec<_>>()}),
-    ))
+    let found = faces(&st, img, Use::Probe).await?;
+    Ok(Json(json!({
+        "width": found.width, "height": found.height,
+        "faces": found.faces.iter().map(face_json).collect::<Vec<_>>(),
+        "warnings": found.truncated.into_iter().collect::<Vec<_>>(),
+    })))
 }
 
 /// 1:1: a probe against a reference image, or against an enrolled subject.
@@ -187,12 +212,18 @@ pub(crate) async fn verify(
     let probe = fields.remove("probe").ok_or_else(|| {
         ApiError::bad_request("missing_field", "multipart field 'probe' is required")
     })?;
-    let (_, _, pf) = faces(&st, probe).await?;
-    let (pface, pi, pn) = largest(pf, "probe")?;
+    let probe = faces(&st, probe, Use::Probe).await?;
+    let mut warnings: Vec<String> = probe
+        .truncated
+        .map(|why| format!("probe: {why}"))
+        .into_iter()
+        .collect();
+    let (pface, pi, pn) = largest(probe.faces, "probe")?;
     let metric = metric_of(&st.pipeline);
     if let Some(reference) = fields.remove("reference") {
-        let (_, _, rf) = faces(&st, reference).await?;
-        let (rface, ri, rn) = largest(rf, "reference")?;
+        let reference = faces(&st, reference, Use::Probe).await?;
+        warnings.extend(reference.truncated.map(|why| format!("reference: {why}")));
+        let (rface, ri, rn) = largest(reference.faces, "reference")?;
         let score = compare(st.pipeline.metric(), &pface.embedding, &rface.embedding);
         let matched = is_match(st.pipeline.metric(), score, st.default_threshold);
         st.metrics.decision(matched);
@@ -218,6 +249,7 @@ pub(crate) async fn verify(
             "match": matched, "score": score, "metric": metric, "threshold": st.default_threshold, "calibrated_fmr": st.calibrated_fmr,
             "probe": {"faces_found": pn, "face_used": pi, "selection": "largest", "face": face_json(&pface)},
             "reference": {"faces_found": rn, "face_used": ri, "selection": "largest", "face": face_json(&rface)},
+            "warnings": warnings,
         })));
     }
     let (Some(g), Some(subject)) = (text(&fields, "gallery"), text(&fields, "subject")) else {
@@ -237,6 +269,6 @@ pub(crate) async fn verify(
     st.metrics.decision(r.matched);
     Ok(Json(
         json!({"match": r.matched, "score": r.score, "metric": r.metric, "threshold": r.threshold, "audit_seq": r.audit_seq,
-        "probe": {"faces_found": pn, "face_used": pi, "selection": "largest"}}),
+        "probe": {"faces_found": pn, "face_used": pi, "selection": "largest"}, "warnings": warnings}),
     ))
 }
