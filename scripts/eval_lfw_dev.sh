@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full evaluation run on LFW-dev that the README's tables and figures come from.
+# The full evaluation run on LFW-dev that the tables and figures of docs/evaluation.md come from.
 #
 #   scripts/eval_lfw_dev.sh [OUT_DIR]     (default: lfw-dev-report)
 #

@@ -111,7 +111,7 @@ fn yunet_mobilefacenet_pack_detects_aligns_and_verifies() {
     // A minimum face size scales the detector's input down (here to 0.35): the same face is
     // found, in the same place. YuNet's landmarks themselves move by 2-6% of the face width
     // between scales (measured 1.5-3.8% even at 0.92), so they are held to 8%; what matters,
-    // accuracy, is measured on LFW-dev (README).
+    // accuracy, is measured on LFW-dev (docs/evaluation.md).
     let mut q = Pipeline::new(Models::load(&dir, 1).unwrap());
     let full = p.detect(&load_rgb(&people.join("obama.jpg"))).unwrap();
     let side = full[0].rect.width();
