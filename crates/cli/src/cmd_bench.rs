@@ -9,7 +9,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vision::decode::{decode, DecodeLimits};
-use vision::mmod::DetectOptions;
+use vision::detect::DetectOptions;
 
 #[derive(Args)]
 pub struct BenchArgs {

@@ -99,8 +99,13 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
                     "image": path, "width": img.width(), "height": img.height(),
                     "faces": faces.iter().map(|f| face_json(f, false)).collect::<Vec<_>>()
                 });
-                if let Some(why) = cut {
-                    v["warnings"] = json!([why]);
+                let warnings: Vec<String> = cut
+                    .map(str::to_string)
+                    .into_iter()
+                    .chain(p.detection_warning(img.width(), img.height()))
+                    .collect();
+                if !warnings.is_empty() {
+                    v["warnings"] = json!(warnings);
                 }
                 v
             }
@@ -145,10 +150,18 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
         .with_context(|| format!("probe {}", a.probe.display()))?;
     let (reference, reference_cut) = decode_file_flagged(&a.reference, &limits)
         .with_context(|| format!("reference {}", a.reference.display()))?;
-    let warnings: Vec<String> = [("probe", probe_cut), ("reference", reference_cut)]
-        .into_iter()
-        .filter_map(|(what, cut)| cut.map(|why| format!("{what}: {why}")))
-        .collect();
+    let warnings: Vec<String> = [
+        ("probe", &probe, probe_cut),
+        ("reference", &reference, reference_cut),
+    ]
+    .into_iter()
+    .flat_map(|(what, img, cut)| {
+        cut.map(str::to_string)
+            .into_iter()
+            .chain(p.detection_warning(img.width(), img.height()))
+            .map(move |w| format!("{what}: {w}"))
+    })
+    .collect();
     for w in &warnings {
         eprintln!("warning: {w}");
     }

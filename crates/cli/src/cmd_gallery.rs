@@ -474,8 +474,14 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
     let p = load(home, &a.engine)?;
     let (img, cut) = decode_file_flagged(&a.image, &DecodeLimits::default())
         .with_context(|| format!("{}", a.image.display()))?;
-    if let Some(why) = cut {
-        eprintln!("warning: {}: {why}", a.image.display());
+    let warnings: Vec<String> = cut
+        .map(str::to_string)
+        .into_iter()
+        .chain(p.detection_warning(img.width(), img.height()))
+        .map(|w| format!("probe: {w}"))
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     let (face, used, rule, found) = pick(p.faces(&img)?, a.face, "probe")?;
     let default_threshold = p
@@ -496,7 +502,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         "searched_templates": r.searched_templates,
         "audit_seq": r.audit_seq,
         "probe": {"image": a.image, "faces_found": found, "face_used": used, "selection": rule},
-        "warnings": cut.map(|why| format!("probe: {why}")).into_iter().collect::<Vec<_>>(),
+        "warnings": warnings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if matched { 0 } else { 1 })

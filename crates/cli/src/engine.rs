@@ -4,7 +4,7 @@ use crate::cmd_models::ensure_installed;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::Path;
-use vision::mmod::DetectOptions;
+use vision::detect::DetectOptions;
 use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
 

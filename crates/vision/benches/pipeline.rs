@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::path::Path;
 use vision::decode::{decode_file, DecodeLimits};
-use vision::mmod::DetectOptions;
+use vision::detect::DetectOptions;
 use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
 

@@ -4,15 +4,18 @@
 //! ([`chip`]) and embedding ([`embed`]) are separate stages so each can be checked against the
 //! reference implementation on its own; [`pipeline`] puts them together.
 
-// `unsafe` lives in `dlib::hog` alone (AVX2/AVX-512 copies and gathers), allowed there and
-// nowhere else.
+// `unsafe` lives in `dlib::hog` (AVX2/AVX-512 copies and gathers) and `memory` (one call to
+// glibc's malloc_trim), allowed there and nowhere else.
 #![deny(unsafe_code)]
 
 pub mod chip;
 pub mod decode;
+pub mod detect;
 pub mod dlib;
 pub mod error;
 pub mod geometry;
+#[allow(unsafe_code)] // one FFI call (malloc_trim), SAFETY comment and test in the module
+pub mod memory;
 pub mod mmod;
 pub mod models;
 pub mod onnx;

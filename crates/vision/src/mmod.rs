@@ -9,80 +9,13 @@
 //! inside the receptive field there); without a size range the tiled layout is used and results
 //! match dlib's.
 
+use crate::detect::{greedy_nms, rect_down_upsampling, DetectOptions, Detection};
+use crate::dlib::resize::{row_walk, ColumnWalk};
 use crate::error::VisionError;
 use crate::geometry::Rect;
-use crate::runtime::session_from_bytes;
+use crate::runtime::{session_with_memory, SessionMemory};
 use image::RgbImage;
-use serde::Serialize;
 use std::sync::Mutex;
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Detection {
-    pub rect: Rect,
-    pub score: f32,
-    /// Five landmarks when the detector gives them (YuNet); dlib packs predict them separately.
-    pub landmarks: Option<[crate::geometry::Point; 5]>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct DetectOptions {
-    /// Double the image this many times before detecting (finds faces below 80 px).
-    pub upsample: u32,
-    /// Smallest and largest face side to search for, in pixels of the original image.
-    pub min_face: Option<f64>,
-    pub max_face: Option<f64>,
-    /// Keep detections with score above this (dlib's adjust_threshold, default 0).
-    pub threshold: f32,
-}
-
-impl Default for DetectOptions {
-    fn default() -> Self {
-        DetectOptions {
-            upsample: 0,
-            min_face: None,
-            max_face: None,
-            threshold: 0.0,
-        }
-    }
-}
-
-impl DetectOptions {
-    /// dlib's `pyramid_up` applied `upsample` times (None when not upsampling).
-    pub(crate) fn upsampled(&self, img: &RgbImage) -> Option<RgbImage> {
-        let mut up: Option<RgbImage> = None;
-        for _ in 0..self.upsample {
-            up = Some(pyramid_up(up.as_ref().unwrap_or(img)));
-        }
-        up
-    }
-
-    /// Levels of a 5/6 pyramid of `n` levels whose `window`-pixel detection window covers faces
-    /// in [min_face, max_face] (one level of slack each side); all levels when no range is given.
-    pub(crate) fn pyramid_levels(&self, n: usize, window: f64) -> Vec<usize> {
-        if self.min_face.is_none() && self.max_face.is_none() {
-            return (0..n).collect();
-        }
-        let scale = 2f64.powi(self.upsample as i32);
-        let lo = self.min_face.unwrap_or(0.0) * scale / 1.2;
-        let hi = self.max_face.unwrap_or(f64::INFINITY) * scale * 1.2;
-        (0..n)
-            .filter(|&i| {
-                let face = window * 1.2f64.powi(i as i32);
-                face >= lo && face <= hi
-            })
-            .collect()
-    }
-
-    /// Drops boxes outside the face-size range (with 25% slack for box sizes off the grid).
-    pub(crate) fn retain_in_range(&self, dets: &mut Vec<Detection>) {
-        if let Some(max) = self.max_face {
-            dets.retain(|d| d.rect.width() <= max * 1.25);
-        }
-        if let Some(min) = self.min_face {
-            dets.retain(|d| d.rect.width() >= min / 1.25);
-        }
-    }
-}
 
 /// One channel-planar float image (3 planes).
 struct Planes {
@@ -189,77 +122,6 @@ pub fn tiled_pyramid_layout(nr: i64, nc: i64, padding: i64, outer: i64) -> (Vec<
     (rects, out_nr, out_nc)
 }
 
-/// The row walk of dlib's bilinear `resize_image`: align-corners y positions accumulated in
-/// f64, yielding (output row, top source row, bottom source row, fraction towards bottom).
-pub(crate) fn row_walk(sh: usize, dh: usize) -> impl Iterator<Item = (usize, usize, usize, f64)> {
-    let y_scale = (sh as f64 - 1.0) / ((dh as f64 - 1.0).max(1.0));
-    let mut y = -y_scale;
-    (0..dh).map(move |r| {
-        y += y_scale;
-        let top = y.floor() as usize;
-        (r, top, (top + 1).min(sh - 1), y - top as f64)
-    })
-}
-
-/// The column walk of dlib's SIMD bilinear `resize_image`: x positions kept in f32 lanes of four,
-/// advanced by 4*x_scale, until a lane's right neighbour would leave the source row. Calls
-/// `f(column, left, lr_frac)` for each column of the vector part and returns the first column
-/// of the scalar tail. `ColumnWalk` records it once per size pair for both resizers.
-fn simd_columns(sw: usize, dw: usize, x_scale: f64, mut f: impl FnMut(usize, usize, f32)) -> usize {
-    let x0 = -4.0 * x_scale;
-    let fxs = (4.0 * x_scale) as f32;
-    let mut lanes = [
-        x0 as f32,
-        (x0 + x_scale) as f32,
-        (x0 + 2.0 * x_scale) as f32,
-        (x0 + 3.0 * x_scale) as f32,
-    ];
-    let mut c = 0usize;
-    loop {
-        for l in lanes.iter_mut() {
-            *l += fxs;
-        }
-        let left = lanes.map(|v| v as i32);
-        // dlib stops when lane 3's right neighbour leaves the row; the column bound only
-        // guards degenerate sizes where dlib itself would write past the row.
-        if left[3] + 1 >= sw as i32 || c + 3 >= dw {
-            break;
-        }
-        for k in 0..4 {
-            f(c + k, left[k] as usize, lanes[k] - left[k] as f32);
-        }
-        c += 4;
-    }
-    c
-}
-
-/// Where each output column of dlib's bilinear `resize_image` samples (the float pyramid and the
-/// RGB `pyramid_up` walk columns alike): the SIMD part's (left
-/// column, f32 fraction) and, after it, the scalar tail's (left, right, f64 fraction). The walk
-/// does not depend on the row, so it is computed once per level and shared by every row and
-/// channel (the values are the ones dlib computes per row, bit for bit).
-pub(crate) struct ColumnWalk {
-    pub(crate) simd: Vec<(usize, f32)>,
-    pub(crate) tail: Vec<(usize, usize, f64)>,
-}
-
-impl ColumnWalk {
-    pub(crate) fn new(sw: usize, dw: usize) -> Self {
-        let x_scale = (sw as f64 - 1.0) / ((dw as f64 - 1.0).max(1.0));
-        let mut simd = Vec::with_capacity(dw);
-        let c = simd_columns(sw, dw, x_scale, |_, li, lr| simd.push((li, lr)));
-        let mut tail = Vec::with_capacity(dw - c);
-        let mut x = -x_scale + c as f64 * x_scale;
-        for _ in c..dw {
-            x += x_scale;
-            let left = x.floor() as usize;
-            let right = (left + 1).min(sw - 1);
-            tail.push((left, right, x - left as f64));
-        }
-        ColumnWalk { simd, tail }
-    }
-}
-
 /// dlib's bilinear `resize_image` for float grayscale images (its SIMD fast path in f32, then
 /// a scalar tail), used by `tt::resize_bilinear` to build the pyramid in tensor space.
 fn resize_plane(
@@ -314,103 +176,17 @@ fn resize_planes(src: &Planes, w: usize, h: usize) -> Planes {
     Planes { w, h, data }
 }
 
-/// dlib's `pyramid_up` (pyramid_down<2>): output size from rect_up of the image rectangle,
-/// then the RGB bilinear resize with truncation to integers.
-pub fn pyramid_up(img: &RgbImage) -> RgbImage {
-    let (w, h) = (img.width() as f64, img.height() as f64);
-    let up = |v: f64, o: f64| (v + o) * 2.0;
-    // dlib sizes the output as (right+1, bottom+1) of the up-mapped image rectangle.
-    let (r, b) = (
-        (up(w - 1.0, 1.25) + 0.5).floor(),
-        (up(h - 1.0, 0.75) + 0.5).floor(),
-    );
-    let (ow, oh) = ((r + 1.0) as usize, (b + 1.0) as usize);
-    resize_rgb_truncating(img, ow, oh)
-}
-
-/// dlib's RGB bilinear `resize_image` fast path: f32 lanes, results truncated to u8.
-#[inline(always)]
-pub(crate) fn resize_rgb_truncating(img: &RgbImage, dw: usize, dh: usize) -> RgbImage {
-    let (sw, sh) = (img.width() as usize, img.height() as usize);
-    let mut out = RgbImage::new(dw as u32, dh as u32);
-    if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
-        return out;
-    }
-    let src = img.as_raw();
-    let dst: &mut [u8] = &mut out;
-    let walk = ColumnWalk::new(sw, dw);
-    for (r, top, bottom, tb_frac) in row_walk(sh, dh) {
-        let px = |row: usize, col: usize, ch: usize| src[3 * (row * sw + col) + ch];
-        let ftb = tb_frac as f32;
-        let finv_tb = (1.0 - tb_frac) as f32;
-        for (col, &(li, lr)) in walk.simd.iter().enumerate() {
-            let inv_lr = 1.0 - lr;
-            let (tlf, trf, blf, brf) = (finv_tb * inv_lr, finv_tb * lr, ftb * inv_lr, ftb * lr);
-            for ch in 0..3 {
-                let v = tlf * px(top, li, ch) as f32
-                    + trf * px(top, li + 1, ch) as f32
-                    + blf * px(bottom, li, ch) as f32
-                    + brf * px(bottom, li + 1, ch) as f32;
-                dst[3 * (r * dw + col) + ch] = v as i32 as u8;
-            }
-        }
-        for (c, &(left, right, lr)) in (walk.simd.len()..).zip(&walk.tail) {
-            for ch in 0..3 {
-                let (tl, tr) = (px(top, left, ch) as f64, px(top, right, ch) as f64);
-                let (bl, br) = (px(bottom, left, ch) as f64, px(bottom, right, ch) as f64);
-                let v = (1.0 - tb_frac) * ((1.0 - lr) * tl + lr * tr)
-                    + tb_frac * ((1.0 - lr) * bl + lr * br);
-                dst[3 * (r * dw + c) + ch] = v as u8;
-            }
-        }
-    }
-    out
-}
-
-/// dlib's `test_box_overlap` on drectangles (inclusive areas; the "union" is the bounding box).
-pub(crate) fn overlaps(a: &Rect, b: &Rect, iou: f64, covered: f64) -> bool {
-    let inner = a.intersect(b).area();
-    if inner == 0.0 {
-        return false;
-    }
-    let outer = a.union(b).area();
-    inner / outer > iou || inner / a.area() > covered || inner / b.area() > covered
-}
-
-/// dlib's greedy non-maximum suppression: best first, a box is kept unless it overlaps
-/// (`test_box_overlap`) one already kept. `dets` must be sorted best first.
-pub(crate) fn greedy_nms(dets: Vec<Detection>, iou: f64, covered: f64) -> Vec<Detection> {
-    let mut kept: Vec<Detection> = Vec::new();
-    for d in dets {
-        if !kept
-            .iter()
-            .any(|k| overlaps(&d.rect, &k.rect, iou, covered))
-        {
-            kept.push(d);
-        }
-    }
-    kept
-}
-
-/// A box found on an image upsampled `times` times by `pyramid_up`, mapped back with
-/// `pyramid_down<2>::rect_down` (p/2 − (1.25, 0.75) per step) and rounded once by `round`.
-pub(crate) fn rect_down_upsampling(r: Rect, times: u32, round: impl Fn(f64) -> f64) -> Rect {
-    let down = |mut v: f64, o: f64| {
-        for _ in 0..times {
-            v = v / 2.0 - o;
-        }
-        round(v)
-    };
-    Rect {
-        left: down(r.left, 1.25),
-        top: down(r.top, 0.75),
-        right: down(r.right, 1.25),
-        bottom: down(r.bottom, 0.75),
-    }
-}
+/// Largest input tensor (rows x cols) run through the arena session: a 640x480 frame's full
+/// tiled pyramid is ~0.5 M; 1.5 M keeps 720p frames on the fast path while bounding what the
+/// arena can hold to a few hundred megabytes.
+const ARENA_MAX_PIXELS: usize = 1_500_000;
 
 pub struct MmodDetector {
+    /// Two sessions of the same network: `session` keeps ONNX Runtime's arena (fastest) and
+    /// runs tensors up to `ARENA_MAX_PIXELS`, so what its arena holds between runs is bounded;
+    /// `large` keeps no arena and runs bigger tensors (a one-off large frame returns its memory).
     session: Mutex<ort::session::Session>,
+    large: Mutex<ort::session::Session>,
     mean: [f32; 3],
     window: f64,
     nms_iou: f64,
@@ -430,7 +206,12 @@ impl MmodDetector {
         threads: usize,
     ) -> Result<Self, VisionError> {
         Ok(MmodDetector {
-            session: Mutex::new(session_from_bytes(bytes, threads)?),
+            session: Mutex::new(session_with_memory(bytes, threads, SessionMemory::Arena)?),
+            large: Mutex::new(session_with_memory(
+                bytes,
+                threads,
+                SessionMemory::Released,
+            )?),
             mean,
             window: window as f64,
             nms_iou: nms.0,
@@ -470,8 +251,12 @@ impl MmodDetector {
         cols: usize,
     ) -> Result<(Vec<f32>, usize, usize), VisionError> {
         let t = ort::value::Tensor::from_array(([1usize, 3, rows, cols], tensor))?;
-        let mut s = self
-            .session
+        let session = if rows * cols <= ARENA_MAX_PIXELS {
+            &self.session
+        } else {
+            &self.large
+        };
+        let mut s = session
             .lock()
             .map_err(|_| VisionError::Runtime("session lock poisoned".into()))?;
         let out = s.run(ort::inputs![t])?;
@@ -635,6 +420,30 @@ fn nearest_rect(rects: &[IRect], x: i64, y: i64) -> usize {
         }
     }
     best.0
+}
+
+impl crate::detect::Detector for MmodDetector {
+    fn name(&self) -> &'static str {
+        "mmod"
+    }
+
+    fn detect(
+        &self,
+        img: &RgbImage,
+        opts: &crate::detect::DetectOptions,
+    ) -> Result<Vec<crate::detect::Detection>, VisionError> {
+        MmodDetector::detect(self, img, opts)
+    }
+
+    /// The MMOD network's activations take ~181 MB per megapixel of frame (measured: 535 MB at
+    /// 2 MP, 1985 MB at 10 MP, one thread): 3 MP keeps one image near 720 MB.
+    fn max_working_pixels(&self) -> u64 {
+        3_000_000
+    }
+
+    fn smallest_face_px(&self) -> f64 {
+        self.window
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Loading an installed model pack into ready-to-run stages.
 
+use crate::detect::Detector;
 use crate::dlib::hog::HogDetector;
 use crate::dlib::shape_predictor::ShapePredictor;
 use crate::embed::Embedder;
@@ -8,12 +9,6 @@ use crate::mmod::MmodDetector;
 use crate::pack::{DetectorSpec, LandmarkSpec, Manifest};
 use crate::yunet::YunetDetector;
 use std::path::Path;
-
-pub enum Detector {
-    Mmod(MmodDetector),
-    Yunet(YunetDetector),
-    Hog(HogDetector),
-}
 
 /// Which of a pack's detectors to run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,7 +27,7 @@ pub enum Landmarker {
 
 pub struct Models {
     pub manifest: Manifest,
-    pub detector: Detector,
+    pub detector: Box<dyn Detector>,
     pub landmarks: Landmarker,
     pub embedder: Embedder,
 }
@@ -59,7 +54,7 @@ impl Models {
                         manifest.name
                     ))
                 })?;
-                Detector::Hog(HogDetector::parse(&Manifest::read_verified(
+                Box::new(HogDetector::parse(&Manifest::read_verified(
                     dir, &hog.model,
                 )?)?)
             }
@@ -89,7 +84,7 @@ impl Models {
         dir: &Path,
         spec: &DetectorSpec,
         threads: usize,
-    ) -> Result<Detector, VisionError> {
+    ) -> Result<Box<dyn Detector>, VisionError> {
         Ok(match spec {
             DetectorSpec::DlibMmod {
                 model,
@@ -101,7 +96,7 @@ impl Models {
                 pyramid_outer_padding,
             } => {
                 let bytes = Manifest::read_verified(dir, model)?;
-                Detector::Mmod(MmodDetector::from_onnx(
+                Box::new(MmodDetector::from_onnx(
                     &bytes,
                     *mean,
                     *window,
@@ -115,7 +110,7 @@ impl Models {
                 model,
                 score_threshold,
                 nms_iou,
-            } => Detector::Yunet(YunetDetector::from_onnx(
+            } => Box::new(YunetDetector::from_onnx(
                 &Manifest::read_verified(dir, model)?,
                 *score_threshold,
                 *nms_iou,

@@ -2,10 +2,10 @@
 //! comparison. Stages are the dlib-exact ones in the default pack.
 
 use crate::chip::{extract_chips, face_chip_details};
+use crate::detect::{DetectOptions, Detection};
 use crate::error::VisionError;
 use crate::geometry::{Point, Rect};
-use crate::mmod::{DetectOptions, Detection};
-use crate::models::{Detector, Landmarker, Models};
+use crate::models::{Landmarker, Models};
 use crate::pack::{AlignmentSpec, Metric};
 use image::RgbImage;
 use serde::Serialize;
@@ -30,6 +30,10 @@ pub struct Face {
     pub chip: Option<RgbImage>,
     pub embedding: Vec<f32>,
 }
+
+/// Frames above this many pixels are followed by a trim of the heap (a 640x480 gate frame, or a
+/// 1080p camera frame, is not: the trim costs about a millisecond).
+pub const LARGE_FRAME_PIXELS: u64 = 4_000_000;
 
 pub struct Pipeline {
     pub models: Models,
@@ -69,19 +73,67 @@ impl Pipeline {
 
     /// Which detector runs: "mmod", "yunet" or "hog" (for outputs and audit trails).
     pub fn detector_name(&self) -> &'static str {
-        match &self.models.detector {
-            Detector::Mmod(_) => "mmod",
-            Detector::Yunet(_) => "yunet",
-            Detector::Hog(_) => "hog",
-        }
+        self.models.detector.name()
     }
 
+    /// Faces in `img`, best first. A frame with more pixels (after upsampling) than the detector's
+    /// memory budget (`Detector::max_working_pixels`) is first brought down to that budget by
+    /// area averaging, and the boxes mapped back: a 40 MP frame never needs its native resolution
+    /// to find faces of a bounded size, and its memory stays bounded whatever the input. Frames
+    /// within the budget are searched as they are (the boxes on them are unchanged).
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, VisionError> {
-        match &self.models.detector {
-            Detector::Mmod(d) => d.detect(img, &self.detect),
-            Detector::Yunet(d) => d.detect(img, &self.detect),
-            Detector::Hog(d) => d.detect(img, &self.detect),
+        let Some(scale) = self.detection_scale(img.width(), img.height()) else {
+            return self.models.detector.detect(img, &self.detect);
+        };
+        let (w, h) = (img.width() as f64, img.height() as f64);
+        let (sw, sh) = (
+            ((w * scale).floor() as u32).max(1),
+            ((h * scale).floor() as u32).max(1),
+        );
+        let small = image::imageops::thumbnail(img, sw, sh);
+        // The frame's buffers (decode, detector) are freed when this call's caller is done with
+        // the image; the trim below returns what detection freed, `faces` returns the rest.
+        let (fx, fy) = (w / sw as f64, h / sh as f64);
+        let mut opts = self.detect;
+        opts.min_face = opts.min_face.map(|v| v / fx);
+        opts.max_face = opts.max_face.map(|v| v / fx);
+        let mut dets = self.models.detector.detect(&small, &opts)?;
+        for d in &mut dets {
+            d.rect = Rect {
+                left: d.rect.left * fx,
+                top: d.rect.top * fy,
+                right: d.rect.right * fx,
+                bottom: d.rect.bottom * fy,
+            };
+            if let Some(lm) = d.landmarks.as_mut() {
+                for p in lm.iter_mut() {
+                    p.x *= fx;
+                    p.y *= fy;
+                }
+            }
         }
+        Ok(dets)
+    }
+
+    /// The factor a `w`×`h` frame is brought down by before detection (`None`: searched as it
+    /// is). Callers report it: faces smaller than the detector's smallest window divided by this
+    /// factor are not searched.
+    pub fn detection_scale(&self, w: u32, h: u32) -> Option<f64> {
+        let upsampled = w as f64 * h as f64 * 4f64.powi(self.detect.upsample as i32);
+        let budget = self.models.detector.max_working_pixels() as f64;
+        (upsampled > budget).then(|| (budget / upsampled).sqrt())
+    }
+
+    /// A warning for the answer when a frame was brought down before detection.
+    pub fn detection_warning(&self, w: u32, h: u32) -> Option<String> {
+        self.detection_scale(w, h).map(|s| {
+            format!(
+                "the {w}x{h} frame was searched at {:.0}% of its size (memory budget of the {} detector): faces under about {:.0} px were not searched",
+                s * 100.0,
+                self.detector_name(),
+                self.models.detector.smallest_face_px() / s / 2f64.powi(self.detect.upsample as i32)
+            )
+        })
     }
 
     pub fn landmarks(&self, img: &RgbImage, rect: &Rect) -> Result<Vec<Point>, VisionError> {
@@ -124,10 +176,16 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
-    /// Every face in the image, best detection first, each with its embedding.
+    /// Every face in the image, best detection first, each with its embedding. After a frame
+    /// over [`LARGE_FRAME_PIXELS`], freed memory goes back to the operating system
+    /// (`memory::release_free_memory`): a server must not keep one large request's gigabytes.
     pub fn faces(&self, img: &RgbImage) -> Result<Vec<Face>, VisionError> {
-        let dets = self.detect(img)?;
-        self.faces_from_detections(img, &dets)
+        let dets = self.detect(img);
+        let faces = dets.and_then(|d| self.faces_from_detections(img, &d));
+        if img.width() as u64 * img.height() as u64 > LARGE_FRAME_PIXELS {
+            crate::memory::release_free_memory();
+        }
+        faces
     }
 
     pub fn faces_from_detections(

@@ -68,6 +68,27 @@ pub fn session_from_bytes(
     bytes: &[u8],
     threads: usize,
 ) -> Result<ort::session::Session, VisionError> {
+    session_with_memory(bytes, threads, SessionMemory::Arena)
+}
+
+/// How a session holds its working memory between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMemory {
+    /// ONNX Runtime's arena: fastest for inputs of one size (embedders), but it keeps the largest
+    /// run's memory for the life of the session.
+    Arena,
+    /// No arena and no memory pattern: every run returns its tensors to the allocator. For the
+    /// detectors, whose input size follows the frame: one large frame must not leave its
+    /// gigabytes held by a server afterwards.
+    Released,
+}
+
+/// [`session_from_bytes`] with a choice of [`SessionMemory`].
+pub fn session_with_memory(
+    bytes: &[u8],
+    threads: usize,
+    memory: SessionMemory,
+) -> Result<ort::session::Session, VisionError> {
     use ort::session::builder::GraphOptimizationLevel;
     let env = ENV
         .get()
@@ -80,6 +101,13 @@ pub fn session_from_bytes(
             .with_intra_threads(threads)
             .map_err(|e| VisionError::Runtime(e.to_string()))?
             .with_inter_threads(1)
+            .map_err(|e| VisionError::Runtime(e.to_string()))?;
+    }
+    if memory == SessionMemory::Released {
+        b = b
+            .with_memory_pattern(false)
+            .map_err(|e| VisionError::Runtime(e.to_string()))?
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
             .map_err(|e| VisionError::Runtime(e.to_string()))?;
     }
     Ok(b.commit_from_memory(bytes)?)

@@ -4,9 +4,9 @@
 //! Decoding follows OpenCV's `FaceDetectorYN`: score = sqrt(cls · obj), box centre
 //! (col + dx, row + dy)·stride, size exp(dw, dh)·stride, landmarks (col + lx, row + ly)·stride.
 
+use crate::detect::{DetectOptions, Detection};
 use crate::error::VisionError;
 use crate::geometry::{Point, Rect};
-use crate::mmod::{DetectOptions, Detection};
 use crate::runtime::session_from_bytes;
 use image::RgbImage;
 use std::sync::Mutex;
@@ -182,6 +182,29 @@ fn fill_scaled_bgr(img: &RgbImage, sw: usize, sh: usize, pw: usize, data: &mut [
                 data[dst * plane + i] = top + (bot - top) * ay;
             }
         }
+    }
+}
+
+impl crate::detect::Detector for YunetDetector {
+    fn name(&self) -> &'static str {
+        "yunet"
+    }
+
+    fn detect(
+        &self,
+        img: &RgbImage,
+        opts: &crate::detect::DetectOptions,
+    ) -> Result<Vec<crate::detect::Detection>, VisionError> {
+        YunetDetector::detect(self, img, opts)
+    }
+
+    /// YuNet sees the frame once, at most at native size: 8 MP bounds its feature maps.
+    fn max_working_pixels(&self) -> u64 {
+        8_000_000
+    }
+
+    fn smallest_face_px(&self) -> f64 {
+        DETECTOR_MIN_FACE
     }
 }
 

@@ -184,3 +184,42 @@ fn truncated_files_are_detected_and_refused_when_strict() {
     padded.extend_from_slice(b"trailing camera data");
     assert_eq!(truncation(&padded), None);
 }
+
+/// A JPEG 2000 header declaring a grid of tiny tiles (the tile bomb: work and memory grow with
+/// the tile count) or too many components is refused from the header, before decoding.
+#[test]
+fn jpeg2000_tile_bombs_are_refused_from_the_header() {
+    let base = fixture("synthetic.jp2");
+    let siz = base
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+        .unwrap()
+        + 2;
+    let patched = |w: u32, h: u32, tile: u32, comps: u16| {
+        let mut b = base.clone();
+        b[siz + 6..siz + 10].copy_from_slice(&w.to_be_bytes());
+        b[siz + 10..siz + 14].copy_from_slice(&h.to_be_bytes());
+        b[siz + 22..siz + 26].copy_from_slice(&tile.to_be_bytes());
+        b[siz + 26..siz + 30].copy_from_slice(&tile.to_be_bytes());
+        b[siz + 38..siz + 40].copy_from_slice(&comps.to_be_bytes());
+        b
+    };
+    let started = std::time::Instant::now();
+    for (w, h, tile, comps) in [
+        (910, 1137, 1, 3),
+        (2000, 2000, 1, 3),
+        (64, 48, 1, 3),
+        (64, 48, 64, 900),
+    ] {
+        match decode(&patched(w, h, tile, comps), &DecodeLimits::default()) {
+            Err(VisionError::Decode(m)) => {
+                assert!(m.contains("tiles") || m.contains("components"), "{m}")
+            }
+            other => panic!("{w}x{h} tiles {tile} comps {comps}: {other:?}"),
+        }
+    }
+    // Refused from the header: no decoding happened.
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // The untouched file still decodes.
+    assert!(decode(&base, &DecodeLimits::default()).is_ok());
+}

@@ -3,17 +3,16 @@
 
 mod common;
 use common::*;
-use vision::mmod::DetectOptions;
-use vision::models::{Detector, Models};
+use vision::detect::DetectOptions;
+use vision::models::Models;
 
 fn check(upsample: u32, key: &str) {
     let (Some(g), Some((pack, _))) = (golden(), pack_and_runtime()) else {
         return;
     };
     let models = Models::load(&pack, 0).unwrap();
-    let Detector::Mmod(det) = &models.detector else {
-        panic!("the dlib pack has an MMOD detector");
-    };
+    let det = &models.detector;
+    assert_eq!(det.name(), "mmod", "the dlib pack has an MMOD detector");
     let gdir = shared_dir().join("golden");
     let mut cmp = BoxComparison::default();
     for img in g["images"].as_array().unwrap() {
@@ -60,7 +59,7 @@ fn pyramid_up_matches_dlib() {
     ) else {
         return;
     };
-    let got = vision::mmod::pyramid_up(&load_rgb(&src));
+    let got = vision::dlib::resize::pyramid_up(&load_rgb(&src));
     let want = load_rgb(&want);
     assert_eq!((got.width(), got.height()), (want.width(), want.height()));
     let diffs = got

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use vision::decode::{decode_file, DecodeLimits};
+use vision::detect::Detection;
 use vision::geometry::Rect;
-use vision::mmod::Detection;
 use vision::pipeline::Pipeline;
 
 pub struct Image {

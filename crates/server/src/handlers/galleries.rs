@@ -80,11 +80,7 @@ pub(crate) async fn identify(
     let p = required_purpose(&headers, "for a search")?;
     let img = body_image(&headers, body)?;
     let probe = faces(&st, img, Use::Probe).await?;
-    let warnings: Vec<String> = probe
-        .truncated
-        .map(|why| format!("probe: {why}"))
-        .into_iter()
-        .collect();
+    let warnings: Vec<String> = probe.warnings_for("probe").collect();
     let (face, used, found) = largest(probe.faces, "probe")?;
     let c = ctx(&key, p);
     let th = st.default_threshold;

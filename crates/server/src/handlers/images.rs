@@ -19,13 +19,22 @@ use std::time::Duration;
 use vision::decode::{decode_flagged, DecodeLimits};
 use vision::pipeline::{compare, is_match, Face, Pipeline};
 
-/// What decoding found besides the faces: the image size, and why the file looked cut short
-/// (a warning for the answer; enrolment refuses such files instead).
+/// What decoding and detection found besides the faces: the image size, and warnings for the
+/// answer (a file cut short, which enrolment refuses instead; a frame searched below its native
+/// size to stay within the memory budget).
 pub(crate) struct Found {
     pub width: u32,
     pub height: u32,
     pub faces: Vec<Face>,
-    pub truncated: Option<&'static str>,
+    pub warnings: Vec<String>,
+}
+
+impl Found {
+    /// The warnings, each prefixed with which image it is about.
+    pub(crate) fn warnings_for(&self, what: &str) -> impl Iterator<Item = String> + '_ {
+        let what = what.to_string();
+        self.warnings.iter().map(move |w| format!("{what}: {w}"))
+    }
 }
 
 /// How a request's image is decoded: enrolment refuses a truncated file, a search flags it.
@@ -71,11 +80,16 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
             .pop()
             .unwrap_or_else(|| st2.pipeline.clone());
         let r = decode_flagged(&bytes, &limits).and_then(|(img, truncated)| {
+            let warnings = truncated
+                .map(str::to_string)
+                .into_iter()
+                .chain(p.detection_warning(img.width(), img.height()))
+                .collect();
             p.faces(&img).map(|faces| Found {
                 width: img.width(),
                 height: img.height(),
                 faces,
-                truncated,
+                warnings,
             })
         });
         st2.pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
@@ -196,7 +210,7 @@ pub(crate) async fn detect(
     Ok(Json(json!({
         "width": found.width, "height": found.height,
         "faces": found.faces.iter().map(face_json).collect::<Vec<_>>(),
-        "warnings": found.truncated.into_iter().collect::<Vec<_>>(),
+        "warnings": found.warnings,
     })))
 }
 
@@ -213,16 +227,12 @@ pub(crate) async fn verify(
         ApiError::bad_request("missing_field", "multipart field 'probe' is required")
     })?;
     let probe = faces(&st, probe, Use::Probe).await?;
-    let mut warnings: Vec<String> = probe
-        .truncated
-        .map(|why| format!("probe: {why}"))
-        .into_iter()
-        .collect();
+    let mut warnings: Vec<String> = probe.warnings_for("probe").collect();
     let (pface, pi, pn) = largest(probe.faces, "probe")?;
     let metric = metric_of(&st.pipeline);
     if let Some(reference) = fields.remove("reference") {
         let reference = faces(&st, reference, Use::Probe).await?;
-        warnings.extend(reference.truncated.map(|why| format!("reference: {why}")));
+        warnings.extend(reference.warnings_for("reference"));
         let (rface, ri, rn) = largest(reference.faces, "reference")?;
         let score = compare(st.pipeline.metric(), &pface.embedding, &rface.embedding);
         let matched = is_match(st.pipeline.metric(), score, st.default_threshold);

@@ -5,5 +5,6 @@ pub mod convert;
 pub mod dnn;
 #[allow(unsafe_code)] // SAFETY comments at each block; simd_twins_match_portable_code tests it
 pub mod hog;
+pub mod resize;
 pub mod serial;
 pub mod shape_predictor;

@@ -106,7 +106,7 @@ impl BoxComparison {
     pub fn add(
         &mut self,
         name: &str,
-        got: &[vision::mmod::Detection],
+        got: &[vision::detect::Detection],
         want: &[serde_json::Value],
         score_key: &str,
     ) {
