@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use vision::decode::{decode_file, decode_file_flagged, DecodeLimits};
-use vision::pipeline::{compare, is_match, Face};
+use vision::pipeline::Face;
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -168,17 +168,17 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     let (pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
     let (rf, ri, rrule, rn) = pick(p.faces(&reference)?, a.reference_face, "reference")?;
     let metric = p.metric();
-    let score = compare(metric, &pf.embedding, &rf.embedding);
+    let score = metric.compare(&pf.embedding, &rf.embedding);
     let cal = p.models.manifest.calibration.clone();
     let threshold = a
         .threshold
         .or(cal.as_ref().map(|c| c.threshold))
         .context("no threshold: pass --threshold")?;
-    let matched = is_match(metric, score, threshold);
+    let matched = metric.is_match(score, threshold);
     let out = json!({
         "match": matched,
         "score": score,
-        "score_kind": match metric { vision::pack::Metric::Euclidean => "euclidean distance (lower = more similar)", vision::pack::Metric::Cosine => "cosine similarity (higher = more similar)" },
+        "score_kind": metric.describe(),
         "threshold": threshold,
         "threshold_source": if a.threshold.is_some() { "command line".to_string() } else { cal.as_ref().map(|c| c.method.clone()).unwrap_or_default() },
         "calibrated_fmr": if a.threshold.is_some() { None } else { cal.and_then(|c| c.fmr) },

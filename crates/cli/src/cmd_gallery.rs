@@ -58,8 +58,12 @@ impl StoreArgs {
     pub fn open(&self, home: &Path) -> Result<Store> {
         let data = self.data_dir(home);
         let ring = self.key_ring(&data, !Store::exists(&data))?;
-        Store::open(&data, Box::new(ring), system_clock())
-            .with_context(|| format!("opening data directory {}", data.display()))
+        let store = Store::open(&data, Box::new(ring), system_clock())
+            .with_context(|| format!("opening data directory {}", data.display()))?;
+        if let Some(why) = store.recovery_pending() {
+            eprintln!("warning: crash recovery could not finish ({why}); reads work, and the next write retries it");
+        }
+        Ok(store)
     }
 
     fn key_ring(&self, data: &Path, create: bool) -> Result<LocalKeyRing> {
@@ -297,13 +301,6 @@ pub fn template(p: &Pipeline, path: &Path) -> Result<Vec<f32>> {
     Ok(face.embedding)
 }
 
-fn pack_metric(p: &Pipeline) -> Metric {
-    match p.metric() {
-        vision::pack::Metric::Euclidean => Metric::Euclidean,
-        vision::pack::Metric::Cosine => Metric::Cosine,
-    }
-}
-
 fn ack(line: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     // Acknowledgements are flushed one by one: a caller may stop reading at any point.
@@ -367,7 +364,7 @@ pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
         bail!("every subject needs at least one image");
     }
     let p = load(home, &a.engine)?;
-    let metric = pack_metric(&p);
+    let metric = p.metric();
     let pack = p.models.manifest.name.clone();
     let total: usize = jobs.iter().map(|j| j.images.len()).sum();
     let bar = ProgressBar::new(total as u64);
@@ -380,65 +377,71 @@ pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
     if jobs.len() == 1 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    // Faces are found in parallel; enrolments are written one subject at a time, each durable
-    // before it is acknowledged.
-    let results: Vec<(usize, Result<Vec<Vec<f32>>>)> = jobs
-        .par_iter()
-        .enumerate()
-        .map(|(i, j)| {
-            let t = j
-                .images
-                .iter()
-                .map(|img| {
-                    let r = template(&p, img);
-                    bar.inc(1);
-                    r
-                })
-                .collect::<Result<Vec<_>>>();
-            (i, t)
-        })
-        .collect();
-    bar.finish_and_clear();
+    // Faces are found in parallel; each subject is written as soon as its templates are ready,
+    // one at a time, durable before it is acknowledged: a crash loses at most the subjects in
+    // flight, never one that was acknowledged, and the first acknowledgement comes after the
+    // first subject, not after the whole batch.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<Vec<f32>>>)>();
     let (mut ok, mut failures) = (0, Vec::new());
-    for (i, r) in results {
-        let job = &jobs[i];
-        let outcome = r.and_then(|templates| {
-            let image = if a.keep_image {
-                Some(
-                    std::fs::read(&job.images[0])
-                        .with_context(|| format!("{}", job.images[0].display()))?,
-                )
-            } else {
-                None
-            };
-            let opts = Enrolment {
-                consent: a.consent.clone(),
-                image,
-                expires_ms: None,
-            };
-            Ok(store.enroll(
-                &ctx,
-                &a.gallery,
-                &job.subject,
-                &templates,
-                metric,
-                &pack,
-                &opts,
-            )?)
+    std::thread::scope(|scope| -> Result<()> {
+        let (jobs, p, bar) = (&jobs, &p, &bar);
+        scope.spawn(move || {
+            jobs.par_iter().enumerate().for_each_with(tx, |tx, (i, j)| {
+                let t = j
+                    .images
+                    .iter()
+                    .map(|img| {
+                        let r = template(p, img);
+                        bar.inc(1);
+                        r
+                    })
+                    .collect::<Result<Vec<_>>>();
+                // The receiver lives until every job is done.
+                let _ = tx.send((i, t));
+            });
         });
-        match outcome {
-            Ok(r) => {
-                ok += 1;
-                ack(
-                    json!({"subject": job.subject, "status": "enrolled", "templates": r.templates, "pseudonym": r.pseudonym, "expires": r.expires, "audit_seq": r.audit_seq}),
-                );
-            }
-            Err(e) => {
-                failures.push(json!({"subject": job.subject, "error": format!("{e:#}")}));
-                ack(json!({"subject": job.subject, "status": "error", "error": format!("{e:#}")}));
-            }
+        for (i, r) in rx {
+            let job = &jobs[i];
+            let outcome = r.and_then(|templates| {
+                let image = if a.keep_image {
+                    Some(
+                        std::fs::read(&job.images[0])
+                            .with_context(|| format!("{}", job.images[0].display()))?,
+                    )
+                } else {
+                    None
+                };
+                let opts = Enrolment {
+                    consent: a.consent.clone(),
+                    image,
+                    expires_ms: None,
+                };
+                Ok(store.enroll(
+                    &ctx,
+                    &a.gallery,
+                    &job.subject,
+                    &templates,
+                    metric,
+                    &pack,
+                    &opts,
+                )?)
+            });
+            bar.suspend(|| match outcome {
+                Ok(r) => {
+                    ok += 1;
+                    ack(
+                        json!({"subject": job.subject, "status": "enrolled", "templates": r.templates, "pseudonym": r.pseudonym, "expires": r.expires, "audit_seq": r.audit_seq}),
+                    );
+                }
+                Err(e) => {
+                    failures.push(json!({"subject": job.subject, "error": format!("{e:#}")}));
+                    ack(json!({"subject": job.subject, "status": "error", "error": format!("{e:#}")}));
+                }
+            });
         }
-    }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
     eprintln!("enrolled {ok} subject(s); {} failed", failures.len());
     for f in &failures {
         eprintln!(
@@ -497,7 +500,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         "match": matched,
         "gallery": r.gallery,
         "candidates": r.candidates,
-        "score_kind": match r.metric { Metric::Euclidean => "euclidean distance (lower = more similar)", Metric::Cosine => "cosine similarity (higher = more similar)" },
+        "score_kind": r.metric.describe(),
         "threshold": r.threshold,
         "searched_templates": r.searched_templates,
         "audit_seq": r.audit_seq,

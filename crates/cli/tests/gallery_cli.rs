@@ -365,3 +365,47 @@ fn truncated_photos_are_refused_for_enrolment_and_flagged_elsewhere() {
         "{out}"
     );
 }
+
+/// A batch of images is written as results arrive: the first subject is acknowledged (durable)
+/// while the rest are still being embedded, and survives a SIGKILL.
+#[test]
+fn image_batches_acknowledge_as_they_go() {
+    let Some(shared) = shared_ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create(&data, "rt");
+    let photo = shared.join("data/people/obama.jpg");
+    let csv = dir.path().join("batch.csv");
+    let mut f = std::fs::File::create(&csv).unwrap();
+    writeln!(f, "subject,image").unwrap();
+    // 40 subjects x 3 images: several seconds of detection on two cores.
+    for s in 0..40 {
+        for _ in 0..3 {
+            writeln!(f, "P{s:04},{}", photo.display()).unwrap();
+        }
+    }
+    drop(f);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["enroll", "--gallery", "rt", "--batch"])
+        .arg(&csv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("an acknowledgement").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["status"], "enrolled", "{first}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first subject is acknowledged before the batch ends"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s = v["subject"].as_str().unwrap();
+    let (code, out, err) = facegate(&data, &["subject", "--gallery", "rt", "--subject", s]);
+    assert_eq!(code, 0, "acknowledged subject {s} lost: {err}");
+    assert!(out.contains("\"templates\": 3"), "{out}");
+}

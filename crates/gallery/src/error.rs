@@ -53,6 +53,12 @@ impl GalleryError {
     }
 }
 
+impl From<template::UnknownMetric> for GalleryError {
+    fn from(e: template::UnknownMetric) -> Self {
+        GalleryError::Invalid(e.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for GalleryError {
     fn from(e: rusqlite::Error) -> Self {
         GalleryError::Storage(e.to_string())

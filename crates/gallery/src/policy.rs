@@ -43,39 +43,9 @@ impl Role {
     }
 }
 
-/// Comparison metric of the templates a gallery holds (set by the model pack at first enrolment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Euclidean distance, lower is closer (dlib).
-    Euclidean,
-    /// Cosine similarity, higher is closer (ArcFace-style); templates are stored unit length.
-    Cosine,
-}
-
-impl Metric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::Euclidean => "euclidean",
-            Metric::Cosine => "cosine",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Metric> {
-        match s {
-            "euclidean" => Ok(Metric::Euclidean),
-            "cosine" => Ok(Metric::Cosine),
-            _ => Err(GalleryError::Invalid(format!("unknown metric '{s}'"))),
-        }
-    }
-
-    pub fn is_match(self, score: f64, threshold: f64) -> bool {
-        match self {
-            Metric::Euclidean => score <= threshold,
-            Metric::Cosine => score >= threshold,
-        }
-    }
-}
+/// Comparison metric of the templates a gallery holds (set by the model pack at first enrolment):
+/// the one metric of the workspace.
+pub use template::Metric;
 
 /// What a gallery is for and how it may be used. Stored with the gallery; changes are audited.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1265,3 +1265,89 @@ fn data_directory_files_are_private() {
         Err(GalleryError::Invalid(_))
     ));
 }
+
+/// A deletion that fails on a full disk leaves its pending mark; the data directory still opens,
+/// reads, searches and audit verification work, and the deletion completes at the first write
+/// once the disk allows. (The full disk is a trigger on keys.db that fails deletes as SQLite
+/// does when the disk is full.)
+#[test]
+fn a_full_disk_never_locks_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = crypto::random_key().unwrap();
+    let (_clock, c) = TestClock::new();
+    let ids = identities(11, 3, 128);
+    let e = Enrolment::default();
+    {
+        let s = open(dir.path(), &key, c.clone());
+        s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+        for (i, t) in ids.iter().enumerate() {
+            s.enroll(
+                &admin(),
+                "rt",
+                &format!("P{i}"),
+                &[t.clone()],
+                Metric::Euclidean,
+                "dlib",
+                &e,
+            )
+            .unwrap();
+        }
+    }
+    let full = |on: bool| {
+        let k = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+        k.execute_batch(if on {
+            "CREATE TRIGGER disk_full BEFORE DELETE ON subject_keys BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;"
+        } else {
+            "DROP TRIGGER disk_full;"
+        })
+        .unwrap();
+    };
+    full(true);
+    {
+        let s = open(dir.path(), &key, c.clone());
+        assert!(s.delete(&admin(), "rt", "P0", "subject asked").is_err());
+    }
+    // Reopening runs recovery, which cannot write: the directory opens all the same.
+    let s = open(dir.path(), &key, c.clone());
+    assert!(
+        s.recovery_pending().is_some(),
+        "recovery reports it could not finish"
+    );
+    assert_eq!(s.galleries().unwrap().len(), 1);
+    assert!(s.subject("rt", "P1").is_ok());
+    assert!(matches!(
+        s.subject("rt", "P0"),
+        Err(GalleryError::UnknownSubject(_))
+    ));
+    let found = s.identify(&gate(), "rt", &ids[1], None, 0.6).unwrap();
+    assert_eq!(found.candidates[0].reference, "P1");
+    assert!(s.audit_verify(None, &[]).unwrap().ok);
+    // Space comes back: the next write finishes the deletion first.
+    full(false);
+    s.enroll(
+        &admin(),
+        "rt",
+        "P9",
+        &[ids[2].clone()],
+        Metric::Euclidean,
+        "dlib",
+        &e,
+    )
+    .unwrap();
+    assert_eq!(s.recovery_pending(), None);
+    let ps = s.pseudonym("rt", "P0");
+    let k = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+    let (keys, marks): (i64, i64) = k
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM subject_keys WHERE pseudonym = ?1),
+                    (SELECT COUNT(*) FROM pending WHERE pseudonym = ?1)",
+            [&ps[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (keys, marks),
+        (0, 0),
+        "the erased subject's key is destroyed"
+    );
+}

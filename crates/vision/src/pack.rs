@@ -113,14 +113,8 @@ pub enum AlignmentSpec {
     Arcface,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Euclidean distance on raw embeddings; smaller is more alike.
-    Euclidean,
-    /// Cosine similarity; larger is more alike.
-    Cosine,
-}
+/// The pack's comparison metric: the one metric of the workspace.
+pub use template::Metric;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EmbedderSpec {

@@ -237,33 +237,3 @@ impl Pipeline {
         self.models.manifest.embedder.metric
     }
 }
-
-/// Score between two embeddings under the pack's metric.
-pub fn compare(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
-    match metric {
-        Metric::Euclidean => a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum::<f64>()
-            .sqrt(),
-        Metric::Cosine => {
-            let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-            let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-            if na == 0.0 || nb == 0.0 {
-                0.0
-            } else {
-                dot / (na * nb)
-            }
-        }
-    }
-}
-
-/// Whether a score is a match at `threshold` under the metric's direction.
-pub fn is_match(metric: Metric, score: f64, threshold: f64) -> bool {
-    match metric {
-        Metric::Euclidean => score <= threshold,
-        Metric::Cosine => score >= threshold,
-    }
-}

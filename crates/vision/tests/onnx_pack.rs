@@ -7,7 +7,7 @@ use common::*;
 use vision::embed::{ChannelOrder, InputSpec, Layout};
 use vision::models::Models;
 use vision::pack::{install_onnx_pack, OnnxPackSpec};
-use vision::pipeline::{compare, Pipeline};
+use vision::pipeline::Pipeline;
 
 #[test]
 fn yunet_mobilefacenet_pack_detects_aligns_and_verifies() {
@@ -69,8 +69,8 @@ fn yunet_mobilefacenet_pack_detects_aligns_and_verifies() {
         assert_eq!(f.chip.as_ref().unwrap().width(), 112);
     }
     let (a, b, c) = (faces("obama.jpg"), faces("obama2.jpg"), faces("biden.jpg"));
-    let same = compare(p.metric(), &a[0].embedding, &b[0].embedding);
-    let diff = compare(p.metric(), &a[0].embedding, &c[0].embedding);
+    let same = p.metric().compare(&a[0].embedding, &b[0].embedding);
+    let diff = p.metric().compare(&a[0].embedding, &c[0].embedding);
     // Cosine similarity: same person well above the LFW-dev FMR 1e-3 threshold (0.42), others below.
     assert!(same > 0.42, "obama vs obama2 {same}");
     assert!(diff < 0.42, "obama vs biden {diff}");

@@ -3,7 +3,7 @@
 //! without their own threshold) or into one gallery's policy. The dataset, date and figures go
 //! into the audit log with the change, so an auditor can see where every threshold came from.
 
-use super::dataset::{embed_all, is_similarity, Dataset};
+use super::dataset::{embed_all, Dataset};
 use super::metrics;
 use super::report::{dissimilarity, protocol, score_set, DataArgs};
 use crate::cmd_gallery::StoreArgs;
@@ -60,7 +60,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     let run = embed_all(home, &spec, &files)?;
     let manifest = vision::pack::Manifest::load(&pack_dir)?;
     let metric = manifest.embedder.metric;
-    let cosine = is_similarity(metric);
+    let cosine = metric.is_similarity();
     let to_score = |d: f64| if cosine { 1.0 - d } else { d };
     let (set, ids) = score_set(
         &ds,

@@ -194,16 +194,11 @@ impl Attributes {
     }
 }
 
-/// Whether the metric is a similarity (cosine, higher = closer). Eval works on dissimilarities
-/// (distance, or 1 − cosine) so one threshold rule serves every pack.
-pub fn is_similarity(metric: vision::pack::Metric) -> bool {
-    !vision::pipeline::is_match(metric, 0.0, 1.0)
-}
-
-/// An installed pack's metric, and whether it is a similarity.
+/// An installed pack's metric, and whether it is a similarity (cosine, higher = closer; eval works
+/// on dissimilarities, distance or 1 − cosine, so one threshold rule serves every pack).
 pub fn pack_metric(home: &Path, pack: &str) -> Result<(vision::pack::Metric, bool)> {
     let m = vision::pack::Manifest::load(&home.join("packs").join(pack))?;
-    Ok((m.embedder.metric, is_similarity(m.embedder.metric)))
+    Ok((m.embedder.metric, m.embedder.metric.is_similarity()))
 }
 
 /// One image's embedding. Images where no face is found are embedded from the central 40% of the

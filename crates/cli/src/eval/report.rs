@@ -209,7 +209,7 @@ pub fn protocol(ds: &Dataset, a: &DataArgs) -> Result<Protocol> {
 
 /// Dissimilarity of two embeddings in the pack's metric: distance, or 1 − cosine.
 pub fn dissimilarity(cosine: bool, metric: vision::pack::Metric, a: &[f32], b: &[f32]) -> f64 {
-    let s = vision::pipeline::compare(metric, a, b);
+    let s = metric.compare(a, b);
     if cosine {
         1.0 - s
     } else {

@@ -93,6 +93,7 @@ impl Store {
         batch: bool,
     ) -> Result<Vec<EnrolReceipt>> {
         Action::Enrol.check(ctx.role)?;
+        self.before_write();
         let info = self.gallery_meta(gallery)?;
         if requests.is_empty() {
             return Ok(Vec::new());

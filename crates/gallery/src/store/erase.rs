@@ -38,6 +38,7 @@ impl Store {
                 "a deletion reason is at most {MAX_REASON} characters"
             )));
         }
+        self.before_write();
         let now = self.now();
         self.mark(&self.keys(), gallery, ps, "delete", now)?;
         let committed = self.audited(ctx, |tx| {

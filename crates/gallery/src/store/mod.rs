@@ -276,6 +276,9 @@ pub struct Store {
     loaded: Mutex<HashMap<String, Arc<RwLock<LoadedGallery>>>>,
     /// Serialises writes of the `audit.head` mirror (see `audit::advance_head_file`).
     mirror: Mutex<()>,
+    /// Why the last crash recovery could not finish (e.g. a full disk), while it has not: reads
+    /// and searches go on, and every write retries it first.
+    recovery: Mutex<Option<String>>,
 }
 
 impl Store {
@@ -342,8 +345,11 @@ impl Store {
             transforms: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             mirror: Mutex::new(()),
+            recovery: Mutex::new(None),
         };
-        store.recover_pending()?;
+        // A recovery that cannot write (a full disk) must not lock the data directory: reads,
+        // searches and audit verification work without it, and writes retry it.
+        store.retry_recovery();
         Ok(store)
     }
 

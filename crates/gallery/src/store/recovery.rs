@@ -24,6 +24,29 @@ pub(super) fn enrolment_may_be_running(pid: i64) -> bool {
 }
 
 impl Store {
+    /// Runs [`Store::recover_pending`] and remembers whether it could finish. Called at open and
+    /// before every write, so an interrupted deletion completes as soon as the disk allows.
+    pub(super) fn retry_recovery(&self) {
+        let outcome = self.recover_pending().err().map(|e| e.to_string());
+        *self.recovery.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+    }
+
+    /// Why crash recovery is unfinished (`None`: nothing pending that could not be done). The CLI
+    /// and the server report it; the store retries at every write.
+    pub fn recovery_pending(&self) -> Option<String> {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Before a write: retry an unfinished recovery (a no-op when there is none).
+    pub(super) fn before_write(&self) {
+        if self.recovery_pending().is_some() {
+            self.retry_recovery();
+        }
+    }
+
     /// Finish or undo what a crash between the two databases interrupted. Every enrolment and
     /// deletion marks its subject in `keys.db`'s `pending` table before touching `store.db` and
     /// clears the mark after, so start-up only looks at marked subjects, not the whole gallery.

@@ -1,6 +1,6 @@
 //! Galleries and their subjects: list, policy, identify, enrol, read, erase.
 
-use super::images::{body_image, faces, largest, metric_of, multipart_fields, text, Use};
+use super::images::{body_image, faces, largest, multipart_fields, text, Use};
 use super::{blocking, ctx, purpose, required_purpose};
 use crate::apikeys::ApiKey;
 use crate::auth::gallery_allowed;
@@ -129,7 +129,7 @@ pub(crate) async fn enrol(
         templates.push(largest(found.faces, "enrolment")?.0.embedding);
     }
     let c = ctx(&key, declared_purpose.unwrap_or_else(|| "enrolment".into()));
-    let metric = metric_of(&st.pipeline);
+    let metric = st.pipeline.metric();
     let pack = st.pipeline.models.manifest.name.clone();
     let opts = Enrolment {
         consent,

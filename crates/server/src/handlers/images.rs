@@ -10,14 +10,13 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use gallery::Metric;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use vision::decode::{decode_flagged, DecodeLimits};
-use vision::pipeline::{compare, is_match, Face, Pipeline};
+use vision::pipeline::Face;
 
 /// What decoding and detection found besides the faces: the image size, and warnings for the
 /// answer (a file cut short, which enrolment refuses instead; a frame searched below its native
@@ -140,13 +139,6 @@ pub(crate) fn face_json(f: &Face) -> Value {
     })
 }
 
-pub(crate) fn metric_of(p: &Pipeline) -> Metric {
-    match p.metric() {
-        vision::pack::Metric::Euclidean => Metric::Euclidean,
-        vision::pack::Metric::Cosine => Metric::Cosine,
-    }
-}
-
 /// The image of a request: the raw body (multipart is refused with a hint).
 pub(crate) fn body_image(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
     let ct = headers
@@ -229,13 +221,13 @@ pub(crate) async fn verify(
     let probe = faces(&st, probe, Use::Probe).await?;
     let mut warnings: Vec<String> = probe.warnings_for("probe").collect();
     let (pface, pi, pn) = largest(probe.faces, "probe")?;
-    let metric = metric_of(&st.pipeline);
+    let metric = st.pipeline.metric();
     if let Some(reference) = fields.remove("reference") {
         let reference = faces(&st, reference, Use::Probe).await?;
         warnings.extend(reference.warnings_for("reference"));
         let (rface, ri, rn) = largest(reference.faces, "reference")?;
-        let score = compare(st.pipeline.metric(), &pface.embedding, &rface.embedding);
-        let matched = is_match(st.pipeline.metric(), score, st.default_threshold);
+        let score = metric.compare(&pface.embedding, &rface.embedding);
+        let matched = metric.is_match(score, st.default_threshold);
         st.metrics.decision(matched);
         // Two images in, a decision out: nothing is stored; the call is audited without biometrics.
         let c = ctx(
