@@ -1285,7 +1285,7 @@ fn a_full_disk_never_locks_the_data_directory() {
                 &admin(),
                 "rt",
                 &format!("P{i}"),
-                &[t.clone()],
+                std::slice::from_ref(t),
                 Metric::Euclidean,
                 "dlib",
                 &e,
