@@ -13,11 +13,7 @@ pub fn secure_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| GalleryError::io(dir, e))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = mode_of(dir)?;
         if existed && mode & 0o022 != 0 {
             return Err(GalleryError::Invalid(format!(
                 "data directory {} is writable by group or others (mode {mode:03o}); make it the facegate user's alone: chmod 700",
@@ -48,17 +44,23 @@ pub fn secure_file(path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| GalleryError::io(path, e))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode != 0o600 {
+        if mode_of(path)? != 0o600 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| GalleryError::io(path, e))?;
         }
     }
     Ok(())
+}
+
+/// The permission bits of `path`.
+#[cfg(unix)]
+fn mode_of(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)
+        .map_err(|e| GalleryError::io(path, e))?
+        .permissions()
+        .mode()
+        & 0o777)
 }
 
 /// Write `bytes` to a new file at `path`, mode 0600 (for temporary files renamed into place).
