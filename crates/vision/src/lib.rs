@@ -18,7 +18,6 @@ pub mod geometry;
 pub mod memory;
 pub mod mmod;
 pub mod models;
-pub mod onnx;
 
 pub use error::VisionError;
 pub mod embed;

@@ -1,8 +1,6 @@
 //! Readers and converters for dlib's model files (the default, CC0 model pack).
 
 pub mod compress;
-pub mod convert;
-pub mod dnn;
 #[allow(unsafe_code)] // SAFETY comments at each block; simd_twins_match_portable_code tests it
 pub mod hog;
 pub mod resize;

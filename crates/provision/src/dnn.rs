@@ -5,8 +5,8 @@
 //! folded into the equivalent per-channel affine transform exactly as dlib's `affine_` layer does
 //! when it loads a `bn_` layer.
 
-use super::serial::{Reader, Tensor};
-use crate::error::VisionError;
+use vision::dlib::serial::{Reader, Tensor};
+use vision::VisionError;
 
 #[derive(Debug, Clone)]
 pub enum Layer {

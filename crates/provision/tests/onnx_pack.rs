@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
+use provision::{install_onnx_pack, OnnxPackSpec};
 use vision::embed::{ChannelOrder, InputSpec, Layout};
 use vision::models::Models;
-use vision::pack::{install_onnx_pack, OnnxPackSpec};
 use vision::pipeline::Pipeline;
 
 #[test]

@@ -5,9 +5,9 @@
 //! treating missing elements as zero; ONNX `Add` does not, so the smaller operand is zero-padded
 //! at the end of each dimension first, which is the same arithmetic.
 
-use super::dnn::{Conv, Layer, Net};
-use crate::error::VisionError;
+use crate::dnn::{Conv, Layer, Net};
 use crate::onnx::{attr_int, attr_ints, Dim, GraphBuilder};
+use vision::VisionError;
 
 fn fmt_err(msg: impl Into<String>) -> VisionError {
     VisionError::ModelFormat(msg.into())
