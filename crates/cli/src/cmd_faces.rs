@@ -1,7 +1,7 @@
 //! `facegate embed`, `facegate detect` and `facegate verify`.
 
 use crate::engine::{load, EngineArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -119,28 +119,20 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
     Ok(if failures > 0 { 2 } else { 0 })
 }
 
-/// Picks the requested face, or the largest one, and says which rule was used.
+/// Picks the requested face, or the largest one, and says which rule was used (the rule lives in
+/// `app::faces`, shared with the server).
 pub fn pick(
     faces: Vec<Face>,
     index: Option<usize>,
     what: &str,
 ) -> Result<(Face, usize, &'static str, usize)> {
-    let n = faces.len();
-    if n == 0 {
-        bail!("no face found in the {what} image");
-    }
-    let (i, rule) = match index {
-        Some(i) if i < n => (i, "requested"),
-        Some(i) => bail!("the {what} image has {n} face(s); --{what}-face {i} does not exist"),
-        None => {
-            let i = (0..n)
-                .max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
-                .unwrap_or(0);
-            (i, "largest")
+    let c = match index {
+        Some(i) => {
+            app::faces::choose(faces, index, what).with_context(|| format!("--{what}-face {i}"))?
         }
+        None => app::faces::choose(faces, None, what)?,
     };
-    let f = faces.into_iter().nth(i).context("face index")?;
-    Ok((f, i, rule, n))
+    Ok((c.face, c.index, c.rule, c.found))
 }
 
 pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {

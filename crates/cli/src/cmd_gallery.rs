@@ -4,10 +4,10 @@
 use crate::cmd_faces::pick;
 use crate::engine::{load, EngineArgs};
 use anyhow::{bail, Context as _, Result};
+use app::data::{open_store, rotate_master_key, MasterKey, Notice};
 use clap::{Args, Subcommand};
 use gallery::audit::SignedHead;
-use gallery::crypto::{self, LocalKeyRing};
-use gallery::store::{self, system_clock};
+use gallery::store;
 use gallery::{Context, Enrolment, Metric, Policy, Role, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -39,10 +39,16 @@ impl StoreArgs {
         self.data_dir.clone().unwrap_or_else(|| home.join("data"))
     }
 
-    fn key_path(&self, data: &Path) -> PathBuf {
-        self.master_key
-            .clone()
-            .unwrap_or_else(|| data.join("master.key"))
+    /// Where the master key comes from: `FACEGATE_MASTER_KEY`, else the key file.
+    fn master_key(&self, data: &Path) -> MasterKey {
+        match std::env::var("FACEGATE_MASTER_KEY") {
+            Ok(hex) => MasterKey::Hex(hex),
+            Err(_) => MasterKey::File(
+                self.master_key
+                    .clone()
+                    .unwrap_or_else(|| data.join("master.key")),
+            ),
+        }
     }
 
     pub fn context(&self, purpose: &str) -> Result<Context> {
@@ -57,42 +63,19 @@ impl StoreArgs {
     /// Open the store; on a fresh data directory, create it and its master key file.
     pub fn open(&self, home: &Path) -> Result<Store> {
         let data = self.data_dir(home);
-        let ring = self.key_ring(&data, !Store::exists(&data))?;
-        let store = Store::open(&data, Box::new(ring), system_clock())
+        let (store, notices) = open_store(&data, &self.master_key(&data))
             .with_context(|| format!("opening data directory {}", data.display()))?;
-        if let Some(why) = store.recovery_pending() {
-            eprintln!("warning: crash recovery could not finish ({why}); reads work, and the next write retries it");
-        }
-        Ok(store)
-    }
-
-    fn key_ring(&self, data: &Path, create: bool) -> Result<LocalKeyRing> {
-        if let Ok(hex_key) = std::env::var("FACEGATE_MASTER_KEY") {
-            return Ok(LocalKeyRing::new(crypto::parse_master_key(&hex_key)?));
-        }
-        let path = self.key_path(data);
-        if !path.exists() {
-            if !create {
-                bail!(
-                    "master key file {} is missing (set --master-key or FACEGATE_MASTER_KEY)",
-                    path.display()
-                );
-            }
-            crypto::write_master_key_file(&path, &*crypto::random_key()?)?;
+        for n in notices {
             eprintln!(
-                "created master key {} (mode 0600); keep a copy off this disk — without it the data is unreadable",
-                path.display()
+                "{}{n}",
+                if matches!(n, Notice::CreatedKey(_)) {
+                    ""
+                } else {
+                    "warning: "
+                }
             );
         }
-        let key = crypto::read_master_key_file(&path)?;
-        let pending = path.with_extension("key.new");
-        if pending.exists() {
-            // An interrupted rotation: blobs may be wrapped by either key.
-            let new = crypto::read_master_key_file(&pending)?;
-            eprintln!("warning: an interrupted key rotation was found; run `facegate keys rotate` to finish it");
-            return Ok(LocalKeyRing::new(key).with_previous(new));
-        }
-        Ok(LocalKeyRing::new(key))
+        Ok(store)
     }
 }
 
@@ -642,30 +625,16 @@ pub enum KeysCommand {
 
 pub fn keys(home: &Path, s: &StoreArgs, cmd: KeysCommand) -> Result<i32> {
     let KeysCommand::Rotate = cmd;
-    if std::env::var("FACEGATE_MASTER_KEY").is_ok() {
-        bail!("the master key comes from FACEGATE_MASTER_KEY: rotate it in the system that sets it (or use a key file)");
-    }
     let data = s.data_dir(home);
-    if !Store::exists(&data) {
-        bail!("{} is not initialised", data.display());
-    }
-    let path = s.key_path(&data);
-    let pending = path.with_extension("key.new");
-    // The new key is on disk before anything is rewrapped, so a crash at any point leaves every
-    // blob openable by one of the two files.
-    if !pending.exists() {
-        crypto::write_master_key_file(&pending, &*crypto::random_key()?)?;
-    }
-    let old = crypto::read_master_key_file(&path)?;
-    let new = crypto::read_master_key_file(&pending)?;
-    let ring = LocalKeyRing::new(old.clone()).with_previous(new.clone());
-    let mut store = Store::open(&data, Box::new(ring), system_clock())?;
-    let target = LocalKeyRing::new(new).with_previous(old);
-    let n = store.rotate_master(&s.context("master key rotation")?, Box::new(target))?;
-    std::fs::rename(&pending, &path).with_context(|| format!("installing {}", path.display()))?;
+    let key = s.master_key(&data);
+    let (n, id) = rotate_master_key(&data, &key, &s.context("master key rotation")?)?;
+    let key_file = match key {
+        MasterKey::File(p) => Some(p),
+        MasterKey::Hex(_) => None,
+    };
     println!(
         "{}",
-        json!({"rewrapped": n, "master_key_id": store.master_key_id(), "key_file": path})
+        json!({"rewrapped": n, "master_key_id": id, "key_file": key_file})
     );
     Ok(0)
 }

@@ -1,7 +1,7 @@
 //! `facegate serve` and `facegate apikey`.
 
 use crate::cmd_gallery::StoreArgs;
-use crate::engine::{load, DetectorArg, EngineArgs};
+use crate::cmd_models::ensure_installed;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use gallery::Role;
@@ -9,6 +9,8 @@ use server::apikeys::ApiKeys;
 use server::config::ServerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use vision::detect::DetectOptions;
+use vision::models::DetectorChoice;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -37,22 +39,26 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         server::tls::server_config(c, k)?;
     }
     let store = Arc::new(s.open(home)?);
-    let engine = EngineArgs {
+    let engine = app::engine::EngineOptions {
         pack: cfg.pack.clone(),
         threads: cfg.threads,
-        upsample: 0,
-        min_face: cfg.min_face,
-        max_face: cfg.max_face,
-        det_threshold: 0.0,
         detector: if cfg.detector == "hog" {
-            DetectorArg::Hog
+            DetectorChoice::Hog
         } else {
-            DetectorArg::Pack
+            DetectorChoice::Pack
+        },
+        detect: DetectOptions {
+            upsample: 0,
+            min_face: cfg.min_face,
+            max_face: cfg.max_face,
+            threshold: 0.0,
         },
     };
+    ensure_installed(home, None, false)?;
     let pipelines = (0..cfg.inference_slots.max(1))
-        .map(|_| load(home, &engine).map(Arc::new))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|_| app::engine::load_pipeline(home, &engine).map(Arc::new))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("loading model pack {}", cfg.pack))?;
     let keys = Arc::new(ApiKeys::open(&s.data_dir(home))?);
     if keys.list()?.iter().all(|k| k.revoked) {
         eprintln!(

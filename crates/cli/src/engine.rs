@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::Path;
 use vision::detect::DetectOptions;
-use vision::models::{DetectorChoice, Models};
+use vision::models::DetectorChoice;
 use vision::pipeline::Pipeline;
 
 #[derive(Args, Clone, Debug)]
@@ -50,19 +50,25 @@ impl From<DetectorArg> for DetectorChoice {
     }
 }
 
+impl EngineArgs {
+    pub fn options(&self) -> app::engine::EngineOptions {
+        app::engine::EngineOptions {
+            pack: self.pack.clone(),
+            threads: self.threads,
+            detector: self.detector.into(),
+            detect: DetectOptions {
+                upsample: self.upsample,
+                min_face: self.min_face,
+                max_face: self.max_face,
+                threshold: self.det_threshold,
+            },
+        }
+    }
+}
+
+/// Fetch the default pack on first use, then load the pipeline (`app::engine`).
 pub fn load(home: &Path, args: &EngineArgs) -> Result<Pipeline> {
     ensure_installed(home, None, false)?;
-    let rt = vision::pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
-    vision::runtime::ensure_runtime(Some(&rt))?;
-    let dir = home.join("packs").join(&args.pack);
-    let models = Models::load_with(&dir, args.threads, args.detector.into())
-        .with_context(|| format!("loading model pack {}", dir.display()))?;
-    let mut p = Pipeline::new(models);
-    p.detect = DetectOptions {
-        upsample: args.upsample,
-        min_face: args.min_face,
-        max_face: args.max_face,
-        threshold: args.det_threshold,
-    };
-    Ok(p)
+    app::engine::load_pipeline(home, &args.options())
+        .with_context(|| format!("loading model pack {}", args.pack))
 }

@@ -114,20 +114,12 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
 }
 
 /// The largest face, its index and how many were found; 422 when there is none.
+/// The largest face (`app::faces`, the CLI's rule too), its index and how many were found; 422
+/// when there is none.
 pub(crate) fn largest(faces: Vec<Face>, what: &str) -> ApiResult<(Face, usize, usize)> {
-    let n = faces.len();
-    let no_face = || {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no_face",
-            format!("no face found in the {what} image"),
-        )
-    };
-    let i = (0..n)
-        .max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
-        .ok_or_else(no_face)?;
-    let f = faces.into_iter().nth(i).ok_or_else(no_face)?;
-    Ok((f, i, n))
+    let c = app::faces::choose(faces, None, what)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", e.to_string()))?;
+    Ok((c.face, c.index, c.found))
 }
 
 pub(crate) fn face_json(f: &Face) -> Value {

@@ -1,0 +1,94 @@
+//! Which face an answer is about when an image holds several: the one asked for, or the largest
+//! (at a gate, the traveller is the face nearest the camera). The CLI and the server both say
+//! which rule they used.
+
+use crate::{AppError, Result};
+use vision::pipeline::Face;
+
+/// The face chosen from an image's faces.
+#[derive(Debug)]
+pub struct Chosen {
+    pub face: Face,
+    /// Its index among the faces found.
+    pub index: usize,
+    /// "requested" or "largest".
+    pub rule: &'static str,
+    /// How many faces the image holds.
+    pub found: usize,
+}
+
+/// Face `index` if given, else the largest; `what` names the image in refusals ("probe").
+pub fn choose(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<Chosen> {
+    let found = faces.len();
+    if found == 0 {
+        return Err(AppError::Refused(format!(
+            "no face found in the {what} image"
+        )));
+    }
+    let (index, rule) = match index {
+        Some(i) if i < found => (i, "requested"),
+        Some(i) => {
+            return Err(AppError::Refused(format!(
+                "the {what} image has {found} face(s); face {i} does not exist"
+            )))
+        }
+        None => (
+            (0..found)
+                .max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
+                .unwrap_or(0),
+            "largest",
+        ),
+    };
+    let face = faces
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| AppError::Refused(format!("no face {index} in the {what} image")))?;
+    Ok(Chosen {
+        face,
+        index,
+        rule,
+        found,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vision::geometry::Rect;
+    use vision::pipeline::Quality;
+
+    fn face(side: f64) -> Face {
+        Face {
+            rect: Rect {
+                left: 0.0,
+                top: 0.0,
+                right: side,
+                bottom: side,
+            },
+            score: 1.0,
+            landmarks: Vec::new(),
+            quality: Quality {
+                face_px: side,
+                eye_distance_px: 0.0,
+                sharpness: 0.0,
+            },
+            chip: None,
+            embedding: vec![side as f32],
+        }
+    }
+
+    #[test]
+    fn the_largest_face_unless_one_is_asked_for() {
+        let c = choose(vec![face(50.0), face(120.0), face(80.0)], None, "probe").unwrap();
+        assert_eq!((c.index, c.rule, c.found), (1, "largest", 3));
+        let c = choose(vec![face(50.0), face(120.0)], Some(0), "probe").unwrap();
+        assert_eq!(
+            (c.index, c.rule, c.face.embedding[0]),
+            (0, "requested", 50.0)
+        );
+        let e = choose(vec![face(50.0)], Some(3), "reference").unwrap_err();
+        assert!(e.to_string().contains("face 3 does not exist"), "{e}");
+        let e = choose(Vec::new(), None, "probe").unwrap_err();
+        assert_eq!(e.to_string(), "no face found in the probe image");
+    }
+}
