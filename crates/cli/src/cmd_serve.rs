@@ -65,6 +65,17 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             "note: no API key exists yet; create one with `facegate apikey create --role gate`"
         );
     }
+    // Server logs: one line per request with its id, to stderr; FACEGATE_LOG (or RUST_LOG)
+    // filters, default "info".
+    let filter = std::env::var("FACEGATE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -32,7 +32,7 @@ pub(crate) async fn authenticate(
         // Another method on a known path: the router answers 405, no handler runs.
         None if routes::known_path(path) => return next.run(req).await,
         None => {
-            eprintln!("route {path} is routed but not in the route table: refused");
+            tracing::error!(route = path, "routed but not in the route table: refused");
             return ApiError::internal().into_response();
         }
     };
@@ -91,7 +91,7 @@ fn check(
         Ok(Some(k)) => k,
         Ok(None) => return Err(unauthenticated("unknown or revoked API key")),
         Err(e) => {
-            eprintln!("api key store: {e}");
+            tracing::error!(error = %e, "api key store");
             return Err((
                 ApiError::internal(),
                 Refusal {
@@ -246,6 +246,6 @@ pub(crate) async fn flush_refusals(st: &Arc<AppState>, window: std::time::Durati
     })
     .await;
     if !matches!(written, Ok(Ok(_))) {
-        eprintln!("could not write the aggregated auth-failure audit record");
+        tracing::error!("could not write the aggregated auth-failure audit record");
     }
 }

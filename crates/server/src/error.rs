@@ -59,7 +59,7 @@ impl From<gallery::GalleryError> for ApiError {
             G::Dimension { .. } | G::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             G::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => {
-                eprintln!("internal error: {e}");
+                tracing::error!(error = %e, "internal error");
                 return ApiError::internal();
             }
         };
@@ -87,7 +87,7 @@ impl From<VisionError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_image", e.to_string())
             }
             other => {
-                eprintln!("inference error: {other}");
+                tracing::error!(error = %other, "inference error");
                 ApiError::internal()
             }
         }

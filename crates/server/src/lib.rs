@@ -129,7 +129,10 @@ async fn envelope(State(st): State<Arc<AppState>>, req: Request, next: Next) -> 
             .get::<axum::extract::MatchedPath>()
             .map(|m| m.as_str()),
     );
-    let res = next.run(req).await;
+    // Every log line of this request carries its id and route.
+    let span =
+        tracing::info_span!("request", id = %id, route = %format_args!("{} {}", route.0, route.1));
+    let res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = res.status();
     let mut res = if status.is_client_error() || status.is_server_error() {
         let (mut parts, body) = res.into_parts();
@@ -161,8 +164,15 @@ async fn envelope(State(st): State<Arc<AppState>>, req: Request, next: Next) -> 
     if let Ok(h) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", h);
     }
-    st.metrics
-        .observe(route, status.as_u16(), started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    st.metrics.observe(route, status.as_u16(), seconds);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            ms = format_args!("{:.1}", seconds * 1e3),
+            "answered"
+        )
+    });
     res
 }
 
@@ -225,18 +235,21 @@ pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std:
         _ => None,
     };
     if tls.is_none() && !addr.ip().is_loopback() {
-        eprintln!("WARNING: serving plain HTTP on {addr}, off loopback. Biometric data and API keys cross the network unencrypted: set tls_cert and tls_key, or put a TLS terminator in front.");
+        tracing::warn!(%addr, "serving plain HTTP off loopback: biometric data and API keys cross the network unencrypted; set tls_cert and tls_key, or put a TLS terminator in front");
     }
     let preload = st.config.preload.clone();
     let st2 = st.clone();
     tokio::task::spawn_blocking(move || {
         for g in preload {
             match st2.store.preload(&g) {
-                Ok((n, bytes, locked)) => eprintln!(
-                    "loaded gallery {g}: {n} templates, {:.1} MB, memory locked: {locked}",
-                    bytes as f64 / 1e6
+                Ok((n, bytes, locked)) => tracing::info!(
+                    gallery = %g,
+                    templates = n,
+                    mb = format_args!("{:.1}", bytes as f64 / 1e6),
+                    memory_locked = locked,
+                    "gallery loaded"
                 ),
-                Err(e) => eprintln!("could not load gallery {g}: {e}"),
+                Err(e) => tracing::error!(gallery = %g, error = %e, "could not load gallery"),
             }
         }
         st2.ready.store(true, Ordering::Relaxed);
@@ -281,7 +294,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    eprintln!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 #[cfg(test)]
