@@ -24,8 +24,15 @@ pub(crate) async fn records(
     Extension(key): Extension<ApiKey>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    let from = q.from.unwrap_or(1).max(1);
-    let limit = q.limit.unwrap_or(1000).min(MAX_PAGE);
+    // What the OpenAPI document allows, refused otherwise (not silently clamped).
+    let from = q.from.unwrap_or(1);
+    let limit = q.limit.unwrap_or(1000);
+    if from == 0 || !(1..=MAX_PAGE).contains(&limit) {
+        return Err(crate::error::ApiError::bad_request(
+            "bad_query",
+            format!("from must be >= 1 and limit 1..={MAX_PAGE}"),
+        ));
+    }
     let c = ctx(&key, "audit review".into());
     let recs = blocking(&st, move |store| {
         let recs = store.audit_records_page(from, limit)?;

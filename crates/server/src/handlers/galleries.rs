@@ -77,6 +77,9 @@ pub(crate) async fn identify(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     gallery_allowed(&key, &g)?;
+    if q.k == Some(0) {
+        return Err(ApiError::bad_request("bad_query", "k must be at least 1"));
+    }
     let p = required_purpose(&headers, "for a search")?;
     let img = body_image(&headers, body)?;
     let probe = faces(&st, img, Use::Probe).await?;
