@@ -59,7 +59,16 @@ impl InputSpec {
     }
 }
 
-pub struct Embedder {
+/// A face embedder: aligned chips in, one template each out.
+pub trait Embedder: Send + Sync {
+    /// One embedding per chip, in order.
+    fn embed(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, VisionError>;
+    /// Template length.
+    fn dims(&self) -> usize;
+}
+
+/// An embedder network run by ONNX Runtime (dlib's ResNet after conversion, ArcFace-style packs).
+pub struct OnnxEmbedder {
     session: Mutex<ort::session::Session>,
     pub input: InputSpec,
     pub dims: usize,
@@ -67,7 +76,7 @@ pub struct Embedder {
     pub max_batch: usize,
 }
 
-impl Embedder {
+impl OnnxEmbedder {
     pub fn from_onnx(
         bytes: &[u8],
         input: InputSpec,
@@ -75,17 +84,23 @@ impl Embedder {
         threads: usize,
     ) -> Result<Self, VisionError> {
         let session = session_from_bytes(bytes, threads)?;
-        Ok(Embedder {
+        Ok(OnnxEmbedder {
             session: Mutex::new(session),
             input,
             dims,
             max_batch: 16,
         })
     }
+}
 
-    /// One embedding per chip, in order. Chips are batched; the batch size does not change the
-    /// results beyond floating-point summation order.
-    pub fn embed(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, VisionError> {
+impl Embedder for OnnxEmbedder {
+    fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Chips are batched; the batch size does not change the results beyond floating-point
+    /// summation order.
+    fn embed(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, VisionError> {
         let mut out = Vec::with_capacity(chips.len());
         let per = 3 * self.input.size * self.input.size;
         for batch in chips.chunks(self.max_batch.max(1)) {

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod dlib;
 pub mod error;
 pub mod geometry;
+pub mod landmarks;
 #[allow(unsafe_code)] // one FFI call (malloc_trim), SAFETY comment and test in the module
 pub mod memory;
 pub mod mmod;
@@ -23,6 +24,7 @@ pub use error::VisionError;
 pub mod embed;
 pub mod pack;
 pub mod pipeline;
+pub mod quality;
 pub mod rng;
 pub mod runtime;
 pub mod yunet;

@@ -3,8 +3,9 @@
 use crate::detect::Detector;
 use crate::dlib::hog::HogDetector;
 use crate::dlib::shape_predictor::ShapePredictor;
-use crate::embed::Embedder;
+use crate::embed::{Embedder, OnnxEmbedder};
 use crate::error::VisionError;
+use crate::landmarks::Landmarker;
 use crate::mmod::MmodDetector;
 use crate::pack::{DetectorSpec, LandmarkSpec, Manifest};
 use crate::yunet::YunetDetector;
@@ -20,16 +21,12 @@ pub enum DetectorChoice {
     Hog,
 }
 
-pub enum Landmarker {
-    Dlib(ShapePredictor),
-    FromDetector,
-}
-
 pub struct Models {
     pub manifest: Manifest,
     pub detector: Box<dyn Detector>,
-    pub landmarks: Landmarker,
-    pub embedder: Embedder,
+    /// The pack's landmark model; `None` when its detector gives the points (YuNet).
+    pub landmarks: Option<Box<dyn Landmarker>>,
+    pub embedder: Box<dyn Embedder>,
 }
 
 impl Models {
@@ -60,13 +57,14 @@ impl Models {
             }
         };
         let landmarks = match &manifest.landmarks {
-            LandmarkSpec::DlibShapePredictor { model } => Landmarker::Dlib(ShapePredictor::parse(
+            LandmarkSpec::DlibShapePredictor { model } => Some(Box::new(ShapePredictor::parse(
                 &Manifest::read_verified(dir, model)?,
-            )?),
-            LandmarkSpec::FromDetector => Landmarker::FromDetector,
+            )?)
+                as Box<dyn Landmarker>),
+            LandmarkSpec::FromDetector => None,
         };
         let e = &manifest.embedder;
-        let embedder = Embedder::from_onnx(
+        let embedder = OnnxEmbedder::from_onnx(
             &Manifest::read_verified(dir, &e.model)?,
             e.input.clone(),
             e.embedding_size,
@@ -76,7 +74,7 @@ impl Models {
             manifest,
             detector,
             landmarks,
-            embedder,
+            embedder: Box::new(embedder),
         })
     }
 

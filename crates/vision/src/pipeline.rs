@@ -5,20 +5,11 @@ use crate::chip::{extract_chips, face_chip_details};
 use crate::detect::{DetectOptions, Detection};
 use crate::error::VisionError;
 use crate::geometry::{Point, Rect};
-use crate::models::{Landmarker, Models};
+use crate::models::Models;
 use crate::pack::{AlignmentSpec, Metric};
+pub use crate::quality::Quality;
 use image::RgbImage;
 use serde::Serialize;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Quality {
-    /// Face box side in pixels.
-    pub face_px: f64,
-    /// Distance between the eye centres in pixels (ICAO asks for >= 90 in passport photos).
-    pub eye_distance_px: f64,
-    /// Variance of the Laplacian of the aligned grey chip: low values mean blur.
-    pub sharpness: f64,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Face {
@@ -38,29 +29,6 @@ pub const LARGE_FRAME_PIXELS: u64 = 4_000_000;
 pub struct Pipeline {
     pub models: Models,
     pub detect: DetectOptions,
-}
-
-fn sharpness(chip: &RgbImage) -> f64 {
-    let (w, h) = (chip.width() as usize, chip.height() as usize);
-    if w < 3 || h < 3 {
-        return 0.0;
-    }
-    let g: Vec<f64> = chip
-        .pixels()
-        .map(|p| (p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0)
-        .collect();
-    let mut vals = Vec::with_capacity((w - 2) * (h - 2));
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let c = g[y * w + x];
-            vals.push(
-                g[y * w + x - 1] + g[y * w + x + 1] + g[(y - 1) * w + x] + g[(y + 1) * w + x]
-                    - 4.0 * c,
-            );
-        }
-    }
-    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-    vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64
 }
 
 impl Pipeline {
@@ -138,8 +106,8 @@ impl Pipeline {
 
     pub fn landmarks(&self, img: &RgbImage, rect: &Rect) -> Result<Vec<Point>, VisionError> {
         match &self.models.landmarks {
-            Landmarker::Dlib(sp) => Ok(sp.predict(img, rect)),
-            Landmarker::FromDetector => Err(VisionError::Pack(
+            Some(lm) => Ok(lm.landmarks(img, rect)),
+            None => Err(VisionError::Pack(
                 "this pack's detector gives no landmarks".into(),
             )),
         }
@@ -153,8 +121,8 @@ impl Pipeline {
             return Ok(lm.to_vec());
         }
         match &self.models.landmarks {
-            Landmarker::Dlib(sp) => Ok(sp.predict(img, &d.rect)),
-            Landmarker::FromDetector => Ok(crate::chip::ARCFACE_TEMPLATE_112
+            Some(lm) => Ok(lm.landmarks(img, &d.rect)),
+            None => Ok(crate::chip::ARCFACE_TEMPLATE_112
                 .iter()
                 .map(|p| Point {
                     x: d.rect.left + p[0] / 112.0 * d.rect.width(),
@@ -198,20 +166,12 @@ impl Pipeline {
         for d in dets {
             let lm = self.landmarks_for(img, d)?;
             let chip = self.chip(img, &lm);
-            let eye = |a: usize, b: usize| Point {
-                x: (lm[a].x + lm[b].x) / 2.0,
-                y: (lm[a].y + lm[b].y) / 2.0,
-            };
-            // dlib's 5 points are eye corners (two per eye); ArcFace-style points are eye centres.
-            let (r, l) = match self.models.manifest.embedder.alignment {
-                AlignmentSpec::Dlib5 { .. } => (eye(0, 1), eye(2, 3)),
-                AlignmentSpec::Arcface => (lm[0], lm[1]),
-            };
-            let quality = Quality {
-                face_px: d.rect.width(),
-                eye_distance_px: ((r.x - l.x).powi(2) + (r.y - l.y).powi(2)).sqrt(),
-                sharpness: sharpness(&chip),
-            };
+            let quality = Quality::measure(
+                &d.rect,
+                &lm,
+                &chip,
+                &self.models.manifest.embedder.alignment,
+            );
             chips.push(chip.clone());
             faces.push(Face {
                 rect: d.rect,

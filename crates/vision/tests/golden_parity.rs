@@ -6,13 +6,14 @@ mod common;
 use common::*;
 use vision::chip::{face_chip, face_chip_details};
 use vision::dlib::shape_predictor::ShapePredictor;
+use vision::embed::Embedder as _;
 use vision::geometry::{Point, Rect};
 use vision::pack::{LandmarkSpec, Manifest};
 
-fn embedder(pack: &std::path::Path) -> vision::embed::Embedder {
+fn embedder(pack: &std::path::Path) -> vision::embed::OnnxEmbedder {
     let m = Manifest::load(pack).unwrap();
     let bytes = Manifest::read_verified(pack, &m.embedder.model).unwrap();
-    vision::embed::Embedder::from_onnx(
+    vision::embed::OnnxEmbedder::from_onnx(
         &bytes,
         m.embedder.input.clone(),
         m.embedder.embedding_size,

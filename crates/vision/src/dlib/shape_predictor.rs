@@ -193,3 +193,13 @@ impl ShapePredictor {
             .collect()
     }
 }
+
+impl crate::landmarks::Landmarker for ShapePredictor {
+    fn name(&self) -> &'static str {
+        "dlib-shape-predictor"
+    }
+
+    fn landmarks(&self, img: &RgbImage, rect: &Rect) -> Vec<Point> {
+        self.predict(img, rect)
+    }
+}
