@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod dataset;
 pub mod metrics;
 pub mod plot;
+pub mod render;
 pub mod report;
 
 use crate::cmd_gallery::StoreArgs;
