@@ -2,6 +2,7 @@
 //! installed through the manifest and run end to end.
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
+#[path = "../../vision/tests/common/mod.rs"]
 mod common;
 use common::*;
 use provision::{install_onnx_pack, OnnxPackSpec};
