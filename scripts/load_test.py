@@ -160,7 +160,7 @@ def main():
     with open(emb, "w") as f:
         for i in range(a.gallery_size):
             f.write(json.dumps({"subject": f"R{i:08d}", "embedding": [rnd.uniform(-0.12, 0.12) for _ in range(128)]}) + "\n")
-    run(base + ["--role", "enroller", "enroll", "--gallery", "lt", "--embeddings", emb, "--bulk"])
+    run(base + ["--role", "enroller", "enrol", "--gallery", "lt", "--embeddings", emb, "--bulk"])
     keys = {r: json.loads(run(base + ["apikey", "create", "--role", r]))["key"] for r in ("gate", "enroller")}
     bench = json.loads(run(["bench", IMG, "--threads", "1", "--json", "--iters", "10"]))
     ms = bench["ms"]

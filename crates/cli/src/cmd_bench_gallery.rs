@@ -91,7 +91,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
                     )
                 })
                 .collect();
-            store.enroll_batch(&ctx, "bench", &items, Metric::Euclidean, "bench")?;
+            store.enrol_batch(&ctx, "bench", &items, Metric::Euclidean, "bench")?;
             done += m;
             eprint!("\renrolled {done}/{}", a.n);
         }

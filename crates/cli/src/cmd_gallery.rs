@@ -118,7 +118,7 @@ pub struct CreateArgs {
     #[arg(long, default_value = "gate,operator", value_delimiter = ',')]
     pub search_roles: Vec<String>,
     /// Search structure: exact (default; provably equal to an exhaustive f32 scan), compact (the
-    /// same results with 156 instead of 676 bytes of memory per 128-D template: candidates are
+    /// same results with 156 instead of 668 bytes of memory per 128-D template: candidates are
     /// re-scored from storage; for galleries up to 10^8) or hnsw (approximate; see README for
     /// measured recall).
     #[arg(long, default_value = "exact", value_parser = ["exact", "compact", "hnsw"])]
@@ -193,7 +193,7 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
 }
 
 #[derive(Args)]
-pub struct EnrollArgs {
+pub struct EnrolArgs {
     #[arg(long)]
     pub gallery: String,
     /// External reference of the subject (stored only as a keyed pseudonym and sealed).
@@ -291,7 +291,7 @@ fn ack(line: serde_json::Value) {
     let _ = out.flush();
 }
 
-pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
+pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
     let store = s.open(home)?;
     let ctx = s.context("enrolment")?;
     if let Some(path) = &a.embeddings {
@@ -311,7 +311,7 @@ pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
                 .with_context(|| format!("line {}: no subject", n + 1))?;
             let emb: Vec<f32> = serde_json::from_value(v["embedding"].clone())
                 .with_context(|| format!("line {}: no embedding", n + 1))?;
-            match store.enroll(
+            match store.enrol(
                 &ctx,
                 &a.gallery,
                 subject,
@@ -399,7 +399,7 @@ pub fn enroll(home: &Path, s: &StoreArgs, a: EnrollArgs) -> Result<i32> {
                     image,
                     expires_ms: None,
                 };
-                Ok(store.enroll(
+                Ok(store.enrol(
                     &ctx,
                     &a.gallery,
                     &job.subject,

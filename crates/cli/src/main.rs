@@ -53,7 +53,8 @@ enum Command {
         command: cmd_gallery::GalleryCommand,
     },
     /// Enrol subjects (images, a batch directory or CSV, or precomputed templates).
-    Enroll(cmd_gallery::EnrollArgs),
+    #[command(alias = "enroll")]
+    Enrol(cmd_gallery::EnrolArgs),
     /// 1:N search of a gallery. Exit code 0 candidates found, 1 no match, 2 error.
     Identify(cmd_gallery::IdentifyArgs),
     /// Erase a subject (key destruction) and print the signed receipt.
@@ -127,7 +128,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::BenchGallery(a) => cmd_bench_gallery::run(a),
         Command::Eval { command } => eval::run(&home, &cli.store, command),
         Command::Gallery { command } => cmd_gallery::gallery(&home, &cli.store, command),
-        Command::Enroll(a) => cmd_gallery::enroll(&home, &cli.store, a),
+        Command::Enrol(a) => cmd_gallery::enrol(&home, &cli.store, a),
         Command::Identify(a) => cmd_gallery::identify(&home, &cli.store, a),
         Command::Delete(a) => cmd_gallery::delete(&home, &cli.store, a),
         Command::Subject(a) => cmd_gallery::subject(&home, &cli.store, a),

@@ -78,7 +78,7 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
         .args([
             "--role",
             "enroller",
-            "enroll",
+            "enrol",
             "--gallery",
             "rt",
             "--embeddings",
@@ -123,7 +123,7 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
         &[
             "--role",
             "enroller",
-            "enroll",
+            "enrol",
             "--gallery",
             "rt",
             "--embeddings",
@@ -146,7 +146,7 @@ fn keys_rotate_receipts_and_roles() {
     let (code, _, err) = facegate(
         &data,
         &[
-            "enroll",
+            "enrol",
             "--gallery",
             "rt",
             "--embeddings",
@@ -258,7 +258,7 @@ fn readme_demo_enrol_people_and_identify() {
     let (code, out, err) = facegate(
         &data,
         &[
-            "enroll",
+            "enrol",
             "--gallery",
             "demo",
             "--batch",
@@ -326,7 +326,7 @@ fn readme_demo_enrol_people_and_identify() {
     let (code, _, err) = facegate(
         &data,
         &[
-            "enroll",
+            "enrol",
             "--gallery",
             "demo",
             "--subject",
@@ -353,7 +353,7 @@ fn truncated_photos_are_refused_for_enrolment_and_flagged_elsewhere() {
     let cut = cut.to_str().unwrap();
     let (code, _, err) = facegate(
         &data,
-        &["enroll", "--gallery", "demo", "--subject", "P1", cut],
+        &["enrol", "--gallery", "demo", "--subject", "P1", cut],
     );
     assert_ne!(code, 0);
     assert!(err.contains("truncated"), "{err}");
@@ -388,7 +388,7 @@ fn image_batches_acknowledge_as_they_go() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["enroll", "--gallery", "rt", "--batch"])
+        .args(["enrol", "--gallery", "rt", "--batch"])
         .arg(&csv)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

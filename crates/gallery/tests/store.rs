@@ -106,7 +106,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn enrol_all(s: &Store, ids: &[Vec<f32>]) {
     s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
     for (i, c) in ids.iter().enumerate() {
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             &format!("P{i:07}"),
@@ -182,7 +182,7 @@ fn input_errors_are_typed_and_lose_nothing() {
     enrol_all(&s, &ids);
     let e = Enrolment::default();
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "P0000001",
@@ -194,7 +194,7 @@ fn input_errors_are_typed_and_lose_nothing() {
         Err(GalleryError::DuplicateSubject(_))
     ));
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "nope",
             "X",
@@ -206,7 +206,7 @@ fn input_errors_are_typed_and_lose_nothing() {
         Err(GalleryError::UnknownGallery(_))
     ));
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "X",
@@ -222,7 +222,7 @@ fn input_errors_are_typed_and_lose_nothing() {
         })
     ));
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "X",
@@ -234,7 +234,7 @@ fn input_errors_are_typed_and_lose_nothing() {
         Err(GalleryError::Invalid(_))
     ));
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "X",
@@ -259,7 +259,7 @@ fn input_errors_are_typed_and_lose_nothing() {
     ));
     assert!(s.create_gallery(&admin(), "bad name!", &policy(1)).is_err());
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &gate(),
             "rt",
             "Y",
@@ -305,7 +305,7 @@ fn no_plaintext_on_disk_with(index: gallery::IndexChoice) {
             image: Some(b"JPEG-BYTES-OF-A-FACE-0123456789".to_vec()),
             ..Default::default()
         };
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             &format!("PASSPORT{i:06}"),
@@ -448,7 +448,7 @@ fn retention_is_enforced_before_and_by_purge() {
             expires_ms: (i == 0).then_some(1_800_000_000_000 + DAY / 2),
             ..Default::default()
         };
-        s.enroll(
+        s.enrol(
             &admin(),
             "short",
             &format!("R{i}"),
@@ -762,7 +762,7 @@ fn concurrent_reader_while_writing() {
     let writer = open(dir.path(), &key, store::system_clock());
     writer.create_gallery(&admin(), "rt", &policy(30)).unwrap();
     writer
-        .enroll(
+        .enrol(
             &admin(),
             "rt",
             "P0000000",
@@ -777,7 +777,7 @@ fn concurrent_reader_while_writing() {
         let w = sc.spawn(|| {
             for (i, c) in ids.iter().enumerate().skip(1) {
                 writer
-                    .enroll(
+                    .enrol(
                         &admin(),
                         "rt",
                         &format!("P{i:07}"),
@@ -904,7 +904,7 @@ fn hnsw_gallery_answers_like_the_exact_one_on_clear_cases() {
     p.index = gallery::IndexChoice::Hnsw(gallery::approx::HnswParams::default());
     s.create_gallery(&admin(), "big", &p).unwrap();
     for (i, c) in ids.iter().enumerate() {
-        s.enroll(
+        s.enrol(
             &admin(),
             "big",
             &format!("P{i:07}"),
@@ -945,7 +945,7 @@ fn enrol_exact_and_compact(s: &Store, ids: &[Vec<f32>]) {
             } else {
                 vec![c.clone()]
             };
-            s.enroll(
+            s.enrol(
                 &admin(),
                 name,
                 &format!("P{i:07}"),
@@ -959,7 +959,7 @@ fn enrol_exact_and_compact(s: &Store, ids: &[Vec<f32>]) {
         let batch: Vec<(String, Vec<Vec<f32>>)> = (ids.len() - 20..ids.len())
             .map(|i| (format!("P{i:07}"), vec![ids[i].clone()]))
             .collect();
-        s.enroll_batch(&admin(), name, &batch, Metric::Euclidean, "dlib")
+        s.enrol_batch(&admin(), name, &batch, Metric::Euclidean, "dlib")
             .unwrap();
     }
 }
@@ -1018,7 +1018,7 @@ fn compact_gallery_answers_exactly_like_the_exact_one() {
     // Deletion, enrolment while loaded, and expiry keep the two in step.
     for g in ["exact", "compact"] {
         s.delete(&admin(), g, "P0000003", "test").unwrap();
-        s.enroll(
+        s.enrol(
             &admin(),
             g,
             "LATE",
@@ -1102,7 +1102,7 @@ fn a_duplicate_never_replaces_the_enrolled_subjects_key() {
         ("P0000001".into(), vec![ids[3].clone()]),
     ];
     assert!(matches!(
-        s.enroll_batch(&admin(), "rt", &batch, Metric::Euclidean, "dlib"),
+        s.enrol_batch(&admin(), "rt", &batch, Metric::Euclidean, "dlib"),
         Err(GalleryError::DuplicateSubject(_))
     ));
     // ...the enrolled subject still opens and matches, and nothing of the batch went in.
@@ -1114,7 +1114,7 @@ fn a_duplicate_never_replaces_the_enrolled_subjects_key() {
     ));
     // The single-subject path refuses too, and leaves the subject intact.
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "P0000001",
@@ -1171,7 +1171,7 @@ fn every_path_normalises_references_the_same_way() {
     s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
     let ids = identities(7, 2, 128);
     let e = Enrolment::default();
-    s.enroll(
+    s.enrol(
         &admin(),
         "rt",
         " a1234567 ",
@@ -1182,7 +1182,7 @@ fn every_path_normalises_references_the_same_way() {
     )
     .unwrap();
     assert!(matches!(
-        s.enroll(
+        s.enrol(
             &admin(),
             "rt",
             "A1234567",
@@ -1203,7 +1203,7 @@ fn every_path_normalises_references_the_same_way() {
     assert_eq!(found.candidates[0].reference, "A1234567");
     for bad in ["A12\u{202E}34567", "A1234\u{0}567", "\u{200B}A1234567", ""] {
         assert!(matches!(
-            s.enroll(
+            s.enrol(
                 &admin(),
                 "rt",
                 bad,
@@ -1220,7 +1220,7 @@ fn every_path_normalises_references_the_same_way() {
         ));
     }
     // Decomposed and precomposed accents are one subject.
-    s.enroll(
+    s.enrol(
         &admin(),
         "rt",
         "jose\u{301}",
@@ -1281,7 +1281,7 @@ fn a_full_disk_never_locks_the_data_directory() {
         let s = open(dir.path(), &key, c.clone());
         s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
         for (i, t) in ids.iter().enumerate() {
-            s.enroll(
+            s.enrol(
                 &admin(),
                 "rt",
                 &format!("P{i}"),
@@ -1324,7 +1324,7 @@ fn a_full_disk_never_locks_the_data_directory() {
     assert!(s.audit_verify(None, &[]).unwrap().ok);
     // Space comes back: the next write finishes the deletion first.
     full(false);
-    s.enroll(
+    s.enrol(
         &admin(),
         "rt",
         "P9",

@@ -40,7 +40,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     /// Enrol a subject with one or more templates. Returns once the enrolment and its audit record
     /// are durable.
-    pub fn enroll(
+    pub fn enrol(
         &self,
         ctx: &Context,
         gallery: &str,
@@ -62,8 +62,8 @@ impl Store {
 
     /// Enrol many subjects in one transaction per database (all or nothing): for migrations and
     /// bulk loads, where one fsync per subject would dominate. Each subject still gets its own key,
-    /// its own audit record, and the same checks as `enroll` (the same code).
-    pub fn enroll_batch(
+    /// its own audit record, and the same checks as `enrol` (the same code).
+    pub fn enrol_batch(
         &self,
         ctx: &Context,
         gallery: &str,

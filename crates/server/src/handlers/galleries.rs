@@ -140,7 +140,7 @@ pub(crate) async fn enrol(
         expires_ms: None,
     };
     let r = blocking(&st, move |store| {
-        store.enroll(&c, &g, &reference, &templates, metric, &pack, &opts)
+        store.enrol(&c, &g, &reference, &templates, metric, &pack, &opts)
     })
     .await?;
     Ok((
