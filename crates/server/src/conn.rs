@@ -28,6 +28,53 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+/// Wraps a request's body so the caller learns whether it was read to its end (`true` at once
+/// for a request without a body).
+pub fn track_body_end(
+    req: axum::extract::Request,
+) -> (axum::extract::Request, Arc<std::sync::atomic::AtomicBool>) {
+    use http_body::Body as _;
+    let (parts, body) = req.into_parts();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
+    let tracked = TrackedBody {
+        inner: body,
+        done: done.clone(),
+    };
+    (
+        axum::extract::Request::from_parts(parts, axum::body::Body::new(tracked)),
+        done,
+    )
+}
+
+struct TrackedBody {
+    inner: axum::body::Body,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
     pub max_connections: usize,

@@ -119,6 +119,10 @@ fn now_ms() -> i64 {
 /// bad path, timeout) turned into the same JSON shape.
 async fn envelope(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    // Whether the handler read the request body to its end: an answer given before that (a
+    // limit, a refusal) must close the connection, or a client reusing it would send its next
+    // request into the rest of this body.
+    let (req, body_read) = conn::track_body_end(req);
     let id = format!(
         "{:016x}",
         st.next_id.fetch_add(1, Ordering::Relaxed) ^ (now_ms() as u64) << 20
@@ -163,6 +167,12 @@ async fn envelope(State(st): State<Arc<AppState>>, req: Request, next: Next) -> 
     };
     if let Ok(h) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", h);
+    }
+    if !body_read.load(Ordering::Relaxed) {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     st.metrics.observe(route, status.as_u16(), seconds);

@@ -26,6 +26,10 @@ fn home() -> Option<PathBuf> {
 }
 
 fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
+    state_with(data, ServerConfig::default())
+}
+
+fn state_with(data: &std::path::Path, config: ServerConfig) -> Option<Arc<AppState>> {
     let Some(home) = home() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -46,7 +50,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
     .expect("store");
     let keys = ApiKeys::open(data).expect("api keys");
     Some(AppState::new(
-        ServerConfig::default(),
+        config,
         Arc::new(store),
         vec![Arc::new(Pipeline::new(models))],
         Arc::new(keys),
@@ -223,4 +227,49 @@ async fn random_methods_and_paths_add_no_metric_series() {
         seen[199]
     );
     assert_eq!(seen[50], seen[199]);
+}
+
+/// An answer given before the request body was read to its end closes the connection (a client
+/// reusing it would send its next request into the rest of the body); an answer after the body
+/// was read keeps it open.
+#[tokio::test]
+async fn unread_bodies_close_the_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ServerConfig {
+        max_body_bytes: 1000,
+        ..ServerConfig::default()
+    };
+    let Some(st) = state_with(dir.path(), config) else {
+        return;
+    };
+    let app = server::router(st.clone());
+    let (gate, _) = st.keys.create(Role::Gate, None, 0).expect("key");
+    let send = |body: Body| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/detect")
+            .header("authorization", format!("Bearer {gate}"))
+            .header("content-type", "image/jpeg")
+            .body(body)
+            .expect("request")
+    };
+    // Five 1000-byte chunks, as a socket delivers them: the limit stops reading at the second.
+    let chunks = (0..5).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![0u8; 1000])));
+    let res = app
+        .clone()
+        .oneshot(send(Body::from_stream(futures_util::stream::iter(chunks))))
+        .await
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let res = app
+        .clone()
+        .oneshot(send(Body::from(b"not an image".to_vec())))
+        .await
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(res.headers().get("connection"), None);
 }

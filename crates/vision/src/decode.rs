@@ -88,13 +88,21 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionErr
             return Err(VisionError::Truncated(why.into()));
         }
     }
-    match sniff(bytes) {
-        Some(Format::Jpeg) | Some(Format::Png) => decode_with_image(bytes, limits),
-        Some(Format::Jpeg2000) => decode_jpeg2000(bytes, limits),
-        None => Err(VisionError::UnsupportedFormat(
-            " (expected JPEG, PNG or JPEG 2000)".into(),
-        )),
-    }
+    let format = sniff(bytes).ok_or_else(|| {
+        VisionError::UnsupportedFormat(" (expected JPEG, PNG or JPEG 2000)".into())
+    })?;
+    // A decoder that panics on hostile bytes must not take the process with it: fuzzing found
+    // zune-jpeg 0.5.15 (the image crate's JPEG decoder) unwrapping None in its AVX2 IDCT on a
+    // 1 KB file (tests/fixtures/fuzz_zune_idct_panic.jpg). The panic becomes a decode error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match format {
+        Format::Jpeg | Format::Png => decode_with_image(bytes, limits),
+        Format::Jpeg2000 => decode_jpeg2000(bytes, limits),
+    }))
+    .unwrap_or_else(|_| {
+        Err(VisionError::Decode(
+            "the decoder failed on this file (malformed input)".into(),
+        ))
+    })
 }
 
 fn decode_with_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {

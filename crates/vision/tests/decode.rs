@@ -223,3 +223,14 @@ fn jpeg2000_tile_bombs_are_refused_from_the_header() {
     // The untouched file still decodes.
     assert!(decode(&base, &DecodeLimits::default()).is_ok());
 }
+
+/// A 1 KB JPEG found by fuzzing makes zune-jpeg 0.5.15 panic in its IDCT; decoding must answer
+/// with an error instead of taking the process down.
+#[test]
+fn a_decoder_panic_is_a_decode_error() {
+    let bytes = fixture("fuzz_zune_idct_panic.jpg");
+    match decode(&bytes, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains("malformed"), "{m}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
