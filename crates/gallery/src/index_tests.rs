@@ -1,0 +1,181 @@
+//! Tests of `index`, kept beside it so the module reads as the algorithm.
+
+use super::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+fn vecs(seed: u8, n: usize, dim: usize, clustered: bool) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+    let mut u = move || (rng.next_u32() as f64 / u32::MAX as f64 * 2.0 - 1.0) as f32;
+    let centre: Vec<f32> = (0..dim).map(|_| u() * 0.2).collect();
+    (0..n)
+        .map(|_| {
+            (0..dim)
+                .map(|c| {
+                    if clustered {
+                        centre[c] + u() * 0.02
+                    } else {
+                        u() * 0.2
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn int8_scan_equals_exhaustive_f32() {
+    for (dim, clustered) in [(128, false), (128, true), (512, false), (37, true)] {
+        let base = vecs(1, 3000, dim, clustered);
+        for portable in [false, true] {
+            let mut idx = ExactIndex::new(dim);
+            if portable {
+                idx.force_portable_kernel();
+            }
+            for (i, x) in base.iter().enumerate() {
+                // Some rows expire in the past and must never come back.
+                let exp = if i % 7 == 0 { 100 } else { i64::MAX };
+                idx.push(i as u64 * 3, x, exp);
+            }
+            let queries: Vec<Vec<f32>> = vecs(2, 20, dim, clustered)
+                .into_iter()
+                .chain(base.iter().take(5).cloned())
+                .collect();
+            let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+            for k in [1, 10, 50] {
+                let got = idx.search(&qs, k, None, 1000);
+                for (q, g) in qs.iter().zip(&got) {
+                    let want = idx.search_exhaustive(q, k, None, 1000);
+                    assert_eq!(g, &want, "dim {dim} clustered {clustered} k {k}");
+                    assert!(g.iter().all(|h| (h.id / 3) % 7 != 0));
+                }
+            }
+            // A floor (open-set threshold) leaves out weaker rows, exactly as exhaustive search does.
+            let floor = idx.search_exhaustive(qs[0], 5, None, 1000)[4].score;
+            let got = idx.search(&qs[..1], 50, Some(floor), 1000);
+            assert_eq!(got[0], idx.search_exhaustive(qs[0], 50, Some(floor), 1000));
+            assert_eq!(got[0].len(), 5);
+        }
+    }
+}
+
+/// Templates by id from a table, counting what was asked (ids of rows in `gone` are erased).
+struct TableSource<'a> {
+    rows: &'a [Vec<f32>],
+    gone: Vec<u64>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl TemplateSource for TableSource<'_> {
+    fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
+        self.asked
+            .fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                (!self.gone.contains(id)).then(|| Zeroizing::new(self.rows[*id as usize].clone()))
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn compact_index_returns_what_the_full_index_returns() {
+    for (dim, clustered) in [(128, false), (128, true), (37, true)] {
+        let base = vecs(5, 4000, dim, clustered);
+        let mut full = ExactIndex::new(dim);
+        let mut compact = ExactIndex::compact(dim);
+        compact.reserve(base.len());
+        for (i, x) in base.iter().enumerate() {
+            let exp = if i % 5 == 0 { 100 } else { i64::MAX };
+            full.push(i as u64, x, exp);
+            compact.push(i as u64, x, exp);
+        }
+        let queries: Vec<Vec<f32>> = vecs(6, 30, dim, clustered)
+            .into_iter()
+            .chain(base.iter().skip(1).take(4).cloned())
+            .collect();
+        let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+        let src = TableSource {
+            rows: &base,
+            gone: vec![],
+            asked: Default::default(),
+        };
+        for k in [1, 10] {
+            let want = full.search(&qs, k, None, 1000);
+            let got = compact.search_with(&qs, k, None, 1000, &src).unwrap();
+            assert_eq!(got, want, "dim {dim} clustered {clustered} k {k}");
+        }
+        // Only candidates are fetched (a few percent of the rows here, where every score is
+        // close), never the gallery.
+        let asked = src.asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            asked < 2 * qs.len() * base.len() / 10,
+            "fetched {asked} rows for {} searches of {}",
+            2 * qs.len(),
+            base.len()
+        );
+        // A row erased while the search ran is left out, the others stay exact.
+        let best = full.search(&qs[..1], 1, None, 1000)[0][0].id;
+        let src = TableSource {
+            rows: &base,
+            gone: vec![best],
+            asked: Default::default(),
+        };
+        let got = compact.search_with(&qs[..1], 5, None, 1000, &src).unwrap();
+        assert!(got[0].iter().all(|h| h.id != best));
+        assert!(!got[0].is_empty());
+        // Without a source a compact index fails loudly instead of answering wrongly.
+        assert!(compact
+            .search_with(&qs[..1], 5, None, 1000, &NoSource)
+            .is_err());
+        assert_eq!(SearchIndex::kind(&compact), "compact");
+        if dim == 128 {
+            // 128 code bytes, 4 f32/i32 bounds, 8-byte id, 4-byte expiry.
+            assert_eq!(compact.memory_bytes(), base.len() * 156);
+        }
+    }
+}
+
+#[test]
+fn expiry_codes_keep_the_order_that_matters() {
+    // Searches skip a row when code(expires) <= code(now): every row with expires <= now
+    // must be skipped; a live row may only be skipped within the second it expires.
+    let now = 1_800_000_000_123i64;
+    for (expires, skipped) in [
+        (100, true),
+        (now - 1000, true),
+        (now, true),
+        (now + 500, true),
+        (now + 877, false),
+        (now + 86_400_000, false),
+        (-5, true),
+        (i64::MAX, false),
+        (5_000_000_000_000, false),
+    ] {
+        assert_eq!(
+            expiry_code(expires) <= expiry_code(now),
+            skipped,
+            "{expires}"
+        );
+    }
+}
+
+#[test]
+fn remove_and_edge_cases() {
+    let base = vecs(3, 100, 16, false);
+    let mut idx = ExactIndex::new(16);
+    for (i, x) in base.iter().enumerate() {
+        idx.push(i as u64 % 50, x, i64::MAX);
+    }
+    assert_eq!(idx.remove(7), 2);
+    assert_eq!(idx.len(), 98);
+    let hits = idx.search(&[&base[7][..]], 100, None, 0);
+    assert!(hits[0].iter().all(|h| h.id != 7));
+    assert_eq!(hits[0].len(), 98);
+    // Zero vector and k = 0 are fine.
+    let zero = [0.0f32; 16];
+    assert_eq!(idx.search(&[&zero[..]], 0, None, 0)[0].len(), 0);
+    assert_eq!(idx.search(&[&zero[..]], 3, None, 0)[0].len(), 3);
+    assert!(ExactIndex::new(16).search(&[&zero[..]], 3, None, 0)[0].is_empty());
+}
