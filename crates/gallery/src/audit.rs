@@ -5,8 +5,8 @@
 //! that points past the end. Verification needs only the public key.
 
 use crate::error::{GalleryError, Result};
+use crate::store::backend::{AuditLog, WriteTxn};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -76,11 +76,6 @@ pub fn now_rfc3339(unix_ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_heads (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, sig BLOB NOT NULL);
-";
-
 pub struct Actor<'a> {
     pub id: &'a str,
     pub role: &'a str,
@@ -90,19 +85,13 @@ pub struct Actor<'a> {
 /// Append one record and sign the new head, inside the caller's transaction (so the action and its
 /// record commit together or not at all).
 pub fn append(
-    conn: &Connection,
+    tx: &mut dyn WriteTxn,
     signer: &SigningKey,
     actor: &Actor,
     unix_ms: i64,
     ev: AuditEvent,
 ) -> Result<SignedHead> {
-    let last: Option<(u64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
-        .optional()?;
+    let last = tx.audit_tail()?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, hex::encode(h)),
         None => (1, "0".repeat(64)),
@@ -121,15 +110,8 @@ pub fn append(
         prev,
     };
     let (text, hash) = encode_record(&rec)?;
-    conn.execute(
-        "INSERT INTO audit (seq, record, hash) VALUES (?1, ?2, ?3)",
-        params![seq as i64, text, &hash[..]],
-    )?;
     let sig = signer.sign(&head_message(seq, &hash));
-    conn.execute(
-        "INSERT INTO audit_heads (seq, hash, sig) VALUES (?1, ?2, ?3)",
-        params![seq as i64, &hash[..], &sig.to_bytes()[..]],
-    )?;
+    tx.append_audit(seq, &text, &hash, &sig.to_bytes())?;
     Ok(SignedHead {
         seq,
         hash: hex::encode(hash),
@@ -208,26 +190,16 @@ fn check_head(key: &VerifyingKey, seq: u64, hash: &[u8], sig: &[u8]) -> bool {
 /// Check the whole log against `public_key`, the heads stored with it, and any external heads
 /// (the mirror file, an auditor's anchor). Reports every problem found, not just the first.
 pub fn verify(
-    conn: &Connection,
+    log: &dyn AuditLog,
     public_key: &str,
     external: &[(String, SignedHead)],
 ) -> Result<AuditReport> {
     let key = parse_key(public_key)?;
     let mut problems = Vec::new();
     let mut hashes: Vec<[u8; 32]> = Vec::new();
-    let mut stmt = conn.prepare("SELECT seq, record, hash FROM audit ORDER BY seq")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-        ))
-    })?;
     let mut prev = [0u8; 32];
     let mut expected_seq = 1u64;
-    for row in rows {
-        let (seq, text, stored) = row?;
-        let seq = seq as u64;
+    log.scan_records(1, usize::MAX, &mut |seq, text, stored| {
         if seq != expected_seq {
             problems.push(format!(
                 "record {seq}: expected sequence number {expected_seq} (records removed or reordered)"
@@ -258,25 +230,17 @@ pub fn verify(
         prev = h;
         hashes.push(prev);
         expected_seq = seq + 1;
-    }
-    let last_seq = hashes.len() as u64;
-    let mut heads = conn.prepare("SELECT seq, hash, sig FROM audit_heads ORDER BY seq")?;
-    let head_rows = heads.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-        ))
+        Ok(())
     })?;
+    let last_seq = hashes.len() as u64;
     let mut signed = 0u64;
     let mut max_head = 0u64;
-    for h in head_rows {
-        let (seq, hash, sig) = h?;
+    log.scan_heads(&mut |seq, hash, sig| {
         signed += 1;
         max_head = max_head.max(seq);
         if !check_head(&key, seq, &hash, &sig) {
             problems.push(format!("head {seq}: signature does not verify"));
-            continue;
+            return Ok(());
         }
         match hashes.get(seq.wrapping_sub(1) as usize) {
             Some(h) if h[..] == hash[..] => {}
@@ -287,7 +251,8 @@ pub fn verify(
                 "head {seq}: signed, but the log ends at {last_seq} (records cut off the end)"
             )),
         }
-    }
+        Ok(())
+    })?;
     if last_seq > 0 && max_head < last_seq {
         problems.push(format!(
             "records {}..={last_seq} are not covered by any signed head (appended without the key)",
@@ -335,26 +300,18 @@ pub fn verify(
 }
 
 /// Every record in order, as stored.
-pub fn records(conn: &Connection) -> Result<Vec<AuditRecord>> {
-    records_page(conn, 1, usize::MAX)
+pub fn records(log: &dyn AuditLog) -> Result<Vec<AuditRecord>> {
+    records_page(log, 1, usize::MAX)
 }
 
-/// At most `limit` records from sequence number `from` on, read page by page in SQL (a reader
-/// of the API never pulls the whole log into memory).
-pub fn records_page(conn: &Connection, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
-    let mut stmt =
-        conn.prepare("SELECT record FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
-    let rows = stmt.query_map(
-        rusqlite::params![
-            from.min(i64::MAX as u64) as i64,
-            limit.min(i64::MAX as usize) as i64
-        ],
-        |r| r.get::<_, String>(0),
-    )?;
+/// At most `limit` records from sequence number `from` on, read page by page from storage (a
+/// reader of the API never pulls the whole log into memory).
+pub fn records_page(log: &dyn AuditLog, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
     let mut out = Vec::new();
-    for r in rows {
-        out.push(serde_json::from_str(&r?).map_err(|e| GalleryError::Audit(e.to_string()))?);
-    }
+    log.scan_records(from, limit, &mut |_, text, _| {
+        out.push(serde_json::from_str(&text).map_err(|e| GalleryError::Audit(e.to_string()))?);
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -59,10 +59,4 @@ impl From<template::UnknownMetric> for GalleryError {
     }
 }
 
-impl From<rusqlite::Error> for GalleryError {
-    fn from(e: rusqlite::Error) -> Self {
-        GalleryError::Storage(e.to_string())
-    }
-}
-
 pub type Result<T> = std::result::Result<T, GalleryError>;

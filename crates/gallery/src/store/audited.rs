@@ -3,30 +3,36 @@
 
 use super::*;
 
-/// A write transaction on `store.db` that cannot commit without its audit record: the only way
-/// the service changes `store.db` (see [`Store::audited`]). Derefs to the transaction for the
-/// operation's own statements.
+/// A write transaction on the record store that cannot commit without its audit record: the
+/// only way the service changes the record store (see [`Store::audited`]). Derefs to the
+/// backend's transaction for the operation's own writes.
 pub(super) struct AuditedTx<'c> {
-    tx: rusqlite::Transaction<'c>,
+    tx: Box<dyn WriteTxn + 'c>,
     signer: &'c SigningKey,
     actor: Actor<'c>,
     now: i64,
-    head: std::cell::RefCell<Option<SignedHead>>,
+    head: Option<SignedHead>,
 }
 
 impl AuditedTx<'_> {
     /// Append `ev` to the hash chain inside this transaction; returns the head it makes.
-    pub(super) fn record(&self, ev: AuditEvent) -> Result<SignedHead> {
-        let head = audit::append(&self.tx, self.signer, &self.actor, self.now, ev)?;
-        *self.head.borrow_mut() = Some(head.clone());
+    pub(super) fn record(&mut self, ev: AuditEvent) -> Result<SignedHead> {
+        let head = audit::append(&mut *self.tx, self.signer, &self.actor, self.now, ev)?;
+        self.head = Some(head.clone());
         Ok(head)
     }
 }
 
 impl<'c> std::ops::Deref for AuditedTx<'c> {
-    type Target = rusqlite::Transaction<'c>;
-    fn deref(&self) -> &rusqlite::Transaction<'c> {
-        &self.tx
+    type Target = dyn WriteTxn + 'c;
+    fn deref(&self) -> &Self::Target {
+        &*self.tx
+    }
+}
+
+impl std::ops::DerefMut for AuditedTx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.tx
     }
 }
 
@@ -45,7 +51,7 @@ impl Store {
     pub(super) fn audited<T>(
         &self,
         ctx: &Context,
-        op: impl FnOnce(&AuditedTx<'_>) -> Result<T>,
+        op: impl FnOnce(&mut AuditedTx<'_>) -> Result<T>,
     ) -> Result<(T, SignedHead)> {
         ctx.check()?;
         self.audited_as(ctx.audit_actor(), op)
@@ -54,20 +60,19 @@ impl Store {
     pub(super) fn audited_as<T>(
         &self,
         actor: Actor<'_>,
-        op: impl FnOnce(&AuditedTx<'_>) -> Result<T>,
+        op: impl FnOnce(&mut AuditedTx<'_>) -> Result<T>,
     ) -> Result<(T, SignedHead)> {
         let (out, head) = {
-            let db = self.db();
-            let atx = AuditedTx {
-                tx: db.write_tx()?,
+            let mut atx = AuditedTx {
+                tx: self.backend.write()?,
                 signer: &self.signer,
                 actor,
                 now: self.now(),
-                head: std::cell::RefCell::new(None),
+                head: None,
             };
-            let out = op(&atx)?;
+            let out = op(&mut atx)?;
             let AuditedTx { tx, head, .. } = atx;
-            let head = head.into_inner().ok_or_else(|| {
+            let head = head.ok_or_else(|| {
                 GalleryError::Audit("an operation tried to commit without its audit record".into())
             })?;
             tx.commit()?;
@@ -104,7 +109,7 @@ impl Store {
 
     /// At most `limit` audit records from sequence number `from` on.
     pub fn audit_records_page(&self, from: u64, limit: usize) -> Result<Vec<audit::AuditRecord>> {
-        audit::records_page(&self.db(), from, limit)
+        audit::records_page(&*self.backend, from, limit)
     }
 
     /// Verify the audit log. `pin` is the public key the verifier trusts (default: the stored one);
@@ -118,21 +123,14 @@ impl Store {
     }
 
     pub fn audit_records(&self) -> Result<Vec<audit::AuditRecord>> {
-        audit::records(&self.db())
+        audit::records(&*self.backend)
     }
 
     /// The current signed head, for anchoring outside this machine.
     pub fn audit_head(&self) -> Result<Option<SignedHead>> {
-        let db = self.db();
-        let row: Option<(i64, Vec<u8>, Vec<u8>)> = db
-            .query_row(
-                "SELECT seq, hash, sig FROM audit_heads ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let row = self.backend.last_head()?;
         Ok(row.map(|(seq, hash, sig)| SignedHead {
-            seq: seq as u64,
+            seq,
             hash: hex::encode(hash),
             signature: hex::encode(sig),
             public_key: self.public_key.clone(),
@@ -152,23 +150,13 @@ mod tests {
         let store = Store::open(dir.path(), Box::new(LocalKeyRing::new(key)), system_clock())
             .expect("store opens");
         let ctx = Context::new("tester", Role::Admin, "unit test");
-        let unaudited = store.audited(&ctx, |tx| {
-            tx.execute("INSERT INTO meta (k, v) VALUES ('probe', x'00')", [])?;
-            Ok(())
-        });
+        let unaudited = store.audited(&ctx, |tx| tx.set_meta("probe", &[0]));
         assert!(matches!(unaudited, Err(GalleryError::Audit(_))));
-        let kept: bool = store
-            .db()
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM meta WHERE k = 'probe')",
-                [],
-                |r| r.get(0),
-            )
-            .expect("query");
-        assert!(!kept, "the unaudited change must not be committed");
+        let kept = store.backend.meta("probe").expect("query");
+        assert!(kept.is_none(), "the unaudited change must not be committed");
         let ((), head) = store
             .audited(&ctx, |tx| {
-                tx.execute("INSERT INTO meta (k, v) VALUES ('probe', x'00')", [])?;
+                tx.set_meta("probe", &[0])?;
                 tx.record(AuditEvent {
                     action: "test".into(),
                     outcome: "done".into(),

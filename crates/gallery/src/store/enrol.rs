@@ -143,50 +143,37 @@ impl Store {
             .map(|r| self.seal_subject(gallery, r, metric, &transform, limit))
             .collect::<Result<_>>()?;
         {
-            let keys = self.keys();
-            let tx = keys.write_tx()?;
+            let mut tx = self.keys().write()?;
             // Any conflict fails the whole call before anything is committed (the key transaction
             // rolls back when dropped).
             for s in &sealed {
-                self.insert_key(&tx, gallery, &s.pseudonym, &s.wrapped_key, now)?;
-                self.mark(&tx, gallery, &s.pseudonym, "enrol", now)?;
+                self.insert_key(&mut *tx, gallery, &s.pseudonym, &s.wrapped_key, now)?;
+                tx.mark(&Mark::new(gallery, &s.pseudonym, "enrol", now))?;
             }
             tx.commit()?;
         }
         let committed = self.audited(ctx, |tx| {
-            tx.execute(
-                "UPDATE galleries SET dim = ?2, metric = ?3, pack = ?4, generation = generation + 1 WHERE name = ?1",
-                params![gallery, dim as i64, metric.as_str(), pack],
-            )?;
-            let mut ins_subject = tx.prepare(
-                "INSERT OR IGNORE INTO subjects (gallery, pseudonym, reference, consent, enrolled, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut ins_template =
-                tx.prepare("INSERT INTO templates (subject, sealed) VALUES (?1, ?2)")?;
-            let mut ins_image =
-                tx.prepare("INSERT INTO images (subject, sealed) VALUES (?1, ?2)")?;
+            tx.set_kind(gallery, dim as i64, metric.as_str(), pack)?;
+            tx.bump_generation(gallery)?;
             let mut out = Vec::with_capacity(sealed.len());
             for s in &sealed {
-                let params = params![
+                let row = NewSubject {
                     gallery,
-                    &s.pseudonym[..],
-                    s.reference,
-                    s.consent,
-                    now,
-                    s.expires
-                ];
-                if ins_subject.execute(params)? == 0 {
+                    pseudonym: &s.pseudonym,
+                    reference: &s.reference,
+                    consent: s.consent.as_deref(),
+                    enrolled: now,
+                    expires: s.expires,
+                };
+                let Some(subject) = tx.insert_subject(&row)? else {
                     return Err(GalleryError::DuplicateSubject(gallery.into()));
-                }
-                let subject = tx.last_insert_rowid();
+                };
                 let mut templates = Vec::with_capacity(s.templates.len());
                 for t in &s.templates {
-                    ins_template.execute(params![subject, t])?;
-                    templates.push(tx.last_insert_rowid());
+                    templates.push(tx.insert_template(subject, t)?);
                 }
                 if let Some(img) = &s.image {
-                    ins_image.execute(params![subject, img])?;
+                    tx.insert_image(subject, img)?;
                 }
                 let mut details = serde_json::json!({
                     "templates": s.templates.len(),
@@ -206,10 +193,7 @@ impl Store {
                     details,
                 })?;
                 out.push((
-                    Written {
-                        subject,
-                        templates,
-                    },
+                    Written { subject, templates },
                     EnrolReceipt {
                         gallery: gallery.into(),
                         pseudonym: hex::encode(s.pseudonym),
@@ -227,14 +211,11 @@ impl Store {
             Err(e) => {
                 // Only the keys this call wrote (created now) go; a subject already enrolled keeps
                 // its key.
-                {
-                    let keys = self.keys();
+                if let Ok(mut tx) = self.keys().write() {
                     for ps in pseudonyms() {
-                        let _ = keys.execute(
-                            "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2 AND created = ?3",
-                            params![gallery, ps, now],
-                        );
+                        let _ = tx.delete_key(gallery, ps, Some(now));
                     }
+                    let _ = tx.commit();
                 }
                 self.clear_marks(gallery, pseudonyms(), "enrol");
                 return Err(e);
@@ -315,39 +296,20 @@ impl Store {
     /// past the orphan age, the leftover of a crash (replaced).
     pub(super) fn insert_key(
         &self,
-        tx: &Connection,
+        tx: &mut dyn KeyTxn,
         gallery: &str,
         ps: &[u8],
         wrapped: &[u8],
         now: i64,
     ) -> Result<()> {
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO subject_keys (gallery, pseudonym, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
-            params![gallery, ps, wrapped, now],
-        )?;
-        if inserted == 1 {
+        if tx.insert_key(gallery, ps, wrapped, now)? {
             return Ok(());
         }
-        let in_store: bool = self.db().query_row(
-            "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
-            params![gallery, ps],
-            |r| r.get(0),
-        )?;
-        if in_store {
+        if self.backend.subject_exists(gallery, ps)? {
             return Err(GalleryError::DuplicateSubject(gallery.into()));
         }
-        let created: i64 = tx.query_row(
-            "SELECT created FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-            params![gallery, ps],
-            |r| r.get(0),
-        )?;
-        let owner: Option<i64> = tx
-            .query_row(
-                "SELECT pid FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = 'enrol'",
-                params![gallery, ps],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let created = tx.key_created(gallery, ps)?.unwrap_or(now);
+        let owner = tx.mark_owner(gallery, ps, "enrol")?;
         // The key belongs to an enrolment that may still commit (its process is alive, within the
         // hour): refuse rather than pull the key from under it.
         if now - created <= ORPHAN_KEY_AGE_MS && owner.is_some_and(enrolment_may_be_running) {
@@ -355,11 +317,7 @@ impl Store {
                 "an enrolment of this subject is in progress or was interrupted less than an hour ago".into(),
             ));
         }
-        tx.execute(
-            "UPDATE subject_keys SET wrapped = ?3, created = ?4 WHERE gallery = ?1 AND pseudonym = ?2",
-            params![gallery, ps, wrapped, now],
-        )?;
-        Ok(())
+        tx.replace_key(gallery, ps, wrapped, now)
     }
 
     pub(super) fn clear_marks<'a>(
@@ -368,13 +326,11 @@ impl Store {
         pss: impl Iterator<Item = &'a [u8]>,
         op: &str,
     ) {
-        let keys = self.keys();
-        let Ok(tx) = keys.write_tx() else { return };
+        let Ok(mut tx) = self.keys().write() else {
+            return;
+        };
         for ps in pss {
-            let _ = tx.execute(
-                "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
-                params![gallery, ps, op],
-            );
+            let _ = tx.unmark(gallery, ps, op);
         }
         let _ = tx.commit();
     }

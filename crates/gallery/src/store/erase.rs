@@ -40,26 +40,18 @@ impl Store {
         }
         self.before_write();
         let now = self.now();
-        self.mark(&self.keys(), gallery, ps, "delete", now)?;
+        {
+            let mut tx = self.keys().write()?;
+            tx.mark(&Mark::new(gallery, ps, "delete", now))?;
+            tx.commit()?;
+        }
         let committed = self.audited(ctx, |tx| {
-            let sid: i64 = tx
-                .query_row(
-                    "SELECT id FROM subjects WHERE gallery = ?1 AND pseudonym = ?2",
-                    params![gallery, &ps[..]],
-                    |r| r.get(0),
-                )
-                .optional()?
+            let sid = tx
+                .subject_id(gallery, ps)?
                 .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
-            let tids: Vec<i64> = {
-                let mut st = tx.prepare("SELECT id FROM templates WHERE subject = ?1")?;
-                let rows = st.query_map([sid], |r| r.get(0))?;
-                rows.collect::<std::result::Result<_, _>>()?
-            };
-            tx.execute("DELETE FROM subjects WHERE id = ?1", [sid])?;
-            tx.execute(
-                "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
-                [gallery],
-            )?;
+            let tids = tx.template_ids(sid)?;
+            tx.delete_subject(sid)?;
+            tx.bump_generation(gallery)?;
             let head = tx.record(AuditEvent {
                 action: "delete".into(),
                 gallery: Some(gallery.into()),
@@ -78,10 +70,9 @@ impl Store {
             };
             receipt.signature =
                 hex::encode(self.signer.sign(&receipt_message(&receipt)).to_bytes());
-            tx.execute(
-                "INSERT INTO receipts (receipt) VALUES (?1)",
-                [serde_json::to_string(&receipt)
-                    .map_err(|e| GalleryError::Invalid(e.to_string()))?],
+            tx.insert_receipt(
+                &serde_json::to_string(&receipt)
+                    .map_err(|e| GalleryError::Invalid(e.to_string()))?,
             )?;
             Ok((receipt, sid, tids))
         });
@@ -109,21 +100,12 @@ impl Store {
     }
 
     pub(super) fn destroy_key(&self, gallery: &str, ps: &[u8; 32]) -> Result<()> {
-        let keys = self.keys();
-        let tx = keys.write_tx()?;
-        tx.execute(
-            "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-            params![gallery, &ps[..]],
-        )?;
-        tx.execute(
-            "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = 'delete'",
-            params![gallery, &ps[..]],
-        )?;
+        let mut tx = self.keys().write()?;
+        tx.delete_key(gallery, ps, None)?;
+        tx.unmark(gallery, ps, "delete")?;
         tx.commit()?;
-        // secure_delete zeroed the page in the WAL copy; checkpointing and truncating the WAL
-        // removes the last file that held the old page.
-        keys.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        // No file of the key store may keep the destroyed key (the backend's guarantee).
+        self.keys().scrub()
     }
 
     /// Erase every subject of `gallery` past its retention. Returns the signed receipts.
@@ -132,13 +114,7 @@ impl Store {
         self.gallery_meta(gallery)?;
         self.reconcile()?;
         let now = self.now();
-        let expired: Vec<Vec<u8>> = {
-            let db = self.db();
-            let mut st =
-                db.prepare("SELECT pseudonym FROM subjects WHERE gallery = ?1 AND expires <= ?2")?;
-            let rows = st.query_map(params![gallery, now], |r| r.get(0))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let expired = self.backend.expired(gallery, now)?;
         let mut receipts = Vec::with_capacity(expired.len());
         for p in expired {
             let ps: [u8; 32] = p.try_into().map_err(|_| {
@@ -151,13 +127,10 @@ impl Store {
 
     /// Every deletion receipt issued so far.
     pub fn receipts(&self) -> Result<Vec<DeletionReceipt>> {
-        let db = self.db();
-        let mut st = db.prepare("SELECT receipt FROM receipts ORDER BY id")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(serde_json::from_str(&r?).map_err(|e| GalleryError::Invalid(e.to_string()))?);
-        }
-        Ok(out)
+        self.backend
+            .receipts()?
+            .iter()
+            .map(|r| serde_json::from_str(r).map_err(|e| GalleryError::Invalid(e.to_string())))
+            .collect()
     }
 }

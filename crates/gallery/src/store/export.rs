@@ -15,8 +15,9 @@ impl Store {
         // From storage, not from the loaded index: a compact index holds no f32 templates.
         let wrapped = self.wrapped_keys(gallery)?;
         let now = self.now();
+        let rows = self.backend.gallery_templates(gallery)?;
         let out: Vec<(String, Vec<f32>)> = self
-            .open_templates(&self.db(), gallery, &wrapped)?
+            .open_templates(&rows, gallery, &wrapped)?
             .into_iter()
             .filter(|t| t.expires > now)
             .map(|t| (hex::encode(t.pseudonym), t.template.to_vec()))
@@ -47,15 +48,7 @@ impl Store {
         let dk = self
             .subject_key(gallery, &ps)?
             .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
-        let sealed: Option<Vec<u8>> = self
-            .db()
-            .query_row(
-                "SELECT i.sealed FROM images i JOIN subjects s ON i.subject = s.id WHERE s.gallery = ?1 AND s.pseudonym = ?2",
-                params![gallery, &ps[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(sealed) = sealed else {
+        let Some(sealed) = self.backend.subject_image(gallery, &ps)? else {
             return Ok(None);
         };
         let img = crypto::open(&dk, &aad("image", gallery, &ps), &sealed)?;

@@ -26,12 +26,9 @@ impl Store {
         let wrapped = self.wrapper.wrap(&aad("gallery-seed", name, b""), &seed)?;
         let text =
             serde_json::to_string(policy).map_err(|e| GalleryError::Invalid(e.to_string()))?;
+        let created = self.now();
         self.audited(ctx, |tx| {
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO galleries (name, policy, seed, created) VALUES (?1, ?2, ?3, ?4)",
-                params![name, text, wrapped, self.now()],
-            )?;
-            if n == 0 {
+            if !tx.insert_gallery(name, &text, &wrapped, created)? {
                 return Err(GalleryError::GalleryExists(name.into()));
             }
             tx.record(AuditEvent {
@@ -60,12 +57,7 @@ impl Store {
         if old.reference_case != policy.reference_case {
             // Pseudonyms are keyed on the normalised reference: another rule would orphan every
             // enrolled subject.
-            let enrolled: bool = self.db().query_row(
-                "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1)",
-                [name],
-                |r| r.get(0),
-            )?;
-            if enrolled {
+            if self.backend.has_subjects(name)? {
                 return Err(GalleryError::Invalid(
                     "the reference case rule cannot change once subjects are enrolled".into(),
                 ));
@@ -76,15 +68,9 @@ impl Store {
         // Another search structure: every process rebuilds its loaded index.
         let rebuild = old.index != policy.index;
         self.audited(ctx, |tx| {
-            tx.execute(
-                "UPDATE galleries SET policy = ?1 WHERE name = ?2",
-                params![text, name],
-            )?;
+            tx.set_policy(name, &text)?;
             if rebuild {
-                tx.execute(
-                    "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
-                    [name],
-                )?;
+                tx.bump_generation(name)?;
             }
             tx.record(AuditEvent {
                 action: "policy-change".into(),
@@ -107,35 +93,24 @@ impl Store {
     }
 
     pub fn galleries(&self) -> Result<Vec<GalleryInfo>> {
-        let names: Vec<String> = {
-            let db = self.db();
-            let mut st = db.prepare("SELECT name FROM galleries ORDER BY name")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let names = self.backend.gallery_names()?;
         names.iter().map(|n| self.gallery(n)).collect()
     }
 
     /// Policy and template kind of a gallery, without counting anything (the hot path).
     pub(super) fn gallery_meta(&self, name: &str) -> Result<GalleryInfo> {
-        let db = self.db();
-        let row: Option<GalleryRow> = db
-            .query_row(
-                "SELECT policy, dim, metric, pack, created FROM galleries WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        let (policy, dim, metric, pack, created) =
-            row.ok_or_else(|| GalleryError::UnknownGallery(name.into()))?;
-        let policy: Policy = serde_json::from_str(&policy)
+        let row = self
+            .backend
+            .gallery(name)?
+            .ok_or_else(|| GalleryError::UnknownGallery(name.into()))?;
+        let policy: Policy = serde_json::from_str(&row.policy)
             .map_err(|e| GalleryError::Invalid(format!("stored policy: {e}")))?;
         Ok(GalleryInfo {
             name: name.into(),
-            dim: dim.map(|d| d as usize),
-            metric: metric.as_deref().map(Metric::parse).transpose()?,
-            pack,
-            created: audit::now_rfc3339(created),
+            dim: row.dim.map(|d| d as usize),
+            metric: row.metric.as_deref().map(Metric::parse).transpose()?,
+            pack: row.pack,
+            created: audit::now_rfc3339(row.created),
             subjects: 0,
             templates: 0,
             expired: 0,
@@ -146,17 +121,10 @@ impl Store {
     /// A gallery's policy, template kind and counts.
     pub fn gallery(&self, name: &str) -> Result<GalleryInfo> {
         let mut info = self.gallery_meta(name)?;
-        let db = self.db();
-        let now = self.now();
-        let count = |sql: &str| -> Result<u64> {
-            Ok(db.query_row(sql, params![name, now], |r| r.get::<_, i64>(0))? as u64)
-        };
-        info.subjects = count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires > ?2")?;
-        info.templates = count(
-            "SELECT COUNT(*) FROM templates t JOIN subjects s ON t.subject = s.id
-             WHERE s.gallery = ?1 AND s.expires > ?2",
-        )?;
-        info.expired = count("SELECT COUNT(*) FROM subjects WHERE gallery = ?1 AND expires <= ?2")?;
+        let counts = self.backend.counts(name, self.now())?;
+        info.subjects = counts.subjects;
+        info.templates = counts.templates;
+        info.expired = counts.expired;
         Ok(info)
     }
 
@@ -167,14 +135,9 @@ impl Store {
                 return Ok(t.clone());
             }
         }
-        let wrapped: Vec<u8> = self
-            .db()
-            .query_row(
-                "SELECT seed FROM galleries WHERE name = ?1",
-                [gallery],
-                |r| r.get(0),
-            )
-            .optional()?
+        let wrapped = self
+            .backend
+            .gallery_seed(gallery)?
             .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))?;
         let seed = self
             .wrapper

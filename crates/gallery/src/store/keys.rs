@@ -5,33 +5,18 @@ use super::*;
 impl Store {
     /// Every wrapped subject key of a gallery, by pseudonym (for loading and rekeying).
     pub(super) fn wrapped_keys(&self, gallery: &str) -> Result<IdMap<[u8; 32], Vec<u8>>> {
-        let keys = self.keys();
-        // A table scan in storage order: through the (gallery, pseudonym) index every row would
-        // cost a random seek.
-        let mut st = keys.prepare(
-            "SELECT pseudonym, wrapped FROM subject_keys NOT INDEXED WHERE gallery = ?1",
-        )?;
-        let mut q = st.query([gallery])?;
         let mut out = IdMap::default();
-        while let Some(r) = q.next()? {
-            let ps: [u8; 32] = r.get(0)?;
-            out.insert(ps, r.get(1)?);
-        }
+        self.keys().scan_wrapped(gallery, &mut |ps, wrapped| {
+            out.insert(ps, wrapped);
+        })?;
         Ok(out)
     }
 
     /// A subject's data key, unwrapped; `None` once it has been destroyed (erased) or if the
     /// subject never existed.
     pub(super) fn subject_key(&self, gallery: &str, ps: &[u8; 32]) -> Result<Option<SecretKey>> {
-        let wrapped: Option<Vec<u8>> = self
-            .keys()
-            .query_row(
-                "SELECT wrapped FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-                params![gallery, &ps[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        wrapped
+        self.keys()
+            .wrapped(gallery, ps)?
             .map(|w| {
                 self.wrapper
                     .unwrap_key(&aad("subject-key", gallery, ps), &w)
@@ -39,26 +24,17 @@ impl Store {
             .transpose()
     }
 
-    /// Every template of a gallery that still has its subject key, decrypted (for rekeying and
+    /// Every template of `rows` that still has its subject key, decrypted (for rekeying and
     /// export; `load` streams instead, to keep a big gallery's peak memory down).
     pub(super) fn open_templates(
         &self,
-        conn: &Connection,
+        rows: &[backend::StoredTemplate],
         gallery: &str,
         wrapped: &IdMap<[u8; 32], Vec<u8>>,
     ) -> Result<Vec<OpenTemplate>> {
-        let rows: Vec<(i64, [u8; 32], i64, Vec<u8>)> = {
-            let mut st = conn.prepare(
-                "SELECT t.id, s.pseudonym, s.expires, t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
-                 WHERE s.gallery = ?1 ORDER BY t.id",
-            )?;
-            let rows = st.query_map([gallery], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
         rows.par_iter()
-            .filter_map(|(id, ps, expires, sealed)| {
+            .filter_map(|t| {
+                let (id, ps, expires, sealed) = (&t.id, &t.pseudonym, &t.expires, &t.sealed);
                 // No key: erased, and so is the template.
                 let w = wrapped.get(ps)?;
                 Some((|| {
@@ -100,8 +76,9 @@ impl Store {
         let (resealed, _) = self.audited(ctx, |tx| {
             let mut resealed: Vec<(i64, Vec<u8>)> = Vec::new();
             if let Some((old, new, wrapped)) = plan {
+                let rows = tx.gallery_templates(gallery)?;
                 resealed = self
-                    .open_templates(tx, gallery, &wrapped)?
+                    .open_templates(&rows, gallery, &wrapped)?
                     .par_iter()
                     .map(|t| {
                         let a = aad("template", gallery, &t.pseudonym);
@@ -110,16 +87,11 @@ impl Store {
                     })
                     .collect::<Result<_>>()?;
                 for (tid, s) in &resealed {
-                    tx.execute(
-                        "UPDATE templates SET sealed = ?1 WHERE id = ?2",
-                        params![s, tid],
-                    )?;
+                    tx.update_template(*tid, s)?;
                 }
             }
-            tx.execute(
-                "UPDATE galleries SET seed = ?1, generation = generation + 1 WHERE name = ?2",
-                params![new_wrapped, gallery],
-            )?;
+            tx.set_seed(gallery, &new_wrapped)?;
+            tx.bump_generation(gallery)?;
             tx.record(AuditEvent {
                 action: "gallery-rekey".into(),
                 gallery: Some(gallery.into()),
@@ -147,24 +119,16 @@ impl Store {
         Action::RotateMasterKey.check(ctx.role)?;
         let mut count = 0;
         {
-            let keys = self.keys();
-            let tx = keys.write_tx()?;
-            let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
-                let mut st = tx.prepare("SELECT gallery, pseudonym, wrapped FROM subject_keys")?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<std::result::Result<_, _>>()?
-            };
-            for (g, ps, w) in rows {
-                let a = aad("subject-key", &g, &ps);
-                let dk = new.unwrap_key(&a, &w)?;
-                tx.execute(
-                    "UPDATE subject_keys SET wrapped = ?1 WHERE gallery = ?2 AND pseudonym = ?3",
-                    params![new.wrap(&a, &dk)?, g, ps],
-                )?;
+            let mut tx = self.keys().write()?;
+            for k in tx.all_keys()? {
+                let a = aad("subject-key", &k.gallery, &k.pseudonym);
+                let dk = new.unwrap_key(&a, &k.wrapped)?;
+                tx.set_wrapped(&k.gallery, &k.pseudonym, &new.wrap(&a, &dk)?)?;
                 count += 1;
             }
             tx.commit()?;
-            keys.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            // Keys wrapped by the old master key must not linger in the store's files.
+            self.keys().scrub()?;
         }
         let from = self.wrapper.current_id();
         self.audited(ctx, |tx| {
@@ -172,27 +136,17 @@ impl Store {
                 ("pseudonym_key", &b"facegate/pseudonym-key/v1"[..]),
                 ("audit_key", b"facegate/audit-key/v1"),
             ] {
-                let w: Vec<u8> =
-                    tx.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))?;
+                let w = tx
+                    .meta(k)?
+                    .ok_or_else(|| GalleryError::Key(format!("{k} missing")))?;
                 let key = new.unwrap_key(a, &w)?;
-                tx.execute(
-                    "UPDATE meta SET v = ?1 WHERE k = ?2",
-                    params![new.wrap(a, &key)?, k],
-                )?;
+                tx.set_meta(k, &new.wrap(a, &key)?)?;
                 count += 1;
             }
-            let seeds: Vec<(String, Vec<u8>)> = {
-                let mut st = tx.prepare("SELECT name, seed FROM galleries")?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<std::result::Result<_, _>>()?
-            };
-            for (g, w) in seeds {
+            for (g, w) in tx.seeds()? {
                 let a = aad("gallery-seed", &g, b"");
                 let seed = new.unwrap_key(&a, &w)?;
-                tx.execute(
-                    "UPDATE galleries SET seed = ?1 WHERE name = ?2",
-                    params![new.wrap(&a, &seed)?, g],
-                )?;
+                tx.set_seed(&g, &new.wrap(&a, &seed)?)?;
                 count += 1;
             }
             tx.record(AuditEvent {

@@ -41,13 +41,8 @@ impl Store {
     }
 
     pub(super) fn generation(&self, gallery: &str) -> Result<i64> {
-        self.db()
-            .query_row(
-                "SELECT generation FROM galleries WHERE name = ?1",
-                [gallery],
-                |r| r.get(0),
-            )
-            .optional()?
+        self.backend
+            .generation(gallery)?
             .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))
     }
 
@@ -99,22 +94,16 @@ impl Store {
         dim: usize,
         hnsw_params: Option<HnswParams>,
     ) -> Result<LoadedIndex> {
-        // Whole-gallery reads scan the tables in storage order (NOT INDEXED): going through the
-        // (gallery, pseudonym) index would cost one random table seek per row.
-        // The subjects and the wrapped keys are read at the same time (separate connections).
+        // The subjects and the wrapped keys are read at the same time (separate stores).
         let (wrapped, subjects) = std::thread::scope(|sc| {
             let keys_reader = sc.spawn(|| self.wrapped_keys(gallery));
             let subjects = (|| -> Result<IdMap<i64, ([u8; 32], i64)>> {
-                let db = self.db();
-                let mut st = db.prepare(
-                    "SELECT id, pseudonym, expires FROM subjects NOT INDEXED WHERE gallery = ?1",
-                )?;
-                let mut q = st.query([gallery])?;
                 let mut out = IdMap::default();
-                while let Some(r) = q.next()? {
-                    let ps: [u8; 32] = r.get(1)?;
-                    out.insert(r.get(0)?, (ps, r.get(2)?));
-                }
+                self.backend
+                    .scan_subjects(gallery, &mut |id, ps, expires| {
+                        out.insert(id, (ps, expires));
+                        true
+                    })?;
                 Ok(out)
             })();
             let wrapped = keys_reader
@@ -155,15 +144,8 @@ impl Store {
         std::thread::scope(|sc| -> Result<()> {
             type Sealed = (i64, Vec<u8>);
             let rx = chunked_reader::<Sealed>(sc, move |sink| {
-                let db = self.db();
-                let mut st = db.prepare("SELECT subject, sealed FROM templates")?;
-                let mut q = st.query([])?;
-                while let Some(r) = q.next()? {
-                    if !sink((r.get(0)?, r.get(1)?)) {
-                        break;
-                    }
-                }
-                Ok(())
+                self.backend
+                    .scan_templates(gallery, &mut |sid, sealed| sink((sid, sealed)))
             });
             type Decrypted = (Vec<Sealed>, Vec<bool>, Zeroizing<Vec<f32>>);
             let (btx, brx) = std::sync::mpsc::sync_channel::<Decrypted>(1);
@@ -249,56 +231,14 @@ impl Store {
     /// the index itself (156 bytes a 128-D template). Each template's key is unwrapped on its own
     /// (one extra AEAD per template) instead of once per subject through a map.
     pub(super) fn load_compact(&self, gallery: &str, dim: usize) -> Result<(ExactIndex, usize)> {
-        let conn = Connection::open_with_flags(
-            self.dir.join("store.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "mmap_size", 1i64 << 34)?;
-        let keys_uri = format!(
-            "file:{}?mode=ro",
-            self.dir
-                .join("keys.db")
-                .to_str()
-                .ok_or_else(|| GalleryError::Invalid("data directory path is not UTF-8".into()))?
-                .replace('%', "%25")
-                .replace('?', "%3f")
-                .replace('#', "%23")
-        );
-        conn.execute("ATTACH DATABASE ?1 AS k", [keys_uri])?;
-        conn.pragma_update(Some("k"), "mmap_size", 1i64 << 34)?;
         // Exact sizes first: the index reserves once (growing by doubling could need twice the
         // memory at 10^8).
-        let (templates, max_per_subject): (i64, Option<i64>) = conn.query_row(
-            "SELECT COALESCE(SUM(c), 0), MAX(c) FROM (SELECT COUNT(*) AS c FROM templates t
-             JOIN subjects s ON s.id = t.subject WHERE s.gallery = ?1 GROUP BY t.subject)",
-            [gallery],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (templates, max_per_subject) = self.backend.template_counts(gallery)?;
         let mut index = ExactIndex::compact(dim);
-        index.reserve(templates.max(0) as usize);
-        type Row = (i64, i64, [u8; 32], Vec<u8>, Vec<u8>);
+        index.reserve(templates as usize);
         std::thread::scope(|sc| -> Result<()> {
-            let rx = chunked_reader::<Row>(sc, move |sink| {
-                let mut st = conn.prepare(
-                        // CROSS JOIN fixes the order: templates in storage order, each
-                        // subject by primary key (nearly sequential, enrolled together), then
-                        // the key by index. SQLite's own choice (subjects by the gallery index,
-                        // in pseudonym order) seeks randomly everywhere: 2-3x slower.
-                        "SELECT t.id, s.expires, s.pseudonym, sk.wrapped, t.sealed
-                         FROM templates t CROSS JOIN subjects s ON s.id = t.subject
-                         CROSS JOIN k.subject_keys sk ON sk.gallery = s.gallery AND sk.pseudonym = s.pseudonym
-                         WHERE s.gallery = ?1",
-                    )?;
-                let mut q = st.query([gallery])?;
-                while let Some(r) = q.next()? {
-                    if !sink((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)) {
-                        break;
-                    }
-                }
-                Ok(())
+            let rx = chunked_reader::<KeyedTemplate>(sc, move |sink| {
+                self.backend.scan_keyed_templates(gallery, sink)
             });
             let key_aad = aad("subject-key", gallery, b"");
             for chunk in rx {
@@ -309,15 +249,15 @@ impl Store {
                     .zip(flat.par_chunks_mut(dim.max(1)))
                     .try_for_each_init(
                         || (key_aad.clone(), TemplateOpener::new(gallery, dim)),
-                        |(ka, opener), ((_, _, ps, wrapped, sealed), out)| -> Result<()> {
+                        |(ka, opener), (t, out)| -> Result<()> {
                             ka.truncate(key_aad.len());
-                            ka.extend_from_slice(ps);
-                            let dk = self.wrapper.unwrap_key(ka, wrapped)?;
-                            opener.open(&dk, ps, sealed, out)
+                            ka.extend_from_slice(&t.pseudonym);
+                            let dk = self.wrapper.unwrap_key(ka, &t.wrapped)?;
+                            opener.open(&dk, &t.pseudonym, &t.sealed, out)
                         },
                     )?;
-                for (k, (tid, expires, _, _, _)) in chunk.iter().enumerate() {
-                    index.push(*tid as u64, &flat[k * dim..(k + 1) * dim], *expires);
+                for (k, t) in chunk.iter().enumerate() {
+                    index.push(t.id as u64, &flat[k * dim..(k + 1) * dim], t.expires);
                 }
             }
             Ok(())

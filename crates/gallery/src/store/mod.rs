@@ -1,11 +1,13 @@
-//! The embedded gallery engine: SQLite for durable state, an in-memory exact index for search.
+//! The gallery service: policy, roles, sealing and the audit chain over a storage [`backend`],
+//! with an in-memory index per gallery for search.
 //!
-//! Two database files under the data directory, on purpose:
-//! - `store.db`: galleries, subjects (pseudonyms), sealed templates, sealed references, the audit
-//!   log and deletion receipts. Safe to back up: without the keys it holds no biometric data.
-//! - `keys.db`: one wrapped data key per subject. Deleting a subject destroys its row here (with
-//!   SQLite's secure_delete and a WAL truncation), so every copy of `store.db` — backups
-//!   included — loses that subject for good. Back up `keys.db` only within the retention window.
+//! The service decides everything; the backend keeps rows (see [`backend`] for what it must
+//! guarantee). Two stores behind it, on purpose: the record store (galleries, subjects as
+//! pseudonyms, sealed templates and references, the audit log, deletion receipts — safe to back
+//! up: without the keys it holds no biometric data) and the key store (one wrapped data key per
+//! subject). Erasing a subject destroys its key, so every copy of the record store — backups
+//! included — loses that subject for good. The embedded default is [`backend::sqlite`]
+//! (`store.db` and `keys.db` in the data directory).
 
 use crate::access::Action;
 use crate::approx::{HnswIndex, HnswParams};
@@ -17,7 +19,6 @@ use crate::policy::{IndexChoice, Metric, Policy, Role};
 use crate::transform::OrthogonalTransform;
 use ed25519_dalek::{Signer, SigningKey};
 use rayon::prelude::*;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
 
 mod audited;
+pub mod backend;
 mod enrol;
 mod erase;
 mod export;
@@ -32,12 +34,12 @@ mod galleries;
 mod keys;
 mod load;
 mod recovery;
-mod schema;
 mod sealing;
 mod search;
 
+use backend::sqlite::{SqliteBackend, FORMAT};
+use backend::{AuditLog, Backend, KeyStore, KeyTxn, KeyedTemplate, Mark, NewSubject, WriteTxn};
 use recovery::*;
-use schema::*;
 use sealing::*;
 
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -249,9 +251,6 @@ pub fn verify_receipt(r: &DeletionReceipt) -> bool {
 /// most templates any subject has.
 type LoadedIndex = (Box<dyn SearchIndex>, IdMap<u64, [u8; 32]>, usize);
 
-/// policy, dim, metric, pack, created.
-type GalleryRow = (String, Option<i64>, Option<String>, Option<String>, i64);
-
 struct LoadedGallery {
     generation: i64,
     metric: Metric,
@@ -264,9 +263,9 @@ struct LoadedGallery {
 }
 
 pub struct Store {
+    /// Where the `audit.head` mirror is written (the data directory).
     dir: PathBuf,
-    db: Mutex<Connection>,
-    keys: Mutex<Connection>,
+    backend: Box<dyn Backend>,
     wrapper: Box<dyn KeyWrapper>,
     pseudonym_key: SecretKey,
     signer: SigningKey,
@@ -282,34 +281,35 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open the data directory, creating it (and its keys) on first use.
+    /// Open the data directory, creating it (and its keys) on first use, on the embedded SQLite
+    /// backend.
     pub fn open(dir: &Path, wrapper: Box<dyn KeyWrapper>, clock: Clock) -> Result<Store> {
         crate::files::secure_dir(dir)?;
-        let db = open_db(&dir.join("store.db"), STORE_SCHEMA)?;
-        db.execute_batch(audit::SCHEMA)?;
-        let keys = open_db(&dir.join("keys.db"), KEYS_SCHEMA)?;
-        migrate_keys(&keys)?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>> {
-            Ok(db
-                .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
-                .optional()?)
-        };
-        let (pseudonym_key, signer) = match get("format")? {
+        let backend = SqliteBackend::open(dir)?;
+        Store::with_backend(dir, Box::new(backend), wrapper, clock)
+    }
+
+    /// The service over any backend; `dir` (private, local) holds the `audit.head` mirror.
+    pub fn with_backend(
+        dir: &Path,
+        backend: Box<dyn Backend>,
+        wrapper: Box<dyn KeyWrapper>,
+        clock: Clock,
+    ) -> Result<Store> {
+        crate::files::secure_dir(dir)?;
+        let (pseudonym_key, signer) = match backend.meta("format")? {
             None => {
                 let pk = crypto::random_key()?;
                 let sk = crypto::random_key()?;
                 let signer = SigningKey::from_bytes(&sk);
-                let tx = db.write_tx()?;
-                let put = |k: &str, v: &[u8]| {
-                    tx.execute("INSERT INTO meta (k, v) VALUES (?1, ?2)", params![k, v])
-                };
-                put("format", &FORMAT.to_le_bytes())?;
-                put(
+                let mut tx = backend.write()?;
+                tx.set_meta("format", &FORMAT.to_le_bytes())?;
+                tx.set_meta(
                     "pseudonym_key",
                     &wrapper.wrap(b"facegate/pseudonym-key/v1", &pk)?,
                 )?;
-                put("audit_key", &wrapper.wrap(b"facegate/audit-key/v1", &sk)?)?;
-                put("audit_public_key", signer.verifying_key().as_bytes())?;
+                tx.set_meta("audit_key", &wrapper.wrap(b"facegate/audit-key/v1", &sk)?)?;
+                tx.set_meta("audit_public_key", signer.verifying_key().as_bytes())?;
                 tx.commit()?;
                 (pk, signer)
             }
@@ -321,12 +321,14 @@ impl Store {
                 }
                 let pk = wrapper.unwrap_key(
                     b"facegate/pseudonym-key/v1",
-                    &get("pseudonym_key")?
+                    &backend
+                        .meta("pseudonym_key")?
                         .ok_or_else(|| GalleryError::Key("pseudonym key missing".into()))?,
                 )?;
                 let sk = wrapper.unwrap_key(
                     b"facegate/audit-key/v1",
-                    &get("audit_key")?
+                    &backend
+                        .meta("audit_key")?
                         .ok_or_else(|| GalleryError::Key("audit key missing".into()))?,
                 )?;
                 (pk, SigningKey::from_bytes(&sk))
@@ -335,8 +337,7 @@ impl Store {
         let public_key = hex::encode(signer.verifying_key().as_bytes());
         let store = Store {
             dir: dir.to_path_buf(),
-            db: Mutex::new(db),
-            keys: Mutex::new(keys),
+            backend,
             wrapper,
             pseudonym_key,
             signer,
@@ -355,7 +356,7 @@ impl Store {
 
     /// Whether `dir` holds an initialised store.
     pub fn exists(dir: &Path) -> bool {
-        dir.join("store.db").exists()
+        SqliteBackend::exists(dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -374,12 +375,8 @@ impl Store {
         (self.clock)()
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn keys(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    fn keys(&self) -> &dyn KeyStore {
+        self.backend.keys()
     }
 
     /// The keyed pseudonym of an already normalised reference (see [`Store::subject_pseudonym`]).
@@ -409,14 +406,10 @@ pub fn verify_dir(
     if !Store::exists(dir) {
         return Err(GalleryError::NotInitialised(dir.to_path_buf()));
     }
-    let conn = Connection::open_with_flags(
-        dir.join("store.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    let stored: Vec<u8> =
-        conn.query_row("SELECT v FROM meta WHERE k = 'audit_public_key'", [], |r| {
-            r.get(0)
-        })?;
+    let log = SqliteBackend::audit_log(dir)?;
+    let stored = log
+        .stored_public_key()?
+        .ok_or_else(|| GalleryError::Audit("the audit public key is missing".into()))?;
     let stored = hex::encode(stored);
     let key = pin.map(str::to_string).unwrap_or_else(|| stored.clone());
     let mut external: Vec<(String, SignedHead)> = anchors.to_vec();
@@ -425,7 +418,7 @@ pub fn verify_dir(
     if let Some(h) = mirror {
         external.push(("audit.head".into(), h));
     }
-    let mut report = audit::verify(&conn, &key, &external)?;
+    let mut report = audit::verify(&log, &key, &external)?;
     if !mirrored && report.records > 0 {
         report.warnings.push(if anchors.is_empty() {
             "audit.head is missing: with no anchor given, a cut of the newest records and their heads would not show (keep `audit head` output off this machine and pass it with --anchor)".into()
@@ -448,9 +441,5 @@ pub fn export_dir(dir: &Path) -> Result<Vec<audit::AuditRecord>> {
     if !Store::exists(dir) {
         return Err(GalleryError::NotInitialised(dir.to_path_buf()));
     }
-    let conn = Connection::open_with_flags(
-        dir.join("store.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    audit::records(&conn)
+    audit::records(&SqliteBackend::audit_log(dir)?)
 }

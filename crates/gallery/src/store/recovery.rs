@@ -51,91 +51,46 @@ impl Store {
     /// deletion marks its subject in `keys.db`'s `pending` table before touching `store.db` and
     /// clears the mark after, so start-up only looks at marked subjects, not the whole gallery.
     pub(super) fn recover_pending(&self) -> Result<()> {
-        let marks: Vec<(String, Vec<u8>, String, i64, i64)> = {
-            let keys = self.keys();
-            let mut st =
-                keys.prepare("SELECT gallery, pseudonym, op, created, pid FROM pending")?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let marks = self.keys().marks()?;
         let now = self.now();
-        for (g, p, op, created, pid) in marks {
-            let in_store: bool = self.db().query_row(
-                "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1 AND pseudonym = ?2)",
-                params![g, p],
-                |r| r.get(0),
-            )?;
-            let keys = self.keys();
-            match (op.as_str(), in_store) {
-                // Enrolment committed, or deletion never reached store.db: the key stays.
+        for m in marks {
+            let in_store = self.backend.subject_exists(&m.gallery, &m.pseudonym)?;
+            let mut tx = self.keys().write()?;
+            match (m.op.as_str(), in_store) {
+                // Enrolment committed, or deletion never reached the record store: the key stays.
                 ("enrol", true) | ("delete", true) => {}
                 // Enrolment that never committed: drop its key once it is surely not in flight.
                 ("enrol", false)
-                    if now - created <= ORPHAN_KEY_AGE_MS && enrolment_may_be_running(pid) =>
+                    if now - m.created <= ORPHAN_KEY_AGE_MS && enrolment_may_be_running(m.pid) =>
                 {
                     continue
                 }
                 ("enrol", false) | ("delete", false) => {
-                    keys.execute(
-                        "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-                        params![g, p],
-                    )?;
+                    tx.delete_key(&m.gallery, &m.pseudonym, None)?;
                 }
                 _ => {}
             }
-            keys.execute(
-                "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
-                params![g, p, op],
-            )?;
+            tx.unmark(&m.gallery, &m.pseudonym, &m.op)?;
+            tx.commit()?;
         }
-        Ok(())
-    }
-
-    pub(super) fn mark(
-        &self,
-        conn: &Connection,
-        gallery: &str,
-        ps: &[u8],
-        op: &str,
-        now: i64,
-    ) -> Result<()> {
-        conn.execute(
-            "INSERT OR REPLACE INTO pending (gallery, pseudonym, op, created, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![gallery, ps, op, now, std::process::id() as i64],
-        )?;
         Ok(())
     }
 
     pub(super) fn unmark(&self, gallery: &str, ps: &[u8], op: &str) {
         // Best effort: a mark left behind is only re-checked at the next start.
-        let _ = self.keys().execute(
-            "DELETE FROM pending WHERE gallery = ?1 AND pseudonym = ?2 AND op = ?3",
-            params![gallery, ps, op],
-        );
+        self.clear_marks(gallery, std::iter::once(ps), op);
     }
 
     /// Full consistency sweep between the two databases (run by `purge`): subjects whose key is
     /// gone (e.g. an old `store.db` restored next to a newer `keys.db`) are deleted and audited;
     /// keys with no subject, older than an hour, are destroyed.
     pub fn reconcile(&self) -> Result<()> {
-        let keyset: Vec<(String, Vec<u8>, i64)> = {
-            let keys = self.keys();
-            let mut st = keys.prepare("SELECT gallery, pseudonym, created FROM subject_keys")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let keyset = self.keys().all_keys()?;
         let have: std::collections::HashSet<(String, Vec<u8>)> = keyset
             .iter()
-            .map(|(g, p, _)| (g.clone(), p.clone()))
+            .map(|k| (k.gallery.clone(), k.pseudonym.clone()))
             .collect();
-        let subjects: Vec<(i64, String, Vec<u8>)> = {
-            let db = self.db();
-            let mut st = db.prepare("SELECT id, gallery, pseudonym FROM subjects")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let subjects = self.backend.all_subjects()?;
         let now = self.now();
         let keyless: Vec<&(i64, String, Vec<u8>)> = subjects
             .iter()
@@ -144,11 +99,8 @@ impl Store {
         if !keyless.is_empty() {
             self.audited_as(SYSTEM_ACTOR, |tx| {
                 for (id, g, p) in keyless {
-                    tx.execute("DELETE FROM subjects WHERE id = ?1", [id])?;
-                    tx.execute(
-                        "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
-                        [g],
-                    )?;
+                    tx.delete_subject(*id)?;
+                    tx.bump_generation(g)?;
                     tx.record(AuditEvent {
                         action: "delete".into(),
                         gallery: Some(g.clone()),
@@ -162,15 +114,34 @@ impl Store {
         }
         let subject_set: std::collections::HashSet<(String, Vec<u8>)> =
             subjects.into_iter().map(|(_, g, p)| (g, p)).collect();
-        let keys = self.keys();
-        for (g, p, created) in keyset {
-            if !subject_set.contains(&(g.clone(), p.clone())) && now - created > ORPHAN_KEY_AGE_MS {
-                keys.execute(
-                    "DELETE FROM subject_keys WHERE gallery = ?1 AND pseudonym = ?2",
-                    params![g, p],
-                )?;
+        let orphans: Vec<_> = keyset
+            .into_iter()
+            .filter(|k| {
+                !subject_set.contains(&(k.gallery.clone(), k.pseudonym.clone()))
+                    && now - k.created > ORPHAN_KEY_AGE_MS
+            })
+            .collect();
+        if !orphans.is_empty() {
+            let mut tx = self.keys().write()?;
+            for k in &orphans {
+                tx.delete_key(&k.gallery, &k.pseudonym, None)?;
             }
+            tx.commit()?;
+            self.keys().scrub()?;
         }
         Ok(())
+    }
+}
+
+impl Mark {
+    /// A mark of `op` on a subject by this process, now.
+    pub(super) fn new(gallery: &str, pseudonym: &[u8], op: &str, now: i64) -> Mark {
+        Mark {
+            gallery: gallery.into(),
+            pseudonym: pseudonym.to_vec(),
+            op: op.into(),
+            created: now,
+            pid: std::process::id() as i64,
+        }
     }
 }

@@ -29,28 +29,18 @@ impl<'a> StoredTemplates<'a> {
 
 impl TemplateSource for StoredTemplates<'_> {
     fn templates(&self, ids: &[u64]) -> Result<Vec<Option<Zeroizing<Vec<f32>>>>> {
-        // (subject id, sealed template, pseudonym) per id; None when the row is gone.
-        type Stored = Option<(i64, Vec<u8>, [u8; 32])>;
-        let rows: Vec<Stored> = {
-            let db = self.store.db();
-            let mut st = db.prepare_cached(
-                "SELECT t.subject, t.sealed, s.pseudonym FROM templates t JOIN subjects s ON s.id = t.subject
-                 WHERE t.id = ?1 AND s.gallery = ?2",
-            )?;
-            ids.iter()
-                .map(|id| {
-                    st.query_row(params![*id as i64, self.gallery], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                })
-                .collect::<std::result::Result<_, _>>()?
-        };
+        // None where the row is gone.
+        let rows = self.store.backend.templates_by_id(self.gallery, ids)?;
         let mut keys: IdMap<i64, Option<SecretKey>> = IdMap::default();
         let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(ids.len());
         for (id, row) in ids.iter().zip(rows) {
-            let Some((sid, sealed, ps)) = row else {
+            let Some(backend::TemplateById {
+                subject: sid,
+                sealed,
+                pseudonym: ps,
+            }) = row
+            else {
                 out.push(None);
                 continue;
             };
@@ -94,12 +84,9 @@ impl Store {
         let dk = self
             .subject_key(gallery, ps)?
             .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
-        let sealed: Vec<u8> = self
-            .db()
-            .query_row("SELECT reference FROM subjects WHERE id = ?1", [sid], |r| {
-                r.get(0)
-            })
-            .optional()?
+        let sealed = self
+            .backend
+            .subject_reference(sid)?
             .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
         let plain = crypto::open(&dk, &aad("reference", gallery, ps), &sealed)?;
         String::from_utf8(plain.to_vec())
@@ -233,28 +220,16 @@ impl Store {
     pub fn subject(&self, gallery: &str, reference: &str) -> Result<SubjectInfo> {
         let info = self.gallery_meta(gallery)?;
         let ps = self.subject_pseudonym(&info, reference)?;
-        let db = self.db();
-        let row: Option<(i64, i64, i64, i64, i64)> = db
-            .query_row(
-                "SELECT s.enrolled, s.expires, (SELECT COUNT(*) FROM templates t WHERE t.subject = s.id),
-                        (SELECT COUNT(*) FROM images i WHERE i.subject = s.id), s.consent IS NOT NULL
-                 FROM subjects s WHERE s.gallery = ?1 AND s.pseudonym = ?2",
-                params![gallery, &ps[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        match row {
-            Some((enrolled, expires, templates, images, consent)) if expires > self.now() => {
-                Ok(SubjectInfo {
-                    gallery: gallery.into(),
-                    pseudonym: hex::encode(ps),
-                    enrolled: audit::now_rfc3339(enrolled),
-                    expires: audit::now_rfc3339(expires),
-                    templates: templates as usize,
-                    image_kept: images > 0,
-                    consent_recorded: consent != 0,
-                })
-            }
+        match self.backend.subject(gallery, &ps)? {
+            Some(s) if s.expires > self.now() => Ok(SubjectInfo {
+                gallery: gallery.into(),
+                pseudonym: hex::encode(ps),
+                enrolled: audit::now_rfc3339(s.enrolled),
+                expires: audit::now_rfc3339(s.expires),
+                templates: s.templates as usize,
+                image_kept: s.images > 0,
+                consent_recorded: s.consent,
+            }),
             _ => Err(GalleryError::UnknownSubject(gallery.into())),
         }
     }
@@ -285,15 +260,7 @@ impl Store {
         let threshold = info.policy.threshold.unwrap_or(default_threshold);
         let ps = self.subject_pseudonym(&info, reference)?;
         let now = self.now();
-        let sealed: Vec<Vec<u8>> = {
-            let db = self.db();
-            let mut st = db.prepare(
-                "SELECT t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
-                 WHERE s.gallery = ?1 AND s.pseudonym = ?2 AND s.expires > ?3",
-            )?;
-            let rows = st.query_map(params![gallery, &ps[..], now], |r| r.get(0))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
+        let sealed = self.backend.subject_templates(gallery, &ps, now)?;
         let dk = self.subject_key(gallery, &ps)?;
         let (Some(dk), false) = (dk, sealed.is_empty()) else {
             self.audit_event(

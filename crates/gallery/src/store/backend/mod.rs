@@ -1,0 +1,273 @@
+//! The storage seam: what the gallery service needs from a database, and nothing of how.
+//!
+//! The service (`Store`) owns every decision — policy, roles, sealing, the audit chain, the order
+//! of writes that crash recovery relies on. A backend only keeps rows: it never sees a key that
+//! opens anything, a clear reference or a template (every blob it is handed is sealed), and it
+//! reports failures as [`GalleryError::Storage`], so no caller depends on which database holds a
+//! gallery. [`sqlite`] is the embedded default; another engine is another module implementing
+//! these traits.
+//!
+//! Two stores behind one backend, on purpose (see `Store`): the **record store** (galleries,
+//! subjects, sealed templates and references, receipts, the audit log) and the **key store**
+//! (one wrapped data key per subject, and the pending marks of crash recovery). Erasure destroys a
+//! key in the key store; every copy of the record store then holds only ciphertext nobody can
+//! open. A backend must keep them in separate files or databases so they are backed up apart.
+//!
+//! What a backend must guarantee:
+//! - A [`WriteTxn`] is atomic and durable once `commit` returns (an acknowledged write survives
+//!   power loss), and serialised against every other writer of the same record store, so the
+//!   audit chain's tail read in a transaction is still the tail when it commits. Dropping it
+//!   uncommitted rolls it back.
+//! - [`KeyStore::scrub`] leaves no file (log, journal, free page) holding a key it deleted.
+//! - A thread holding a [`WriteTxn`] makes no other call on the same backend until it ends (the
+//!   embedded backend serialises on one connection per store; the service never nests them).
+//! - Row ids (subjects, templates) are stable and never reused while a gallery is loaded (the
+//!   in-memory index names rows by id).
+
+use crate::error::Result;
+
+pub mod sqlite;
+
+/// A gallery as stored.
+pub struct GalleryRow {
+    /// The policy, as JSON.
+    pub policy: String,
+    pub dim: Option<i64>,
+    pub metric: Option<String>,
+    pub pack: Option<String>,
+    /// Unix ms.
+    pub created: i64,
+}
+
+/// What the store holds about one subject, without opening anything.
+pub struct SubjectRow {
+    pub enrolled: i64,
+    pub expires: i64,
+    pub templates: i64,
+    pub images: i64,
+    pub consent: bool,
+}
+
+/// A new subject's row: the pseudonym and sealed blobs.
+pub struct NewSubject<'a> {
+    pub gallery: &'a str,
+    pub pseudonym: &'a [u8],
+    pub reference: &'a [u8],
+    pub consent: Option<&'a [u8]>,
+    pub enrolled: i64,
+    pub expires: i64,
+}
+
+/// One sealed template with its subject's pseudonym and expiry.
+pub struct StoredTemplate {
+    pub id: i64,
+    pub pseudonym: [u8; 32],
+    pub expires: i64,
+    pub sealed: Vec<u8>,
+}
+
+/// One sealed template joined with its subject's wrapped key (the compact index's load).
+pub struct KeyedTemplate {
+    pub id: i64,
+    pub expires: i64,
+    pub pseudonym: [u8; 32],
+    pub wrapped: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// A template fetched by id for re-scoring: its subject row, sealed bytes and pseudonym.
+pub struct TemplateById {
+    pub subject: i64,
+    pub sealed: Vec<u8>,
+    pub pseudonym: [u8; 32],
+}
+
+/// Subjects and templates of a gallery at a moment.
+pub struct GalleryCounts {
+    pub subjects: u64,
+    pub templates: u64,
+    pub expired: u64,
+}
+
+/// A subject key, as listed for reconciliation and rotation.
+pub struct KeyRow {
+    pub gallery: String,
+    pub pseudonym: Vec<u8>,
+    pub wrapped: Vec<u8>,
+    pub created: i64,
+}
+
+/// A pending mark: an enrolment or deletion that touched the key store and may not have reached
+/// the record store (crash recovery reads these).
+pub struct Mark {
+    pub gallery: String,
+    pub pseudonym: Vec<u8>,
+    pub op: String,
+    pub created: i64,
+    /// The process that wrote the mark (0: unknown).
+    pub pid: i64,
+}
+
+/// A signed head as stored: (seq, hash, signature).
+pub type HeadRow = (u64, Vec<u8>, Vec<u8>);
+
+/// The read side of the audit log (also all an auditor's verification needs: no keys).
+pub trait AuditLog {
+    /// The public key the log's heads are signed with, as stored.
+    fn stored_public_key(&self) -> Result<Option<Vec<u8>>>;
+    /// The newest signed head.
+    fn last_head(&self) -> Result<Option<HeadRow>>;
+    /// At most `limit` records from `from` on, in sequence order: (seq, stored text, hash).
+    fn scan_records(
+        &self,
+        from: u64,
+        limit: usize,
+        each: &mut dyn FnMut(u64, String, Vec<u8>) -> Result<()>,
+    ) -> Result<()>;
+    /// Every signed head in sequence order: (seq, hash, signature).
+    fn scan_heads(&self, each: &mut dyn FnMut(u64, Vec<u8>, Vec<u8>) -> Result<()>) -> Result<()>;
+}
+
+/// The record store and the key store of one deployment.
+pub trait Backend: AuditLog + Send + Sync {
+    /// A value kept under `key` in the record store's metadata (wrapped service keys, format).
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Begin a write transaction on the record store (see the module's guarantees).
+    fn write(&self) -> Result<Box<dyn WriteTxn + '_>>;
+    fn keys(&self) -> &dyn KeyStore;
+
+    fn gallery_names(&self) -> Result<Vec<String>>;
+    fn gallery(&self, name: &str) -> Result<Option<GalleryRow>>;
+    /// The gallery's wrapped transform seed.
+    fn gallery_seed(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Moves on every change that a loaded index must follow.
+    fn generation(&self, name: &str) -> Result<Option<i64>>;
+    /// Live (expires > now) and expired counts.
+    fn counts(&self, gallery: &str, now: i64) -> Result<GalleryCounts>;
+    fn has_subjects(&self, gallery: &str) -> Result<bool>;
+    fn subject_exists(&self, gallery: &str, pseudonym: &[u8]) -> Result<bool>;
+    fn subject(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<SubjectRow>>;
+    /// A subject's sealed reference, by row id.
+    fn subject_reference(&self, subject: i64) -> Result<Option<Vec<u8>>>;
+    /// A live subject's sealed templates.
+    fn subject_templates(&self, gallery: &str, pseudonym: &[u8], now: i64) -> Result<Vec<Vec<u8>>>;
+    fn subject_image(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Pseudonyms of a gallery's subjects past retention.
+    fn expired(&self, gallery: &str, now: i64) -> Result<Vec<Vec<u8>>>;
+    /// Every subject of every gallery: (row id, gallery, pseudonym).
+    fn all_subjects(&self) -> Result<Vec<(i64, String, Vec<u8>)>>;
+    /// Every deletion receipt, in issue order, as stored (JSON).
+    fn receipts(&self) -> Result<Vec<String>>;
+    /// Every sealed template of a gallery, by template id.
+    fn gallery_templates(&self, gallery: &str) -> Result<Vec<StoredTemplate>>;
+    /// Templates by id, for re-scoring; `None` where the row is gone or of another gallery.
+    fn templates_by_id(&self, gallery: &str, ids: &[u64]) -> Result<Vec<Option<TemplateById>>>;
+
+    // Whole-gallery streams for loading an index: rows arrive in storage order (the cheapest
+    // order to read), `each` returns false to stop early.
+
+    /// A gallery's subjects: (row id, pseudonym, expires).
+    fn scan_subjects(
+        &self,
+        gallery: &str,
+        each: &mut dyn FnMut(i64, [u8; 32], i64) -> bool,
+    ) -> Result<()>;
+    /// (subject row id, sealed template) for the gallery's templates; a backend may include other
+    /// galleries' rows where filtering would cost a join (the caller keeps only its subjects').
+    fn scan_templates(
+        &self,
+        gallery: &str,
+        each: &mut dyn FnMut(i64, Vec<u8>) -> bool,
+    ) -> Result<()>;
+    /// The gallery's template count and the most templates any one subject has.
+    fn template_counts(&self, gallery: &str) -> Result<(u64, Option<u64>)>;
+    /// Each template with its subject's wrapped key, streamed as one join of both stores.
+    fn scan_keyed_templates(
+        &self,
+        gallery: &str,
+        each: &mut dyn FnMut(KeyedTemplate) -> bool,
+    ) -> Result<()>;
+}
+
+/// One write transaction on the record store. Every method acts inside it; nothing is visible to
+/// others until [`WriteTxn::commit`]; dropped uncommitted, it rolls back.
+pub trait WriteTxn {
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// False when a gallery of that name exists.
+    fn insert_gallery(
+        &mut self,
+        name: &str,
+        policy: &str,
+        seed: &[u8],
+        created: i64,
+    ) -> Result<bool>;
+    fn set_policy(&mut self, name: &str, policy: &str) -> Result<()>;
+    /// Fix the gallery's template kind (dimension, metric, pack).
+    fn set_kind(&mut self, name: &str, dim: i64, metric: &str, pack: &str) -> Result<()>;
+    fn set_seed(&mut self, name: &str, seed: &[u8]) -> Result<()>;
+    /// Every gallery's wrapped seed: (name, seed).
+    fn seeds(&mut self) -> Result<Vec<(String, Vec<u8>)>>;
+    fn bump_generation(&mut self, name: &str) -> Result<()>;
+
+    /// The new subject's row id; `None` when the pseudonym is already in the gallery.
+    fn insert_subject(&mut self, s: &NewSubject<'_>) -> Result<Option<i64>>;
+    fn insert_template(&mut self, subject: i64, sealed: &[u8]) -> Result<i64>;
+    fn insert_image(&mut self, subject: i64, sealed: &[u8]) -> Result<()>;
+    fn subject_id(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>>;
+    fn template_ids(&mut self, subject: i64) -> Result<Vec<i64>>;
+    /// Deletes the subject with its templates and image.
+    fn delete_subject(&mut self, subject: i64) -> Result<()>;
+    fn gallery_templates(&mut self, gallery: &str) -> Result<Vec<StoredTemplate>>;
+    fn update_template(&mut self, id: i64, sealed: &[u8]) -> Result<()>;
+    fn insert_receipt(&mut self, receipt: &str) -> Result<()>;
+
+    /// The chain's tail as of this transaction: (seq, hash).
+    fn audit_tail(&mut self) -> Result<Option<(u64, Vec<u8>)>>;
+    /// Append a record and its signed head.
+    fn append_audit(&mut self, seq: u64, record: &str, hash: &[u8], sig: &[u8]) -> Result<()>;
+
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The key store: wrapped per-subject keys and pending marks.
+pub trait KeyStore: Send + Sync {
+    fn write(&self) -> Result<Box<dyn KeyTxn + '_>>;
+    fn wrapped(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Every wrapped key of a gallery: (pseudonym, wrapped).
+    fn scan_wrapped(&self, gallery: &str, each: &mut dyn FnMut([u8; 32], Vec<u8>)) -> Result<()>;
+    fn all_keys(&self) -> Result<Vec<KeyRow>>;
+    fn marks(&self) -> Result<Vec<Mark>>;
+    /// Make deleted keys unrecoverable from the store's files (called after each destruction).
+    fn scrub(&self) -> Result<()>;
+}
+
+/// One write transaction on the key store.
+pub trait KeyTxn {
+    /// False when the subject already has a key.
+    fn insert_key(
+        &mut self,
+        gallery: &str,
+        pseudonym: &[u8],
+        wrapped: &[u8],
+        created: i64,
+    ) -> Result<bool>;
+    fn key_created(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>>;
+    fn replace_key(
+        &mut self,
+        gallery: &str,
+        pseudonym: &[u8],
+        wrapped: &[u8],
+        created: i64,
+    ) -> Result<()>;
+    /// Deletes the key (only if created at `created`, when given).
+    fn delete_key(&mut self, gallery: &str, pseudonym: &[u8], created: Option<i64>) -> Result<()>;
+    fn all_keys(&mut self) -> Result<Vec<KeyRow>>;
+    fn set_wrapped(&mut self, gallery: &str, pseudonym: &[u8], wrapped: &[u8]) -> Result<()>;
+    fn mark(&mut self, mark: &Mark) -> Result<()>;
+    /// The process that marked `op` for the subject, if marked.
+    fn mark_owner(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<Option<i64>>;
+    fn unmark(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<()>;
+    fn commit(self: Box<Self>) -> Result<()>;
+}

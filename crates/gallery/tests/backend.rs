@@ -1,0 +1,251 @@
+//! What every storage backend must guarantee (`gallery::store::backend`), checked through the
+//! traits alone. Each check is a function over `&dyn Backend`, so another backend runs the same
+//! ones; the SQLite backend runs them here, plus the file-level check of key destruction.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+use gallery::store::backend::sqlite::SqliteBackend;
+use gallery::store::backend::{AuditLog, Backend, Mark, NewSubject};
+
+fn subject<'a>(gallery: &'a str, pseudonym: &'a [u8]) -> NewSubject<'a> {
+    NewSubject {
+        gallery,
+        pseudonym,
+        reference: b"sealed reference",
+        consent: None,
+        enrolled: 1,
+        expires: 1_000,
+    }
+}
+
+/// Nothing of a transaction is visible before it commits, and a dropped one leaves nothing.
+fn transactions_are_atomic(b: &dyn Backend) {
+    {
+        let mut tx = b.write().unwrap();
+        tx.set_meta("probe", b"dropped").unwrap();
+        assert!(tx.insert_gallery("g", "{}", b"seed", 1).unwrap());
+        // Dropped without commit.
+    }
+    assert_eq!(b.meta("probe").unwrap(), None);
+    assert!(b.gallery("g").unwrap().is_none());
+    let mut tx = b.write().unwrap();
+    tx.set_meta("probe", b"kept").unwrap();
+    assert!(tx.insert_gallery("g", "{}", b"seed", 1).unwrap());
+    tx.commit().unwrap();
+    assert_eq!(b.meta("probe").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(b.gallery_names().unwrap(), vec!["g".to_string()]);
+    let mut tx = b.write().unwrap();
+    assert!(
+        !tx.insert_gallery("g", "{}", b"other", 2).unwrap(),
+        "a gallery name is unique"
+    );
+    tx.set_meta("probe", b"replaced").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(b.meta("probe").unwrap().as_deref(), Some(&b"replaced"[..]));
+    assert_eq!(b.gallery_seed("g").unwrap().as_deref(), Some(&b"seed"[..]));
+}
+
+/// Subjects are unique per gallery; deleting one takes its templates and image with it; row ids
+/// name rows until they are deleted.
+fn subjects_and_templates(b: &dyn Backend) {
+    let ps = [7u8; 32];
+    let mut tx = b.write().unwrap();
+    tx.insert_gallery("s", "{}", b"seed", 1).unwrap();
+    tx.commit().unwrap();
+    let g0 = b.generation("s").unwrap().unwrap();
+    let mut tx = b.write().unwrap();
+    let sid = tx.insert_subject(&subject("s", &ps)).unwrap().unwrap();
+    assert_eq!(tx.insert_subject(&subject("s", &ps)).unwrap(), None);
+    let t1 = tx.insert_template(sid, b"sealed one").unwrap();
+    let t2 = tx.insert_template(sid, b"sealed two").unwrap();
+    assert_ne!(t1, t2);
+    tx.insert_image(sid, b"sealed image").unwrap();
+    tx.bump_generation("s").unwrap();
+    tx.commit().unwrap();
+    assert_ne!(b.generation("s").unwrap(), Some(g0));
+    assert!(b.subject_exists("s", &ps).unwrap());
+    let row = b.subject("s", &ps).unwrap().unwrap();
+    assert_eq!((row.templates, row.images, row.consent), (2, 1, false));
+    assert_eq!(b.subject_templates("s", &ps, 0).unwrap().len(), 2);
+    assert!(
+        b.subject_templates("s", &ps, 1_000).unwrap().is_empty(),
+        "expired subjects' templates are not returned"
+    );
+    assert_eq!(b.expired("s", 1_000).unwrap(), vec![ps.to_vec()]);
+    let by_id = b.templates_by_id("s", &[t2 as u64, 999_999]).unwrap();
+    assert_eq!(by_id[0].as_ref().unwrap().sealed, b"sealed two");
+    assert!(by_id[1].is_none());
+    assert!(
+        b.templates_by_id("other", &[t1 as u64]).unwrap()[0].is_none(),
+        "a template of another gallery is not returned"
+    );
+    assert_eq!(b.template_counts("s").unwrap(), (2, Some(2)));
+    let mut seen = 0;
+    b.scan_subjects("s", &mut |id, p, _| {
+        assert_eq!((id, p), (sid, ps));
+        seen += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+
+    let mut tx = b.write().unwrap();
+    assert_eq!(tx.subject_id("s", &ps).unwrap(), Some(sid));
+    let mut ids = tx.template_ids(sid).unwrap();
+    ids.sort();
+    assert_eq!(ids, vec![t1, t2]);
+    tx.delete_subject(sid).unwrap();
+    tx.commit().unwrap();
+    assert!(!b.subject_exists("s", &ps).unwrap());
+    assert!(b.gallery_templates("s").unwrap().is_empty());
+    assert!(b.subject_image("s", &ps).unwrap().is_none());
+}
+
+/// The audit tail read in a transaction is what the transaction appends after; records and heads
+/// read back in order, byte for byte.
+fn audit_log_round_trip(b: &dyn Backend) {
+    let mut tx = b.write().unwrap();
+    let tail = tx.audit_tail().unwrap();
+    let next = tail.map_or(1, |(s, _)| s + 1);
+    tx.append_audit(next, "{\"r\":1}", &[1; 32], &[2; 64])
+        .unwrap();
+    assert_eq!(tx.audit_tail().unwrap(), Some((next, vec![1; 32])));
+    tx.append_audit(next + 1, "{\"r\":2}", &[3; 32], &[4; 64])
+        .unwrap();
+    tx.commit().unwrap();
+    let mut records = Vec::new();
+    b.scan_records(next, 10, &mut |seq, text, hash| {
+        records.push((seq, text, hash));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        records,
+        vec![
+            (next, "{\"r\":1}".to_string(), vec![1; 32]),
+            (next + 1, "{\"r\":2}".to_string(), vec![3; 32])
+        ]
+    );
+    assert_eq!(
+        b.last_head().unwrap(),
+        Some((next + 1, vec![3; 32], vec![4; 64]))
+    );
+    let mut limited = 0;
+    b.scan_records(next, 1, &mut |_, _, _| {
+        limited += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(limited, 1, "the limit bounds a page");
+    // A transaction that appended and was dropped leaves the tail where it was.
+    {
+        let mut tx = b.write().unwrap();
+        tx.append_audit(next + 2, "{}", &[5; 32], &[6; 64]).unwrap();
+    }
+    assert_eq!(b.last_head().unwrap().map(|h| h.0), Some(next + 1));
+}
+
+/// Keys: one per subject, conditional deletion, pending marks.
+fn key_store(b: &dyn Backend) {
+    let keys = b.keys();
+    let ps = [9u8; 32];
+    let mut tx = keys.write().unwrap();
+    assert!(tx.insert_key("k", &ps, b"wrapped-1", 10).unwrap());
+    assert!(!tx.insert_key("k", &ps, b"wrapped-2", 11).unwrap());
+    tx.mark(&Mark {
+        gallery: "k".into(),
+        pseudonym: ps.to_vec(),
+        op: "enrol".into(),
+        created: 10,
+        pid: 4242,
+    })
+    .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        keys.wrapped("k", &ps).unwrap().as_deref(),
+        Some(&b"wrapped-1"[..])
+    );
+    assert_eq!(keys.marks().unwrap().len(), 1);
+    let mut tx = keys.write().unwrap();
+    assert_eq!(tx.mark_owner("k", &ps, "enrol").unwrap(), Some(4242));
+    assert_eq!(tx.key_created("k", &ps).unwrap(), Some(10));
+    tx.delete_key("k", &ps, Some(11)).unwrap();
+    assert!(
+        tx.key_created("k", &ps).unwrap().is_some(),
+        "a key created at another time is not deleted"
+    );
+    tx.unmark("k", &ps, "enrol").unwrap();
+    tx.commit().unwrap();
+    assert!(keys.marks().unwrap().is_empty());
+    let mut scanned = Vec::new();
+    keys.scan_wrapped("k", &mut |p, w| scanned.push((p, w)))
+        .unwrap();
+    assert_eq!(scanned, vec![(ps, b"wrapped-1".to_vec())]);
+    let mut tx = keys.write().unwrap();
+    tx.delete_key("k", &ps, None).unwrap();
+    tx.commit().unwrap();
+    keys.scrub().unwrap();
+    assert!(keys.wrapped("k", &ps).unwrap().is_none());
+}
+
+#[test]
+fn sqlite_backend_keeps_the_backend_guarantees() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open(dir.path()).unwrap();
+    transactions_are_atomic(&b);
+    subjects_and_templates(&b);
+    audit_log_round_trip(&b);
+    key_store(&b);
+}
+
+#[test]
+fn a_destroyed_key_is_in_no_file_of_the_sqlite_key_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open(dir.path()).unwrap();
+    let marker = b"WRAPPED-KEY-MARKER-0123456789abcdef";
+    let mut tx = b.keys().write().unwrap();
+    tx.insert_key("g", &[1; 32], marker, 1).unwrap();
+    tx.commit().unwrap();
+    let files_hold = |needle: &[u8]| {
+        std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+    };
+    assert!(files_hold(marker), "the check must see a stored key");
+    let mut tx = b.keys().write().unwrap();
+    tx.delete_key("g", &[1; 32], None).unwrap();
+    tx.commit().unwrap();
+    b.keys().scrub().unwrap();
+    assert!(!files_hold(marker), "a destroyed key must be in no file");
+}
+
+#[test]
+fn two_writers_are_serialised() {
+    // Two threads appending to the audit chain through the same backend: each transaction's tail
+    // is the other's last append, so the sequence numbers come out dense and unique.
+    let dir = tempfile::tempdir().unwrap();
+    let b = std::sync::Arc::new(SqliteBackend::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let mut tx = b.write().unwrap();
+                    let next = tx.audit_tail().unwrap().map_or(1, |(s, _)| s + 1);
+                    tx.append_audit(next, "{}", &[0; 32], &[0; 64]).unwrap();
+                    tx.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut seqs = Vec::new();
+    b.scan_records(1, usize::MAX, &mut |s, _, _| {
+        seqs.push(s);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+}
