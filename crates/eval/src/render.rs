@@ -1,21 +1,23 @@
 //! The evaluation report's renderings: the self-contained `report.html` and the terminal summary,
-//! both read from the report's JSON (`report.json` is the record; these only present it).
+//! both read from the [`Report`] model (`report.json` is the record; these only present it).
 
-use anyhow::Result;
-use serde_json::Value;
+use crate::model::{Interval, Report, FMR_LEVELS, FPIR_LEVELS};
 use std::fmt::Write as _;
-use std::path::Path;
 
-use super::report::{FMR_LEVELS, FPIR_LEVELS};
-
-fn pct(v: &Value) -> String {
-    v.as_f64()
-        .map_or("—".to_string(), |x| format!("{:.2}%", x * 100.0))
+/// A rate as a percentage; "—" where the data cannot define it.
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.2}%", x * 100.0)
+    } else {
+        "—".into()
+    }
 }
 
-fn ci_pct(v: &Value) -> String {
-    match (v[0].as_f64(), v[1].as_f64()) {
-        (Some(a), Some(b)) => format!(" [{:.2}, {:.2}]", a * 100.0, b * 100.0),
+fn ci_pct(v: Option<Interval>) -> String {
+    match v {
+        Some(Interval(a, b)) if a.is_finite() && b.is_finite() => {
+            format!(" [{:.2}, {:.2}]", a * 100.0, b * 100.0)
+        }
         _ => String::new(),
     }
 }
@@ -26,93 +28,100 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub(super) fn html(r: &Value, out: &Path) -> Result<String> {
+/// The HTML page. `figure` returns the SVG text of a figure the report names by file name (the
+/// page embeds them, so it stands alone).
+pub fn html(
+    r: &Report,
+    figure: &mut dyn FnMut(&str) -> std::io::Result<String>,
+) -> std::io::Result<String> {
     let mut h = String::from("<!doctype html><meta charset='utf-8'><title>facegate evaluation report</title><style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th:first-child,td:first-child{text-align:left}.warn{background:#fff3cd;padding:.5em 1em;border-left:4px solid #e0a800}small{color:#555}</style>");
-    let d = &r["dataset"];
+    let d = &r.dataset;
     let _ = write!(
         h,
         "<h1>facegate evaluation report</h1><p>Dataset <code>{}</code>: {} images of {} people ({} byte-identical duplicates left out). facegate {}.</p>",
-        esc(d["images_dir"].as_str().unwrap_or("")),
-        d["images"], d["identities"],
-        d["duplicates_left_out"].as_array().map_or(0, |v| v.len()),
-        esc(r["facegate_version"].as_str().unwrap_or(""))
+        esc(&d.images_dir.display().to_string()),
+        d.images,
+        d.identities,
+        d.duplicates_left_out.len(),
+        esc(&r.facegate_version)
     );
-    for w in r["warnings"].as_array().into_iter().flatten() {
-        let _ = write!(h, "<p class='warn'>⚠ {}</p>", esc(w.as_str().unwrap_or("")));
+    for w in &r.warnings {
+        let _ = write!(h, "<p class='warn'>⚠ {}</p>", esc(w));
     }
-    let packs = r["packs"].as_array().cloned().unwrap_or_default();
     h.push_str("<h2>1:1 verification</h2><p><small>");
-    h.push_str(&esc(r["protocol"]["one_to_one"].as_str().unwrap_or("")));
+    h.push_str(&esc(&r.protocol.one_to_one));
     h.push_str(". ");
-    h.push_str(&esc(r["protocol"]["intervals"].as_str().unwrap_or("")));
+    h.push_str(&esc(&r.protocol.intervals));
     h.push_str(".</small></p><table><tr><th>pack</th><th>genuine / impostor pairs</th><th>EER [95% CI]</th>");
     for f in FMR_LEVELS {
         let _ = write!(h, "<th>FNMR @ FMR {f:.0e}</th>");
     }
     h.push_str("<th>fold accuracy</th></tr>");
-    for p in &packs {
-        let o = &p["one_to_one"];
+    for p in &r.packs {
+        let o = &p.one_to_one;
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{} / {}</td><td>{}{}</td>",
-            esc(p["label"].as_str().unwrap_or("")),
-            o["genuine_pairs"],
-            o["impostor_pairs"],
-            pct(&o["eer"]),
-            ci_pct(&o["eer_ci95"])
+            esc(&p.label),
+            o.genuine_pairs,
+            o.impostor_pairs,
+            pct(o.eer),
+            ci_pct(o.eer_ci95)
         );
-        for op in o["fnmr_at_fmr"].as_array().into_iter().flatten() {
+        for op in &o.fnmr_at_fmr {
             let _ = write!(
                 h,
                 "<td>{}<small>{}</small></td>",
-                pct(&op["fnmr"]),
-                ci_pct(&op["fnmr_ci95"])
+                pct(op.fnmr),
+                ci_pct(op.fnmr_ci95)
             );
         }
-        let pp = &o["pairs_protocol"];
-        match (pp["accuracy_mean"].as_f64(), pp["accuracy_std"].as_f64()) {
-            (Some(m), Some(s)) => {
-                let _ = write!(h, "<td>{:.2}% ± {:.2}</td>", m * 100.0, s * 100.0);
+        match &o.pairs_protocol {
+            Some(pp) => {
+                let _ = write!(
+                    h,
+                    "<td>{:.2}% ± {:.2}</td>",
+                    pp.accuracy_mean * 100.0,
+                    pp.accuracy_std * 100.0
+                );
             }
-            _ => h.push_str("<td>—</td>"),
+            None => h.push_str("<td>—</td>"),
         }
         h.push_str("</tr>");
     }
     h.push_str("</table><p><small>— : not enough impostor pairs to measure that FMR. Thresholds per operating point are in report.json.</small></p>");
     for f in ["det.svg", "roc.svg"] {
-        h.push_str(&std::fs::read_to_string(out.join(f))?);
+        h.push_str(&figure(f)?);
     }
     h.push_str("<h3>Score distributions</h3><p><small>Dashed line: the threshold of the group operating point.</small></p>");
-    for p in &packs {
-        if let Some(f) = p["histogram"].as_str() {
-            h.push_str(&std::fs::read_to_string(out.join(f))?);
-        }
+    for p in &r.packs {
+        h.push_str(&figure(&p.histogram)?);
     }
     h.push_str("<h2>1:N identification</h2><p><small>");
-    h.push_str(&esc(r["protocol"]["one_to_n"].as_str().unwrap_or("")));
+    h.push_str(&esc(&r.protocol.one_to_n));
     h.push_str(".</small></p><table><tr><th>pack</th><th>gallery</th><th>mated / non-mated searches</th><th>rank-1</th><th>rank-10</th>");
     for f in FPIR_LEVELS {
         let _ = write!(h, "<th>FNIR @ FPIR {f:.0e}</th>");
     }
     h.push_str("</tr>");
-    for p in &packs {
-        let o = &p["one_to_n"];
+    for p in &r.packs {
+        let o = &p.one_to_n;
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td>",
-            esc(p["label"].as_str().unwrap_or("")),
-            o["gallery_size"],
-            o["all"]["mated_searches"],
-            o["all"]["nonmated_searches"],
-            pct(&o["all"]["rank1"]),
-            pct(&o["all"]["rank10"])
+            esc(&p.label),
+            o.gallery_size,
+            o.all.mated_searches,
+            o.all.nonmated_searches,
+            pct(o.all.rank1),
+            pct(o.all.rank10)
         );
-        for x in o["all"]["fnir_at_fpir"].as_array().into_iter().flatten() {
+        for x in &o.all.fnir_at_fpir {
             let _ = write!(
                 h,
                 "<td>{}</td>",
-                if x["supported_by_data"] == true {
-                    pct(&x["fnir"])
+                if x.supported_by_data {
+                    pct(x.fnir)
                 } else {
                     "—".into()
                 }
@@ -121,80 +130,71 @@ pub(super) fn html(r: &Value, out: &Path) -> Result<String> {
         h.push_str("</tr>");
     }
     h.push_str("</table><h3>By gallery size</h3><table><tr><th>pack</th><th>gallery size</th><th>mated searches</th><th>rank-1</th><th>FNIR @ FPIR 1e-2</th></tr>");
-    for p in &packs {
-        for s in p["one_to_n"]["by_gallery_size"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+    for p in &r.packs {
+        for s in &p.one_to_n.by_gallery_size {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(p["label"].as_str().unwrap_or("")),
-                s["gallery_size"],
-                s["mated_searches"],
-                pct(&s["rank1"]),
-                pct(&s["fnir_at_fpir"][1]["fnir"])
+                esc(&p.label),
+                s.gallery_size,
+                s.mated_searches,
+                pct(s.rank1),
+                pct(s.fnir_at_fpir.get(1).map_or(f64::NAN, |x| x.fnir))
             );
         }
     }
     h.push_str("</table>");
     for f in ["cmc.svg", "gallery-size.svg"] {
-        h.push_str(&std::fs::read_to_string(out.join(f))?);
+        h.push_str(&figure(f)?);
     }
-    let any_groups = packs
-        .iter()
-        .any(|p| p["groups"].as_object().is_some_and(|g| !g.is_empty()));
-    if any_groups {
+    if r.packs.iter().any(|p| !p.groups.is_empty()) {
         let _ = write!(
             h,
             "<h2>By group</h2><p><small>{}.</small></p>",
-            esc(r["protocol"]["groups"].as_str().unwrap_or(""))
+            esc(&r.protocol.groups)
         );
-        for p in &packs {
-            for (col, g) in p["groups"].as_object().into_iter().flatten() {
+        for p in &r.packs {
+            for (col, g) in &p.groups {
                 let _ = write!(h, "<h3>{} — {}</h3><table><tr><th>group</th><th>images</th><th>genuine / impostor pairs</th><th>FNMR [95% CI]</th><th>FMR [95% CI]</th><th>EER</th><th>rank-1</th><th>FNIR</th><th>FPIR</th></tr>",
-                    esc(p["label"].as_str().unwrap_or("")), esc(col));
-                for row in g["groups"].as_array().into_iter().flatten() {
+                    esc(&p.label), esc(col));
+                for row in &g.groups {
                     let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{} / {}{}</td><td>{}{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(row["group"].as_str().unwrap_or("")), row["images"], row["genuine_pairs"], row["impostor_pairs"],
-                        if row["too_few_impostor_pairs_for_fmr"] == true { " <small>(too few for this FMR)</small>" } else { "" },
-                        pct(&row["fnmr"]), ci_pct(&row["fnmr_ci95"]), pct(&row["fmr"]), ci_pct(&row["fmr_ci95"]),
-                        pct(&row["eer"]), pct(&row["rank1"]), pct(&row["fnir"]), pct(&row["fpir"]));
+                        esc(&row.group), row.images, row.genuine_pairs, row.impostor_pairs,
+                        if row.too_few_impostor_pairs_for_fmr { " <small>(too few for this FMR)</small>" } else { "" },
+                        pct(row.fnmr), ci_pct(row.fnmr_ci95), pct(row.fmr), ci_pct(row.fmr_ci95),
+                        pct(row.eer), pct(row.rank1), pct(row.fnir), pct(row.fpir));
                 }
-                let df = &g["differential"];
-                let x = |k: &str| {
-                    let spread = df[format!("{k}_spread")]
-                        .as_f64()
-                        .map_or(String::new(), |v| {
-                            format!(" (max − min {:.2} points)", v * 100.0)
-                        });
-                    df[k].as_f64().map_or(
-                        format!("— (a group at zero, or one group){spread}"),
-                        |v| format!("{v:.2}x{spread}"),
-                    )
-                };
-                let _ = write!(h, "</table><p>Differential (max/min across groups): FNMR {}, FMR {}, FNIR {}, FPIR {}.</p>", x("fnmr"), x("fmr"), x("fnir"), x("fpir"));
-                if let Some(f) = g["figure"].as_str() {
-                    h.push_str(&std::fs::read_to_string(out.join(f))?);
-                }
+                let [fnmr, fmr, fnir, fpir] = g.differential.ratios().map(|(_, ratio, spread)| {
+                    let spread = if spread.is_finite() {
+                        format!(" (max − min {:.2} points)", spread * 100.0)
+                    } else {
+                        String::new()
+                    };
+                    if ratio.is_finite() {
+                        format!("{ratio:.2}x{spread}")
+                    } else {
+                        format!("— (a group at zero, or one group){spread}")
+                    }
+                });
+                let _ = write!(h, "</table><p>Differential (max/min across groups): FNMR {fnmr}, FMR {fmr}, FNIR {fnir}, FPIR {fpir}.</p>");
+                h.push_str(&figure(&g.figure)?);
             }
         }
     }
     h.push_str("<h2>Failures</h2>");
-    for p in &packs {
-        let fd = p["failures_to_detect"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let fdec = p["failures_to_decode"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+    for p in &r.packs {
         let _ = write!(h, "<details><summary>{}: {} images without a detected face (embedded from the central 40% of the image), {} that did not decode (left out)</summary><ul>",
-            esc(p["label"].as_str().unwrap_or("")), fd.len(), fdec.len());
-        for f in fd.iter().chain(&fdec) {
-            let _ = write!(h, "<li><code>{}</code></li>", esc(&f.to_string()));
+            esc(&p.label), p.failures_to_detect.len(), p.failures_to_decode.len());
+        for f in &p.failures_to_detect {
+            let _ = write!(h, "<li><code>{}</code></li>", esc(f));
+        }
+        for f in &p.failures_to_decode {
+            let _ = write!(
+                h,
+                "<li><code>{}</code>: {}</li>",
+                esc(&f.image),
+                esc(f.error.as_deref().unwrap_or(""))
+            );
         }
         h.push_str("</ul></details>");
     }
@@ -203,58 +203,59 @@ pub(super) fn html(r: &Value, out: &Path) -> Result<String> {
 }
 
 /// The terminal summary: one line per pack and view, then warnings.
-pub(super) fn summary(r: &Value) {
-    for p in r["packs"].as_array().into_iter().flatten() {
-        let o = &p["one_to_one"];
-        let f = |i: usize| pct(&o["fnmr_at_fmr"][i]["fnmr"]);
-        println!(
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    for p in &r.packs {
+        let o = &p.one_to_one;
+        let f = |i: usize| pct(o.fnmr_at_fmr.get(i).map_or(f64::NAN, |x| x.fnmr));
+        let _ = writeln!(
+            s,
             "{}: 1:1 {} genuine / {} impostor pairs, EER {}{}, FNMR @ FMR 1e-2 {}, 1e-3 {}, 1e-4 {}",
-            p["label"].as_str().unwrap_or(""),
-            o["genuine_pairs"],
-            o["impostor_pairs"],
-            pct(&o["eer"]),
-            ci_pct(&o["eer_ci95"]),
+            p.label,
+            o.genuine_pairs,
+            o.impostor_pairs,
+            pct(o.eer),
+            ci_pct(o.eer_ci95),
             f(1),
             f(2),
             f(3)
         );
-        if let Some(m) = o["pairs_protocol"]["accuracy_mean"].as_f64() {
-            println!(
+        if let Some(pp) = &o.pairs_protocol {
+            let _ = writeln!(
+                s,
                 "{}: pairs protocol accuracy {:.2}% ± {:.2}",
-                p["label"].as_str().unwrap_or(""),
-                m * 100.0,
-                o["pairs_protocol"]["accuracy_std"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN)
-                    * 100.0
+                p.label,
+                pp.accuracy_mean * 100.0,
+                pp.accuracy_std * 100.0
             );
         }
-        let n = &p["one_to_n"]["all"];
-        println!(
+        let n = &p.one_to_n.all;
+        let _ = writeln!(
+            s,
             "{}: 1:N gallery {}, rank-1 {}, FNIR @ FPIR 1e-2 {}; failures to detect {}",
-            p["label"].as_str().unwrap_or(""),
-            p["one_to_n"]["gallery_size"],
-            pct(&n["rank1"]),
-            pct(&n["fnir_at_fpir"][1]["fnir"]),
-            p["failures_to_detect"].as_array().map_or(0, |v| v.len())
+            p.label,
+            p.one_to_n.gallery_size,
+            pct(n.rank1),
+            pct(n.fnir_at_1e2()),
+            p.failures_to_detect.len()
         );
-        for (col, g) in p["groups"].as_object().into_iter().flatten() {
-            let d = &g["differential"];
-            let x = |k: &str| {
-                d[k].as_f64()
-                    .map_or("—".to_string(), |v| format!("{v:.2}x"))
-            };
-            println!(
-                "{}: by {col}: differential FNMR {}, FMR {}, FNIR {}, FPIR {}",
-                p["label"].as_str().unwrap_or(""),
-                x("fnmr"),
-                x("fmr"),
-                x("fnir"),
-                x("fpir")
+        for (col, g) in &p.groups {
+            let [fnmr, fmr, fnir, fpir] = g.differential.ratios().map(|(_, v, _)| {
+                if v.is_finite() {
+                    format!("{v:.2}x")
+                } else {
+                    "—".into()
+                }
+            });
+            let _ = writeln!(
+                s,
+                "{}: by {col}: differential FNMR {fnmr}, FMR {fmr}, FNIR {fnir}, FPIR {fpir}",
+                p.label
             );
         }
     }
-    for w in r["warnings"].as_array().into_iter().flatten() {
-        println!("warning: {}", w.as_str().unwrap_or(""));
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
     }
+    s
 }

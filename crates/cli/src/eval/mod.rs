@@ -9,10 +9,11 @@
 
 pub mod calibrate;
 pub mod dataset;
-pub mod metrics;
-pub mod plot;
-pub mod render;
 pub mod report;
+
+// The arithmetic, the report model and its renderings are the `evaluation` library; these
+// modules gather the data (images, embeddings, searches) and write the files.
+pub use evaluation::metrics;
 
 use crate::cmd_gallery::StoreArgs;
 use anyhow::{bail, Context, Result};
@@ -306,6 +307,14 @@ fn pairs(home: &Path, a: PairsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// One 1:N run of `eval identify`: its figures and which templates they came from.
+#[derive(serde::Serialize)]
+struct TemplatesResult {
+    templates: &'static str,
+    #[serde(flatten)]
+    set: evaluation::model::OpenSet,
+}
+
 fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     use gallery::transform::OrthogonalTransform;
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
@@ -337,18 +346,17 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
             cosine,
             t,
         )?;
-        let mut r = open_set(&s, &to_score);
-        r["templates"] = json!(name);
-        results.push(r);
+        results.push(TemplatesResult {
+            templates: name,
+            set: open_set(&s, &to_score),
+        });
     }
-    let same = |k: &str| results[0][k] == results[1][k];
-    let identical = same("cmc")
-        && results[0]["fnir_at_fpir"]
-            .as_array()
-            .map(|v| v.iter().map(|x| &x["fnir"]).collect::<Vec<_>>())
-            == results[1]["fnir_at_fpir"]
-                .as_array()
-                .map(|v| v.iter().map(|x| &x["fnir"]).collect::<Vec<_>>());
+    // Bit for bit: the transform must not move a single search's outcome.
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let fnirs =
+        |r: &TemplatesResult| -> Vec<f64> { r.set.fnir_at_fpir.iter().map(|x| x.fnir).collect() };
+    let identical = bits(&results[0].set.cmc) == bits(&results[1].set.cmc)
+        && bits(&fnirs(&results[0])) == bits(&fnirs(&results[1]));
     let misses = emb
         .iter()
         .filter(|e| e.embedding.is_some() && !e.detected)
@@ -373,11 +381,15 @@ fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     } else {
         println!("1:N on {} identities: gallery {}, mated probes {}, non-mated probes {}, failures to detect {}, byte-identical images left out {}",
             ds.identities.len(), split.enrolled.len(), split.mated.len(), split.nonmated.len(), misses, ds.duplicates.len());
-        for r in out["results"].as_array().into_iter().flatten() {
-            let f = |i: usize| r["fnir_at_fpir"][i]["fnir"].as_f64().unwrap_or(f64::NAN) * 100.0;
+        for r in &results {
+            let f = |i: usize| {
+                r.set
+                    .fnir_at_fpir
+                    .get(i)
+                    .map_or(f64::NAN, |x| x.fnir * 100.0)
+            };
             println!("  {:9}: rank-1 {:.2}%  rank-10 {:.2}%  FNIR@FPIR 1e-1 {:.2}%  1e-2 {:.2}%  1e-3 {:.2}%",
-                r["templates"].as_str().unwrap_or(""), r["rank1"].as_f64().unwrap_or(0.0) * 100.0,
-                r["rank10"].as_f64().unwrap_or(0.0) * 100.0, f(0), f(1), f(2));
+                r.templates, r.set.rank1 * 100.0, r.set.rank10 * 100.0, f(0), f(1), f(2));
         }
         println!("  protected templates give identical figures: {identical}");
     }

@@ -9,15 +9,15 @@
 //! matches when d ≤ t. Thresholds are reported back in the pack's own score.
 
 use super::dataset::{embed_all, pack_metric, Attributes, Dataset, EmbedSpec, Embedded};
-use super::metrics::{self, ScoreSet, SplitMix, Weights};
-use super::plot::{self, Axis, Chart, Series};
-use super::render::{html, summary};
 use crate::engine::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use evaluation::metrics::{self, ScoreSet, SplitMix, Weights};
+use evaluation::model::*;
+use evaluation::plot::{self, Axis, Chart, Series};
+use evaluation::render::{html, summary};
 use gallery::index::ExactIndex;
 use gallery::transform::OrthogonalTransform;
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -256,15 +256,12 @@ pub fn score_set(
     (ScoreSet::new(g, imp), n)
 }
 
-pub const FMR_LEVELS: [f64; 6] = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
-pub(super) const FPIR_LEVELS: [f64; 3] = [1e-1, 1e-2, 1e-3];
-
 /// Whether `n` comparisons can measure a rate of `r` at all (at least one error allowed).
 fn supported(n: usize, r: f64) -> bool {
     n as f64 * r >= 1.0
 }
 
-fn one_to_one(s: &ScoreSet, ids: usize, a: &ReportArgs, to_score: &dyn Fn(f64) -> f64) -> Value {
+fn one_to_one(s: &ScoreSet, ids: usize, a: &ReportArgs, to_score: &dyn Fn(f64) -> f64) -> OneToOne {
     let w = s.unit_weights();
     let (eer, eer_t) = metrics::eer(s, &w);
     let levels: Vec<f64> = FMR_LEVELS
@@ -282,25 +279,41 @@ fn one_to_one(s: &ScoreSet, ids: usize, a: &ReportArgs, to_score: &dyn Fn(f64) -
     } else {
         Vec::new()
     };
-    let ops: Vec<Value> = FMR_LEVELS
+    let ops: Vec<FmrPoint> = FMR_LEVELS
         .iter()
         .map(|&f| {
             if let Some(k) = levels.iter().position(|l| *l == f) {
                 let (fnmr, t) = metrics::fnmr_at_fmr(s, &w, f);
-                json!({"fmr": f, "supported_by_data": true, "fnmr": fnmr, "tar": 1.0 - fnmr,
-                    "threshold": to_score(t), "fnmr_ci95": ci.get(k + 1)})
+                FmrPoint {
+                    fmr: f,
+                    supported_by_data: true,
+                    fnmr,
+                    tar: 1.0 - fnmr,
+                    threshold: to_score(t),
+                    fnmr_ci95: ci.get(k + 1).map(|&c| c.into()),
+                }
             } else {
-                json!({"fmr": f, "supported_by_data": false, "fnmr": null, "tar": null, "threshold": null})
+                FmrPoint {
+                    fmr: f,
+                    supported_by_data: false,
+                    fnmr: f64::NAN,
+                    tar: f64::NAN,
+                    threshold: f64::NAN,
+                    fnmr_ci95: None,
+                }
             }
         })
         .collect();
-    json!({
-        "genuine_pairs": s.genuine.len(),
-        "impostor_pairs": s.impostor.len(),
-        "identities": ids,
-        "eer": eer, "eer_ci95": ci.first(), "eer_threshold": to_score(eer_t),
-        "fnmr_at_fmr": ops,
-    })
+    OneToOne {
+        genuine_pairs: s.genuine.len(),
+        impostor_pairs: s.impostor.len(),
+        identities: ids,
+        eer,
+        eer_ci95: ci.first().map(|&c| c.into()),
+        eer_threshold: to_score(eer_t),
+        fnmr_at_fmr: ops,
+        pairs_protocol: None,
+    }
 }
 
 /// Mean ± std of accuracy over the pairs file's folds, the threshold chosen on the other folds.
@@ -308,7 +321,7 @@ fn fold_accuracy(
     folds: &[Vec<(u32, u32, bool)>],
     emb: &[Embedded],
     score: &dyn Fn(&[f32], &[f32]) -> f64,
-) -> Value {
+) -> FoldAccuracy {
     let scored: Vec<Vec<(f64, bool)>> = folds
         .iter()
         .map(|f| {
@@ -329,7 +342,12 @@ fn fold_accuracy(
     let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
     let std =
         (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
-    json!({"folds": accs.len(), "accuracy_mean": mean, "accuracy_std": std, "fold_accuracy": accs})
+    FoldAccuracy {
+        folds: accs.len(),
+        accuracy_mean: mean,
+        accuracy_std: std,
+        fold_accuracy: accs,
+    }
 }
 
 /// 1:N protocol: people with 2+ images enrol their first and search with the rest (mated);
@@ -375,8 +393,6 @@ pub struct Searches {
     pub mated: Vec<(u32, Option<usize>, f64, bool)>,
     pub nonmated: Vec<(u32, f64)>,
 }
-
-pub const MAX_RANK: usize = 20;
 
 /// Run the 1:N searches through the gallery's exact index, on `gallery` (enrolled images), with
 /// templates optionally through a keyed transform. Mated searches whose mate is not enrolled
@@ -443,28 +459,36 @@ pub fn search_1n(
 }
 
 /// Rank and open-set figures of a set of searches.
-pub fn open_set(s: &Searches, to_score: &dyn Fn(f64) -> f64) -> Value {
+pub fn open_set(s: &Searches, to_score: &dyn Fn(f64) -> f64) -> OpenSet {
     let ranks: Vec<Option<usize>> = s.mated.iter().map(|m| m.1).collect();
     let cmc = metrics::cmc(&ranks, MAX_RANK);
     let mated: Vec<(bool, f64)> = s.mated.iter().map(|m| (m.3, m.2)).collect();
     let nm: Vec<f64> = s.nonmated.iter().map(|n| n.1).collect();
-    let at: Vec<Value> = FPIR_LEVELS
+    let at: Vec<FpirPoint> = FPIR_LEVELS
         .iter()
         .map(|&f| {
             let (fnir, t) = metrics::fnir_at_fpir(&mated, &nm, f);
-            json!({"fpir": f, "fnir": fnir, "threshold": to_score(t), "supported_by_data": supported(nm.len(), f)})
+            FpirPoint {
+                fpir: f,
+                fnir,
+                threshold: to_score(t),
+                supported_by_data: supported(nm.len(), f),
+            }
         })
         .collect();
-    json!({
-        "mated_searches": s.mated.len(),
-        "nonmated_searches": s.nonmated.len(),
-        "rank1": cmc.first(), "rank10": cmc.get(9), "cmc": cmc,
-        "fnir_at_fpir": at,
-    })
+    OpenSet {
+        mated_searches: s.mated.len(),
+        nonmated_searches: s.nonmated.len(),
+        rank1: cmc.first().copied().unwrap_or(f64::NAN),
+        rank10: cmc.get(9).copied().unwrap_or(f64::NAN),
+        cmc,
+        fnir_at_fpir: at,
+    }
 }
 
-fn ratio(v: Option<f64>) -> Value {
-    v.map_or(Value::Null, |x| json!(x))
+/// An optional rate as NaN when absent (the model's "undefined").
+fn ratio(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }
 
 pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
@@ -513,12 +537,15 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
             .filter(|(_, e)| e.embedding.is_some() && !e.detected)
             .map(|(im, _)| im.rel.as_str())
             .collect();
-        let no_decode: Vec<Value> = ds
+        let no_decode: Vec<DecodeFailure> = ds
             .images
             .iter()
             .zip(emb)
             .filter(|(_, e)| e.embedding.is_none())
-            .map(|(im, e)| json!({"image": im.rel, "error": e.error}))
+            .map(|(im, e)| DecodeFailure {
+                image: im.rel.clone(),
+                error: e.error.clone(),
+            })
             .collect();
 
         // 1:1
@@ -528,7 +555,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         }
         let mut o2o = one_to_one(&set, ids, &a, &to_score);
         if let Some(folds) = &proto.folds {
-            o2o["pairs_protocol"] = fold_accuracy(folds, emb, &score);
+            o2o.pairs_protocol = Some(fold_accuracy(folds, emb, &score));
         }
         let w = set.unit_weights();
         let (_, t_op) = metrics::fnmr_at_fmr(&set, &w, a.group_fmr);
@@ -574,12 +601,12 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         let o2n_all = open_set(&searches, &to_score);
         cmc_series.push(Series {
             name: label.clone(),
-            points: o2n_all["cmc"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            points: o2n_all
+                .cmc
+                .iter()
                 .enumerate()
-                .filter_map(|(r, v)| v.as_f64().map(|v| ((r + 1) as f64, v)))
+                .filter(|(_, v)| v.is_finite())
+                .map(|(r, v)| ((r + 1) as f64, *v))
                 .collect(),
             marks: Vec::new(),
         });
@@ -617,10 +644,14 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                 let s = search_1n(&ds, emb, &g, &mated, &split.nonmated, cosine, None)?;
                 open_set(&s, &to_score)
             };
-            let fnir = r["fnir_at_fpir"][1]["fnir"].as_f64().unwrap_or(f64::NAN);
-            size_pts.push((n as f64, fnir));
-            by_size.push(json!({"gallery_size": n, "mated_searches": r["mated_searches"],
-                "nonmated_searches": r["nonmated_searches"], "rank1": r["rank1"], "fnir_at_fpir": r["fnir_at_fpir"]}));
+            size_pts.push((n as f64, r.fnir_at_1e2()));
+            by_size.push(GallerySizePoint {
+                gallery_size: n,
+                mated_searches: r.mated_searches,
+                nonmated_searches: r.nonmated_searches,
+                rank1: r.rank1,
+                fnir_at_fpir: r.fnir_at_fpir,
+            });
         }
         size_series.push(Series {
             name: label.clone(),
@@ -629,7 +660,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         });
 
         // Per group
-        let mut groups_json = serde_json::Map::new();
+        let mut groups_json = BTreeMap::new();
         if let Some(at) = &attrs {
             for (c, col) in at.columns.iter().enumerate() {
                 let vals = &at.values[c];
@@ -682,14 +713,22 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                         .count() as f64
                         / gm.len().max(1) as f64;
                     // The group's own curve: FNMR at each FMR its same-group impostors can measure.
-                    let own: Vec<Value> = FMR_LEVELS
+                    let own: Vec<GroupFmrPoint> = FMR_LEVELS
                         .iter()
                         .map(|&f| {
                             if !gs.genuine.is_empty() && supported(gs.impostor.len(), f) {
                                 let (fnmr, t) = metrics::fnmr_at_fmr(&gs, &gw, f);
-                                json!({"fmr": f, "fnmr": fnmr, "threshold": to_score(t)})
+                                GroupFmrPoint {
+                                    fmr: f,
+                                    fnmr,
+                                    threshold: to_score(t),
+                                }
                             } else {
-                                json!({"fmr": f, "fnmr": null, "threshold": null})
+                                GroupFmrPoint {
+                                    fmr: f,
+                                    fnmr: f64::NAN,
+                                    threshold: f64::NAN,
+                                }
                             }
                         })
                         .collect();
@@ -724,36 +763,44 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                     fnirs.push(fnir);
                     fpirs.push(fpir);
                     let small = !supported(gs.impostor.len(), a.group_fmr);
-                    rows.push(json!({
-                        "group": gname, "images": images, "identities": gids,
-                        "genuine_pairs": gs.genuine.len(), "impostor_pairs": gs.impostor.len(),
-                        "fnmr": nan_null(fnmr), "fnmr_ci95": ci.first(), "fmr": nan_null(fmr), "fmr_ci95": ci.get(1),
-                        "eer": nan_null(eer),
-                        "too_few_impostor_pairs_for_fmr": small,
-                        "fnmr_at_fmr": own,
-                        "mated_searches": gm.len(), "rank1": if gm.is_empty() { Value::Null } else { json!(rank1) },
-                        "rank10": if gm.is_empty() { Value::Null } else { json!(rank10) },
-                        "fnir": nan_null(fnir), "nonmated_searches": gn.len(), "fpir": nan_null(fpir),
-                    }));
+                    let undefined_if_no_mates = |x: f64| if gm.is_empty() { f64::NAN } else { x };
+                    rows.push(GroupRow {
+                        group: gname.to_string(),
+                        images,
+                        identities: gids,
+                        genuine_pairs: gs.genuine.len(),
+                        impostor_pairs: gs.impostor.len(),
+                        fnmr,
+                        fnmr_ci95: ci.first().map(|&c| c.into()),
+                        fmr,
+                        fmr_ci95: ci.get(1).map(|&c| c.into()),
+                        eer,
+                        too_few_impostor_pairs_for_fmr: small,
+                        fnmr_at_fmr: own,
+                        mated_searches: gm.len(),
+                        rank1: undefined_if_no_mates(rank1),
+                        rank10: undefined_if_no_mates(rank10),
+                        fnir,
+                        nonmated_searches: gn.len(),
+                        fpir,
+                    });
                 }
-                let diff = json!({
-                    "fnmr": ratio(metrics::differential(&fnmrs)),
-                    "fmr": ratio(metrics::differential(&fmrs)),
-                    "fnir": ratio(metrics::differential(&fnirs)),
-                    "fpir": ratio(metrics::differential(&fpirs)),
-                    "fnmr_spread": ratio(metrics::spread(&fnmrs)),
-                    "fmr_spread": ratio(metrics::spread(&fmrs)),
-                    "fnir_spread": ratio(metrics::spread(&fnirs)),
-                    "fpir_spread": ratio(metrics::spread(&fpirs)),
-                });
-                for k in ["fnmr", "fmr", "fnir", "fpir"] {
-                    if let Some(v) = diff[k].as_f64() {
-                        if v > a.max_differential {
-                            warnings.push(format!(
-                                "{label}: {k} differs {v:.2}x across `{col}` groups (bound {:.2})",
-                                a.max_differential
-                            ));
-                        }
+                let diff = Differential {
+                    fnmr: ratio(metrics::differential(&fnmrs)),
+                    fmr: ratio(metrics::differential(&fmrs)),
+                    fnir: ratio(metrics::differential(&fnirs)),
+                    fpir: ratio(metrics::differential(&fpirs)),
+                    fnmr_spread: ratio(metrics::spread(&fnmrs)),
+                    fmr_spread: ratio(metrics::spread(&fmrs)),
+                    fnir_spread: ratio(metrics::spread(&fnirs)),
+                    fpir_spread: ratio(metrics::spread(&fpirs)),
+                };
+                for (k, v, _) in diff.ratios() {
+                    if v.is_finite() && v > a.max_differential {
+                        warnings.push(format!(
+                            "{label}: {k} differs {v:.2}x across `{col}` groups (bound {:.2})",
+                            a.max_differential
+                        ));
                     }
                 }
                 let figure = format!("det-{label}-{col}.svg").replace(
@@ -779,31 +826,53 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                 std::fs::write(a.out.join(&figure), chart.svg())?;
                 groups_json.insert(
                     col.clone(),
-                    json!({"groups": rows, "differential": diff, "figure": figure}),
+                    GroupTable {
+                        groups: rows,
+                        differential: diff,
+                        figure,
+                    },
                 );
             }
         }
 
-        packs.push(json!({
-            "label": label,
-            "pack": spec.engine.pack,
-            "flip": spec.flip,
-            "jitter": spec.jitter,
-            "metric": if cosine { "cosine (dissimilarity = 1 - cosine; thresholds are cosine similarity)" } else { "euclidean distance" },
-            "embedding": {"computed": run.computed, "from_cache": run.from_cache, "seconds": run.seconds, "workers": spec.workers},
-            "failures_to_detect": no_detect,
-            "failures_to_decode": no_decode,
-            "one_to_one": o2o,
-            "one_to_n": {
-                "gallery_size": split.enrolled.len(),
-                "all": o2n_all,
-                "by_gallery_size": by_size,
+        packs.push(PackReport {
+            label,
+            pack: spec.engine.pack.clone(),
+            flip: spec.flip,
+            jitter: spec.jitter,
+            metric: if cosine {
+                "cosine (dissimilarity = 1 - cosine; thresholds are cosine similarity)"
+            } else {
+                "euclidean distance"
+            }
+            .into(),
+            embedding: EmbeddingRun {
+                computed: run.computed,
+                from_cache: run.from_cache,
+                seconds: run.seconds,
+                workers: spec.workers,
             },
-            "operating_points": {"one_to_one": {"fmr": a.group_fmr, "threshold": to_score(t_op)},
-                                 "one_to_n": {"fpir": a.group_fpir, "threshold": to_score(t_1n)}},
-            "groups": groups_json,
-            "histogram": hist_file,
-        }));
+            failures_to_detect: no_detect.iter().map(|s| s.to_string()).collect(),
+            failures_to_decode: no_decode,
+            one_to_one: o2o,
+            one_to_n: OneToN {
+                gallery_size: split.enrolled.len(),
+                all: o2n_all,
+                by_gallery_size: by_size,
+            },
+            operating_points: OperatingPoints {
+                one_to_one: FmrThreshold {
+                    fmr: a.group_fmr,
+                    threshold: to_score(t_op),
+                },
+                one_to_n: FpirThreshold {
+                    fpir: a.group_fpir,
+                    threshold: to_score(t_1n),
+                },
+            },
+            groups: groups_json,
+            histogram: hist_file,
+        });
     }
 
     let log_fmr = || Axis {
@@ -883,37 +952,34 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
     for (f, c) in &figures {
         std::fs::write(a.out.join(f), c.svg())?;
     }
-    let report = json!({
-        "facegate_version": env!("CARGO_PKG_VERSION"),
-        "dataset": {
-            "images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
-            "duplicates_left_out": ds.duplicates, "attributes": a.attributes,
+    let report = Report {
+        facegate_version: env!("CARGO_PKG_VERSION").into(),
+        dataset: DatasetInfo {
+            images_dir: a.data.images.clone(),
+            identities: ds.identities.len(),
+            images: ds.images.len(),
+            duplicates_left_out: ds.duplicates.clone(),
+            attributes: a.attributes.clone(),
         },
-        "protocol": {
-            "one_to_one": proto.description, "pairs_naming_missing_images": proto.missing,
-            "one_to_n": "people with 2+ images enrol the first and search with the rest (mated); people with one image alternate between enrolled distractor and non-mated search; exact search; gallery-size subsets are seeded samples of the enrolled people with the same non-mated searches",
-            "threshold_rule": "match when dissimilarity <= t; FNMR at FMR only where impostor pairs x FMR >= 1; a 1:N candidate is returned when its dissimilarity is below the threshold",
-            "intervals": format!("95% percentile bootstrap, {} replicates, identities resampled with replacement (impostor pairs weighted by both identities' draws)", a.bootstrap),
-            "groups": format!("per group: genuine and impostor pairs with both images in the group (same-group impostors, as in NIST's demographic reports), rates at the global threshold for FMR {:.0e}; 1:N searches by the probe's group at the global threshold for FPIR {:.0e}; differential = max/min across groups", a.group_fmr, a.group_fpir),
-            "seed": a.data.seed,
+        protocol: ProtocolInfo {
+            one_to_one: proto.description.clone(),
+            pairs_naming_missing_images: proto.missing.clone(),
+            one_to_n: "people with 2+ images enrol the first and search with the rest (mated); people with one image alternate between enrolled distractor and non-mated search; exact search; gallery-size subsets are seeded samples of the enrolled people with the same non-mated searches".into(),
+            threshold_rule: "match when dissimilarity <= t; FNMR at FMR only where impostor pairs x FMR >= 1; a 1:N candidate is returned when its dissimilarity is below the threshold".into(),
+            intervals: format!("95% percentile bootstrap, {} replicates, identities resampled with replacement (impostor pairs weighted by both identities' draws)", a.bootstrap),
+            groups: format!("per group: genuine and impostor pairs with both images in the group (same-group impostors, as in NIST's demographic reports), rates at the global threshold for FMR {:.0e}; 1:N searches by the probe's group at the global threshold for FPIR {:.0e}; differential = max/min across groups", a.group_fmr, a.group_fpir),
+            seed: a.data.seed,
         },
-        "packs": packs,
-        "warnings": warnings,
-    });
+        packs,
+        warnings,
+    };
     std::fs::write(
         a.out.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    std::fs::write(a.out.join("report.html"), html(&report, &a.out)?)?;
-    summary(&report);
+    let page = html(&report, &mut |f| std::fs::read_to_string(a.out.join(f)))?;
+    std::fs::write(a.out.join("report.html"), page)?;
+    print!("{}", summary(&report));
     println!("wrote {}", a.out.join("report.html").display());
     Ok(0)
-}
-
-fn nan_null(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
-    }
 }
