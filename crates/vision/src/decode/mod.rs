@@ -8,6 +8,13 @@ use crate::error::VisionError;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::io::Cursor;
 
+mod jpeg2000;
+use jpeg2000::check_jpeg2000_header;
+pub use jpeg2000::{
+    MAX_JPEG2000_CODE_BLOCKS, MAX_JPEG2000_COMPONENTS, MAX_JPEG2000_PACKETS,
+    MAX_JPEG2000_TAG_NODES, MAX_JPEG2000_TAG_NODES_PER_PIXEL, MAX_JPEG2000_TILES,
+};
+
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     pub max_bytes: u64,
@@ -125,57 +132,6 @@ fn decode_with_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vi
         DynamicImage::from_decoder(decoder).map_err(|e| VisionError::Decode(e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(img.to_rgb8())
-}
-
-/// Most tiles a JPEG 2000 image may declare. The decoder's work and memory grow with the tile
-/// count, not only with the pixels: 1x1-pixel tiles made a 1.3 MB file cost 782 MB and 7.5 s at
-/// 1 MP. Passport chip photos have one tile; a camera's tiling of a 40 MP frame at 256x256 has ~610.
-pub const MAX_JPEG2000_TILES: u64 = 1024;
-/// Most components (colour planes) facegate reads: grey, grey + alpha, RGB, RGBA/CMYK.
-pub const MAX_JPEG2000_COMPONENTS: u16 = 4;
-
-/// The codestream's SIZ segment, read before the decoder sees the file: image size, tile grid and
-/// components bounded first. Returns the header's image size.
-fn check_jpeg2000_header(b: &[u8], limits: &DecodeLimits) -> Result<(u32, u32), VisionError> {
-    let bad = |why: &str| VisionError::Decode(format!("JPEG 2000: {why}"));
-    // The codestream starts with SOC (FF4F) followed by SIZ (FF51): at the start of a raw .j2k,
-    // inside the jp2c box of a .jp2.
-    let at = b
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
-        .ok_or_else(|| bad("no codestream header (SOC, SIZ)"))?;
-    let siz = b.get(at + 4..).ok_or_else(|| bad("SIZ cut short"))?;
-    let u32_at = |o: usize| -> Result<u64, VisionError> {
-        siz.get(o..o + 4)
-            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as u64)
-            .ok_or_else(|| bad("SIZ cut short"))
-    };
-    let (x, y, xo, yo) = (u32_at(4)?, u32_at(8)?, u32_at(12)?, u32_at(16)?);
-    let (xt, yt, xto, yto) = (u32_at(20)?, u32_at(24)?, u32_at(28)?, u32_at(32)?);
-    let components = siz
-        .get(36..38)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .ok_or_else(|| bad("SIZ cut short"))?;
-    if x <= xo || y <= yo || xt == 0 || yt == 0 || xto > xo || yto > yo {
-        return Err(bad("inconsistent image or tile geometry"));
-    }
-    let (w, h) = (x - xo, y - yo);
-    if w > u32::MAX as u64 || h > u32::MAX as u64 {
-        return Err(bad("image larger than 2^32 pixels a side"));
-    }
-    check_size(w as u32, h as u32, limits)?;
-    let tiles = (x - xto).div_ceil(xt) * (y - yto).div_ceil(yt);
-    if tiles > MAX_JPEG2000_TILES {
-        return Err(bad(&format!(
-            "{tiles} tiles of {xt}x{yt} pixels, over the limit of {MAX_JPEG2000_TILES}"
-        )));
-    }
-    if components == 0 || components > MAX_JPEG2000_COMPONENTS {
-        return Err(bad(&format!(
-            "{components} components, facegate reads 1 to {MAX_JPEG2000_COMPONENTS}"
-        )));
-    }
-    Ok((w as u32, h as u32))
 }
 
 fn decode_jpeg2000(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
