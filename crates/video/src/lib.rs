@@ -1,0 +1,16 @@
+//! facegate's video layer: frames in, tracks out. Sits beside `vision` (which it uses for
+//! detection types and still-frame decoding) and in front of the gallery: bytes → frames →
+//! detections (vision) → tracks → best frames per track → one template per passer-by.
+//!
+//! - [`source`]: frame sources (MP4/H.264 files, folders of frames), bounded and panic-free.
+//! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
+//!   detections, appearance gating when boxes are ambiguous).
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod source;
+pub mod track;
+
+pub use error::VideoError;
+pub use source::{Frame, FrameSource, SourceStats, VideoLimits};

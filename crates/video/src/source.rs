@@ -1,0 +1,474 @@
+//! Where frames come from: an MP4 file (H.264 through Cisco's openh264, built from its bundled
+//! source, demuxed by the `mp4` crate) or a folder of still frames. Every source yields decoded
+//! RGB frames one at a time; nothing holds more than the frame being handed out and the decoder's
+//! own reference pictures, so a source that never ends runs at flat memory.
+//!
+//! Hostile streams are the normal case: the container's header is bounded before it is parsed,
+//! a sample's size is checked against the limits and the file before anything is allocated for
+//! it, a frame's dimensions against [`VideoLimits::max_pixels`], and a corrupt sample costs that
+//! sample only (counted in [`SourceStats::skipped`]) until too many in a row end the stream with
+//! an error. Panics inside the demuxer or decoder (both parse untrusted bytes) become errors.
+
+use crate::error::VideoError;
+use image::RgbImage;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+/// Budgets for one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoLimits {
+    /// Largest frame accepted (pixels).
+    pub max_pixels: u64,
+    /// Largest compressed sample (one access unit) read.
+    pub max_sample_bytes: u64,
+    /// Largest MP4 header (`moov`) parsed; the sample tables of an hour of 30 fps video are ~2 MB.
+    pub max_header_bytes: u64,
+    /// Consecutive undecodable samples after which the stream is given up.
+    pub max_consecutive_errors: u32,
+}
+
+impl Default for VideoLimits {
+    fn default() -> Self {
+        VideoLimits {
+            // 4K UHD: every gate and CCTV camera we expect.
+            max_pixels: 3840 * 2160,
+            max_sample_bytes: 8 << 20,
+            max_header_bytes: 64 << 20,
+            max_consecutive_errors: 30,
+        }
+    }
+}
+
+/// One decoded frame.
+pub struct Frame {
+    /// 0-based, in decode order of the frames the source yields.
+    pub index: u64,
+    /// Presentation time from the stream's start, milliseconds.
+    pub time_ms: u64,
+    pub image: RgbImage,
+}
+
+/// What a source has seen so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub frames: u64,
+    /// Samples or files that could not be decoded and were skipped.
+    pub skipped: u64,
+}
+
+/// A stream of frames. `next_frame` returns `None` at the end, an error when the stream cannot
+/// go on (the error says why); skipped samples are counted, not returned.
+pub trait FrameSource {
+    fn next_frame(&mut self) -> Option<Result<Frame, VideoError>>;
+    /// Frames per second as the stream declares it (0 when unknown).
+    fn frame_rate(&self) -> f64;
+    /// Frames the source expects to yield, when known (a file), for progress.
+    fn expected_frames(&self) -> Option<u64>;
+    fn stats(&self) -> SourceStats;
+}
+
+/// Open `path` by what it is: a directory of frames, or an MP4 file.
+pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
+    if path.is_dir() {
+        Ok(Box::new(FolderSource::open(path, limits)?))
+    } else {
+        Ok(Box::new(Mp4Source::open(path, limits)?))
+    }
+}
+
+/// H.264 in an MP4 file.
+pub struct Mp4Source {
+    reader: mp4::Mp4Reader<BufReader<std::fs::File>>,
+    track: u32,
+    samples: u32,
+    next_sample: u32,
+    file_len: u64,
+    timescale: u64,
+    frame_rate: f64,
+    /// 4-byte start code + NAL, rebuilt for each sample (AVCC → Annex B).
+    annexb: Vec<u8>,
+    parameter_sets: Vec<u8>,
+    length_size: usize,
+    decoder: openh264::decoder::Decoder,
+    limits: VideoLimits,
+    stats: SourceStats,
+    consecutive_errors: u32,
+}
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+fn catch<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, VideoError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|_| VideoError::Malformed(format!("{what}: the parser panicked on this input")))
+}
+
+impl Mp4Source {
+    pub fn open(path: &Path, limits: &VideoLimits) -> Result<Mp4Source, VideoError> {
+        let io = |e: std::io::Error| VideoError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        check_moov_size(&mut file, file_len, limits)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let reader = BufReader::new(file);
+        let reader = catch("MP4 header", || {
+            mp4::Mp4Reader::read_header(reader, file_len)
+        })?
+        .map_err(|e| VideoError::Malformed(format!("MP4 header: {e}")))?;
+        if reader.is_fragmented() {
+            return Err(VideoError::Unsupported(
+                "fragmented MP4 (use a progressive file, or a live source)".into(),
+            ));
+        }
+        let (track, t) = reader
+            .tracks()
+            .iter()
+            .filter(|(_, t)| matches!(t.media_type(), Ok(mp4::MediaType::H264)))
+            .min_by_key(|(id, _)| **id)
+            .ok_or_else(|| VideoError::Unsupported("no H.264 video track".into()))?;
+        let (w, h) = (t.width() as u64, t.height() as u64);
+        if w == 0 || h == 0 || w * h > limits.max_pixels {
+            return Err(VideoError::TooLarge(format!(
+                "{w}x{h} frames, over the limit of {} pixels",
+                limits.max_pixels
+            )));
+        }
+        let avcc = t
+            .trak
+            .mdia
+            .minf
+            .stbl
+            .stsd
+            .avc1
+            .as_ref()
+            .map(|a| &a.avcc)
+            .ok_or_else(|| VideoError::Unsupported("H.264 track without avcC".into()))?;
+        let mut parameter_sets = Vec::new();
+        for nal in avcc
+            .sequence_parameter_sets
+            .iter()
+            .chain(&avcc.picture_parameter_sets)
+        {
+            parameter_sets.extend_from_slice(&START_CODE);
+            parameter_sets.extend_from_slice(&nal.bytes);
+        }
+        let length_size = (avcc.length_size_minus_one & 3) as usize + 1;
+        let timescale = (t.timescale() as u64).max(1);
+        let samples = t.sample_count();
+        // The track's own figure is rounded down to whole frames; samples over duration is not.
+        let secs = t.duration().as_secs_f64();
+        let frame_rate = if secs > 0.0 {
+            samples as f64 / secs
+        } else {
+            0.0
+        };
+        let track = *track;
+        // Flush after each unit: a frame comes out of the unit that completes it (no frame is held
+        // back, and Constrained Baseline has no reordering).
+        let config = openh264::decoder::DecoderConfig::new();
+        let decoder = openh264::decoder::Decoder::with_api_config(
+            openh264::OpenH264API::from_source(),
+            config,
+        )
+        .map_err(|e| VideoError::Decoder(e.to_string()))?;
+        Ok(Mp4Source {
+            reader,
+            track,
+            samples,
+            next_sample: 1,
+            file_len,
+            timescale,
+            frame_rate: if frame_rate.is_finite() {
+                frame_rate
+            } else {
+                0.0
+            },
+            annexb: Vec::new(),
+            parameter_sets,
+            length_size,
+            decoder,
+            limits: *limits,
+            stats: SourceStats::default(),
+            consecutive_errors: 0,
+        })
+    }
+
+    /// The size the sample table gives for sample `id` (1-based), checked before reading it.
+    fn sample_size(&self, id: u32) -> Option<u64> {
+        let t = self.reader.tracks().get(&self.track)?;
+        let stsz = &t.trak.mdia.minf.stbl.stsz;
+        if stsz.sample_size > 0 {
+            Some(stsz.sample_size as u64)
+        } else {
+            stsz.sample_sizes
+                .get(id.checked_sub(1)? as usize)
+                .map(|s| *s as u64)
+        }
+    }
+
+    /// Read and convert one sample to Annex B in `self.annexb`; its presentation time.
+    fn read_sample(&mut self, id: u32) -> Result<u64, VideoError> {
+        let size = self
+            .sample_size(id)
+            .ok_or_else(|| VideoError::Malformed(format!("sample {id} has no size")))?;
+        if size > self.limits.max_sample_bytes || size > self.file_len {
+            return Err(VideoError::TooLarge(format!(
+                "sample {id} of {size} bytes (limit {}, file {})",
+                self.limits.max_sample_bytes, self.file_len
+            )));
+        }
+        let (reader, track) = (&mut self.reader, self.track);
+        let sample = catch("MP4 sample", || reader.read_sample(track, id))?
+            .map_err(|e| VideoError::Malformed(format!("sample {id}: {e}")))?
+            .ok_or_else(|| VideoError::Malformed(format!("sample {id} is missing")))?;
+        let time = (sample.start_time as i128 + sample.rendering_offset as i128).max(0) as u128
+            * 1000
+            / self.timescale as u128;
+        self.annexb.clear();
+        if sample.is_sync || id == 1 {
+            self.annexb.extend_from_slice(&self.parameter_sets);
+        }
+        let mut rest = &sample.bytes[..];
+        while !rest.is_empty() {
+            let n = self.length_size;
+            if rest.len() < n {
+                return Err(VideoError::Malformed(format!(
+                    "sample {id}: NAL length cut short"
+                )));
+            }
+            let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+            rest = &rest[n..];
+            if len > rest.len() {
+                return Err(VideoError::Malformed(format!(
+                    "sample {id}: NAL of {len} bytes, {} left",
+                    rest.len()
+                )));
+            }
+            self.annexb.extend_from_slice(&START_CODE);
+            self.annexb.extend_from_slice(&rest[..len]);
+            rest = &rest[len..];
+        }
+        Ok(time.min(u64::MAX as u128) as u64)
+    }
+}
+
+/// Decode one Annex B access unit; the RGB picture when the decoder gives one. The picture is
+/// converted inside (openh264's buffer is only valid until the next call).
+fn decode_unit(
+    decoder: &mut openh264::decoder::Decoder,
+    unit: &[u8],
+    max_pixels: u64,
+) -> Result<Option<RgbImage>, VideoError> {
+    use openh264::formats::YUVSource;
+    let yuv = match decoder.decode(unit) {
+        Ok(Some(yuv)) => yuv,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(VideoError::Decoder(e.to_string())),
+    };
+    let (w, h) = yuv.dimensions();
+    if w == 0 || h == 0 || (w as u64) * (h as u64) > max_pixels {
+        return Err(VideoError::TooLarge(format!(
+            "a {w}x{h} frame, over the limit of {max_pixels} pixels"
+        )));
+    }
+    let mut rgb = vec![0u8; w * h * 3];
+    yuv.write_rgb8(&mut rgb);
+    RgbImage::from_raw(w as u32, h as u32, rgb)
+        .map(Some)
+        .ok_or_else(|| VideoError::Decoder("frame buffer of the wrong size".into()))
+}
+
+/// Refuse a file whose `moov` box (the header the demuxer reads whole) is over the limit, from
+/// the top-level box headers alone.
+fn check_moov_size(
+    file: &mut std::fs::File,
+    file_len: u64,
+    limits: &VideoLimits,
+) -> Result<(), VideoError> {
+    let mut at = 0u64;
+    let mut head = [0u8; 16];
+    while at + 8 <= file_len {
+        file.seek(SeekFrom::Start(at))
+            .and_then(|_| file.read_exact(&mut head[..8]))
+            .map_err(|e| VideoError::Malformed(format!("MP4 box header: {e}")))?;
+        let mut size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        let kind = [head[4], head[5], head[6], head[7]];
+        if size == 1 {
+            file.read_exact(&mut head[8..16])
+                .map_err(|e| VideoError::Malformed(format!("MP4 box header: {e}")))?;
+            size = u64::from_be_bytes([
+                head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
+            ]);
+        } else if size == 0 {
+            size = file_len - at;
+        }
+        if size < 8 {
+            return Err(VideoError::Malformed(format!(
+                "MP4 box of {size} bytes at {at}"
+            )));
+        }
+        if &kind == b"moov" {
+            if size > limits.max_header_bytes {
+                return Err(VideoError::TooLarge(format!(
+                    "an MP4 header (moov) of {size} bytes, over the limit of {}",
+                    limits.max_header_bytes
+                )));
+            }
+            return Ok(());
+        }
+        at = at.saturating_add(size);
+    }
+    Err(VideoError::Malformed("no moov box".into()))
+}
+
+impl FrameSource for Mp4Source {
+    fn next_frame(&mut self) -> Option<Result<Frame, VideoError>> {
+        while self.next_sample <= self.samples {
+            let id = self.next_sample;
+            self.next_sample += 1;
+            let decoded = match self.read_sample(id) {
+                Ok(time) => {
+                    let (decoder, unit, max) =
+                        (&mut self.decoder, &self.annexb, self.limits.max_pixels);
+                    catch("H.264 decoder", || decode_unit(decoder, unit, max))
+                        .and_then(|r| r)
+                        .map(|image| image.map(|i| (time, i)))
+                }
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok(Some((time_ms, image))) => {
+                    self.consecutive_errors = 0;
+                    let index = self.stats.frames;
+                    self.stats.frames += 1;
+                    return Some(Ok(Frame {
+                        index,
+                        time_ms,
+                        image,
+                    }));
+                }
+                Ok(None) => {}
+                // Over a limit: the stream is refused, not skipped through.
+                Err(e @ VideoError::TooLarge(_)) => return Some(Err(e)),
+                Err(e) => {
+                    self.stats.skipped += 1;
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
+                        return Some(Err(VideoError::Malformed(format!(
+                            "{} undecodable samples in a row, the last: {e}",
+                            self.consecutive_errors
+                        ))));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn frame_rate(&self) -> f64 {
+        self.frame_rate
+    }
+
+    fn expected_frames(&self) -> Option<u64> {
+        Some(self.samples as u64)
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+/// A directory of still frames (JPEG, PNG, JPEG 2000), in file-name order.
+pub struct FolderSource {
+    files: Vec<PathBuf>,
+    next: usize,
+    limits: vision::decode::DecodeLimits,
+    stats: SourceStats,
+    consecutive_errors: u32,
+    max_consecutive_errors: u32,
+}
+
+impl FolderSource {
+    pub fn open(dir: &Path, limits: &VideoLimits) -> Result<FolderSource, VideoError> {
+        let io = |e: std::io::Error| VideoError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let p = entry.map_err(io)?.path();
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "jp2" | "j2k")) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(VideoError::Unsupported(format!(
+                "no JPEG, PNG or JPEG 2000 frames in {}",
+                dir.display()
+            )));
+        }
+        Ok(FolderSource {
+            files,
+            next: 0,
+            limits: vision::decode::DecodeLimits {
+                max_pixels: limits.max_pixels,
+                ..Default::default()
+            },
+            stats: SourceStats::default(),
+            consecutive_errors: 0,
+            max_consecutive_errors: limits.max_consecutive_errors,
+        })
+    }
+}
+
+impl FrameSource for FolderSource {
+    fn next_frame(&mut self) -> Option<Result<Frame, VideoError>> {
+        while let Some(path) = self.files.get(self.next) {
+            self.next += 1;
+            match vision::decode::decode_file(path, &self.limits) {
+                Ok(image) => {
+                    self.consecutive_errors = 0;
+                    let index = self.stats.frames;
+                    self.stats.frames += 1;
+                    return Some(Ok(Frame {
+                        index,
+                        time_ms: 0,
+                        image,
+                    }));
+                }
+                Err(e) => {
+                    self.stats.skipped += 1;
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors >= self.max_consecutive_errors {
+                        return Some(Err(VideoError::Malformed(format!(
+                            "{} undecodable frames in a row, the last ({}): {e}",
+                            self.consecutive_errors,
+                            path.display()
+                        ))));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn frame_rate(&self) -> f64 {
+        0.0
+    }
+
+    fn expected_frames(&self) -> Option<u64> {
+        Some(self.files.len() as u64)
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}

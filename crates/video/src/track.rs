@@ -1,0 +1,458 @@
+//! Multi-face tracking in the ByteTrack family: a constant-velocity Kalman filter per face box,
+//! optimal assignment (Hungarian) of detections to predicted boxes on overlap, a second pass that
+//! lets low-score detections continue existing tracks (a face turning away or blurred still
+//! belongs to its track), and lost tracks kept for a while so a short occlusion does not start a
+//! new identity. Appearance gating: when a detection could belong to more than one track (people
+//! crossing), the caller's embeddings decide, and a pair whose faces disagree is never matched.
+//!
+//! Track ids are numbers local to one tracker (one stream), never reused, and carry nothing about
+//! the person: nothing here links a face across cameras.
+
+use nalgebra::{SMatrix, SVector};
+use pathfinding::kuhn_munkres::kuhn_munkres;
+use pathfinding::matrix::Matrix;
+use vision::geometry::Rect;
+
+type State = SVector<f32, 8>;
+type Cov = SMatrix<f32, 8, 8>;
+type Obs = SVector<f32, 4>;
+
+/// Tracker settings. Scores are the detector's (dlib's MMOD and HOG: 0 is their default
+/// threshold); run the detector at `low_score` so the second pass has something to use.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    /// Detections at or above this start tracks and take part in the first pass.
+    pub high_score: f32,
+    /// Detections between this and `high_score` only continue tracks (second pass).
+    pub low_score: f32,
+    /// Least overlap (IoU) for a first-pass match.
+    pub match_iou: f32,
+    /// Least overlap for a second-pass (low-score) match.
+    pub low_match_iou: f32,
+    /// Frames a track may go unseen before it ends.
+    pub max_lost_frames: u32,
+    /// Hits before a new track is reported (filters one-frame false detections).
+    pub min_hits: u32,
+    /// Appearance gate: two faces farther apart than this (in the embedder's distance) are not
+    /// the same person, whatever the boxes say.
+    pub appearance_gate: f32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            high_score: 0.0,
+            low_score: -0.6,
+            match_iou: 0.3,
+            low_match_iou: 0.5,
+            max_lost_frames: 30,
+            min_hits: 2,
+            appearance_gate: 0.6,
+        }
+    }
+}
+
+/// A detection handed to the tracker.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    pub rect: Rect,
+    pub score: f32,
+}
+
+/// What happened in one update.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Update {
+    /// (detection index, track id) for every detection that belongs to a reported track.
+    pub assigned: Vec<(usize, u64)>,
+    /// Tracks reported for the first time in this frame.
+    pub started: Vec<u64>,
+    /// Tracks that ended in this frame (unseen for too long).
+    pub ended: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Seen fewer than `min_hits` times: not reported yet.
+    Tentative,
+    Tracked,
+    /// Not seen in the last frame(s); still matched against.
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    id: u64,
+    mean: State,
+    cov: Cov,
+    phase: Phase,
+    hits: u32,
+    unseen: u32,
+    /// The appearance of the face as last confirmed (normalised embedding), when known.
+    appearance: Option<Vec<f32>>,
+}
+
+/// The tracker of one stream.
+pub struct Tracker {
+    config: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+fn observe(r: &Rect) -> Obs {
+    Obs::new(
+        ((r.left + r.right) / 2.0) as f32,
+        ((r.top + r.bottom) / 2.0) as f32,
+        r.width() as f32,
+        r.height() as f32,
+    )
+}
+
+fn rect_of(m: &State) -> Rect {
+    let (cx, cy, w, h) = (
+        m[0] as f64,
+        m[1] as f64,
+        m[2].max(1.0) as f64,
+        m[3].max(1.0) as f64,
+    );
+    Rect {
+        left: cx - w / 2.0,
+        top: cy - h / 2.0,
+        right: cx + w / 2.0,
+        bottom: cy + h / 2.0,
+    }
+}
+
+/// Intersection over union of two boxes (0 when either is empty).
+pub fn iou(a: &Rect, b: &Rect) -> f32 {
+    let w = (a.right.min(b.right) - a.left.max(b.left)).max(0.0);
+    let h = (a.bottom.min(b.bottom) - a.top.max(b.top)).max(0.0);
+    let inter = w * h;
+    let union = a.width() * a.height() + b.width() * b.height() - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        (inter / union) as f32
+    }
+}
+
+fn distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}
+
+// Noise scaled by the face's size, as in SORT/ByteTrack: a big near face moves more pixels.
+const POS_NOISE: f32 = 1.0 / 20.0;
+const VEL_NOISE: f32 = 1.0 / 160.0;
+
+impl Track {
+    fn new(id: u64, r: &Rect) -> Track {
+        let z = observe(r);
+        let mut mean = State::zeros();
+        mean.fixed_rows_mut::<4>(0).copy_from(&z);
+        let s = z[3].max(1.0);
+        let std = [
+            2.0 * POS_NOISE * s,
+            2.0 * POS_NOISE * s,
+            2.0 * POS_NOISE * s,
+            2.0 * POS_NOISE * s,
+            10.0 * VEL_NOISE * s,
+            10.0 * VEL_NOISE * s,
+            10.0 * VEL_NOISE * s,
+            10.0 * VEL_NOISE * s,
+        ];
+        let cov = Cov::from_diagonal(&State::from_iterator(std.iter().map(|v| v * v)));
+        Track {
+            id,
+            mean,
+            cov,
+            phase: Phase::Tentative,
+            hits: 1,
+            unseen: 0,
+            appearance: None,
+        }
+    }
+
+    fn predict(&mut self) {
+        let mut f = Cov::identity();
+        for i in 0..4 {
+            f[(i, i + 4)] = 1.0;
+        }
+        let s = self.mean[3].max(1.0);
+        let q: State = State::from_iterator(
+            [POS_NOISE, POS_NOISE, POS_NOISE, POS_NOISE]
+                .iter()
+                .map(|v| (v * s).powi(2))
+                .chain([VEL_NOISE; 4].iter().map(|v| (v * s).powi(2))),
+        );
+        self.mean = f * self.mean;
+        self.cov = f * self.cov * f.transpose() + Cov::from_diagonal(&q);
+    }
+
+    fn correct(&mut self, r: &Rect) {
+        let z = observe(r);
+        let h = SMatrix::<f32, 4, 8>::from_fn(|i, j| if i == j { 1.0 } else { 0.0 });
+        let s = self.mean[3].max(1.0);
+        let rn = SMatrix::<f32, 4, 4>::from_diagonal(&Obs::from_element((POS_NOISE * s).powi(2)));
+        let innovation_cov = h * self.cov * h.transpose() + rn;
+        // A covariance that cannot be inverted (degenerate numbers) resets the track to the
+        // observation instead of poisoning it.
+        let Some(inv) = innovation_cov.try_inverse() else {
+            *self = Track {
+                id: self.id,
+                phase: self.phase,
+                hits: self.hits,
+                appearance: self.appearance.take(),
+                ..Track::new(self.id, r)
+            };
+            return;
+        };
+        let gain = self.cov * h.transpose() * inv;
+        self.mean += gain * (z - h * self.mean);
+        self.cov = (Cov::identity() - gain * h) * self.cov;
+    }
+
+    fn rect(&self) -> Rect {
+        rect_of(&self.mean)
+    }
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Tracker {
+        Tracker {
+            config,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Tracks alive now (tentative ones included): bounded by the faces in view plus those lost
+    /// within `max_lost_frames`.
+    pub fn live_tracks(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// The predicted box of a live track.
+    pub fn rect(&self, id: u64) -> Option<Rect> {
+        self.tracks.iter().find(|t| t.id == id).map(Track::rect)
+    }
+
+    /// Remember a track's confirmed appearance (a normalised embedding of one of its faces).
+    pub fn set_appearance(&mut self, id: u64, embedding: Vec<f32>) {
+        if let Some(t) = self.tracks.iter_mut().find(|t| t.id == id) {
+            t.appearance = Some(embedding);
+        }
+    }
+
+    /// Advance by one frame. `appearance(i)` is asked for detection `i`'s embedding only when the
+    /// boxes alone are ambiguous (it overlaps more than one track, or a track overlaps more than
+    /// one detection) and a track involved has an appearance; return `None` when unknown.
+    pub fn update(
+        &mut self,
+        detections: &[Observation],
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> Update {
+        let cfg = self.config;
+        for t in &mut self.tracks {
+            t.predict();
+        }
+        let high: Vec<usize> = (0..detections.len())
+            .filter(|&i| detections[i].score >= cfg.high_score && detections[i].score.is_finite())
+            .collect();
+        let low: Vec<usize> = (0..detections.len())
+            .filter(|&i| {
+                detections[i].score >= cfg.low_score && detections[i].score < cfg.high_score
+            })
+            .collect();
+
+        // First pass: every track against the confident detections.
+        let all: Vec<usize> = (0..self.tracks.len()).collect();
+        let (pairs, free_tracks, free_high) =
+            self.associate(&all, &high, detections, cfg.match_iou, appearance);
+        let mut matched: Vec<(usize, usize)> = pairs;
+        // Second pass: tracks seen last frame against the weak detections.
+        let recent: Vec<usize> = free_tracks
+            .iter()
+            .copied()
+            .filter(|&t| self.tracks[t].phase == Phase::Tracked)
+            .collect();
+        let (pairs, _, _) =
+            self.associate(&recent, &low, detections, cfg.low_match_iou, appearance);
+        matched.extend(pairs);
+
+        let mut out = Update::default();
+        let mut seen = vec![false; self.tracks.len()];
+        for &(t, d) in &matched {
+            seen[t] = true;
+            let track = &mut self.tracks[t];
+            track.correct(&detections[d].rect);
+            track.hits += 1;
+            track.unseen = 0;
+            match track.phase {
+                Phase::Tentative if track.hits >= cfg.min_hits => {
+                    track.phase = Phase::Tracked;
+                    out.started.push(track.id);
+                }
+                Phase::Lost => track.phase = Phase::Tracked,
+                _ => {}
+            }
+            if track.phase == Phase::Tracked {
+                out.assigned.push((d, track.id));
+            }
+        }
+        for (t, track) in self.tracks.iter_mut().enumerate() {
+            if !seen[t] {
+                track.unseen += 1;
+                if track.phase == Phase::Tracked {
+                    track.phase = Phase::Lost;
+                }
+            }
+        }
+        // Ends: lost too long, or tentative and missed once.
+        let max_lost = cfg.max_lost_frames;
+        self.tracks.retain(|t| {
+            let gone = match t.phase {
+                Phase::Tentative => t.unseen > 0,
+                _ => t.unseen > max_lost,
+            };
+            if gone && t.phase != Phase::Tentative {
+                out.ended.push(t.id);
+            }
+            !gone
+        });
+        // New tracks from confident detections nobody claimed.
+        let claimed: std::collections::HashSet<usize> = matched.iter().map(|m| m.1).collect();
+        for &d in &free_high {
+            if claimed.contains(&d) {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut t = Track::new(id, &detections[d].rect);
+            if cfg.min_hits <= 1 {
+                t.phase = Phase::Tracked;
+                out.started.push(id);
+                out.assigned.push((d, id));
+            }
+            self.tracks.push(t);
+        }
+        out.assigned.sort_unstable();
+        out
+    }
+
+    /// End every track (the stream ended): their ids, in start order.
+    pub fn finish(&mut self) -> Vec<u64> {
+        let ended = self
+            .tracks
+            .iter()
+            .filter(|t| t.phase != Phase::Tentative)
+            .map(|t| t.id)
+            .collect();
+        self.tracks.clear();
+        ended
+    }
+
+    /// Optimal one-to-one assignment of `tracks` to `dets` maximising overlap, pairs below
+    /// `min_iou` or whose faces disagree left out. Returns (pairs, unmatched tracks, unmatched
+    /// detections) as indices into `self.tracks` and `detections`.
+    fn associate(
+        &mut self,
+        tracks: &[usize],
+        dets: &[usize],
+        detections: &[Observation],
+        min_iou: f32,
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> (Vec<(usize, usize)>, Vec<usize>, Vec<usize>) {
+        if tracks.is_empty() || dets.is_empty() {
+            return (Vec::new(), tracks.to_vec(), dets.to_vec());
+        }
+        let boxes: Vec<Rect> = tracks.iter().map(|&t| self.tracks[t].rect()).collect();
+        let mut overlap = vec![vec![0f32; dets.len()]; tracks.len()];
+        for (i, b) in boxes.iter().enumerate() {
+            for (j, &d) in dets.iter().enumerate() {
+                overlap[i][j] = iou(b, &detections[d].rect);
+            }
+        }
+        // Appearance only where the boxes are ambiguous and a track knows its face.
+        let candidates = |row: &[f32]| row.iter().filter(|v| **v >= min_iou).count();
+        let mut embeddings: Vec<Option<Option<Vec<f32>>>> = vec![None; dets.len()];
+        for (i, &t) in tracks.iter().enumerate() {
+            let Some(known) = self.tracks[t].appearance.clone() else {
+                continue;
+            };
+            let row_ambiguous = candidates(&overlap[i]) > 1;
+            for (j, &d) in dets.iter().enumerate() {
+                if overlap[i][j] < min_iou {
+                    continue;
+                }
+                let col_ambiguous = overlap.iter().filter(|r| r[j] >= min_iou).count() > 1;
+                if !(row_ambiguous || col_ambiguous) {
+                    continue;
+                }
+                let e = embeddings[j].get_or_insert_with(|| appearance(d));
+                if let Some(e) = e {
+                    if distance(e, &known) > self.config.appearance_gate {
+                        overlap[i][j] = 0.0;
+                    }
+                }
+            }
+        }
+        // Hungarian on integer weights (IoU in millionths); rows must not outnumber columns.
+        let transpose = tracks.len() > dets.len();
+        let (rows, cols) = if transpose {
+            (dets.len(), tracks.len())
+        } else {
+            (tracks.len(), dets.len())
+        };
+        let weight = |r: usize, c: usize| -> i64 {
+            let v = if transpose {
+                overlap[c][r]
+            } else {
+                overlap[r][c]
+            };
+            if v >= min_iou {
+                (v * 1e6) as i64
+            } else {
+                0
+            }
+        };
+        let mut m = Matrix::new(rows, cols, 0i64);
+        for r in 0..rows {
+            for c in 0..cols {
+                m[(r, c)] = weight(r, c);
+            }
+        }
+        let (_, assignment) = kuhn_munkres(&m);
+        let mut pairs = Vec::new();
+        for (r, &c) in assignment.iter().enumerate() {
+            if weight(r, c) == 0 {
+                continue;
+            }
+            let (ti, dj) = if transpose { (c, r) } else { (r, c) };
+            pairs.push((tracks[ti], dets[dj]));
+        }
+        // A track whose face was confirmed in this frame keeps its appearance current.
+        for &(t, d) in &pairs {
+            let j = dets.iter().position(|&x| x == d);
+            if let Some(Some(Some(e))) = j.map(|j| embeddings[j].clone()) {
+                self.tracks[t].appearance = Some(e);
+            }
+        }
+        let used_t: std::collections::HashSet<usize> = pairs.iter().map(|p| p.0).collect();
+        let used_d: std::collections::HashSet<usize> = pairs.iter().map(|p| p.1).collect();
+        (
+            pairs,
+            tracks
+                .iter()
+                .copied()
+                .filter(|t| !used_t.contains(t))
+                .collect(),
+            dets.iter()
+                .copied()
+                .filter(|d| !used_d.contains(d))
+                .collect(),
+        )
+    }
+}

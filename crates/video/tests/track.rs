@@ -1,0 +1,222 @@
+//! The tracker on synthetic paths with known identities.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+use video::track::{Observation, Tracker, TrackerConfig};
+use vision::geometry::Rect;
+
+fn face(cx: f64, cy: f64, side: f64, score: f32) -> Observation {
+    Observation {
+        rect: Rect {
+            left: cx - side / 2.0,
+            top: cy - side / 2.0,
+            right: cx + side / 2.0,
+            bottom: cy + side / 2.0,
+        },
+        score,
+    }
+}
+
+/// Runs frames of (person, observation) through the tracker; returns, per person, the track ids
+/// their detections were assigned to (in order, repeats collapsed), and the ends reported.
+fn run(
+    frames: &[Vec<(usize, Observation)>],
+    looks: Option<&[Vec<f32>]>,
+    config: TrackerConfig,
+) -> (Vec<Vec<u64>>, Vec<u64>) {
+    let mut t = Tracker::new(config);
+    let people = frames
+        .iter()
+        .flatten()
+        .map(|(p, _)| p + 1)
+        .max()
+        .unwrap_or(0);
+    let mut ids: Vec<Vec<u64>> = vec![Vec::new(); people];
+    let mut ended = Vec::new();
+    for f in frames {
+        let obs: Vec<Observation> = f.iter().map(|(_, o)| *o).collect();
+        let who: Vec<usize> = f.iter().map(|(p, _)| *p).collect();
+        let up = t.update(&obs, &mut |i| looks.map(|l| l[who[i]].clone()));
+        if let Some(l) = looks {
+            for &(d, id) in &up.assigned {
+                t.set_appearance(id, l[who[d]].clone());
+            }
+        }
+        for (d, id) in up.assigned {
+            let v = &mut ids[who[d]];
+            if v.last() != Some(&id) {
+                v.push(id);
+            }
+        }
+        ended.extend(up.ended);
+    }
+    ended.extend(t.finish());
+    (ids, ended)
+}
+
+#[test]
+fn separate_faces_keep_one_id_each() {
+    let frames: Vec<Vec<(usize, Observation)>> = (0..60)
+        .map(|k| {
+            let k = k as f64;
+            vec![
+                (0, face(100.0 + 3.0 * k, 200.0, 80.0, 1.0)),
+                (1, face(500.0 - 2.0 * k, 150.0 + k, 60.0 + 0.5 * k, 0.8)),
+            ]
+        })
+        .collect();
+    let (ids, ended) = run(&frames, None, TrackerConfig::default());
+    assert_eq!(ids[0].len(), 1, "{ids:?}");
+    assert_eq!(ids[1].len(), 1, "{ids:?}");
+    assert_ne!(ids[0][0], ids[1][0]);
+    assert_eq!(ended.len(), 2);
+}
+
+/// Two people walk towards each other on one line and pass: their boxes overlap for several
+/// frames. Their faces differ, and the tracker may look at them when the boxes are ambiguous.
+fn crossing() -> Vec<Vec<(usize, Observation)>> {
+    (0..50)
+        .map(|k| {
+            let k = k as f64;
+            vec![
+                (0, face(100.0 + 8.0 * k, 200.0, 80.0, 1.0)),
+                (1, face(500.0 - 8.0 * k, 205.0, 80.0, 1.0)),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn people_crossing_keep_their_ids() {
+    let looks = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+    let (ids, _) = run(&crossing(), Some(&looks), TrackerConfig::default());
+    assert_eq!(ids[0].len(), 1, "person 0 changed track: {ids:?}");
+    assert_eq!(ids[1].len(), 1, "person 1 changed track: {ids:?}");
+    assert_ne!(ids[0][0], ids[1][0]);
+}
+
+#[test]
+fn crossing_at_an_angle_keeps_ids_on_motion_alone() {
+    // Diagonal paths crossing: the velocity the filter learned carries each box through.
+    let frames: Vec<Vec<(usize, Observation)>> = (0..50)
+        .map(|k| {
+            let k = k as f64;
+            vec![
+                (0, face(100.0 + 8.0 * k, 100.0 + 6.0 * k, 70.0, 1.0)),
+                (1, face(500.0 - 8.0 * k, 100.0 + 6.0 * k, 70.0, 1.0)),
+            ]
+        })
+        .collect();
+    let (ids, _) = run(&frames, None, TrackerConfig::default());
+    assert_eq!((ids[0].len(), ids[1].len()), (1, 1), "{ids:?}");
+}
+
+#[test]
+fn a_short_occlusion_keeps_the_id_a_long_absence_does_not() {
+    let path = |k: usize| face(100.0 + 4.0 * k as f64, 200.0, 80.0, 1.0);
+    // Unseen for frames 20..32 (12 frames), then back on its path.
+    let frames: Vec<Vec<(usize, Observation)>> = (0..60)
+        .map(|k| {
+            if (20..32).contains(&k) {
+                vec![]
+            } else {
+                vec![(0, path(k))]
+            }
+        })
+        .collect();
+    let (ids, ended) = run(&frames, None, TrackerConfig::default());
+    assert_eq!(ids[0].len(), 1, "{ids:?}");
+    assert_eq!(ended.len(), 1);
+    // Gone for longer than max_lost_frames: a new passer-by as far as the tracker knows.
+    let cfg = TrackerConfig {
+        max_lost_frames: 10,
+        ..Default::default()
+    };
+    let frames: Vec<Vec<(usize, Observation)>> = (0..60)
+        .map(|k| {
+            if (20..40).contains(&k) {
+                vec![]
+            } else {
+                vec![(0, face(300.0, 200.0, 80.0, 1.0))]
+            }
+        })
+        .collect();
+    let (ids, ended) = run(&frames, None, cfg);
+    assert_eq!(ids[0].len(), 2, "{ids:?}");
+    assert_eq!(ended.len(), 2);
+}
+
+#[test]
+fn weak_detections_continue_a_track_but_never_start_one() {
+    let cfg = TrackerConfig::default();
+    // Confident for 10 frames, then weak (turned away) for 10, then confident again.
+    let frames: Vec<Vec<(usize, Observation)>> = (0..30)
+        .map(|k| {
+            let s = if (10..20).contains(&k) { -0.3 } else { 1.0 };
+            let mut f = vec![(0, face(200.0 + 2.0 * k as f64, 200.0, 80.0, s))];
+            // A weak detection far from everything: noise, must not become a track.
+            f.push((1, face(600.0, 50.0, 40.0, -0.3)));
+            f
+        })
+        .collect();
+    let (ids, _) = run(&frames, None, cfg);
+    assert_eq!(ids[0].len(), 1, "{ids:?}");
+    assert!(ids[1].is_empty(), "a weak detection started a track");
+}
+
+#[test]
+fn one_frame_false_detections_are_not_reported() {
+    let frames: Vec<Vec<(usize, Observation)>> = (0..20)
+        .map(|k| {
+            let mut f = vec![(0, face(200.0, 200.0, 80.0, 1.0))];
+            if k % 5 == 0 {
+                f.push((1, face(50.0 + 30.0 * k as f64, 400.0, 40.0, 0.5)));
+            }
+            f
+        })
+        .collect();
+    let (ids, ended) = run(&frames, None, TrackerConfig::default());
+    assert!(ids[1].is_empty(), "{ids:?}");
+    assert_eq!(ended.len(), 1);
+}
+
+#[test]
+fn degenerate_boxes_do_not_panic() {
+    let mut t = Tracker::new(TrackerConfig::default());
+    let bad = [
+        face(f64::NAN, 10.0, 10.0, 1.0),
+        face(10.0, 10.0, 0.0, 1.0),
+        face(1e300, -1e300, 1e300, 1.0),
+        face(10.0, 10.0, 10.0, f32::NAN),
+    ];
+    for _ in 0..5 {
+        t.update(&bad, &mut |_| None);
+    }
+    t.finish();
+}
+
+/// Two people meet, overlap and walk back the way they came: motion alone carries each track
+/// on through the other (a swap); their faces keep them apart.
+#[test]
+fn appearance_prevents_the_swap_that_motion_makes() {
+    let frames: Vec<Vec<(usize, Observation)>> = (0..60)
+        .map(|k| {
+            let x = if k < 30 {
+                8.0 * k as f64
+            } else {
+                8.0 * (60 - k) as f64
+            };
+            vec![
+                (0, face(100.0 + x, 200.0, 80.0, 1.0)),
+                (1, face(580.0 - x, 205.0, 80.0, 1.0)),
+            ]
+        })
+        .collect();
+    let (blind, _) = run(&frames, None, TrackerConfig::default());
+    assert!(
+        blind[0].len() > 1,
+        "the scenario must fool a motion-only tracker: {blind:?}"
+    );
+    let looks = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+    let (ids, _) = run(&frames, Some(&looks), TrackerConfig::default());
+    assert_eq!((ids[0].len(), ids[1].len()), (1, 1), "{ids:?}");
+}
