@@ -9,6 +9,7 @@ mod cmd_faces;
 mod cmd_gallery;
 mod cmd_models;
 mod cmd_serve;
+mod cmd_watch;
 mod engine;
 mod eval;
 
@@ -66,6 +67,9 @@ enum Command {
         #[command(subcommand)]
         command: cmd_gallery::AuditCommand,
     },
+    /// Follow faces through a video (MP4/H.264 or a folder of frames) and decide once per
+    /// passer-by, against a reference image (e-gate) or a gallery (watchlist). JSON Lines.
+    Watch(cmd_watch::WatchArgs),
     /// Serve the HTTP API (see crates/server/openapi.json).
     Serve(cmd_serve::ServeArgs),
     /// Create, list and revoke API keys for the server.
@@ -134,6 +138,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Subject(a) => cmd_gallery::subject(&home, &cli.store, a),
         Command::Audit { command } => cmd_gallery::audit(&home, &cli.store, command),
         Command::Keys { command } => cmd_gallery::keys(&home, &cli.store, command),
+        Command::Watch(a) => cmd_watch::watch(&home, &cli.store, a),
         Command::Serve(a) => cmd_serve::serve(&home, &cli.store, a),
         Command::Apikey { command } => cmd_serve::apikey(&home, &cli.store, command),
     }

@@ -17,4 +17,6 @@ pub enum VideoError {
     Unsupported(String),
     #[error("H.264 decoder: {0}")]
     Decoder(String),
+    #[error(transparent)]
+    Vision(#[from] vision::VisionError),
 }

@@ -5,12 +5,14 @@
 //! - [`source`]: frame sources (MP4/H.264 files, folders of frames), bounded and panic-free.
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
+//! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
 
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod source;
 pub mod track;
+pub mod watch;
 
 pub use error::VideoError;
 pub use source::{Frame, FrameSource, SourceStats, VideoLimits};

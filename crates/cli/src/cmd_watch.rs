@@ -1,0 +1,291 @@
+//! `facegate watch`: a video source in, one decision per passer-by out (JSON Lines).
+//!
+//! E-gate mode (`--reference IMAGE`): each track's fused template against the reference face.
+//! Watchlist mode (`--gallery G --purpose TEXT`): each track's fused template searched in the
+//! gallery, audited (one record per decision, none per frame). No frame is written anywhere.
+
+use crate::cmd_faces::pick;
+use crate::cmd_gallery::StoreArgs;
+use crate::engine::{load, EngineArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use video::watch::{Event, Evidence, WatchConfig, Watcher};
+use video::VideoLimits;
+use vision::decode::{decode_file, DecodeLimits};
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// An MP4 file (H.264) or a directory of frames (JPEG, PNG, JPEG 2000, in name order).
+    pub source: PathBuf,
+    /// E-gate: compare each passer-by with the face in this image (e.g. the chip photo).
+    #[arg(long, conflicts_with = "gallery")]
+    pub reference: Option<PathBuf>,
+    /// Watchlist: search each passer-by in this gallery (needs --purpose).
+    #[arg(long, requires = "purpose")]
+    pub gallery: Option<String>,
+    /// Why the search is made (recorded with each decision in the audit log).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Decision threshold (default: the gallery's, else the pack's calibrated one).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Most candidates per decision in watchlist mode (capped by the gallery policy).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Detect on every n-th frame only (the tracker steps on those frames).
+    #[arg(long, default_value_t = 1)]
+    pub every: u32,
+    /// Best frames (by quality) kept and embedded per passer-by.
+    #[arg(long, default_value_t = 3)]
+    pub best: usize,
+    /// Decide after a passer-by was seen this many times (or when they leave).
+    #[arg(long, default_value_t = 30)]
+    pub decide_after: u32,
+    /// Decide on the best single frame instead of the fused template (for comparisons).
+    #[arg(long)]
+    pub single_frame: bool,
+    /// Write each frame with the tracked faces boxed (one colour per track) as JPEG files into
+    /// this directory, for people to look at. Off by default: frames are otherwise never kept.
+    #[arg(long)]
+    pub annotate: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How a decision is made.
+enum Decider {
+    Reference {
+        template: Vec<f32>,
+        threshold: f64,
+        metric: vision::pack::Metric,
+    },
+    Gallery {
+        store: Box<gallery::Store>,
+        ctx: gallery::Context,
+        name: String,
+        k: Option<usize>,
+        default_threshold: f64,
+    },
+}
+
+impl Decider {
+    fn decide(&self, template: &[f32]) -> Result<serde_json::Value> {
+        Ok(match self {
+            Decider::Reference {
+                template: reference,
+                threshold,
+                metric,
+            } => {
+                let score = metric.compare(template, reference);
+                json!({
+                    "mode": "verify",
+                    "match": metric.is_match(score, *threshold),
+                    "score": score,
+                    "threshold": threshold,
+                    "score_kind": metric.describe(),
+                })
+            }
+            Decider::Gallery {
+                store,
+                ctx,
+                name,
+                k,
+                default_threshold,
+            } => {
+                let r = store.identify(ctx, name, template, *k, *default_threshold)?;
+                json!({
+                    "mode": "identify",
+                    "match": !r.candidates.is_empty(),
+                    "gallery": r.gallery,
+                    "candidates": r.candidates,
+                    "threshold": r.threshold,
+                    "score_kind": r.metric.describe(),
+                    "audit_seq": r.audit_seq,
+                })
+            }
+        })
+    }
+}
+
+pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
+    let mut engine = a.engine.clone();
+    let cfg = WatchConfig {
+        detect_every: a.every.max(1),
+        best_frames: a.best.max(1),
+        decide_after_frames: a.decide_after.max(1),
+        ..Default::default()
+    };
+    // The tracker's second pass needs the weak detections too.
+    engine.det_threshold = engine.det_threshold.min(cfg.tracker.low_score);
+    let mut p = load(home, &engine)?;
+    p.detect.threshold = engine.det_threshold;
+    let pack_threshold = p.models.manifest.calibration.as_ref().map(|c| c.threshold);
+    let decider = match (&a.reference, &a.gallery) {
+        (Some(path), None) => {
+            let img = decode_file(path, &DecodeLimits::default().strict())
+                .with_context(|| format!("reference {}", path.display()))?;
+            // The reference is a still: only confident detections count.
+            let mut still = load(home, &a.engine)?;
+            still.detect.threshold = a.engine.det_threshold;
+            let (face, _, _, _) = pick(still.faces(&img)?, None, "reference")?;
+            Decider::Reference {
+                template: face.embedding.clone(),
+                threshold: a
+                    .threshold
+                    .or(pack_threshold)
+                    .context("no threshold: pass --threshold")?,
+                metric: p.metric(),
+            }
+        }
+        (None, Some(name)) => {
+            let purpose = a.purpose.clone().unwrap_or_default();
+            Decider::Gallery {
+                store: Box::new(s.open(home)?),
+                ctx: s.context(&purpose)?,
+                name: name.clone(),
+                k: a.k,
+                default_threshold: a
+                    .threshold
+                    .or(pack_threshold)
+                    .context("the pack has no calibrated threshold: pass --threshold")?,
+            }
+        }
+        _ => bail!("say what to decide against: --reference IMAGE (e-gate) or --gallery G --purpose TEXT (watchlist)"),
+    };
+    let mut source = video::source::open(&a.source, &VideoLimits::default())
+        .with_context(|| format!("opening {}", a.source.display()))?;
+    let progress = indicatif::ProgressBar::with_draw_target(
+        source.expected_frames(),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut w = Watcher::new(cfg);
+    let started = std::time::Instant::now();
+    let mut out = std::io::stdout().lock();
+    let (mut tracks, mut decisions, mut matches) = (0u64, 0u64, 0u64);
+    let mut emit = |events: Vec<Event>, out: &mut dyn std::io::Write| -> Result<()> {
+        for ev in events {
+            let line = match ev {
+                Event::TrackStart {
+                    track,
+                    frame,
+                    time_ms,
+                    rect,
+                } => {
+                    tracks += 1;
+                    json!({"event": "track_start", "track": track, "frame": frame, "time_ms": time_ms,
+                        "box": [rect.left, rect.top, rect.right, rect.bottom]})
+                }
+                Event::Decide(ev) => {
+                    decisions += 1;
+                    let line = decision(&decider, &ev, a.single_frame)?;
+                    if line["match"] == true {
+                        matches += 1;
+                    }
+                    line
+                }
+                Event::TrackEnd {
+                    track,
+                    first_frame,
+                    frame,
+                    time_ms,
+                    frames_seen,
+                    decided,
+                } => json!({"event": "track_end", "track": track, "first_frame": first_frame,
+                    "frame": frame, "time_ms": time_ms, "frames_seen": frames_seen, "decided": decided}),
+            };
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    };
+    if let Some(dir) = &a.annotate {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    while let Some(frame) = source.next_frame() {
+        let mut frame = frame?;
+        let events = w.process(&frame, &p)?;
+        emit(events, &mut out)?;
+        if let Some(dir) = &a.annotate {
+            annotate(&mut frame.image, w.boxes());
+            let path = dir.join(format!("frame{:06}.jpg", frame.index));
+            frame
+                .image
+                .save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        progress.inc(1);
+    }
+    let events = w.finish(&p)?;
+    emit(events, &mut out)?;
+    progress.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let stats = source.stats();
+    writeln!(
+        out,
+        "{}",
+        json!({"event": "summary", "frames": stats.frames, "skipped_samples": stats.skipped,
+            "tracks": tracks, "decisions": decisions, "matches": matches, "seconds": secs,
+            "frames_per_second": stats.frames as f64 / secs.max(1e-9),
+            "detector": p.detector_name(), "detect_every": cfg.detect_every,
+            "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
+    )?;
+    Ok(0)
+}
+
+fn decision(decider: &Decider, ev: &Evidence, single: bool) -> Result<serde_json::Value> {
+    let template = if single { &ev.best } else { &ev.fused };
+    let mut line = decider.decide(template)?;
+    line["event"] = json!("decision");
+    line["track"] = json!(ev.track);
+    line["frame"] = json!(ev.frame);
+    line["time_ms"] = json!(ev.time_ms);
+    line["frames_seen"] = json!(ev.frames_seen);
+    line["frames_used"] = json!(ev.frames_used);
+    line["at_track_end"] = json!(ev.at_track_end);
+    Ok(line)
+}
+
+/// Box each tracked face in a colour of its track (3 px wide).
+fn annotate(img: &mut image::RgbImage, boxes: &[(u64, vision::geometry::Rect)]) {
+    const COLOURS: [[u8; 3]; 6] = [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+    ];
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    for (id, r) in boxes {
+        let c = image::Rgb(COLOURS[(*id as usize) % COLOURS.len()]);
+        let clamp = |v: f64, hi: i64| (v.round() as i64).clamp(0, hi - 1);
+        let (l, t, rr, b) = (
+            clamp(r.left, w),
+            clamp(r.top, h),
+            clamp(r.right, w),
+            clamp(r.bottom, h),
+        );
+        for k in 0..3 {
+            for x in l..=rr {
+                for y in [t + k, b - k] {
+                    if (0..h).contains(&y) {
+                        img.put_pixel(x as u32, y as u32, c);
+                    }
+                }
+            }
+            for y in t..=b {
+                for x in [l + k, rr - k] {
+                    if (0..w).contains(&x) {
+                        img.put_pixel(x as u32, y as u32, c);
+                    }
+                }
+            }
+        }
+    }
+}

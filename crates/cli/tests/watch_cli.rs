@@ -1,0 +1,186 @@
+//! `facegate watch` end to end on the real clip (../shared/data/video): Lin-Manuel Miranda sings
+//! in its first part, the audience (other people) follows a scene change near frame 200.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+mod common;
+use common::shared_with;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("FACEGATE_MASTER_KEY")
+        .env_remove("FACEGATE_MASTER_KEY_FILE")
+        .output()
+        .expect("run facegate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The events of one run, checked for the invariants every run keeps: each started track ends
+/// once, and is decided at most once.
+fn events(out: &str) -> Vec<serde_json::Value> {
+    let ev: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut starts = HashMap::new();
+    let mut ends = HashMap::new();
+    let mut decisions = HashMap::new();
+    for e in &ev {
+        let t = e["track"].as_u64().unwrap_or(0);
+        let count = match e["event"].as_str().unwrap() {
+            "track_start" => &mut starts,
+            "track_end" => &mut ends,
+            "decision" => &mut decisions,
+            _ => continue,
+        };
+        *count.entry(t).or_insert(0) += 1;
+    }
+    assert!(!starts.is_empty(), "no track at all");
+    for (t, n) in &starts {
+        assert_eq!(*n, 1);
+        assert_eq!(ends.get(t), Some(&1), "track {t} did not end once");
+        assert!(
+            decisions.get(t).copied().unwrap_or(0) <= 1,
+            "track {t} decided twice"
+        );
+    }
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["frames"], 275);
+    assert_eq!(summary["decisions"], decisions.len() as u64);
+    ev
+}
+
+fn first_frame(ev: &[serde_json::Value], track: u64) -> u64 {
+    ev.iter()
+        .find(|e| e["event"] == "track_start" && e["track"] == track)
+        .and_then(|e| e["frame"].as_u64())
+        .unwrap()
+}
+
+#[test]
+fn egate_mode_matches_the_singer_once_and_nobody_in_the_audience() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &[
+            "watch",
+            clip.to_str().unwrap(),
+            "--reference",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let decisions: Vec<&serde_json::Value> =
+        ev.iter().filter(|e| e["event"] == "decision").collect();
+    let matched: Vec<u64> = decisions
+        .iter()
+        .filter(|d| d["match"] == true)
+        .map(|d| d["track"].as_u64().unwrap())
+        .collect();
+    assert_eq!(matched.len(), 1, "{out}");
+    assert!(first_frame(&ev, matched[0]) < 200);
+    for d in &decisions {
+        let t = d["track"].as_u64().unwrap();
+        if first_frame(&ev, t) >= 200 {
+            assert_eq!(d["match"], false, "an audience face matched: {d}");
+        }
+        let used = d["frames_used"].as_array().unwrap();
+        assert!(!used.is_empty() && used.len() <= 3);
+    }
+    // Nothing was written: no frame, no data directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn watchlist_mode_finds_the_listed_person_with_one_audit_record_per_decision() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = facegate(
+        &data,
+        &[
+            "gallery",
+            "create",
+            "watchlist",
+            "--purpose",
+            "test watchlist",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let people = shared.join("data/people");
+    for (who, file) in [
+        ("lin-manuel", "lin-manuel-miranda.png"),
+        ("biden", "biden.jpg"),
+        ("alex", "alex-lacamoire.png"),
+    ] {
+        let (code, _, err) = facegate(
+            &data,
+            &[
+                "--role",
+                "enroller",
+                "enrol",
+                "--gallery",
+                "watchlist",
+                "--subject",
+                who,
+                people.join(file).to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let (code, out, err) = facegate(
+        &data,
+        &[
+            "--role",
+            "operator",
+            "watch",
+            clip.to_str().unwrap(),
+            "--gallery",
+            "watchlist",
+            "--purpose",
+            "test watchlist camera",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let decisions: Vec<&serde_json::Value> =
+        ev.iter().filter(|e| e["event"] == "decision").collect();
+    let hits: Vec<&&serde_json::Value> = decisions.iter().filter(|d| d["match"] == true).collect();
+    assert_eq!(hits.len(), 1, "{out}");
+    assert_eq!(hits[0]["candidates"][0]["reference"], "LIN-MANUEL");
+    // One audit record per decision, none per frame.
+    let (code, log, err) = facegate(&data, &["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0, "{err}");
+    let searches: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["action"] == "identify")
+        .collect();
+    assert_eq!(searches.len(), decisions.len());
+    assert!(searches
+        .iter()
+        .all(|r| r["purpose"] == "test watchlist camera"));
+}

@@ -1,0 +1,419 @@
+//! One decision per passer-by: frames → detections → tracks → the best frames of each track →
+//! one fused template, handed to the caller exactly once per track.
+//!
+//! Per frame the pipeline detects (every `detect_every`-th frame), the tracker assigns, and each
+//! tracked face gets landmarks, an aligned chip and its quality; a track keeps only its
+//! `best_frames` best chips (by [`frame_rank`]). A track is decided once: when it has been seen
+//! `decide_after_frames` times, or when it ends, whichever comes first; later frames of a decided
+//! track only keep it tracked. Only the kept chips are embedded (plus one chip when a track starts,
+//! as its appearance for the tracker's crossing gate). Chips and embeddings are zeroised when
+//! they are dropped; no frame is kept.
+
+use crate::error::VideoError;
+use crate::source::Frame;
+use crate::track::{Observation, Tracker, TrackerConfig};
+use image::RgbImage;
+use std::collections::HashMap;
+use vision::geometry::Rect;
+use vision::pipeline::Pipeline;
+use vision::quality::Quality;
+use zeroize::Zeroize;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    pub tracker: TrackerConfig,
+    /// Detect on every n-th frame (1: every frame); the tracker steps on those frames only.
+    pub detect_every: u32,
+    /// Best frames kept (and embedded) per track.
+    pub best_frames: usize,
+    /// Decide a track after it was seen this many times (on detection frames), or when it ends.
+    pub decide_after_frames: u32,
+    /// Tracks whose frames are collected at once; more faces are tracked but not collected
+    /// (bounds memory on a frame full of faces).
+    pub max_collected_tracks: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            tracker: TrackerConfig::default(),
+            detect_every: 1,
+            best_frames: 3,
+            decide_after_frames: 30,
+            max_collected_tracks: 32,
+        }
+    }
+}
+
+/// How good a frame of a face is for comparison, for choosing a track's best frames: resolution
+/// (eye distance, saturating at 60 px) times sharpness (saturating). Provisional until the
+/// OFIQ-aligned quality measures replace it.
+pub fn frame_rank(q: &Quality) -> f64 {
+    let size = (q.eye_distance_px / 60.0).clamp(0.0, 1.0);
+    let sharp = q.sharpness.max(0.0);
+    let sharp = sharp / (sharp + 50.0);
+    if size.is_finite() && sharp.is_finite() {
+        size * sharp
+    } else {
+        0.0
+    }
+}
+
+/// One frame kept for a track: its aligned chip (zeroised on drop) and measurements.
+struct Kept {
+    chip: Option<RgbImage>,
+    quality: Quality,
+    rank: f64,
+    frame: u64,
+    rect: Rect,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(c) = self.chip.take() {
+            c.into_raw().zeroize();
+        }
+    }
+}
+
+struct TrackState {
+    first_frame: u64,
+    seen: u32,
+    decided: bool,
+    collecting: bool,
+    kept: Vec<Kept>,
+}
+
+/// A frame a decision used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameUsed {
+    pub frame: u64,
+    pub rank: f64,
+    pub quality: Quality,
+    #[serde(rename = "box")]
+    pub rect: [f64; 4],
+}
+
+/// What a track's decision is made from. The embeddings are zeroised when this is dropped.
+pub struct Evidence {
+    pub track: u64,
+    /// The frame at which the decision is made.
+    pub frame: u64,
+    pub time_ms: u64,
+    pub frames_seen: u32,
+    pub frames_used: Vec<FrameUsed>,
+    /// The best frame's embedding (the first of `frames_used`).
+    pub best: Vec<f32>,
+    /// Mean of the kept frames' normalised embeddings, scaled back to their mean norm.
+    pub fused: Vec<f32>,
+    /// Whether the track ended before `decide_after_frames` (decided on what there was).
+    pub at_track_end: bool,
+}
+
+impl Drop for Evidence {
+    fn drop(&mut self) {
+        self.best.zeroize();
+        self.fused.zeroize();
+    }
+}
+
+pub enum Event {
+    TrackStart {
+        track: u64,
+        frame: u64,
+        time_ms: u64,
+        rect: Rect,
+    },
+    /// Decide now: exactly once per track.
+    Decide(Evidence),
+    TrackEnd {
+        track: u64,
+        first_frame: u64,
+        frame: u64,
+        time_ms: u64,
+        frames_seen: u32,
+        decided: bool,
+    },
+}
+
+pub struct Watcher {
+    cfg: WatchConfig,
+    tracker: Tracker,
+    tracks: HashMap<u64, TrackState>,
+    last_frame: u64,
+    last_time: u64,
+    /// Boxes of the tracks assigned in the last detection frame.
+    boxes: Vec<(u64, Rect)>,
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter().map(|x| x / n).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// Mean of normalised embeddings, scaled to their mean norm (so a distance threshold made for
+/// single templates still applies).
+pub fn fuse(embeddings: &[Vec<f32>]) -> Vec<f32> {
+    let Some(first) = embeddings.first() else {
+        return Vec::new();
+    };
+    let mut sum = vec![0f32; first.len()];
+    let mut norm = 0f32;
+    for e in embeddings {
+        norm += e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for (s, x) in sum.iter_mut().zip(unit(e)) {
+            *s += x;
+        }
+    }
+    let n = embeddings.len() as f32;
+    let mean_norm = norm / n;
+    let mut fused = unit(&sum);
+    for x in &mut fused {
+        *x *= mean_norm;
+    }
+    sum.zeroize();
+    fused
+}
+
+impl Watcher {
+    pub fn new(cfg: WatchConfig) -> Watcher {
+        Watcher {
+            cfg,
+            tracker: Tracker::new(cfg.tracker),
+            tracks: HashMap::new(),
+            last_frame: 0,
+            last_time: 0,
+            boxes: Vec::new(),
+        }
+    }
+
+    /// The tracked faces of the last frame that ran detection: (track, box), for annotation.
+    pub fn boxes(&self) -> &[(u64, Rect)] {
+        &self.boxes
+    }
+
+    /// Tracks alive in the tracker now.
+    pub fn live_tracks(&self) -> usize {
+        self.tracker.live_tracks()
+    }
+
+    pub fn process(&mut self, frame: &Frame, p: &Pipeline) -> Result<Vec<Event>, VideoError> {
+        self.last_frame = frame.index;
+        self.last_time = frame.time_ms;
+        if !frame
+            .index
+            .is_multiple_of(self.cfg.detect_every.max(1) as u64)
+        {
+            return Ok(Vec::new());
+        }
+        let img = &frame.image;
+        let dets = p.detect(img)?;
+        let obs: Vec<Observation> = dets
+            .iter()
+            .map(|d| Observation {
+                rect: d.rect,
+                score: d.score,
+            })
+            .collect();
+        let mut looks = |i: usize| -> Option<Vec<f32>> {
+            let lm = p.landmarks_for(img, &dets[i]).ok()?;
+            let chip = p.chip(img, &lm);
+            let e = p.embed_aligned(&[chip]).ok()?.pop()?;
+            Some(unit(&e))
+        };
+        let update = self.tracker.update(&obs, &mut looks);
+        self.boxes = update
+            .assigned
+            .iter()
+            .map(|&(d, id)| (id, dets[d].rect))
+            .collect();
+        let mut events = Vec::new();
+        for &id in &update.started {
+            let collecting = self.tracks.values().filter(|t| t.collecting).count()
+                < self.cfg.max_collected_tracks;
+            self.tracks.insert(
+                id,
+                TrackState {
+                    first_frame: frame.index,
+                    seen: 0,
+                    decided: false,
+                    collecting,
+                    kept: Vec::new(),
+                },
+            );
+            if let Some(&(d, _)) = update.assigned.iter().find(|a| a.1 == id) {
+                events.push(Event::TrackStart {
+                    track: id,
+                    frame: frame.index,
+                    time_ms: frame.time_ms,
+                    rect: dets[d].rect,
+                });
+                // The track's appearance for the crossing gate.
+                if let Some(e) = looks(d) {
+                    self.tracker.set_appearance(id, e);
+                }
+            }
+        }
+        for &(d, id) in &update.assigned {
+            let Some(state) = self.tracks.get_mut(&id) else {
+                continue;
+            };
+            state.seen += 1;
+            if state.decided || !state.collecting {
+                continue;
+            }
+            let lm = p.landmarks_for(img, &dets[d])?;
+            let chip = p.chip(img, &lm);
+            let quality = Quality::measure(
+                &dets[d].rect,
+                &lm,
+                &chip,
+                &p.models.manifest.embedder.alignment,
+            );
+            let rank = frame_rank(&quality);
+            let k = self.cfg.best_frames.max(1);
+            let worst = state
+                .kept
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
+                .map(|(i, kept)| (i, kept.rank));
+            let keep = Kept {
+                chip: Some(chip),
+                quality,
+                rank,
+                frame: frame.index,
+                rect: dets[d].rect,
+            };
+            match worst {
+                _ if state.kept.len() < k => state.kept.push(keep),
+                Some((i, r)) if rank > r => state.kept[i] = keep,
+                _ => {}
+            }
+            if state.seen >= self.cfg.decide_after_frames {
+                if let Some(ev) = decide(id, state, frame.index, frame.time_ms, false, p)? {
+                    events.push(Event::Decide(ev));
+                }
+            }
+        }
+        for &id in &update.ended {
+            self.end(id, frame.index, frame.time_ms, p, &mut events)?;
+        }
+        Ok(events)
+    }
+
+    /// The stream ended: every live track is decided (if it was not) and ended.
+    pub fn finish(&mut self, p: &Pipeline) -> Result<Vec<Event>, VideoError> {
+        let mut events = Vec::new();
+        let (frame, time) = (self.last_frame, self.last_time);
+        for id in self.tracker.finish() {
+            self.end(id, frame, time, p, &mut events)?;
+        }
+        Ok(events)
+    }
+
+    fn end(
+        &mut self,
+        id: u64,
+        frame: u64,
+        time_ms: u64,
+        p: &Pipeline,
+        events: &mut Vec<Event>,
+    ) -> Result<(), VideoError> {
+        let Some(mut state) = self.tracks.remove(&id) else {
+            return Ok(());
+        };
+        if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p)? {
+            events.push(Event::Decide(ev));
+        }
+        events.push(Event::TrackEnd {
+            track: id,
+            first_frame: state.first_frame,
+            frame,
+            time_ms,
+            frames_seen: state.seen,
+            decided: state.decided,
+        });
+        Ok(())
+    }
+}
+
+/// The evidence of a track not yet decided, from its kept frames (none kept: nothing to decide
+/// on). Marks the track decided and drops its chips.
+fn decide(
+    id: u64,
+    state: &mut TrackState,
+    frame: u64,
+    time_ms: u64,
+    at_track_end: bool,
+    p: &Pipeline,
+) -> Result<Option<Evidence>, VideoError> {
+    if state.decided || state.kept.is_empty() {
+        return Ok(None);
+    }
+    state.decided = true;
+    let mut kept = std::mem::take(&mut state.kept);
+    kept.sort_by(|a, b| b.rank.total_cmp(&a.rank));
+    let chips: Vec<RgbImage> = kept.iter_mut().filter_map(|k| k.chip.take()).collect();
+    let mut embeddings = p.embed_aligned(&chips)?;
+    for c in chips {
+        c.into_raw().zeroize();
+    }
+    let fused = fuse(&embeddings);
+    let best = embeddings.first().cloned().unwrap_or_default();
+    for e in &mut embeddings {
+        e.zeroize();
+    }
+    Ok(Some(Evidence {
+        track: id,
+        frame,
+        time_ms,
+        frames_seen: state.seen,
+        frames_used: kept
+            .iter()
+            .map(|k| FrameUsed {
+                frame: k.frame,
+                rank: k.rank,
+                quality: k.quality.clone(),
+                rect: [k.rect.left, k.rect.top, k.rect.right, k.rect.bottom],
+            })
+            .collect(),
+        best,
+        fused,
+        at_track_end,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_is_the_normalised_mean_at_the_mean_norm() {
+        let f = fuse(&[vec![2.0, 0.0], vec![0.0, 4.0]]);
+        // Direction: (1, 1)/sqrt(2); norm: (2 + 4) / 2 = 3.
+        let want = 3.0 / 2f32.sqrt();
+        assert!(
+            (f[0] - want).abs() < 1e-6 && (f[1] - want).abs() < 1e-6,
+            "{f:?}"
+        );
+        assert_eq!(fuse(&[vec![0.5, 0.5]]), vec![0.5, 0.5]);
+        assert!(fuse(&[]).is_empty());
+    }
+
+    #[test]
+    fn rank_prefers_larger_sharper_faces_and_survives_nan() {
+        let q = |eye: f64, sharp: f64| Quality {
+            face_px: eye * 2.5,
+            eye_distance_px: eye,
+            sharpness: sharp,
+        };
+        assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(30.0, 200.0)));
+        assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(60.0, 20.0)));
+        assert_eq!(frame_rank(&q(f64::NAN, 1.0)), 0.0);
+    }
+}
