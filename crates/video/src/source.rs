@@ -77,9 +77,13 @@ pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, V
     }
 }
 
+/// Anything an MP4 can be read from: a file, or bytes in memory.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
 /// H.264 in an MP4 file.
 pub struct Mp4Source {
-    reader: mp4::Mp4Reader<BufReader<std::fs::File>>,
+    reader: mp4::Mp4Reader<BufReader<Box<dyn ReadSeek>>>,
     track: u32,
     samples: u32,
     next_sample: u32,
@@ -109,10 +113,25 @@ impl Mp4Source {
             path: path.to_path_buf(),
             source: e,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
+        Mp4Source::from_reader(Box::new(file), file_len, limits)
+    }
+
+    /// An MP4 held in memory (tests, fuzzing, an upload).
+    pub fn from_bytes(bytes: Vec<u8>, limits: &VideoLimits) -> Result<Mp4Source, VideoError> {
+        let len = bytes.len() as u64;
+        Mp4Source::from_reader(Box::new(std::io::Cursor::new(bytes)), len, limits)
+    }
+
+    fn from_reader(
+        mut file: Box<dyn ReadSeek>,
+        file_len: u64,
+        limits: &VideoLimits,
+    ) -> Result<Mp4Source, VideoError> {
         check_moov_size(&mut file, file_len, limits)?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| VideoError::Malformed(format!("MP4: {e}")))?;
         let reader = BufReader::new(file);
         let reader = catch("MP4 header", || {
             mp4::Mp4Reader::read_header(reader, file_len)
@@ -159,7 +178,13 @@ impl Mp4Source {
         let timescale = (t.timescale() as u64).max(1);
         let samples = t.sample_count();
         // The track's own figure is rounded down to whole frames; samples over duration is not.
-        let secs = t.duration().as_secs_f64();
+        // (Computed here: the demuxer's `duration()` divides by a timescale that may be 0.)
+        let mdhd = &t.trak.mdia.mdhd;
+        let secs = if mdhd.timescale > 0 {
+            mdhd.duration as f64 / mdhd.timescale as f64
+        } else {
+            0.0
+        };
         let frame_rate = if secs > 0.0 {
             samples as f64 / secs
         } else {
@@ -284,7 +309,7 @@ fn decode_unit(
 /// Refuse a file whose `moov` box (the header the demuxer reads whole) is over the limit, from
 /// the top-level box headers alone.
 fn check_moov_size(
-    file: &mut std::fs::File,
+    file: &mut dyn ReadSeek,
     file_len: u64,
     limits: &VideoLimits,
 ) -> Result<(), VideoError> {
@@ -317,11 +342,76 @@ fn check_moov_size(
                     limits.max_header_bytes
                 )));
             }
-            return Ok(());
+            if at.saturating_add(size) > file_len {
+                return Err(VideoError::Malformed(format!(
+                    "the MP4 header (moov, {size} bytes at {at}) runs past the end of the file"
+                )));
+            }
+            let mut moov = vec![0u8; size as usize];
+            file.seek(SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(&mut moov))
+                .map_err(|e| VideoError::Malformed(format!("MP4 header: {e}")))?;
+            let header = if head[..4] == [0, 0, 0, 1] { 16 } else { 8 };
+            return check_boxes(&moov, header, 0);
         }
         at = at.saturating_add(size);
     }
     Err(VideoError::Malformed("no moov box".into()))
+}
+
+/// Boxes inside which the `mp4` demuxer reads child boxes, and where their children start.
+fn children_at(kind: &[u8]) -> Option<usize> {
+    Some(match kind {
+        b"moov" | b"trak" | b"edts" | b"mdia" | b"minf" | b"dinf" | b"stbl" | b"mvex" | b"udta"
+        | b"ilst" => 0,
+        b"meta" => 4,
+        b"stsd" | b"dref" => 8,
+        b"avc1" | b"avc3" | b"hev1" | b"hvc1" | b"vp09" | b"encv" => 78,
+        b"mp4a" => 28,
+        _ => return None,
+    })
+}
+
+/// Every box of the `moov` tree has a size of at least its header and lies inside its parent.
+/// The `mp4` demuxer (0.14) walks child boxes by their sizes and loops forever on a box of size 0
+/// (found by fuzzing): nothing it reads may contain one.
+fn check_boxes(parent: &[u8], mut at: usize, depth: u32) -> Result<(), VideoError> {
+    let bad = |why: String| Err(VideoError::Malformed(format!("MP4 header: {why}")));
+    if depth > 16 {
+        return bad("boxes nested more than 16 deep".into());
+    }
+    while at < parent.len() {
+        let Some(h) = parent.get(at..at + 8) else {
+            return bad(format!("a box header cut short at {at}"));
+        };
+        let kind = [h[4], h[5], h[6], h[7]];
+        let (size, header) = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) {
+            1 => {
+                let Some(l) = parent.get(at + 8..at + 16) else {
+                    return bad(format!("a box header cut short at {at}"));
+                };
+                let mut b = [0u8; 8];
+                b.copy_from_slice(l);
+                (u64::from_be_bytes(b), 16)
+            }
+            s => (s as u64, 8),
+        };
+        if size < header as u64 || size > (parent.len() - at) as u64 {
+            return bad(format!(
+                "box '{}' of {size} bytes at {at} does not fit its parent",
+                String::from_utf8_lossy(&kind)
+            ));
+        }
+        let end = at + size as usize;
+        if let Some(skip) = children_at(&kind) {
+            let body = &parent[at + header..end];
+            if skip <= body.len() {
+                check_boxes(body, skip, depth + 1)?;
+            }
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 impl FrameSource for Mp4Source {
@@ -350,7 +440,17 @@ impl FrameSource for Mp4Source {
                         image,
                     }));
                 }
-                Ok(None) => {}
+                // No picture from this sample (parameter sets, or damage the decoder hid): a
+                // run of them counts like errors, so a file of empty samples cannot spin.
+                Ok(None) => {
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
+                        return Some(Err(VideoError::Malformed(format!(
+                            "{} samples in a row gave no picture",
+                            self.consecutive_errors
+                        ))));
+                    }
+                }
                 // Over a limit: the stream is refused, not skipped through.
                 Err(e @ VideoError::TooLarge(_)) => return Some(Err(e)),
                 Err(e) => {

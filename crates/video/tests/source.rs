@@ -136,3 +136,44 @@ fn a_folder_of_frames_is_a_source() {
     }
     assert_eq!((n, f.stats().skipped), (3, 1));
 }
+
+/// Fuzzing found MP4 headers the `mp4` demuxer (0.14) loops on forever: a box of size 0 (or
+/// smaller than its header) inside `moov` makes it seek back to where it started. The box tree is
+/// checked before the demuxer sees it.
+#[test]
+fn a_zero_size_box_in_the_header_is_refused_not_looped_on() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let good = std::fs::read(root.join("../../fuzz/seeds/mp4_video/clip_first3.mp4")).unwrap();
+    assert!(Mp4Source::from_bytes(good.clone(), &VideoLimits::default()).is_ok());
+    let mvhd = good.windows(4).position(|w| w == b"mvhd").unwrap() - 4;
+    for size in [0u32, 4] {
+        let mut bad = good.clone();
+        bad[mvhd..mvhd + 4].copy_from_slice(&size.to_be_bytes());
+        bad[mvhd + 4..mvhd + 8].copy_from_slice(b"free");
+        match Mp4Source::from_bytes(bad, &VideoLimits::default()) {
+            Err(VideoError::Malformed(m)) => assert!(m.contains("does not fit"), "{m}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a box of size {size} was accepted"),
+        }
+    }
+    // The file the fuzzer found (its header also runs past the end of the file).
+    let found = std::fs::read(root.join("tests/fixtures/fuzz_moov_zero_size_box.mp4")).unwrap();
+    assert!(matches!(
+        Mp4Source::from_bytes(found, &VideoLimits::default()),
+        Err(VideoError::Malformed(_))
+    ));
+}
+
+/// Fuzzing found a track whose media header has a timescale of 0: the demuxer's own duration
+/// divides by it. Opening it must answer, not panic.
+#[test]
+fn a_zero_timescale_does_not_panic() {
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz_mdhd_zero_timescale.mp4"),
+    )
+    .unwrap();
+    if let Ok(mut s) = Mp4Source::from_bytes(bytes, &VideoLimits::default()) {
+        assert_eq!(s.frame_rate(), 0.0);
+        while let Some(Ok(_)) = s.next_frame() {}
+    }
+}
