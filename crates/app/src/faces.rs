@@ -69,8 +69,7 @@ mod tests {
             landmarks: Vec::new(),
             quality: Quality {
                 face_px: side,
-                eye_distance_px: 0.0,
-                sharpness: 0.0,
+                ..Default::default()
             },
             chip: None,
             embedding: vec![side as f32],

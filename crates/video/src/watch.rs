@@ -46,14 +46,19 @@ impl Default for WatchConfig {
 }
 
 /// How good a frame of a face is for comparison, for choosing a track's best frames: resolution
-/// (eye distance, saturating at 60 px) times sharpness (saturating). Provisional until the
-/// OFIQ-aligned quality measures replace it.
+/// (eye distance, saturating at 60 px) times sharpness (saturating) times frontality (the
+/// OFIQ-aligned yaw and pitch scores, when measured). facegate's own ranking, not a standard
+/// unified quality score.
 pub fn frame_rank(q: &Quality) -> f64 {
     let size = (q.eye_distance_px / 60.0).clamp(0.0, 1.0);
     let sharp = q.sharpness.max(0.0);
     let sharp = sharp / (sharp + 50.0);
-    if size.is_finite() && sharp.is_finite() {
-        size * sharp
+    let frontal = q.ofiq.as_ref().map_or(1.0, |o| {
+        o.head_pose_yaw.score as f64 / 100.0 * (o.head_pose_pitch.score as f64 / 100.0)
+    });
+    let r = size * sharp * frontal;
+    if r.is_finite() {
+        r
     } else {
         0.0
     }
@@ -258,6 +263,10 @@ impl Watcher {
                 }
             }
         }
+        let areas: Vec<f64> = dets
+            .iter()
+            .map(|d| d.rect.width() * d.rect.height())
+            .collect();
         for &(d, id) in &update.assigned {
             let Some(state) = self.tracks.get_mut(&id) else {
                 continue;
@@ -268,12 +277,14 @@ impl Watcher {
             }
             let lm = p.landmarks_for(img, &dets[d])?;
             let chip = p.chip(img, &lm);
-            let quality = Quality::measure(
+            let mut quality = Quality::measure(
                 &dets[d].rect,
                 &lm,
                 &chip,
                 &p.models.manifest.embedder.alignment,
+                (img.width(), img.height()),
             );
+            quality.set_single_face(&areas);
             let rank = frame_rank(&quality);
             let k = self.cfg.best_frames.max(1);
             let worst = state
@@ -411,6 +422,7 @@ mod tests {
             face_px: eye * 2.5,
             eye_distance_px: eye,
             sharpness: sharp,
+            ofiq: None,
         };
         assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(30.0, 200.0)));
         assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(60.0, 20.0)));

@@ -171,6 +171,7 @@ impl Pipeline {
                 &lm,
                 &chip,
                 &self.models.manifest.embedder.alignment,
+                (img.width(), img.height()),
             );
             chips.push(chip.clone());
             faces.push(Face {
@@ -182,8 +183,13 @@ impl Pipeline {
                 embedding: Vec::new(),
             });
         }
+        let areas: Vec<f64> = dets
+            .iter()
+            .map(|d| d.rect.width() * d.rect.height())
+            .collect();
         for (f, e) in faces.iter_mut().zip(self.models.embedder.embed(&chips)?) {
             f.embedding = e;
+            f.quality.set_single_face(&areas);
         }
         Ok(faces)
     }
