@@ -184,3 +184,40 @@ fn watchlist_mode_finds_the_listed_person_with_one_audit_record_per_decision() {
         .iter()
         .all(|r| r["purpose"] == "test watchlist camera"));
 }
+
+#[test]
+fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = shared.join("data/lfw-dev/images");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &[
+            "eval",
+            "video",
+            "--images",
+            images.to_str().unwrap(),
+            "--people",
+            "12",
+            "--frames",
+            "400",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &v["scenes"][0]["report"];
+    let passers_by = r["passages"].as_u64().unwrap();
+    assert!(passers_by >= 8, "{r}");
+    // The live-capture targets on this scene: IDF1 >= 0.90, nobody decided twice.
+    assert!(r["tracking"]["idf1"].as_f64().unwrap() >= 0.90, "{r}");
+    assert_eq!(r["passers_by_with_two_or_more_decisions"], 0, "{r}");
+    assert_eq!(r["passers_by_without_decision"], 0, "{r}");
+    assert_eq!(r["decisions_without_passer_by"], 0, "{r}");
+    // Every decision was judged against the passer-by's own reference and another's.
+    let fused = &r["fused"];
+    assert_eq!(fused["genuine"], r["decisions"]);
+    assert_eq!(fused["false_matches"], 0, "{r}");
+}

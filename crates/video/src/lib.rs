@@ -6,11 +6,16 @@
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
 //! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
+//! - [`synth`], [`metrics`], [`evaluate`]: generated scenes with exact ground truth, MOTA/IDF1,
+//!   and the per-passer-by decision counts.
 
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod evaluate;
+pub mod metrics;
 pub mod source;
+pub mod synth;
 pub mod track;
 pub mod watch;
 

@@ -33,9 +33,30 @@ pub struct TrackerConfig {
     pub max_lost_frames: u32,
     /// Hits before a new track is reported (filters one-frame false detections).
     pub min_hits: u32,
-    /// Appearance gate: two faces farther apart than this (in the embedder's distance) are not
-    /// the same person, whatever the boxes say.
+    /// Appearance gate: two faces farther apart than this (Euclidean distance between the
+    /// embeddings the caller supplies) are not the same person, whatever the boxes say.
+    /// [`TrackerConfig::for_threshold`] sets it from the pack's decision threshold.
     pub appearance_gate: f32,
+    /// Re-identification: a confident detection no track claimed takes over a lost track whose
+    /// face is closer than this (normalised embeddings) and whose predicted box is near, instead
+    /// of starting a new track (a face hidden behind another and found again).
+    pub reid_distance: f32,
+    /// How far (in the lost box's sides) a detection may be from its predicted centre to be
+    /// re-identified with it.
+    pub reid_reach: f32,
+}
+
+impl TrackerConfig {
+    /// The appearance distances scaled to a pack's decision threshold `d` (as a Euclidean
+    /// distance between the embeddings the tracker is given): the crossing gate rejects pairs
+    /// clearly beyond it (1.15 d), re-identification needs a pair clearly within it (0.85 d).
+    pub fn for_threshold(self, d: f32) -> TrackerConfig {
+        TrackerConfig {
+            appearance_gate: 1.15 * d,
+            reid_distance: 0.85 * d,
+            ..self
+        }
+    }
 }
 
 impl Default for TrackerConfig {
@@ -45,9 +66,11 @@ impl Default for TrackerConfig {
             low_score: -0.6,
             match_iou: 0.3,
             low_match_iou: 0.5,
-            max_lost_frames: 30,
+            max_lost_frames: 60,
             min_hits: 2,
             appearance_gate: 0.6,
+            reid_distance: 0.45,
+            reid_reach: 3.0,
         }
     }
 }
@@ -122,10 +145,11 @@ fn rect_of(m: &State) -> Rect {
     }
 }
 
-/// Intersection over union of two boxes (0 when either is empty).
+/// Intersection over union of two boxes (0 when either is empty). Boxes follow dlib's
+/// inclusive convention (`Rect::width` is right − left + 1), the intersection too.
 pub fn iou(a: &Rect, b: &Rect) -> f32 {
-    let w = (a.right.min(b.right) - a.left.max(b.left)).max(0.0);
-    let h = (a.bottom.min(b.bottom) - a.top.max(b.top)).max(0.0);
+    let w = (a.right.min(b.right) - a.left.max(b.left) + 1.0).max(0.0);
+    let h = (a.bottom.min(b.bottom) - a.top.max(b.top) + 1.0).max(0.0);
     let inter = w * h;
     let union = a.width() * a.height() + b.width() * b.height() - inter;
     if union <= 0.0 {
@@ -322,10 +346,23 @@ impl Tracker {
             }
             !gone
         });
-        // New tracks from confident detections nobody claimed.
+        // New tracks from confident detections nobody claimed, unless one is a lost face found
+        // again (re-identified by appearance, near where its track was heading).
         let claimed: std::collections::HashSet<usize> = matched.iter().map(|m| m.1).collect();
+        let mut revived = std::collections::HashSet::new();
         for &d in &free_high {
             if claimed.contains(&d) {
+                continue;
+            }
+            if let Some(id) = self.reidentify(&detections[d].rect, d, &revived, appearance) {
+                revived.insert(id);
+                if let Some(t) = self.tracks.iter_mut().find(|t| t.id == id) {
+                    t.correct(&detections[d].rect);
+                    t.hits += 1;
+                    t.unseen = 0;
+                    t.phase = Phase::Tracked;
+                }
+                out.assigned.push((d, id));
                 continue;
             }
             let id = self.next_id;
@@ -340,6 +377,46 @@ impl Tracker {
         }
         out.assigned.sort_unstable();
         out
+    }
+
+    /// The lost track (with a known appearance, its predicted box near `r`) that the face of
+    /// detection `d` is closest to, if within `reid_distance`.
+    fn reidentify(
+        &self,
+        r: &Rect,
+        d: usize,
+        taken: &std::collections::HashSet<u64>,
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> Option<u64> {
+        let near = |t: &Track| {
+            let p = t.rect();
+            let (dx, dy) = (
+                (p.left + p.right - r.left - r.right) / 2.0,
+                (p.top + p.bottom - r.top - r.bottom) / 2.0,
+            );
+            dx.hypot(dy) <= self.config.reid_reach as f64 * p.width().max(r.width())
+        };
+        let candidates: Vec<&Track> = self
+            .tracks
+            .iter()
+            .filter(|t| {
+                t.phase == Phase::Lost
+                    && t.unseen > 0
+                    && t.appearance.is_some()
+                    && !taken.contains(&t.id)
+                    && near(t)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let e = appearance(d)?;
+        candidates
+            .iter()
+            .filter_map(|t| t.appearance.as_ref().map(|a| (t.id, distance(&e, a))))
+            .filter(|(_, dist)| *dist <= self.config.reid_distance)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, _)| id)
     }
 
     /// End every track (the stream ended): their ids, in start order.
@@ -383,12 +460,15 @@ impl Tracker {
                 continue;
             };
             let row_ambiguous = candidates(&overlap[i]) > 1;
+            // A lost track coasts on its last velocity: whoever walks into its predicted box
+            // must also have its face to take it over.
+            let lost = self.tracks[t].phase == Phase::Lost;
             for (j, &d) in dets.iter().enumerate() {
                 if overlap[i][j] < min_iou {
                     continue;
                 }
                 let col_ambiguous = overlap.iter().filter(|r| r[j] >= min_iou).count() > 1;
-                if !(row_ambiguous || col_ambiguous) {
+                if !(row_ambiguous || col_ambiguous || lost) {
                     continue;
                 }
                 let e = embeddings[j].get_or_insert_with(|| appearance(d));

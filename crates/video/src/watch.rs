@@ -33,6 +33,22 @@ pub struct WatchConfig {
     pub max_collected_tracks: usize,
 }
 
+impl WatchConfig {
+    /// The tracker's appearance gates from a pack's metric and decision threshold.
+    pub fn for_pack(self, metric: vision::pack::Metric, threshold: f64) -> WatchConfig {
+        // A similarity threshold t on unit vectors is the Euclidean distance sqrt(2 - 2t).
+        let d = if metric.is_similarity() {
+            (2.0 - 2.0 * threshold).max(0.0).sqrt()
+        } else {
+            threshold
+        };
+        WatchConfig {
+            tracker: self.tracker.for_threshold(d as f32),
+            ..self
+        }
+    }
+}
+
 impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
@@ -224,11 +240,14 @@ impl Watcher {
                 score: d.score,
             })
             .collect();
+        // Appearance in the pack's own geometry: raw for a distance pack, on the unit sphere for
+        // a similarity pack (so the tracker's Euclidean gates follow the pack's threshold).
+        let similarity = p.metric().is_similarity();
         let mut looks = |i: usize| -> Option<Vec<f32>> {
             let lm = p.landmarks_for(img, &dets[i]).ok()?;
             let chip = p.chip(img, &lm);
             let e = p.embed_aligned(&[chip]).ok()?.pop()?;
-            Some(unit(&e))
+            Some(if similarity { unit(&e) } else { e })
         };
         let update = self.tracker.update(&obs, &mut looks);
         self.boxes = update

@@ -10,6 +10,7 @@
 pub mod calibrate;
 pub mod dataset;
 pub mod report;
+pub mod video;
 
 // The arithmetic, the report model and its renderings are the `evaluation` library; these
 // modules gather the data (images, embeddings, searches) and write the files.
@@ -34,6 +35,9 @@ pub enum EvalCommand {
     Report(report::ReportArgs),
     /// Pick the threshold for a target FMR and write it into a pack or a gallery (audited).
     Calibrate(calibrate::CalibrateArgs),
+    /// Tracking (MOTA, IDF1) and once-per-passer-by decisions on generated scenes with exact
+    /// ground truth.
+    Video(video::VideoEvalArgs),
 }
 
 #[derive(Args)]
@@ -188,6 +192,7 @@ pub fn run(home: &Path, store: &StoreArgs, cmd: EvalCommand) -> Result<i32> {
         EvalCommand::Identify(a) => identify(home, a),
         EvalCommand::Report(a) => report::run(home, a),
         EvalCommand::Calibrate(a) => calibrate::run(home, store, a),
+        EvalCommand::Video(a) => video::run(home, a),
     }
 }
 

@@ -1,0 +1,233 @@
+//! Running the watcher over a generated scene and scoring it against the ground truth: tracking
+//! (MOTA, IDF1) and what a border operator counts per passer-by (no decision, two or more
+//! decisions, a wrong decision), for fused and single-frame templates.
+
+use crate::error::VideoError;
+use crate::metrics::{evaluate as mot, FrameBoxes, MotSummary};
+use crate::source::Frame;
+use crate::synth::Scene;
+use crate::track::iou;
+use crate::watch::{Event, WatchConfig, Watcher};
+use std::collections::HashMap;
+use vision::geometry::Rect;
+use vision::pack::Metric;
+use vision::pipeline::Pipeline;
+
+/// How decisions are judged: each identity's reference template (another photo of the person),
+/// the pack's metric and threshold.
+pub struct Judge<'a> {
+    pub references: &'a HashMap<usize, Vec<f32>>,
+    pub metric: Metric,
+    pub threshold: f64,
+}
+
+/// Error counts of decisions made with one kind of template.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Outcomes {
+    /// Decisions compared with the passer-by's own reference.
+    pub genuine: usize,
+    pub false_non_matches: usize,
+    /// The same decisions compared with another identity's reference.
+    pub impostor: usize,
+    pub false_matches: usize,
+}
+
+impl Outcomes {
+    pub fn fnmr(&self) -> f64 {
+        self.false_non_matches as f64 / self.genuine.max(1) as f64
+    }
+    pub fn fmr(&self) -> f64 {
+        self.false_matches as f64 / self.impostor.max(1) as f64
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SceneReport {
+    pub frames: u64,
+    pub passages: usize,
+    pub tracking: MotSummary,
+    pub decisions: usize,
+    /// Decided tracks that follow no passer-by (false tracks).
+    pub decisions_without_passer_by: usize,
+    pub passers_by_without_decision: usize,
+    pub passers_by_with_two_or_more_decisions: usize,
+    /// Passers-by with at least one wrong fused decision (own reference rejected, or another
+    /// identity's accepted).
+    pub passers_by_with_a_wrong_decision: usize,
+    pub fused: Outcomes,
+    pub single_frame: Outcomes,
+    pub seconds: f64,
+    /// Ground truth and tracker boxes of every scored frame (for exporting in MOT format).
+    #[serde(skip)]
+    pub boxes: Vec<FrameBoxes>,
+}
+
+impl SceneReport {
+    /// Per 1,000 passers-by: (no decision, two or more, wrong).
+    pub fn per_thousand(&self) -> (f64, f64, f64) {
+        let k = 1000.0 / self.passages.max(1) as f64;
+        (
+            self.passers_by_without_decision as f64 * k,
+            self.passers_by_with_two_or_more_decisions as f64 * k,
+            self.passers_by_with_a_wrong_decision as f64 * k,
+        )
+    }
+}
+
+/// Run `p` over every frame of `scene` with `cfg`, and score it.
+pub fn run_scene(
+    scene: &Scene,
+    p: &Pipeline,
+    cfg: WatchConfig,
+    judge: &Judge<'_>,
+) -> Result<SceneReport, VideoError> {
+    let started = std::time::Instant::now();
+    let mut w = Watcher::new(cfg);
+    let mut boxes: Vec<FrameBoxes> = Vec::with_capacity(scene.frames() as usize);
+    let mut truths: Vec<Vec<(u64, usize, Rect)>> = Vec::new();
+    let mut decided: Vec<(u64, Vec<f32>, Vec<f32>)> = Vec::new();
+    let mut track_boxes: HashMap<u64, Vec<(usize, Rect)>> = HashMap::new();
+    let take = |events: Vec<Event>, decided: &mut Vec<(u64, Vec<f32>, Vec<f32>)>| {
+        for ev in events {
+            if let Event::Decide(e) = ev {
+                decided.push((e.track, e.fused.clone(), e.best.clone()));
+            }
+        }
+    };
+    for f in 0..scene.frames() {
+        let (image, truth) = scene.frame(f);
+        let frame = Frame {
+            index: f,
+            time_ms: f * 1000 / 30,
+            image,
+        };
+        let events = w.process(&frame, p)?;
+        take(events, &mut decided);
+        let detected_now = f.is_multiple_of(cfg.detect_every.max(1) as u64);
+        let tracks: Vec<(u64, Rect)> = if detected_now {
+            w.boxes().to_vec()
+        } else {
+            Vec::new()
+        };
+        for (id, r) in &tracks {
+            track_boxes.entry(*id).or_default().push((truths.len(), *r));
+        }
+        // Frames without detection are not scored (nothing was claimed about them).
+        if detected_now {
+            boxes.push(FrameBoxes {
+                frame: f,
+                truth: truth.iter().map(|t| (t.passage, t.rect)).collect(),
+                tracks,
+            });
+            truths.push(
+                truth
+                    .iter()
+                    .map(|t| (t.passage, t.identity, t.rect))
+                    .collect(),
+            );
+        }
+    }
+    take(w.finish(p)?, &mut decided);
+    let tracking = mot(&boxes);
+
+    // Each decided track belongs to the passage it overlapped most often.
+    let identity_of: HashMap<u64, usize> = scene
+        .passages
+        .iter()
+        .map(|ps| (ps.id, ps.identity))
+        .collect();
+    let identities: Vec<usize> = {
+        let mut v: Vec<usize> = judge.references.keys().copied().collect();
+        v.sort_unstable();
+        v
+    };
+    let mut per_passage: HashMap<u64, Vec<(bool, bool)>> = HashMap::new();
+    let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
+    let mut orphans = 0;
+    for (track, fused_t, best_t) in &decided {
+        let mut votes: HashMap<u64, usize> = HashMap::new();
+        for (k, r) in track_boxes.get(track).map(Vec::as_slice).unwrap_or(&[]) {
+            for (passage, _, g) in &truths[*k] {
+                if iou(r, g) >= 0.5 {
+                    *votes.entry(*passage).or_default() += 1;
+                }
+            }
+        }
+        let Some((&passage, _)) = votes
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+        else {
+            orphans += 1;
+            continue;
+        };
+        let Some(&identity) = identity_of.get(&passage) else {
+            orphans += 1;
+            continue;
+        };
+        let (Some(own), Some(other)) = (
+            judge.references.get(&identity),
+            identities
+                .iter()
+                .position(|i| *i == identity)
+                .map(|k| identities[(k + 1) % identities.len()])
+                .filter(|i| *i != identity)
+                .and_then(|i| judge.references.get(&i)),
+        ) else {
+            orphans += 1;
+            continue;
+        };
+        let mut wrong = false;
+        for (template, out, counts) in [(fused_t, &mut fused, true), (best_t, &mut single, false)] {
+            let genuine = judge
+                .metric
+                .is_match(judge.metric.compare(template, own), judge.threshold);
+            let impostor = judge
+                .metric
+                .is_match(judge.metric.compare(template, other), judge.threshold);
+            out.genuine += 1;
+            out.impostor += 1;
+            out.false_non_matches += usize::from(!genuine);
+            out.false_matches += usize::from(impostor);
+            if counts {
+                wrong = !genuine || impostor;
+            }
+        }
+        per_passage.entry(passage).or_default().push((wrong, true));
+    }
+    // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
+    // view, or be cut by the end of the scene).
+    let mut visible: HashMap<u64, usize> = HashMap::new();
+    for t in truths.iter().flatten() {
+        *visible.entry(t.0).or_default() += 1;
+    }
+    let counted: Vec<u64> = scene
+        .passages
+        .iter()
+        .map(|ps| ps.id)
+        .filter(|id| visible.get(id).copied().unwrap_or(0) >= 5)
+        .collect();
+    let passages = counted.len();
+    let without = counted
+        .iter()
+        .filter(|id| !per_passage.contains_key(id))
+        .count();
+    let two_or_more = per_passage.values().filter(|v| v.len() >= 2).count();
+    let wrong = per_passage
+        .values()
+        .filter(|v| v.iter().any(|(w, _)| *w))
+        .count();
+    Ok(SceneReport {
+        frames: scene.frames(),
+        passages,
+        tracking,
+        decisions: decided.len(),
+        decisions_without_passer_by: orphans,
+        passers_by_without_decision: without,
+        passers_by_with_two_or_more_decisions: two_or_more,
+        passers_by_with_a_wrong_decision: wrong,
+        fused,
+        single_frame: single,
+        seconds: started.elapsed().as_secs_f64(),
+        boxes,
+    })
+}
