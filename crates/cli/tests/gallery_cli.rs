@@ -3,27 +3,10 @@
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
-use common::shared_with;
+use common::{facegate, shared_with};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("FACEGATE_MASTER_KEY")
-        .env_remove("FACEGATE_MASTER_KEY_FILE")
-        .env_remove("FACEGATE_DATA")
-        .output()
-        .expect("run facegate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn create(data: &Path, name: &str) {
     let (code, _, err) = facegate(

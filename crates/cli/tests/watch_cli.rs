@@ -3,26 +3,8 @@
 #![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
 mod common;
-use common::shared_with;
+use common::{facegate, shared_with};
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
-
-fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("FACEGATE_MASTER_KEY")
-        .env_remove("FACEGATE_MASTER_KEY_FILE")
-        .output()
-        .expect("run facegate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The events of one run, checked for the invariants every run keeps: each started track ends
 /// once, and is decided at most once.

@@ -185,16 +185,20 @@ fn truncated_files_are_detected_and_refused_when_strict() {
     assert_eq!(truncation(&padded), None);
 }
 
+/// Where a JPEG 2000 file's SIZ marker (FF51) is.
+fn siz_marker(jp2: &[u8]) -> usize {
+    jp2.windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+        .unwrap()
+        + 2
+}
+
 /// A JPEG 2000 header declaring a grid of tiny tiles (the tile bomb: work and memory grow with
 /// the tile count) or too many components is refused from the header, before decoding.
 #[test]
 fn jpeg2000_tile_bombs_are_refused_from_the_header() {
     let base = fixture("synthetic.jp2");
-    let siz = base
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
-        .unwrap()
-        + 2;
+    let siz = siz_marker(&base);
     let patched = |w: u32, h: u32, tile: u32, comps: u16| {
         let mut b = base.clone();
         b[siz + 6..siz + 10].copy_from_slice(&w.to_be_bytes());
@@ -230,11 +234,7 @@ fn jpeg2000_tile_bombs_are_refused_from_the_header() {
 #[test]
 fn jpeg2000_work_bombs_are_refused_from_the_headers() {
     let base = fixture("synthetic.jp2");
-    let siz = base
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
-        .unwrap()
-        + 2;
+    let siz = siz_marker(&base);
     let cod = base.windows(2).position(|w| w == [0xFF, 0x52]).unwrap();
     let mut thin = base.clone();
     thin[siz + 6..siz + 10].copy_from_slice(&1024u32.to_be_bytes());

@@ -22,3 +22,24 @@ pub fn shared_with(rel: &str) -> Option<PathBuf> {
     }
     Some(shared)
 }
+
+// Not every test binary that includes this module runs the binary this way.
+#[allow(dead_code)]
+/// Runs the `facegate` binary on data directory `data` with no master key from the environment:
+/// (exit code, stdout, stderr).
+pub fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("FACEGATE_MASTER_KEY")
+        .env_remove("FACEGATE_MASTER_KEY_FILE")
+        .env_remove("FACEGATE_DATA")
+        .output()
+        .expect("run facegate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
