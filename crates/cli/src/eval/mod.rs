@@ -9,6 +9,7 @@
 
 pub mod calibrate;
 pub mod dataset;
+mod groups;
 pub mod report;
 pub mod video;
 
