@@ -207,7 +207,13 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     if let Some(dir) = &a.annotate {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    while let Some(frame) = source.next_frame() {
+    let mut decode_seconds = 0.0;
+    loop {
+        let clock = std::time::Instant::now();
+        let Some(frame) = source.next_frame() else {
+            break;
+        };
+        decode_seconds += clock.elapsed().as_secs_f64();
         let mut frame = frame?;
         let events = w.process(&frame, &p)?;
         emit(events, &mut out)?;
@@ -226,12 +232,18 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let stats = source.stats();
+    let st = w.stage_seconds();
+    let per_frame = |x: f64| 1000.0 * x / stats.frames.max(1) as f64;
+    let stages = json!({"decode": per_frame(decode_seconds), "detect": per_frame(st.detect),
+        "track": per_frame(st.track), "appearance": per_frame(st.appearance),
+        "collect": per_frame(st.collect), "decide": per_frame(st.decide)});
     writeln!(
         out,
         "{}",
         json!({"event": "summary", "frames": stats.frames, "skipped_samples": stats.skipped,
             "tracks": tracks, "decisions": decisions, "matches": matches, "seconds": secs,
             "frames_per_second": stats.frames as f64 / secs.max(1e-9),
+            "stage_ms_per_frame": stages,
             "detector": p.detector_name(), "detect_every": cfg.detect_every,
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;

@@ -157,6 +157,21 @@ pub enum Event {
     },
 }
 
+/// Where a watcher's time went, summed over the frames it processed (seconds).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StageSeconds {
+    /// Face detection (frames that ran it).
+    pub detect: f64,
+    /// The tracker's assignment, without the appearance embeddings it asked for.
+    pub track: f64,
+    /// Embeddings of faces for the tracker (track starts, ambiguous boxes, lost tracks).
+    pub appearance: f64,
+    /// Landmarks, aligned chip and quality of every tracked face still collecting.
+    pub collect: f64,
+    /// Embedding the kept frames of decided tracks and fusing them.
+    pub decide: f64,
+}
+
 pub struct Watcher {
     cfg: WatchConfig,
     tracker: Tracker,
@@ -165,6 +180,7 @@ pub struct Watcher {
     last_time: u64,
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
+    seconds: StageSeconds,
 }
 
 fn unit(v: &[f32]) -> Vec<f32> {
@@ -209,7 +225,13 @@ impl Watcher {
             last_frame: 0,
             last_time: 0,
             boxes: Vec::new(),
+            seconds: StageSeconds::default(),
         }
+    }
+
+    /// Time spent per stage so far.
+    pub fn stage_seconds(&self) -> StageSeconds {
+        self.seconds
     }
 
     /// The tracked faces of the last frame that ran detection: (track, box), for annotation.
@@ -232,7 +254,9 @@ impl Watcher {
             return Ok(Vec::new());
         }
         let img = &frame.image;
+        let clock = std::time::Instant::now();
         let dets = p.detect(img)?;
+        self.seconds.detect += clock.elapsed().as_secs_f64();
         let obs: Vec<Observation> = dets
             .iter()
             .map(|d| Observation {
@@ -243,13 +267,18 @@ impl Watcher {
         // Appearance in the pack's own geometry: raw for a distance pack, on the unit sphere for
         // a similarity pack (so the tracker's Euclidean gates follow the pack's threshold).
         let similarity = p.metric().is_similarity();
+        let appearance = std::cell::Cell::new(0.0);
         let mut looks = |i: usize| -> Option<Vec<f32>> {
-            let lm = p.landmarks_for(img, &dets[i]).ok()?;
-            let chip = p.chip(img, &lm);
-            let e = p.embed_aligned(&[chip]).ok()?.pop()?;
-            Some(if similarity { unit(&e) } else { e })
+            let clock = std::time::Instant::now();
+            let lm = p.landmarks_for(img, &dets[i]).ok();
+            let e = lm.and_then(|lm| p.embed_aligned(&[p.chip(img, &lm)]).ok()?.pop());
+            appearance.set(appearance.get() + clock.elapsed().as_secs_f64());
+            e.map(|e| if similarity { unit(&e) } else { e })
         };
+        let clock = std::time::Instant::now();
         let update = self.tracker.update(&obs, &mut looks);
+        // The tracker's time, without the appearance embeddings it asked for (counted apart).
+        self.seconds.track += (clock.elapsed().as_secs_f64() - appearance.get()).max(0.0);
         self.boxes = update
             .assigned
             .iter()
@@ -282,6 +311,7 @@ impl Watcher {
                 }
             }
         }
+        self.seconds.appearance += appearance.get();
         let areas: Vec<f64> = dets
             .iter()
             .map(|d| d.rect.width() * d.rect.height())
@@ -294,6 +324,7 @@ impl Watcher {
             if state.decided || !state.collecting {
                 continue;
             }
+            let clock = std::time::Instant::now();
             let lm = p.landmarks_for(img, &dets[d])?;
             let chip = p.chip(img, &lm);
             let mut quality = Quality::measure(
@@ -304,6 +335,7 @@ impl Watcher {
                 (img.width(), img.height()),
             );
             quality.set_single_face(&areas);
+            self.seconds.collect += clock.elapsed().as_secs_f64();
             let rank = frame_rank(&quality);
             let k = self.cfg.best_frames.max(1);
             let worst = state
@@ -325,9 +357,11 @@ impl Watcher {
                 _ => {}
             }
             if state.seen >= self.cfg.decide_after_frames {
+                let clock = std::time::Instant::now();
                 if let Some(ev) = decide(id, state, frame.index, frame.time_ms, false, p)? {
                     events.push(Event::Decide(ev));
                 }
+                self.seconds.decide += clock.elapsed().as_secs_f64();
             }
         }
         for &id in &update.ended {
@@ -357,9 +391,11 @@ impl Watcher {
         let Some(mut state) = self.tracks.remove(&id) else {
             return Ok(());
         };
+        let clock = std::time::Instant::now();
         if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p)? {
             events.push(Event::Decide(ev));
         }
+        self.seconds.decide += clock.elapsed().as_secs_f64();
         events.push(Event::TrackEnd {
             track: id,
             first_frame: state.first_frame,
