@@ -110,34 +110,58 @@ impl Decider {
     }
 }
 
+/// One pipeline for a video run: loaded once, detecting down to the tracker's weak-detection
+/// score (its second pass continues tracks with them); stills (reference photos) go through
+/// [`still_faces`] at the detector's usual threshold.
+pub struct VideoPipeline {
+    pub p: vision::pipeline::Pipeline,
+    still_threshold: f32,
+}
+
+impl VideoPipeline {
+    pub fn load(home: &Path, engine: &EngineArgs, cfg: &WatchConfig) -> Result<VideoPipeline> {
+        let mut p = load(home, engine)?;
+        let still_threshold = p.detect.threshold;
+        p.detect.threshold = still_threshold.min(cfg.tracker.low_score);
+        Ok(VideoPipeline { p, still_threshold })
+    }
+
+    /// The faces of a still image: only confident detections count.
+    pub fn still_faces(&mut self, img: &image::RgbImage) -> Result<Vec<vision::pipeline::Face>> {
+        let video = std::mem::replace(&mut self.p.detect.threshold, self.still_threshold);
+        let faces = self.p.faces(img);
+        self.p.detect.threshold = video;
+        Ok(faces?)
+    }
+}
+
 pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
-    let mut engine = a.engine.clone();
     let cfg = WatchConfig {
         detect_every: a.every.max(1),
         best_frames: a.best.max(1),
         decide_after_frames: a.decide_after.max(1),
         ..Default::default()
     };
-    // The tracker's second pass needs the weak detections too.
-    engine.det_threshold = engine.det_threshold.min(cfg.tracker.low_score);
-    let mut p = load(home, &engine)?;
-    p.detect.threshold = engine.det_threshold;
-    let pack_threshold = p.models.manifest.calibration.as_ref().map(|c| c.threshold);
+    let mut vp = VideoPipeline::load(home, &a.engine, &cfg)?;
+    let pack_threshold =
+        vp.p.models
+            .manifest
+            .calibration
+            .as_ref()
+            .map(|c| c.threshold);
+    let metric = vp.p.metric();
     let decider = match (&a.reference, &a.gallery) {
         (Some(path), None) => {
             let img = decode_file(path, &DecodeLimits::default().strict())
                 .with_context(|| format!("reference {}", path.display()))?;
-            // The reference is a still: only confident detections count.
-            let mut still = load(home, &a.engine)?;
-            still.detect.threshold = a.engine.det_threshold;
-            let (face, _, _, _) = pick(still.faces(&img)?, None, "reference")?;
+            let (face, _, _, _) = pick(vp.still_faces(&img)?, None, "reference")?;
             Decider::Reference {
                 template: face.embedding.clone(),
                 threshold: a
                     .threshold
                     .or(pack_threshold)
                     .context("no threshold: pass --threshold")?,
-                metric: p.metric(),
+                metric,
             }
         }
         (None, Some(name)) => {
@@ -155,6 +179,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         }
         _ => bail!("say what to decide against: --reference IMAGE (e-gate) or --gallery G --purpose TEXT (watchlist)"),
     };
+    let p = &vp.p;
     let mut source = video::source::open(&a.source, &VideoLimits::default())
         .with_context(|| format!("opening {}", a.source.display()))?;
     let progress = indicatif::ProgressBar::with_draw_target(
@@ -215,7 +240,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         };
         decode_seconds += clock.elapsed().as_secs_f64();
         let mut frame = frame?;
-        let events = w.process(&frame, &p)?;
+        let events = w.process(&frame, p)?;
         emit(events, &mut out)?;
         if let Some(dir) = &a.annotate {
             annotate(&mut frame.image, w.boxes());
@@ -227,7 +252,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         }
         progress.inc(1);
     }
-    let events = w.finish(&p)?;
+    let events = w.finish(p)?;
     emit(events, &mut out)?;
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();

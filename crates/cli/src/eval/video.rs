@@ -2,7 +2,8 @@
 //! with exact ground truth (people from an identity/image directory such as LFW walking,
 //! approaching, crossing, occluding, leaving and coming back).
 
-use crate::engine::{load, EngineArgs};
+use crate::cmd_watch::VideoPipeline;
+use crate::engine::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
@@ -70,20 +71,22 @@ fn people(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
-    let mut engine = a.engine.clone();
     let cfg = WatchConfig {
         detect_every: a.every.max(1),
         ..Default::default()
     };
-    engine.det_threshold = engine.det_threshold.min(cfg.tracker.low_score);
-    let mut p = load(home, &engine)?;
-    let still = load(home, &a.engine)?;
-    p.detect.threshold = engine.det_threshold;
+    let mut vp = VideoPipeline::load(home, &a.engine, &cfg)?;
     let threshold = a
         .threshold
-        .or(p.models.manifest.calibration.as_ref().map(|c| c.threshold))
+        .or(vp
+            .p
+            .models
+            .manifest
+            .calibration
+            .as_ref()
+            .map(|c| c.threshold))
         .context("no threshold: pass --threshold")?;
-    let cfg = cfg.for_pack(p.metric(), threshold);
+    let cfg = cfg.for_pack(vp.p.metric(), threshold);
     let all = people(&a.images)?;
     if all.len() < 2 {
         bail!(
@@ -110,10 +113,10 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                 continue;
             };
             // The face box on the photo alone (ground truth convention), and the reference template.
-            let Some(face) = still.faces(&img)?.into_iter().next() else {
+            let Some(face) = vp.still_faces(&img)?.into_iter().next() else {
                 continue;
             };
-            let Some(r) = still.faces(&ref_img)?.into_iter().next() else {
+            let Some(r) = vp.still_faces(&ref_img)?.into_iter().next() else {
                 continue;
             };
             references.insert(identity, r.embedding);
@@ -129,10 +132,10 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         );
         let judge = Judge {
             references: &references,
-            metric: p.metric(),
+            metric: vp.p.metric(),
             threshold,
         };
-        let r = run_scene(&scene, &p, cfg, &judge)?;
+        let r = run_scene(&scene, &vp.p, cfg, &judge)?;
         if let Some(dir) = &a.mot_dir {
             std::fs::create_dir_all(dir)?;
             let (gt, hyp) = video::metrics::mot_text(&r.boxes);
@@ -168,7 +171,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
     if a.json {
         println!(
             "{}",
-            json!({"detector": p.detector_name(), "detect_every": cfg.detect_every,
+            json!({"detector": vp.p.detector_name(), "detect_every": cfg.detect_every,
                 "threshold": threshold, "scenes": reports,
                 "method": "generated 640x480 scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
         );
