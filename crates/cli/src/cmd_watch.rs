@@ -150,6 +150,12 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .as_ref()
             .map(|c| c.threshold);
     let metric = vp.p.metric();
+    // The tracker's appearance gates follow the pack's calibrated threshold (the geometry of its
+    // embeddings), whatever threshold the decisions use; `eval video` measured the tracker so.
+    let cfg = match pack_threshold {
+        Some(t) => cfg.for_pack(metric, t),
+        None => cfg,
+    };
     let decider = match (&a.reference, &a.gallery) {
         (Some(path), None) => {
             let img = decode_file(path, &DecodeLimits::default().strict())
