@@ -16,6 +16,8 @@ pub struct EngineOptions {
     pub threads: usize,
     pub detector: DetectorChoice,
     pub detect: DetectOptions,
+    /// The PAD pack to load as the liveness stage (installed under `home/pad/`), if any.
+    pub liveness: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -25,6 +27,7 @@ impl Default for EngineOptions {
             threads: 0,
             detector: DetectorChoice::Pack,
             detect: DetectOptions::default(),
+            liveness: None,
         }
     }
 }
@@ -43,5 +46,17 @@ pub fn load_pipeline(home: &Path, opts: &EngineOptions) -> Result<Pipeline> {
     let models = Models::load_with(&dir, opts.threads, opts.detector)?;
     let mut p = Pipeline::new(models);
     p.detect = opts.detect;
+    if let Some(name) = &opts.liveness {
+        let dir = vision::liveness::pad_dir(home, name);
+        if !dir.join("manifest.json").is_file() {
+            return Err(AppError::Refused(format!(
+                "PAD pack '{name}' is not installed under {} (install it with \
+                 `facegate models install-pad --from DIR`)",
+                home.display()
+            )));
+        }
+        let pad = vision::liveness::PassivePad::load(&dir, opts.threads)?;
+        p = p.with_liveness(Box::new(pad));
+    }
     Ok(p)
 }

@@ -73,6 +73,7 @@ mod tests {
             },
             chip: None,
             embedding: vec![side as f32],
+            liveness: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod data;
 pub mod engine;
 pub mod faces;
+pub mod liveness;
 
 /// What the application layer fails with: the layers' own errors, or a request it cannot serve.
 #[derive(Debug, thiserror::Error)]

@@ -157,8 +157,10 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let (pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
+    let (mut pf, pi, prule, pn) = pick(p.faces(&probe)?, a.probe_face, "probe")?;
     let (rf, ri, rrule, rn) = pick(p.faces(&reference)?, a.reference_face, "reference")?;
+    // Liveness is assessed on the live probe only: the reference is a photo by nature.
+    let pad = liveness_verdict(&p, &probe, &mut pf, &a.engine)?;
     let metric = p.metric();
     let score = metric.compare(&pf.embedding, &rf.embedding);
     let cal = p.models.manifest.calibration.clone();
@@ -166,9 +168,12 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
         .threshold
         .or(cal.as_ref().map(|c| c.threshold))
         .context("no threshold: pass --threshold")?;
-    let matched = metric.is_match(score, threshold);
+    let blocked = pad.as_ref().is_some_and(|v| v.blocks);
+    let matched = metric.is_match(score, threshold) && !blocked;
     let out = json!({
         "match": matched,
+        "decided_by": if blocked { "liveness: presentation attack suspected" } else { "comparison" },
+        "liveness": pad,
         "score": score,
         "score_kind": metric.describe(),
         "threshold": threshold,
@@ -182,4 +187,22 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if matched { 0 } else { 1 })
+}
+
+/// Runs the liveness stage on the chosen probe face when `--liveness` asked for it.
+pub fn liveness_verdict(
+    p: &vision::pipeline::Pipeline,
+    img: &image::RgbImage,
+    face: &mut Face,
+    engine: &crate::engine::EngineArgs,
+) -> Result<Option<app::liveness::PadVerdict>> {
+    if !engine.liveness {
+        return Ok(None);
+    }
+    p.assess_liveness(img, std::slice::from_mut(face))?;
+    Ok(app::liveness::PadVerdict::of(
+        face,
+        engine.pad_policy,
+        engine.pad_threshold,
+    ))
 }

@@ -469,7 +469,27 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let (face, used, rule, found) = pick(p.faces(&img)?, a.face, "probe")?;
+    let (mut face, used, rule, found) = pick(p.faces(&img)?, a.face, "probe")?;
+    let pad = crate::cmd_faces::liveness_verdict(&p, &img, &mut face, &a.engine)?;
+    let ctx = match &pad {
+        Some(v) => ctx.with_capture(v.audit_record()),
+        None => ctx,
+    };
+    if let Some(v) = pad.as_ref().filter(|v| v.blocks) {
+        let seq = store.refuse_comparison(&ctx, &a.gallery, "identify", "presentation-attack")?;
+        let out = json!({
+            "match": false,
+            "decided_by": "liveness: presentation attack suspected",
+            "liveness": v,
+            "gallery": a.gallery,
+            "candidates": [],
+            "audit_seq": seq,
+            "probe": {"image": a.image, "faces_found": found, "face_used": used, "selection": rule},
+            "warnings": warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(1);
+    }
     let default_threshold = p
         .models
         .manifest
@@ -487,6 +507,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         "threshold": r.threshold,
         "searched_templates": r.searched_templates,
         "audit_seq": r.audit_seq,
+        "liveness": pad,
         "probe": {"image": a.image, "faces_found": found, "face_used": used, "selection": rule},
         "warnings": warnings,
     });

@@ -19,6 +19,17 @@ pub enum ModelsCommand {
     /// Install a pack from your own ONNX files: a YuNet-style detector (boxes + 5 landmarks) and
     /// an ArcFace-style embedder on aligned chips (cosine similarity).
     Import(Box<ImportArgs>),
+    /// Install a presentation attack detection (liveness) pack from files you supply: the two
+    /// MiniFASNet checkpoints (Silent-Face-Anti-Spoofing, Apache-2.0; checked against pinned
+    /// sha256 values and converted to ONNX), or your own ONNX PAD models with a PAD manifest.
+    InstallPad {
+        /// The two `.pth` files, or a directory holding them.
+        #[arg(long, num_args = 1.., required_unless_present = "manifest")]
+        from: Vec<PathBuf>,
+        /// A PAD manifest (JSON) naming ONNX models beside it, with their sha256.
+        #[arg(long, conflicts_with = "from")]
+        manifest: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -133,6 +144,22 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
             say(&format!("installed pack '{}' in {}", a.name, dir.display()));
             Ok(0)
         }
+        ModelsCommand::InstallPad { from, manifest } => {
+            ensure_installed(home, None, false)?;
+            let rt = pack::installed_runtime(home).context("ONNX Runtime is not installed")?;
+            vision::runtime::ensure_runtime(Some(&rt))?;
+            let dir = match manifest {
+                Some(m) => provision::pad::install_onnx_pad(home, &m)?,
+                None => provision::pad::install_minifasnet(home, &from, &say)?,
+            };
+            // Load it once so a wrong file fails here, not at a gate.
+            if let Err(e) = vision::liveness::PassivePad::load(&dir, 1) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e).context("the PAD models do not load; pack removed");
+            }
+            say(&format!("PAD pack ready in {}", dir.display()));
+            Ok(0)
+        }
         ModelsCommand::List => {
             match pack::installed_runtime(home) {
                 Some(p) => println!("runtime  {}", p.display()),
@@ -156,6 +183,16 @@ pub fn run(home: &Path, cmd: ModelsCommand) -> Result<i32> {
             }
             if !found {
                 println!("pack     (none installed; run `facegate models fetch`)");
+            }
+            if let Ok(rd) = std::fs::read_dir(home.join("pad")) {
+                for e in rd.flatten() {
+                    if let Ok(m) = vision::liveness::PadManifest::load(&e.path()) {
+                        println!(
+                            "pad      {:<10} {} threshold {} [{}]",
+                            m.name, m.description, m.threshold, m.licence
+                        );
+                    }
+                }
             }
             Ok(0)
         }

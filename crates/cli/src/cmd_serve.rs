@@ -53,6 +53,7 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             max_face: cfg.max_face,
             threshold: 0.0,
         },
+        liveness: None,
     };
     ensure_installed(home, None, false)?;
     let pipelines = (0..cfg.inference_slots.max(1))

@@ -32,6 +32,20 @@ pub struct EngineArgs {
     /// detector (faster, frontal faces only; carried by the dlib pack).
     #[arg(long, value_enum, default_value_t = DetectorArg::Pack)]
     pub detector: DetectorArg,
+    /// Run presentation attack detection (liveness) on live captures, with the PAD pack
+    /// --pad-pack (install it first with `facegate models install-pad`).
+    #[arg(long)]
+    pub liveness: bool,
+    /// The PAD pack --liveness loads.
+    #[arg(long, default_value = vision::liveness::DEFAULT_PAD_PACK)]
+    pub pad_pack: String,
+    /// With --liveness: `block` (a face judged an attack gets no match) or `report` (the
+    /// outcome is shown and audited, the decision is the comparison's).
+    #[arg(long, default_value = "block")]
+    pub pad_policy: app::liveness::PadPolicy,
+    /// With --liveness: threshold on the fused live score (default: the PAD pack's).
+    #[arg(long)]
+    pub pad_threshold: Option<f32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +76,7 @@ impl EngineArgs {
                 max_face: self.max_face,
                 threshold: self.det_threshold,
             },
+            liveness: self.liveness.then(|| self.pad_pack.clone()),
         }
     }
 }

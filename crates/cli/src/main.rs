@@ -7,6 +7,7 @@ mod cmd_bench_gallery;
 mod cmd_bench_search;
 mod cmd_faces;
 mod cmd_gallery;
+mod cmd_liveness;
 mod cmd_models;
 mod cmd_serve;
 mod cmd_watch;
@@ -46,6 +47,10 @@ enum Command {
     Detect(cmd_faces::EmbedArgs),
     /// 1:1 verification of a probe against a reference. Exit code 0 match, 1 no match, 2 error.
     Verify(cmd_faces::VerifyArgs),
+    /// Presentation attack detection (liveness) on live captures: per face, each PAD model's
+    /// score, the fused score, the threshold and the decision. Exit code 0 all live, 1 an attack
+    /// or no face, 2 error.
+    Liveness(cmd_liveness::LivenessArgs),
     /// Per-stage speed of the 1:1 pipeline on one image.
     Bench(cmd_bench::BenchArgs),
     /// Create, list, show, purge and rekey galleries.
@@ -127,6 +132,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Embed(a) => cmd_faces::embed(&home, a),
         Command::Detect(a) => cmd_faces::detect(&home, a),
         Command::Verify(a) => cmd_faces::verify(&home, a),
+        Command::Liveness(a) => cmd_liveness::run(&home, a),
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::BenchSearch(a) => cmd_bench_search::run(a),
         Command::BenchGallery(a) => cmd_bench_gallery::run(a),

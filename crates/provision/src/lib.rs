@@ -10,7 +10,10 @@
 
 pub mod convert;
 pub mod dnn;
+pub mod minifasnet;
 pub mod onnx;
+pub mod pad;
+pub mod torch_legacy;
 
 /// Progress messages from long operations go through this, so the CLI decides how to show them.
 pub type Progress<'a> = &'a dyn Fn(&str);

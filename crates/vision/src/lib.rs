@@ -15,6 +15,7 @@ pub mod dlib;
 pub mod error;
 pub mod geometry;
 pub mod landmarks;
+pub mod liveness;
 #[allow(unsafe_code)] // one FFI call (malloc_trim), SAFETY comment and test in the module
 pub mod memory;
 pub mod mmod;

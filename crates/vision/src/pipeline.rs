@@ -5,6 +5,7 @@ use crate::chip::{extract_chips, face_chip_details};
 use crate::detect::{DetectOptions, Detection};
 use crate::error::VisionError;
 use crate::geometry::{Point, Rect};
+use crate::liveness::{PadOutcome, PresentationAttackDetector};
 use crate::models::Models;
 use crate::pack::{AlignmentSpec, Metric};
 pub use crate::quality::Quality;
@@ -20,6 +21,9 @@ pub struct Face {
     #[serde(skip)]
     pub chip: Option<RgbImage>,
     pub embedding: Vec<f32>,
+    /// The PAD stage's outcome, when it ran on this face ([`Pipeline::assess_liveness`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<PadOutcome>,
 }
 
 /// Frames above this many pixels are followed by a trim of the heap (a 640x480 gate frame, or a
@@ -29,6 +33,8 @@ pub const LARGE_FRAME_PIXELS: u64 = 4_000_000;
 pub struct Pipeline {
     pub models: Models,
     pub detect: DetectOptions,
+    /// The optional presentation attack detection stage (a PAD pack), when loaded.
+    pub liveness: Option<Box<dyn PresentationAttackDetector>>,
 }
 
 impl Pipeline {
@@ -36,7 +42,31 @@ impl Pipeline {
         Pipeline {
             models,
             detect: DetectOptions::default(),
+            liveness: None,
         }
+    }
+
+    /// Adds the PAD stage.
+    pub fn with_liveness(mut self, pad: Box<dyn PresentationAttackDetector>) -> Self {
+        self.liveness = Some(pad);
+        self
+    }
+
+    /// Runs the PAD stage on `faces` found in `img` and stores each outcome in its face. Only
+    /// live captures are assessed — never a reference photo (a passport photo *is* a print), so
+    /// this is a call of its own, not part of [`Pipeline::faces`]. Without a PAD stage loaded
+    /// this refuses, so a caller that asked for liveness never gets an unchecked face.
+    pub fn assess_liveness(&self, img: &RgbImage, faces: &mut [Face]) -> Result<(), VisionError> {
+        let Some(pad) = &self.liveness else {
+            return Err(VisionError::Pack(
+                "liveness was asked for but no PAD pack is loaded".into(),
+            ));
+        };
+        let rects: Vec<Rect> = faces.iter().map(|f| f.rect).collect();
+        for (f, o) in faces.iter_mut().zip(pad.assess(img, &rects)?) {
+            f.liveness = Some(o);
+        }
+        Ok(())
     }
 
     /// Which detector runs: "mmod", "yunet" or "hog" (for outputs and audit trails).
@@ -181,6 +211,7 @@ impl Pipeline {
                 quality,
                 chip: Some(chip),
                 embedding: Vec::new(),
+                liveness: None,
             });
         }
         let areas: Vec<f64> = dets

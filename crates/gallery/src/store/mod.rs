@@ -90,6 +90,9 @@ pub struct Context {
     pub actor: String,
     pub role: Role,
     pub purpose: String,
+    /// What the capture side established about the probe of a comparison (the liveness
+    /// stage's outcome), written into the comparison's audit record as `details.capture`.
+    pub capture: Option<serde_json::Value>,
 }
 
 impl Context {
@@ -98,8 +101,18 @@ impl Context {
             actor: actor.to_string(),
             role,
             purpose: purpose.to_string(),
+            capture: None,
         }
     }
+
+    /// The same context with the probe's capture facts attached (see `capture`).
+    pub fn with_capture(mut self, capture: serde_json::Value) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
+    /// Largest capture record kept with a comparison, serialised.
+    pub const MAX_CAPTURE_BYTES: usize = 4096;
 
     /// Longest actor id and purpose kept in the audit log: both are free text from callers.
     pub const MAX_TEXT: usize = 256;
@@ -117,6 +130,14 @@ impl Context {
                 "the purpose is longer than {} characters",
                 Self::MAX_TEXT
             )));
+        }
+        if let Some(c) = &self.capture {
+            if c.to_string().len() > Self::MAX_CAPTURE_BYTES {
+                return Err(GalleryError::Invalid(format!(
+                    "the capture record is longer than {} bytes",
+                    Self::MAX_CAPTURE_BYTES
+                )));
+            }
         }
         Ok(())
     }

@@ -118,7 +118,10 @@ impl Store {
                         action: "identify".into(),
                         gallery: Some(gallery.into()),
                         outcome: "no-match".into(),
-                        details: serde_json::json!({"searched": 0, "threshold": threshold}),
+                        details: with_capture(
+                            ctx,
+                            serde_json::json!({"searched": 0, "threshold": threshold}),
+                        ),
                         ..Default::default()
                     },
                 )?;
@@ -198,11 +201,11 @@ impl Store {
                 gallery: Some(gallery.into()),
                 subject: candidates.first().map(|c| c.pseudonym.clone()),
                 outcome: if candidates.is_empty() { "no-match" } else { "match" }.into(),
-                details: serde_json::json!({
+                details: with_capture(ctx, serde_json::json!({
                     "searched": searched,
                     "threshold": threshold,
                     "candidates": candidates.iter().map(|c| serde_json::json!({"pseudonym": c.pseudonym, "score": c.score})).collect::<Vec<_>>(),
-                }),
+                })),
             },
         )?;
         Ok(Identification {
@@ -213,6 +216,36 @@ impl Store {
             searched_templates: searched,
             audit_seq: seq,
         })
+    }
+
+    /// Records a comparison that was asked for and refused before any template was compared
+    /// (e.g. the probe failed the liveness check under a blocking policy): audited like the
+    /// search it replaces, with the same permission check, the capture facts and the reason as
+    /// the outcome. `action` is "identify" or "verify". Returns the audit sequence number.
+    pub fn refuse_comparison(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        action: &str,
+        outcome: &str,
+    ) -> Result<u64> {
+        let info = self.gallery_meta(gallery)?;
+        self.check_search(ctx, &info)?;
+        if !matches!(action, "identify" | "verify") {
+            return Err(GalleryError::Invalid(format!(
+                "'{action}' is not a comparison"
+            )));
+        }
+        self.audit_event(
+            ctx,
+            AuditEvent {
+                action: action.into(),
+                gallery: Some(gallery.into()),
+                outcome: outcome.into(),
+                details: with_capture(ctx, serde_json::json!({"compared": false})),
+                ..Default::default()
+            },
+        )
     }
 
     /// What the store holds about one subject (no biometric data): for operators and for checks
@@ -307,7 +340,10 @@ impl Store {
                 gallery: Some(gallery.into()),
                 subject: Some(hex::encode(ps)),
                 outcome: if matched { "match" } else { "no-match" }.into(),
-                details: serde_json::json!({"score": score, "threshold": threshold}),
+                details: with_capture(
+                    ctx,
+                    serde_json::json!({"score": score, "threshold": threshold}),
+                ),
             },
         )?;
         Ok(SubjectVerification {
@@ -318,4 +354,12 @@ impl Store {
             audit_seq: seq,
         })
     }
+}
+
+/// A comparison's audit details with the probe's capture facts (`Context::capture`) added.
+fn with_capture(ctx: &Context, mut details: serde_json::Value) -> serde_json::Value {
+    if let (Some(c), Some(map)) = (&ctx.capture, details.as_object_mut()) {
+        map.insert("capture".into(), c.clone());
+    }
+    details
 }

@@ -1,0 +1,188 @@
+//! Liveness through the binary: the PAD pack installed from the user's files (and refused when
+//! they are wrong), `facegate liveness` on upstream's samples, and a presentation attack
+//! blocking a 1:1 decision and a gallery search, with the outcome in the audit log.
+#![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
+
+mod common;
+use common::*;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// One test, in order: installing the pack replaces a directory other steps read.
+#[test]
+fn pad_pack_install_liveness_and_blocking_decisions() {
+    let Some(shared) = shared_with("models/minifasnet/samples/image_T1.jpg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A home of its own (the installed face pack and runtime linked in), so the PAD pack this
+    // test installs never touches the real one.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let real = vision::pack::default_home();
+    for d in ["packs", "runtime"] {
+        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
+    }
+    let home_s = home.to_str().unwrap().to_string();
+    let facegate = |data: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--home", home_s.as_str()];
+        all.extend_from_slice(args);
+        facegate(data, &all)
+    };
+    let models = shared.join("models/minifasnet");
+    let sample = |n: &str| {
+        models
+            .join(format!("samples/image_{n}.jpg"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // A wrong file under a pinned name is refused with the reason.
+    let wrong = dir.path().join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    std::fs::write(
+        wrong.join("2.7_80x80_MiniFASNetV2.pth"),
+        b"not a checkpoint",
+    )
+    .unwrap();
+    let (code, _, err) = facegate(
+        &data,
+        &["models", "install-pad", "--from", wrong.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sha256"), "{err}");
+
+    let (code, _, err) = facegate(
+        &data,
+        &["models", "install-pad", "--from", models.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, list, _) = facegate(&data, &["models", "list"]);
+    assert!(list.contains("pad      minifasnet"), "{list}");
+
+    // Upstream's samples: print and tablet replay are attacks, the live capture is live.
+    let (code, out, err) = facegate(
+        &data,
+        &["liveness", &sample("F1"), &sample("F2"), &sample("T1")],
+    );
+    assert_eq!(code, 1, "{err}");
+    let decisions: Vec<String> = out
+        .lines()
+        .map(|l| {
+            json(l)["faces"][0]["decision"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(decisions, ["attack", "attack", "live"], "{out}");
+    let (code, _, err) = facegate(&data, &["liveness", &sample("T1")]);
+    assert_eq!(code, 0, "{err}");
+
+    // 1:1: the print matches its own photo by comparison, but liveness blocks the decision...
+    let (code, out, err) = facegate(
+        &data,
+        &["verify", &sample("F1"), &sample("F1"), "--liveness"],
+    );
+    assert_eq!(code, 1, "{err}");
+    let v = json(&out);
+    assert_eq!(v["match"], false);
+    assert!(v["decided_by"].as_str().unwrap().starts_with("liveness"));
+    assert_eq!(v["liveness"]["blocks"], true);
+    // ...unless the policy only reports it; and without --liveness nothing is assessed.
+    let (code, out, _) = facegate(
+        &data,
+        &[
+            "verify",
+            &sample("F1"),
+            &sample("F1"),
+            "--liveness",
+            "--pad-policy",
+            "report",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["liveness"]["outcome"]["live"], false);
+    let (code, out, _) = facegate(&data, &["verify", &sample("F1"), &sample("F1")]);
+    assert_eq!(code, 0);
+    assert!(json(&out)["liveness"].is_null());
+
+    // 1:N: a blocked search compares nothing and is audited with the PAD outcome.
+    let (code, _, err) = facegate(
+        &data,
+        &[
+            "gallery",
+            "create",
+            "travellers",
+            "--purpose",
+            "test",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for (who, n) in [("print-person", "F1"), ("live-person", "T1")] {
+        let (code, _, err) = facegate(
+            &data,
+            &[
+                "--role",
+                "enroller",
+                "enrol",
+                "--gallery",
+                "travellers",
+                "--subject",
+                who,
+                &sample(n),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let search = |n: &str| {
+        facegate(
+            &data,
+            &[
+                "--role",
+                "operator",
+                "identify",
+                "--gallery",
+                "travellers",
+                "--purpose",
+                "gate test",
+                "--liveness",
+                &sample(n),
+            ],
+        )
+    };
+    let (code, out, err) = search("F1");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(json(&out)["candidates"].as_array().unwrap().len(), 0);
+    let (code, out, err) = search("T1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["candidates"][0]["reference"], "LIVE-PERSON");
+
+    let (code, log, err) = facegate(&data, &["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(json)
+        .filter(|r| r["action"] == "identify")
+        .collect();
+    assert_eq!(records.len(), 2, "{log}");
+    assert_eq!(records[0]["outcome"], "presentation-attack");
+    assert_eq!(records[0]["details"]["compared"], false);
+    assert_eq!(
+        records[0]["details"]["capture"]["pad"]["decision"],
+        "attack"
+    );
+    assert_eq!(records[0]["details"]["capture"]["pad"]["policy"], "block");
+    assert_eq!(records[1]["outcome"], "match");
+    assert_eq!(records[1]["details"]["capture"]["pad"]["decision"], "live");
+    // The audit keeps scores, never crops or probabilities per class.
+    assert!(!log.contains("probabilities"));
+}
