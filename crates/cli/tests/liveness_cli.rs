@@ -186,3 +186,104 @@ fn pad_pack_install_liveness_and_blocking_decisions() {
     // The audit keeps scores, never crops or probabilities per class.
     assert!(!log.contains("probabilities"));
 }
+
+/// `eval pad` on a small synthetic set, then on the same images saved to folders (the customer's
+/// path): the same attack figures both ways, consistent counts, and PAD never raises the
+/// number of attacks a gate accepts.
+#[test]
+fn eval_pad_synthetic_and_folders_agree() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let Some(_) = shared_with("models/minifasnet/2.7_80x80_MiniFASNetV2.pth") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let real = vision::pack::default_home();
+    for d in ["packs", "runtime"] {
+        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
+    }
+    let h = home.to_str().unwrap();
+    let data = dir.path().join("data");
+    let models = shared.join("models/minifasnet");
+    let (code, _, err) = facegate(
+        &data,
+        &[
+            "--home",
+            h,
+            "models",
+            "install-pad",
+            "--from",
+            models.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let saved = dir.path().join("saved");
+    let lfw = shared.join("data/lfw-dev/images");
+    let (code, out, err) = facegate(
+        &data,
+        &[
+            "--home",
+            h,
+            "eval",
+            "pad",
+            "--synthetic",
+            lfw.to_str().unwrap(),
+            "--people",
+            "6",
+            "--bootstrap",
+            "50",
+            "--json",
+            "--save-synthetic",
+            saved.to_str().unwrap(),
+            "--out",
+            dir.path().join("report").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert!(r["data"].as_str().unwrap().contains("SYNTHETIC"));
+    let f = &r["figures"];
+    assert_eq!(f["attack_presentations"], 12);
+    assert_eq!(f["bona_fide_presentations"], 6);
+    assert_eq!(f["per_type"][0]["attack_type"], "print");
+    let s = &r["system"];
+    assert!(s["accepted_with_pad"].as_u64() <= s["accepted_without_pad"].as_u64());
+    for file in ["report.json", "report.html", "det.svg"] {
+        assert!(dir.path().join("report").join(file).is_file(), "{file}");
+    }
+    // The saved images as a customer's collection: bona-fide/ and attacks/{print,replay}/.
+    let attacks = dir.path().join("attacks");
+    std::fs::create_dir(&attacks).unwrap();
+    for k in ["print", "replay"] {
+        std::fs::rename(saved.join(k), attacks.join(k)).unwrap();
+    }
+    let (code, out, err) = facegate(
+        &data,
+        &[
+            "--home",
+            h,
+            "eval",
+            "pad",
+            "--bona-fide",
+            saved.join("bona-fide").to_str().unwrap(),
+            "--attacks",
+            attacks.to_str().unwrap(),
+            "--bootstrap",
+            "50",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let g = &json(&out)["figures"];
+    // PNG round trip is lossless, so every score and figure is the same.
+    for k in 0..2 {
+        assert_eq!(
+            g["per_type"][k]["apcer"]["value"],
+            f["per_type"][k]["apcer"]["value"]
+        );
+    }
+    assert_eq!(g["bpcer"]["value"], f["bpcer"]["value"]);
+}

@@ -12,5 +12,6 @@
 
 pub mod metrics;
 pub mod model;
+pub mod pad;
 pub mod plot;
 pub mod render;

@@ -15,6 +15,8 @@ pub enum VideoError {
     TooLarge(String),
     #[error("unsupported stream: {0}")]
     Unsupported(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
     #[error("H.264 decoder: {0}")]
     Decoder(String),
     #[error(transparent)]

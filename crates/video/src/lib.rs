@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod error;
 pub mod evaluate;
 pub mod metrics;

@@ -10,6 +10,7 @@
 pub mod calibrate;
 pub mod dataset;
 mod groups;
+pub mod pad;
 pub mod report;
 pub mod video;
 
@@ -39,6 +40,10 @@ pub enum EvalCommand {
     /// Tracking (MOTA, IDF1) and once-per-passer-by decisions on generated scenes with exact
     /// ground truth.
     Video(video::VideoEvalArgs),
+    /// Presentation attack detection (ISO/IEC 30107-3): APCER per attack type, BPCER, BPCER at
+    /// APCER 1/5/10%, non-response rates, DET, subject-bootstrap intervals; on your own bona fide
+    /// and attack folders, or on a labelled synthetic set (--synthetic LFW_DIR).
+    Pad(Box<pad::PadEvalArgs>),
 }
 
 #[derive(Args)]
@@ -194,6 +199,7 @@ pub fn run(home: &Path, store: &StoreArgs, cmd: EvalCommand) -> Result<i32> {
         EvalCommand::Report(a) => report::run(home, a),
         EvalCommand::Calibrate(a) => calibrate::run(home, store, a),
         EvalCommand::Video(a) => video::run(home, a),
+        EvalCommand::Pad(a) => pad::run(home, *a),
     }
 }
 
