@@ -50,6 +50,9 @@ fn face_json(f: &Face, with_embedding: bool) -> serde_json::Value {
     if with_embedding {
         v["embedding"] = json!(f.embedding);
     }
+    if let Some(l) = &f.liveness {
+        v["liveness"] = json!(l);
+    }
     v
 }
 
@@ -91,9 +94,13 @@ pub fn detect(home: &Path, a: EmbedArgs) -> Result<i32> {
     let limits = DecodeLimits::default();
     let mut failures = 0;
     for path in &a.images {
-        let line = match decode_file_flagged(path, &limits)
-            .and_then(|(img, cut)| p.faces(&img).map(|f| (img, f, cut)))
-        {
+        let line = match decode_file_flagged(path, &limits).and_then(|(img, cut)| {
+            let mut faces = p.faces(&img)?;
+            if a.engine.liveness {
+                p.assess_liveness(&img, &mut faces)?;
+            }
+            Ok((img, faces, cut))
+        }) {
             Ok((img, faces, cut)) => {
                 let mut v = json!({
                     "image": path, "width": img.width(), "height": img.height(),
