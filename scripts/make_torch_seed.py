@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes a tiny checkpoint in PyTorch's legacy (non-zip) format without PyTorch: the same five
 pickles-and-data layout `torch.save(..., _use_new_zipfile_serialization=False)` writes, with
-stand-in classes registered under torch's names. It is the fuzz seed for the legacy reader
-(the real MiniFASNet weights may not be committed)."""
+stand-in classes registered under torch's names. `scripts/fuzz` writes it as a run-time seed for
+the legacy reader (no checkpoint is committed: model files are fetched or supplied, not carried)."""
 import collections, io, pickle, struct, sys, types
 
 torch = types.ModuleType("torch"); utils = types.ModuleType("torch._utils")

@@ -722,23 +722,108 @@ fn storage_types(
 mod tests {
     use super::*;
 
-    /// A checkpoint made without PyTorch by `scripts/make_torch_seed.py` (also the fuzz seed).
-    const TINY: &[u8] = include_bytes!("../../../fuzz/seeds/torch_checkpoint/tiny_legacy.pth");
+    /// A protocol-2 string (BINUNICODE).
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.push(b'X');
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn small_ints(out: &mut Vec<u8>, v: &[u8]) {
+        out.push(b'(');
+        for &i in v {
+            out.extend_from_slice(&[b'K', i]);
+        }
+        out.push(b't');
+    }
+
+    /// A tiny legacy checkpoint written opcode by opcode, as `torch.save(...,
+    /// _use_new_zipfile_serialization=False)` lays one out: two float tensors and a BatchNorm
+    /// step counter, with DataParallel's `module.` prefix. (`scripts/make_torch_seed.py` writes
+    /// the same layout with Python's pickler, as a fuzz seed.)
+    fn tiny() -> Vec<u8> {
+        let mut b = vec![0x80, 2, 0x8a, 10];
+        b.extend_from_slice(&MAGIC.to_le_bytes()[..10]);
+        b.push(b'.');
+        b.extend_from_slice(&[0x80, 2, b'M']);
+        b.extend_from_slice(&1001u16.to_le_bytes());
+        b.push(b'.');
+        b.extend_from_slice(&[0x80, 2, b'}', b'(']);
+        text(&mut b, "little_endian");
+        b.extend_from_slice(&[0x88, b'u', b'.']);
+        // The state dict: (name, storage key, storage class, shape, stride).
+        type Entry = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static [u8],
+            &'static [u8],
+        );
+        let tensors: [Entry; 3] = [
+            (
+                "module.conv.weight",
+                "1001",
+                "FloatStorage",
+                &[3, 1, 2, 2],
+                &[4, 4, 2, 1],
+            ),
+            ("module.bn.weight", "1002", "FloatStorage", &[3], &[1]),
+            (
+                "module.bn.num_batches_tracked",
+                "1003",
+                "LongStorage",
+                &[],
+                &[],
+            ),
+        ];
+        let numel = |shape: &[u8]| shape.iter().map(|&d| d as usize).product::<usize>();
+        b.extend_from_slice(&[0x80, 2]);
+        b.extend_from_slice(b"ccollections\nOrderedDict\n)R(");
+        for (name, key, class, shape, stride) in tensors {
+            text(&mut b, name);
+            b.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            text(&mut b, "storage");
+            b.extend_from_slice(format!("ctorch\n{class}\n").as_bytes());
+            text(&mut b, key);
+            text(&mut b, "cpu");
+            b.extend_from_slice(&[b'K', numel(shape) as u8, b'N', b't', b'Q', b'K', 0]);
+            small_ints(&mut b, shape);
+            small_ints(&mut b, stride);
+            b.extend_from_slice(&[0x89, b')', b't', b'R']);
+        }
+        b.extend_from_slice(&[b'u', b'.', 0x80, 2, b']', b'(']);
+        for (_, key, ..) in tensors {
+            text(&mut b, key);
+        }
+        b.extend_from_slice(b"e.");
+        for (_, _, class, shape, _) in tensors {
+            b.extend_from_slice(&(numel(shape) as u64).to_le_bytes());
+            for i in 0..numel(shape) {
+                if class == "FloatStorage" {
+                    b.extend_from_slice(&(0.5 * i as f32).to_le_bytes());
+                } else {
+                    b.extend_from_slice(&7i64.to_le_bytes());
+                }
+            }
+        }
+        b
+    }
 
     #[test]
     fn reads_a_tiny_checkpoint() {
-        let sd = read_state_dict(TINY).unwrap();
+        let sd = read_state_dict(&tiny()).unwrap();
         let w = sd.get("conv.weight").unwrap();
         assert_eq!(w.shape, [3, 1, 2, 2]);
         assert_eq!(w.data, (0..12).map(|i| 0.5 * i as f32).collect::<Vec<_>>());
-        assert_eq!(sd.get("bn.weight").unwrap().data, [1.0, -2.0, 3.0]);
+        assert_eq!(sd.get("bn.weight").unwrap().data, [0.0, 0.5, 1.0]);
         assert_eq!(sd.integer_tensors, ["bn.num_batches_tracked"]);
     }
 
     #[test]
     fn refuses_every_truncation_and_unknown_classes() {
-        for n in 0..TINY.len() {
-            assert!(read_state_dict(&TINY[..n]).is_err(), "{n}");
+        let tiny = tiny();
+        for n in 0..tiny.len() {
+            assert!(read_state_dict(&tiny[..n]).is_err(), "{n}");
         }
         // A pickle that asks for any other class (e.g. os.system) is refused by name.
         let evil = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
