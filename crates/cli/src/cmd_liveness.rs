@@ -2,6 +2,7 @@
 
 use crate::engine::{load, EngineArgs};
 use anyhow::Result;
+use app::liveness::{PadPolicy, PadVerdict};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -43,12 +44,11 @@ pub fn run(home: &Path, mut a: LivenessArgs) -> Result<i32> {
                 }
                 let faces: Vec<_> = faces
                     .iter()
-                    .filter_map(|f| f.liveness.clone().map(|o| (f, o)))
-                    .map(|(f, mut o)| {
-                        if let Some(t) = a.threshold {
-                            o.threshold = t;
-                            o.live = o.score >= t;
-                        }
+                    .filter_map(|f| {
+                        // The threshold override is the verdict's; the policy plays no part here.
+                        PadVerdict::of(f, PadPolicy::Report, a.threshold).map(|v| (f, v.outcome))
+                    })
+                    .map(|(f, o)| {
                         if !o.live {
                             refused += 1;
                         }

@@ -10,6 +10,18 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
+/// A facegate home of its own under `dir` (the installed face pack and runtime linked in), so the
+/// PAD pack a test installs never touches the real one.
+fn own_home(dir: &std::path::Path) -> String {
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let real = vision::pack::default_home();
+    for d in ["packs", "runtime"] {
+        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
+    }
+    home.to_str().unwrap().to_string()
+}
+
 /// One test, in order: installing the pack replaces a directory other steps read.
 #[test]
 fn pad_pack_install_liveness_and_blocking_decisions() {
@@ -18,15 +30,7 @@ fn pad_pack_install_liveness_and_blocking_decisions() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // A home of its own (the installed face pack and runtime linked in), so the PAD pack this
-    // test installs never touches the real one.
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let real = vision::pack::default_home();
-    for d in ["packs", "runtime"] {
-        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
-    }
-    let home_s = home.to_str().unwrap().to_string();
+    let home_s = own_home(dir.path());
     let facegate = |data: &std::path::Path, args: &[&str]| {
         let mut all = vec!["--home", home_s.as_str()];
         all.extend_from_slice(args);
@@ -199,13 +203,8 @@ fn eval_pad_synthetic_and_folders_agree() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let real = vision::pack::default_home();
-    for d in ["packs", "runtime"] {
-        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
-    }
-    let h = home.to_str().unwrap();
+    let home = own_home(dir.path());
+    let h = home.as_str();
     let data = dir.path().join("data");
     let models = shared.join("models/minifasnet");
     let (code, _, err) = facegate(

@@ -67,7 +67,8 @@ impl<'a> Builder<'a> {
         self.sd.get(name).is_some()
     }
 
-    fn vector(&mut self, name: &str, len: usize) -> Result<String, VisionError> {
+    /// A per-channel parameter `name` of length `len`, as an initializer of shape `dims`.
+    fn vector_as(&mut self, name: &str, len: usize, dims: &[i64]) -> Result<String, VisionError> {
         let t = self.tensor(name)?;
         if t.shape != [len] {
             return Err(shape_err(format!(
@@ -75,7 +76,11 @@ impl<'a> Builder<'a> {
                 t.shape
             )));
         }
-        Ok(self.g.init_f32(name, &[len as i64], &t.data))
+        Ok(self.g.init_f32(name, dims, &t.data))
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<String, VisionError> {
+        self.vector_as(name, len, &[len as i64])
     }
 
     fn batch_norm(
@@ -153,16 +158,8 @@ impl<'a> Builder<'a> {
         if !prelu {
             return Ok((y, c));
         }
-        let name = format!("{prefix}.prelu.weight");
-        let t = self.tensor(&name)?;
-        if t.shape != [c] {
-            return Err(shape_err(format!(
-                "{name} has shape {:?}, expected [{c}]",
-                t.shape
-            )));
-        }
         // PyTorch's PReLU slope is per channel; ONNX broadcasts it as [C, 1, 1] over NCHW.
-        let slope = self.g.init_f32(&name, &[c as i64, 1, 1], &t.data);
+        let slope = self.vector_as(&format!("{prefix}.prelu.weight"), c, &[c as i64, 1, 1])?;
         Ok((self.g.node("PRelu", &[&y, &slope], vec![]), c))
     }
 

@@ -81,14 +81,27 @@ pub fn install_minifasnet(
     let pad_root = home.join("pad");
     let stage = temp_dir_in(&pad_root)?;
     let mut models = Vec::new();
+    // Each candidate's size, and its sha256 when it is small enough to be a pinned file: read
+    // once, one file at a time, whatever the number of pins.
+    let mut seen = Vec::with_capacity(files.len());
+    for f in &files {
+        let len = std::fs::metadata(f)
+            .map_err(|e| VisionError::io(f, e))?
+            .len();
+        let sha = if len > MAX_PTH_BYTES {
+            None
+        } else {
+            Some(sha256_hex(
+                &std::fs::read(f).map_err(|e| VisionError::io(f, e))?,
+            ))
+        };
+        seen.push((f, len, sha));
+    }
     for pin in &MINIFASNET_PINS {
         let mut chosen = None;
-        for f in &files {
-            let len = std::fs::metadata(f)
-                .map_err(|e| VisionError::io(f, e))?
-                .len();
+        for &(f, len, ref sha) in &seen {
             let named = f.file_name().is_some_and(|n| n == pin.file);
-            if len > MAX_PTH_BYTES {
+            let Some(sha) = sha else {
                 if named {
                     return Err(VisionError::Fetch(format!(
                         "{} is {len} bytes; {} is 1.9 MB",
@@ -97,11 +110,9 @@ pub fn install_minifasnet(
                     )));
                 }
                 continue;
-            }
-            let bytes = std::fs::read(f).map_err(|e| VisionError::io(f, e))?;
-            let sha = sha256_hex(&bytes);
+            };
             if sha == pin.sha256 {
-                chosen = Some((f.clone(), bytes));
+                chosen = Some(f.clone());
                 break;
             }
             if named {
@@ -113,13 +124,16 @@ pub fn install_minifasnet(
                 )));
             }
         }
-        let Some((path, bytes)) = chosen else {
+        let Some(path) = chosen else {
             return Err(VisionError::Fetch(format!(
                 "{} (sha256 {}) is not among the files given; it is in Silent-Face-Anti-Spoofing's \
                  resources/anti_spoof_models",
                 pin.file, pin.sha256
             )));
         };
+        // Read again for conversion, and checked again: the file may have changed since.
+        let bytes = std::fs::read(&path).map_err(|e| VisionError::io(&path, e))?;
+        vision::pack::check_sha256(pin.file, &bytes, pin.sha256)?;
         progress(&format!(
             "converting {} ({}) to ONNX",
             path.display(),

@@ -134,6 +134,8 @@ pub struct PadOutcome {
 pub trait PresentationAttackDetector: Send + Sync {
     /// The pack's name, for outputs and audit records.
     fn name(&self) -> &str;
+    /// The pack's threshold on the fused live score.
+    fn threshold(&self) -> f32;
     fn assess(&self, img: &RgbImage, faces: &[Rect]) -> Result<Vec<PadOutcome>, VisionError>;
 }
 
@@ -295,6 +297,10 @@ impl PresentationAttackDetector for PassivePad {
         &self.manifest.name
     }
 
+    fn threshold(&self) -> f32 {
+        self.manifest.threshold
+    }
+
     fn assess(&self, img: &RgbImage, faces: &[Rect]) -> Result<Vec<PadOutcome>, VisionError> {
         let mut per_model: Vec<Vec<PadModelScore>> = vec![Vec::new(); faces.len()];
         for (spec, net) in self.manifest.models.iter().zip(&self.nets) {
@@ -317,7 +323,7 @@ impl PresentationAttackDetector for PassivePad {
                 });
             }
         }
-        let threshold = self.manifest.threshold;
+        let threshold = self.threshold();
         Ok(per_model
             .into_iter()
             .map(|models| {

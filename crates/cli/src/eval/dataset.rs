@@ -36,14 +36,42 @@ pub struct Dataset {
     pub duplicates: Vec<String>,
 }
 
+/// The entries of `dir` that `keep` accepts, sorted by path (the order every evaluation reads
+/// its data in, so runs are reproducible).
+pub fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| keep(p))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// People of an identity/image directory with at least two images that `is_image` accepts, in
+/// name order: (name, first image, second image).
+pub fn people_with_two_images(
+    dir: &Path,
+    is_image: impl Fn(&Path) -> bool,
+) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let mut out = Vec::new();
+    for d in sorted_entries(dir, Path::is_dir)? {
+        let files = sorted_entries(&d, &is_image)?;
+        if let [first, second, ..] = &files[..] {
+            let name = d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, first.clone(), second.clone()));
+        }
+    }
+    Ok(out)
+}
+
 impl Dataset {
     pub fn load(root: &Path, max_identities: Option<usize>) -> Result<Dataset> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-            .with_context(|| format!("reading {}", root.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
+        let mut dirs = sorted_entries(root, Path::is_dir)?;
         if let Some(m) = max_identities {
             dirs.truncate(m);
         }
@@ -59,12 +87,7 @@ impl Dataset {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
-                .with_context(|| format!("reading {}", d.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
+            let files = sorted_entries(&d, Path::is_file)?;
             let id = ds.identities.len() as u32;
             let mut any = false;
             for f in files {

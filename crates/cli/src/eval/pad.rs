@@ -5,6 +5,7 @@
 //! measured too: how many attacks a gate accepts (live *and* matching the person's other photo)
 //! with the comparison alone and with PAD in front of it.
 
+use super::dataset::{people_with_two_images, sorted_entries};
 use crate::engine::{load, EngineArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -58,35 +59,17 @@ pub struct PadEvalArgs {
 
 const IMAGE_EXT: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "ppm"];
 
-fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| IMAGE_EXT.contains(&x.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    Ok(v)
+fn is_image(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| IMAGE_EXT.contains(&x.to_ascii_lowercase().as_str()))
 }
 
 /// (subject name, image) pairs of a folder: files directly in it are each their own subject;
 /// sub-folders are subjects.
 fn presentations(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out: Vec<(String, PathBuf)> = images_in(dir)?
+    let mut out: Vec<(String, PathBuf)> = sorted_entries(dir, is_image)?
         .into_iter()
         .map(|p| {
             let s = p
@@ -97,13 +80,17 @@ fn presentations(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             (s, p)
         })
         .collect();
-    for d in subdirs(dir)? {
+    for d in sorted_entries(dir, Path::is_dir)? {
         let s = d
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        out.extend(images_in(&d)?.into_iter().map(|p| (s.clone(), p)));
+        out.extend(
+            sorted_entries(&d, is_image)?
+                .into_iter()
+                .map(|p| (s.clone(), p)),
+        );
     }
     Ok(out)
 }
@@ -146,15 +133,11 @@ struct SystemFigures {
 pub fn run(home: &Path, mut a: PadEvalArgs) -> Result<i32> {
     a.engine.liveness = true;
     let p = load(home, &a.engine)?;
-    let pad_threshold = match a.threshold {
-        Some(t) => t,
-        None => {
-            vision::liveness::PadManifest::load(&vision::liveness::pad_dir(
-                home,
-                &a.engine.pad_pack,
-            ))?
-            .threshold as f64
-        }
+    // The PAD pack is loaded (liveness was switched on above); its threshold is the default.
+    let pad_threshold = match (a.threshold, &p.liveness) {
+        (Some(t), _) => t,
+        (None, Some(pad)) => pad.threshold() as f64,
+        (None, None) => bail!("no PAD pack loaded"),
     };
     let limits = DecodeLimits::default();
     let mut subjects = Subjects(BTreeMap::new());
@@ -191,24 +174,12 @@ pub fn run(home: &Path, mut a: PadEvalArgs) -> Result<i32> {
             bona_fide_compared: 0,
             bona_fide_accepted_with_pad: 0,
         };
-        let mut taken = 0;
-        for d in subdirs(lfw)? {
-            if taken == a.people {
-                break;
-            }
-            let files = images_in(&d)?;
-            if files.len() < 2 {
-                continue;
-            }
-            taken += 1;
-            let name = d
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        let people = people_with_two_images(lfw, is_image)?;
+        let taken = people.len().min(a.people);
+        for (name, first, second) in people.into_iter().take(taken) {
             let sid = subjects.id(&name);
-            let photo = decode_file(&files[0], &limits)?;
-            let reference = decode_file(&files[1], &limits)?;
+            let photo = decode_file(&first, &limits)?;
+            let reference = decode_file(&second, &limits)?;
             let reference = app::faces::choose(p.faces(&reference)?, None, "reference")
                 .ok()
                 .map(|c| c.face.embedding);
@@ -280,7 +251,7 @@ pub fn run(home: &Path, mut a: PadEvalArgs) -> Result<i32> {
             bail!("give --bona-fide and --attacks, or --synthetic");
         };
         label = format!("bona fide {}, attacks {}", bf.display(), at.display());
-        let kinds = subdirs(at)?;
+        let kinds = sorted_entries(at, Path::is_dir)?;
         if kinds.is_empty() {
             bail!(
                 "{} has no attack-type folders (print/, replay/, ...)",

@@ -48,26 +48,13 @@ pub struct VideoEvalArgs {
     pub engine: EngineArgs,
 }
 
-/// People with at least two images, in name order: (first image, second image).
+/// People with at least two JPEG or PNG images, in name order: (first image, second image).
 fn people(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let mut out = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    names.sort();
-    for d in names {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "png"))
-            .collect();
-        files.sort();
-        if files.len() >= 2 {
-            out.push((files[0].clone(), files[1].clone()));
-        }
-    }
-    Ok(out)
+    let jpg_or_png = |p: &Path| p.extension().is_some_and(|x| x == "jpg" || x == "png");
+    Ok(super::dataset::people_with_two_images(dir, jpg_or_png)?
+        .into_iter()
+        .map(|(_, a, b)| (a, b))
+        .collect())
 }
 
 pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
