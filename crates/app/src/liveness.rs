@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use vision::liveness::PadOutcome;
+use vision::liveness::{MotionCue, MotionVerdict, PadOutcome};
 use vision::pipeline::Face;
 
 /// Whether a presentation attack verdict blocks the comparison's decision.
@@ -29,10 +29,19 @@ impl std::str::FromStr for PadPolicy {
     }
 }
 
-/// The liveness stage's say on one probe face.
+/// The liveness stage's say on one probe face, or on one passer-by of a video.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PadVerdict {
+    /// The passive score: of the face, or averaged over a track's best frames.
     pub outcome: PadOutcome,
+    /// A track's planar-motion cue (video only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion: Option<MotionCue>,
+    /// Frames the passive score was averaged over (1 for a still).
+    pub frames: usize,
+    /// The fused decision: live when the passive score passes and the motion cue did not find
+    /// a plane (either cue finding an attack is enough to reject).
+    pub live: bool,
     pub policy: PadPolicy,
     /// The face was judged an attack and the policy blocks: no match may be declared.
     pub blocks: bool,
@@ -48,6 +57,33 @@ impl PadVerdict {
         }
         Some(PadVerdict {
             blocks: !outcome.live && policy == PadPolicy::Block,
+            live: outcome.live,
+            motion: None,
+            frames: 1,
+            policy,
+            outcome,
+        })
+    }
+
+    /// The verdict on a passer-by of a video: the passive outcomes of the track's best frames
+    /// averaged, and the track's planar-motion cue. `None` without any passive outcome.
+    pub fn of_track(
+        frames: &[PadOutcome],
+        motion: MotionCue,
+        policy: PadPolicy,
+        threshold: Option<f32>,
+    ) -> Option<Self> {
+        let mut outcome = PadOutcome::mean(frames)?;
+        if let Some(t) = threshold {
+            outcome.threshold = t;
+            outcome.live = outcome.score >= t;
+        }
+        let live = outcome.live && motion.verdict != MotionVerdict::Planar;
+        Some(PadVerdict {
+            blocks: !live && policy == PadPolicy::Block,
+            live,
+            motion: Some(motion),
+            frames: frames.len(),
             policy,
             outcome,
         })
@@ -63,7 +99,10 @@ impl PadVerdict {
                 "models": o.models.iter().map(|m| json!({"model": m.model, "live": m.live})).collect::<Vec<_>>(),
                 "score": o.score,
                 "threshold": o.threshold,
-                "decision": if o.live { "live" } else { "attack" },
+                "frames": self.frames,
+                "motion": self.motion.as_ref().map(|m| json!({
+                    "verdict": m.verdict, "moving_pairs": m.moving_pairs, "ratio": m.ratio})),
+                "decision": if self.live { "live" } else { "attack" },
                 "policy": self.policy,
             }
         })

@@ -107,6 +107,47 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
     let batch: Vec<_> = (0..16).map(|_| chip.clone()).collect();
     let embed16_ms = median_ms(n.div_ceil(4), || Ok(p.embed_aligned(&batch).map(|_| ())?))? / 16.0;
     let e2e_ms = median_ms(n, || Ok(p.faces(&img).map(|_| ())?))?;
+    // The liveness stage (with --liveness): the passive PAD networks on one face, and the
+    // planar-motion cue's per-frame patch and per-pair measurement (a pair of the same frame
+    // with the box moved by two pixels: the same work as a real pair).
+    let liveness = match &p.liveness {
+        Some(pad) => {
+            let crops_ms = median_ms(n * 10, || Ok(pad.crops(&img, &det.rect).map(|_| ())?))?;
+            let crops = [pad.crops(&img, &det.rect)?];
+            let nets_ms = median_ms(n, || Ok(pad.assess_crops(&crops).map(|_| ())?))?;
+            let cfg = video::motion::MotionConfig::default();
+            let patch = || {
+                video::motion::FacePatch::new(&img, &det.rect, 0, &cfg)
+                    .context("the face is too small for the motion cue")
+            };
+            let patch_ms = median_ms(n, || patch().map(|_| ()))?;
+            let a = patch()?;
+            let moved = vision::geometry::Rect {
+                left: det.rect.left + 2.0,
+                right: det.rect.right + 2.0,
+                ..det.rect
+            };
+            let b = video::motion::FacePatch::new(&img, &moved, 8, &cfg)
+                .context("the face is too small for the motion cue")?;
+            let pair_ms = median_ms(n, || {
+                video::motion::measure_pair(&a, &b, &cfg);
+                Ok(())
+            })?;
+            let e2e_pad_ms = median_ms(n, || {
+                let mut faces = p.faces(&img)?;
+                Ok(p.assess_liveness(&img, &mut faces)?)
+            })?;
+            Some(json!({
+                "pad_pack": pad.name(),
+                "pad_crops_per_face": crops_ms,
+                "pad_networks_per_face": nets_ms,
+                "motion_patch_per_frame": patch_ms,
+                "motion_pair": pair_ms,
+                "end_to_end_face_range_with_pad_excl_decode": e2e_pad_ms,
+            }))
+        }
+        None => None,
+    };
     let threads = if a.engine.threads == 0 {
         "all cores (ORT default)".to_string()
     } else {
@@ -130,6 +171,7 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
             "descriptor_per_face_batch16": embed16_ms,
             "end_to_end_face_range_excl_decode": e2e_ms,
         },
+        "liveness_ms": liveness,
         "peak_rss_mb": peak_rss_mb(),
     });
     if a.json {
@@ -152,6 +194,13 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
         if let Some(ms) = out["ms"].as_object() {
             for (k, v) in ms {
                 println!("  {k:<36} {:>9.2} ms", v.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        if let Some(ms) = out["liveness_ms"].as_object() {
+            for (k, v) in ms {
+                if let Some(v) = v.as_f64() {
+                    println!("  {k:<36} {v:>9.2} ms");
+                }
             }
         }
         println!(

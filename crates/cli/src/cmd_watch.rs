@@ -72,7 +72,32 @@ enum Decider {
 }
 
 impl Decider {
-    fn decide(&self, template: &[f32]) -> Result<serde_json::Value> {
+    /// The decision on one passer-by. A liveness verdict that blocks makes it a refusal: no
+    /// comparison result is given (and, against a gallery, no search is made; the refusal is
+    /// audited with the verdict).
+    fn decide(
+        &self,
+        template: &[f32],
+        pad: Option<&app::liveness::PadVerdict>,
+    ) -> Result<serde_json::Value> {
+        if let Some(v) = pad.filter(|v| v.blocks) {
+            let mut line =
+                json!({"match": false, "decided_by": "liveness: presentation attack suspected"});
+            match self {
+                Decider::Reference { .. } => line["mode"] = json!("verify"),
+                Decider::Gallery {
+                    store, ctx, name, ..
+                } => {
+                    let ctx = ctx.clone().with_capture(v.audit_record());
+                    let seq =
+                        store.refuse_comparison(&ctx, name, "identify", "presentation-attack")?;
+                    line["mode"] = json!("identify");
+                    line["gallery"] = json!(name);
+                    line["audit_seq"] = json!(seq);
+                }
+            }
+            return Ok(line);
+        }
         Ok(match self {
             Decider::Reference {
                 template: reference,
@@ -95,7 +120,11 @@ impl Decider {
                 k,
                 default_threshold,
             } => {
-                let r = store.identify(ctx, name, template, *k, *default_threshold)?;
+                let ctx = match pad {
+                    Some(v) => ctx.clone().with_capture(v.audit_record()),
+                    None => ctx.clone(),
+                };
+                let r = store.identify(&ctx, name, template, *k, *default_threshold)?;
                 json!({
                     "mode": "identify",
                     "match": !r.candidates.is_empty(),
@@ -215,7 +244,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
                 }
                 Event::Decide(ev) => {
                     decisions += 1;
-                    let line = decision(&decider, &ev, a.single_frame)?;
+                    let line = decision(&decider, &ev, a.single_frame, &a.engine)?;
                     if line["match"] == true {
                         matches += 1;
                     }
@@ -267,7 +296,8 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     let per_frame = |x: f64| 1000.0 * x / stats.frames.max(1) as f64;
     let stages = json!({"decode": per_frame(decode_seconds), "detect": per_frame(st.detect),
         "track": per_frame(st.track), "appearance": per_frame(st.appearance),
-        "collect": per_frame(st.collect), "decide": per_frame(st.decide)});
+        "collect": per_frame(st.collect), "decide": per_frame(st.decide),
+        "liveness": per_frame(st.liveness)});
     writeln!(
         out,
         "{}",
@@ -281,9 +311,29 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn decision(decider: &Decider, ev: &Evidence, single: bool) -> Result<serde_json::Value> {
+fn decision(
+    decider: &Decider,
+    ev: &Evidence,
+    single: bool,
+    engine: &EngineArgs,
+) -> Result<serde_json::Value> {
     let template = if single { &ev.best } else { &ev.fused };
-    let mut line = decider.decide(template)?;
+    let pad = match &ev.liveness {
+        Some(l) => Some(
+            app::liveness::PadVerdict::of_track(
+                &l.passive,
+                l.motion.clone(),
+                engine.pad_policy,
+                engine.pad_threshold,
+            )
+            .context("no PAD outcome for a decided track")?,
+        ),
+        None => None,
+    };
+    let mut line = decider.decide(template, pad.as_ref())?;
+    if let Some(v) = &pad {
+        line["liveness"] = json!(v);
+    }
     line["event"] = json!("decision");
     line["track"] = json!(ev.track);
     line["frame"] = json!(ev.frame);

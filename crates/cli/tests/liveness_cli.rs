@@ -286,3 +286,189 @@ fn eval_pad_synthetic_and_folders_agree() {
     }
     assert_eq!(g["bpcer"]["value"], f["bpcer"]["value"]);
 }
+
+/// Liveness on video: `watch --liveness` on the real clip (a live person: passive score over each
+/// passer-by's best frames, the planar-motion cue, never judged flat), a policy that blocks every
+/// decision (e-gate and watchlist, the refusals audited with the motion cue), and
+/// `eval pad-video` on the clip against synthetic prints and replays waved at the camera.
+#[test]
+fn video_liveness_on_the_real_clip_and_synthetic_waved_attacks() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let Some(_) = shared_with("models/minifasnet/2.7_80x80_MiniFASNetV2.pth") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = own_home(dir.path());
+    let data = dir.path().join("data");
+    let facegate = |args: &[&str]| {
+        let mut all = vec!["--home", home.as_str()];
+        all.extend_from_slice(args);
+        facegate(&data, &all)
+    };
+    let models = shared.join("models/minifasnet");
+    let (code, _, err) = facegate(&["models", "install-pad", "--from", models.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let clip = clip.to_str().unwrap();
+    let people = shared.join("data/people");
+    let singer = people.join("lin-manuel-miranda.png");
+    let singer = singer.to_str().unwrap();
+    let decisions = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(json)
+            .filter(|e| e["event"] == "decision")
+            .collect()
+    };
+
+    let (code, out, err) = facegate(&["watch", clip, "--reference", singer, "--liveness"]);
+    assert_eq!(code, 0, "{err}");
+    let ds = decisions(&out);
+    assert!(!ds.is_empty());
+    for d in &ds {
+        let l = &d["liveness"];
+        assert_eq!(l["live"], true, "{d}");
+        assert_ne!(l["motion"]["verdict"], "planar", "{d}");
+        let frames = l["frames"].as_u64().unwrap();
+        assert!((1..=3).contains(&frames), "{d}");
+    }
+    // The singer is still matched once, as without liveness.
+    assert_eq!(ds.iter().filter(|d| d["match"] == true).count(), 1, "{out}");
+    let summary: serde_json::Value = json(out.lines().last().unwrap());
+    assert!(summary["stage_ms_per_frame"]["liveness"].as_f64().unwrap() > 0.0);
+
+    // A threshold no face reaches: every decision is a refusal, whatever the comparison.
+    let (code, out, err) = facegate(&[
+        "watch",
+        clip,
+        "--reference",
+        singer,
+        "--liveness",
+        "--pad-threshold",
+        "1.01",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ds = decisions(&out);
+    assert!(!ds.is_empty());
+    for d in &ds {
+        assert_eq!(d["match"], false, "{d}");
+        assert_eq!(d["decided_by"], "liveness: presentation attack suspected");
+        assert!(
+            d["score"].is_null(),
+            "a blocked decision gives no score: {d}"
+        );
+    }
+
+    // Watchlist: a blocked passer-by is not searched; the refusal is audited with the cue.
+    let (code, _, err) = facegate(&[
+        "gallery",
+        "create",
+        "watchlist",
+        "--purpose",
+        "test",
+        "--legal-basis",
+        "test",
+        "--retention-days",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = facegate(&[
+        "--role",
+        "enroller",
+        "enrol",
+        "--gallery",
+        "watchlist",
+        "--subject",
+        "lin-manuel",
+        singer,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = facegate(&[
+        "--role",
+        "operator",
+        "watch",
+        clip,
+        "--gallery",
+        "watchlist",
+        "--purpose",
+        "test camera",
+        "--liveness",
+        "--pad-threshold",
+        "1.01",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ds = decisions(&out);
+    assert!(ds.iter().all(|d| d["match"] == false));
+    let (code, log, err) = facegate(&["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0, "{err}");
+    let searches: Vec<serde_json::Value> = log
+        .lines()
+        .map(json)
+        .filter(|r| r["action"] == "identify")
+        .collect();
+    assert_eq!(searches.len(), ds.len());
+    for r in &searches {
+        assert_eq!(r["outcome"], "presentation-attack");
+        assert_eq!(r["details"]["compared"], false);
+        let pad = &r["details"]["capture"]["pad"];
+        assert_eq!(pad["decision"], "attack");
+        assert!(pad["motion"]["verdict"].is_string(), "{r}");
+        assert!(pad["frames"].as_u64().unwrap() >= 1);
+    }
+
+    // Synthetic waved prints and replays against the real clip.
+    let (code, out, err) = facegate(&[
+        "eval",
+        "pad-video",
+        "--liveness",
+        "--bona-fide",
+        clip,
+        "--synthetic",
+        people.to_str().unwrap(),
+        "--people",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["synthetic_attacks"], true);
+    let tracks = r["tracks"].as_array().unwrap();
+    let bona: Vec<_> = tracks
+        .iter()
+        .filter(|t| t["label"] == "bona-fide")
+        .collect();
+    let attacks: Vec<_> = tracks
+        .iter()
+        .filter(|t| t["label"] != "bona-fide")
+        .collect();
+    assert!(bona.len() >= 3 && attacks.len() >= 8, "{out}");
+    // A live person is never judged flat.
+    assert!(
+        bona.iter().all(|t| t["motion"]["verdict"] != "planar"),
+        "{out}"
+    );
+    // A waved print or screen is flat: most attacks are caught by the motion cue alone...
+    let planar = attacks
+        .iter()
+        .filter(|t| t["motion"]["verdict"] == "planar")
+        .count();
+    assert!(
+        2 * planar >= attacks.len(),
+        "{planar} of {}: {out}",
+        attacks.len()
+    );
+    // ...and fusion never accepts an attack the passive score alone rejects.
+    for t in &attacks {
+        if t["passive_live"] == false {
+            assert_eq!(t["fused_live"], false, "{t}");
+        }
+    }
+    let s = &r["summary"];
+    for kind in ["print", "replay"] {
+        assert!(
+            s[kind]["fused"]["error_rate"].as_f64().unwrap()
+                <= s[kind]["passive"]["error_rate"].as_f64().unwrap()
+        );
+    }
+}

@@ -188,7 +188,7 @@ fn upstream_boxes_reproduce_upstream_results() {
             right: b[0] + b[2] - 1.0,
             bottom: b[1] + b[3] - 1.0,
         };
-        for (i, crop) in pad.crops(&img, &r).unwrap().iter().enumerate() {
+        for (i, crop) in pad.crops(&img, &r).unwrap().0.iter().enumerate() {
             let stem = MODELS[i].trim_end_matches(".pth");
             let want = image::open(
                 shared(&format!(

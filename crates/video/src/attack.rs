@@ -81,6 +81,100 @@ fn sample(img: &RgbImage, x: f64, y: f64) -> Option<[f64; 3]> {
     Some(out)
 }
 
+/// The artefact an attack presents: the photo with the instrument's own surface effects, and the
+/// margin (paper) or bezel (screen) around it, in artefact coordinates.
+struct Artefact {
+    surface: RgbImage,
+    border: [f64; 3],
+    /// Photo offset inside the artefact, and the artefact's size.
+    margin: (f64, f64),
+    size: (f64, f64),
+}
+
+/// What the room adds: the wall behind, and light falling unevenly across the plane (a print is
+/// lit by the room; a screen has glare).
+struct Lighting {
+    background: [f64; 3],
+    glare: (f64, f64, f64, f64),
+}
+
+fn check_photo(face_photo: &RgbImage, scale: f64) -> Result<(u32, u32), VideoError> {
+    let (pw, ph) = (face_photo.width(), face_photo.height());
+    if pw < 16 || ph < 16 || pw > 4096 || ph > 4096 || !(1.0..=4.0).contains(&scale) {
+        return Err(VideoError::Invalid(format!(
+            "cannot render an attack from a {pw}x{ph} photo at scale {scale}"
+        )));
+    }
+    Ok(((pw as f64 * scale) as u32, (ph as f64 * scale) as u32))
+}
+
+fn artefact(face_photo: &RgbImage, kind: AttackKind, rng: &mut SplitMix) -> Artefact {
+    let (pw, ph) = (face_photo.width() as f64, face_photo.height() as f64);
+    let (surface, border) = match kind {
+        AttackKind::Print => (print_surface(face_photo, rng), [245.0, 243.0, 236.0]),
+        AttackKind::Replay => (screen_surface(face_photo, rng), [18.0, 18.0, 20.0]),
+    };
+    let margin = match kind {
+        AttackKind::Print => 0.06,
+        AttackKind::Replay => 0.09,
+    };
+    Artefact {
+        surface,
+        border,
+        margin: (pw * margin, ph * margin),
+        size: (pw * (1.0 + 2.0 * margin), ph * (1.0 + 2.0 * margin)),
+    }
+}
+
+fn lighting(kind: AttackKind, (ow, oh): (u32, u32), rng: &mut SplitMix) -> Lighting {
+    let background = [
+        uniform(rng, 60.0, 160.0),
+        uniform(rng, 60.0, 160.0),
+        uniform(rng, 60.0, 160.0),
+    ];
+    let glare = (
+        uniform(rng, 0.0, ow as f64),
+        uniform(rng, 0.0, oh as f64),
+        uniform(rng, 0.2, 0.35) * ow as f64,
+        match kind {
+            AttackKind::Print => uniform(rng, 10.0, 30.0),
+            AttackKind::Replay => uniform(rng, 50.0, 110.0),
+        },
+    );
+    Lighting { background, glare }
+}
+
+/// The frame in which the artefact's corners land on `quad` (clockwise from top left).
+fn compose(
+    a: &Artefact,
+    light: &Lighting,
+    quad: &[(f64, f64); 4],
+    (ow, oh): (u32, u32),
+) -> Result<RgbImage, VideoError> {
+    let (aw, ah) = a.size;
+    let corners = [(0.0, 0.0), (aw, 0.0), (aw, ah), (0.0, ah)];
+    let to_artefact = homography(quad, &corners)
+        .ok_or_else(|| VideoError::Invalid("degenerate attack geometry".into()))?;
+    let (gx, gy, gr, ga) = light.glare;
+    Ok(RgbImage::from_fn(ow, oh, |x, y| {
+        let (xf, yf) = (x as f64 + 0.5, y as f64 + 0.5);
+        let (u, v) = apply(&to_artefact, xf, yf);
+        let inside = u >= 0.0 && v >= 0.0 && u < aw && v < ah;
+        let mut px = if !inside {
+            let shade = 1.0 - 0.25 * (yf / oh as f64);
+            light.background.map(|c| c * shade)
+        } else {
+            sample(&a.surface, u - a.margin.0, v - a.margin.1).unwrap_or(a.border)
+        };
+        if inside {
+            let d2 = (xf - gx).powi(2) + (yf - gy).powi(2);
+            let g = ga * (-d2 / (2.0 * gr * gr)).exp();
+            px = px.map(|c| c + g);
+        }
+        Rgb(px.map(|c| c.round().clamp(0.0, 255.0) as u8))
+    }))
+}
+
 /// Renders `face_photo` as the chosen attack, in a frame `scale` times the photo's size. The
 /// artefact (sheet or screen) fills most of the frame, tilted by a random perspective.
 pub fn render(
@@ -89,28 +183,10 @@ pub fn render(
     seed: u64,
     scale: f64,
 ) -> Result<RgbImage, VideoError> {
-    let (pw, ph) = (face_photo.width(), face_photo.height());
-    if pw < 16 || ph < 16 || pw > 4096 || ph > 4096 || !(1.0..=4.0).contains(&scale) {
-        return Err(VideoError::Invalid(format!(
-            "cannot render an attack from a {pw}x{ph} photo at scale {scale}"
-        )));
-    }
+    let (ow, oh) = check_photo(face_photo, scale)?;
     let mut rng = SplitMix::new(seed);
-    // The artefact: the photo with the instrument's own surface effects, then a margin or bezel.
-    let (artefact, border) = match kind {
-        AttackKind::Print => (print_surface(face_photo, &mut rng), [245.0, 243.0, 236.0]),
-        AttackKind::Replay => (screen_surface(face_photo, &mut rng), [18.0, 18.0, 20.0]),
-    };
-    let margin = match kind {
-        AttackKind::Print => 0.06,
-        AttackKind::Replay => 0.09,
-    };
-    let (ow, oh) = ((pw as f64 * scale) as u32, (ph as f64 * scale) as u32);
-    // The artefact's corners (photo plus margin) land on a jittered quad filling ~85% of the frame.
-    let (aw, ah) = (
-        pw as f64 * (1.0 + 2.0 * margin),
-        ph as f64 * (1.0 + 2.0 * margin),
-    );
+    let a = artefact(face_photo, kind, &mut rng);
+    // The artefact's corners land on a jittered quad filling ~85% of the frame.
     let fill = uniform(&mut rng, 0.78, 0.92);
     let (cx, cy) = (
         ow as f64 / 2.0 + uniform(&mut rng, -0.04, 0.04) * ow as f64,
@@ -124,43 +200,68 @@ pub fn render(
         (cx + hw + tilt(&mut rng), cy + hh + tilt(&mut rng)),
         (cx - hw + tilt(&mut rng), cy + hh + tilt(&mut rng)),
     ];
-    let corners = [(0.0, 0.0), (aw, 0.0), (aw, ah), (0.0, ah)];
-    let to_artefact = homography(&quad, &corners)
-        .ok_or_else(|| VideoError::Invalid("degenerate attack geometry".into()))?;
-    let (mx, my) = (pw as f64 * margin, ph as f64 * margin);
-    let background = [
-        uniform(&mut rng, 60.0, 160.0),
-        uniform(&mut rng, 60.0, 160.0),
-        uniform(&mut rng, 60.0, 160.0),
-    ];
-    // Light falls unevenly across the plane (a print is lit by the room; a screen has glare).
-    let (gx, gy, gr, ga) = (
-        uniform(&mut rng, 0.0, ow as f64),
-        uniform(&mut rng, 0.0, oh as f64),
-        uniform(&mut rng, 0.2, 0.35) * ow as f64,
-        match kind {
-            AttackKind::Print => uniform(&mut rng, 10.0, 30.0),
-            AttackKind::Replay => uniform(&mut rng, 50.0, 110.0),
-        },
+    let light = lighting(kind, (ow, oh), &mut rng);
+    compose(&a, &light, &quad, (ow, oh))
+}
+
+/// Frames of a video attack: the artefact held up to the camera and waved — turning about its
+/// vertical axis (up to ±25°) and nodding (up to ±12°) at hand-held rates, drifting and moving
+/// to and from the camera — seen through a pinhole camera, so every frame is an exact
+/// perspective view of one plane. At most 900 frames.
+pub fn render_motion(
+    face_photo: &RgbImage,
+    kind: AttackKind,
+    seed: u64,
+    scale: f64,
+    frames: usize,
+) -> Result<Vec<RgbImage>, VideoError> {
+    let (ow, oh) = check_photo(face_photo, scale)?;
+    if frames == 0 || frames > 900 {
+        return Err(VideoError::Invalid(format!(
+            "{frames} frames asked for (1 to 900)"
+        )));
+    }
+    let mut rng = SplitMix::new(seed);
+    let a = artefact(face_photo, kind, &mut rng);
+    let light = lighting(kind, (ow, oh), &mut rng);
+    let (yaw_amp, pitch_amp) = (
+        uniform(&mut rng, 12.0, 25.0).to_radians(),
+        uniform(&mut rng, 5.0, 12.0).to_radians(),
     );
-    let out = RgbImage::from_fn(ow, oh, |x, y| {
-        let (xf, yf) = (x as f64 + 0.5, y as f64 + 0.5);
-        let (u, v) = apply(&to_artefact, xf, yf);
-        let inside = u >= 0.0 && v >= 0.0 && u < aw && v < ah;
-        let mut px = if !inside {
-            let shade = 1.0 - 0.25 * (yf / oh as f64);
-            background.map(|c| c * shade)
-        } else {
-            sample(&artefact, u - mx, v - my).unwrap_or(border)
-        };
-        if inside {
-            let d2 = (xf - gx).powi(2) + (yf - gy).powi(2);
-            let g = ga * (-d2 / (2.0 * gr * gr)).exp();
-            px = px.map(|c| c + g);
-        }
-        Rgb(px.map(|c| c.round().clamp(0.0, 255.0) as u8))
-    });
-    Ok(out)
+    let (yaw_period, pitch_period) = (uniform(&mut rng, 45.0, 90.0), uniform(&mut rng, 35.0, 80.0));
+    let (phase, drift) = (
+        uniform(&mut rng, 0.0, std::f64::consts::TAU),
+        uniform(&mut rng, -0.1, 0.1),
+    );
+    // The artefact at rest fills 80% of the frame's width; the camera's focal length is 1.5
+    // frame widths (a moderate perspective, as a gate camera at arm's length).
+    let (aw, ah) = a.size;
+    let width = 0.8 * ow as f64;
+    let height = width * ah / aw;
+    let f = 1.5 * ow as f64;
+    let (cx, cy) = (ow as f64 / 2.0, oh as f64 / 2.0);
+    (0..frames)
+        .map(|t| {
+            let t = t as f64;
+            let yaw = yaw_amp * (std::f64::consts::TAU * t / yaw_period).sin();
+            let pitch = pitch_amp * (std::f64::consts::TAU * t / pitch_period + phase).sin();
+            let z0 = f * (1.0 + 0.15 * (std::f64::consts::TAU * t / 120.0).sin());
+            let shift = drift * ow as f64 * (std::f64::consts::TAU * t / 150.0).sin();
+            let project = |(x, y): (f64, f64)| {
+                // Turn about the vertical axis, then nod about the horizontal one.
+                let (x1, z1) = (x * yaw.cos(), x * yaw.sin());
+                let (y2, z2) = (
+                    y * pitch.cos() - z1 * pitch.sin(),
+                    y * pitch.sin() + z1 * pitch.cos(),
+                );
+                let z = z0 + z2;
+                (cx + shift + f * x1 / z, cy + f * y2 / z)
+            };
+            let (hw, hh) = (width / 2.0, height / 2.0);
+            let quad = [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)].map(project);
+            compose(&a, &light, &quad, (ow, oh))
+        })
+        .collect()
 }
 
 /// Ink on paper: compressed dynamic range and gamut, a warm paper white, grain, a slight blur.
@@ -279,5 +380,20 @@ mod tests {
         assert_ne!(a, r);
         assert!(render(&photo, AttackKind::Print, 1, 9.0).is_err());
         assert!(render(&RgbImage::new(4, 4), AttackKind::Print, 1, 1.5).is_err());
+    }
+
+    #[test]
+    fn motion_frames_move_and_are_bounded() {
+        let photo = RgbImage::from_fn(64, 64, |x, y| Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
+        let frames = render_motion(&photo, AttackKind::Print, 3, 2.0, 12).unwrap();
+        assert_eq!(frames.len(), 12);
+        assert!(frames.iter().all(|f| f.dimensions() == (128, 128)));
+        assert_ne!(frames[0], frames[6]);
+        assert_eq!(
+            frames,
+            render_motion(&photo, AttackKind::Print, 3, 2.0, 12).unwrap()
+        );
+        assert!(render_motion(&photo, AttackKind::Print, 3, 2.0, 0).is_err());
+        assert!(render_motion(&photo, AttackKind::Print, 3, 2.0, 100_000).is_err());
     }
 }

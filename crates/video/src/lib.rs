@@ -15,6 +15,7 @@ pub mod attack;
 pub mod error;
 pub mod evaluate;
 pub mod metrics;
+pub mod motion;
 pub mod source;
 pub mod synth;
 pub mod track;

@@ -10,11 +10,13 @@
 //! they are dropped; no frame is kept.
 
 use crate::error::VideoError;
+use crate::motion::{MotionConfig, MotionCue, MotionTrack};
 use crate::source::Frame;
 use crate::track::{Observation, Tracker, TrackerConfig};
 use image::RgbImage;
 use std::collections::HashMap;
 use vision::geometry::Rect;
+use vision::liveness::{PadCrops, PadOutcome};
 use vision::pipeline::Pipeline;
 use vision::quality::Quality;
 use zeroize::Zeroize;
@@ -31,6 +33,8 @@ pub struct WatchConfig {
     /// Tracks whose frames are collected at once; more faces are tracked but not collected
     /// (bounds memory on a frame full of faces).
     pub max_collected_tracks: usize,
+    /// The planar-motion liveness cue, measured on each track when the pipeline has a PAD stage.
+    pub motion: MotionConfig,
 }
 
 impl WatchConfig {
@@ -57,6 +61,7 @@ impl Default for WatchConfig {
             best_frames: 3,
             decide_after_frames: 30,
             max_collected_tracks: 32,
+            motion: MotionConfig::default(),
         }
     }
 }
@@ -83,6 +88,8 @@ pub fn frame_rank(q: &Quality) -> f64 {
 /// One frame kept for a track: its aligned chip (zeroised on drop) and measurements.
 struct Kept {
     chip: Option<RgbImage>,
+    /// What the PAD stage needs of this frame (when the pipeline has one).
+    pad: Option<PadCrops>,
     quality: Quality,
     rank: f64,
     frame: u64,
@@ -103,6 +110,8 @@ struct TrackState {
     decided: bool,
     collecting: bool,
     kept: Vec<Kept>,
+    /// The planar-motion cue's evidence (when the pipeline has a PAD stage).
+    motion: Option<MotionTrack>,
 }
 
 /// A frame a decision used.
@@ -129,6 +138,17 @@ pub struct Evidence {
     pub fused: Vec<f32>,
     /// Whether the track ended before `decide_after_frames` (decided on what there was).
     pub at_track_end: bool,
+    /// The liveness evidence, when the pipeline has a PAD stage.
+    pub liveness: Option<TrackLiveness>,
+}
+
+/// A track's liveness evidence: the passive PAD outcome of each kept frame (best first) and the
+/// planar-motion cue over the frames collected. Fusing them into a decision is policy's
+/// (`app::liveness::PadVerdict::of_track`).
+#[derive(Debug, Clone)]
+pub struct TrackLiveness {
+    pub passive: Vec<PadOutcome>,
+    pub motion: MotionCue,
 }
 
 impl Drop for Evidence {
@@ -168,8 +188,10 @@ pub struct StageSeconds {
     pub appearance: f64,
     /// Landmarks, aligned chip and quality of every tracked face still collecting.
     pub collect: f64,
-    /// Embedding the kept frames of decided tracks and fusing them.
+    /// Embedding the kept frames of decided tracks and fusing them (without liveness).
     pub decide: f64,
+    /// Liveness: the motion cue's patches and pairs, PAD crops, and the PAD networks at decision.
+    pub liveness: f64,
 }
 
 pub struct Watcher {
@@ -296,6 +318,10 @@ impl Watcher {
                     decided: false,
                     collecting,
                     kept: Vec::new(),
+                    motion: p
+                        .liveness
+                        .as_ref()
+                        .map(|_| MotionTrack::new(self.cfg.motion)),
                 },
             );
             if let Some(&(d, _)) = update.assigned.iter().find(|a| a.1 == id) {
@@ -337,6 +363,11 @@ impl Watcher {
             quality.set_single_face(&areas);
             self.seconds.collect += clock.elapsed().as_secs_f64();
             let rank = frame_rank(&quality);
+            let clock = std::time::Instant::now();
+            if let Some(m) = &mut state.motion {
+                m.add(img, &dets[d].rect, frame.index);
+            }
+            self.seconds.liveness += clock.elapsed().as_secs_f64();
             let k = self.cfg.best_frames.max(1);
             let worst = state
                 .kept
@@ -344,24 +375,48 @@ impl Watcher {
                 .enumerate()
                 .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
                 .map(|(i, kept)| (i, kept.rank));
-            let keep = Kept {
-                chip: Some(chip),
-                quality,
-                rank,
-                frame: frame.index,
-                rect: dets[d].rect,
+            let slot = match worst {
+                _ if state.kept.len() < k => Some(state.kept.len()),
+                Some((i, r)) if rank > r => Some(i),
+                _ => None,
             };
-            match worst {
-                _ if state.kept.len() < k => state.kept.push(keep),
-                Some((i, r)) if rank > r => state.kept[i] = keep,
-                _ => {}
+            if let Some(i) = slot {
+                let clock = std::time::Instant::now();
+                let pad = match &p.liveness {
+                    Some(pad) => Some(pad.crops(img, &dets[d].rect)?),
+                    None => None,
+                };
+                self.seconds.liveness += clock.elapsed().as_secs_f64();
+                let keep = Kept {
+                    chip: Some(chip),
+                    pad,
+                    quality,
+                    rank,
+                    frame: frame.index,
+                    rect: dets[d].rect,
+                };
+                if i == state.kept.len() {
+                    state.kept.push(keep);
+                } else {
+                    state.kept[i] = keep;
+                }
             }
             if state.seen >= self.cfg.decide_after_frames {
                 let clock = std::time::Instant::now();
-                if let Some(ev) = decide(id, state, frame.index, frame.time_ms, false, p)? {
+                let liveness_before = self.seconds.liveness;
+                if let Some(ev) = decide(
+                    id,
+                    state,
+                    frame.index,
+                    frame.time_ms,
+                    false,
+                    p,
+                    &mut self.seconds,
+                )? {
                     events.push(Event::Decide(ev));
                 }
-                self.seconds.decide += clock.elapsed().as_secs_f64();
+                self.seconds.decide +=
+                    clock.elapsed().as_secs_f64() - (self.seconds.liveness - liveness_before);
             }
         }
         for &id in &update.ended {
@@ -392,10 +447,12 @@ impl Watcher {
             return Ok(());
         };
         let clock = std::time::Instant::now();
-        if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p)? {
+        let liveness_before = self.seconds.liveness;
+        if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p, &mut self.seconds)? {
             events.push(Event::Decide(ev));
         }
-        self.seconds.decide += clock.elapsed().as_secs_f64();
+        self.seconds.decide +=
+            clock.elapsed().as_secs_f64() - (self.seconds.liveness - liveness_before);
         events.push(Event::TrackEnd {
             track: id,
             first_frame: state.first_frame,
@@ -409,7 +466,8 @@ impl Watcher {
 }
 
 /// The evidence of a track not yet decided, from its kept frames (none kept: nothing to decide
-/// on). Marks the track decided and drops its chips.
+/// on). Marks the track decided and drops its chips, PAD crops and motion patches. The time of
+/// the liveness work is added to `seconds.liveness` (callers take it out of their decide time).
 fn decide(
     id: u64,
     state: &mut TrackState,
@@ -417,6 +475,7 @@ fn decide(
     time_ms: u64,
     at_track_end: bool,
     p: &Pipeline,
+    seconds: &mut StageSeconds,
 ) -> Result<Option<Evidence>, VideoError> {
     if state.decided || state.kept.is_empty() {
         return Ok(None);
@@ -424,6 +483,18 @@ fn decide(
     state.decided = true;
     let mut kept = std::mem::take(&mut state.kept);
     kept.sort_by(|a, b| b.rank.total_cmp(&a.rank));
+    let clock = std::time::Instant::now();
+    let liveness = match (&p.liveness, state.motion.take()) {
+        (Some(pad), Some(motion)) => {
+            let crops: Vec<PadCrops> = kept.iter_mut().filter_map(|k| k.pad.take()).collect();
+            Some(TrackLiveness {
+                passive: pad.assess_crops(&crops)?,
+                motion: motion.cue(),
+            })
+        }
+        _ => None,
+    };
+    seconds.liveness += clock.elapsed().as_secs_f64();
     let chips: Vec<RgbImage> = kept.iter_mut().filter_map(|k| k.chip.take()).collect();
     let mut embeddings = p.embed_aligned(&chips)?;
     for c in chips {
@@ -451,6 +522,7 @@ fn decide(
         best,
         fused,
         at_track_end,
+        liveness,
     }))
 }
 

@@ -130,13 +130,109 @@ pub struct PadOutcome {
     pub live: bool,
 }
 
+impl PadOutcome {
+    /// The mean of several outcomes of one pack (a track's frames): each model's probabilities
+    /// and live score averaged, the fused score the mean of the fused scores, judged against the
+    /// same threshold. `None` for no outcomes or outcomes of different packs or model lists.
+    pub fn mean(outcomes: &[PadOutcome]) -> Option<PadOutcome> {
+        let first = outcomes.first()?;
+        let same = outcomes.iter().all(|o| {
+            o.pack == first.pack
+                && o.models.len() == first.models.len()
+                && o.models.iter().zip(&first.models).all(|(a, b)| {
+                    a.model == b.model && a.probabilities.len() == b.probabilities.len()
+                })
+        });
+        if !same {
+            return None;
+        }
+        let n = outcomes.len() as f32;
+        let models = first
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut probabilities = vec![0f32; m.probabilities.len()];
+                let mut live = 0f32;
+                for o in outcomes {
+                    for (p, q) in probabilities.iter_mut().zip(&o.models[i].probabilities) {
+                        *p += q / n;
+                    }
+                    live += o.models[i].live / n;
+                }
+                PadModelScore {
+                    model: m.model.clone(),
+                    probabilities,
+                    live,
+                }
+            })
+            .collect();
+        let score = outcomes.iter().map(|o| o.score).sum::<f32>() / n;
+        Some(PadOutcome {
+            pack: first.pack.clone(),
+            models,
+            score,
+            threshold: first.threshold,
+            live: score >= first.threshold,
+        })
+    }
+}
+
+/// The multi-frame planar-motion cue's finding on a track (computed in `video::motion`; here
+/// so a verdict can carry it).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MotionVerdict {
+    /// The face moved out of plane and a homography explains it: a flat artefact.
+    Planar,
+    /// The face moved out of plane and a homography does not explain it: depth or expression.
+    Relief,
+    /// Too little out-of-plane motion, or evidence in between: the cue abstains.
+    Inconclusive,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MotionCue {
+    pub verdict: MotionVerdict,
+    /// Pairs measured, and of them those that moved out of plane (`gain >= min_gain`).
+    pub pairs: usize,
+    pub moving_pairs: usize,
+    /// Median `parallax / gain` over the moving pairs (null without any).
+    pub ratio: Option<f64>,
+    pub median_gain: Option<f64>,
+    pub median_parallax: Option<f64>,
+}
+
+/// What a PAD stage needs of one face in one frame, cut out when the frame is at hand and
+/// assessed later (a track's kept frames are assessed when the track is decided, and only the
+/// frames are not kept). Zeroised when dropped.
+pub struct PadCrops(pub Vec<RgbImage>);
+
+impl Drop for PadCrops {
+    fn drop(&mut self) {
+        for c in self.0.drain(..) {
+            zeroize::Zeroize::zeroize(&mut c.into_raw());
+        }
+    }
+}
+
 /// A presentation attack detector: faces (by box) in a frame in, one outcome each out.
 pub trait PresentationAttackDetector: Send + Sync {
     /// The pack's name, for outputs and audit records.
     fn name(&self) -> &str;
     /// The pack's threshold on the fused live score.
     fn threshold(&self) -> f32;
-    fn assess(&self, img: &RgbImage, faces: &[Rect]) -> Result<Vec<PadOutcome>, VisionError>;
+    /// The inputs this detector needs for `face` in `img` (small: model-sized crops).
+    fn crops(&self, img: &RgbImage, face: &Rect) -> Result<PadCrops, VisionError>;
+    /// One outcome per face, from crops made by [`PresentationAttackDetector::crops`].
+    fn assess_crops(&self, faces: &[PadCrops]) -> Result<Vec<PadOutcome>, VisionError>;
+    fn assess(&self, img: &RgbImage, faces: &[Rect]) -> Result<Vec<PadOutcome>, VisionError> {
+        let crops = faces
+            .iter()
+            .map(|f| self.crops(img, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.assess_crops(&crops)
+    }
 }
 
 /// Passive single-frame PAD: each model sees its own crop, softmax outputs are averaged.
@@ -160,15 +256,6 @@ impl PassivePad {
             )?);
         }
         Ok(PassivePad { manifest, nets })
-    }
-
-    /// The crops each model sees for `face`, in manifest order (for tests and `--annotate`).
-    pub fn crops(&self, img: &RgbImage, face: &Rect) -> Result<Vec<RgbImage>, VisionError> {
-        self.manifest
-            .models
-            .iter()
-            .map(|m| model_crop(img, face, &m.crop, m.input.size))
-            .collect()
     }
 }
 
@@ -301,14 +388,33 @@ impl PresentationAttackDetector for PassivePad {
         self.manifest.threshold
     }
 
-    fn assess(&self, img: &RgbImage, faces: &[Rect]) -> Result<Vec<PadOutcome>, VisionError> {
+    /// The crops each model sees, in manifest order.
+    fn crops(&self, img: &RgbImage, face: &Rect) -> Result<PadCrops, VisionError> {
+        Ok(PadCrops(
+            self.manifest
+                .models
+                .iter()
+                .map(|m| model_crop(img, face, &m.crop, m.input.size))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    fn assess_crops(&self, faces: &[PadCrops]) -> Result<Vec<PadOutcome>, VisionError> {
         let mut per_model: Vec<Vec<PadModelScore>> = vec![Vec::new(); faces.len()];
-        for (spec, net) in self.manifest.models.iter().zip(&self.nets) {
+        for (k, (spec, net)) in self.manifest.models.iter().zip(&self.nets).enumerate() {
             let crops = faces
                 .iter()
-                .map(|f| model_crop(img, f, &spec.crop, spec.input.size))
+                .map(|f| {
+                    f.0.get(k).cloned().ok_or_else(|| {
+                        VisionError::Invalid(format!("no crop for PAD model {}", spec.name))
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            for (scores, logits) in per_model.iter_mut().zip(net.embed(&crops)?) {
+            let logits = net.embed(&crops);
+            for c in crops {
+                zeroize::Zeroize::zeroize(&mut c.into_raw());
+            }
+            for (scores, logits) in per_model.iter_mut().zip(logits?) {
                 if logits.iter().any(|v| !v.is_finite()) {
                     return Err(VisionError::Runtime(format!(
                         "PAD model {} gave a non-finite output",

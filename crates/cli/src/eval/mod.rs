@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod dataset;
 mod groups;
 pub mod pad;
+pub mod pad_video;
 pub mod report;
 pub mod video;
 
@@ -44,6 +45,10 @@ pub enum EvalCommand {
     /// APCER 1/5/10%, non-response rates, DET, subject-bootstrap intervals; on your own bona fide
     /// and attack folders, or on a labelled synthetic set (--synthetic LFW_DIR).
     Pad(Box<pad::PadEvalArgs>),
+    /// Liveness on video, per passer-by: the passive score over each track's best frames, the
+    /// planar-motion cue and their fusion (APCER per attack type, BPCER); on your own videos
+    /// and/or synthetic print and replay attacks waved in front of the camera.
+    PadVideo(Box<pad_video::PadVideoArgs>),
 }
 
 #[derive(Args)]
@@ -200,6 +205,7 @@ pub fn run(home: &Path, store: &StoreArgs, cmd: EvalCommand) -> Result<i32> {
         EvalCommand::Calibrate(a) => calibrate::run(home, store, a),
         EvalCommand::Video(a) => video::run(home, a),
         EvalCommand::Pad(a) => pad::run(home, *a),
+        EvalCommand::PadVideo(a) => pad_video::run(home, *a),
     }
 }
 
