@@ -17,6 +17,11 @@ pub struct Chosen {
     pub found: usize,
 }
 
+/// The index of the largest face (by box area), the face an answer is about by default.
+pub fn largest(faces: &[Face]) -> Option<usize> {
+    (0..faces.len()).max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
+}
+
 /// Face `index` if given, else the largest; `what` names the image in refusals ("probe").
 pub fn choose(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<Chosen> {
     let found = faces.len();
@@ -32,12 +37,7 @@ pub fn choose(faces: Vec<Face>, index: Option<usize>, what: &str) -> Result<Chos
                 "the {what} image has {found} face(s); face {i} does not exist"
             )))
         }
-        None => (
-            (0..found)
-                .max_by(|&a, &b| faces[a].rect.area().total_cmp(&faces[b].rect.area()))
-                .unwrap_or(0),
-            "largest",
-        ),
+        None => (largest(&faces).unwrap_or(0), "largest"),
     };
     let face = faces
         .into_iter()

@@ -53,7 +53,7 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             max_face: cfg.max_face,
             threshold: 0.0,
         },
-        liveness: None,
+        liveness: cfg.pad_pack.clone(),
     };
     ensure_installed(home, None, false)?;
     let pipelines = (0..cfg.inference_slots.max(1))

@@ -10,18 +10,6 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
-/// A facegate home of its own under `dir` (the installed face pack and runtime linked in), so the
-/// PAD pack a test installs never touches the real one.
-fn own_home(dir: &std::path::Path) -> String {
-    let home = dir.join("home");
-    std::fs::create_dir(&home).unwrap();
-    let real = vision::pack::default_home();
-    for d in ["packs", "runtime"] {
-        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
-    }
-    home.to_str().unwrap().to_string()
-}
-
 /// One test, in order: installing the pack replaces a directory other steps read.
 #[test]
 fn pad_pack_install_liveness_and_blocking_decisions() {
@@ -296,20 +284,16 @@ fn video_liveness_on_the_real_clip_and_synthetic_waved_attacks() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
         return;
     };
-    let Some(_) = shared_with("models/minifasnet/2.7_80x80_MiniFASNetV2.pth") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(home) = home_with_pad(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let home = own_home(dir.path());
     let data = dir.path().join("data");
     let facegate = |args: &[&str]| {
         let mut all = vec!["--home", home.as_str()];
         all.extend_from_slice(args);
         facegate(&data, &all)
     };
-    let models = shared.join("models/minifasnet");
-    let (code, _, err) = facegate(&["models", "install-pad", "--from", models.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
     let clip = shared.join("data/video/short_hamilton_clip.mp4");
     let clip = clip.to_str().unwrap();
     let people = shared.join("data/people");

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
 mod common;
-use common::shared_with;
+use common::{home_with_pad, shared_with};
 use reqwest::blocking::{multipart, Client};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -56,7 +56,16 @@ fn start(data: &Path, config: &str) -> Server {
 
 /// Start `facegate serve` with a config file; the first stdout line names the address.
 fn spawn(data: &Path, cfg: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+    spawn_in(data, cfg, None)
+}
+
+/// [`spawn`] with a facegate home of its own.
+fn spawn_in(data: &Path, cfg: &Path, home: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    if let Some(h) = home {
+        cmd.args(["--home", h]);
+    }
+    let mut child = cmd
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -642,4 +651,141 @@ fn slow_idle_and_keyless_clients_cost_nothing() {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 401");
+}
+
+/// Liveness in the server: a probe the PAD stage judges an attack gets no match on verify (both
+/// modes) and identify, is audited as `presentation-attack` with the PAD outcome, and a live
+/// probe is compared as usual; a server without a PAD pack refuses requests asking for it.
+#[test]
+fn liveness_blocks_attacks_on_verify_and_identify() {
+    let Some(shared) = shared_with("models/minifasnet/samples/image_F1.jpg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(home) = home_with_pad(dir.path()) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    setup(&data);
+    let (gate, enroller, auditor) = (
+        key(&data, "gate"),
+        key(&data, "enroller"),
+        key(&data, "auditor"),
+    );
+    let sample = |n: &str| {
+        std::fs::read(shared.join(format!("models/minifasnet/samples/image_{n}.jpg"))).unwrap()
+    };
+    let bearer = |k: &str| format!("Bearer {k}");
+    let c = Client::new();
+
+    // Without a PAD pack: asking for liveness is a conflict, not a silent unchecked answer.
+    let plain = start(&data, "");
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(sample("T1")))
+        .part("reference", multipart::Part::bytes(sample("T1")))
+        .text("liveness", "true");
+    let r = c
+        .post(format!("{}/v1/verify", plain.base))
+        .header("Authorization", bearer(&gate))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    drop(plain);
+
+    let cfg = data.join("pad.toml");
+    std::fs::write(&cfg, "pad_pack = \"minifasnet\"\n").unwrap();
+    let srv = spawn_in(&data, &cfg, Some(&home));
+    assert!(wait_ready(&srv.base, &c));
+    let verify = |probe: &str, reference: &str| -> serde_json::Value {
+        let form = multipart::Form::new()
+            .part("probe", multipart::Part::bytes(sample(probe)))
+            .part("reference", multipart::Part::bytes(sample(reference)))
+            .text("liveness", "true");
+        let r = c
+            .post(format!("{}/v1/verify", srv.base))
+            .header("Authorization", bearer(&gate))
+            .multipart(form)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+    // The print (F1) against itself would match; PAD blocks it and no score is given.
+    let v = verify("F1", "F1");
+    assert_eq!(v["match"], false, "{v}");
+    assert_eq!(v["decided_by"], "liveness: presentation attack suspected");
+    assert!(v["score"].is_null());
+    assert_eq!(v["liveness"]["live"], false);
+    let v = verify("T1", "T1");
+    assert_eq!(v["match"], true, "{v}");
+    assert_eq!(v["liveness"]["live"], true);
+    assert_eq!(v["decided_by"], "comparison");
+
+    // Against the gallery: enrol the print's person, then search and verify with the print.
+    let form = multipart::Form::new().text("reference", "P-PRINT").part(
+        "image",
+        multipart::Part::bytes(sample("F1")).file_name("f1.jpg"),
+    );
+    let r = c
+        .post(format!("{}/v1/galleries/g/subjects", srv.base))
+        .header("Authorization", bearer(&enroller))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(format!(
+            "{}/v1/galleries/g/identify?liveness=true",
+            srv.base
+        ))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "arrival")
+        .body(sample("F1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["match"], false, "{v}");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 0);
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(sample("F1")))
+        .text("gallery", "g")
+        .text("subject", "P-PRINT")
+        .text("liveness", "true");
+    let r = c
+        .post(format!("{}/v1/verify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .header("X-Purpose", "arrival")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["match"], false);
+
+    let log: serde_json::Value = c
+        .get(format!("{}/v1/audit", srv.base))
+        .header("Authorization", bearer(&auditor))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let records: Vec<&serde_json::Value> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "verify" || r["action"] == "identify")
+        .collect();
+    let attacks: Vec<_> = records
+        .iter()
+        .filter(|r| r["outcome"] == "presentation-attack")
+        .collect();
+    assert_eq!(attacks.len(), 3, "{log}");
+    for r in attacks {
+        assert_eq!(r["details"]["capture"]["pad"]["decision"], "attack", "{r}");
+        assert_eq!(r["details"]["compared"], false, "{r}");
+    }
+    assert!(records
+        .iter()
+        .any(|r| r["outcome"] == "match" && r["details"]["capture"]["pad"]["decision"] == "live"));
 }

@@ -45,6 +45,16 @@ pub struct ServerConfig {
     /// and 1.3). Neither: plain HTTP, meant for loopback or behind a TLS terminator.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The PAD pack loaded as the liveness stage (installed with `facegate models install-pad`).
+    /// Unset: no liveness; a request asking for it is refused (409 `liveness_unavailable`).
+    pub pad_pack: Option<String>,
+    /// What a probe judged an attack does: `block` (no match, no comparison) or `report`.
+    pub pad_policy: app::liveness::PadPolicy,
+    /// Threshold on the fused live score (default: the PAD pack's).
+    pub pad_threshold: Option<f32>,
+    /// Every verify and identify probe is assessed (an unattended gate); otherwise a request
+    /// asks for it (`liveness=true`).
+    pub liveness_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +80,10 @@ impl Default for ServerConfig {
             preload: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            pad_pack: None,
+            pad_policy: app::liveness::PadPolicy::Block,
+            pad_threshold: None,
+            liveness_required: false,
         }
     }
 }
@@ -128,6 +142,15 @@ impl ServerConfig {
         }
         if !matches!(c.detector.as_str(), "pack" | "hog") {
             return Err(format!("detector: '{}' is not pack or hog", c.detector));
+        }
+        if let Some(v) = env("FACEGATE_PAD_PACK") {
+            c.pad_pack = Some(v);
+        }
+        if c.liveness_required && c.pad_pack.is_none() {
+            return Err("liveness_required needs a pad_pack".into());
+        }
+        if c.pad_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err("pad_threshold must be a number".into());
         }
         if c.inference_slots == 0 {
             return Err("inference_slots must be at least 1".into());

@@ -43,3 +43,38 @@ pub fn facegate(data: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+#[allow(dead_code)]
+/// A facegate home of its own under `dir` (the installed face pack and runtime linked in), so the
+/// PAD pack a test installs never touches the real one.
+pub fn own_home(dir: &std::path::Path) -> String {
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let real = vision::pack::default_home();
+    for d in ["packs", "runtime"] {
+        std::os::unix::fs::symlink(real.join(d), home.join(d)).unwrap();
+    }
+    home.to_str().unwrap().to_string()
+}
+
+#[allow(dead_code)]
+/// A home of its own under `dir` (see [`own_home`]) with the MiniFASNet PAD pack installed from
+/// ../shared; None (local) or a panic (CI) when the weights are missing.
+pub fn home_with_pad(dir: &Path) -> Option<String> {
+    let models =
+        shared_with("models/minifasnet/2.7_80x80_MiniFASNetV2.pth")?.join("models/minifasnet");
+    let home = own_home(dir);
+    let (code, _, err) = facegate(
+        &dir.join("pad-install-data"),
+        &[
+            "--home",
+            &home,
+            "models",
+            "install-pad",
+            "--from",
+            models.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    Some(home)
+}

@@ -1,6 +1,8 @@
 //! Galleries and their subjects: list, policy, identify, enrol, read, erase.
 
-use super::images::{body_image, faces, largest, multipart_fields, text, Use};
+use super::images::{
+    body_image, faces, largest, multipart_fields, pad_verdict, text, wants_liveness, Use,
+};
 use super::{blocking, ctx, purpose, required_purpose};
 use crate::apikeys::ApiKey;
 use crate::auth::gallery_allowed;
@@ -66,6 +68,8 @@ pub fn parse_policy(body: &[u8]) -> ApiResult<Policy> {
 #[derive(Deserialize)]
 pub(crate) struct IdentifyQuery {
     k: Option<usize>,
+    /// Assess the probe for liveness (always done when the server requires it).
+    liveness: Option<bool>,
 }
 
 pub(crate) async fn identify(
@@ -81,11 +85,35 @@ pub(crate) async fn identify(
         return Err(ApiError::bad_request("bad_query", "k must be at least 1"));
     }
     let p = required_purpose(&headers, "for a search")?;
+    let live = wants_liveness(&st, q.liveness == Some(true))?;
     let img = body_image(&headers, body)?;
-    let probe = faces(&st, img, Use::Probe).await?;
+    let probe = faces(&st, img, if live { Use::LiveProbe } else { Use::Probe }).await?;
     let warnings: Vec<String> = probe.warnings_for("probe").collect();
     let (face, used, found) = largest(probe.faces, "probe")?;
-    let c = ctx(&key, p);
+    let pad = if live {
+        Some(pad_verdict(&st, &face)?)
+    } else {
+        None
+    };
+    let c = match &pad {
+        Some(v) => ctx(&key, p).with_capture(v.audit_record()),
+        None => ctx(&key, p),
+    };
+    if pad.as_ref().is_some_and(|v| v.blocks) {
+        // Nothing is searched: the refusal is audited with the PAD outcome.
+        let seq = blocking(&st, move |store| {
+            store.refuse_comparison(&c, &g, "identify", "presentation-attack")
+        })
+        .await?;
+        st.metrics.decision(false);
+        return Ok(Json(json!({
+            "match": false, "candidates": [], "metric": st.pipeline.metric(), "threshold": null,
+            "searched_templates": 0, "decided_by": "liveness: presentation attack suspected",
+            "liveness": pad, "audit_seq": seq,
+            "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
+            "warnings": warnings,
+        })));
+    }
     let th = st.default_threshold;
     let r = blocking(&st, move |store| {
         store.identify(&c, &g, &face.embedding, q.k, th)
@@ -95,6 +123,7 @@ pub(crate) async fn identify(
     Ok(Json(json!({
         "match": !r.candidates.is_empty(), "candidates": r.candidates, "metric": r.metric, "threshold": r.threshold,
         "searched_templates": r.searched_templates, "audit_seq": r.audit_seq,
+        "decided_by": "comparison", "liveness": pad,
         "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
         "warnings": warnings,
     })))

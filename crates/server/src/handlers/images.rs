@@ -36,11 +36,33 @@ impl Found {
     }
 }
 
-/// How a request's image is decoded: enrolment refuses a truncated file, a search flags it.
+/// How a request's image is decoded: enrolment refuses a truncated file, a search flags it; a
+/// live probe's chosen face (the largest) also goes through the liveness stage.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Use {
     Enrolment,
     Probe,
+    LiveProbe,
+}
+
+/// Whether this request's probe is assessed for liveness: always when the server requires it,
+/// else when the request asks (`liveness=true`). Asking a server without a PAD pack is a 409.
+pub(crate) fn wants_liveness(st: &AppState, asked: bool) -> ApiResult<bool> {
+    let wanted = st.config.liveness_required || asked;
+    if wanted && st.pipeline.liveness.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "liveness_unavailable",
+            "this server has no PAD pack loaded (set pad_pack in its configuration)",
+        ));
+    }
+    Ok(wanted)
+}
+
+/// The liveness verdict on a probe face assessed with [`Use::LiveProbe`].
+pub(crate) fn pad_verdict(st: &AppState, face: &Face) -> ApiResult<app::liveness::PadVerdict> {
+    app::liveness::PadVerdict::of(face, st.config.pad_policy, st.config.pad_threshold)
+        .ok_or_else(ApiError::internal)
 }
 
 /// Decode and find faces off the async runtime, holding one of the inference slots.
@@ -84,7 +106,15 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
                 .into_iter()
                 .chain(p.detection_warning(img.width(), img.height()))
                 .collect();
-            p.faces(&img).map(|faces| Found {
+            let mut faces = p.faces(&img)?;
+            if purpose == Use::LiveProbe {
+                // The face the answer will be about (`largest`'s rule): PAD costs milliseconds
+                // per face, so only that one is assessed.
+                if let Some(i) = app::faces::largest(&faces) {
+                    p.assess_liveness(&img, &mut faces[i..=i])?;
+                }
+            }
+            Ok(Found {
                 width: img.width(),
                 height: img.height(),
                 faces,
@@ -210,16 +240,31 @@ pub(crate) async fn verify(
     let probe = fields.remove("probe").ok_or_else(|| {
         ApiError::bad_request("missing_field", "multipart field 'probe' is required")
     })?;
-    let probe = faces(&st, probe, Use::Probe).await?;
+    let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
+    let probe_use = if live { Use::LiveProbe } else { Use::Probe };
+    let probe = faces(&st, probe, probe_use).await?;
     let mut warnings: Vec<String> = probe.warnings_for("probe").collect();
     let (pface, pi, pn) = largest(probe.faces, "probe")?;
+    let pad = if live {
+        Some(pad_verdict(&st, &pface)?)
+    } else {
+        None
+    };
+    let blocked = pad.as_ref().is_some_and(|v| v.blocks);
+    let decided_by = if blocked {
+        "liveness: presentation attack suspected"
+    } else {
+        "comparison"
+    };
+    let capture = pad.as_ref().map(|v| v.audit_record());
     let metric = st.pipeline.metric();
     if let Some(reference) = fields.remove("reference") {
+        // The reference is a photo (a print by nature): never assessed for liveness.
         let reference = faces(&st, reference, Use::Probe).await?;
         warnings.extend(reference.warnings_for("reference"));
         let (rface, ri, rn) = largest(reference.faces, "reference")?;
         let score = metric.compare(&pface.embedding, &rface.embedding);
-        let matched = metric.is_match(score, st.default_threshold);
+        let matched = !blocked && metric.is_match(score, st.default_threshold);
         st.metrics.decision(matched);
         // Two images in, a decision out: nothing is stored; the call is audited without biometrics.
         let c = ctx(
@@ -228,19 +273,33 @@ pub(crate) async fn verify(
         );
         let threshold = st.default_threshold;
         blocking(&st, move |store| {
+            let mut details = if blocked {
+                json!({"compared": false, "threshold": threshold})
+            } else {
+                json!({"score": score, "threshold": threshold})
+            };
+            if let Some(capture) = capture {
+                details["capture"] = capture;
+            }
             store.audit_event(
                 &c,
                 gallery::audit::AuditEvent {
                     action: "verify".into(),
-                    outcome: if matched { "match" } else { "no-match" }.into(),
-                    details: json!({"score": score, "threshold": threshold}),
+                    outcome: match (blocked, matched) {
+                        (true, _) => "presentation-attack",
+                        (false, true) => "match",
+                        (false, false) => "no-match",
+                    }
+                    .into(),
+                    details,
                     ..Default::default()
                 },
             )
         })
         .await?;
         return Ok(Json(json!({
-            "match": matched, "score": score, "metric": metric, "threshold": st.default_threshold, "calibrated_fmr": st.calibrated_fmr,
+            "match": matched, "score": if blocked { None } else { Some(score) }, "metric": metric, "threshold": st.default_threshold, "calibrated_fmr": st.calibrated_fmr,
+            "decided_by": decided_by, "liveness": pad,
             "probe": {"faces_found": pn, "face_used": pi, "selection": "largest", "face": face_json(&pface)},
             "reference": {"faces_found": rn, "face_used": ri, "selection": "largest", "face": face_json(&rface)},
             "warnings": warnings,
@@ -254,7 +313,23 @@ pub(crate) async fn verify(
     };
     gallery_allowed(&key, &g)?;
     let p = required_purpose(&headers, "when verifying against an enrolled subject")?;
-    let c = ctx(&key, p);
+    let c = match capture {
+        Some(capture) => ctx(&key, p).with_capture(capture),
+        None => ctx(&key, p),
+    };
+    if blocked {
+        // No comparison is made: the refusal is audited with the PAD outcome.
+        let seq = blocking(&st, move |store| {
+            store.refuse_comparison(&c, &g, "verify", "presentation-attack")
+        })
+        .await?;
+        st.metrics.decision(false);
+        return Ok(Json(
+            json!({"match": false, "score": null, "metric": metric, "threshold": null,
+            "decided_by": decided_by, "liveness": pad, "audit_seq": seq,
+            "probe": {"faces_found": pn, "face_used": pi, "selection": "largest"}, "warnings": warnings}),
+        ));
+    }
     let th = st.default_threshold;
     let r = blocking(&st, move |store| {
         store.verify_subject(&c, &g, &subject, &pface.embedding, th)
@@ -263,6 +338,7 @@ pub(crate) async fn verify(
     st.metrics.decision(r.matched);
     Ok(Json(
         json!({"match": r.matched, "score": r.score, "metric": r.metric, "threshold": r.threshold, "audit_seq": r.audit_seq,
+        "decided_by": decided_by, "liveness": pad,
         "probe": {"faces_found": pn, "face_used": pi, "selection": "largest"}, "warnings": warnings}),
     ))
 }
