@@ -14,6 +14,13 @@
 //! folded, so the graph computes what PyTorch computes; ONNX Runtime fuses them at load. Every
 //! tensor of the state dict must be used exactly once and have the shape its layer needs, so a
 //! different network (or a truncated or altered file) is refused, not silently half-converted.
+//!
+//! MiniFASNet's pruned channel counts (13, 26, 103, 231, ...) keep ONNX Runtime off its blocked
+//! (NCHWc) convolution kernels, which need multiples of 16; so every activation is zero-padded to
+//! a multiple of 16 channels, as for dlib's detector: padded output filters are zero, padded
+//! input columns are zero, a padded BatchNorm channel has scale 0, bias 0, mean 0, variance 1 and
+//! a padded PReLU slope 0, so padded channels stay exactly zero through every layer (an SE
+//! block's gate on them is 0.5 × 0) and the real channels compute exactly what they did.
 
 use crate::onnx::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
 use crate::torch_legacy::{StateDict, Tensor};
@@ -39,6 +46,21 @@ pub struct Converted {
     pub classes: usize,
     /// Whether the network has squeeze-excitation blocks (V1SE/V2SE).
     pub squeeze_excitation: bool,
+}
+
+/// Channels are padded to a multiple of this (the AVX-512 NCHWc block).
+const CHANNEL_BLOCK: usize = 16;
+
+fn padded(c: usize) -> usize {
+    c.div_ceil(CHANNEL_BLOCK) * CHANNEL_BLOCK
+}
+
+/// An activation in the graph: its name, real channels and padded channels.
+#[derive(Debug, Clone)]
+struct Act {
+    name: String,
+    c: usize,
+    p: usize,
 }
 
 struct Builder<'a> {
@@ -67,53 +89,56 @@ impl<'a> Builder<'a> {
         self.sd.get(name).is_some()
     }
 
-    /// A per-channel parameter `name` of length `len`, as an initializer of shape `dims`.
-    fn vector_as(&mut self, name: &str, len: usize, dims: &[i64]) -> Result<String, VisionError> {
+    /// A per-channel parameter of `x.c` values padded with `fill` to `x.p`, shaped `dims`.
+    fn padded_vector(
+        &mut self,
+        name: &str,
+        x: &Act,
+        fill: f32,
+        dims: &[i64],
+    ) -> Result<String, VisionError> {
         let t = self.tensor(name)?;
-        if t.shape != [len] {
+        if t.shape != [x.c] {
             return Err(shape_err(format!(
-                "{name} has shape {:?}, expected [{len}]",
-                t.shape
+                "{name} has shape {:?}, expected [{}]",
+                t.shape, x.c
             )));
         }
-        Ok(self.g.init_f32(name, dims, &t.data))
+        let mut data = t.data.clone();
+        data.resize(x.p, fill);
+        Ok(self.g.init_f32(name, dims, &data))
     }
 
-    fn vector(&mut self, name: &str, len: usize) -> Result<String, VisionError> {
-        self.vector_as(name, len, &[len as i64])
-    }
-
-    fn batch_norm(
-        &mut self,
-        prefix: &str,
-        x: &str,
-        channels: usize,
-    ) -> Result<String, VisionError> {
-        let scale = self.vector(&format!("{prefix}.weight"), channels)?;
-        let bias = self.vector(&format!("{prefix}.bias"), channels)?;
-        let mean = self.vector(&format!("{prefix}.running_mean"), channels)?;
-        let var = self.vector(&format!("{prefix}.running_var"), channels)?;
-        Ok(self.g.node(
+    fn batch_norm(&mut self, prefix: &str, x: &Act) -> Result<Act, VisionError> {
+        let dims = [x.p as i64];
+        let scale = self.padded_vector(&format!("{prefix}.weight"), x, 0.0, &dims)?;
+        let bias = self.padded_vector(&format!("{prefix}.bias"), x, 0.0, &dims)?;
+        let mean = self.padded_vector(&format!("{prefix}.running_mean"), x, 0.0, &dims)?;
+        let var = self.padded_vector(&format!("{prefix}.running_var"), x, 1.0, &dims)?;
+        let name = self.g.node(
             "BatchNormalization",
-            &[x, &scale, &bias, &mean, &var],
+            &[&x.name, &scale, &bias, &mean, &var],
             vec![attr_float("epsilon", BN_EPS)],
-        ))
+        );
+        Ok(Act { name, ..x.clone() })
     }
 
-    /// A bias-free Conv2d whose weight is `{prefix}.weight`; returns (output, out channels).
+    /// A bias-free Conv2d whose weight is `{prefix}.weight`, dense or depthwise (the only
+    /// groupings MiniFASNet has), with its filters and inputs zero-padded to the activations'
+    /// padded channels.
     fn conv(
         &mut self,
         prefix: &str,
-        x: &str,
-        in_c: usize,
+        x: &Act,
         stride: usize,
         pad: usize,
-    ) -> Result<(String, usize), VisionError> {
+    ) -> Result<Act, VisionError> {
         let name = format!("{prefix}.weight");
         let w = self.tensor(&name)?;
         let [out_c, per_group, kh, kw] = w.shape[..] else {
             return Err(shape_err(format!("{name} is not a 4-D convolution weight")));
         };
+        let in_c = x.c;
         if per_group == 0
             || !in_c.is_multiple_of(per_group)
             || !out_c.is_multiple_of(in_c / per_group)
@@ -127,63 +152,115 @@ impl<'a> Builder<'a> {
             return Err(shape_err(format!("{name} has kernel {kh}x{kw}")));
         }
         let groups = in_c / per_group;
-        let dims: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
-        let wname = self.g.init_f32(&name, &dims, &w.data);
+        let k = kh * kw;
+        let (weights, dims, group, out) = if groups == 1 {
+            // Dense: [out_p, in_p, kh, kw], real filters in the top-left block.
+            let out_p = padded(out_c);
+            let mut data = vec![0f32; out_p * x.p * k];
+            for o in 0..out_c {
+                for i in 0..in_c {
+                    let src = (o * in_c + i) * k;
+                    let dst = (o * x.p + i) * k;
+                    data[dst..dst + k].copy_from_slice(&w.data[src..src + k]);
+                }
+            }
+            let dims = [out_p as i64, x.p as i64, kh as i64, kw as i64];
+            (
+                data,
+                dims,
+                1,
+                Act {
+                    name: String::new(),
+                    c: out_c,
+                    p: out_p,
+                },
+            )
+        } else if per_group == 1 && out_c == in_c {
+            // Depthwise: one filter per channel, zero filters for the padded ones.
+            let mut data = w.data.clone();
+            data.resize(x.p * k, 0.0);
+            let dims = [x.p as i64, 1, kh as i64, kw as i64];
+            (
+                data,
+                dims,
+                x.p,
+                Act {
+                    name: String::new(),
+                    c: in_c,
+                    p: x.p,
+                },
+            )
+        } else {
+            return Err(shape_err(format!(
+                "{name}: {groups} groups of {per_group} channels (MiniFASNet has dense and depthwise convolutions only)"
+            )));
+        };
+        let wname = self.g.init_f32(&name, &dims, &weights);
         let p = pad as i64;
-        let out = self.g.node(
+        let name = self.g.node(
             "Conv",
-            &[x, &wname],
+            &[&x.name, &wname],
             vec![
                 attr_ints("kernel_shape", &[kh as i64, kw as i64]),
                 attr_ints("strides", &[stride as i64, stride as i64]),
                 attr_ints("pads", &[p, p, p, p]),
-                attr_int("group", groups as i64),
+                attr_int("group", group as i64),
             ],
         );
-        Ok((out, out_c))
+        Ok(Act { name, ..out })
     }
 
     /// Upstream's `Conv_block` (conv, BN, PReLU) or `Linear_block` (conv, BN).
     fn conv_block(
         &mut self,
         prefix: &str,
-        x: &str,
-        in_c: usize,
+        x: &Act,
         stride: usize,
         pad: usize,
         prelu: bool,
-    ) -> Result<(String, usize), VisionError> {
-        let (y, c) = self.conv(&format!("{prefix}.conv"), x, in_c, stride, pad)?;
-        let y = self.batch_norm(&format!("{prefix}.bn"), &y, c)?;
+    ) -> Result<Act, VisionError> {
+        let y = self.conv(&format!("{prefix}.conv"), x, stride, pad)?;
+        let y = self.batch_norm(&format!("{prefix}.bn"), &y)?;
         if !prelu {
-            return Ok((y, c));
+            return Ok(y);
         }
         // PyTorch's PReLU slope is per channel; ONNX broadcasts it as [C, 1, 1] over NCHW.
-        let slope = self.vector_as(&format!("{prefix}.prelu.weight"), c, &[c as i64, 1, 1])?;
-        Ok((self.g.node("PRelu", &[&y, &slope], vec![]), c))
+        let slope = self.padded_vector(
+            &format!("{prefix}.prelu.weight"),
+            &y,
+            0.0,
+            &[y.p as i64, 1, 1],
+        )?;
+        let name = self.g.node("PRelu", &[&y.name, &slope], vec![]);
+        Ok(Act { name, ..y })
     }
 
     /// Upstream's `SEModule`: global average, 1x1 conv + BN + ReLU, 1x1 conv + BN, sigmoid, and
     /// the input scaled by the result, channel by channel.
-    fn squeeze_excitation(
-        &mut self,
-        prefix: &str,
-        x: &str,
-        c: usize,
-    ) -> Result<String, VisionError> {
-        let pooled = self.g.node("GlobalAveragePool", &[x], vec![]);
-        let (s, r) = self.conv(&format!("{prefix}.fc1"), &pooled, c, 1, 0)?;
-        let s = self.batch_norm(&format!("{prefix}.bn1"), &s, r)?;
-        let s = self.g.node("Relu", &[&s], vec![]);
-        let (s, c2) = self.conv(&format!("{prefix}.fc2"), &s, r, 1, 0)?;
-        if c2 != c {
+    fn squeeze_excitation(&mut self, prefix: &str, x: &Act) -> Result<Act, VisionError> {
+        let pooled = Act {
+            name: self.g.node("GlobalAveragePool", &[&x.name], vec![]),
+            ..x.clone()
+        };
+        let s = self.conv(&format!("{prefix}.fc1"), &pooled, 1, 0)?;
+        let s = self.batch_norm(&format!("{prefix}.bn1"), &s)?;
+        let s = Act {
+            name: self.g.node("Relu", &[&s.name], vec![]),
+            ..s
+        };
+        let s = self.conv(&format!("{prefix}.fc2"), &s, 1, 0)?;
+        if s.c != x.c {
             return Err(shape_err(format!(
-                "{prefix}.fc2 gives {c2} channels, not {c}"
+                "{prefix}.fc2 gives {} channels, not {}",
+                s.c, x.c
             )));
         }
-        let s = self.batch_norm(&format!("{prefix}.bn2"), &s, c)?;
-        let s = self.g.node("Sigmoid", &[&s], vec![]);
-        Ok(self.g.node("Mul", &[x, &s], vec![]))
+        let s = self.batch_norm(&format!("{prefix}.bn2"), &s)?;
+        let gate = self.g.node("Sigmoid", &[&s.name], vec![]);
+        Ok(Act {
+            name: self.g.node("Mul", &[&x.name, &gate], vec![]),
+            ..x.clone()
+        })
     }
 
     /// Upstream's `Depth_Wise` / `Depth_Wise_SE`: 1x1 expand, 3x3 depthwise (with the block's
@@ -191,68 +268,75 @@ impl<'a> Builder<'a> {
     fn depth_wise(
         &mut self,
         prefix: &str,
-        x: &str,
-        in_c: usize,
+        x: &Act,
         stride: usize,
         residual: bool,
-    ) -> Result<(String, usize), VisionError> {
-        let (y, c) = self.conv_block(&format!("{prefix}.conv"), x, in_c, 1, 0, true)?;
-        let (y, c) = self.conv_block(&format!("{prefix}.conv_dw"), &y, c, stride, 1, true)?;
-        let (mut y, c) = self.conv_block(&format!("{prefix}.project"), &y, c, 1, 0, false)?;
+    ) -> Result<Act, VisionError> {
+        let y = self.conv_block(&format!("{prefix}.conv"), x, 1, 0, true)?;
+        let y = self.conv_block(&format!("{prefix}.conv_dw"), &y, stride, 1, true)?;
+        let mut y = self.conv_block(&format!("{prefix}.project"), &y, 1, 0, false)?;
         let se = format!("{prefix}.se_module");
         if self.has(&format!("{se}.fc1.weight")) {
             if !residual {
                 return Err(shape_err(format!("{se} on a block without a shortcut")));
             }
-            y = self.squeeze_excitation(&se, &y, c)?;
+            y = self.squeeze_excitation(&se, &y)?;
         }
         if residual {
-            if c != in_c {
+            if y.c != x.c {
                 return Err(shape_err(format!(
-                    "{prefix} maps {in_c} channels to {c}; a residual block must keep them"
+                    "{prefix} maps {} channels to {}; a residual block must keep them",
+                    x.c, y.c
                 )));
             }
-            y = self.g.node("Add", &[x, &y], vec![]);
+            y = Act {
+                name: self.g.node("Add", &[&x.name, &y.name], vec![]),
+                ..y
+            };
         }
-        Ok((y, c))
+        Ok(y)
     }
 
-    fn residual_stage(
-        &mut self,
-        prefix: &str,
-        mut x: String,
-        mut c: usize,
-    ) -> Result<(String, usize), VisionError> {
+    fn residual_stage(&mut self, prefix: &str, mut x: Act) -> Result<Act, VisionError> {
         let mut blocks = 0;
         while self.has(&format!("{prefix}.model.{blocks}.conv.conv.weight")) {
             if blocks == MAX_BLOCKS {
                 return Err(shape_err(format!("{prefix} has over {MAX_BLOCKS} blocks")));
             }
-            (x, c) = self.depth_wise(&format!("{prefix}.model.{blocks}"), &x, c, 1, true)?;
+            x = self.depth_wise(&format!("{prefix}.model.{blocks}"), &x, 1, true)?;
             blocks += 1;
         }
         if blocks == 0 {
             return Err(shape_err(format!("{prefix} has no blocks")));
         }
-        Ok((x, c))
+        Ok(x)
     }
 
-    /// A bias-free Linear layer `{name}` as a Gemm with the weight transposed.
-    fn linear(&mut self, name: &str, x: &str, in_f: usize) -> Result<(String, usize), VisionError> {
+    /// A bias-free Linear layer `{name}` as a Gemm with the weight transposed; its input
+    /// columns are padded to `x.p` with zeros, its output is not padded.
+    fn linear(&mut self, name: &str, x: &Act) -> Result<Act, VisionError> {
         let t = self.tensor(name)?;
         let [out_f, k] = t.shape[..] else {
             return Err(shape_err(format!("{name} is not a 2-D weight")));
         };
-        if k != in_f {
+        if k != x.c {
             return Err(shape_err(format!(
-                "{name} takes {k} features, the layer before gives {in_f}"
+                "{name} takes {k} features, the layer before gives {}",
+                x.c
             )));
         }
-        let w = self.g.init_f32(name, &[out_f as i64, k as i64], &t.data);
-        Ok((
-            self.g.node("Gemm", &[x, &w], vec![attr_int("transB", 1)]),
-            out_f,
-        ))
+        let mut data = vec![0f32; out_f * x.p];
+        for o in 0..out_f {
+            data[o * x.p..o * x.p + k].copy_from_slice(&t.data[o * k..(o + 1) * k]);
+        }
+        let w = self.g.init_f32(name, &[out_f as i64, x.p as i64], &data);
+        Ok(Act {
+            name: self
+                .g
+                .node("Gemm", &[&x.name, &w], vec![attr_int("transB", 1)]),
+            c: out_f,
+            p: out_f,
+        })
     }
 }
 
@@ -265,29 +349,37 @@ pub fn to_onnx(sd: &StateDict, doc: &str) -> Result<Converted, VisionError> {
         used: BTreeSet::new(),
         g: GraphBuilder::new("minifasnet"),
     };
-    let (x, c) = b.conv_block("conv1", INPUT, 3, 2, 1, true)?;
-    let (x, c) = b.conv_block("conv2_dw", &x, c, 1, 1, true)?;
-    let (x, c) = b.depth_wise("conv_23", &x, c, 2, false)?;
-    let (x, c) = b.residual_stage("conv_3", x, c)?;
-    let (x, c) = b.depth_wise("conv_34", &x, c, 2, false)?;
-    let (x, c) = b.residual_stage("conv_4", x, c)?;
-    let (x, c) = b.depth_wise("conv_45", &x, c, 2, false)?;
-    let (x, c) = b.residual_stage("conv_5", x, c)?;
-    let (x, c) = b.conv_block("conv_6_sep", &x, c, 1, 0, true)?;
+    let input = Act {
+        name: INPUT.to_string(),
+        c: 3,
+        p: 3,
+    };
+    let x = b.conv_block("conv1", &input, 2, 1, true)?;
+    let x = b.conv_block("conv2_dw", &x, 1, 1, true)?;
+    let x = b.depth_wise("conv_23", &x, 2, false)?;
+    let x = b.residual_stage("conv_3", x)?;
+    let x = b.depth_wise("conv_34", &x, 2, false)?;
+    let x = b.residual_stage("conv_4", x)?;
+    let x = b.depth_wise("conv_45", &x, 2, false)?;
+    let x = b.residual_stage("conv_5", x)?;
+    let x = b.conv_block("conv_6_sep", &x, 1, 0, true)?;
     // The last depthwise layer's kernel covers the whole remaining map (input / 16).
     let kernel =
         b.sd.get("conv_6_dw.conv.weight")
             .and_then(|w| w.shape.get(2).copied())
             .ok_or_else(|| shape_err("conv_6_dw.conv.weight is missing".into()))?;
-    let (x, c) = b.conv_block("conv_6_dw", &x, c, 1, 0, false)?;
-    let x = b.g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    // `linear` exists only when the embedding is not 512 wide (upstream skips it otherwise).
-    let (x, c) = if b.has("linear.weight") {
-        b.linear("linear.weight", &x, c)?
-    } else {
-        (x, c)
+    let x = b.conv_block("conv_6_dw", &x, 1, 0, false)?;
+    let x = Act {
+        name: b.g.node("Flatten", &[&x.name], vec![attr_int("axis", 1)]),
+        ..x
     };
-    let x = b.batch_norm("bn", &x, c)?;
+    // `linear` exists only when the embedding is not 512 wide (upstream skips it otherwise).
+    let x = if b.has("linear.weight") {
+        b.linear("linear.weight", &x)?
+    } else {
+        x
+    };
+    let x = b.batch_norm("bn", &x)?;
     let prob = "prob.weight";
     let classes =
         b.sd.get(prob)
@@ -296,8 +388,8 @@ pub fn to_onnx(sd: &StateDict, doc: &str) -> Result<Converted, VisionError> {
     if !(2..=16).contains(&classes) {
         return Err(shape_err(format!("{classes} output classes")));
     }
-    let (logits, _) = b.linear(prob, &x, c)?;
-    b.g.node_named("Identity", &[&logits], vec![], OUTPUT);
+    let logits = b.linear(prob, &x)?;
+    b.g.node_named("Identity", &[&logits.name], vec![], OUTPUT);
 
     let unused: Vec<&String> = sd.tensors.keys().filter(|k| !b.used.contains(*k)).collect();
     if !unused.is_empty() {
