@@ -152,6 +152,11 @@ fn every_route_with_every_role() {
             Some(vec!["gate", "operator", "admin"]),
         ),
         (
+            "POST",
+            "/v1/gate/session",
+            Some(vec!["gate", "operator", "admin"]),
+        ),
+        (
             "GET",
             "/v1/galleries",
             Some(vec!["operator", "auditor", "admin"]),
@@ -788,4 +793,119 @@ fn liveness_blocks_attacks_on_verify_and_identify() {
     assert!(records
         .iter()
         .any(|r| r["outcome"] == "match" && r["details"]["capture"]["pad"]["decision"] == "live"));
+}
+
+/// JPEG bytes of an image.
+fn jpeg(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// The e-gate session: two seconds of the real clip (the singer) against his photo give one
+/// match with a live verdict; his photo printed and waved in front of the camera (synthetic)
+/// would match too, and the liveness stage refuses it; each session is one audit record.
+#[test]
+fn gate_session_decides_once_and_refuses_a_waved_print() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(home) = home_with_pad(dir.path()) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    setup(&data);
+    let (gate, auditor) = (key(&data, "gate"), key(&data, "auditor"));
+    let cfg = data.join("pad.toml");
+    std::fs::write(&cfg, "pad_pack = \"minifasnet\"\nmax_session_frames = 90\n").unwrap();
+    let c = Client::new();
+    let srv = spawn_in(&data, &cfg, Some(&home));
+    assert!(wait_ready(&srv.base, &c));
+    let photo_path = shared.join("data/people/lin-manuel-miranda.png");
+    let photo = std::fs::read(&photo_path).unwrap();
+    let session = |frames: &[image::RgbImage], liveness: bool| -> (u16, serde_json::Value) {
+        let mut form = multipart::Form::new()
+            .part("reference", multipart::Part::bytes(photo.clone()))
+            .text("liveness", liveness.to_string());
+        for (i, f) in frames.iter().enumerate() {
+            form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
+        }
+        let r = c
+            .post(format!("{}/v1/gate/session", srv.base))
+            .header("Authorization", format!("Bearer {gate}"))
+            .multipart(form)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+
+    let mut src = video::source::open(
+        &shared.join("data/video/short_hamilton_clip.mp4"),
+        &video::VideoLimits::default(),
+    )
+    .unwrap();
+    // Frames 80-139: the singer faces the camera (earlier, he is turned away and does not match).
+    let clip: Vec<image::RgbImage> = (0..140)
+        .map(|_| src.next_frame().unwrap().unwrap().image)
+        .skip(80)
+        .collect();
+    let (code, v) = session(&clip, true);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["match"], true, "{v}");
+    assert_eq!(v["liveness"]["live"], true, "{v}");
+    assert_eq!(v["frames"], 60);
+    assert!(v["frames_seen"].as_u64().unwrap() >= 20, "{v}");
+    assert!(!v["frames_used"].as_array().unwrap().is_empty());
+
+    // His photo as a print waved at the camera: the same face, so the comparison alone matches.
+    let img = image::open(&photo_path).unwrap().to_rgb8();
+    let small = image::imageops::resize(
+        &img,
+        240,
+        240 * img.height() / img.width(),
+        image::imageops::FilterType::Triangle,
+    );
+    let print =
+        video::attack::render_motion(&small, video::attack::AttackKind::Print, 7, 2.0, 60).unwrap();
+    let (code, v) = session(&print, false);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["match"], true,
+        "the comparison alone accepts the print: {v}"
+    );
+    let (code, v) = session(&print, true);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["match"], false, "{v}");
+    assert_eq!(v["decided_by"], "liveness: presentation attack suspected");
+    assert!(v["score"].is_null());
+
+    // Limits: no frame, too many frames.
+    let (code, _) = session(&[], false);
+    assert_eq!(code, 400);
+    let many: Vec<image::RgbImage> = (0..91).map(|_| image::RgbImage::new(16, 16)).collect();
+    let (code, v) = session(&many, false);
+    assert_eq!(code, 422);
+    assert_eq!(v["error"]["code"], "too_many_frames");
+
+    // One audit record per session, none per frame.
+    let log: serde_json::Value = c
+        .get(format!("{}/v1/audit", srv.base))
+        .header("Authorization", format!("Bearer {auditor}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sessions: Vec<&serde_json::Value> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["details"]["mode"] == "gate-session")
+        .collect();
+    assert_eq!(sessions.len(), 3, "{log}");
+    assert_eq!(sessions[2]["outcome"], "presentation-attack");
+    assert_eq!(
+        sessions[2]["details"]["capture"]["pad"]["decision"],
+        "attack"
+    );
 }

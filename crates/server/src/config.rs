@@ -55,6 +55,8 @@ pub struct ServerConfig {
     /// Every verify and identify probe is assessed (an unattended gate); otherwise a request
     /// asks for it (`liveness=true`).
     pub liveness_required: bool,
+    /// Most frames one gate session may send.
+    pub max_session_frames: usize,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             pad_policy: app::liveness::PadPolicy::Block,
             pad_threshold: None,
             liveness_required: false,
+            max_session_frames: 150,
         }
     }
 }

@@ -40,7 +40,7 @@ use axum::Router;
 use config::ServerConfig;
 pub use error::ApiError;
 use gallery::Store;
-use handlers::{audit, galleries, images, ops};
+use handlers::{audit, galleries, gate, images, ops};
 pub use routes::ROUTES;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -205,6 +205,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/detect", post(images::detect))
         .route("/v1/verify", post(images::verify))
+        .route("/v1/gate/session", post(gate::session))
         .route("/v1/galleries", get(galleries::list))
         .route("/v1/galleries/{gallery}/policy", put(galleries::put_policy))
         .route(

@@ -65,8 +65,12 @@ pub(crate) fn pad_verdict(st: &AppState, face: &Face) -> ApiResult<app::liveness
         .ok_or_else(ApiError::internal)
 }
 
-/// Decode and find faces off the async runtime, holding one of the inference slots.
-pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> ApiResult<Found> {
+/// Runs `work` on the blocking pool with one of the inference slots and its pipeline (a bounded
+/// wait for a slot, then 503).
+pub(crate) async fn with_pipeline<T: Send + 'static>(
+    st: &Arc<AppState>,
+    work: impl FnOnce(&vision::pipeline::Pipeline) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
     st.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     let permit = tokio::time::timeout(
         Duration::from_millis(st.config.queue_wait_ms),
@@ -86,13 +90,8 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
         }
     };
     let st2 = st.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let limits = DecodeLimits {
-            max_bytes: st2.config.max_body_bytes as u64,
-            max_pixels: st2.config.max_pixels,
-            refuse_truncated: purpose == Use::Enrolment,
-        };
         // A permit guarantees a free pipeline: there are as many permits as pipelines.
         let p = st2
             .pool
@@ -100,32 +99,49 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_else(|| st2.pipeline.clone());
-        let r = decode_flagged(&bytes, &limits).and_then(|(img, truncated)| {
-            let warnings = truncated
-                .map(str::to_string)
-                .into_iter()
-                .chain(p.detection_warning(img.width(), img.height()))
-                .collect();
-            let mut faces = p.faces(&img)?;
-            if purpose == Use::LiveProbe {
-                // The face the answer will be about (`largest`'s rule): PAD costs milliseconds
-                // per face, so only that one is assessed.
-                if let Some(i) = app::faces::largest(&faces) {
-                    p.assess_liveness(&img, &mut faces[i..=i])?;
-                }
-            }
-            Ok(Found {
-                width: img.width(),
-                height: img.height(),
-                faces,
-                warnings,
-            })
-        });
+        let r = work(&p);
         st2.pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         r
     })
     .await
-    .map_err(|_| ApiError::internal())??;
+    .map_err(|_| ApiError::internal())?
+}
+
+/// The decode limits of a request's image.
+pub(crate) fn limits(st: &AppState, purpose: Use) -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: st.config.max_body_bytes as u64,
+        max_pixels: st.config.max_pixels,
+        refuse_truncated: purpose == Use::Enrolment,
+    }
+}
+
+/// Decode and find faces off the async runtime, holding one of the inference slots.
+pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> ApiResult<Found> {
+    let limits = limits(st, purpose);
+    let out = with_pipeline(st, move |p| {
+        let (img, truncated) = decode_flagged(&bytes, &limits)?;
+        let warnings = truncated
+            .map(str::to_string)
+            .into_iter()
+            .chain(p.detection_warning(img.width(), img.height()))
+            .collect();
+        let mut faces = p.faces(&img)?;
+        if purpose == Use::LiveProbe {
+            // The face the answer will be about (`largest`'s rule): PAD costs milliseconds per
+            // face, so only that one is assessed.
+            if let Some(i) = app::faces::largest(&faces) {
+                p.assess_liveness(&img, &mut faces[i..=i])?;
+            }
+        }
+        Ok(Found {
+            width: img.width(),
+            height: img.height(),
+            faces,
+            warnings,
+        })
+    })
+    .await?;
     st.metrics
         .faces_detected
         .fetch_add(out.faces.len() as u64, Ordering::Relaxed);

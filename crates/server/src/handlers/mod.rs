@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod galleries;
+pub(crate) mod gate;
 pub(crate) mod images;
 pub(crate) mod ops;
 

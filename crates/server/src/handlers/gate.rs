@@ -1,0 +1,194 @@
+//! The e-gate session: the frames a gate camera took of one traveller, and the reference face
+//! (the chip photo) in; one decision out, made the way `facegate watch` makes it — faces tracked
+//! through the frames, the traveller's best frames by quality embedded and fused, liveness (when
+//! asked) from the passive score over those frames and the planar-motion cue. No frame is kept;
+//! one audit record per session.
+
+use super::images::{largest, limits, multipart_fields, text, wants_liveness, with_pipeline, Use};
+use super::{blocking, ctx, purpose};
+use crate::apikeys::ApiKey;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use video::watch::{Event, WatchConfig, Watcher};
+use vision::decode::decode_flagged;
+
+/// What the frames gave, for the answer and the audit record.
+struct Outcome {
+    score: f64,
+    frames_seen: u32,
+    frames_used: Vec<video::watch::FrameUsed>,
+    tracks: usize,
+    pad: Option<app::liveness::PadVerdict>,
+    warnings: Vec<String>,
+}
+
+fn unprocessable(code: &'static str, msg: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
+}
+
+pub(crate) async fn session(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    let declared_purpose = purpose(&headers)?;
+    let mut fields = multipart_fields(&st, req).await?;
+    let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
+    let reference = fields.remove("reference").ok_or_else(|| {
+        ApiError::bad_request("missing_field", "multipart field 'reference' is required")
+    })?;
+    // Frames in the order of their field names (frame000, frame001, ...).
+    let mut frames: Vec<(String, axum::body::Bytes)> = fields
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("frame"))
+        .collect();
+    frames.sort_by(|a, b| a.0.cmp(&b.0));
+    if frames.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "at least one 'frame' field is required",
+        ));
+    }
+    let most = st.config.max_session_frames;
+    if frames.len() > most {
+        return Err(unprocessable(
+            "too_many_frames",
+            format!("{} frames, the limit is {most}", frames.len()),
+        ));
+    }
+    let probe_limits = limits(&st, Use::Probe);
+    let threshold = st.default_threshold;
+    let policy = st.config.pad_policy;
+    let pad_threshold = st.config.pad_threshold;
+    let max_faces = st.config.max_faces;
+    let n_frames = frames.len();
+    let outcome = with_pipeline(&st, move |p| {
+        let mut warnings = Vec::new();
+        // The reference: a photo, never assessed for liveness.
+        let (img, truncated) = decode_flagged(&reference, &probe_limits)?;
+        warnings.extend(truncated.map(|t| format!("reference: {t}")));
+        let faces = p.faces(&img)?;
+        let (rface, _, _) = largest(faces, "reference")?;
+        drop(img);
+        let metric = p.metric();
+        let cfg = WatchConfig::default().for_pack(metric, threshold);
+        let mut w = Watcher::new(cfg);
+        let mut events = Vec::new();
+        for (i, (name, bytes)) in frames.into_iter().enumerate() {
+            let (image, truncated) = decode_flagged(&bytes, &probe_limits)?;
+            warnings.extend(truncated.map(|t| format!("{name}: {t}")));
+            let frame = video::Frame {
+                index: i as u64,
+                time_ms: i as u64 * 1000 / 30,
+                image,
+            };
+            events.extend(
+                w.process(&frame, p)
+                    .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?,
+            );
+            if w.live_tracks() > max_faces {
+                return Err(unprocessable(
+                    "too_many_faces",
+                    format!("{name}: more than {max_faces} faces tracked"),
+                ));
+            }
+        }
+        events.extend(
+            w.finish(p)
+                .map_err(|e| unprocessable("bad_frame", e.to_string()))?,
+        );
+        let decided: Vec<_> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Decide(ev) => Some(ev),
+                _ => None,
+            })
+            .collect();
+        let tracks = decided.len();
+        // The traveller: the face followed through the most frames.
+        let ev = decided
+            .into_iter()
+            .max_by_key(|ev| ev.frames_seen)
+            .ok_or_else(|| unprocessable("no_face", "no face was followed in the frames".into()))?;
+        let pad = match &ev.liveness {
+            Some(l) if live => Some(
+                app::liveness::PadVerdict::of_track(
+                    &l.passive,
+                    l.motion.clone(),
+                    policy,
+                    pad_threshold,
+                )
+                .ok_or_else(ApiError::internal)?,
+            ),
+            _ => None,
+        };
+        Ok(Outcome {
+            score: metric.compare(&ev.fused, &rface.embedding),
+            frames_seen: ev.frames_seen,
+            frames_used: ev.frames_used.clone(),
+            tracks,
+            pad,
+            warnings,
+        })
+    })
+    .await?;
+    let pad = outcome.pad;
+    let blocked = pad.as_ref().is_some_and(|v| v.blocks);
+    let score = outcome.score;
+    let metric = st.pipeline.metric();
+    let matched = !blocked && metric.is_match(score, threshold);
+    st.metrics.decision(matched);
+    let capture = pad.as_ref().map(|v| v.audit_record());
+    let c = ctx(
+        &key,
+        declared_purpose.unwrap_or_else(|| "e-gate session".into()),
+    );
+    let frames_seen = outcome.frames_seen;
+    blocking(&st, move |store| {
+        let mut details = if blocked {
+            json!({"mode": "gate-session", "compared": false, "threshold": threshold})
+        } else {
+            json!({"mode": "gate-session", "score": score, "threshold": threshold})
+        };
+        details["frames"] = json!(n_frames);
+        details["frames_seen"] = json!(frames_seen);
+        if let Some(capture) = capture {
+            details["capture"] = capture;
+        }
+        store.audit_event(
+            &c,
+            gallery::audit::AuditEvent {
+                action: "verify".into(),
+                outcome: match (blocked, matched) {
+                    (true, _) => "presentation-attack",
+                    (false, true) => "match",
+                    (false, false) => "no-match",
+                }
+                .into(),
+                details,
+                ..Default::default()
+            },
+        )
+    })
+    .await?;
+    Ok(Json(json!({
+        "match": matched,
+        "score": if blocked { None } else { Some(score) },
+        "metric": metric,
+        "threshold": threshold,
+        "decided_by": if blocked { "liveness: presentation attack suspected" } else { "comparison" },
+        "liveness": pad,
+        "frames": n_frames,
+        "frames_seen": outcome.frames_seen,
+        "frames_used": outcome.frames_used,
+        "tracks": outcome.tracks,
+        "fusion": "mean of the best frames' normalised embeddings",
+        "warnings": outcome.warnings,
+    })))
+}
