@@ -29,6 +29,63 @@ impl std::str::FromStr for PadPolicy {
     }
 }
 
+/// Which way a head-turn challenge asks the traveller to turn: their own left or right (in a
+/// camera image that is not mirrored, turning left moves the nose towards the image's right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Turn {
+    Left,
+    Right,
+}
+
+/// A head at most this far from frontal (yaw, degrees) counts as facing the camera.
+pub const CHALLENGE_FRONTAL_DEGREES: f64 = 10.0;
+/// A turn of at least this much (yaw towards the asked side, degrees) meets the challenge.
+pub const CHALLENGE_TURN_DEGREES: f64 = 20.0;
+
+/// How a head-turn challenge went over a traveller's frames.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChallengeResult {
+    pub turn: Turn,
+    /// The traveller faced the camera, then turned at least [`CHALLENGE_TURN_DEGREES`] the asked
+    /// way.
+    pub passed: bool,
+    /// Frames with a yaw estimate, and of them the first facing the camera.
+    pub frames: usize,
+    pub first_frontal: Option<usize>,
+    /// The largest yaw towards the asked side after the first frontal frame (degrees).
+    pub max_turn_degrees: Option<f64>,
+}
+
+/// Checks a head-turn challenge against the traveller's yaw over the frames, in order (positive
+/// yaw: turned to their own left, `vision::quality::head_yaw`'s sign). Facing the camera first
+/// and then turning is required, so a face held turned all along (a photo taken from the side)
+/// does not pass. Yaw comes from five landmarks: rough (±10–15° between faces), hence the wide
+/// margins.
+pub fn check_turn(yaws: &[f64], turn: Turn) -> ChallengeResult {
+    let sign = match turn {
+        Turn::Left => 1.0,
+        Turn::Right => -1.0,
+    };
+    let first_frontal = yaws
+        .iter()
+        .position(|y| y.abs() <= CHALLENGE_FRONTAL_DEGREES);
+    let max_turn_degrees = first_frontal.and_then(|i| {
+        yaws[i..]
+            .iter()
+            .map(|y| sign * y)
+            .filter(|t| t.is_finite())
+            .max_by(|a, b| a.total_cmp(b))
+    });
+    ChallengeResult {
+        turn,
+        passed: max_turn_degrees.is_some_and(|t| t >= CHALLENGE_TURN_DEGREES),
+        frames: yaws.len(),
+        first_frontal,
+        max_turn_degrees,
+    }
+}
+
 /// The liveness stage's say on one probe face, or on one passer-by of a video.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PadVerdict {
@@ -106,5 +163,29 @@ impl PadVerdict {
                 "policy": self.policy,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_passes_only_after_facing_the_camera_and_only_the_asked_way() {
+        let to_left = [2.0, -3.0, 8.0, 15.0, 24.0, 30.0, 12.0];
+        assert!(check_turn(&to_left, Turn::Left).passed);
+        assert!(!check_turn(&to_left, Turn::Right).passed);
+        let mirrored: Vec<f64> = to_left.iter().map(|y| -y).collect();
+        assert!(check_turn(&mirrored, Turn::Right).passed);
+        assert!(!check_turn(&mirrored, Turn::Left).passed);
+        // Turned from the first frame: never frontal, no pass (a profile photo).
+        let r = check_turn(&[25.0, 28.0, 30.0], Turn::Left);
+        assert!(!r.passed && r.first_frontal.is_none());
+        // A turn before facing the camera does not count.
+        assert!(!check_turn(&[30.0, 25.0, 5.0, 3.0], Turn::Left).passed);
+        // Not far enough; nothing at all.
+        assert!(!check_turn(&[0.0, 10.0, 19.0], Turn::Left).passed);
+        let none = check_turn(&[], Turn::Right);
+        assert!(!none.passed && none.max_turn_degrees.is_none());
     }
 }

@@ -153,6 +153,11 @@ fn every_route_with_every_role() {
         ),
         (
             "POST",
+            "/v1/gate/challenge",
+            Some(vec!["gate", "operator", "admin"]),
+        ),
+        (
+            "POST",
             "/v1/gate/session",
             Some(vec!["gate", "operator", "admin"]),
         ),
@@ -824,10 +829,16 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     assert!(wait_ready(&srv.base, &c));
     let photo_path = shared.join("data/people/lin-manuel-miranda.png");
     let photo = std::fs::read(&photo_path).unwrap();
-    let session = |frames: &[image::RgbImage], liveness: bool| -> (u16, serde_json::Value) {
+    let session_with = |frames: &[image::RgbImage],
+                        liveness: bool,
+                        challenge: Option<&str>|
+     -> (u16, serde_json::Value) {
         let mut form = multipart::Form::new()
             .part("reference", multipart::Part::bytes(photo.clone()))
             .text("liveness", liveness.to_string());
+        if let Some(n) = challenge {
+            form = form.text("challenge", n.to_string());
+        }
         for (i, f) in frames.iter().enumerate() {
             form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
         }
@@ -838,6 +849,23 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
             .send()
             .unwrap();
         (r.status().as_u16(), r.json().unwrap())
+    };
+    let session = |frames: &[image::RgbImage], liveness: bool| session_with(frames, liveness, None);
+    // A challenge asking for `turn`: challenges are random, so ask until one does.
+    let challenge_for = |turn: &str| -> String {
+        for _ in 0..64 {
+            let v: serde_json::Value = c
+                .post(format!("{}/v1/gate/challenge", srv.base))
+                .header("Authorization", format!("Bearer {gate}"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if v["turn"] == turn {
+                return v["nonce"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("no '{turn}' challenge in 64 tries");
     };
 
     let mut src = video::source::open(
@@ -880,6 +908,33 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     assert_eq!(v["decided_by"], "liveness: presentation attack suspected");
     assert!(v["score"].is_null());
 
+    // Head-turn challenge: in frames 90-139 the singer faces the camera, then turns to his own
+    // right (yaw about -30 degrees). They meet a "right" challenge and not a "left" one; mirrored,
+    // the other way round. A nonce is spent by its session.
+    let turning: Vec<image::RgbImage> = clip[10..].to_vec();
+    let mirrored: Vec<image::RgbImage> = turning
+        .iter()
+        .map(image::imageops::flip_horizontal)
+        .collect();
+    for (frames, passes, fails) in [(&turning, "right", "left"), (&mirrored, "left", "right")] {
+        let nonce = challenge_for(passes);
+        let (code, v) = session_with(frames, true, Some(&nonce));
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["challenge"]["passed"], true, "{v}");
+        assert!(v["challenge"]["max_turn_degrees"].as_f64().unwrap() >= 20.0);
+        assert_ne!(v["decided_by"], "liveness: head-turn challenge not met");
+        let (code, v) = session_with(frames, true, Some(&nonce));
+        assert_eq!(code, 422, "a spent nonce: {v}");
+        assert_eq!(v["error"]["code"], "challenge_invalid");
+        let (code, v) = session_with(frames, true, Some(&challenge_for(fails)));
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["challenge"]["passed"], false, "{v}");
+        assert_eq!(v["match"], false);
+        assert_eq!(v["decided_by"], "liveness: head-turn challenge not met");
+    }
+    let (code, _) = session_with(&turning, true, Some("0123456789abcdef0123456789abcdef"));
+    assert_eq!(code, 422);
+
     // Limits: no frame, too many frames.
     let (code, _) = session(&[], false);
     assert_eq!(code, 400);
@@ -902,10 +957,20 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
         .iter()
         .filter(|r| r["details"]["mode"] == "gate-session")
         .collect();
-    assert_eq!(sessions.len(), 3, "{log}");
+    // Three sessions, then four with challenges (the refused nonces made none).
+    assert_eq!(sessions.len(), 7, "{log}");
     assert_eq!(sessions[2]["outcome"], "presentation-attack");
     assert_eq!(
         sessions[2]["details"]["capture"]["pad"]["decision"],
         "attack"
     );
+    assert_eq!(
+        sessions[3]["details"]["capture"]["challenge"]["passed"],
+        true
+    );
+    assert_eq!(
+        sessions[4]["details"]["capture"]["challenge"]["passed"],
+        false
+    );
+    assert_eq!(sessions[4]["outcome"], "presentation-attack");
 }

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub liveness_required: bool,
     /// Most frames one gate session may send.
     pub max_session_frames: usize,
+    /// How long a head-turn challenge may be answered, seconds.
+    pub challenge_ttl_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             pad_threshold: None,
             liveness_required: false,
             max_session_frames: 150,
+            challenge_ttl_s: 15,
         }
     }
 }
@@ -154,6 +157,9 @@ impl ServerConfig {
         }
         if c.pad_threshold.is_some_and(|t| !t.is_finite()) {
             return Err("pad_threshold must be a number".into());
+        }
+        if c.challenge_ttl_s == 0 || c.challenge_ttl_s > 600 {
+            return Err("challenge_ttl_s must be 1..=600".into());
         }
         if c.inference_slots == 0 {
             return Err("inference_slots must be at least 1".into());

@@ -16,6 +16,7 @@
 
 pub mod apikeys;
 mod auth;
+mod challenge;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -71,6 +72,8 @@ pub struct AppState {
     next_id: AtomicU64,
     default_threshold: f64,
     calibrated_fmr: Option<f64>,
+    /// Head-turn challenges issued and not yet spent.
+    pub(crate) challenges: challenge::Challenges,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             next_id: AtomicU64::new(1),
             default_threshold: cal.as_ref().map_or(0.6, |c| c.threshold),
             calibrated_fmr: cal.and_then(|c| c.fmr),
+            challenges: challenge::Challenges::default(),
         })
     }
 
@@ -205,6 +209,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/detect", post(images::detect))
         .route("/v1/verify", post(images::verify))
+        .route("/v1/gate/challenge", post(gate::challenge))
         .route("/v1/gate/session", post(gate::session))
         .route("/v1/galleries", get(galleries::list))
         .route("/v1/galleries/{gallery}/policy", put(galleries::put_policy))

@@ -27,6 +27,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/metrics", Some(Action::ReadMetrics)),
     route("POST", "/v1/detect", Some(Action::Detect)),
     route("POST", "/v1/verify", Some(Action::CompareImages)),
+    route("POST", "/v1/gate/challenge", Some(Action::CompareImages)),
     route("POST", "/v1/gate/session", Some(Action::CompareImages)),
     route("GET", "/v1/galleries", Some(Action::ListGalleries)),
     route(

@@ -198,18 +198,11 @@ impl Quality {
         alignment: &AlignmentSpec,
         image: (u32, u32),
     ) -> Self {
-        let eye = |a: usize, b: usize| midpoint(lm[a], lm[b]);
-        // dlib's 5 points are eye corners (two per eye) and the nose base; ArcFace-style points
-        // are eye centres, nose tip and mouth corners.
-        let (right_eye, left_eye, nose) = match (alignment, lm.len()) {
-            (AlignmentSpec::Dlib5 { .. }, 5) => (eye(2, 3), eye(0, 1), lm[4]),
-            (_, n) if n >= 3 => (lm[0], lm[1], lm[2]),
-            _ => {
-                return Quality {
-                    face_px: rect.width(),
-                    ..Default::default()
-                }
-            }
+        let Some((right_eye, left_eye, nose)) = eyes_and_nose(lm, alignment) else {
+            return Quality {
+                face_px: rect.width(),
+                ..Default::default()
+            };
         };
         let ied = dist(right_eye, left_eye);
         Quality {
@@ -233,6 +226,40 @@ impl Quality {
             o.single_face_present = score(f, 100.0 * (1.0 - f));
         }
     }
+}
+
+/// The eye centres and the nose point from a pack's landmarks: dlib's 5 points are eye corners
+/// (two per eye) and the nose base; ArcFace-style points are eye centres, nose tip and mouth
+/// corners.
+fn eyes_and_nose(lm: &[Point], alignment: &AlignmentSpec) -> Option<(Point, Point, Point)> {
+    let eye = |a: usize, b: usize| midpoint(lm[a], lm[b]);
+    match (alignment, lm.len()) {
+        (AlignmentSpec::Dlib5 { .. }, 5) => Some((eye(2, 3), eye(0, 1), lm[4])),
+        (_, n) if n >= 3 => Some((lm[0], lm[1], lm[2])),
+        _ => None,
+    }
+}
+
+/// Head yaw in degrees from landmarks alone (the estimate `Quality::measure` reports as
+/// `head_pose_yaw`): the nose's sideways offset from the eye midpoint, after removing roll,
+/// against half the eye distance, as the sine of the angle. Positive: the nose is to the image's
+/// right of the eyes — the person turned to their own left (camera image, not mirrored).
+pub fn head_yaw(lm: &[Point], alignment: &AlignmentSpec) -> Option<f64> {
+    let (right_eye, left_eye, nose) = eyes_and_nose(lm, alignment)?;
+    let yaw = yaw_degrees(right_eye, left_eye, nose);
+    yaw.is_finite().then_some(yaw)
+}
+
+fn yaw_degrees(right_eye: Point, left_eye: Point, nose: Point) -> f64 {
+    let ied = dist(right_eye, left_eye);
+    let eye_mid = midpoint(right_eye, left_eye);
+    let (dx, dy) = (left_eye.x - right_eye.x, left_eye.y - right_eye.y);
+    let roll = dy.atan2(dx);
+    let (s, c) = (-roll).sin_cos();
+    let (x, y) = (nose.x - eye_mid.x, nose.y - eye_mid.y);
+    let nx = x * c - y * s;
+    let half = (ied / 2.0).max(1e-9);
+    (nx / half).clamp(-1.0, 1.0).asin().to_degrees()
 }
 
 fn ofiq(
@@ -261,9 +288,8 @@ fn ofiq(
         let (x, y) = (p.x - eye_mid.x, p.y - eye_mid.y);
         (x * c - y * s, x * s + y * c)
     };
-    let (nx, ny) = rel(nose);
-    let half = (ied / 2.0).max(1e-9);
-    let yaw = (nx / half).clamp(-1.0, 1.0).asin().to_degrees();
+    let (_, ny) = rel(nose);
+    let yaw = yaw_degrees(right_eye, left_eye, nose);
     let tpl_drop = (t.nose.y - tpl_eye_mid.y) / dist(t.right_eye, t.left_eye).max(1e-9);
     let drop = ny / ied.max(1e-9);
     // Magnitude only: the drop shrinks alike when the head tilts up or down.

@@ -1,21 +1,54 @@
 //! The e-gate session: the frames a gate camera took of one traveller, and the reference face
 //! (the chip photo) in; one decision out, made the way `facegate watch` makes it — faces tracked
 //! through the frames, the traveller's best frames by quality embedded and fused, liveness (when
-//! asked) from the passive score over those frames and the planar-motion cue. No frame is kept;
-//! one audit record per session.
+//! asked) from the passive score over those frames and the planar-motion cue, and (for an
+//! unattended gate) a head-turn challenge issued by `challenge` and checked from the traveller's
+//! head pose over the frames. No frame is kept; one audit record per session.
 
 use super::images::{largest, limits, multipart_fields, text, wants_liveness, with_pipeline, Use};
 use super::{blocking, ctx, purpose};
 use crate::apikeys::ApiKey;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use app::liveness::{check_turn, ChallengeResult, Turn};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use video::watch::{Event, WatchConfig, Watcher};
 use vision::decode::decode_flagged;
+
+/// `POST /v1/gate/challenge`: a head-turn challenge for the next session of this key.
+pub(crate) async fn challenge(
+    State(st): State<Arc<AppState>>,
+    Extension(key): Extension<ApiKey>,
+) -> ApiResult<Json<Value>> {
+    let ttl = Duration::from_secs(st.config.challenge_ttl_s);
+    let (nonce, turn) = st
+        .challenges
+        .issue(&key.id, ttl, Instant::now())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many challenges outstanding; retry shortly",
+            )
+        })?;
+    Ok(Json(json!({
+        "nonce": nonce,
+        "turn": turn,
+        "expires_in_s": ttl.as_secs(),
+        "frontal_degrees": app::liveness::CHALLENGE_FRONTAL_DEGREES,
+        "min_turn_degrees": app::liveness::CHALLENGE_TURN_DEGREES,
+        "instruction": match turn {
+            Turn::Left => "look at the camera, then turn your head to your left",
+            Turn::Right => "look at the camera, then turn your head to your right",
+        },
+    })))
+}
 
 /// What the frames gave, for the answer and the audit record.
 struct Outcome {
@@ -24,6 +57,7 @@ struct Outcome {
     frames_used: Vec<video::watch::FrameUsed>,
     tracks: usize,
     pad: Option<app::liveness::PadVerdict>,
+    challenge: Option<ChallengeResult>,
     warnings: Vec<String>,
 }
 
@@ -40,6 +74,20 @@ pub(crate) async fn session(
     let declared_purpose = purpose(&headers)?;
     let mut fields = multipart_fields(&st, req).await?;
     let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
+    // A challenge nonce is spent now, whatever follows.
+    let turn = match text(&fields, "challenge") {
+        Some(nonce) => Some(
+            st.challenges
+                .redeem(&nonce, &key.id, Instant::now())
+                .map_err(|why| {
+                    unprocessable(
+                        "challenge_invalid",
+                        format!("the challenge nonce is not usable: {why:?}"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let reference = fields.remove("reference").ok_or_else(|| {
         ApiError::bad_request("missing_field", "multipart field 'reference' is required")
     })?;
@@ -80,6 +128,9 @@ pub(crate) async fn session(
         let cfg = WatchConfig::default().for_pack(metric, threshold);
         let mut w = Watcher::new(cfg);
         let mut events = Vec::new();
+        // Each tracked face's yaw per frame, when a challenge is to be checked.
+        let mut yaws: HashMap<u64, Vec<f64>> = HashMap::new();
+        let alignment = p.models.manifest.embedder.alignment.clone();
         for (i, (name, bytes)) in frames.into_iter().enumerate() {
             let (image, truncated) = decode_flagged(&bytes, &probe_limits)?;
             warnings.extend(truncated.map(|t| format!("{name}: {t}")));
@@ -92,6 +143,19 @@ pub(crate) async fn session(
                 w.process(&frame, p)
                     .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?,
             );
+            if turn.is_some() {
+                for &(track, rect) in w.boxes() {
+                    let d = vision::detect::Detection {
+                        rect,
+                        score: 0.0,
+                        landmarks: None,
+                    };
+                    let lm = p.landmarks_for(&frame.image, &d)?;
+                    if let Some(y) = vision::quality::head_yaw(&lm, &alignment) {
+                        yaws.entry(track).or_default().push(y);
+                    }
+                }
+            }
             if w.live_tracks() > max_faces {
                 return Err(unprocessable(
                     "too_many_faces",
@@ -128,7 +192,9 @@ pub(crate) async fn session(
             ),
             _ => None,
         };
+        let challenge = turn.map(|t| check_turn(yaws.get(&ev.track).map_or(&[], |v| v), t));
         Ok(Outcome {
+            challenge,
             score: metric.compare(&ev.fused, &rface.embedding),
             frames_seen: ev.frames_seen,
             frames_used: ev.frames_used.clone(),
@@ -139,12 +205,28 @@ pub(crate) async fn session(
     })
     .await?;
     let pad = outcome.pad;
-    let blocked = pad.as_ref().is_some_and(|v| v.blocks);
+    let challenge = outcome.challenge;
+    let pad_blocks = pad.as_ref().is_some_and(|v| v.blocks);
+    // A challenge not met blocks under the block policy, like a PAD verdict.
+    let challenge_blocks =
+        challenge.as_ref().is_some_and(|c| !c.passed) && policy == app::liveness::PadPolicy::Block;
+    let blocked = pad_blocks || challenge_blocks;
+    let decided_by = if pad_blocks {
+        "liveness: presentation attack suspected"
+    } else if challenge_blocks {
+        "liveness: head-turn challenge not met"
+    } else {
+        "comparison"
+    };
     let score = outcome.score;
     let metric = st.pipeline.metric();
     let matched = !blocked && metric.is_match(score, threshold);
     st.metrics.decision(matched);
-    let capture = pad.as_ref().map(|v| v.audit_record());
+    let mut capture = pad.as_ref().map(|v| v.audit_record());
+    if let Some(c) = &challenge {
+        capture.get_or_insert_with(|| json!({}))["challenge"] =
+            json!({"turn": c.turn, "passed": c.passed, "max_turn_degrees": c.max_turn_degrees});
+    }
     let c = ctx(
         &key,
         declared_purpose.unwrap_or_else(|| "e-gate session".into()),
@@ -182,8 +264,9 @@ pub(crate) async fn session(
         "score": if blocked { None } else { Some(score) },
         "metric": metric,
         "threshold": threshold,
-        "decided_by": if blocked { "liveness: presentation attack suspected" } else { "comparison" },
+        "decided_by": decided_by,
         "liveness": pad,
+        "challenge": challenge,
         "frames": n_frames,
         "frames_seen": outcome.frames_seen,
         "frames_used": outcome.frames_used,
