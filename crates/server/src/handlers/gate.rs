@@ -5,8 +5,11 @@
 //! unattended gate) a head-turn challenge issued by `challenge` and checked from the traveller's
 //! head pose over the frames. No frame is kept; one audit record per session.
 
-use super::images::{largest, limits, multipart_fields, text, wants_liveness, with_pipeline, Use};
-use super::{blocking, ctx, purpose};
+use super::images::{
+    audit_image_decision, largest, limits, multipart_fields, text, wants_liveness, with_pipeline,
+    Decision, Use,
+};
+use super::{ctx, purpose};
 use crate::apikeys::ApiKey;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -231,33 +234,18 @@ pub(crate) async fn session(
         &key,
         declared_purpose.unwrap_or_else(|| "e-gate session".into()),
     );
-    let frames_seen = outcome.frames_seen;
-    blocking(&st, move |store| {
-        let mut details = if blocked {
-            json!({"mode": "gate-session", "compared": false, "threshold": threshold})
-        } else {
-            json!({"mode": "gate-session", "score": score, "threshold": threshold})
-        };
-        details["frames"] = json!(n_frames);
-        details["frames_seen"] = json!(frames_seen);
-        if let Some(capture) = capture {
-            details["capture"] = capture;
-        }
-        store.audit_event(
-            &c,
-            gallery::audit::AuditEvent {
-                action: "verify".into(),
-                outcome: match (blocked, matched) {
-                    (true, _) => "presentation-attack",
-                    (false, true) => "match",
-                    (false, false) => "no-match",
-                }
-                .into(),
-                details,
-                ..Default::default()
-            },
-        )
-    })
+    audit_image_decision(
+        &st,
+        c,
+        Decision {
+            blocked,
+            matched,
+            score,
+            threshold,
+        },
+        capture,
+        json!({"mode": "gate-session", "frames": n_frames, "frames_seen": outcome.frames_seen}),
+    )
     .await?;
     Ok(Json(json!({
         "match": matched,

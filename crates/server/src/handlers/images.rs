@@ -159,6 +159,55 @@ pub(crate) async fn faces(st: &Arc<AppState>, bytes: Bytes, purpose: Use) -> Api
     Ok(out)
 }
 
+/// A 1:1 decision made on images, for its audit record.
+pub(crate) struct Decision {
+    /// A liveness verdict blocked it: nothing was compared.
+    pub blocked: bool,
+    pub matched: bool,
+    pub score: f64,
+    pub threshold: f64,
+}
+
+/// The audit record of a 1:1 decision on images (nothing is stored, no biometric is written):
+/// action `verify`, the outcome, the score (or `compared: false`), the threshold, the liveness
+/// capture record and `extra` details.
+pub(crate) async fn audit_image_decision(
+    st: &Arc<AppState>,
+    c: gallery::Context,
+    d: Decision,
+    capture: Option<Value>,
+    extra: Value,
+) -> ApiResult<u64> {
+    blocking(st, move |store| {
+        let mut details = if d.blocked {
+            json!({"compared": false, "threshold": d.threshold})
+        } else {
+            json!({"score": d.score, "threshold": d.threshold})
+        };
+        if let (Some(obj), Some(more)) = (details.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        if let Some(capture) = capture {
+            details["capture"] = capture;
+        }
+        store.audit_event(
+            &c,
+            gallery::audit::AuditEvent {
+                action: "verify".into(),
+                outcome: match (d.blocked, d.matched) {
+                    (true, _) => "presentation-attack",
+                    (false, true) => "match",
+                    (false, false) => "no-match",
+                }
+                .into(),
+                details,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+}
+
 /// The largest face, its index and how many were found; 422 when there is none.
 /// The largest face (`app::faces`, the CLI's rule too), its index and how many were found; 422
 /// when there is none.
@@ -287,31 +336,18 @@ pub(crate) async fn verify(
             &key,
             declared_purpose.unwrap_or_else(|| "1:1 verification".into()),
         );
-        let threshold = st.default_threshold;
-        blocking(&st, move |store| {
-            let mut details = if blocked {
-                json!({"compared": false, "threshold": threshold})
-            } else {
-                json!({"score": score, "threshold": threshold})
-            };
-            if let Some(capture) = capture {
-                details["capture"] = capture;
-            }
-            store.audit_event(
-                &c,
-                gallery::audit::AuditEvent {
-                    action: "verify".into(),
-                    outcome: match (blocked, matched) {
-                        (true, _) => "presentation-attack",
-                        (false, true) => "match",
-                        (false, false) => "no-match",
-                    }
-                    .into(),
-                    details,
-                    ..Default::default()
-                },
-            )
-        })
+        audit_image_decision(
+            &st,
+            c,
+            Decision {
+                blocked,
+                matched,
+                score,
+                threshold: st.default_threshold,
+            },
+            capture,
+            json!({}),
+        )
         .await?;
         return Ok(Json(json!({
             "match": matched, "score": if blocked { None } else { Some(score) }, "metric": metric, "threshold": st.default_threshold, "calibrated_fmr": st.calibrated_fmr,
