@@ -20,7 +20,9 @@
 //! a multiple of 16 channels, as for dlib's detector: padded output filters are zero, padded
 //! input columns are zero, a padded BatchNorm channel has scale 0, bias 0, mean 0, variance 1 and
 //! a padded PReLU slope 0, so padded channels stay exactly zero through every layer (an SE
-//! block's gate on them is 0.5 × 0) and the real channels compute exactly what they did.
+//! block's gate on them is 0.5 × 0) and the real channels compute exactly what they did. PReLU
+//! layers whose slopes are all at most 1 are written as max(x, a·x) (exact for such slopes):
+//! ONNX Runtime's PRelu is slow and interrupts its blocked layout.
 
 use crate::onnx::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
 use crate::torch_legacy::{StateDict, Tensor};
@@ -225,13 +227,22 @@ impl<'a> Builder<'a> {
             return Ok(y);
         }
         // PyTorch's PReLU slope is per channel; ONNX broadcasts it as [C, 1, 1] over NCHW.
-        let slope = self.padded_vector(
-            &format!("{prefix}.prelu.weight"),
-            &y,
-            0.0,
-            &[y.p as i64, 1, 1],
-        )?;
-        let name = self.g.node("PRelu", &[&y.name, &slope], vec![]);
+        let slope_name = format!("{prefix}.prelu.weight");
+        let at_most_one = self
+            .sd
+            .get(&slope_name)
+            .is_some_and(|t| t.data.iter().all(|a| *a <= 1.0));
+        let slope = self.padded_vector(&slope_name, &y, 0.0, &[y.p as i64, 1, 1])?;
+        // With every slope a <= 1, PReLU(x) = max(x, a·x) exactly (also in floating point:
+        // rounding is monotonic), and ONNX Runtime runs Mul + Max several times faster than its
+        // PRelu, which also breaks up its blocked-layout convolutions (measured: 6.0 -> 2.2 ms
+        // for MiniFASNetV2 on one core).
+        let name = if at_most_one {
+            let scaled = self.g.node("Mul", &[&y.name, &slope], vec![]);
+            self.g.node("Max", &[&y.name, &scaled], vec![])
+        } else {
+            self.g.node("PRelu", &[&y.name, &slope], vec![])
+        };
         Ok(Act { name, ..y })
     }
 

@@ -354,4 +354,16 @@ fn reader_and_converter_refuse_damaged_or_different_networks() {
     );
     let e = minifasnet::to_onnx(&more, "").unwrap_err().to_string();
     assert!(e.contains("head.weight"), "{e}");
+
+    // PReLU as max(x, a·x) is exact only for slopes a <= 1: the converter writes it so when every
+    // slope of a layer allows it (all of upstream's do), and keeps ONNX's PRelu otherwise.
+    let contains = |bytes: &[u8], what: &[u8]| bytes.windows(what.len()).any(|w| w == what);
+    let plain = minifasnet::to_onnx(&sd, "").unwrap().onnx;
+    assert!(!contains(&plain, b"PRelu") && contains(&plain, b"Max"));
+    let mut steep = sd.clone();
+    steep.tensors.get_mut("conv1.prelu.weight").unwrap().data[0] = 1.5;
+    assert!(contains(
+        &minifasnet::to_onnx(&steep, "").unwrap().onnx,
+        b"PRelu"
+    ));
 }
