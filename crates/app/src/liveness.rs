@@ -86,6 +86,15 @@ pub fn check_turn(yaws: &[f64], turn: Turn) -> ChallengeResult {
     }
 }
 
+/// `outcome` judged against `threshold` instead of its pack's, when one is given.
+fn rejudged(mut outcome: PadOutcome, threshold: Option<f32>) -> PadOutcome {
+    if let Some(t) = threshold {
+        outcome.threshold = t;
+        outcome.live = outcome.score >= t;
+    }
+    outcome
+}
+
 /// The liveness stage's say on one probe face, or on one passer-by of a video.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PadVerdict {
@@ -107,11 +116,7 @@ pub struct PadVerdict {
 impl PadVerdict {
     /// The verdict on `face` (which must have been through `Pipeline::assess_liveness`).
     pub fn of(face: &Face, policy: PadPolicy, threshold: Option<f32>) -> Option<Self> {
-        let mut outcome = face.liveness.clone()?;
-        if let Some(t) = threshold {
-            outcome.threshold = t;
-            outcome.live = outcome.score >= t;
-        }
+        let outcome = rejudged(face.liveness.clone()?, threshold);
         Some(PadVerdict {
             blocks: !outcome.live && policy == PadPolicy::Block,
             live: outcome.live,
@@ -130,11 +135,7 @@ impl PadVerdict {
         policy: PadPolicy,
         threshold: Option<f32>,
     ) -> Option<Self> {
-        let mut outcome = PadOutcome::mean(frames)?;
-        if let Some(t) = threshold {
-            outcome.threshold = t;
-            outcome.live = outcome.score >= t;
-        }
+        let outcome = rejudged(PadOutcome::mean(frames)?, threshold);
         let live = outcome.live && motion.verdict != MotionVerdict::Planar;
         Some(PadVerdict {
             blocks: !live && policy == PadPolicy::Block,

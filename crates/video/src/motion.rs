@@ -513,12 +513,10 @@ fn coarse_offset(
 /// A 3x3 homography as row-major coefficients.
 pub type Homography = [f64; 9];
 
+/// `h` applied to `p` (the same projection the attack renderer uses).
 fn project(h: &Homography, p: Point) -> Point {
-    let w = h[6] * p.x + h[7] * p.y + h[8];
-    Point {
-        x: (h[0] * p.x + h[1] * p.y + h[2]) / w,
-        y: (h[3] * p.x + h[4] * p.y + h[5]) / w,
-    }
+    let (x, y) = crate::attack::apply(h, p.x, p.y);
+    Point { x, y }
 }
 
 /// Hartley's normalisation: centroid to the origin, mean distance sqrt(2).

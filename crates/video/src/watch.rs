@@ -402,8 +402,6 @@ impl Watcher {
                 }
             }
             if state.seen >= self.cfg.decide_after_frames {
-                let clock = std::time::Instant::now();
-                let liveness_before = self.seconds.liveness;
                 if let Some(ev) = decide(
                     id,
                     state,
@@ -415,8 +413,6 @@ impl Watcher {
                 )? {
                     events.push(Event::Decide(ev));
                 }
-                self.seconds.decide +=
-                    clock.elapsed().as_secs_f64() - (self.seconds.liveness - liveness_before);
             }
         }
         for &id in &update.ended {
@@ -446,13 +442,9 @@ impl Watcher {
         let Some(mut state) = self.tracks.remove(&id) else {
             return Ok(());
         };
-        let clock = std::time::Instant::now();
-        let liveness_before = self.seconds.liveness;
         if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p, &mut self.seconds)? {
             events.push(Event::Decide(ev));
         }
-        self.seconds.decide +=
-            clock.elapsed().as_secs_f64() - (self.seconds.liveness - liveness_before);
         events.push(Event::TrackEnd {
             track: id,
             first_frame: state.first_frame,
@@ -465,10 +457,28 @@ impl Watcher {
     }
 }
 
+/// [`evidence`], timed: its liveness work is counted in `seconds.liveness`, the rest in
+/// `seconds.decide`.
+fn decide(
+    id: u64,
+    state: &mut TrackState,
+    frame: u64,
+    time_ms: u64,
+    at_track_end: bool,
+    p: &Pipeline,
+    seconds: &mut StageSeconds,
+) -> Result<Option<Evidence>, VideoError> {
+    let clock = std::time::Instant::now();
+    let liveness_before = seconds.liveness;
+    let r = evidence(id, state, frame, time_ms, at_track_end, p, seconds);
+    seconds.decide += clock.elapsed().as_secs_f64() - (seconds.liveness - liveness_before);
+    r
+}
+
 /// The evidence of a track not yet decided, from its kept frames (none kept: nothing to decide
 /// on). Marks the track decided and drops its chips, PAD crops and motion patches. The time of
-/// the liveness work is added to `seconds.liveness` (callers take it out of their decide time).
-fn decide(
+/// the liveness work is added to `seconds.liveness`.
+fn evidence(
     id: u64,
     state: &mut TrackState,
     frame: u64,
