@@ -6,6 +6,9 @@ use serde_json::json;
 use vision::liveness::{MotionCue, MotionVerdict, PadOutcome};
 use vision::pipeline::Face;
 
+/// The `decided_by` of a decision a blocking PAD verdict refused (CLI and server answers).
+pub const DECIDED_BY_PAD: &str = "liveness: presentation attack suspected";
+
 /// Whether a presentation attack verdict blocks the comparison's decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -179,7 +179,7 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
     let matched = metric.is_match(score, threshold) && !blocked;
     let out = json!({
         "match": matched,
-        "decided_by": if blocked { "liveness: presentation attack suspected" } else { "comparison" },
+        "decided_by": if blocked { app::liveness::DECIDED_BY_PAD } else { "comparison" },
         "liveness": pad,
         "score": score,
         "score_kind": metric.describe(),

@@ -479,7 +479,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         let seq = store.refuse_comparison(&ctx, &a.gallery, "identify", "presentation-attack")?;
         let out = json!({
             "match": false,
-            "decided_by": "liveness: presentation attack suspected",
+            "decided_by": app::liveness::DECIDED_BY_PAD,
             "liveness": v,
             "gallery": a.gallery,
             "candidates": [],

@@ -81,8 +81,7 @@ impl Decider {
         pad: Option<&app::liveness::PadVerdict>,
     ) -> Result<serde_json::Value> {
         if let Some(v) = pad.filter(|v| v.blocks) {
-            let mut line =
-                json!({"match": false, "decided_by": "liveness: presentation attack suspected"});
+            let mut line = json!({"match": false, "decided_by": app::liveness::DECIDED_BY_PAD});
             match self {
                 Decider::Reference { .. } => line["mode"] = json!("verify"),
                 Decider::Gallery {

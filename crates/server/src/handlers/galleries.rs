@@ -108,7 +108,7 @@ pub(crate) async fn identify(
         st.metrics.decision(false);
         return Ok(Json(json!({
             "match": false, "candidates": [], "metric": st.pipeline.metric(), "threshold": null,
-            "searched_templates": 0, "decided_by": "liveness: presentation attack suspected",
+            "searched_templates": 0, "decided_by": app::liveness::DECIDED_BY_PAD,
             "liveness": pad, "audit_seq": seq,
             "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
             "warnings": warnings,

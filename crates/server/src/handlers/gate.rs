@@ -215,7 +215,7 @@ pub(crate) async fn session(
         challenge.as_ref().is_some_and(|c| !c.passed) && policy == app::liveness::PadPolicy::Block;
     let blocked = pad_blocks || challenge_blocks;
     let decided_by = if pad_blocks {
-        "liveness: presentation attack suspected"
+        app::liveness::DECIDED_BY_PAD
     } else if challenge_blocks {
         "liveness: head-turn challenge not met"
     } else {

@@ -317,7 +317,7 @@ pub(crate) async fn verify(
     };
     let blocked = pad.as_ref().is_some_and(|v| v.blocks);
     let decided_by = if blocked {
-        "liveness: presentation attack suspected"
+        app::liveness::DECIDED_BY_PAD
     } else {
         "comparison"
     };
