@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chip;
 pub mod data;
 pub mod engine;
 pub mod faces;

@@ -25,8 +25,20 @@ pub struct EmbedArgs {
 pub struct VerifyArgs {
     /// The live image (e.g. the gate camera frame).
     pub probe: PathBuf,
-    /// The reference image (e.g. the ePassport chip photo).
-    pub reference: PathBuf,
+    /// The reference image. Or the passport chip's face: --dg2 with --sod.
+    pub reference: Option<PathBuf>,
+    /// The chip's DG2: its face is the reference, used only after passive authentication
+    /// passes the policy (see `facegate passport verify`).
+    #[arg(long, requires = "sod")]
+    pub dg2: Option<PathBuf>,
+    /// The chip's EF.SOD (with --dg2).
+    #[arg(long)]
+    pub sod: Option<PathBuf>,
+    /// The chip's DG1 (optional: its hash and check digits are verified too; never printed).
+    #[arg(long)]
+    pub dg1: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: crate::cmd_passport::TrustArgs,
     /// Which face of the probe to use (index in detection order); default: the largest.
     #[arg(long)]
     pub probe_face: Option<usize>,
@@ -143,12 +155,46 @@ pub fn pick(
 }
 
 pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
+    crate::cmd_passport::check_reference_choice(
+        a.reference.as_deref(),
+        a.dg2.as_deref(),
+        a.sod.as_deref(),
+    )?;
+    // The chip first: nothing is compared, nor a model loaded, for a chip the policy refuses.
+    let chip = match (&a.dg2, &a.sod) {
+        (Some(dg2), Some(sod)) => {
+            let bytes = crate::cmd_passport::ChipBytes::read(sod, dg2, a.dg1.as_deref())?;
+            let (chip, _) = bytes.authenticate(&a.trust)?;
+            if !chip.accepted() {
+                let out = json!({
+                    "match": false,
+                    "decided_by": app::chip::DECIDED_BY_PA,
+                    "chip": chip.report_json(false),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(1);
+            }
+            Some(chip)
+        }
+        _ => None,
+    };
     let p = load(home, &a.engine)?;
     let limits = DecodeLimits::default();
     let (probe, probe_cut) = decode_file_flagged(&a.probe, &limits)
         .with_context(|| format!("probe {}", a.probe.display()))?;
-    let (reference, reference_cut) = decode_file_flagged(&a.reference, &limits)
-        .with_context(|| format!("reference {}", a.reference.display()))?;
+    let (reference, reference_cut, reference_name) = match (&chip, &a.reference) {
+        (Some(chip), _) => {
+            let img = vision::decode::decode(&chip.face.image, &limits)
+                .context("the chip's face image")?;
+            (img, None, json!("DG2"))
+        }
+        (None, Some(path)) => {
+            let (img, cut) = decode_file_flagged(path, &limits)
+                .with_context(|| format!("reference {}", path.display()))?;
+            (img, cut, json!(path))
+        }
+        (None, None) => anyhow::bail!("give a reference image, or the chip's --dg2 and --sod"),
+    };
     let warnings: Vec<String> = [
         ("probe", &probe, probe_cut),
         ("reference", &reference, reference_cut),
@@ -189,7 +235,8 @@ pub fn verify(home: &Path, a: VerifyArgs) -> Result<i32> {
         "pack": p.models.manifest.name,
         "detector": p.detector_name(),
         "probe": {"image": a.probe, "faces_found": pn, "face_used": pi, "selection": prule, "face": face_json(&pf, false)},
-        "reference": {"image": a.reference, "faces_found": rn, "face_used": ri, "selection": rrule, "face": face_json(&rf, false)},
+        "chip": chip.as_ref().map(|c| c.report_json(false)),
+        "reference": {"image": reference_name, "faces_found": rn, "face_used": ri, "selection": rrule, "face": face_json(&rf, false)},
         "warnings": warnings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -9,6 +9,7 @@ mod cmd_faces;
 mod cmd_gallery;
 mod cmd_liveness;
 mod cmd_models;
+mod cmd_passport;
 mod cmd_serve;
 mod cmd_watch;
 mod engine;
@@ -47,6 +48,11 @@ enum Command {
     Detect(cmd_faces::EmbedArgs),
     /// 1:1 verification of a probe against a reference. Exit code 0 match, 1 no match, 2 error.
     Verify(cmd_faces::VerifyArgs),
+    /// Passport chips: passive authentication of EF.SOD / DG1 / DG2 (ICAO Doc 9303 part 11).
+    Passport {
+        #[command(subcommand)]
+        command: cmd_passport::PassportCommand,
+    },
     /// Presentation attack detection (liveness) on live captures: per face, each PAD model's
     /// score, the fused score, the threshold and the decision. Exit code 0 all live, 1 an attack
     /// or no face, 2 error.
@@ -133,6 +139,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Detect(a) => cmd_faces::detect(&home, a),
         Command::Verify(a) => cmd_faces::verify(&home, a),
         Command::Liveness(a) => cmd_liveness::run(&home, a),
+        Command::Passport { command } => cmd_passport::run(command),
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::BenchSearch(a) => cmd_bench_search::run(a),
         Command::BenchGallery(a) => cmd_bench_gallery::run(a),

@@ -242,3 +242,42 @@ impl Policy {
         why
     }
 }
+
+/// `YYYY-MM-DD` (midnight UTC) as a time to judge validity at (`--at`).
+pub fn parse_date(s: &str) -> Result<SystemTime, String> {
+    let bad = || format!("{s:?} is not a date YYYY-MM-DD");
+    let mut parts = s
+        .splitn(3, '-')
+        .map(|p| p.parse::<u16>().map_err(|_| bad()));
+    let (y, m, d) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(y), Some(m), Some(d)) => (y?, m?, d?),
+        _ => return Err(bad()),
+    };
+    let m = u8::try_from(m).map_err(|_| bad())?;
+    let d = u8::try_from(d).map_err(|_| bad())?;
+    let t = der::DateTime::new(y, m, d, 0, 0, 0).map_err(|_| bad())?;
+    Ok(SystemTime::UNIX_EPOCH + t.unix_duration())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_or_are_refused() {
+        let t = parse_date("2008-06-01").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_212_278_400
+        );
+        for bad in [
+            "2008-13-01",
+            "2008-06",
+            "yesterday",
+            "2008-06-01-01",
+            "1969-12-31",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+}
