@@ -61,6 +61,14 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .with_context(|| format!("loading model pack {}", cfg.pack))?;
     let keys = Arc::new(ApiKeys::open(&s.data_dir(home))?);
+    // Master lists are verified now: a list that does not verify stops the start.
+    let chip = cfg
+        .chip_trust()
+        .map_err(anyhow::Error::msg)
+        .context("passport chip trust")?;
+    for line in &chip.loaded {
+        eprintln!("chip trust: {line}");
+    }
     if keys.list()?.iter().all(|k| k.revoked) {
         eprintln!(
             "note: no API key exists yet; create one with `facegate apikey create --role gate`"
@@ -91,7 +99,7 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
             "http"
         };
         println!("listening on {scheme}://{}", listener.local_addr()?);
-        let state = server::AppState::new(cfg, store, pipelines, keys);
+        let state = server::AppState::new(cfg, store, pipelines, keys, chip);
         server::serve(state, listener).await?;
         anyhow::Ok(())
     })?;

@@ -974,3 +974,157 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     );
     assert_eq!(sessions[4]["outcome"], "presentation-attack");
 }
+
+#[test]
+fn verify_and_gate_session_take_the_chip_only_after_passive_authentication() {
+    let Some(shared) = shared_with("data/epassport/bsi2008/EF_SOD.bin") else {
+        return;
+    };
+    let chip = |f: &str| std::fs::read(shared.join("data/epassport/bsi2008").join(f)).unwrap();
+    let (sod, dg1, dg2) = (
+        chip("EF_SOD.bin"),
+        chip("Datagroup1.bin"),
+        chip("Datagroup2.bin"),
+    );
+    // The "live" face: the chip's own image, decoded and re-encoded as a camera would send it.
+    let face = passport::dg2::parse_dg2(&dg2).unwrap().remove(0).image;
+    let live = jpeg(&vision::decode::decode(&face, &Default::default()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let (gate, auditor) = (key(&data, "gate"), key(&data, "auditor"));
+    let bearer = |k: &str| format!("Bearer {k}");
+    let c = Client::new();
+    let verify = |base: &str, dg2: &[u8], with_dg1: bool| -> (u16, serde_json::Value) {
+        let mut form = multipart::Form::new()
+            .part("probe", multipart::Part::bytes(live.clone()))
+            .part("dg2", multipart::Part::bytes(dg2.to_vec()))
+            .part("sod", multipart::Part::bytes(sod.clone()));
+        if with_dg1 {
+            form = form.part("dg1", multipart::Part::bytes(dg1.clone()));
+        }
+        let r = c
+            .post(format!("{base}/v1/verify"))
+            .header("Authorization", bearer(&gate))
+            .multipart(form)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+
+    // Default policy: no CSCA configured, so no chain; the specimen's signer expired in 2009.
+    let strict = start(&data, "");
+    let (status, v) = verify(&strict.base, &dg2, true);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["match"], false);
+    assert_eq!(v["decided_by"], "passive-authentication");
+    assert_eq!(
+        v["chip"]["refusals"],
+        serde_json::json!(["signer validity", "chain to CSCA"])
+    );
+    assert!(v["score"].is_null());
+    drop(strict);
+
+    // A specimen policy (expired signer accepted, no chain): the chip's face is the reference.
+    let cfg = data.join("chip.toml");
+    std::fs::write(
+        &cfg,
+        "chip_allow_expired_signer = true\nchip_require_chain = false\n",
+    )
+    .unwrap();
+    let srv = spawn(&data, &cfg);
+    assert!(wait_ready(&srv.base, &c));
+    let (status, v) = verify(&srv.base, &dg2, true);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["match"], true, "{v}");
+    assert_eq!(v["decided_by"], "comparison");
+    assert_eq!(v["chip"]["accepted"], true);
+    assert_eq!(
+        v["chip"]["passive_authentication"]["signature"]["status"],
+        "passed"
+    );
+    assert!(
+        !v.to_string().contains("MUSTERMANN"),
+        "DG1 fields in the answer: {v}"
+    );
+    // One flipped byte in DG2: refused, nothing compared.
+    let mut tampered = dg2.clone();
+    let n = tampered.len();
+    tampered[n - 100] ^= 1;
+    let (_, v) = verify(&srv.base, &tampered, false);
+    assert_eq!(v["decided_by"], "passive-authentication", "{v}");
+    assert_eq!(
+        v["chip"]["refusals"],
+        serde_json::json!(["data-group hash"])
+    );
+    // Garbage is a 422, an incomplete chip a 400.
+    let (status, v) = verify(&srv.base, b"\x75\x05garbage", false);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("chip_unreadable")),
+        "{v}"
+    );
+    let form = multipart::Form::new()
+        .part("probe", multipart::Part::bytes(live.clone()))
+        .part("dg2", multipart::Part::bytes(dg2.clone()));
+    let r = c
+        .post(format!("{}/v1/verify", srv.base))
+        .header("Authorization", bearer(&gate))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The gate session takes the chip the same way.
+    let mut form = multipart::Form::new()
+        .part("dg2", multipart::Part::bytes(dg2.clone()))
+        .part("sod", multipart::Part::bytes(sod.clone()))
+        .part("dg1", multipart::Part::bytes(dg1.clone()));
+    for i in 0..3 {
+        form = form.part(format!("frame{i:03}"), multipart::Part::bytes(live.clone()));
+    }
+    let v: serde_json::Value = c
+        .post(format!("{}/v1/gate/session", srv.base))
+        .header("Authorization", bearer(&gate))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["match"], true, "{v}");
+    assert_eq!(v["chip"]["accepted"], true);
+
+    // The audit log: each chip decision with its checks and the document's keyed pseudonym,
+    // never the MRZ's fields.
+    let v: serde_json::Value = c
+        .get(format!("{}/v1/audit", srv.base))
+        .header("Authorization", bearer(&auditor))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let text = v.to_string();
+    assert!(
+        !text.contains("MUSTERMANN") && !text.contains("C11T002JM") && !text.contains("960812")
+    );
+    let chips: Vec<&serde_json::Value> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["details"]["chip"].is_object())
+        .collect();
+    assert_eq!(chips.len(), 4, "{text}");
+    let pseudonyms: Vec<&serde_json::Value> = chips
+        .iter()
+        .map(|r| &r["details"]["chip"]["document_pseudonym"])
+        .filter(|p| p.is_string())
+        .collect();
+    // Every decision given DG1 (refused, matched, gate session) names the same pseudonym (64 hex
+    // characters); the one without DG1 names none.
+    assert_eq!(pseudonyms.len(), 3, "{text}");
+    assert!(pseudonyms.iter().all(|p| *p == pseudonyms[0]));
+    assert_eq!(pseudonyms[0].as_str().unwrap().len(), 64);
+    assert!(chips
+        .iter()
+        .any(|r| r["outcome"] == "chip-refused" && r["details"]["compared"] == false));
+}

@@ -59,6 +59,20 @@ pub struct ServerConfig {
     pub max_session_frames: usize,
     /// How long a head-turn challenge may be answered, seconds.
     pub challenge_ttl_s: u64,
+    /// Passport chips (`dg2`/`sod`/`dg1` parts of verify and gate sessions): a directory of CSCA
+    /// certificates and CRLs.
+    pub csca_dir: Option<PathBuf>,
+    /// ICAO master lists (CMS-signed; verified at start, their CSCAs trusted).
+    pub master_lists: Vec<PathBuf>,
+    /// CRL files of CSCAs.
+    pub crls: Vec<PathBuf>,
+    /// Accept a document signer certificate outside its validity.
+    pub chip_allow_expired_signer: bool,
+    /// Require the chain to a CSCA (default). Off trusts any self-made signer: specimens and
+    /// tests only.
+    pub chip_require_chain: bool,
+    /// Refuse a chip unless a CRL of its signer's CSCA was checked.
+    pub chip_require_crl: bool,
 }
 
 impl Default for ServerConfig {
@@ -90,11 +104,37 @@ impl Default for ServerConfig {
             liveness_required: false,
             max_session_frames: 150,
             challenge_ttl_s: 15,
+            csca_dir: None,
+            master_lists: Vec::new(),
+            crls: Vec::new(),
+            chip_allow_expired_signer: false,
+            chip_require_chain: true,
+            chip_require_crl: false,
         }
     }
 }
 
 impl ServerConfig {
+    /// The chip trust anchors and policy this configuration names, loaded (master lists
+    /// verified) now.
+    pub fn chip_trust(&self) -> Result<app::chip::ChipTrust, String> {
+        let policy = passport::pa::Policy {
+            allow_expired_signer: self.chip_allow_expired_signer,
+            require_chain: self.chip_require_chain,
+            require_revocation: self.chip_require_crl,
+        };
+        let mls: Vec<&Path> = self.master_lists.iter().map(PathBuf::as_path).collect();
+        let crls: Vec<&Path> = self.crls.iter().map(PathBuf::as_path).collect();
+        app::chip::ChipTrust::load(
+            self.csca_dir.as_deref(),
+            &mls,
+            &crls,
+            policy,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     pub fn load(file: Option<&Path>) -> Result<ServerConfig, String> {
         let mut c = match file {
             Some(p) => {

@@ -74,6 +74,8 @@ pub struct AppState {
     calibrated_fmr: Option<f64>,
     /// Head-turn challenges issued and not yet spent.
     pub(crate) challenges: challenge::Challenges,
+    /// Passport chips: CSCAs, CRLs and the passive-authentication policy.
+    pub(crate) chip: app::chip::ChipTrust,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
         store: Arc<Store>,
         pipelines: Vec<Arc<Pipeline>>,
         keys: Arc<ApiKeys>,
+        chip: app::chip::ChipTrust,
     ) -> Arc<AppState> {
         assert!(!pipelines.is_empty(), "at least one pipeline");
         let pipeline = pipelines[0].clone();
@@ -102,6 +105,7 @@ impl AppState {
             default_threshold: cal.as_ref().map_or(0.6, |c| c.threshold),
             calibrated_fmr: cal.and_then(|c| c.fmr),
             challenges: challenge::Challenges::default(),
+            chip,
         })
     }
 

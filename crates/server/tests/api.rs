@@ -49,11 +49,13 @@ fn state_with(data: &std::path::Path, config: ServerConfig) -> Option<Arc<AppSta
     )
     .expect("store");
     let keys = ApiKeys::open(data).expect("api keys");
+    let chip = config.chip_trust().expect("chip trust");
     Some(AppState::new(
         config,
         Arc::new(store),
         vec![Arc::new(Pipeline::new(models))],
         Arc::new(keys),
+        chip,
     ))
 }
 

@@ -62,6 +62,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
         Arc::new(store),
         vec![Arc::new(Pipeline::new(models))],
         Arc::new(keys),
+        ServerConfig::default().chip_trust().unwrap(),
     );
     st.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     Some(st)

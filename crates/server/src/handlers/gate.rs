@@ -91,9 +91,27 @@ pub(crate) async fn session(
         ),
         None => None,
     };
-    let reference = fields.remove("reference").ok_or_else(|| {
-        ApiError::bad_request("missing_field", "multipart field 'reference' is required")
-    })?;
+    // The reference: an image, or the chip (authenticated now; refused before any frame is
+    // looked at).
+    let (reference, chip) = match super::chip::take_reference(&st, &mut fields).await? {
+        Some(super::chip::Reference::Image(b)) => (b, None),
+        Some(super::chip::Reference::Chip(c)) => {
+            if !c.accepted() {
+                let p = declared_purpose.unwrap_or_else(|| "e-gate session".into());
+                let frames = fields.keys().filter(|k| k.starts_with("frame")).count();
+                let answer =
+                    json!({"frames": frames, "frames_seen": 0, "frames_used": [], "tracks": 0});
+                return super::chip::refuse(&st, &key, p, &c, "gate-session", answer).await;
+            }
+            (axum::body::Bytes::from(c.face.image.clone()), Some(c))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "a 'reference' image or the chip's 'dg2' and 'sod' are required",
+            ))
+        }
+    };
     // Frames in the order of their field names (frame000, frame001, ...).
     let mut frames: Vec<(String, axum::body::Bytes)> = fields
         .into_iter()
@@ -244,7 +262,15 @@ pub(crate) async fn session(
             threshold,
         },
         capture,
-        json!({"mode": "gate-session", "frames": n_frames, "frames_seen": outcome.frames_seen}),
+        {
+            let mut extra = chip
+                .as_ref()
+                .map_or_else(|| json!({}), |c| super::chip::audit_details(&st, c));
+            extra["mode"] = json!("gate-session");
+            extra["frames"] = json!(n_frames);
+            extra["frames_seen"] = json!(outcome.frames_seen);
+            extra
+        },
     )
     .await?;
     Ok(Json(json!({
@@ -254,6 +280,7 @@ pub(crate) async fn session(
         "threshold": threshold,
         "decided_by": decided_by,
         "liveness": pad,
+        "chip": chip.as_ref().map(|c| c.report_json(false)),
         "challenge": challenge,
         "frames": n_frames,
         "frames_seen": outcome.frames_seen,

@@ -208,7 +208,6 @@ pub(crate) async fn audit_image_decision(
     .await
 }
 
-/// The largest face, its index and how many were found; 422 when there is none.
 /// The largest face (`app::faces`, the CLI's rule too), its index and how many were found; 422
 /// when there is none.
 pub(crate) fn largest(faces: Vec<Face>, what: &str) -> ApiResult<(Face, usize, usize)> {
@@ -305,6 +304,14 @@ pub(crate) async fn verify(
     let probe = fields.remove("probe").ok_or_else(|| {
         ApiError::bad_request("missing_field", "multipart field 'probe' is required")
     })?;
+    // A chip reference is authenticated first: a refused chip costs no face processing.
+    let reference = super::chip::take_reference(&st, &mut fields).await?;
+    if let Some(super::chip::Reference::Chip(chip)) = &reference {
+        if !chip.accepted() {
+            let p = declared_purpose.unwrap_or_else(|| "1:1 verification".into());
+            return super::chip::refuse(&st, &key, p, chip, "verify", json!({})).await;
+        }
+    }
     let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
     let probe_use = if live { Use::LiveProbe } else { Use::Probe };
     let probe = faces(&st, probe, probe_use).await?;
@@ -323,9 +330,13 @@ pub(crate) async fn verify(
     };
     let capture = pad.as_ref().map(|v| v.audit_record());
     let metric = st.pipeline.metric();
-    if let Some(reference) = fields.remove("reference") {
+    if let Some(reference) = reference {
+        let (bytes, chip) = match reference {
+            super::chip::Reference::Image(b) => (b, None),
+            super::chip::Reference::Chip(c) => (Bytes::from(c.face.image.clone()), Some(c)),
+        };
         // The reference is a photo (a print by nature): never assessed for liveness.
-        let reference = faces(&st, reference, Use::Probe).await?;
+        let reference = faces(&st, bytes, Use::Probe).await?;
         warnings.extend(reference.warnings_for("reference"));
         let (rface, ri, rn) = largest(reference.faces, "reference")?;
         let score = metric.compare(&pface.embedding, &rface.embedding);
@@ -346,12 +357,14 @@ pub(crate) async fn verify(
                 threshold: st.default_threshold,
             },
             capture,
-            json!({}),
+            chip.as_ref()
+                .map_or_else(|| json!({}), |c| super::chip::audit_details(&st, c)),
         )
         .await?;
         return Ok(Json(json!({
             "match": matched, "score": if blocked { None } else { Some(score) }, "metric": metric, "threshold": st.default_threshold, "calibrated_fmr": st.calibrated_fmr,
             "decided_by": decided_by, "liveness": pad,
+            "chip": chip.as_ref().map(|c| c.report_json(false)),
             "probe": {"faces_found": pn, "face_used": pi, "selection": "largest", "face": face_json(&pface)},
             "reference": {"faces_found": rn, "face_used": ri, "selection": "largest", "face": face_json(&rface)},
             "warnings": warnings,
@@ -360,7 +373,7 @@ pub(crate) async fn verify(
     let (Some(g), Some(subject)) = (text(&fields, "gallery"), text(&fields, "subject")) else {
         return Err(ApiError::bad_request(
             "missing_field",
-            "give a 'reference' image, or 'gallery' and 'subject'",
+            "give a 'reference' image, the chip's 'dg2' and 'sod', or 'gallery' and 'subject'",
         ));
     };
     gallery_allowed(&key, &g)?;

@@ -3,6 +3,7 @@
 //! checked before it runs (`auth`), and arrives as an `Extension<ApiKey>`.
 
 pub(crate) mod audit;
+pub(crate) mod chip;
 pub(crate) mod galleries;
 pub(crate) mod gate;
 pub(crate) mod images;
