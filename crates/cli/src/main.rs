@@ -4,6 +4,7 @@
 
 mod cmd_bench;
 mod cmd_bench_gallery;
+mod cmd_bench_passport;
 mod cmd_bench_search;
 mod cmd_faces;
 mod cmd_gallery;
@@ -97,6 +98,9 @@ enum Command {
     BenchSearch(cmd_bench_search::BenchSearchArgs),
     /// Cost of the encrypted store: bulk enrolment, start-up decryption, identify latency.
     BenchGallery(cmd_bench_gallery::BenchGalleryArgs),
+    /// Cost of reading a passport chip: parsing and passive authentication on one core, and the
+    /// JPEG 2000 face's decoding beside OpenJPEG.
+    BenchPassport(cmd_bench_passport::BenchPassportArgs),
     /// Accuracy evaluation on labelled data.
     Eval {
         #[command(subcommand)]
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Bench(a) => cmd_bench::run(&home, a),
         Command::BenchSearch(a) => cmd_bench_search::run(a),
         Command::BenchGallery(a) => cmd_bench_gallery::run(a),
+        Command::BenchPassport(a) => cmd_bench_passport::run(a),
         Command::Eval { command } => eval::run(&home, &cli.store, command),
         Command::Gallery { command } => cmd_gallery::gallery(&home, &cli.store, command),
         Command::Enrol(a) => cmd_gallery::enrol(&home, &cli.store, a),
