@@ -1,5 +1,5 @@
 //! A test PKI made here: CSCA → document signer → EF.SOD over generated data groups, for RSA
-//! (PKCS#1 v1.5 and PSS) and ECDSA (P-256, P-384, brainpoolP256r1 named and with explicit
+//! (PKCS#1 v1.5 and PSS) and ECDSA (P-256, P-384, P-521, brainpoolP256r1 named and with explicit
 //! parameters, brainpoolP384r1); then every failure passive authentication must tell apart —
 //! wrong CSCA, expired signer, revoked signer, a flipped byte in DG2, in the signed attributes or
 //! in the signature — and master lists, good and tampered.
@@ -49,6 +49,7 @@ enum Key {
     RsaPss(rsa::PrivateKey),
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
+    P521(p521::ecdsa::SigningKey),
     Bp256 {
         key: ecdsa::SigningKey<bp256::BrainpoolP256r1>,
         explicit: bool,
@@ -59,6 +60,11 @@ enum Key {
 fn sha256(b: &[u8]) -> Vec<u8> {
     use sha2_11::Digest;
     sha2_11::Sha256::digest(b).to_vec()
+}
+
+fn sha512(b: &[u8]) -> Vec<u8> {
+    use sha2_11::Digest;
+    sha2_11::Sha512::digest(b).to_vec()
 }
 
 fn sha384(b: &[u8]) -> Vec<u8> {
@@ -82,6 +88,7 @@ fn key(kind: &str) -> Key {
         "rsa-pss" => Key::RsaPss(rsa::PrivateKey::new(&mut rng, 2048).unwrap()),
         "p256" => Key::P256(p256::ecdsa::SigningKey::from_slice(&scalar(32)).unwrap()),
         "p384" => Key::P384(p384::ecdsa::SigningKey::from_slice(&scalar(48)).unwrap()),
+        "p521" => Key::P521(p521::ecdsa::SigningKey::from_slice(&scalar(66)).unwrap()),
         "bp256" | "bp256-explicit" => Key::Bp256 {
             key: ecdsa::SigningKey::from_slice(&scalar(32)).unwrap(),
             explicit: kind == "bp256-explicit",
@@ -160,6 +167,7 @@ impl Key {
                 &k.verifying_key().to_sec1_bytes(),
             ),
             Key::P384(k) => ec(named("1.3.132.0.34"), &k.verifying_key().to_sec1_bytes()),
+            Key::P521(k) => ec(named("1.3.132.0.35"), &k.verifying_key().to_sec1_bytes()),
             Key::Bp256 { key, explicit } => {
                 let curve = if *explicit {
                     bp256_explicit(b_tweak)
@@ -193,6 +201,7 @@ impl Key {
                 }
             }
             Key::P384(_) | Key::Bp384(_) => plain("1.2.840.10045.4.3.3"),
+            Key::P521(_) => plain("1.2.840.10045.4.3.4"),
             _ => plain("1.2.840.10045.4.3.2"),
         }
     }
@@ -217,6 +226,10 @@ impl Key {
                 let s: p384::ecdsa::Signature = k.sign_prehash(&sha384(msg)).unwrap();
                 s.to_der().as_bytes().to_vec()
             }
+            Key::P521(k) => {
+                let s: p521::ecdsa::Signature = k.sign_prehash(&sha512(msg)).unwrap();
+                s.to_der().as_bytes().to_vec()
+            }
             Key::Bp256 { key, .. } => {
                 let s: ecdsa::Signature<bp256::BrainpoolP256r1> =
                     key.sign_prehash(&sha256(msg)).unwrap();
@@ -233,6 +246,7 @@ impl Key {
     fn digest_alg(&self) -> AlgorithmIdentifierOwned {
         let o = match self {
             Key::P384(_) | Key::Bp384(_) => "2.16.840.1.101.3.4.2.2",
+            Key::P521(_) => "2.16.840.1.101.3.4.2.3",
             _ => "2.16.840.1.101.3.4.2.1",
         };
         AlgorithmIdentifierOwned {
@@ -244,6 +258,7 @@ impl Key {
     fn digest(&self, b: &[u8]) -> Vec<u8> {
         match self {
             Key::P384(_) | Key::Bp384(_) => sha384(b),
+            Key::P521(_) => sha512(b),
             _ => sha256(b),
         }
     }
