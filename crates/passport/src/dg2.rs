@@ -4,8 +4,11 @@
 //! ISO/IEC 19794-5:2005 facial record (header `FAC\0` `010\0`, then per face: facial information,
 //! feature points, image information, the JPEG or JPEG 2000 image).
 //!
-//! A `7F2E` data block (ISO/IEC 39794-5, the successor format) is recognised and refused with a
-//! clear error: no specimen of it is at hand to test a reader against.
+//! A `7F2E` data block is ISO/IEC 39794-5 (the successor format; DER per ICAO's application
+//! profile): the face image data block (`[APPLICATION 5]`) with one representation block per face,
+//! whose 2D representation holds the image and its information block (data format code, size).
+//! Read field by field from the schema (`ID-ICAO-ISO-IEC-39794-5-ed-1-v1`); unknown extension
+//! elements are skipped, as the schema's `...` allows.
 
 use serde::Serialize;
 
@@ -27,7 +30,8 @@ pub enum ImageFormat {
 /// One face from DG2: what its records say about it, and its encoded image.
 #[derive(Clone, Serialize)]
 pub struct FaceImage {
-    /// ISO/IEC 19794-5:2005.
+    /// "ISO/IEC 19794-5:2005" or "ISO/IEC 39794-5". The descriptive fields below are the 19794-5
+    /// record's; a 39794-5 face reports them as 0 (unspecified).
     pub record_format: &'static str,
     pub format: ImageFormat,
     pub width: u16,
@@ -93,12 +97,7 @@ pub fn parse_dg2(bytes: &[u8]) -> Result<Vec<FaceImage>, PassportError> {
         let block = t.next_tlv()?;
         match block.tag {
             0x5F2E => faces.extend(parse_19794_5(block.value)?),
-            0x7F2E => {
-                return Err(PassportError::Unsupported(
-                    "DG2 holds an ISO/IEC 39794-5 data block (7F2E); only ISO/IEC 19794-5 is read"
-                        .into(),
-                ))
-            }
+            0x7F2E => faces.extend(parse_39794_5(block.value)?),
             tag => {
                 return Err(PassportError::malformed(
                     "DG2",
@@ -117,6 +116,132 @@ pub fn parse_dg2(bytes: &[u8]) -> Result<Vec<FaceImage>, PassportError> {
         ));
     }
     Ok(faces)
+}
+
+/// ISO/IEC 39794-5 as ICAO's application profile encodes it in DG2's `7F2E`:
+/// `[1] { FaceImageDataBlock ::= [APPLICATION 5] SEQUENCE { versionBlock [0], representationBlocks
+/// [1] SEQUENCE OF RepresentationBlock } }`, each `RepresentationBlock ::= SEQUENCE {
+/// representationId [0], imageRepresentation [1] CHOICE { base [0] CHOICE {
+/// imageRepresentation2DBlock [0] SEQUENCE { representationData2D [0] OCTET STRING,
+/// imageInformation2DBlock [1] SEQUENCE { imageDataFormat [0] CHOICE { code [0] ENUMERATED }, …,
+/// imageSizeBlock [7] SEQUENCE { width [0], height [1] } OPTIONAL, … } } } }, … }`.
+fn parse_39794_5(block: &[u8]) -> Result<Vec<FaceImage>, PassportError> {
+    const WHAT: &str = "DG2 (ISO/IEC 39794-5)";
+    let bad = |why: &str| PassportError::malformed(WHAT, why.to_string());
+    let outer = tlv::single(block, 0xA1, WHAT)?;
+    let data_block = tlv::single(outer.value, 0x65, WHAT)?;
+    let mut r = tlv::Reader::new(data_block.value, WHAT);
+    let version = r.expect(0xA0)?;
+    let generation = tlv::Reader::new(version.value, WHAT)
+        .find(0x80)?
+        .and_then(|g| g.value.last().copied())
+        .ok_or_else(|| bad("no version generation"))?;
+    if generation != 3 {
+        return Err(PassportError::Unsupported(format!(
+            "ISO/IEC 39794-5 generation {generation} (3 is read)"
+        )));
+    }
+    let blocks = r.expect(0xA1)?;
+    let mut faces = Vec::new();
+    let mut reps = tlv::Reader::new(blocks.value, WHAT);
+    while !reps.is_empty() {
+        if faces.len() == MAX_FACES {
+            return Err(bad("more representation blocks than accepted"));
+        }
+        let rep = reps.expect(0x30)?;
+        let image_rep = tlv::Reader::new(rep.value, WHAT)
+            .find(0xA1)?
+            .ok_or_else(|| bad("representation block without an image representation"))?;
+        let base = tlv::Reader::new(image_rep.value, WHAT)
+            .find(0xA0)?
+            .ok_or_else(|| bad("image representation is not a base (2D) representation"))?;
+        let two_d = tlv::Reader::new(base.value, WHAT)
+            .find(0xA0)?
+            .ok_or_else(|| bad("no 2D image representation block"))?;
+        let mut fields = tlv::Reader::new(two_d.value, WHAT);
+        let image = fields.expect(0x80)?.value;
+        let info = fields.expect(0xA1)?;
+        let mut code = None;
+        let (mut width, mut height) = (0u16, 0u16);
+        let mut items = tlv::Reader::new(info.value, WHAT);
+        while !items.is_empty() {
+            let item = items.next_tlv()?;
+            match item.tag {
+                // imageDataFormat: CHOICE { code [0] ENUMERATED, extensionBlock [1] }
+                0xA0 => {
+                    code = tlv::Reader::new(item.value, WHAT)
+                        .find(0x80)?
+                        .and_then(|c| match c.value {
+                            [v] => Some(*v),
+                            _ => None,
+                        })
+                }
+                // imageSizeBlock: width [0], height [1], INTEGER (0..65535)
+                0xA7 => {
+                    let int = |tag| -> Result<u16, PassportError> {
+                        let v = tlv::Reader::new(item.value, WHAT)
+                            .find(tag)?
+                            .ok_or_else(|| bad("image size without width or height"))?;
+                        if v.value.is_empty() || v.value.len() > 3 {
+                            return Err(bad("image size out of range"));
+                        }
+                        let n = v.value.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+                        u16::try_from(n).map_err(|_| bad("image size out of range"))
+                    };
+                    width = int(0x80)?;
+                    height = int(0x81)?;
+                }
+                _ => {}
+            }
+        }
+        let format = match code {
+            Some(2) => ImageFormat::Jpeg,
+            Some(3 | 4) => ImageFormat::Jpeg2000,
+            Some(c) => {
+                return Err(PassportError::Unsupported(format!(
+                    "ISO/IEC 39794-5 image data format {c} (2 JPEG, 3/4 JPEG 2000 are read)"
+                )))
+            }
+            None => return Err(bad("no image data format code")),
+        };
+        check_magic(format, image)?;
+        faces.push(FaceImage {
+            record_format: "ISO/IEC 39794-5",
+            format,
+            width,
+            height,
+            gender: 0,
+            feature_points: 0,
+            pose_angle: [0; 3],
+            face_image_type: 0,
+            source_type: 0,
+            quality: 0,
+            image: image.to_vec(),
+        });
+    }
+    if faces.is_empty() {
+        return Err(bad("no representation block"));
+    }
+    Ok(faces)
+}
+
+/// The declared codec must be the one the bytes are in: a decoder is chosen from it.
+fn check_magic(format: ImageFormat, image: &[u8]) -> Result<(), PassportError> {
+    let ok = match format {
+        ImageFormat::Jpeg => image.starts_with(&[0xFF, 0xD8]),
+        ImageFormat::Jpeg2000 => {
+            image.starts_with(&[0, 0, 0, 0x0C, b'j', b'P', b' ', b' '])
+                || image.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(PassportError::malformed(
+            "DG2",
+            format!("image bytes are not the declared {format:?}"),
+        ))
+    }
 }
 
 /// Big-endian reader over a facial record; every read is checked.
@@ -218,20 +343,7 @@ fn parse_19794_5(block: &[u8]) -> Result<Vec<FaceImage>, PassportError> {
                 )))
             }
         };
-        // The declared codec must be the one the bytes are in: a decoder is chosen from it.
-        let magic_ok = match format {
-            ImageFormat::Jpeg => image.starts_with(&[0xFF, 0xD8]),
-            ImageFormat::Jpeg2000 => {
-                image.starts_with(&[0, 0, 0, 0x0C, b'j', b'P', b' ', b' '])
-                    || image.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
-            }
-        };
-        if !magic_ok {
-            return Err(PassportError::malformed(
-                "DG2",
-                format!("image bytes are not the declared {format:?}"),
-            ));
-        }
+        check_magic(format, image)?;
         faces.push(FaceImage {
             record_format: "ISO/IEC 19794-5:2005",
             format,

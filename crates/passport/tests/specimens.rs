@@ -170,3 +170,93 @@ fn a_flipped_byte_anywhere_in_a_specimen_never_panics() {
         assert_eq!(r.data_groups[0].status, Status::Failed);
     }
 }
+
+fn tlv(tag: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    match value.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// A DG2 laid out as ICAO's ISO/IEC 39794-5 application-profile sample DG2s are: the mandatory
+/// fields, plus the image size block when `size` is given.
+fn dg2_39794(image: &[u8], code: u8, generation: u8, size: Option<(u16, u16)>) -> Vec<u8> {
+    let mut info = tlv(&[0xA0], &tlv(&[0x80], &[code]));
+    if let Some((w, h)) = size {
+        let s = [
+            tlv(&[0x80], &w.to_be_bytes()),
+            tlv(&[0x81], &h.to_be_bytes()),
+        ]
+        .concat();
+        info.extend(tlv(&[0xA7], &s));
+    }
+    let two_d = [tlv(&[0x80], image), tlv(&[0xA1], &info)].concat();
+    let rep = [
+        tlv(&[0x80], &[0]),
+        tlv(&[0xA1], &tlv(&[0xA0], &tlv(&[0xA0], &two_d))),
+    ]
+    .concat();
+    let version = [tlv(&[0x80], &[generation]), tlv(&[0x81], &[0x07, 0xE3])].concat();
+    let block = [tlv(&[0xA0], &version), tlv(&[0xA1], &tlv(&[0x30], &rep))].concat();
+    let bdb = tlv(&[0x7F, 0x2E], &tlv(&[0xA1], &tlv(&[0x65], &block)));
+    let header = tlv(
+        &[0xA1],
+        &[tlv(&[0x87], &[1, 1]), tlv(&[0x88], &[0, 0x2A])].concat(),
+    );
+    let template = tlv(&[0x7F, 0x60], &[header, bdb].concat());
+    tlv(
+        &[0x75],
+        &tlv(&[0x7F, 0x61], &[vec![2, 1, 1], template].concat()),
+    )
+}
+
+/// ISO/IEC 39794-5: the BSI specimen's JPEG 2000 face in a DG2 laid out as ICAO's application
+/// profile samples are (they carry the same image). The reader was also run on ICAO's two sample
+/// DG2s (mandatory and all fields), which are not committed here: their licence is not stated.
+#[test]
+fn iso_39794_5_dg2_around_the_specimen_face() {
+    let Some(dg2b) = specimen("bsi2008/Datagroup2.bin") else {
+        return;
+    };
+    let face = dg2::parse_dg2(&dg2b).unwrap().remove(0);
+    let faces = dg2::parse_dg2(&dg2_39794(&face.image, 3, 3, Some((413, 531)))).unwrap();
+    assert_eq!(faces[0].record_format, "ISO/IEC 39794-5");
+    assert_eq!(faces[0].format, dg2::ImageFormat::Jpeg2000);
+    assert_eq!((faces[0].width, faces[0].height), (413, 531));
+    assert_eq!(faces[0].image, face.image);
+    // The image size block is optional.
+    let faces = dg2::parse_dg2(&dg2_39794(&face.image, 4, 3, None)).unwrap();
+    assert_eq!((faces[0].width, faces[0].height), (0, 0));
+}
+
+#[test]
+fn iso_39794_5_refusals() {
+    use passport::PassportError;
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5];
+    assert_eq!(
+        dg2::parse_dg2(&dg2_39794(JPEG, 2, 3, None)).unwrap()[0].format,
+        dg2::ImageFormat::Jpeg
+    );
+    // A JPEG declared JPEG 2000, an unknown format code, another generation.
+    assert!(matches!(
+        dg2::parse_dg2(&dg2_39794(JPEG, 3, 3, None)),
+        Err(PassportError::Malformed { .. })
+    ));
+    assert!(matches!(
+        dg2::parse_dg2(&dg2_39794(JPEG, 9, 3, None)),
+        Err(PassportError::Unsupported(_))
+    ));
+    assert!(matches!(
+        dg2::parse_dg2(&dg2_39794(JPEG, 2, 2, None)),
+        Err(PassportError::Unsupported(_))
+    ));
+    // Every truncation is an error, never a panic.
+    let good = dg2_39794(JPEG, 2, 3, Some((1, 1)));
+    for n in 0..good.len() {
+        assert!(dg2::parse_dg2(&good[..n]).is_err(), "{n}");
+    }
+}
