@@ -25,7 +25,8 @@ pub struct BenchArgs {
     pub engine: EngineArgs,
 }
 
-fn median_ms<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+/// Median milliseconds of `iters` calls of `f`, after one warm-up call.
+pub(crate) fn median_ms<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
     f()?; // warm-up
     let mut t = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {

@@ -6,20 +6,16 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::cmd_passport::TrustArgs;
+use crate::cmd_bench::median_ms;
+use crate::cmd_passport::{ChipFileArgs, TrustArgs};
 
 #[derive(Args)]
 pub struct BenchPassportArgs {
-    #[arg(long)]
-    pub sod: PathBuf,
-    #[arg(long)]
-    pub dg2: PathBuf,
-    #[arg(long)]
-    pub dg1: Option<PathBuf>,
+    #[command(flatten)]
+    pub files: ChipFileArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Repetitions of each measurement (the median is reported).
@@ -30,22 +26,9 @@ pub struct BenchPassportArgs {
     pub json: bool,
 }
 
-/// Median milliseconds of `runs` calls of `f`.
-fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let s = Instant::now();
-        f()?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
-}
-
 pub fn run(a: BenchPassportArgs) -> Result<i32> {
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
-    let (sod_b, dg2_b) = (read(&a.sod)?, read(&a.dg2)?);
-    let dg1_b = a.dg1.as_ref().map(read).transpose()?;
+    let files = a.files.read()?;
+    let (sod_b, dg2_b, dg1_b) = (files.sod, files.dg2, files.dg1);
     let trust = a.trust.load()?;
     let at = a.trust.at()?;
     let runs = a.runs;

@@ -70,17 +70,30 @@ impl TrustArgs {
     }
 }
 
+/// The chip files a command reads.
 #[derive(Args)]
-pub struct PassportVerifyArgs {
+pub struct ChipFileArgs {
     /// EF.SOD (document security object).
     #[arg(long)]
     pub sod: PathBuf,
     /// DG2 (the face).
     #[arg(long)]
     pub dg2: PathBuf,
-    /// DG1 (the MRZ): hash checked, check digits verified, fields printed.
+    /// DG1 (the MRZ): hash checked, check digits verified.
     #[arg(long)]
     pub dg1: Option<PathBuf>,
+}
+
+impl ChipFileArgs {
+    pub fn read(&self) -> Result<ChipBytes> {
+        ChipBytes::read(&self.sod, &self.dg2, self.dg1.as_deref())
+    }
+}
+
+#[derive(Args)]
+pub struct PassportVerifyArgs {
+    #[command(flatten)]
+    pub files: ChipFileArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Write DG2's face image(s) into this directory (face0.jp2 / face0.jpg …).
@@ -93,9 +106,9 @@ pub struct PassportVerifyArgs {
 
 /// The chip files named on the command line, read with their size limits.
 pub struct ChipBytes {
-    sod: Vec<u8>,
-    dg2: Vec<u8>,
-    dg1: Option<Vec<u8>>,
+    pub sod: Vec<u8>,
+    pub dg2: Vec<u8>,
+    pub dg1: Option<Vec<u8>>,
 }
 
 impl ChipBytes {
@@ -127,7 +140,7 @@ pub fn run(cmd: PassportCommand) -> Result<i32> {
 }
 
 fn verify(a: PassportVerifyArgs) -> Result<i32> {
-    let bytes = ChipBytes::read(&a.sod, &a.dg2, a.dg1.as_deref())?;
+    let bytes = a.files.read()?;
     let (chip, loaded) = bytes.authenticate(&a.trust)?;
     if let Some(dir) = &a.extract {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;

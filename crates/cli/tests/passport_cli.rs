@@ -28,16 +28,21 @@ fn bsi(shared: &Path, f: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn passport_verify_reports_each_check_and_policy_decides() {
-    let Some(shared) = shared_with("data/epassport/bsi2008/EF_SOD.bin") else {
-        return;
-    };
-    let (sod, dg1, dg2) = (
+/// The BSI specimen's EF.SOD, DG1 and DG2 paths.
+fn bsi_chip() -> Option<(String, String, String)> {
+    let shared = shared_with("data/epassport/bsi2008/EF_SOD.bin")?;
+    Some((
         bsi(&shared, "EF_SOD.bin"),
         bsi(&shared, "Datagroup1.bin"),
         bsi(&shared, "Datagroup2.bin"),
-    );
+    ))
+}
+
+#[test]
+fn passport_verify_reports_each_check_and_policy_decides() {
+    let Some((sod, dg1, dg2)) = bsi_chip() else {
+        return;
+    };
     let base = [
         "passport", "verify", "--sod", &sod, "--dg1", &dg1, "--dg2", &dg2, "--json",
     ];
@@ -215,14 +220,9 @@ fn read_ppm(p: &PathBuf) -> (u32, u32, Vec<u8>) {
 
 #[test]
 fn verify_compares_with_the_chip_face_only_after_passive_authentication() {
-    let Some(shared) = shared_with("data/epassport/bsi2008/EF_SOD.bin") else {
+    let Some((sod, dg1, dg2)) = bsi_chip() else {
         return;
     };
-    let (sod, dg1, dg2) = (
-        bsi(&shared, "EF_SOD.bin"),
-        bsi(&shared, "Datagroup1.bin"),
-        bsi(&shared, "Datagroup2.bin"),
-    );
     let dir = tempfile::tempdir().unwrap();
     // The "live" capture: the chip's own face, written out by `passport verify --extract`.
     let (_, _, err) = run(&[

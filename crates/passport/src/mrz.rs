@@ -89,123 +89,98 @@ pub fn parse_mrz(m: &[u8]) -> Result<Mrz, PassportError> {
         field,
         ok: check_digit(ranges.iter().flat_map(|&(a, b)| m[a..b].iter().copied())) == value(m[at]),
     };
-    let (
-        format,
-        doc_code,
-        state,
-        name,
-        number,
-        number_cd,
-        nat,
-        dob,
-        dob_cd,
-        sex,
-        exp,
-        exp_cd,
-        opt,
-        checks,
-    ) = match m.len() {
-        88 => {
-            let l2 = 44;
-            (
-                "TD3",
-                (0, 2),
-                (2, 5),
-                (5, 44),
-                (l2, l2 + 9),
-                l2 + 9,
-                (l2 + 10, l2 + 13),
-                (l2 + 13, l2 + 19),
-                l2 + 19,
-                l2 + 20,
-                (l2 + 21, l2 + 27),
-                l2 + 27,
-                (l2 + 28, l2 + 42),
-                vec![
-                    check("optional data", &[(l2 + 28, l2 + 42)], l2 + 42),
-                    check(
-                        "composite",
-                        &[(l2, l2 + 10), (l2 + 13, l2 + 20), (l2 + 21, l2 + 43)],
-                        l2 + 43,
-                    ),
-                ],
-            )
-        }
-        72 => {
-            let l2 = 36;
-            (
-                "TD2",
-                (0, 2),
-                (2, 5),
-                (5, 36),
-                (l2, l2 + 9),
-                l2 + 9,
-                (l2 + 10, l2 + 13),
-                (l2 + 13, l2 + 19),
-                l2 + 19,
-                l2 + 20,
-                (l2 + 21, l2 + 27),
-                l2 + 27,
-                (l2 + 28, l2 + 35),
-                vec![check(
-                    "composite",
-                    &[(l2, l2 + 10), (l2 + 13, l2 + 20), (l2 + 21, l2 + 35)],
-                    l2 + 35,
-                )],
-            )
-        }
-        90 => {
-            let (l2, l3) = (30, 60);
-            (
-                "TD1",
-                (0, 2),
-                (2, 5),
-                (l3, l3 + 30),
-                (5, 14),
-                14,
-                (l2 + 15, l2 + 18),
-                (l2, l2 + 6),
-                l2 + 6,
-                l2 + 7,
-                (l2 + 8, l2 + 14),
-                l2 + 14,
-                (15, 30),
-                vec![check(
-                    "composite",
-                    &[(5, 30), (l2, l2 + 7), (l2 + 8, l2 + 15), (l2 + 18, l2 + 29)],
-                    l2 + 29,
-                )],
-            )
-        }
-        n => {
-            return Err(PassportError::malformed(
-                "DG1",
-                format!("MRZ of {n} characters (TD1 has 90, TD2 72, TD3 88)"),
-            ))
-        }
-    };
+    let l = Layout::of(m.len()).ok_or_else(|| {
+        PassportError::malformed(
+            "DG1",
+            format!("MRZ of {} characters (TD1 has 90, TD2 72, TD3 88)", m.len()),
+        )
+    })?;
+    let (number, dob, exp, opt) = (l.number, l.birth, l.expiry, l.optional);
     let mut check_digits = vec![
-        check("document number", &[number], number_cd),
-        check("date of birth", &[dob], dob_cd),
-        check("date of expiry", &[exp], exp_cd),
+        check("document number", &[number], number.1),
+        check("date of birth", &[dob], dob.1),
+        check("date of expiry", &[exp], exp.1),
     ];
-    check_digits.extend(checks);
-    let name = s(name.0, name.1);
+    if l.optional_checked {
+        check_digits.push(check("optional data", &[opt], opt.1));
+    }
+    check_digits.push(check("composite", &l.composite, l.composite_at));
+    let name = s(l.name.0, l.name.1);
     let (primary, secondary) = name.split_once("<<").unwrap_or((name, ""));
     Ok(Mrz {
-        format,
-        document_code: text(doc_code.0, doc_code.1),
-        issuing_state: text(state.0, state.1),
+        format: l.format,
+        document_code: text(0, 2),
+        issuing_state: text(2, 5),
         primary_identifier: primary.trim_end_matches('<').replace('<', " "),
         secondary_identifier: secondary.trim_end_matches('<').replace('<', " "),
         document_number: text(number.0, number.1),
-        nationality: text(nat.0, nat.1),
+        nationality: text(l.nationality.0, l.nationality.1),
         date_of_birth: s(dob.0, dob.1).to_string(),
-        sex: text(sex, sex + 1),
+        sex: text(l.sex, l.sex + 1),
         date_of_expiry: s(exp.0, exp.1).to_string(),
         optional_data: text(opt.0, opt.1),
         check_digits,
     })
+}
+
+/// Where each field lies in one MRZ format (Doc 9303 parts 4–6), as character ranges of the MRZ
+/// without line breaks; a field's check digit follows it (`range.1`).
+struct Layout {
+    format: &'static str,
+    name: (usize, usize),
+    number: (usize, usize),
+    nationality: (usize, usize),
+    birth: (usize, usize),
+    sex: usize,
+    expiry: (usize, usize),
+    optional: (usize, usize),
+    /// TD3 has a check digit for its optional data; TD1 and TD2 do not.
+    optional_checked: bool,
+    composite: Vec<(usize, usize)>,
+    composite_at: usize,
+}
+
+impl Layout {
+    fn of(len: usize) -> Option<Layout> {
+        Some(match len {
+            // TD2 and TD3: line 1 code, state, name; line 2 number, nationality, birth, sex,
+            // expiry, optional data, composite — the same layout on lines of 36 or 44.
+            72 | 88 => {
+                let w = len / 2;
+                let td3 = len == 88;
+                let optional = (w + 28, if td3 { w + 42 } else { w + 35 });
+                Layout {
+                    format: if td3 { "TD3" } else { "TD2" },
+                    name: (5, w),
+                    number: (w, w + 9),
+                    nationality: (w + 10, w + 13),
+                    birth: (w + 13, w + 19),
+                    sex: w + 20,
+                    expiry: (w + 21, w + 27),
+                    optional,
+                    optional_checked: td3,
+                    composite: vec![(w, w + 10), (w + 13, w + 20), (w + 21, len - 1)],
+                    composite_at: len - 1,
+                }
+            }
+            // TD1: line 1 code, state, number, optional 1; line 2 birth, sex, expiry,
+            // nationality, optional 2, composite; line 3 name.
+            90 => Layout {
+                format: "TD1",
+                name: (60, 90),
+                number: (5, 14),
+                nationality: (45, 48),
+                birth: (30, 36),
+                sex: 37,
+                expiry: (38, 44),
+                optional: (15, 30),
+                optional_checked: false,
+                composite: vec![(5, 30), (30, 37), (38, 45), (48, 59)],
+                composite_at: 59,
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// A character's value in the check-digit sum: 0–9, A=10 … Z=35, filler 0.
@@ -275,6 +250,19 @@ mod tests {
         let m = parse_mrz(td1.as_bytes()).unwrap();
         assert_eq!(m.format, "TD1");
         assert_eq!(m.document_number, "D23145890");
+        assert!(m.check_digits_ok(), "{:?}", m.check_digits);
+    }
+
+    #[test]
+    fn td2_specimen_reads() {
+        let td2 = "I<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<D231458907UTO7408122F1204159<<<<<<<6";
+        let m = parse_mrz(td2.as_bytes()).unwrap();
+        assert_eq!(m.format, "TD2");
+        assert_eq!(
+            (m.document_number.as_str(), m.nationality.as_str()),
+            ("D23145890", "UTO")
+        );
+        assert_eq!(m.check_digits.len(), 4);
         assert!(m.check_digits_ok(), "{:?}", m.check_digits);
     }
 
