@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::process::Command;
-use std::time::Instant;
 
 use crate::cmd_bench::median_ms;
 use crate::cmd_passport::{ChipFileArgs, TrustArgs};
