@@ -4,11 +4,17 @@
 Data: n unit-length Gaussian vectors (the gallery stores cosine templates unit length; for unit
 vectors inner-product and Euclidean rankings agree), queries drawn the same way, seed fixed.
 Ground truth: float64 brute force in NumPy. FAISS gets its best settings: batched queries with
-distance_compute_blas_threshold lowered to 20 (BLAS sgemm path), OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE unset; single queries use its SIMD path. Needs `pip install faiss-cpu numpy`.
+distance_compute_blas_threshold lowered to 20 (BLAS sgemm path); single queries use its SIMD path;
+and its bundled OpenBLAS runs the best kernel family this CPU has (OPENBLAS_CORETYPE picked from
+the CPU flags: SkylakeX with AVX-512, Haswell with AVX2), because the OpenBLAS inside the faiss-cpu
+wheel is older than some CPUs and may fall back to generic kernels on its own. The output prints
+threadpoolctl's view of every BLAS library FAISS loaded (version and the kernel family it runs).
+FAISS's own int8 path, IndexScalarQuantizer QT_8bit, is measured too. Needs
+`pip install faiss-cpu numpy threadpoolctl`.
 
 usage: scripts/bench_search_faiss.py [--n 1000000] [--dims 128 512] [--threads 1 2] [--batch 256]
        [--index exact compact]   (facegate layouts to run; compact re-scores from the vectors file's rows)
+       [--openblas-coretype auto|none|NAME]   (FAISS's OpenBLAS kernels: auto = from the CPU flags)
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time
 
@@ -23,6 +29,26 @@ def cpu():
     except OSError:
         pass
     return platform.processor()
+
+
+def cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def best_coretype():
+    """The OpenBLAS kernel family for this CPU's instruction set (None: let OpenBLAS decide)."""
+    f = cpu_flags()
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= f:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= f:
+        return "Haswell"
+    return None
 
 
 def unit(rng, n, d):
@@ -46,26 +72,39 @@ def truth(base, q, k):
 
 
 FAISS_CHILD = r"""
-import json, sys, time, numpy as np, faiss
+import json, os, sys, time, numpy as np, faiss
+from threadpoolctl import threadpool_info
 base_p, q_p, truth_p, d, k, threads, batch, single = sys.argv[1:9]
 d, k, threads, batch, single = int(d), int(k), int(threads), int(batch), int(single)
 faiss.omp_set_num_threads(threads)
 faiss.cvar.distance_compute_blas_threshold = 20
 base = np.fromfile(base_p, dtype=np.float32).reshape(-1, d)
 q = np.fromfile(q_p, dtype=np.float32).reshape(-1, d)
-t = time.perf_counter(); index = faiss.IndexFlatIP(d); index.add(base); build = time.perf_counter() - t
-index.search(q[:1], k)
-t = time.perf_counter(); _, I = index.search(q[:batch], k); bs = time.perf_counter() - t
-lat = []
-for i in range(single):
-    t = time.perf_counter(); index.search(q[i:i + 1], k); lat.append((time.perf_counter() - t) * 1e3)
-lat.sort()
 tr = np.fromfile(truth_p, dtype=np.int64).reshape(-1, k)[:batch]
-recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(I, tr)]))
-print(json.dumps({"engine": "faiss " + faiss.__version__, "kernel": "IndexFlatIP, BLAS sgemm batches (threshold 20), SIMD single",
-                  "n": len(base), "dim": d, "k": k, "threads": threads, "batch": batch,
-                  "batch_qps": batch / bs, "single_ms_median": lat[len(lat) // 2], "single_ms_p99": lat[len(lat) * 99 // 100],
-                  "recall_at_k": recall, "build_s": build}))
+blas = [{"lib": os.path.basename(i.get("filepath", "")), "version": i.get("version"), "kernels": i.get("architecture"),
+         "threads": i.get("num_threads")} for i in threadpool_info() if i.get("user_api") == "blas"]
+def measure(index, kernel):
+    index.search(q[:1], k)
+    t = time.perf_counter(); _, I = index.search(q[:batch], k); bs = time.perf_counter() - t
+    lat = []
+    for i in range(single):
+        t = time.perf_counter(); index.search(q[i:i + 1], k); lat.append((time.perf_counter() - t) * 1e3)
+    lat.sort()
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(I, tr)]))
+    return {"engine": "faiss " + faiss.__version__, "kernel": kernel, "blas": blas, "coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
+            "n": len(base), "dim": d, "k": k, "threads": threads, "batch": batch,
+            "batch_qps": batch / bs, "single_ms_median": lat[len(lat) // 2], "single_ms_p99": lat[len(lat) * 99 // 100],
+            "recall_at_k": recall}
+t = time.perf_counter(); flat = faiss.IndexFlatIP(d); flat.add(base); build = time.perf_counter() - t
+out = {"flat": measure(flat, "IndexFlatIP, BLAS sgemm batches (threshold 20), SIMD single")}
+out["flat"]["build_s"] = build
+del flat
+t = time.perf_counter()
+sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+sq.train(base); sq.add(base); build = time.perf_counter() - t
+out["sq8"] = measure(sq, "IndexScalarQuantizer QT_8bit (int8 codes, no re-scoring)")
+out["sq8"]["build_s"] = build
+print(json.dumps(out))
 """
 
 
@@ -78,9 +117,13 @@ def main():
     ap.add_argument("--single", type=int, default=50)
     ap.add_argument("--index", nargs="+", default=["exact", "compact"], choices=["exact", "compact"])
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--openblas-coretype", default="auto",
+                    help="FAISS's OpenBLAS kernel family: auto (from the CPU flags), none (OpenBLAS decides), or a name")
     ap.add_argument("--facegate", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "facegate"))
     a = ap.parse_args()
-    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch}, single={a.single}")
+    coretype = {"auto": best_coretype(), "none": None}.get(a.openblas_coretype, a.openblas_coretype)
+    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch}, single={a.single}; "
+          f"FAISS's OpenBLAS kernels: OPENBLAS_CORETYPE={coretype or '(unset: OpenBLAS decides)'}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in a.dims:
@@ -93,28 +136,40 @@ def main():
             del base
             for th in a.threads:
                 env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+                if coretype:
+                    env["OPENBLAS_CORETYPE"] = coretype
                 env["OMP_NUM_THREADS"] = str(th)
                 env["OPENBLAS_NUM_THREADS"] = str(th)
                 f = subprocess.run([sys.executable, "-c", FAISS_CHILD, bp, qp, tp, str(d), str(a.k), str(th), str(a.batch), str(a.single)],
                                    env=env, capture_output=True, text=True, check=True)
-                fr = json.loads(f.stdout)
-                print(json.dumps(fr))
+                both = json.loads(f.stdout)
+                fr, sq = both["flat"], both["sq8"]
+                print(json.dumps(both))
                 for ix in a.index:
                     g = subprocess.run([a.facegate, "bench-search", "--base", bp, "--queries", qp, "--dim", str(d), "--k", str(a.k),
                                         "--threads", str(th), "--batch", str(a.batch), "--truth", tp, "--single", str(a.single),
                                         "--index", ix],
                                        capture_output=True, text=True, check=True)
                     gr = json.loads(g.stdout)
-                    rows.append((d, th, gr, fr))
+                    rows.append((d, th, gr, fr, sq))
                     print(json.dumps(gr))
     print()
-    print("| dim | threads | facegate index | facegate QPS (batch) | FAISS QPS (batch) | ratio | facegate single ms | FAISS single ms | recall@k facegate / FAISS | facegate memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for d, th, g, f in rows:
+    print("| dim | threads | facegate index | facegate QPS (batch) | FAISS flat QPS | ratio | FAISS SQ8 QPS | ratio | facegate single ms | FAISS flat / SQ8 single ms | recall@k facegate / flat / SQ8 | facegate memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for d, th, g, f, sq in rows:
         print(f"| {d} | {th} | {g['index']} | {g['batch_qps']:.1f} | {f['batch_qps']:.1f} | {g['batch_qps'] / f['batch_qps']:.2f}x | "
-              f"{g['single_ms_median']:.2f} | {f['single_ms_median']:.2f} | {g['recall_at_k']:.4f} / {f['recall_at_k']:.4f} | {g['memory_mb']:.0f} |")
+              f"{sq['batch_qps']:.1f} | {g['batch_qps'] / sq['batch_qps']:.2f}x | "
+              f"{g['single_ms_median']:.2f} | {f['single_ms_median']:.2f} / {sq['single_ms_median']:.2f} | "
+              f"{g['recall_at_k']:.4f} / {f['recall_at_k']:.4f} / {sq['recall_at_k']:.4f} | {g['memory_mb']:.0f} |")
+    kernels = sorted({f"{b['lib']} {b['version']}: {b['kernels']}" for r in rows for b in r[3]['blas']})
+    print(f"FAISS BLAS (threadpoolctl): {'; '.join(kernels)}")
     print(f"facegate kernel: {rows[0][2]['kernel']}; facegate exact check (int8 scan == exhaustive f32): "
           f"{all(r[2]['equals_exhaustive_f32'] for r in rows)}")
+    print("facegate single-query scan against this machine's streaming read bandwidth (same process, same threads):")
+    for d, th, g, _, _ in rows:
+        if g.get("stream_read_gbps"):
+            print(f"  {d}-D, {th} thread(s), {g['index']}: {g['single_scan_gbps']:.1f} of {g['stream_read_gbps']:.1f} GB/s "
+                  f"= {g['single_scan_fraction_of_bandwidth']:.2f}")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     let n = base.len(a.dim);
     let t = Instant::now();
     let mut row = Vec::with_capacity(a.dim);
+    let mut scan_bytes = None;
     let idx: Box<dyn SearchIndex> = if a.index == "hnsw" {
         let Base::Table(data) = &base else {
             bail!("--index hnsw needs --base (the graph holds every vector)")
@@ -215,6 +216,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
             base.row_into(i, a.dim, &mut row);
             e.push(i as u64, &row, i64::MAX);
         }
+        scan_bytes = Some(e.scan_bytes());
         Box::new(e)
     };
     let build_s = t.elapsed().as_secs_f64();
@@ -277,6 +279,12 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         ),
         _ => ExactIndex::new(a.dim).kernel_name().to_string(),
     };
+    // A single query is memory-bound: its scan against this machine's streaming read bandwidth.
+    let bandwidth_probe = scan_bytes.map(|_| read_bandwidth_gbps());
+    let bandwidth = bandwidth_probe.map(|(gbps, _)| gbps);
+    let single_gbps = scan_bytes
+        .zip(lat.get(lat.len() / 2))
+        .map(|(b, ms)| b as f64 / (ms / 1e3) / 1e9);
     let out = json!({
         "engine": "facegate",
         "index": idx.kind(),
@@ -297,7 +305,56 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         "peak_rss_after_build_mib": rss_built,
         "heap_mib": crate::cmd_bench::rss_anon_mb(),
         "peak_rss_mib": crate::cmd_bench::peak_rss_mb(),
+        "single_scan_bytes": scan_bytes,
+        "single_scan_gbps": single_gbps,
+        "stream_read_gbps": bandwidth,
+        "stream_read_method": bandwidth_probe.map(|(_, bytes)| format!("sum of a {} MiB u64 buffer (4x the last-level cache, at least 1 GiB), {} threads, best of {BANDWIDTH_REPS}", bytes >> 20, a.threads)),
+        "single_scan_fraction_of_bandwidth": single_gbps.zip(bandwidth).map(|(s, b)| s / b),
     });
     println!("{out}");
     Ok(0)
+}
+
+const BANDWIDTH_REPS: usize = 5;
+
+/// The last-level cache's size from sysfs (bytes), if the kernel says.
+fn last_level_cache_bytes() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| {
+        let size = std::fs::read_to_string(e.ok()?.path().join("size")).ok()?;
+        let size = size.trim();
+        let (n, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+        let n: usize = n.parse().ok()?;
+        Some(
+            n * match unit {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                _ => 1,
+            },
+        )
+    })
+    .max()
+}
+
+/// Streaming read bandwidth of this machine with the current rayon pool (a STREAM-like "sum"
+/// over a buffer 4x the last-level cache, at least 1 GiB, at most 4 GiB), GB/s, best of a few
+/// passes; and the buffer's size.
+fn read_bandwidth_gbps() -> (f64, usize) {
+    use rayon::prelude::*;
+    let bytes = last_level_cache_bytes()
+        .map_or(1 << 30, |llc| 4 * llc)
+        .clamp(1 << 30, 4 << 30);
+    let buf: Vec<u64> = (0..(bytes / 8) as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..BANDWIDTH_REPS {
+        let t = Instant::now();
+        let sum: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+            .reduce(|| 0, u64::wrapping_add);
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max(bytes as f64 / secs / 1e9);
+    }
+    (best, bytes)
 }

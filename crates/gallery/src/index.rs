@@ -669,6 +669,14 @@ impl ExactIndex {
         ok
     }
 
+    /// Bytes one query streams from memory: every row's int8 code and its four per-row terms
+    /// (scale, half norm, residual, code offset sum); ids and expiry are read for candidates only.
+    pub fn scan_bytes(&self) -> usize {
+        self.codes.len()
+            + (self.scale.len() + self.half_norm2.len() + self.residual.len()) * 4
+            + self.code_offset_sum.len() * 4
+    }
+
     /// Bytes of memory the search structures use.
     pub fn memory_bytes(&self) -> usize {
         self.codes.capacity()
