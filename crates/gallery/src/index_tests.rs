@@ -179,3 +179,16 @@ fn remove_and_edge_cases() {
     assert_eq!(idx.search(&[&zero[..]], 3, None, 0)[0].len(), 3);
     assert!(ExactIndex::new(16).search(&[&zero[..]], 3, None, 0)[0].is_empty());
 }
+
+#[test]
+fn scan_bytes_counts_every_padded_row_once() {
+    // 17 rows of 130 dimensions: two blocks of 16 rows, dimensions padded to 132.
+    let mut idx = ExactIndex::new(130);
+    for i in 0..17u64 {
+        let row: Vec<f32> = (0..130)
+            .map(|d| ((i as usize * 7 + d) % 11) as f32 - 5.0)
+            .collect();
+        idx.push(i, &row, i64::MAX);
+    }
+    assert_eq!(idx.scan_bytes(), 2 * LANES * (132 + 16));
+}
