@@ -203,3 +203,67 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     assert_eq!(fused["genuine"], r["decisions"]);
     assert_eq!(fused["false_matches"], 0, "{r}");
 }
+
+/// The clip as an MJPEG camera would send it: a local HTTP server streams its 275 frames as JPEG
+/// parts of a `multipart/x-mixed-replace` body, and `watch http://…` decides as it does on the
+/// file.
+#[test]
+fn an_mjpeg_camera_over_http_is_watched_like_the_file() {
+    use std::io::{BufRead, BufReader, Write};
+    use video::FrameSource;
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let mut source = video::source::Mp4Source::open(&clip, &Default::default()).unwrap();
+    let mut jpegs = Vec::new();
+    while let Some(frame) = source.next_frame() {
+        let frame = frame.unwrap();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92)
+            .encode_image(&frame.image)
+            .unwrap();
+        jpegs.push(jpeg);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream.mjpg", listener.local_addr().unwrap());
+    let camera = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut conn = conn;
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=gateframe\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        for (i, jpeg) in jpegs.iter().enumerate() {
+            // Half the parts say their length, half do not: cameras do both.
+            let length = if i % 2 == 0 {
+                format!("Content-Length: {}\r\n", jpeg.len())
+            } else {
+                String::new()
+            };
+            let head = format!("--gateframe\r\nContent-Type: image/jpeg\r\n{length}\r\n");
+            conn.write_all(head.as_bytes()).unwrap();
+            conn.write_all(jpeg).unwrap();
+            conn.write_all(b"\r\n").unwrap();
+        }
+        conn.write_all(b"--gateframe--\r\n").unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &["watch", &url, "--reference", reference.to_str().unwrap()],
+    );
+    camera.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let matched: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "decision" && e["match"] == true)
+        .collect();
+    assert_eq!(matched.len(), 1, "{out}");
+    assert!(first_frame(&ev, matched[0]["track"].as_u64().unwrap()) < 200);
+}

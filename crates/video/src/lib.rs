@@ -2,7 +2,8 @@
 //! detection types and still-frame decoding) and in front of the gallery: bytes → frames →
 //! detections (vision) → tracks → best frames per track → one template per passer-by.
 //!
-//! - [`source`]: frame sources (MP4/H.264 files, folders of frames), bounded and panic-free.
+//! - [`source`]: frame sources (MP4/H.264 files, folders of frames), bounded and panic-free;
+//!   [`mjpeg`]: MJPEG cameras over HTTP (`multipart/x-mixed-replace`), in constant memory.
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
 //! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
@@ -15,6 +16,7 @@ pub mod attack;
 pub mod error;
 pub mod evaluate;
 pub mod metrics;
+pub mod mjpeg;
 pub mod motion;
 pub mod source;
 pub mod synth;

@@ -68,8 +68,17 @@ pub trait FrameSource {
     fn stats(&self) -> SourceStats;
 }
 
-/// Open `path` by what it is: a directory of frames, or an MP4 file.
+/// Open `path` by what it is: an `http://` MJPEG camera URL, a directory of frames, or an MP4 file.
 pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
+    let text = path.to_string_lossy();
+    if text.starts_with("http://") {
+        return Ok(Box::new(crate::mjpeg::MjpegSource::connect(&text, limits)?));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(VideoError::Unsupported(format!(
+            "{scheme}:// sources (an MP4 file, a folder of frames or an http:// MJPEG camera are read; RTSP is not yet)"
+        )));
+    }
     if path.is_dir() {
         Ok(Box::new(FolderSource::open(path, limits)?))
     } else {
