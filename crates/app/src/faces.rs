@@ -2,8 +2,58 @@
 //! (at a gate, the traveller is the face nearest the camera). The CLI and the server both say
 //! which rule they used.
 
+use std::collections::BTreeMap;
+
 use crate::{AppError, Result};
 use vision::pipeline::Face;
+use vision::quality::{OfiqAligned, Quality};
+
+/// Refuses a gate naming a quality component that does not exist (checked when a gallery's
+/// policy is set, so a typo cannot silently disable a gate).
+pub fn check_quality_gate(gate: &BTreeMap<String, u8>) -> Result<()> {
+    for (name, min) in gate {
+        if !OfiqAligned::NAMES.contains(&name.as_str()) {
+            return Err(AppError::Refused(format!(
+                "unknown quality component {name:?} (known: {})",
+                OfiqAligned::NAMES.join(", ")
+            )));
+        }
+        if *min > 100 {
+            return Err(AppError::Refused(format!(
+                "quality gate {name} = {min}: scores run from 0 to 100"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An enrolment image's face against a gallery's quality gate (minimum OFIQ-aligned score per
+/// component): every component below its minimum is named in the refusal.
+pub fn pass_quality_gate(q: &Quality, gate: &BTreeMap<String, u8>, what: &str) -> Result<()> {
+    if gate.is_empty() {
+        return Ok(());
+    }
+    let Some(ofiq) = &q.ofiq else {
+        return Err(AppError::Refused(format!(
+            "{what}: the gallery has a quality gate, but this pack measures no quality components"
+        )));
+    };
+    let below: Vec<String> = gate
+        .iter()
+        .filter_map(|(name, &min)| {
+            let c = ofiq.component(name)?;
+            (c.score < min).then(|| format!("{name} {} < {min}", c.score))
+        })
+        .collect();
+    if below.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Refused(format!(
+            "{what}: below the gallery's enrolment quality gate ({})",
+            below.join(", ")
+        )))
+    }
+}
 
 /// The face chosen from an image's faces.
 #[derive(Debug)]

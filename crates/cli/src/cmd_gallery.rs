@@ -12,6 +12,7 @@ use gallery::{Context, Enrolment, Metric, Policy, Role, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use vision::decode::{decode_file, decode_file_flagged, DecodeLimits};
@@ -131,6 +132,22 @@ pub struct CreateArgs {
     /// control or invisible formatting characters are refused.
     #[arg(long, default_value = "upper", value_parser = ["upper", "preserve"])]
     pub reference_case: String,
+    /// Enrolment quality gate: COMPONENT=MIN (repeatable), the minimum OFIQ-aligned score
+    /// (0-100) of a quality component (as `detect` reports them, e.g. head_pose_yaw=60,
+    /// inter_eye_distance=70) an enrolment image's face must reach.
+    #[arg(long, value_name = "COMPONENT=MIN", value_parser = parse_gate)]
+    pub enrol_min_quality: Vec<(String, u8)>,
+}
+
+fn parse_gate(s: &str) -> std::result::Result<(String, u8), String> {
+    let (name, min) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected COMPONENT=MIN"))?;
+    let min: u8 = min
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the minimum is a score from 0 to 100"))?;
+    Ok((name.trim().to_string(), min))
 }
 
 pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
@@ -162,7 +179,9 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                 } else {
                     gallery::ReferenceCase::Upper
                 },
+                enrol_min_quality: a.enrol_min_quality.into_iter().collect(),
             };
+            app::faces::check_quality_gate(&policy.enrol_min_quality)?;
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
             println!(
                 "{}",
@@ -275,12 +294,13 @@ fn batch_jobs(path: &Path) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// The template of the largest face in an image (and the image bytes, when they are to be kept).
-pub fn template(p: &Pipeline, path: &Path) -> Result<Vec<f32>> {
+/// The template of the largest face in an image, once it passes the gallery's quality gate.
+pub fn template(p: &Pipeline, path: &Path, gate: &BTreeMap<String, u8>) -> Result<Vec<f32>> {
     // Enrolment never learns from a cut file.
     let img = decode_file(path, &DecodeLimits::default().strict())
         .with_context(|| format!("{}", path.display()))?;
     let (face, _, _, _) = pick(p.faces(&img)?, None, "enrolment")?;
+    app::faces::pass_quality_gate(&face.quality, gate, &path.display().to_string())?;
     Ok(face.embedding)
 }
 
@@ -346,6 +366,7 @@ pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
     if jobs.iter().any(|j| j.images.is_empty()) {
         bail!("every subject needs at least one image");
     }
+    let gate = store.gallery(&a.gallery)?.policy.enrol_min_quality;
     let p = load(home, &a.engine)?;
     let metric = p.metric();
     let pack = p.models.manifest.name.clone();
@@ -367,14 +388,14 @@ pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<Vec<f32>>>)>();
     let (mut ok, mut failures) = (0, Vec::new());
     std::thread::scope(|scope| -> Result<()> {
-        let (jobs, p, bar) = (&jobs, &p, &bar);
+        let (jobs, p, bar, gate) = (&jobs, &p, &bar, &gate);
         scope.spawn(move || {
             jobs.par_iter().enumerate().for_each_with(tx, |tx, (i, j)| {
                 let t = j
                     .images
                     .iter()
                     .map(|img| {
-                        let r = template(p, img);
+                        let r = template(p, img, gate);
                         bar.inc(1);
                         r
                     })

@@ -392,3 +392,50 @@ fn image_batches_acknowledge_as_they_go() {
     assert_eq!(code, 0, "acknowledged subject {s} lost: {err}");
     assert!(out.contains("\"templates\": 3"), "{out}");
 }
+
+/// A gallery's enrolment quality gate refuses a face below it, naming the components, and admits
+/// one above it; a gate naming an unknown component is refused when the gallery is created.
+#[test]
+fn enrolment_quality_gate() {
+    let Some(shared) = shared_with("data/people/obama.jpg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let photo = shared.join("data/people/obama.jpg");
+    let photo = photo.to_str().unwrap();
+    let gallery = |name: &str, gate: &str| {
+        facegate(
+            &data,
+            &[
+                "gallery",
+                "create",
+                name,
+                "--purpose",
+                "test",
+                "--legal-basis",
+                "test",
+                "--retention-days",
+                "30",
+                "--enrol-min-quality",
+                gate,
+            ],
+        )
+    };
+    // obama.jpg, as `detect` measures it: head_size 0 (a tight crop), margin_above 55, yaw 100.
+    assert_eq!(gallery("strict", "head_size=50").0, 0);
+    assert_eq!(gallery("fair", "margin_above=50").0, 0);
+    let (code, _, err) = gallery("typo", "head_yaw=50");
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown quality component"), "{err}");
+    let enrol = |g: &str| facegate(&data, &["enrol", "--gallery", g, "--subject", "P1", photo]);
+    let (code, out, err) = enrol("strict");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        format!("{out}{err}").contains("head_size 0 < 50"),
+        "{out}{err}"
+    );
+    let (code, out, err) = enrol("fair");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"enrolled\""), "{out}");
+}

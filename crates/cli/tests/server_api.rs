@@ -1128,3 +1128,50 @@ fn verify_and_gate_session_take_the_chip_only_after_passive_authentication() {
         .iter()
         .any(|r| r["outcome"] == "chip-refused" && r["details"]["compared"] == false));
 }
+
+#[test]
+fn enrolment_quality_gate_over_http() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let (admin, enroller) = (key(&data, "admin"), key(&data, "enroller"));
+    let srv = start(&data, "");
+    let c = Client::new();
+    let bearer = |k: &str| format!("Bearer {k}");
+    let set_gate = |gate: serde_json::Value| {
+        let policy = serde_json::json!({
+            "purpose": "test", "legal_basis": "test", "retention_days": 30, "max_candidates": 5,
+            "search_roles": ["gate"], "enrol_min_quality": gate,
+        });
+        c.put(format!("{}/v1/galleries/g/policy", srv.base))
+            .header("Authorization", bearer(&admin))
+            .json(&policy)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(set_gate(serde_json::json!({"head_yaw": 50})), 422);
+    assert_eq!(set_gate(serde_json::json!({"head_size": 50})), 200);
+    let form = multipart::Form::new().text("reference", "P1").part(
+        "image",
+        multipart::Part::bytes(std::fs::read(shared.join("data/people/obama.jpg")).unwrap()),
+    );
+    let r = c
+        .post(format!("{}/v1/galleries/g/subjects", srv.base))
+        .header("Authorization", bearer(&enroller))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "quality_gate", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("head_size 0 < 50"),
+        "{v}"
+    );
+}

@@ -71,6 +71,11 @@ pub struct Policy {
     /// created before this rule existed read as `preserve`, so their pseudonyms stay valid.
     #[serde(default)]
     pub reference_case: crate::reference::ReferenceCase,
+    /// Enrolment quality gate: the minimum OFIQ-aligned score (0–100) per named quality
+    /// component an enrolment image's face must reach. Empty: no gate. (The gallery stores the
+    /// numbers; the layers that see images check them.)
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub enrol_min_quality: std::collections::BTreeMap<String, u8>,
 }
 
 /// Which search structure a gallery uses.

@@ -31,6 +31,7 @@ fn policy(retention_days: u32) -> Policy {
         search_roles: vec![Role::Gate, Role::Operator],
         index: gallery::IndexChoice::Exact,
         reference_case: gallery::ReferenceCase::Upper,
+        enrol_min_quality: Default::default(),
     }
 }
 

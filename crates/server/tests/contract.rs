@@ -52,6 +52,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
         search_roles: vec![Role::Admin, Role::Gate],
         index: IndexChoice::Exact,
         reference_case: ReferenceCase::Upper,
+        enrol_min_quality: Default::default(),
     };
     store
         .create_gallery(&Context::new("t", Role::Admin, "setup"), "g1", &policy)

@@ -67,6 +67,51 @@ pub struct OfiqAligned {
     pub single_face_present: Component,
 }
 
+impl OfiqAligned {
+    /// The components' names, as they appear in JSON and in quality gates.
+    pub const NAMES: [&'static str; 16] = [
+        "inter_eye_distance",
+        "head_size",
+        "leftward_crop",
+        "rightward_crop",
+        "margin_above",
+        "margin_below",
+        "luminance_mean",
+        "luminance_variance",
+        "dynamic_range",
+        "under_exposure_prevention",
+        "over_exposure_prevention",
+        "illumination_uniformity",
+        "head_pose_roll",
+        "head_pose_yaw",
+        "head_pose_pitch",
+        "single_face_present",
+    ];
+
+    /// The named component.
+    pub fn component(&self, name: &str) -> Option<Component> {
+        Some(match name {
+            "inter_eye_distance" => self.inter_eye_distance,
+            "head_size" => self.head_size,
+            "leftward_crop" => self.leftward_crop,
+            "rightward_crop" => self.rightward_crop,
+            "margin_above" => self.margin_above,
+            "margin_below" => self.margin_below,
+            "luminance_mean" => self.luminance_mean,
+            "luminance_variance" => self.luminance_variance,
+            "dynamic_range" => self.dynamic_range,
+            "under_exposure_prevention" => self.under_exposure_prevention,
+            "over_exposure_prevention" => self.over_exposure_prevention,
+            "illumination_uniformity" => self.illumination_uniformity,
+            "head_pose_roll" => self.head_pose_roll,
+            "head_pose_yaw" => self.head_pose_yaw,
+            "head_pose_pitch" => self.head_pose_pitch,
+            "single_face_present" => self.single_face_present,
+            _ => return None,
+        })
+    }
+}
+
 /// OFIQ's logistic: 1 / (1 + exp((x0 − x) / w)).
 fn sigmoid(x: f64, x0: f64, w: f64) -> f64 {
     1.0 / (1.0 + ((x0 - x) / w).exp())

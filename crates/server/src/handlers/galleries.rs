@@ -62,6 +62,8 @@ pub fn parse_policy(body: &[u8]) -> ApiResult<Policy> {
         )
     })?;
     p.validate()?;
+    app::faces::check_quality_gate(&p.enrol_min_quality)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
     Ok(p)
 }
 
@@ -155,10 +157,23 @@ pub(crate) async fn enrol(
             "at least one 'image' field is required",
         ));
     }
+    let gallery_name = g.clone();
+    let gate = blocking(&st, move |store| store.gallery(&gallery_name))
+        .await?
+        .policy
+        .enrol_min_quality;
     let mut templates = Vec::new();
-    for (_, img) in &images {
+    for (name, img) in &images {
         let found = faces(&st, img.clone(), Use::Enrolment).await?;
-        templates.push(largest(found.faces, "enrolment")?.0.embedding);
+        let face = largest(found.faces, "enrolment")?.0;
+        app::faces::pass_quality_gate(&face.quality, &gate, name).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "quality_gate",
+                e.to_string(),
+            )
+        })?;
+        templates.push(face.embedding);
     }
     let c = ctx(&key, declared_purpose.unwrap_or_else(|| "enrolment".into()));
     let metric = st.pipeline.metric();
