@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::time::Instant;
 
-use crate::source::{Frame, FrameSource, SourceStats, VideoLimits};
+use crate::source::{Frame, FrameSource, SourceStats, StillFrames, VideoLimits};
 use crate::VideoError;
 
 /// Largest header block of one part.
@@ -254,9 +254,7 @@ pub struct MjpegSource {
     parts: VecDeque<Vec<u8>>,
     chunk: Vec<u8>,
     decode_limits: vision::decode::DecodeLimits,
-    max_consecutive_errors: u32,
-    consecutive_errors: u32,
-    stats: SourceStats,
+    stills: StillFrames,
     started: Instant,
     ended: bool,
 }
@@ -279,9 +277,7 @@ impl MjpegSource {
                 max_pixels: limits.max_pixels,
                 refuse_truncated: false,
             },
-            max_consecutive_errors: limits.max_consecutive_errors,
-            consecutive_errors: 0,
-            stats: SourceStats::default(),
+            stills: StillFrames::new(limits),
             started: Instant::now(),
             ended: false,
         })
@@ -347,29 +343,18 @@ impl FrameSource for MjpegSource {
                 return Some(Err(e));
             }
             let part = self.parts.pop_front()?;
-            match vision::decode::decode(&part, &self.decode_limits) {
-                Ok(image) => {
-                    self.consecutive_errors = 0;
-                    let index = self.stats.frames;
-                    self.stats.frames += 1;
-                    return Some(Ok(Frame {
-                        index,
-                        time_ms: self.started.elapsed().as_millis() as u64,
-                        image,
-                    }));
+            let decoded = vision::decode::decode(&part, &self.decode_limits);
+            let time_ms = self.started.elapsed().as_millis() as u64;
+            let index = self.stills.stats.frames + self.stills.stats.skipped;
+            if let Some(out) = self
+                .stills
+                .take(decoded, time_ms, format_args!("part {index}"))
+            {
+                if out.is_err() {
+                    self.ended = true;
+                    self.parts.clear();
                 }
-                Err(e) => {
-                    self.stats.skipped += 1;
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.max_consecutive_errors {
-                        self.ended = true;
-                        self.parts.clear();
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} undecodable MJPEG parts in a row, the last: {e}",
-                            self.consecutive_errors
-                        ))));
-                    }
-                }
+                return Some(out);
             }
         }
     }
@@ -383,7 +368,7 @@ impl FrameSource for MjpegSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.stats
+        self.stills.stats
     }
 }
 

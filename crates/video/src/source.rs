@@ -490,14 +490,62 @@ impl FrameSource for Mp4Source {
     }
 }
 
+/// The bookkeeping of a source made of still images (a folder, an MJPEG stream): frames numbered
+/// as they decode, undecodable ones counted and skipped until too many come in a row.
+pub(crate) struct StillFrames {
+    pub(crate) stats: SourceStats,
+    consecutive_errors: u32,
+    max_consecutive_errors: u32,
+}
+
+impl StillFrames {
+    pub(crate) fn new(limits: &VideoLimits) -> Self {
+        StillFrames {
+            stats: SourceStats::default(),
+            consecutive_errors: 0,
+            max_consecutive_errors: limits.max_consecutive_errors,
+        }
+    }
+
+    /// The frame for a decoded still; `None` when it did not decode and is skipped; an error when
+    /// that made too many in a row (`what` names the last one).
+    pub(crate) fn take(
+        &mut self,
+        decoded: Result<RgbImage, vision::VisionError>,
+        time_ms: u64,
+        what: impl std::fmt::Display,
+    ) -> Option<Result<Frame, VideoError>> {
+        match decoded {
+            Ok(image) => {
+                self.consecutive_errors = 0;
+                let index = self.stats.frames;
+                self.stats.frames += 1;
+                Some(Ok(Frame {
+                    index,
+                    time_ms,
+                    image,
+                }))
+            }
+            Err(e) => {
+                self.stats.skipped += 1;
+                self.consecutive_errors += 1;
+                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
+                    Err(VideoError::Malformed(format!(
+                        "{} undecodable frames in a row, the last ({what}): {e}",
+                        self.consecutive_errors
+                    )))
+                })
+            }
+        }
+    }
+}
+
 /// A directory of still frames (JPEG, PNG, JPEG 2000), in file-name order.
 pub struct FolderSource {
     files: Vec<PathBuf>,
     next: usize,
     limits: vision::decode::DecodeLimits,
-    stats: SourceStats,
-    consecutive_errors: u32,
-    max_consecutive_errors: u32,
+    stills: StillFrames,
 }
 
 impl FolderSource {
@@ -531,9 +579,7 @@ impl FolderSource {
                 max_pixels: limits.max_pixels,
                 ..Default::default()
             },
-            stats: SourceStats::default(),
-            consecutive_errors: 0,
-            max_consecutive_errors: limits.max_consecutive_errors,
+            stills: StillFrames::new(limits),
         })
     }
 }
@@ -542,28 +588,9 @@ impl FrameSource for FolderSource {
     fn next_frame(&mut self) -> Option<Result<Frame, VideoError>> {
         while let Some(path) = self.files.get(self.next) {
             self.next += 1;
-            match vision::decode::decode_file(path, &self.limits) {
-                Ok(image) => {
-                    self.consecutive_errors = 0;
-                    let index = self.stats.frames;
-                    self.stats.frames += 1;
-                    return Some(Ok(Frame {
-                        index,
-                        time_ms: 0,
-                        image,
-                    }));
-                }
-                Err(e) => {
-                    self.stats.skipped += 1;
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.max_consecutive_errors {
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} undecodable frames in a row, the last ({}): {e}",
-                            self.consecutive_errors,
-                            path.display()
-                        ))));
-                    }
-                }
+            let decoded = vision::decode::decode_file(path, &self.limits);
+            if let Some(out) = self.stills.take(decoded, 0, path.display()) {
+                return Some(out);
             }
         }
         None
@@ -578,6 +605,6 @@ impl FrameSource for FolderSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.stats
+        self.stills.stats
     }
 }
