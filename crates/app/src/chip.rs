@@ -44,7 +44,9 @@ impl ChipTrust {
             AppError::Refused(format!("{what} {}: {e}", p.display()))
         };
         let mut loaded = Vec::new();
-        if csca_dir.is_none() && master_lists.is_empty() {
+        // No trust material at all: the chain is "not checked". CRLs alone still make a store
+        // (with no CSCA the chain then fails, rather than the CRLs being silently ignored).
+        if csca_dir.is_none() && master_lists.is_empty() && crls.is_empty() {
             return Ok(ChipTrust {
                 store: None,
                 policy,

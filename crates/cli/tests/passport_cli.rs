@@ -73,6 +73,12 @@ fn passport_verify_reports_each_check_and_policy_decides() {
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["passive_authentication"]["chain"]["status"], "failed");
+    // CRLs given alone are read (a broken one is an error), never silently ignored.
+    let bad_crl = dir.path().join("x.crl");
+    std::fs::write(&bad_crl, b"not a CRL").unwrap();
+    let (code, _, err) = run(&[&base[..], &["--crl", bad_crl.to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CRL"), "{err}");
     // A corrupt SOD is an error (exit 2), never a panic.
     let bad = dir.path().join("sod.bin");
     std::fs::write(&bad, b"\x77\x82\xff\xff\x30").unwrap();
