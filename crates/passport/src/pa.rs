@@ -154,23 +154,18 @@ pub fn authenticate(
             }
         }
     };
-    let (chain, issuer) = match (signer, trust) {
-        (None, _) => (Check::not_checked("no document signer certificate"), None),
-        (Some(_), None) => (Check::not_checked("no CSCA certificates given"), None),
+    let chain = match (signer, trust) {
+        (None, _) => Check::not_checked("no document signer certificate"),
+        (Some(_), None) => Check::not_checked("no CSCA certificates given"),
         (Some(cert), Some(store)) => match trust::chain_to(cert, &store.cscas, at) {
-            Chain::Verified { csca, how } => {
-                let issuer = store
-                    .cscas
-                    .iter()
-                    .find(|c| c.tbs_certificate().subject() == cert.tbs_certificate().issuer());
-                (Check::passed(format!("signed by {csca} ({how})")), issuer)
-            }
-            Chain::Failed(why) => (Check::failed(why), None),
+            Chain::Verified { csca, how } => Check::passed(format!("signed by {csca} ({how})")),
+            Chain::Failed(why) => Check::failed(why),
         },
     };
-    let revocation = match (signer, issuer, trust) {
-        (Some(cert), Some(issuer), Some(store)) => {
-            match trust::revocation(cert, issuer, &store.crls) {
+    let chained = chain.status == Status::Passed;
+    let revocation = match (signer, trust) {
+        (Some(cert), Some(store)) if chained => {
+            match trust::revocation(cert, &store.cscas, &store.crls) {
                 Revocation::Revoked(d) => Check::failed(d),
                 Revocation::NotRevoked(d) => Check::passed(d),
                 Revocation::NoCrl => Check::not_checked("no CRL of the signer's CSCA given"),

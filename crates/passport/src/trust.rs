@@ -274,12 +274,19 @@ pub enum Revocation {
     Failed(String),
 }
 
+/// The revocation status of `cert` from the CRLs of its issuer's name. A CRL counts only if a
+/// CSCA of that name (a CA) signed it: CSCAs are renewed under the same name, and a CRL is signed
+/// with the current key, which need not be the key that certified `cert`.
 pub fn revocation(
     cert: &Certificate,
-    issuer: &Certificate,
+    cscas: &[Certificate],
     crls: &[CertificateList],
 ) -> Revocation {
     let tbs = cert.tbs_certificate();
+    let issuers: Vec<&Certificate> = cscas
+        .iter()
+        .filter(|c| c.tbs_certificate().subject() == tbs.issuer() && is_ca(c))
+        .collect();
     let mut checked = 0;
     for crl in crls
         .iter()
@@ -292,13 +299,20 @@ pub fn revocation(
         let Ok(message) = crl.tbs_cert_list.to_der() else {
             return Revocation::Failed("CRL does not re-encode".into());
         };
-        if let Err(e) = crypto::verify(
-            issuer.tbs_certificate().subject_public_key_info(),
-            scheme,
-            &message,
-            crl.signature.raw_bytes(),
-        ) {
-            return Revocation::Failed(format!("CRL signature: {e}"));
+        let verified = issuers.iter().any(|issuer| {
+            crypto::verify(
+                issuer.tbs_certificate().subject_public_key_info(),
+                scheme,
+                &message,
+                crl.signature.raw_bytes(),
+            )
+            .is_ok()
+        });
+        if !verified {
+            return Revocation::Failed(format!(
+                "CRL signature: no CSCA named {} verifies it",
+                tbs.issuer()
+            ));
         }
         checked += 1;
         let revoked = crl

@@ -534,10 +534,15 @@ fn store(cscas: &[&Certificate]) -> TrustStore {
 }
 
 fn crl(p: &Pki, revoked: &[u8]) -> Vec<u8> {
+    crl_by(&p.csca, &p.csca_key, revoked)
+}
+
+/// A CRL in the name of `csca`, signed with `key`.
+fn crl_by(csca: &Certificate, key: &Key, revoked: &[u8]) -> Vec<u8> {
     let tbs = TbsCertList {
         version: x509_cert::Version::V2,
-        signature: p.csca_key.alg(),
-        issuer: p.csca.tbs_certificate().subject().clone(),
+        signature: key.alg(),
+        issuer: csca.tbs_certificate().subject().clone(),
         this_update: time(now() - Duration::from_secs(DAY)),
         next_update: Some(time(now() + Duration::from_secs(30 * DAY))),
         revoked_certificates: if revoked.is_empty() {
@@ -559,10 +564,10 @@ fn crl(p: &Pki, revoked: &[u8]) -> Vec<u8> {
         },
         crl_extensions: None,
     };
-    let sig = p.csca_key.sign(&tbs.to_der().unwrap());
+    let sig = key.sign(&tbs.to_der().unwrap());
     CertificateList {
         tbs_cert_list: tbs,
-        signature_algorithm: p.csca_key.alg(),
+        signature_algorithm: key.alg(),
         signature: BitString::from_bytes(&sig).unwrap(),
     }
     .to_der()
@@ -717,6 +722,31 @@ fn revoked_signer_is_refused_whatever_the_policy() {
         ..pa::Policy::default()
     };
     assert_eq!(strict.refusals(&r), ["revocation"]);
+}
+
+/// A renewed CSCA (same name, new key) signs the CRLs; the signer was certified by the old key.
+#[test]
+fn a_renewed_csca_signs_the_crl_of_a_signer_certified_by_its_predecessor() {
+    let p = pki("p256", current());
+    let name = "CN=CSCA Utopia Test,C=UT";
+    let new_key = key("p256");
+    let renewed = certificate(name, new_key.spki(), name, &new_key, 2, current(), true);
+    let mut trust = store(&[&p.csca, &renewed]);
+    trust.add_crl(&crl_by(&renewed, &new_key, &[3])).unwrap();
+    let r = run(&p, &trust, Tamper::None, false);
+    assert_eq!(r.chain.status, Status::Passed, "{}", r.chain.detail);
+    assert_eq!(
+        r.revocation.status,
+        Status::Passed,
+        "{}",
+        r.revocation.detail
+    );
+    let mut trust = store(&[&renewed, &p.csca]);
+    trust.add_crl(&crl_by(&renewed, &new_key, &[7])).unwrap();
+    assert_eq!(
+        run(&p, &trust, Tamper::None, false).revocation.status,
+        Status::Failed
+    );
 }
 
 #[test]
