@@ -34,6 +34,10 @@ pub enum GalleryError {
     /// callers never depend on which database holds the gallery.
     #[error("storage: {0}")]
     Storage(String),
+    /// The storage backend cannot be reached now (a database restarting, failing over, or a
+    /// read-only standby): nothing was changed, and the same request may succeed when retried.
+    #[error("storage unavailable, retry shortly: {0}")]
+    Unavailable(String),
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,

@@ -3,8 +3,12 @@
 //! ones; the SQLite backend runs them here, plus the file-level check of key destruction.
 #![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
+mod common;
+use common::pg::PgCluster;
+
+use gallery::store::backend::postgres::PgBackend;
 use gallery::store::backend::sqlite::SqliteBackend;
-use gallery::store::backend::{AuditLog, Backend, Mark, NewSubject};
+use gallery::store::backend::{Backend, Mark, MarkOwner, NewSubject};
 
 fn subject<'a>(gallery: &'a str, pseudonym: &'a [u8]) -> NewSubject<'a> {
     NewSubject {
@@ -157,6 +161,7 @@ fn key_store(b: &dyn Backend) {
         op: "enrol".into(),
         created: 10,
         pid: 4242,
+        here: true,
     })
     .unwrap();
     tx.commit().unwrap();
@@ -164,9 +169,20 @@ fn key_store(b: &dyn Backend) {
         keys.wrapped("k", &ps).unwrap().as_deref(),
         Some(&b"wrapped-1"[..])
     );
-    assert_eq!(keys.marks().unwrap().len(), 1);
+    let marks = keys.marks().unwrap();
+    assert_eq!(marks.len(), 1);
+    assert!(
+        marks[0].here,
+        "a mark written through this backend is this host's"
+    );
     let mut tx = keys.write().unwrap();
-    assert_eq!(tx.mark_owner("k", &ps, "enrol").unwrap(), Some(4242));
+    assert_eq!(
+        tx.mark_owner("k", &ps, "enrol").unwrap(),
+        Some(MarkOwner {
+            pid: 4242,
+            here: true
+        })
+    );
     assert_eq!(tx.key_created("k", &ps).unwrap(), Some(10));
     tx.delete_key("k", &ps, Some(11)).unwrap();
     assert!(
@@ -219,15 +235,12 @@ fn a_destroyed_key_is_in_no_file_of_the_sqlite_key_store() {
     assert!(!files_hold(marker), "a destroyed key must be in no file");
 }
 
-#[test]
-fn two_writers_are_serialised() {
-    // Two threads appending to the audit chain through the same backend: each transaction's tail
-    // is the other's last append, so the sequence numbers come out dense and unique.
-    let dir = tempfile::tempdir().unwrap();
-    let b = std::sync::Arc::new(SqliteBackend::open(dir.path()).unwrap());
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            let b = b.clone();
+/// Two writers appending to the audit chain at once: each transaction's tail is the other's
+/// last append, so the sequence numbers come out dense and unique.
+fn two_writers_are_serialised(a: std::sync::Arc<dyn Backend>, b: std::sync::Arc<dyn Backend>) {
+    let threads: Vec<_> = [a.clone(), b]
+        .into_iter()
+        .map(|b| {
             std::thread::spawn(move || {
                 for _ in 0..50 {
                     let mut tx = b.write().unwrap();
@@ -242,10 +255,67 @@ fn two_writers_are_serialised() {
         t.join().unwrap();
     }
     let mut seqs = Vec::new();
-    b.scan_records(1, usize::MAX, &mut |s, _, _| {
+    a.scan_records(1, usize::MAX, &mut |s, _, _| {
         seqs.push(s);
         Ok(())
     })
     .unwrap();
     assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+}
+
+#[test]
+fn two_sqlite_writers_are_serialised() {
+    // Two threads through the same backend.
+    let dir = tempfile::tempdir().unwrap();
+    let b = std::sync::Arc::new(SqliteBackend::open(dir.path()).unwrap());
+    two_writers_are_serialised(b.clone(), b);
+}
+
+#[test]
+fn postgres_backend_keeps_the_backend_guarantees() {
+    let Some(pg) = PgCluster::start() else { return };
+    let (store, keys) = pg.store_urls("conformance");
+    let b = PgBackend::open(&store, &keys).unwrap();
+    transactions_are_atomic(&b);
+    subjects_and_templates(&b);
+    audit_log_round_trip(&b);
+    key_store(&b);
+    // Two nodes (two backends, two pools) on one database make one chain.
+    let (store, keys) = pg.store_urls("two_nodes");
+    let a = std::sync::Arc::new(PgBackend::open(&store, &keys).unwrap());
+    let b = std::sync::Arc::new(PgBackend::open(&store, &keys).unwrap());
+    two_writers_are_serialised(a, b);
+}
+
+#[test]
+fn postgres_backend_refuses_one_database_for_records_and_keys() {
+    // Checked before any connection is made: no server needed.
+    let url = "postgres://facegate@127.0.0.1:1/facegate";
+    let Err(e) = PgBackend::open(url, url) else {
+        panic!("one database for both stores must be refused")
+    };
+    assert!(e.to_string().contains("another PostgreSQL database"), "{e}");
+    assert_eq!(
+        PgBackend::default_keys_url(
+            "postgres://u@db1,db2/facegate?target_session_attrs=read-write"
+        )
+        .unwrap(),
+        "postgres://u@db1,db2/facegate_keys?target_session_attrs=read-write"
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_is_unavailable_not_a_storage_error() {
+    // A port nobody listens on: the open fails as "unavailable, retry", which the server turns
+    // into 503 with retry advice.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = |db: &str| format!("postgres://postgres@127.0.0.1:{port}/{db}?connect_timeout=1");
+    let Err(e) = PgBackend::open(&url("a"), &url("a_keys")) else {
+        panic!("nothing listens there")
+    };
+    assert!(matches!(e, gallery::GalleryError::Unavailable(_)), "{e:?}");
 }

@@ -3,106 +3,12 @@
 
 use gallery::audit::SignedHead;
 use gallery::crypto::{self, LocalKeyRing};
-use gallery::store::{self, Clock};
-use gallery::{Context, Enrolment, GalleryError, Metric, Policy, Role, Store};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use gallery::store;
+use gallery::{Context, Enrolment, GalleryError, Metric, Role, Store};
+use std::path::Path;
 
-const DAY: i64 = 86_400_000;
-
-fn admin() -> Context {
-    Context::new("alice", Role::Admin, "test administration")
-}
-fn gate() -> Context {
-    Context::new("gate-07", Role::Gate, "border crossing")
-}
-
-fn policy(retention_days: u32) -> Policy {
-    Policy {
-        purpose: "registered travellers".into(),
-        legal_basis: "test statute s.1".into(),
-        retention_days,
-        threshold: Some(0.6),
-        target_fmr: None,
-        max_candidates: 5,
-        search_roles: vec![Role::Gate, Role::Operator],
-        index: gallery::IndexChoice::Exact,
-        reference_case: gallery::ReferenceCase::Upper,
-        enrol_min_quality: Default::default(),
-    }
-}
-
-struct TestClock(Arc<AtomicI64>);
-impl TestClock {
-    fn new() -> (Self, Clock) {
-        let t = Arc::new(AtomicI64::new(1_800_000_000_000));
-        let c = t.clone();
-        (TestClock(t), Arc::new(move || c.load(Ordering::SeqCst)))
-    }
-    fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-fn open(dir: &Path, key: &crypto::SecretKey, clock: Clock) -> Store {
-    Store::open(dir, Box::new(LocalKeyRing::new(key.clone())), clock).unwrap()
-}
-
-/// Identities as random centres of norm ~1; samples of one identity lie ~0.3 from the centre
-/// (roughly dlib's geometry: genuine distances ~0.4, impostor ~0.9+).
-fn identities(seed: u8, n: usize, dim: usize) -> Vec<Vec<f32>> {
-    let mut rng = ChaCha20Rng::from_seed([seed; 32]);
-    (0..n)
-        .map(|_| {
-            let v: Vec<f32> = (0..dim)
-                .map(|_| rng.next_u32() as f32 / u32::MAX as f32 - 0.5)
-                .collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect()
-        })
-        .collect()
-}
-
-fn sample(centre: &[f32], seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let noise: Vec<f32> = (0..centre.len())
-        .map(|_| rng.next_u32() as f32 / u32::MAX as f32 - 0.5)
-        .collect();
-    let n = noise.iter().map(|x| x * x).sum::<f32>().sqrt();
-    centre
-        .iter()
-        .zip(noise)
-        .map(|(c, e)| c + 0.25 * e / n)
-        .collect()
-}
-
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+mod common;
+use common::*;
 
 fn enrol_all(s: &Store, ids: &[Vec<f32>]) {
     s.create_gallery(&admin(), "rt", &policy(30)).unwrap();

@@ -119,7 +119,7 @@ impl Store {
         pin: Option<&str>,
         anchors: &[(String, SignedHead)],
     ) -> Result<AuditReport> {
-        verify_dir(&self.dir, pin, anchors)
+        verify_log(&*self.backend, &self.dir, pin, anchors)
     }
 
     pub fn audit_records(&self) -> Result<Vec<audit::AuditRecord>> {

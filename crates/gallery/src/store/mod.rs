@@ -38,7 +38,9 @@ mod sealing;
 mod search;
 
 use backend::sqlite::{SqliteBackend, FORMAT};
-use backend::{AuditLog, Backend, KeyStore, KeyTxn, KeyedTemplate, Mark, NewSubject, WriteTxn};
+use backend::{
+    AuditLog, Backend, KeyStore, KeyTxn, KeyedTemplate, Mark, MarkOwner, NewSubject, WriteTxn,
+};
 use recovery::*;
 use sealing::*;
 
@@ -427,19 +429,29 @@ pub fn verify_dir(
     if !Store::exists(dir) {
         return Err(GalleryError::NotInitialised(dir.to_path_buf()));
     }
-    let log = SqliteBackend::audit_log(dir)?;
+    verify_log(&SqliteBackend::audit_log(dir)?, dir, pin, anchors)
+}
+
+/// Verify an audit log held by any backend, with the `audit.head` mirror kept in `mirror_dir`
+/// (each node's own: it bounds the log's end as that node last saw it).
+pub fn verify_log(
+    log: &dyn AuditLog,
+    mirror_dir: &Path,
+    pin: Option<&str>,
+    anchors: &[(String, SignedHead)],
+) -> Result<AuditReport> {
     let stored = log
         .stored_public_key()?
         .ok_or_else(|| GalleryError::Audit("the audit public key is missing".into()))?;
     let stored = hex::encode(stored);
     let key = pin.map(str::to_string).unwrap_or_else(|| stored.clone());
     let mut external: Vec<(String, SignedHead)> = anchors.to_vec();
-    let mirror = audit::read_head_file(&dir.join("audit.head"))?;
+    let mirror = audit::read_head_file(&mirror_dir.join("audit.head"))?;
     let mirrored = mirror.is_some();
     if let Some(h) = mirror {
         external.push(("audit.head".into(), h));
     }
-    let mut report = audit::verify(&log, &key, &external)?;
+    let mut report = audit::verify(log, &key, &external)?;
     if !mirrored && report.records > 0 {
         report.warnings.push(if anchors.is_empty() {
             "audit.head is missing: with no anchor given, a cut of the newest records and their heads would not show (keep `audit head` output off this machine and pass it with --anchor)".into()

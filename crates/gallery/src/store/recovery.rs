@@ -8,11 +8,17 @@ use super::*;
 /// the delay keeps a concurrent enrolment in another process safe.
 pub(super) const ORPHAN_KEY_AGE_MS: i64 = 3_600_000;
 
-/// Whether the process that marked an enrolment could still be running it. On Linux, a process
+/// Whether the process that marked an enrolment could still be running it. A process on another
+/// host (a node sharing the database) may be; on this host, on Linux, a process
 /// id with no /proc entry is gone (its enrolment was interrupted); where /proc is absent, assume
 /// it may run. (A reused pid errs on the safe side: it looks alive, and the hour-long orphan age
 /// still ends the wait.)
-pub(super) fn enrolment_may_be_running(pid: i64) -> bool {
+pub(super) fn enrolment_may_be_running(owner: MarkOwner) -> bool {
+    let MarkOwner { pid, here } = owner;
+    if !here {
+        // Another host's process: nothing here can tell whether it runs.
+        return true;
+    }
     if pid <= 0 || pid == std::process::id() as i64 {
         return pid > 0;
     }
@@ -61,7 +67,8 @@ impl Store {
                 ("enrol", true) | ("delete", true) => {}
                 // Enrolment that never committed: drop its key once it is surely not in flight.
                 ("enrol", false)
-                    if now - m.created <= ORPHAN_KEY_AGE_MS && enrolment_may_be_running(m.pid) =>
+                    if now - m.created <= ORPHAN_KEY_AGE_MS
+                        && enrolment_may_be_running(m.owner()) =>
                 {
                     continue
                 }
@@ -142,6 +149,14 @@ impl Mark {
             op: op.into(),
             created: now,
             pid: std::process::id() as i64,
+            here: true,
+        }
+    }
+
+    pub(super) fn owner(&self) -> MarkOwner {
+        MarkOwner {
+            pid: self.pid,
+            here: self.here,
         }
     }
 }

@@ -26,6 +26,7 @@
 
 use crate::error::Result;
 
+pub mod postgres;
 pub mod sqlite;
 
 /// A gallery as stored.
@@ -106,6 +107,16 @@ pub struct Mark {
     pub created: i64,
     /// The process that wrote the mark (0: unknown).
     pub pid: i64,
+    /// Whether that process ran on this host, where its pid can be checked. A mark from another
+    /// node of a shared database is never judged by pid: it is waited out (see recovery).
+    pub here: bool,
+}
+
+/// Who holds a pending mark: its process id, and whether that process ran on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkOwner {
+    pub pid: i64,
+    pub here: bool,
 }
 
 /// A signed head as stored: (seq, hash, signature).
@@ -267,7 +278,12 @@ pub trait KeyTxn {
     fn set_wrapped(&mut self, gallery: &str, pseudonym: &[u8], wrapped: &[u8]) -> Result<()>;
     fn mark(&mut self, mark: &Mark) -> Result<()>;
     /// The process that marked `op` for the subject, if marked.
-    fn mark_owner(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<Option<i64>>;
+    fn mark_owner(
+        &mut self,
+        gallery: &str,
+        pseudonym: &[u8],
+        op: &str,
+    ) -> Result<Option<MarkOwner>>;
     fn unmark(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<()>;
     fn commit(self: Box<Self>) -> Result<()>;
 }

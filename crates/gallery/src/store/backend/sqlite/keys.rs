@@ -47,6 +47,7 @@ impl KeyStore for SqliteKeys {
                 op: r.get(2)?,
                 created: r.get(3)?,
                 pid: r.get(4)?,
+                here: true,
             })
         })?;
         collect(rows)
@@ -160,7 +161,13 @@ impl KeyTxn for KeysTx<'_> {
         Ok(())
     }
 
-    fn mark_owner(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<Option<i64>> {
+    fn mark_owner(
+        &mut self,
+        gallery: &str,
+        pseudonym: &[u8],
+        op: &str,
+    ) -> Result<Option<MarkOwner>> {
+        // keys.db is a local file: every mark in it was written on this host.
         Ok(self
             .conn()
             .query_row(
@@ -168,7 +175,8 @@ impl KeyTxn for KeysTx<'_> {
                 params![gallery, pseudonym, op],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()?
+            .map(|pid| MarkOwner { pid, here: true }))
     }
 
     fn unmark(&mut self, gallery: &str, pseudonym: &[u8], op: &str) -> Result<()> {

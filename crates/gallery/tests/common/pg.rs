@@ -1,0 +1,216 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` in a temporary directory, `pg_ctl` on a
+//! free loopback port, stopped (immediately) when dropped. Run as the `postgres` user when the
+//! tests run as root (initdb refuses root), as CI does.
+//!
+//! Where PostgreSQL's binaries are missing the tests that need them fail when `CI=true` (`.ci/run`
+//! installs them) and are skipped with a message otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgCluster {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    socket: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `pg_dump`: where the `initdb` on `PATH` really
+/// lives (links followed), else Debian's newest versioned location.
+fn pg_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("initdb"))
+            .find(|f| f.is_file())
+            .and_then(|f| f.canonicalize().ok())
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .filter(|d| d.join("pg_ctl").is_file() && d.join("pg_dump").is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").is_file())
+            .collect();
+        versions.sort();
+        versions.pop()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgCluster {
+    /// A fresh running cluster, or `None` (with a message) where PostgreSQL is not installed
+    /// outside CI.
+    pub fn start() -> Option<PgCluster> {
+        let Some(bin) = pg_bin() else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "PostgreSQL's initdb/pg_ctl are not installed (apt-get install postgresql-15)"
+                );
+            }
+            eprintln!("skipped: PostgreSQL's initdb/pg_ctl are not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown to the postgres user failed");
+        }
+        let c = PgCluster {
+            data: dir.path().join("data"),
+            socket: dir.path().to_path_buf(),
+            _dir: dir,
+            bin,
+            port: free_port(),
+            as_postgres,
+        };
+        c.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+            Some(&c.data),
+        );
+        c.start_server();
+        Some(c)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str], path: Option<&Path>) {
+        let mut c = self.command(tool);
+        c.args(args);
+        if let Some(p) = path {
+            c.arg(p);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.socket.display()
+        );
+        let log = self.socket.join("server.log");
+        let mut c = self.command("pg_ctl");
+        c.args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .arg(&log)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("start");
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The cluster's data directory (what a no-plaintext check reads).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The directory of PostgreSQL's client programs (pg_dump, psql).
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Create an empty database.
+    pub fn create_db(&self, name: &str) {
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    }
+
+    /// A record store and a key store URL on two fresh databases named after `name`.
+    pub fn store_urls(&self, name: &str) -> (String, String) {
+        self.create_db(name);
+        self.create_db(&format!("{name}_keys"));
+        (self.url(name), self.url(&format!("{name}_keys")))
+    }
+
+    /// Run a SQL statement on `db` (tests' own inspection and tampering).
+    pub fn sql(&self, db: &str, sql: &str) {
+        let mut c = postgres::Client::connect(&self.url(db), postgres::NoTls).unwrap();
+        c.batch_execute(sql).unwrap();
+    }
+
+    /// `pg_dump` of a database, as bytes (what a backup holds).
+    pub fn dump(&self, db: &str) -> Vec<u8> {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg(db)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_dump failed");
+        out.stdout
+    }
+
+    /// Stop the server at once (no shutdown checkpoint), as a crash would.
+    pub fn stop_immediate(&self) {
+        let mut c = self.command("pg_ctl");
+        c.args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop");
+        let _ = c.output();
+    }
+
+    /// Stop the server cleanly (everything flushed to the data files).
+    pub fn stop(&self) {
+        let mut c = self.command("pg_ctl");
+        c.args(["-m", "fast", "-w", "-D"])
+            .arg(&self.data)
+            .arg("stop");
+        let _ = c.output();
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+    }
+}
