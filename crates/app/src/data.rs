@@ -4,9 +4,56 @@
 
 use crate::{AppError, Result};
 use gallery::crypto::{self, LocalKeyRing};
+use gallery::store::backend::postgres::PgBackend;
+use gallery::store::backend::sqlite::SqliteBackend;
+use gallery::store::backend::Backend;
 use gallery::store::system_clock;
 use gallery::{Context, Store};
 use std::path::{Path, PathBuf};
+
+/// Where the gallery's records and keys are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `store.db` and `keys.db` in the data directory (the default).
+    Embedded,
+    /// Two PostgreSQL databases (several facegate nodes may share them): the record store and
+    /// the key store, as libpq connection strings or URLs.
+    Postgres { store: String, keys: String },
+}
+
+impl Storage {
+    /// PostgreSQL at `store`, with its key store at `keys` or, when not given, the same server's
+    /// database named after the store's with `_keys` appended.
+    pub fn postgres(store: &str, keys: Option<&str>) -> Result<Storage> {
+        let keys = match keys {
+            Some(k) => k.to_string(),
+            None => PgBackend::default_keys_url(store)?,
+        };
+        Ok(Storage::Postgres {
+            store: store.to_string(),
+            keys,
+        })
+    }
+
+    /// The backend, connected. `data` is the local data directory (the embedded files live there).
+    pub fn backend(&self, data: &Path) -> Result<Box<dyn Backend>> {
+        Ok(match self {
+            Storage::Embedded => {
+                gallery::files::secure_dir(data)?;
+                Box::new(SqliteBackend::open(data)?)
+            }
+            Storage::Postgres { store, keys } => Box::new(PgBackend::open(store, keys)?),
+        })
+    }
+
+    /// Whether the store was ever initialised (a fresh one may get a new master key file).
+    fn initialised(&self, data: &Path, backend: &dyn Backend) -> Result<bool> {
+        Ok(match self {
+            Storage::Embedded => Store::exists(data),
+            Storage::Postgres { .. } => backend.meta("format")?.is_some(),
+        })
+    }
+}
 
 /// Where the master key comes from.
 #[derive(Debug, Clone)]
@@ -83,10 +130,18 @@ pub fn key_ring(key: &MasterKey, create: bool) -> Result<(LocalKeyRing, Vec<Noti
     Ok((LocalKeyRing::new(current), notices))
 }
 
-/// Open (or create) the data directory `data` with its master key.
-pub fn open_store(data: &Path, key: &MasterKey) -> Result<(Store, Vec<Notice>)> {
-    let (ring, mut notices) = key_ring(key, !Store::exists(data))?;
-    let store = Store::open(data, Box::new(ring), system_clock())?;
+/// Open (or create) the store with its master key; `data` is the local data directory (the
+/// embedded databases, or a PostgreSQL node's `audit.head` mirror).
+pub fn open_store(data: &Path, storage: &Storage, key: &MasterKey) -> Result<(Store, Vec<Notice>)> {
+    // Embedded: a key file is created with a fresh directory (before the databases exist).
+    let fresh = match storage {
+        Storage::Embedded => !Store::exists(data),
+        Storage::Postgres { .. } => false,
+    };
+    let backend = storage.backend(data)?;
+    let create = fresh || !storage.initialised(data, &*backend)?;
+    let (ring, mut notices) = key_ring(key, create)?;
+    let store = Store::with_backend(data, backend, Box::new(ring), system_clock())?;
     notices.extend(store.recovery_pending().map(Notice::RecoveryPending));
     Ok((store, notices))
 }
@@ -94,13 +149,19 @@ pub fn open_store(data: &Path, key: &MasterKey) -> Result<(Store, Vec<Notice>)> 
 /// Rotate the master key of `data` (admin): the new key reaches the disk before anything is
 /// rewrapped, so a crash at any point leaves every blob openable by one of the two files, and a
 /// rerun finishes the job. Returns the keys rewrapped and the new key's id.
-pub fn rotate_master_key(data: &Path, key: &MasterKey, ctx: &Context) -> Result<(usize, String)> {
+pub fn rotate_master_key(
+    data: &Path,
+    storage: &Storage,
+    key: &MasterKey,
+    ctx: &Context,
+) -> Result<(usize, String)> {
     let MasterKey::File(path) = key else {
         return Err(AppError::Refused(
             "the master key comes from FACEGATE_MASTER_KEY: rotate it in the system that sets it (or use a key file)".into(),
         ));
     };
-    if !Store::exists(data) {
+    let backend = storage.backend(data)?;
+    if !storage.initialised(data, &*backend)? {
         return Err(AppError::Refused(format!(
             "{} is not initialised",
             data.display()
@@ -113,7 +174,7 @@ pub fn rotate_master_key(data: &Path, key: &MasterKey, ctx: &Context) -> Result<
     let old = crypto::read_master_key_file(path)?;
     let new = crypto::read_master_key_file(&pending)?;
     let ring = LocalKeyRing::new(old.clone()).with_previous(new.clone());
-    let mut store = Store::open(data, Box::new(ring), system_clock())?;
+    let mut store = Store::with_backend(data, backend, Box::new(ring), system_clock())?;
     let target = LocalKeyRing::new(new).with_previous(old);
     let n = store.rotate_master(ctx, Box::new(target))?;
     std::fs::rename(&pending, path).map_err(|e| gallery::GalleryError::io(path, e))?;
@@ -129,23 +190,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let key = MasterKey::File(data.join("master.key"));
-        let (_, notices) = open_store(&data, &key).unwrap();
+        let (_, notices) = open_store(&data, &Storage::Embedded, &key).unwrap();
         assert!(matches!(notices.as_slice(), [Notice::CreatedKey(_)]));
-        let (_, notices) = open_store(&data, &key).unwrap();
+        let (_, notices) = open_store(&data, &Storage::Embedded, &key).unwrap();
         assert!(notices.is_empty());
         // A rotation that wrote its new key and stopped.
         crypto::write_master_key_file(&data.join("master.key.new"), &crypto::random_key().unwrap())
             .unwrap();
-        let (_, notices) = open_store(&data, &key).unwrap();
+        let (_, notices) = open_store(&data, &Storage::Embedded, &key).unwrap();
         assert_eq!(notices, vec![Notice::InterruptedRotation]);
         let admin = Context::new("t", gallery::Role::Admin, "test");
-        let (n, _) = rotate_master_key(&data, &key, &admin).unwrap();
+        let (n, _) = rotate_master_key(&data, &Storage::Embedded, &key, &admin).unwrap();
         assert!(n >= 2, "pseudonym and audit keys at least");
         assert!(!data.join("master.key.new").exists());
-        let (_, notices) = open_store(&data, &key).unwrap();
+        let (_, notices) = open_store(&data, &Storage::Embedded, &key).unwrap();
         assert!(notices.is_empty());
         // A missing key file for an existing directory is refused, not replaced.
         std::fs::remove_file(data.join("master.key")).unwrap();
-        assert!(open_store(&data, &key).is_err());
+        assert!(open_store(&data, &Storage::Embedded, &key).is_err());
     }
 }

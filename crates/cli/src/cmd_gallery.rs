@@ -4,7 +4,7 @@
 use crate::cmd_faces::pick;
 use crate::engine::{load, EngineArgs};
 use anyhow::{bail, Context as _, Result};
-use app::data::{open_store, rotate_master_key, MasterKey, Notice};
+use app::data::{open_store, rotate_master_key, MasterKey, Notice, Storage};
 use clap::{Args, Subcommand};
 use gallery::audit::SignedHead;
 use gallery::store;
@@ -33,11 +33,32 @@ pub struct StoreArgs {
     /// Role to act in: gate, enroller, operator, auditor, admin.
     #[arg(long, global = true, default_value = "operator", env = "FACEGATE_ROLE")]
     pub role: String,
+    /// Keep galleries in PostgreSQL instead of the data directory's SQLite files: a connection
+    /// URL, several hosts allowed (postgres://db1,db2/facegate?target_session_attrs=read-write).
+    /// The data directory still holds this node's audit.head mirror (and the key file by default).
+    #[arg(long = "store", global = true, env = "FACEGATE_STORE_URL")]
+    pub store_url: Option<String>,
+    /// The PostgreSQL key store, a database of its own (default: the --store database's name with
+    /// `_keys` appended, on the same servers).
+    #[arg(long = "keys-store", global = true, env = "FACEGATE_KEYS_STORE_URL")]
+    pub keys_store_url: Option<String>,
 }
 
 impl StoreArgs {
     pub fn data_dir(&self, home: &Path) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| home.join("data"))
+    }
+
+    /// Where records and keys are kept: PostgreSQL when `--store` is given, else the data
+    /// directory.
+    pub fn storage(&self) -> Result<Storage> {
+        if self.keys_store_url.is_some() && self.store_url.is_none() {
+            bail!("--keys-store needs --store (the embedded store keeps keys.db in the data directory)");
+        }
+        Ok(match &self.store_url {
+            Some(url) => Storage::postgres(url, self.keys_store_url.as_deref())?,
+            None => Storage::Embedded,
+        })
     }
 
     /// Where the master key comes from: `FACEGATE_MASTER_KEY`, else the key file.
@@ -64,8 +85,13 @@ impl StoreArgs {
     /// Open the store; on a fresh data directory, create it and its master key file.
     pub fn open(&self, home: &Path) -> Result<Store> {
         let data = self.data_dir(home);
-        let (store, notices) = open_store(&data, &self.master_key(&data))
-            .with_context(|| format!("opening data directory {}", data.display()))?;
+        let storage = self.storage()?;
+        let (store, notices) = open_store(&data, &storage, &self.master_key(&data)).with_context(
+            || match &storage {
+                Storage::Embedded => format!("opening data directory {}", data.display()),
+                Storage::Postgres { .. } => "opening the PostgreSQL store".to_string(),
+            },
+        )?;
         for n in notices {
             eprintln!(
                 "{}{n}",
@@ -610,7 +636,16 @@ pub fn audit(home: &Path, s: &StoreArgs, cmd: AuditCommand) -> Result<i32> {
                     serde_json::from_str(&text).with_context(|| format!("{}", a.display()))?;
                 anchors.push((a.display().to_string(), head));
             }
-            let report = store::verify_dir(&data, public_key.as_deref(), &anchors)?;
+            // No master key needed: the log and its public key are all an auditor reads.
+            let report = match s.storage()? {
+                Storage::Embedded => store::verify_dir(&data, public_key.as_deref(), &anchors)?,
+                postgres => store::verify_log(
+                    &*postgres.backend(&data)?,
+                    &data,
+                    public_key.as_deref(),
+                    &anchors,
+                )?,
+            };
             println!("{}", serde_json::to_string_pretty(&report)?);
             for w in &report.warnings {
                 eprintln!("warning: {w}");
@@ -669,7 +704,12 @@ pub fn keys(home: &Path, s: &StoreArgs, cmd: KeysCommand) -> Result<i32> {
     let KeysCommand::Rotate = cmd;
     let data = s.data_dir(home);
     let key = s.master_key(&data);
-    let (n, id) = rotate_master_key(&data, &key, &s.context("master key rotation")?)?;
+    let (n, id) = rotate_master_key(
+        &data,
+        &s.storage()?,
+        &key,
+        &s.context("master key rotation")?,
+    )?;
     let key_file = match key {
         MasterKey::File(p) => Some(p),
         MasterKey::Hex(_) => None,

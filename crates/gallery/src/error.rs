@@ -35,7 +35,9 @@ pub enum GalleryError {
     #[error("storage: {0}")]
     Storage(String),
     /// The storage backend cannot be reached now (a database restarting, failing over, or a
-    /// read-only standby): nothing was changed, and the same request may succeed when retried.
+    /// read-only standby). The same request may succeed when retried; a write whose connection
+    /// was lost at commit may already have landed, so writes must be safe to repeat (they are:
+    /// enrolment answers `DuplicateSubject`, deletion `UnknownSubject`).
     #[error("storage unavailable, retry shortly: {0}")]
     Unavailable(String),
     #[error("I/O error on {path}")]

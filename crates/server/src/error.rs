@@ -40,11 +40,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 is temporary (busy slots, loading galleries, a database failing over):
+            // tell clients when to come back instead of letting them hammer.
+            return (self.status, [("retry-after", "1")], body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 
@@ -58,6 +60,17 @@ impl From<gallery::GalleryError> for ApiError {
             G::DuplicateSubject(_) => (StatusCode::CONFLICT, "duplicate_subject"),
             G::Dimension { .. } | G::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             G::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            // The database is restarting or failing over. A write cut off at its commit may or
+            // may not have landed; retrying is safe either way (a repeated enrolment answers
+            // duplicate_subject, a repeated deletion unknown_subject).
+            G::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the gallery database is not reachable right now (restart or failover); retry shortly — retrying a write is safe",
+                );
+            }
             _ => {
                 tracing::error!(error = %e, "internal error");
                 return ApiError::internal();

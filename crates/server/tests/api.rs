@@ -15,6 +15,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
+
+#[path = "../../gallery/tests/common/pg.rs"]
+#[allow(dead_code)] // the gallery tests use the rest
+mod pg;
 use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
 
@@ -30,6 +34,16 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
 }
 
 fn state_with(data: &std::path::Path, config: ServerConfig) -> Option<Arc<AppState>> {
+    let store = Store::open(
+        data,
+        Box::new(LocalKeyRing::new(crypto::random_key().expect("key"))),
+        store::system_clock(),
+    )
+    .expect("store");
+    state_on(data, store, config)
+}
+
+fn state_on(data: &std::path::Path, store: Store, config: ServerConfig) -> Option<Arc<AppState>> {
     let Some(home) = home() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -42,12 +56,6 @@ fn state_with(data: &std::path::Path, config: ServerConfig) -> Option<Arc<AppSta
     vision::runtime::ensure_runtime(Some(&rt)).expect("runtime loads");
     let models = Models::load_with(&home.join("packs/dlib"), 1, DetectorChoice::Hog)
         .expect("dlib pack loads");
-    let store = Store::open(
-        data,
-        Box::new(LocalKeyRing::new(crypto::random_key().expect("key"))),
-        store::system_clock(),
-    )
-    .expect("store");
     let keys = ApiKeys::open(data).expect("api keys");
     let chip = config.chip_trust().expect("chip trust");
     Some(AppState::new(
@@ -274,4 +282,60 @@ async fn unread_bodies_close_the_connection() {
         .expect("response");
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(res.headers().get("connection"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_is_a_503_with_retry_advice_and_passes_by_itself() {
+    let Some(pg) = pg::PgCluster::start() else {
+        return;
+    };
+    let (store_url, keys_url) = tokio::task::block_in_place(|| pg.store_urls("srv"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The store is synchronous (its PostgreSQL client blocks on a runtime of its own): it is
+    // built, like every store call of the server, off the async threads.
+    let st = tokio::task::block_in_place(|| {
+        let store = Store::with_backend(
+            dir.path(),
+            Box::new(
+                gallery::store::backend::postgres::PgBackend::open(&store_url, &keys_url).unwrap(),
+            ),
+            Box::new(LocalKeyRing::new(crypto::random_key().expect("key"))),
+            store::system_clock(),
+        )
+        .expect("store on PostgreSQL");
+        state_on(dir.path(), store, ServerConfig::default())
+    });
+    let Some(st) = st else { return };
+    let app = server::router(st.clone());
+    let (admin, _) = st.keys.create(Role::Admin, None, 0).expect("key");
+    let list = || {
+        Request::builder()
+            .uri("/v1/galleries")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(Body::empty())
+            .expect("request")
+    };
+    assert_eq!(
+        app.clone().oneshot(list()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // The database goes away (a crash, a failover in progress).
+    tokio::task::block_in_place(|| pg.stop_immediate());
+    let res = app.clone().oneshot(list()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
+    // It comes back: the pool replaces its dead connections, no restart of facegate.
+    tokio::task::block_in_place(|| pg.start_server());
+    assert_eq!(
+        app.clone().oneshot(list()).await.unwrap().status(),
+        StatusCode::OK
+    );
 }

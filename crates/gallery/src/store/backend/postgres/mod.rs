@@ -43,7 +43,7 @@ mod keys;
 const POOL_SIZE: u32 = 8;
 /// How long a request waits for a connection (or a failed-over primary) before it is refused
 /// as unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const STORE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL);
@@ -106,8 +106,45 @@ impl From<r2d2::Error> for GalleryError {
 
 /// One pooled connection with its prepared statements.
 pub(crate) struct Conn {
-    client: Client,
+    client: DropAnywhere,
     prepared: HashMap<&'static str, Statement>,
+}
+
+/// A client that may be dropped on any thread. The blocking client closes its connection by
+/// blocking on its own runtime, which tokio forbids on a thread that drives async tasks (a
+/// server dropping its store at shutdown, a pool dropped in an async test): there the close is
+/// handed to a short-lived plain thread instead.
+struct DropAnywhere(Option<Client>);
+
+impl std::ops::Deref for DropAnywhere {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        #[allow(clippy::expect_used)]
+        self.0
+            .as_ref()
+            .expect("the client is taken only when dropped")
+    }
+}
+
+impl std::ops::DerefMut for DropAnywhere {
+    fn deref_mut(&mut self) -> &mut Client {
+        #[allow(clippy::expect_used)]
+        self.0
+            .as_mut()
+            .expect("the client is taken only when dropped")
+    }
+}
+
+impl Drop for DropAnywhere {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("facegate-pg-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -170,7 +207,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> std::result::Result<Conn, ::postgres::Error> {
         Ok(Conn {
-            client: self.0.connect(NoTls)?,
+            client: DropAnywhere(Some(self.0.connect(NoTls)?)),
             prepared: HashMap::new(),
         })
     }

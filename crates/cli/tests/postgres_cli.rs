@@ -1,0 +1,202 @@
+//! The `facegate` binary on PostgreSQL (`--store`, #17): two nodes (two data directories, one
+//! master key) over one pair of databases; a SIGKILL mid-enrolment loses nothing acknowledged;
+//! key rotation and audit verification work on the shared store.
+#![allow(clippy::unwrap_used)] // tests stop at the first surprise
+
+mod common;
+#[path = "../../gallery/tests/common/pg.rs"]
+#[allow(dead_code)] // the gallery tests use the rest
+mod pg;
+
+use pg::PgCluster;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `facegate --data-dir DATA --master-key KEY --store URL ARGS…`: (exit code, stdout, stderr).
+fn node(data: &Path, key: &Path, url: &str, args: &[&str]) -> (i32, String, String) {
+    let mut full = vec!["--master-key", key.to_str().unwrap(), "--store", url];
+    full.extend_from_slice(args);
+    common::facegate(data, &full)
+}
+
+fn embeddings_file(path: &Path, n: usize) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..n {
+        let v: Vec<f32> = (0..128)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 10_000) as f32 / 50_000.0 - 0.1
+            })
+            .collect();
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"subject": format!("S{i:06}"), "embedding": v})
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn two_nodes_share_a_postgres_store() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_db("fg");
+    pg.create_db("fg_keys");
+    let url = pg.url("fg");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let key = dir.path().join("master.key");
+    let (code, _, err) = node(
+        &a,
+        &key,
+        &url,
+        &[
+            "--role",
+            "admin",
+            "gallery",
+            "create",
+            "rt",
+            "--purpose",
+            "registered travellers",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("created master key"),
+        "the first node creates the key: {err}"
+    );
+    assert!(
+        !a.join("store.db").exists(),
+        "nothing goes to the embedded store"
+    );
+    let input = dir.path().join("emb.jsonl");
+    embeddings_file(&input, 3000);
+    // SIGKILL node A in the middle of a batch enrolment.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&a)
+        .arg("--master-key")
+        .arg(&key)
+        .args([
+            "--store",
+            &url,
+            "--role",
+            "enroller",
+            "enrol",
+            "--gallery",
+            "rt",
+            "--embeddings",
+        ])
+        .arg(&input)
+        .env_remove("FACEGATE_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.len() < 40 {
+        let line = lines.next().expect("enrolment stopped early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "enrolled", "{line}");
+        acked.push(v["subject"].as_str().unwrap().to_string());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Node B (its own data directory, the same key) sees every acknowledged subject.
+    for s in &acked {
+        let (code, out, err) = node(
+            &b,
+            &key,
+            &url,
+            &["subject", "--gallery", "rt", "--subject", s],
+        );
+        assert_eq!(code, 0, "acknowledged subject {s} lost: {err}");
+        assert!(out.contains("\"templates\": 1"));
+    }
+    let (code, out, err) = node(&b, &key, &url, &["gallery", "show", "rt"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let n = v["subjects"].as_u64().unwrap();
+    assert!((40..3000).contains(&n), "{n} subjects after the kill");
+    // Node B deletes; node A no longer finds the subject.
+    let (code, _, err) = node(
+        &b,
+        &key,
+        &url,
+        &[
+            "delete",
+            "--gallery",
+            "rt",
+            "--subject",
+            &acked[3],
+            "--reason",
+            "subject request",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = node(
+        &a,
+        &key,
+        &url,
+        &["subject", "--gallery", "rt", "--subject", &acked[3]],
+    );
+    assert_eq!(code, 2, "erased on B, still found on A");
+    // Key rotation from node A; node B opens with the rotated key file.
+    let (code, out, err) = node(&a, &key, &url, &["--role", "admin", "keys", "rotate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rewrapped"));
+    let (code, _, err) = node(
+        &b,
+        &key,
+        &url,
+        &["subject", "--gallery", "rt", "--subject", &acked[4]],
+    );
+    assert_eq!(code, 0, "{err}");
+    // One chain, verified from either node (no master key needed).
+    for d in [&a, &b] {
+        let (code, out, err) = node(d, &key, &url, &["audit", "verify"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["ok"], true);
+    }
+    // A node with another master key is refused, not silently forked.
+    let other = dir.path().join("other.key");
+    let (code, _, err) = node(&b, &other, &url, &["gallery", "show", "rt"]);
+    assert_ne!(code, 0, "a wrong master key must not open the shared store");
+    assert!(err.contains("master key"), "{err}");
+}
+
+#[test]
+fn keys_store_needs_store_and_one_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let (code, _, err) = common::facegate(
+        dir.path(),
+        &[
+            "--keys-store",
+            "postgres://x@127.0.0.1:1/k",
+            "gallery",
+            "list",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--keys-store needs --store"), "{err}");
+    let url = "postgres://x@127.0.0.1:1/fg";
+    let (code, _, err) = node(
+        dir.path(),
+        &key,
+        url,
+        &["--keys-store", url, "gallery", "list"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("another PostgreSQL database"), "{err}");
+}
