@@ -11,7 +11,7 @@ use common::*;
 use gallery::crypto::{self, LocalKeyRing};
 use gallery::store::backend::postgres::PgBackend;
 use gallery::store::{self, Clock};
-use gallery::{Enrolment, Metric, Store};
+use gallery::{Enrolment, GalleryError, Metric, Store};
 use std::path::Path;
 
 /// A facegate node: its own local directory (the `audit.head` mirror) over the shared databases.
@@ -220,4 +220,240 @@ fn no_plaintext_biometric_byte_reaches_postgres() {
         };
         check(&f.display().to_string(), &bytes);
     }
+}
+
+/// What one node's writers had acknowledged, and when the store failed them.
+#[derive(Default)]
+struct Acks {
+    enrolled: Vec<String>,
+    deleted: Vec<String>,
+    /// Instants of the failed attempts (each retried until it was settled).
+    failures: Vec<std::time::Instant>,
+    /// Instants of the acknowledged writes.
+    successes: Vec<std::time::Instant>,
+}
+
+/// Retry a write until the store settles it. `landed` recognises the refusal a retry gets when
+/// the earlier, failed attempt had landed after all (a duplicate enrolment, an unknown subject).
+fn settle<T>(
+    acks: &std::sync::Mutex<Acks>,
+    landed: impl Fn(&GalleryError) -> bool,
+    mut write: impl FnMut() -> Result<T, GalleryError>,
+) {
+    let mut failed_before = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a write never settled"
+        );
+        match write() {
+            Ok(_) => break,
+            Err(e) if failed_before && landed(&e) => break,
+            Err(GalleryError::Unavailable(_)) => {
+                failed_before = true;
+                acks.lock()
+                    .unwrap()
+                    .failures
+                    .push(std::time::Instant::now());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    acks.lock()
+        .unwrap()
+        .successes
+        .push(std::time::Instant::now());
+}
+
+#[test]
+fn failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
+    let Some(primary) = PgCluster::start() else {
+        return;
+    };
+    primary.create_db("ha");
+    primary.create_db("ha_keys");
+    let standby = primary.standby();
+    primary.require_sync_standby();
+    // Both hosts in every connection string; only the read-write one is used.
+    let url = |db: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write&connect_timeout=2",
+            primary.port, standby.port
+        )
+    };
+    let urls = (url("ha"), url("ha_keys"));
+    let key = crypto::random_key().unwrap();
+    let (_t, clock) = TestClock::new();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes: Vec<Store> = dirs
+        .iter()
+        .map(|d| node(d.path(), &urls, &key, clock.clone()))
+        .collect();
+    nodes[0]
+        .create_gallery(&admin(), "rt", &policy(30))
+        .unwrap();
+    let ids = identities(9, 2000, 128);
+    let acks: Vec<std::sync::Mutex<Acks>> = (0..2).map(|_| Default::default()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked = || -> usize { acks.iter().map(|a| a.lock().unwrap().enrolled.len()).sum() };
+    let mut killed_at = None;
+    std::thread::scope(|sc| {
+        for (n, s) in nodes.iter().enumerate() {
+            let (ids, acks, stop) = (&ids, &acks[n], &stop);
+            sc.spawn(move || {
+                // Steady load: enrolments, and every fourth step a deletion of an earlier one.
+                for (step, (i, c)) in ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == n)
+                    .enumerate()
+                {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let reference = format!("P{i:07}");
+                    settle(
+                        acks,
+                        |e| matches!(e, GalleryError::DuplicateSubject(_)),
+                        || {
+                            s.enrol(
+                                &admin(),
+                                "rt",
+                                &reference,
+                                std::slice::from_ref(c),
+                                Metric::Euclidean,
+                                "dlib",
+                                &Enrolment::default(),
+                            )
+                        },
+                    );
+                    acks.lock().unwrap().enrolled.push(reference);
+                    if step % 4 == 3 {
+                        let victim = acks.lock().unwrap().enrolled[step / 4].clone();
+                        settle(
+                            acks,
+                            |e| matches!(e, GalleryError::UnknownSubject(_)),
+                            || s.delete(&admin(), "rt", &victim, "subject's request"),
+                        );
+                        acks.lock().unwrap().deleted.push(victim);
+                    }
+                }
+            });
+        }
+        // Mid-load: the primary's host is lost; the standby is promoted half a second later.
+        while acked() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let before = acked();
+        primary.kill9();
+        killed_at = Some(std::time::Instant::now());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        standby.promote();
+        while acked() < before + 60 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let killed_at = killed_at.unwrap();
+    // The unavailability window each node saw: the longest pause between two of its
+    // acknowledged writes around the kill (a write may still be acknowledged just after the
+    // signal, before the postmaster is gone).
+    for (n, a) in acks.iter().enumerate() {
+        let a = a.lock().unwrap();
+        let mut times = a.successes.clone();
+        times.sort();
+        let window = times
+            .windows(2)
+            .filter(|w| w[1] > killed_at)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap();
+        eprintln!(
+            "node {n}: {} enrolments and {} deletions acknowledged, {} failed attempts retried; writes stopped for {:.2} s (kill -9 of the primary, promotion 0.5 s later)",
+            a.enrolled.len(),
+            a.deleted.len(),
+            a.failures.len(),
+            window.as_secs_f64()
+        );
+        // (Failed attempts are few or none: a request that finds its pooled connection dead
+        // waits for a new one, up to the pool's timeout, and the promotion is quicker.)
+    }
+    // Every node, and a node started afterwards, agrees: each acknowledged enrolment present,
+    // each acknowledged deletion absent, nothing else, one chain that verifies.
+    let late = tempfile::tempdir().unwrap();
+    let late = node(late.path(), &urls, &key, clock.clone());
+    let enrolled: Vec<String> = acks
+        .iter()
+        .flat_map(|a| a.lock().unwrap().enrolled.clone())
+        .collect();
+    let deleted: std::collections::HashSet<String> = acks
+        .iter()
+        .flat_map(|a| a.lock().unwrap().deleted.clone())
+        .collect();
+    for s in nodes.iter().chain([&late]) {
+        for r in &enrolled {
+            match s.subject("rt", r) {
+                Ok(_) => assert!(!deleted.contains(r), "{r} was deleted, and is back"),
+                Err(GalleryError::UnknownSubject(_)) => {
+                    assert!(deleted.contains(r), "acknowledged enrolment {r} lost")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let info = s.gallery("rt").unwrap();
+        assert_eq!(info.subjects as usize, enrolled.len() - deleted.len());
+        let report = s.audit_verify(None, &[]).unwrap();
+        assert!(report.ok, "{:?}", report.problems);
+    }
+}
+
+#[test]
+fn a_node_cut_off_during_an_erasure_refuses_to_search_rather_than_return_the_erased() {
+    let Some(pg) = PgCluster::start() else { return };
+    let urls = pg.store_urls("cut");
+    // Node B reaches the database through a link the test can cut.
+    let link = common::pg::Link::to(pg.port);
+    let via_link = |u: &str| u.replace(&format!(":{}/", pg.port), &format!(":{}/", link.port));
+    let urls_b = (via_link(&urls.0), via_link(&urls.1));
+    assert_ne!(urls_b.0, urls.0);
+    let key = crypto::random_key().unwrap();
+    let (_t, clock) = TestClock::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dir_a.path(), &urls, &key, clock.clone());
+    let b = node(dir_b.path(), &urls_b, &key, clock);
+    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let ids = identities(5, 20, 128);
+    for (i, c) in ids.iter().enumerate() {
+        enrol(&a, &format!("P{i:07}"), c, &Enrolment::default());
+    }
+    let probe = sample(&ids[7], 3);
+    let r = b.identify(&gate(), "rt", &probe, None, 0.6).unwrap();
+    assert_eq!(
+        r.candidates[0].reference, "P0000007",
+        "B has the gallery loaded"
+    );
+    // B loses its link; A erases the subject meanwhile.
+    link.cut();
+    a.delete(&admin(), "rt", "P0000007", "subject's request")
+        .unwrap();
+    // B cannot tell whether its index is current, so it answers nothing rather than a stale
+    // candidate list.
+    match b.identify(&gate(), "rt", &probe, None, 0.6) {
+        Err(GalleryError::Unavailable(_)) => {}
+        Ok(r) => panic!(
+            "a cut-off node searched its stale index: {:?}",
+            r.candidates
+                .iter()
+                .map(|c| &c.reference)
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => panic!("{e}"),
+    }
+    // Back online, its first search already follows the erasure.
+    link.restore();
+    let r = b.identify(&gate(), "rt", &probe, None, 0.6).unwrap();
+    assert!(r.candidates.iter().all(|c| c.reference != "P0000007"));
+    assert!(b.audit_verify(None, &[]).unwrap().ok);
 }

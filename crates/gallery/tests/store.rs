@@ -740,10 +740,14 @@ fn crash_between_the_two_databases_is_repaired_at_start() {
         [now],
     )
     .unwrap();
-    // Marked by a live process (this one): it may still commit, so its key is kept within the hour.
+    // Marked by a live process: it may still commit, so its key is kept within the hour.
+    let mut live = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
     keys.execute(
         "INSERT INTO pending (gallery, pseudonym, op, created, pid) VALUES ('rt', x'01', 'enrol', ?1, ?2)",
-        rusqlite::params![now, std::process::id() as i64],
+        rusqlite::params![now, live.id() as i64],
     )
     .unwrap();
     // 1b. The same, but the process that marked it is gone: its key goes at the next start.
@@ -787,7 +791,10 @@ fn crash_between_the_two_databases_is_repaired_at_start() {
         3,
         "the deleted subject's key must go at once"
     );
+    // Past the orphan age the key goes whether or not its process lives.
     t.advance(2 * 3_600_000);
+    live.kill().unwrap();
+    live.wait().unwrap();
     let s = open(dir.path(), &key, clock);
     assert_eq!(count(&keys, "SELECT COUNT(*) FROM subject_keys"), 2);
     assert_eq!(count(&keys, "SELECT COUNT(*) FROM pending"), 0);

@@ -142,6 +142,9 @@ impl Store {
             .par_iter()
             .map(|r| self.seal_subject(gallery, r, metric, &transform, limit))
             .collect::<Result<_>>()?;
+        // Registered as in flight until this call returns: crash recovery and other threads of
+        // this process leave these subjects' keys alone meanwhile.
+        let _in_flight = InFlight::register(gallery, sealed.iter().map(|s| s.pseudonym))?;
         {
             let mut tx = self.keys().write()?;
             // Any conflict fails the whole call before anything is committed (the key transaction
@@ -209,13 +212,24 @@ impl Store {
         let written = match committed {
             Ok((written, _)) => written,
             Err(e) => {
-                // Only the keys this call wrote (created now) go; a subject already enrolled keeps
-                // its key.
-                if let Ok(mut tx) = self.keys().write() {
+                if matches!(e, GalleryError::Unavailable(_)) {
+                    // Lost at commit, the enrolment may have landed: the keys and marks stay,
+                    // and recovery decides from the record store at the next write (a key
+                    // whose subject never appeared goes; a landed subject keeps its key).
+                    self.interrupted(&e);
+                    return Err(e);
+                }
+                // Refused: only the keys this call wrote (created now) go; a subject already
+                // enrolled keeps its key. Where that cannot be done now, recovery does it.
+                let cleaned = self.keys().write().and_then(|mut tx| {
                     for ps in pseudonyms() {
-                        let _ = tx.delete_key(gallery, ps, Some(now));
+                        tx.delete_key(gallery, ps, Some(now))?;
                     }
-                    let _ = tx.commit();
+                    tx.commit()
+                });
+                if cleaned.is_err() {
+                    self.interrupted(&e);
+                    return Err(e);
                 }
                 self.clear_marks(gallery, pseudonyms(), "enrol");
                 return Err(e);
@@ -312,7 +326,11 @@ impl Store {
         let owner = tx.mark_owner(gallery, ps, "enrol")?;
         // The key belongs to an enrolment that may still commit (its process is alive, within the
         // hour): refuse rather than pull the key from under it.
-        if now - created <= ORPHAN_KEY_AGE_MS && owner.is_some_and(enrolment_may_be_running) {
+        // This call holds the subject's in-flight registration, so no other thread of this
+        // process is enrolling it: a mark of this process is an interrupted attempt.
+        if now - created <= ORPHAN_KEY_AGE_MS
+            && owner.is_some_and(|o| enrolment_may_be_running(o, || false))
+        {
             return Err(GalleryError::Invalid(
                 "an enrolment of this subject is in progress or was interrupted less than an hour ago".into(),
             ));
@@ -359,4 +377,49 @@ fn check_request(gallery: &str, r: &Request<'_>, dim: usize, now: i64, limit: i6
         return Err(GalleryError::Invalid("expiry is in the past".into()));
     }
     Ok(())
+}
+
+/// (gallery, pseudonym) of the subjects this process is enrolling now, whichever `Store` of the
+/// process does it (pseudonyms are keyed per deployment, so two stores' subjects do not collide).
+pub(super) static IN_FLIGHT: std::sync::LazyLock<Mutex<Enrolling>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// (gallery, pseudonym) pairs.
+pub(super) type Enrolling = std::collections::HashSet<(String, [u8; 32])>;
+
+/// Subjects this process is enrolling, registered for the length of one call (see
+/// `Store::enrolling`); a second call for one of them while the first runs is refused.
+struct InFlight {
+    gallery: String,
+    subjects: Vec<[u8; 32]>,
+}
+
+impl InFlight {
+    fn register(gallery: &str, subjects: impl Iterator<Item = [u8; 32]>) -> Result<InFlight> {
+        let mut taken = InFlight {
+            gallery: gallery.to_string(),
+            subjects: Vec::new(),
+        };
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        for ps in subjects {
+            if !set.insert((gallery.to_string(), ps)) {
+                drop(set);
+                // `taken` releases what it registered so far.
+                return Err(GalleryError::Invalid(
+                    "an enrolment of this subject is in progress".into(),
+                ));
+            }
+            taken.subjects.push(ps);
+        }
+        Ok(taken)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        for ps in &self.subjects {
+            set.remove(&(self.gallery.clone(), *ps));
+        }
+    }
 }

@@ -79,11 +79,21 @@ impl Store {
         let ((receipt, sid, tids), _) = match committed {
             Ok(r) => r,
             Err(e) => {
-                self.unmark(gallery, ps, "delete");
+                if matches!(e, GalleryError::Unavailable(_)) {
+                    // The deletion may have committed before the connection was lost: the mark
+                    // stays, and recovery destroys the key if the subject is gone.
+                    self.interrupted(&e);
+                } else {
+                    self.unmark(gallery, ps, "delete");
+                }
                 return Err(e);
             }
         };
-        self.destroy_key(gallery, ps)?;
+        if let Err(e) = self.destroy_key(gallery, ps) {
+            // The subject is gone from the record store; its key goes at the next write.
+            self.interrupted(&e);
+            return Err(e);
+        }
         if let Some(lg) = self.loaded_entry(gallery) {
             let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
             if lg.index.is_compact() {

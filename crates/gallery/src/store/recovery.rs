@@ -8,19 +8,23 @@ use super::*;
 /// the delay keeps a concurrent enrolment in another process safe.
 pub(super) const ORPHAN_KEY_AGE_MS: i64 = 3_600_000;
 
-/// Whether the process that marked an enrolment could still be running it. A process on another
-/// host (a node sharing the database) may be; on this host, on Linux, a process
-/// id with no /proc entry is gone (its enrolment was interrupted); where /proc is absent, assume
-/// it may run. (A reused pid errs on the safe side: it looks alive, and the hour-long orphan age
-/// still ends the wait.)
-pub(super) fn enrolment_may_be_running(owner: MarkOwner) -> bool {
+/// Whether the process that marked an enrolment could still be running it. This process knows
+/// (`in_flight`: the subjects it is enrolling now). A process on another host (a node sharing
+/// the database) may be. Another process on this host: on Linux, a process id with no /proc
+/// entry is gone (its enrolment was interrupted); where /proc is absent, assume it may run. (A
+/// reused pid errs on the safe side: it looks alive, and the hour-long orphan age still ends the
+/// wait.)
+pub(super) fn enrolment_may_be_running(owner: MarkOwner, in_flight: impl FnOnce() -> bool) -> bool {
     let MarkOwner { pid, here } = owner;
     if !here {
         // Another host's process: nothing here can tell whether it runs.
         return true;
     }
-    if pid <= 0 || pid == std::process::id() as i64 {
-        return pid > 0;
+    if pid == std::process::id() as i64 {
+        return in_flight();
+    }
+    if pid <= 0 {
+        return false;
     }
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
@@ -68,7 +72,9 @@ impl Store {
                 // Enrolment that never committed: drop its key once it is surely not in flight.
                 ("enrol", false)
                     if now - m.created <= ORPHAN_KEY_AGE_MS
-                        && enrolment_may_be_running(m.owner()) =>
+                        && enrolment_may_be_running(m.owner(), || {
+                            Self::enrolling(&m.gallery, &m.pseudonym)
+                        }) =>
                 {
                     continue
                 }
@@ -81,6 +87,26 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Whether this process is enrolling the subject right now.
+    pub(super) fn enrolling(gallery: &str, ps: &[u8]) -> bool {
+        <[u8; 32]>::try_from(ps).is_ok_and(|ps| {
+            super::enrol::IN_FLIGHT
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&(gallery.to_string(), ps))
+        })
+    }
+
+    /// After a write failed half-way between the two databases (a database lost mid-call): make
+    /// the next write run crash recovery first, so a key or mark left behind is settled while
+    /// this process runs, not only at its next start.
+    pub(super) fn interrupted(&self, e: &GalleryError) {
+        let mut pending = self.recovery.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_none() {
+            *pending = Some(format!("a write was interrupted: {e}"));
+        }
     }
 
     pub(super) fn unmark(&self, gallery: &str, ps: &[u8], op: &str) {

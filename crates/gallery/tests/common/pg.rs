@@ -209,8 +209,157 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started. It follows the
+    /// primary; make it synchronous with [`PgCluster::require_sync_standby`].
+    pub fn standby(&self) -> PgCluster {
+        let dir = tempfile::tempdir().unwrap();
+        if self.as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown to the postgres user failed");
+        }
+        let c = PgCluster {
+            data: dir.path().join("data"),
+            socket: dir.path().to_path_buf(),
+            _dir: dir,
+            bin: self.bin.clone(),
+            port: free_port(),
+            as_postgres: self.as_postgres,
+        };
+        let port = self.port.to_string();
+        c.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "--checkpoint=fast",
+                "-D",
+            ],
+            Some(&c.data),
+        );
+        c.start_server();
+        c
+    }
+
+    /// Make commits wait for a standby's flush (`synchronous_standby_names = '*'`), and wait
+    /// until a standby streams synchronously. The setting lives in the primary's own
+    /// postgresql.auto.conf, so a standby promoted later does not wait for a standby of its own.
+    pub fn require_sync_standby(&self) {
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        // Two calls: ALTER SYSTEM refuses to run in the implicit transaction of a batch.
+        c.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            .unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
+        for _ in 0..300 {
+            let sync = c
+                .query(
+                    "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )
+                .unwrap();
+            if !sync.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no synchronous standby after 30 s");
+    }
+
+    /// SIGKILL the postmaster (its children die with it): a host lost mid-write.
+    pub fn kill9(&self) {
+        let pidfile = self.data.join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let ok = Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {pid} failed");
+    }
+
+    /// Promote a standby to primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) {
+        self.run(
+            "pg_ctl",
+            &["-w", "-t", "60", "promote", "-D"],
+            Some(&self.data),
+        );
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop_immediate();
+    }
+}
+
+/// A TCP relay in front of a server that a test can cut and restore: one node's network
+/// link to the database, lost while the others keep theirs.
+pub struct Link {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Link {
+    pub fn to(target: u16) -> Link {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (o, l) = (open.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for s in [&client, &server] {
+                    l.lock().unwrap().push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Link { port, open, live }
+    }
+
+    /// Cut the link: open connections are reset, new ones are closed at once.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
