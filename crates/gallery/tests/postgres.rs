@@ -125,6 +125,11 @@ fn two_nodes_write_one_audit_chain_and_honour_each_others_erasures() {
         r.candidates.iter().all(|c| c.reference != "P0000005"),
         "node B returned a subject node A erased"
     );
+    assert_eq!(
+        b.load_stats(),
+        (1, 1),
+        "node B follows node A's erasure, it does not reload the gallery"
+    );
     // And an enrolment on B is found by A.
     let newcomer = identities(3, 1, 128).pop().unwrap();
     enrol(&b, "NEWCOMER", &newcomer, &Enrolment::default());

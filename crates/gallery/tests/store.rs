@@ -1265,3 +1265,92 @@ fn a_full_disk_never_locks_the_data_directory() {
         "the erased subject's key is destroyed"
     );
 }
+
+#[test]
+fn a_loaded_index_follows_other_writers_changes_without_reloading() {
+    // Two stores on one data directory stand for two processes (or two nodes of a shared
+    // database): each change the other makes is applied to the loaded index, not reloaded.
+    for index in [gallery::IndexChoice::Exact, gallery::IndexChoice::Compact] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_t, clock) = TestClock::new();
+        let key = crypto::random_key().unwrap();
+        let (a, b) = (
+            open(dir.path(), &key, clock.clone()),
+            open(dir.path(), &key, clock),
+        );
+        let mut p = policy(30);
+        p.index = index;
+        a.create_gallery(&admin(), "rt", &p).unwrap();
+        let ids = identities(21, 12, 128);
+        let enrol = |s: &Store, i: usize| {
+            s.enrol(
+                &admin(),
+                "rt",
+                &format!("P{i:07}"),
+                &[ids[i].clone(), sample(&ids[i], 50 + i as u64)],
+                Metric::Euclidean,
+                "dlib",
+                &Enrolment::default(),
+            )
+            .unwrap();
+        };
+        for i in 0..8 {
+            enrol(&a, i);
+        }
+        let found = |s: &Store, i: usize| -> bool {
+            s.identify(
+                &gate(),
+                "rt",
+                &sample(&ids[i], 900 + i as u64),
+                Some(3),
+                0.6,
+            )
+            .unwrap()
+            .candidates
+            .iter()
+            .any(|c| c.reference == format!("P{i:07}"))
+        };
+        assert!(found(&a, 3));
+        assert_eq!(a.load_stats(), (1, 0), "loaded once");
+        // B enrols three and erases one; A's own enrolment lands between them.
+        enrol(&b, 8);
+        enrol(&b, 9);
+        enrol(&a, 10);
+        b.delete(&admin(), "rt", "P0000003", "subject's request")
+            .unwrap();
+        enrol(&b, 11);
+        for i in [0, 8, 9, 10, 11] {
+            assert!(found(&a, i), "{index:?}: A misses P{i:07}");
+        }
+        assert!(
+            !found(&a, 3),
+            "{index:?}: A still returns an erased subject"
+        );
+        let (reloads, followed) = a.load_stats();
+        assert_eq!(reloads, 1, "{index:?}: A reloaded instead of following");
+        assert_eq!(
+            followed, 5,
+            "{index:?}: four changes of B and A's own, in order"
+        );
+        assert_eq!(
+            a.identify(&gate(), "rt", &ids[5], Some(50), 2.0)
+                .unwrap()
+                .searched_templates,
+            2 * 11,
+            "{index:?}: every live template once, none twice"
+        );
+        // A change that is not a row change (another index layout) makes A reload.
+        let mut q = p.clone();
+        q.index = match index {
+            gallery::IndexChoice::Exact => gallery::IndexChoice::Compact,
+            _ => gallery::IndexChoice::Exact,
+        };
+        b.update_policy(&admin(), "rt", &q, None).unwrap();
+        assert!(found(&a, 8));
+        assert_eq!(
+            a.load_stats().0,
+            2,
+            "{index:?}: a policy change is reloaded"
+        );
+    }
+}

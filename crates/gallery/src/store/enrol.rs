@@ -157,7 +157,7 @@ impl Store {
         }
         let committed = self.audited(ctx, |tx| {
             tx.set_kind(gallery, dim as i64, metric.as_str(), pack)?;
-            tx.bump_generation(gallery)?;
+            let generation = tx.bump_generation(gallery)?;
             let mut out = Vec::with_capacity(sealed.len());
             for s in &sealed {
                 let row = NewSubject {
@@ -178,6 +178,7 @@ impl Store {
                 if let Some(img) = &s.image {
                     tx.insert_image(subject, img)?;
                 }
+                tx.record_change(gallery, generation, "enrol", subject, &templates)?;
                 let mut details = serde_json::json!({
                     "templates": s.templates.len(),
                     "image_kept": s.image.is_some(),
@@ -206,11 +207,11 @@ impl Store {
                     },
                 ));
             }
-            Ok(out)
+            Ok((out, generation))
         });
         let pseudonyms = || sealed.iter().map(|s| &s.pseudonym[..]);
-        let written = match committed {
-            Ok((written, _)) => written,
+        let (written, generation) = match committed {
+            Ok(((written, generation), _)) => (written, generation),
             Err(e) => {
                 if matches!(e, GalleryError::Unavailable(_)) {
                     // Lost at commit, the enrolment may have landed: the keys and marks stay,
@@ -236,11 +237,15 @@ impl Store {
             }
         };
         self.clear_marks(gallery, pseudonyms(), "enrol");
-        // Keep an already loaded index current without reloading it: the call moved the stored
-        // generation by one, and so does this.
+        // Keep an already loaded index current without reloading it, when it was current just
+        // before this change. (Otherwise another writer changed the gallery in between: the
+        // next search follows every change since, this one included, in order.)
         if let Some(lg) = self.loaded_entry(gallery) {
             let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
-            lg.generation += 1;
+            if lg.generation != generation - 1 {
+                return Ok(written.into_iter().map(|(_, receipt)| receipt).collect());
+            }
+            lg.generation = generation;
             for (s, (w, _)) in sealed.iter().zip(&written) {
                 if lg.index.is_compact() {
                     for (p, tid) in s.protected.iter().zip(&w.templates) {

@@ -51,7 +51,8 @@ impl Store {
                 .ok_or_else(|| GalleryError::UnknownSubject(gallery.into()))?;
             let tids = tx.template_ids(sid)?;
             tx.delete_subject(sid)?;
-            tx.bump_generation(gallery)?;
+            let generation = tx.bump_generation(gallery)?;
+            tx.record_change(gallery, generation, "delete", sid, &tids)?;
             let head = tx.record(AuditEvent {
                 action: "delete".into(),
                 gallery: Some(gallery.into()),
@@ -74,9 +75,9 @@ impl Store {
                 &serde_json::to_string(&receipt)
                     .map_err(|e| GalleryError::Invalid(e.to_string()))?,
             )?;
-            Ok((receipt, sid, tids))
+            Ok((receipt, sid, tids, generation))
         });
-        let ((receipt, sid, tids), _) = match committed {
+        let ((receipt, sid, tids, generation), _) = match committed {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, GalleryError::Unavailable(_)) {
@@ -94,8 +95,12 @@ impl Store {
             self.interrupted(&e);
             return Err(e);
         }
+        // As in enrolment: applied here only onto an index current just before this change.
         if let Some(lg) = self.loaded_entry(gallery) {
             let mut lg = lg.write().unwrap_or_else(|p| p.into_inner());
+            if lg.generation != generation - 1 {
+                return Ok(receipt);
+            }
             if lg.index.is_compact() {
                 for tid in tids {
                     lg.index.remove(tid as u64);
@@ -104,7 +109,7 @@ impl Store {
                 lg.index.remove(sid as u64);
                 lg.pseudonyms.remove(&(sid as u64));
             }
-            lg.generation += 1;
+            lg.generation = generation;
         }
         Ok(receipt)
     }

@@ -46,14 +46,22 @@ impl Store {
             .ok_or_else(|| GalleryError::UnknownGallery(gallery.into()))
     }
 
-    /// Decrypt a gallery's templates into memory (once; again only when another process changed it).
+    /// Decrypt a gallery's templates into memory once; after that, follow what other processes
+    /// (and nodes sharing the database) change, and reload only when that cannot be followed.
+    /// Every search calls this first, so it never runs on an index older than the database.
     pub(super) fn load(&self, gallery: &str) -> Result<Arc<RwLock<LoadedGallery>>> {
         let generation = self.generation(gallery)?;
         if let Some(lg) = self.loaded_entry(gallery) {
             if lg.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
                 return Ok(lg);
             }
+            if self.follow(gallery, &lg, generation)? {
+                return Ok(lg);
+            }
         }
+        self.stats
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let info = self.gallery_meta(gallery)?;
         let metric = info.metric.unwrap_or(Metric::Euclidean);
         let dim = info.dim.unwrap_or(0);
@@ -83,6 +91,106 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .insert(gallery.into(), lg.clone());
         Ok(lg)
+    }
+
+    /// Bring a loaded index up to generation `upto` by applying the changes recorded since its
+    /// own generation. False when they do not account for every generation in between (a
+    /// change of another kind — policy, rekey, recovery — or one pruned): the caller reloads.
+    fn follow(&self, gallery: &str, lg: &RwLock<LoadedGallery>, upto: i64) -> Result<bool> {
+        let from = lg.read().unwrap_or_else(|p| p.into_inner()).generation;
+        if from > upto || upto - from > backend::CHANGES_KEPT {
+            return Ok(false);
+        }
+        let changes = self.backend.changes_since(gallery, from, upto)?;
+        let mut next = from + 1;
+        for c in &changes {
+            if c.kind != "enrol" && c.kind != "delete" {
+                return Ok(false);
+            }
+            if c.generation == next {
+                next += 1;
+            } else if c.generation != next - 1 {
+                return Ok(false);
+            }
+        }
+        if next != upto + 1 {
+            return Ok(false);
+        }
+        // Enrolled subjects are read and opened before the index is locked: searches go on
+        // meanwhile. A subject gone since (or whose key is) is skipped: a later change removes it.
+        let dim = self.gallery_meta(gallery)?.dim.unwrap_or(0);
+        let mut opener = TemplateOpener::new(gallery, dim);
+        type Opened = (backend::SubjectTemplates, Vec<Zeroizing<Vec<f32>>>);
+        let mut added: IdMap<i64, Opened> = IdMap::default();
+        for c in changes.iter().filter(|c| c.kind == "enrol") {
+            let Some(subject) = self.backend.subject_by_id(gallery, c.subject)? else {
+                continue;
+            };
+            let Some(wrapped) = self.keys().wrapped(gallery, &subject.pseudonym)? else {
+                continue;
+            };
+            let dk = self
+                .wrapper
+                .unwrap_key(&aad("subject-key", gallery, &subject.pseudonym), &wrapped)?;
+            let mut opened = Vec::with_capacity(subject.templates.len());
+            for (_, sealed) in &subject.templates {
+                let mut v = Zeroizing::new(vec![0f32; dim]);
+                opener.open(&dk, &subject.pseudonym, sealed, &mut v)?;
+                opened.push(v);
+            }
+            added.insert(c.subject, (subject, opened));
+        }
+        let mut g = lg.write().unwrap_or_else(|p| p.into_inner());
+        if g.generation != from {
+            // Another thread moved it meanwhile.
+            return Ok(g.generation == upto);
+        }
+        for c in &changes {
+            match c.kind.as_str() {
+                "enrol" => {
+                    let Some((s, opened)) = added.remove(&c.subject) else {
+                        continue;
+                    };
+                    for ((tid, _), v) in s.templates.iter().zip(&opened) {
+                        let row = if g.index.is_compact() {
+                            *tid
+                        } else {
+                            c.subject
+                        };
+                        g.index.push(row as u64, v, s.expires);
+                    }
+                    if !g.index.is_compact() {
+                        g.pseudonyms.insert(c.subject as u64, s.pseudonym);
+                    }
+                    g.max_templates_per_subject =
+                        g.max_templates_per_subject.max(s.templates.len());
+                }
+                _ => {
+                    if g.index.is_compact() {
+                        for tid in &c.templates {
+                            g.index.remove(*tid as u64);
+                        }
+                    } else {
+                        g.index.remove(c.subject as u64);
+                        g.pseudonyms.remove(&(c.subject as u64));
+                    }
+                }
+            }
+        }
+        g.generation = upto;
+        self.stats
+            .followed
+            .fetch_add(changes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// How often galleries were loaded whole, and how many changes were followed instead.
+    pub fn load_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.reloads.load(Relaxed),
+            self.stats.followed.load(Relaxed),
+        )
     }
 
     /// An exact (f32 in memory) or HNSW index with the subject pseudonyms and the most templates

@@ -301,6 +301,14 @@ pub struct Store {
     /// Why the last crash recovery could not finish (e.g. a full disk), while it has not: reads
     /// and searches go on, and every write retries it first.
     recovery: Mutex<Option<String>>,
+    stats: LoadStats,
+}
+
+/// Whole-gallery loads and followed changes, since the store opened.
+#[derive(Default)]
+struct LoadStats {
+    reloads: std::sync::atomic::AtomicU64,
+    followed: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -370,6 +378,7 @@ impl Store {
             loaded: Mutex::new(HashMap::new()),
             mirror: Mutex::new(()),
             recovery: Mutex::new(None),
+            stats: LoadStats::default(),
         };
         // A recovery that cannot write (a full disk) must not lock the data directory: reads,
         // searches and audit verification work without it, and writes retry it.

@@ -83,6 +83,27 @@ pub struct TemplateById {
     pub pseudonym: [u8; 32],
 }
 
+/// What one generation of a gallery did to its rows (`kind` "enrol" or "delete"), kept so that
+/// other processes and nodes follow a change instead of reloading the gallery. Row ids only: no
+/// pseudonym, nothing sealed.
+pub struct ChangeRow {
+    pub generation: i64,
+    pub kind: String,
+    pub subject: i64,
+    pub templates: Vec<i64>,
+}
+
+/// Generations of changes kept per gallery: a process further behind reloads the gallery.
+pub const CHANGES_KEPT: i64 = 100_000;
+
+/// A subject's sealed templates by row id, with what opening and indexing them needs.
+pub struct SubjectTemplates {
+    pub pseudonym: [u8; 32],
+    pub expires: i64,
+    /// (template row id, sealed template)
+    pub templates: Vec<(i64, Vec<u8>)>,
+}
+
 /// Subjects and templates of a gallery at a moment.
 pub struct GalleryCounts {
     pub subjects: u64,
@@ -153,6 +174,11 @@ pub trait Backend: AuditLog + Send + Sync {
     fn gallery_seed(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Moves on every change that a loaded index must follow.
     fn generation(&self, name: &str) -> Result<Option<i64>>;
+    /// The recorded changes of generations `after + 1 ..= upto`, in generation order (a
+    /// generation without a row changed something else: the follower reloads).
+    fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>>;
+    /// A subject's templates by its row id; `None` once it is gone or of another gallery.
+    fn subject_by_id(&self, gallery: &str, subject: i64) -> Result<Option<SubjectTemplates>>;
     /// Live (expires > now) and expired counts.
     fn counts(&self, gallery: &str, now: i64) -> Result<GalleryCounts>;
     fn has_subjects(&self, gallery: &str) -> Result<bool>;
@@ -220,7 +246,18 @@ pub trait WriteTxn {
     fn set_seed(&mut self, name: &str, seed: &[u8]) -> Result<()>;
     /// Every gallery's wrapped seed: (name, seed).
     fn seeds(&mut self) -> Result<Vec<(String, Vec<u8>)>>;
-    fn bump_generation(&mut self, name: &str) -> Result<()>;
+    /// Move the gallery's generation on by one; returns the new generation.
+    fn bump_generation(&mut self, name: &str) -> Result<i64>;
+    /// Record what generation `generation` did (see [`ChangeRow`]); changes older than
+    /// [`CHANGES_KEPT`] generations are dropped.
+    fn record_change(
+        &mut self,
+        gallery: &str,
+        generation: i64,
+        kind: &str,
+        subject: i64,
+        templates: &[i64],
+    ) -> Result<()>;
 
     /// The new subject's row id; `None` when the pseudonym is already in the gallery.
     fn insert_subject(&mut self, s: &NewSubject<'_>) -> Result<Option<i64>>;

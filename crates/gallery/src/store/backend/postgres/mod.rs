@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS receipts (
   id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, receipt TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (seq BIGINT PRIMARY KEY, record TEXT NOT NULL, hash BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_heads (seq BIGINT PRIMARY KEY, hash BYTEA NOT NULL, sig BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+  gallery TEXT NOT NULL, generation BIGINT NOT NULL, kind TEXT NOT NULL, subject BIGINT NOT NULL,
+  templates BIGINT[] NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_generation ON changes(gallery, generation);
 CREATE TABLE IF NOT EXISTS writer (id INT PRIMARY KEY CHECK (id = 1));
 INSERT INTO writer VALUES (1) ON CONFLICT DO NOTHING;
 ";
@@ -493,6 +497,49 @@ impl Backend for PgBackend {
             .transpose()
     }
 
+    fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>> {
+        self.db()?
+            .all(
+                "SELECT generation, kind, subject, templates FROM changes
+                 WHERE gallery = $1 AND generation > $2 AND generation <= $3 ORDER BY generation",
+                &[&gallery, &after, &upto],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ChangeRow {
+                    generation: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    templates: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    fn subject_by_id(&self, gallery: &str, subject: i64) -> Result<Option<SubjectTemplates>> {
+        let mut db = self.db()?;
+        let Some(head) = db.opt(
+            "SELECT pseudonym, expires FROM subjects WHERE id = $1 AND gallery = $2",
+            &[&subject, &gallery],
+        )?
+        else {
+            return Ok(None);
+        };
+        let templates = db
+            .all(
+                "SELECT id, sealed FROM templates WHERE subject = $1 ORDER BY id",
+                &[&subject],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_>>()?;
+        Ok(Some(SubjectTemplates {
+            pseudonym: pseudonym(&head, 0)?,
+            expires: head.try_get(1)?,
+            templates,
+        }))
+    }
+
     fn counts(&self, gallery: &str, now: i64) -> Result<GalleryCounts> {
         let r = self.db()?.one(
             "SELECT (SELECT COUNT(*) FROM subjects WHERE gallery = $1 AND expires > $2),
@@ -801,10 +848,32 @@ impl WriteTxn for StoreTx {
             .collect()
     }
 
-    fn bump_generation(&mut self, name: &str) -> Result<()> {
+    fn bump_generation(&mut self, name: &str) -> Result<i64> {
+        Ok(self
+            .conn()
+            .one(
+                "UPDATE galleries SET generation = generation + 1 WHERE name = $1 RETURNING generation",
+                &[&name],
+            )?
+            .try_get(0)?)
+    }
+
+    fn record_change(
+        &mut self,
+        gallery: &str,
+        generation: i64,
+        kind: &str,
+        subject: i64,
+        templates: &[i64],
+    ) -> Result<()> {
         self.conn().execute(
-            "UPDATE galleries SET generation = generation + 1 WHERE name = $1",
-            &[&name],
+            "INSERT INTO changes (gallery, generation, kind, subject, templates) VALUES ($1, $2, $3, $4, $5)",
+            &[&gallery, &generation, &kind, &subject, &templates],
+        )?;
+        let oldest = generation - CHANGES_KEPT;
+        self.conn().execute(
+            "DELETE FROM changes WHERE gallery = $1 AND generation <= $2",
+            &[&gallery, &oldest],
         )?;
         Ok(())
     }

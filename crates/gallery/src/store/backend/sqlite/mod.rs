@@ -41,7 +41,26 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS receipts (id INTEGER PRIMARY KEY, receipt TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_heads (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+  gallery TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL, subject INTEGER NOT NULL,
+  templates TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_generation ON changes(gallery, generation);
 ";
+
+/// Template ids as stored with a change: decimal, comma-separated.
+pub(super) fn ids_text(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+pub(super) fn ids_parse(text: &str) -> Result<Vec<i64>> {
+    text.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse()
+                .map_err(|_| GalleryError::Storage("a recorded change is malformed".into()))
+        })
+        .collect()
+}
 
 const KEYS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subject_keys (
@@ -339,6 +358,50 @@ impl Backend for SqliteBackend {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>> {
+        let db = self.db();
+        let mut st = db.prepare_cached(
+            "SELECT generation, kind, subject, templates FROM changes
+             WHERE gallery = ?1 AND generation > ?2 AND generation <= ?3 ORDER BY generation",
+        )?;
+        let rows = st.query_map(params![gallery, after, upto], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+        })?;
+        collect(rows)?
+            .into_iter()
+            .map(|(generation, kind, subject, t)| {
+                Ok(ChangeRow {
+                    generation,
+                    kind,
+                    subject,
+                    templates: ids_parse(&t)?,
+                })
+            })
+            .collect()
+    }
+
+    fn subject_by_id(&self, gallery: &str, subject: i64) -> Result<Option<SubjectTemplates>> {
+        let db = self.db();
+        let head: Option<([u8; 32], i64)> = db
+            .query_row(
+                "SELECT pseudonym, expires FROM subjects WHERE id = ?1 AND gallery = ?2",
+                params![subject, gallery],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((pseudonym, expires)) = head else {
+            return Ok(None);
+        };
+        let mut st =
+            db.prepare_cached("SELECT id, sealed FROM templates WHERE subject = ?1 ORDER BY id")?;
+        let templates = collect(st.query_map([subject], |r| Ok((r.get(0)?, r.get(1)?)))?)?;
+        Ok(Some(SubjectTemplates {
+            pseudonym,
+            expires,
+            templates,
+        }))
     }
 
     fn counts(&self, gallery: &str, now: i64) -> Result<GalleryCounts> {
@@ -644,11 +707,29 @@ impl WriteTxn for StoreTx<'_> {
         collect(rows)
     }
 
-    fn bump_generation(&mut self, name: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE galleries SET generation = generation + 1 WHERE name = ?1",
+    fn bump_generation(&mut self, name: &str) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "UPDATE galleries SET generation = generation + 1 WHERE name = ?1 RETURNING generation",
             [name],
-        )?;
+            |r| r.get(0),
+        )?)
+    }
+
+    fn record_change(
+        &mut self,
+        gallery: &str,
+        generation: i64,
+        kind: &str,
+        subject: i64,
+        templates: &[i64],
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO changes (gallery, generation, kind, subject, templates) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![gallery, generation, kind, subject, ids_text(templates)])?;
+        conn.prepare_cached("DELETE FROM changes WHERE gallery = ?1 AND generation <= ?2")?
+            .execute(params![gallery, generation - CHANGES_KEPT])?;
         Ok(())
     }
 
