@@ -146,6 +146,60 @@ pub fn open_store(data: &Path, storage: &Storage, key: &MasterKey) -> Result<(St
     Ok((store, notices))
 }
 
+/// Move a deployment from one storage to another (embedded ⇄ PostgreSQL): everything copied
+/// as stored and verified on the target (`gallery::store::migrate`), then the target opened
+/// with the master key — proof the key opens what was copied — and the migration recorded in
+/// its audit chain. `data` is the local directory for the target's `audit.head` mirror.
+pub fn migrate(
+    data: &Path,
+    from: (&Path, &Storage),
+    to: (&Path, &Storage),
+    key: &MasterKey,
+    ctx: &Context,
+) -> Result<gallery::store::migrate::Migration> {
+    if from.1 == to.1 && (from.1 != &Storage::Embedded || from.0 == to.0) {
+        return Err(AppError::Refused(
+            "source and target are the same store".into(),
+        ));
+    }
+    let source = from.1.backend(from.0)?;
+    if !from.1.initialised(from.0, &*source)? {
+        return Err(AppError::Refused(
+            "the source holds no facegate store".into(),
+        ));
+    }
+    // Opening the source once settles any unfinished crash recovery.
+    let (ring, _) = key_ring(key, false)?;
+    drop(Store::with_backend(
+        from.0,
+        from.1.backend(from.0)?,
+        Box::new(ring),
+        system_clock(),
+    )?);
+    let target = to.1.backend(to.0)?;
+    let report = gallery::store::migrate::copy_backend(&*source, &*target)?;
+    let (ring, _) = key_ring(key, false)?;
+    let store = Store::with_backend(data, target, Box::new(ring), system_clock())?;
+    let describe = |s: &Storage| match s {
+        Storage::Embedded => "embedded",
+        Storage::Postgres { .. } => "postgresql",
+    };
+    store.audit_event(
+        ctx,
+        gallery::audit::AuditEvent {
+            action: "store-migrate".into(),
+            outcome: "migrated".into(),
+            details: serde_json::json!({
+                "from": describe(from.1),
+                "to": describe(to.1),
+                "copied": &report,
+            }),
+            ..Default::default()
+        },
+    )?;
+    Ok(report)
+}
+
 /// Rotate the master key of `data` (admin): the new key reaches the disk before anything is
 /// rewrapped, so a crash at any point leaves every blob openable by one of the two files, and a
 /// rerun finishes the job. Returns the keys rewrapped and the new key's id.

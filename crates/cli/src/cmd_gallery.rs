@@ -720,3 +720,70 @@ pub fn keys(home: &Path, s: &StoreArgs, cmd: KeysCommand) -> Result<i32> {
     );
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The store to copy: a data directory, or a PostgreSQL URL.
+    #[arg(long)]
+    pub from: String,
+    /// The empty store to copy into: a data directory, or a PostgreSQL URL.
+    #[arg(long)]
+    pub to: String,
+    /// The source's PostgreSQL key store (default: its database name with `_keys`).
+    #[arg(long)]
+    pub from_keys: Option<String>,
+    /// The target's PostgreSQL key store (default: its database name with `_keys`).
+    #[arg(long)]
+    pub to_keys: Option<String>,
+}
+
+/// A `--from`/`--to` value: a PostgreSQL URL or connection string, else a directory.
+fn store_location(
+    home: &Path,
+    s: &StoreArgs,
+    spec: &str,
+    keys: Option<&str>,
+) -> Result<(PathBuf, Storage)> {
+    let is_url = spec.starts_with("postgres://")
+        || spec.starts_with("postgresql://")
+        || spec.contains("host=");
+    if is_url {
+        return Ok((s.data_dir(home), Storage::postgres(spec, keys)?));
+    }
+    if keys.is_some() {
+        bail!("a key store URL goes with a PostgreSQL store, not with directory {spec}");
+    }
+    Ok((PathBuf::from(spec), Storage::Embedded))
+}
+
+pub fn migrate(home: &Path, s: &StoreArgs, a: MigrateArgs) -> Result<i32> {
+    let ctx = s.context("store migration")?;
+    if ctx.role != Role::Admin {
+        bail!("migrating a store needs --role admin");
+    }
+    let from = store_location(home, s, &a.from, a.from_keys.as_deref())?;
+    let to = store_location(home, s, &a.to, a.to_keys.as_deref())?;
+    // The master key: as given, else the key file of whichever side is a data directory.
+    let key_dir = [&from, &to]
+        .into_iter()
+        .find(|(_, st)| *st == Storage::Embedded)
+        .map(|(d, _)| d.clone())
+        .unwrap_or_else(|| s.data_dir(home));
+    let key = s.master_key(&key_dir);
+    // The target's audit.head mirror: its own directory when embedded, else this node's data
+    // directory — unless that holds an embedded store (the source, typically), whose own mirror
+    // must not be overwritten by another chain's head: then none is kept, and each node writes
+    // its mirror at its next write.
+    let scratch = tempfile::tempdir()?;
+    let mirror = if to.1 == Storage::Embedded {
+        to.0.clone()
+    } else if Store::exists(&s.data_dir(home)) {
+        scratch.path().to_path_buf()
+    } else {
+        s.data_dir(home)
+    };
+    let report = app::data::migrate(&mirror, (&from.0, &from.1), (&to.0, &to.1), &key, &ctx)
+        .context("migration failed (retrying into the same target is safe: keys already copied are kept, the record store is copied in one transaction)")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(0)
+}

@@ -90,6 +90,10 @@ enum Command {
         command: cmd_serve::ApiKeyCommand,
     },
     /// Master key operations.
+    /// Move a deployment between the embedded store (a data directory) and PostgreSQL, either
+    /// way: sealed rows, keys and the audit chain copied as they are and verified on the target
+    /// (needs --role admin and the master key).
+    Migrate(cmd_gallery::MigrateArgs),
     Keys {
         #[command(subcommand)]
         command: cmd_gallery::KeysCommand,
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Subject(a) => cmd_gallery::subject(&home, &cli.store, a),
         Command::Audit { command } => cmd_gallery::audit(&home, &cli.store, command),
         Command::Keys { command } => cmd_gallery::keys(&home, &cli.store, command),
+        Command::Migrate(a) => cmd_gallery::migrate(&home, &cli.store, a),
         Command::Watch(a) => cmd_watch::watch(&home, &cli.store, a),
         Command::Serve(a) => cmd_serve::serve(&home, &cli.store, a),
         Command::Apikey { command } => cmd_serve::apikey(&home, &cli.store, command),

@@ -200,3 +200,161 @@ fn keys_store_needs_store_and_one_database_is_refused() {
     assert_ne!(code, 0);
     assert!(err.contains("another PostgreSQL database"), "{err}");
 }
+
+#[test]
+fn migrate_an_embedded_deployment_to_postgres_and_back() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_db("mig");
+    pg.create_db("mig_keys");
+    let url = pg.url("mig");
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("embedded");
+    let key = embedded.join("master.key");
+    let run = |data: &Path, args: &[&str]| {
+        let mut full = vec!["--master-key", key.to_str().unwrap()];
+        full.extend_from_slice(args);
+        common::facegate(data, &full)
+    };
+    let (code, _, err) = run(
+        &embedded,
+        &[
+            "--role",
+            "admin",
+            "gallery",
+            "create",
+            "rt",
+            "--purpose",
+            "registered travellers",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let input = dir.path().join("emb.jsonl");
+    embeddings_file(&input, 6);
+    let (code, _, err) = run(
+        &embedded,
+        &[
+            "--role",
+            "enroller",
+            "enrol",
+            "--gallery",
+            "rt",
+            "--embeddings",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(
+        &embedded,
+        &[
+            "delete",
+            "--gallery",
+            "rt",
+            "--subject",
+            "S000001",
+            "--reason",
+            "subject request",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Migration needs the admin role.
+    let (code, _, err) = run(
+        &embedded,
+        &[
+            "migrate",
+            "--from",
+            embedded.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("admin"), "{err}");
+    let (code, out, err) = run(
+        &embedded,
+        &[
+            "--role",
+            "admin",
+            "migrate",
+            "--from",
+            embedded.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["subjects"], 5);
+    assert_eq!(report["templates"], 5);
+    // The source is untouched, its own audit.head mirror included.
+    let (code, out, err) = run(&embedded, &["audit", "verify", "--strict"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(report["keys"], 5);
+    assert_eq!(report["receipts"], 1);
+    // A node on PostgreSQL serves the migrated gallery; the erased subject stays erased.
+    let node_dir = dir.path().join("node");
+    let on_pg = |args: &[&str]| {
+        let mut full = vec!["--store", url.as_str()];
+        full.extend_from_slice(args);
+        run(&node_dir, &full)
+    };
+    let (code, _, err) = on_pg(&["subject", "--gallery", "rt", "--subject", "S000004"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = on_pg(&["subject", "--gallery", "rt", "--subject", "S000001"]);
+    assert_eq!(code, 2);
+    let (code, out, err) = on_pg(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = on_pg(&["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"store-migrate\""),
+        "the migration is in the chain"
+    );
+    assert!(out.contains("\"delete\""), "the chain came with it");
+    // Into a store that is not empty: refused.
+    let (code, _, err) = run(
+        &embedded,
+        &[
+            "--role",
+            "admin",
+            "migrate",
+            "--from",
+            embedded.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds"), "{err}");
+    // And back to a data directory.
+    let back = dir.path().join("back");
+    let (code, out, err) = on_pg(&[
+        "--role",
+        "admin",
+        "migrate",
+        "--from",
+        &url,
+        "--to",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["subjects"], 5);
+    let (code, _, err) = run(
+        &back,
+        &["subject", "--gallery", "rt", "--subject", "S000004"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&back, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(&back, &["--role", "auditor", "audit", "export"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.matches("\"store-migrate\"").count(),
+        2,
+        "both migrations recorded"
+    );
+}

@@ -33,6 +33,7 @@ mod export;
 mod galleries;
 mod keys;
 mod load;
+pub mod migrate;
 mod recovery;
 mod sealing;
 mod search;

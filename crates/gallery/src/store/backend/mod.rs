@@ -104,6 +104,16 @@ pub struct SubjectTemplates {
     pub templates: Vec<(i64, Vec<u8>)>,
 }
 
+/// Everything stored about one subject besides its templates, sealed as stored (a migration
+/// copies it as it is).
+pub struct SubjectRecord {
+    pub reference: Vec<u8>,
+    pub consent: Option<Vec<u8>>,
+    pub enrolled: i64,
+    pub expires: i64,
+    pub images: Vec<Vec<u8>>,
+}
+
 /// Subjects and templates of a gallery at a moment.
 pub struct GalleryCounts {
     pub subjects: u64,
@@ -184,6 +194,8 @@ pub trait Backend: AuditLog + Send + Sync {
     fn has_subjects(&self, gallery: &str) -> Result<bool>;
     fn subject_exists(&self, gallery: &str, pseudonym: &[u8]) -> Result<bool>;
     fn subject(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<SubjectRow>>;
+    /// A subject's row as stored (sealed blobs as they are), by row id.
+    fn subject_record(&self, subject: i64) -> Result<Option<SubjectRecord>>;
     /// A subject's sealed reference, by row id.
     fn subject_reference(&self, subject: i64) -> Result<Option<Vec<u8>>>;
     /// A live subject's sealed templates.

@@ -596,6 +596,32 @@ impl Backend for PgBackend {
             .transpose()
     }
 
+    fn subject_record(&self, subject: i64) -> Result<Option<SubjectRecord>> {
+        let mut db = self.db()?;
+        let Some(r) = db.opt(
+            "SELECT reference, consent, enrolled, expires FROM subjects WHERE id = $1",
+            &[&subject],
+        )?
+        else {
+            return Ok(None);
+        };
+        let images = db
+            .all(
+                "SELECT sealed FROM images WHERE subject = $1 ORDER BY id",
+                &[&subject],
+            )?
+            .iter()
+            .map(|i| Ok(i.try_get(0)?))
+            .collect::<Result<_>>()?;
+        Ok(Some(SubjectRecord {
+            reference: r.try_get(0)?,
+            consent: r.try_get(1)?,
+            enrolled: r.try_get(2)?,
+            expires: r.try_get(3)?,
+            images,
+        }))
+    }
+
     fn subject_reference(&self, subject: i64) -> Result<Option<Vec<u8>>> {
         self.db()?
             .opt("SELECT reference FROM subjects WHERE id = $1", &[&subject])?

@@ -456,6 +456,30 @@ impl Backend for SqliteBackend {
             .optional()?)
     }
 
+    fn subject_record(&self, subject: i64) -> Result<Option<SubjectRecord>> {
+        let db = self.db();
+        let row = db
+            .query_row(
+                "SELECT reference, consent, enrolled, expires FROM subjects WHERE id = ?1",
+                [subject],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((reference, consent, enrolled, expires)) = row else {
+            return Ok(None);
+        };
+        let mut st =
+            db.prepare_cached("SELECT sealed FROM images WHERE subject = ?1 ORDER BY id")?;
+        let images = collect(st.query_map([subject], |r| r.get(0))?)?;
+        Ok(Some(SubjectRecord {
+            reference,
+            consent,
+            enrolled,
+            expires,
+            images,
+        }))
+    }
+
     fn subject_reference(&self, subject: i64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .db()
