@@ -1,12 +1,16 @@
 //! `facegate bench-gallery`: what the encrypted store costs. Bulk-enrols n random templates, then
 //! times opening the store and decrypting every template into the search index (the start-up cost
-//! of a server), and a full identify call (search + audit record, fsync included).
+//! of a server), a full identify call (search + audit record, fsync included), single
+//! enrolments and erasures, and — with a second store on the same storage standing for another
+//! node — what a search costs when it first follows another node's change. `--store` runs it
+//! on PostgreSQL instead of the embedded SQLite files.
 
 use anyhow::{Context as _, Result};
+use app::data::Storage;
 use clap::Args;
 use gallery::crypto::{self, LocalKeyRing};
 use gallery::store::system_clock;
-use gallery::{Context, Metric, Policy, Role, Store};
+use gallery::{Context, Enrolment, Metric, Policy, Role, Store};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -28,6 +32,15 @@ pub struct BenchGalleryArgs {
     /// re-scored from storage). The policy of a store kept with --dir is switched to it.
     #[arg(long, default_value = "exact", value_parser = ["exact", "compact"])]
     pub index: String,
+    /// Build the gallery in PostgreSQL (an empty database) instead of a data directory.
+    #[arg(long = "on-postgres")]
+    pub postgres: Option<String>,
+    /// The PostgreSQL key store (default: the --on-postgres database name with `_keys`).
+    #[arg(long = "on-postgres-keys")]
+    pub postgres_keys: Option<String>,
+    /// Single enrolment/erasure cycles timed, each followed by a search on the second store.
+    #[arg(long, default_value_t = 100)]
+    pub cycles: usize,
 }
 
 pub fn run(a: BenchGalleryArgs) -> Result<i32> {
@@ -39,7 +52,21 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().join("data"));
     // With --dir the store and its key are kept, and a second run only measures the load.
     let key_file = dir.with_extension("bench.key");
-    let reuse = a.dir.is_some() && Store::exists(&dir) && key_file.exists();
+    let storage = match &a.postgres {
+        Some(url) => Storage::postgres(url, a.postgres_keys.as_deref())?,
+        None => Storage::Embedded,
+    };
+    let embedded = storage == Storage::Embedded;
+    // With --dir and its key file, a store built before (or migrated to PostgreSQL) is reused.
+    let reuse = a.dir.is_some() && key_file.exists() && (!embedded || Store::exists(&dir));
+    let open = |key: &crypto::SecretKey| -> Result<Store> {
+        Ok(Store::with_backend(
+            &dir,
+            storage.backend(&dir)?,
+            Box::new(LocalKeyRing::new(key.clone())),
+            system_clock(),
+        )?)
+    };
     let key = if reuse {
         crypto::read_master_key_file(&key_file)?
     } else {
@@ -75,11 +102,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     };
     let t = Instant::now();
     if !reuse {
-        let store = Store::open(
-            &dir,
-            Box::new(LocalKeyRing::new(key.clone())),
-            system_clock(),
-        )?;
+        let store = open(&key)?;
         store.create_gallery(&ctx, "bench", &policy)?;
         let mut done = 0;
         while done < a.n {
@@ -103,7 +126,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         .filter_map(|e| e.ok()?.metadata().ok().map(|m| m.len()))
         .sum();
     let t = Instant::now();
-    let store = Store::open(&dir, Box::new(LocalKeyRing::new(key)), system_clock())?;
+    let store = open(&key)?;
     let open_s = t.elapsed().as_secs_f64();
     if reuse && store.gallery("bench")?.policy.index != policy.index {
         store.update_policy(&ctx, "bench", &policy, None)?;
@@ -121,12 +144,64 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     lat.sort_by(f64::total_cmp);
+    // Another node (a second store on the same storage) has the gallery loaded; this one enrols
+    // a subject, the other searches; this one erases it, the other searches again. The other's
+    // first search after each change follows it (that search is the change's "lag": no search
+    // runs on an index older than the database).
+    let other = open(&key)?;
+    other.preload("bench")?;
+    let (mut enrol_ms, mut delete_ms, mut follow_ms, mut steady_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for c in 0..a.cycles {
+        let reference = format!("CYCLE{c:07}");
+        let t_ = (0..a.dim).map(|_| next()).collect::<Vec<f32>>();
+        let t = Instant::now();
+        store.enrol(
+            &ctx,
+            "bench",
+            &reference,
+            std::slice::from_ref(&t_),
+            Metric::Euclidean,
+            "bench",
+            &Enrolment::default(),
+        )?;
+        enrol_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let r = other.identify(&ctx, "bench", &t_, Some(1), 0.6)?;
+        follow_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            r.candidates
+                .first()
+                .is_some_and(|c| c.reference == reference),
+            "the other store did not find a subject enrolled before its search"
+        );
+        let t = Instant::now();
+        other.identify(&ctx, "bench", &t_, Some(1), 0.6)?;
+        steady_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        store.delete(&ctx, "bench", &reference, "benchmark")?;
+        delete_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let r = other.identify(&ctx, "bench", &t_, Some(1), 0.6)?;
+        follow_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            r.candidates.iter().all(|c| c.reference != reference),
+            "the other store returned a subject erased before its search"
+        );
+    }
+    let (reloads, followed) = other.load_stats();
+    let pct = |v: &mut Vec<f64>, q: f64| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!(
         "{}",
         json!({
             "n": a.n, "dim": a.dim, "threads": a.threads,
             "bulk_enrol_s": enrol_s, "bulk_enrol_per_s": a.n as f64 / enrol_s,
-            "disk_mb": disk as f64 / 1e6,
+            "disk_mb": if embedded { json!(disk as f64 / 1e6) } else { json!(null) },
             "open_s": open_s,
             "load_decrypt_s": load_s, "templates_loaded": templates,
             "index": a.index,
@@ -137,6 +212,14 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
             "peak_rss_incl_mapped_db_mib": crate::cmd_bench::peak_rss_mb(),
             "identify_ms_median": lat[lat.len() / 2],
             "identify_note": "full call: transform, exact search, reference decryption, audit record with fsync",
+            "storage": if embedded { "embedded sqlite" } else { "postgresql" },
+            "cycles": a.cycles,
+            "enrol_one_ms_p50": pct(&mut enrol_ms, 0.5), "enrol_one_ms_p99": pct(&mut enrol_ms, 0.99),
+            "erase_one_ms_p50": pct(&mut delete_ms, 0.5), "erase_one_ms_p99": pct(&mut delete_ms, 0.99),
+            "other_node_search_after_change_ms_p50": pct(&mut follow_ms, 0.5),
+            "other_node_search_after_change_ms_p99": pct(&mut follow_ms, 0.99),
+            "other_node_search_steady_ms_p50": pct(&mut steady_ms, 0.5),
+            "other_node_reloads": reloads, "other_node_changes_followed": followed,
         })
     );
     Ok(0)

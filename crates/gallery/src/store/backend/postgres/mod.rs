@@ -875,13 +875,20 @@ impl WriteTxn for StoreTx {
     }
 
     fn bump_generation(&mut self, name: &str) -> Result<i64> {
-        Ok(self
+        let generation: i64 = self
             .conn()
             .one(
                 "UPDATE galleries SET generation = generation + 1 WHERE name = $1 RETURNING generation",
                 &[&name],
             )?
-            .try_get(0)?)
+            .try_get(0)?;
+        // Changes too old to follow go, once per transaction (not per recorded row).
+        let oldest = generation - CHANGES_KEPT;
+        self.conn().execute(
+            "DELETE FROM changes WHERE gallery = $1 AND generation <= $2",
+            &[&name, &oldest],
+        )?;
+        Ok(generation)
     }
 
     fn record_change(
@@ -895,11 +902,6 @@ impl WriteTxn for StoreTx {
         self.conn().execute(
             "INSERT INTO changes (gallery, generation, kind, subject, templates) VALUES ($1, $2, $3, $4, $5)",
             &[&gallery, &generation, &kind, &subject, &templates],
-        )?;
-        let oldest = generation - CHANGES_KEPT;
-        self.conn().execute(
-            "DELETE FROM changes WHERE gallery = $1 AND generation <= $2",
-            &[&gallery, &oldest],
         )?;
         Ok(())
     }
@@ -995,13 +997,11 @@ impl WriteTxn for StoreTx {
 
     fn append_audit(&mut self, seq: u64, record: &str, hash: &[u8], sig: &[u8]) -> Result<()> {
         let seq = sql_seq(seq);
+        // One round trip for both rows.
         self.conn().execute(
-            "INSERT INTO audit (seq, record, hash) VALUES ($1, $2, $3)",
-            &[&seq, &record, &hash],
-        )?;
-        self.conn().execute(
-            "INSERT INTO audit_heads (seq, hash, sig) VALUES ($1, $2, $3)",
-            &[&seq, &hash, &sig],
+            "WITH r AS (INSERT INTO audit (seq, record, hash) VALUES ($1, $2, $3))
+             INSERT INTO audit_heads (seq, hash, sig) VALUES ($1, $3, $4)",
+            &[&seq, &record, &hash, &sig],
         )?;
         Ok(())
     }

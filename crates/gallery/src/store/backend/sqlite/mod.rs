@@ -732,11 +732,16 @@ impl WriteTxn for StoreTx<'_> {
     }
 
     fn bump_generation(&mut self, name: &str) -> Result<i64> {
-        Ok(self.conn().query_row(
+        let conn = self.conn();
+        let generation: i64 = conn.query_row(
             "UPDATE galleries SET generation = generation + 1 WHERE name = ?1 RETURNING generation",
             [name],
             |r| r.get(0),
-        )?)
+        )?;
+        // Changes too old to follow go, once per transaction (not per recorded row).
+        conn.prepare_cached("DELETE FROM changes WHERE gallery = ?1 AND generation <= ?2")?
+            .execute(params![name, generation - CHANGES_KEPT])?;
+        Ok(generation)
     }
 
     fn record_change(
@@ -752,8 +757,6 @@ impl WriteTxn for StoreTx<'_> {
             "INSERT INTO changes (gallery, generation, kind, subject, templates) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![gallery, generation, kind, subject, ids_text(templates)])?;
-        conn.prepare_cached("DELETE FROM changes WHERE gallery = ?1 AND generation <= ?2")?
-            .execute(params![gallery, generation - CHANGES_KEPT])?;
         Ok(())
     }
 
