@@ -9,43 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn create(data: &Path, name: &str) {
-    let (code, _, err) = facegate(
-        data,
-        &[
-            "gallery",
-            "create",
-            name,
-            "--purpose",
-            "registered travellers",
-            "--legal-basis",
-            "test",
-            "--retention-days",
-            "30",
-        ],
-    );
+    let (code, _, err) = facegate(data, &common::create_gallery_args(name));
     assert_eq!(code, 0, "{err}");
-}
-
-/// Deterministic pseudo-random 128-D templates.
-fn embeddings_file(path: &Path, n: usize) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for i in 0..n {
-        let v: Vec<f32> = (0..128)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 10_000) as f32 / 50_000.0 - 0.1
-            })
-            .collect();
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({"subject": format!("S{i:06}"), "embedding": v})
-        )
-        .unwrap();
-    }
 }
 
 #[test]
@@ -54,35 +19,18 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
     let data = dir.path().join("data");
     create(&data, "rt");
     let input = dir.path().join("emb.jsonl");
-    embeddings_file(&input, 3000);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--role",
-            "enroller",
-            "enrol",
-            "--gallery",
-            "rt",
-            "--embeddings",
-        ])
-        .arg(&input)
-        .env_remove("FACEGATE_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while acked.len() < 40 {
-        let line = lines.next().expect("enrolment stopped early").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["status"], "enrolled", "{line}");
-        acked.push(v["subject"].as_str().unwrap().to_string());
-    }
-    // SIGKILL: no destructor, no flush, no chance to finish the transaction in flight.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::embeddings_file(&input, 3000);
+    let mut enrol = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    enrol.arg("--data-dir").arg(&data).args([
+        "--role",
+        "enroller",
+        "enrol",
+        "--gallery",
+        "rt",
+        "--embeddings",
+    ]);
+    enrol.arg(&input);
+    let acked = common::kill_after_acks(enrol, 40);
     for s in &acked {
         let (code, out, err) = facegate(&data, &["subject", "--gallery", "rt", "--subject", s]);
         assert_eq!(code, 0, "acknowledged subject {s} lost: {err}");
@@ -125,7 +73,7 @@ fn keys_rotate_receipts_and_roles() {
     let data = dir.path().join("data");
     create(&data, "rt");
     let input = dir.path().join("emb.jsonl");
-    embeddings_file(&input, 5);
+    common::embeddings_file(&input, 5);
     let (code, _, err) = facegate(
         &data,
         &[

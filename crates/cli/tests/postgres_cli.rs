@@ -9,36 +9,14 @@ mod common;
 mod pg;
 
 use pg::PgCluster;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// `facegate --data-dir DATA --master-key KEY --store URL ARGS…`: (exit code, stdout, stderr).
 fn node(data: &Path, key: &Path, url: &str, args: &[&str]) -> (i32, String, String) {
     let mut full = vec!["--master-key", key.to_str().unwrap(), "--store", url];
     full.extend_from_slice(args);
     common::facegate(data, &full)
-}
-
-fn embeddings_file(path: &Path, n: usize) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for i in 0..n {
-        let v: Vec<f32> = (0..128)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 10_000) as f32 / 50_000.0 - 0.1
-            })
-            .collect();
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({"subject": format!("S{i:06}"), "embedding": v})
-        )
-        .unwrap();
-    }
 }
 
 #[test]
@@ -50,24 +28,7 @@ fn two_nodes_share_a_postgres_store() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let key = dir.path().join("master.key");
-    let (code, _, err) = node(
-        &a,
-        &key,
-        &url,
-        &[
-            "--role",
-            "admin",
-            "gallery",
-            "create",
-            "rt",
-            "--purpose",
-            "registered travellers",
-            "--legal-basis",
-            "test",
-            "--retention-days",
-            "30",
-        ],
-    );
+    let (code, _, err) = node(&a, &key, &url, &common::create_gallery_args("rt"));
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("created master key"),
@@ -78,9 +39,10 @@ fn two_nodes_share_a_postgres_store() {
         "nothing goes to the embedded store"
     );
     let input = dir.path().join("emb.jsonl");
-    embeddings_file(&input, 3000);
+    common::embeddings_file(&input, 3000);
     // SIGKILL node A in the middle of a batch enrolment.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+    let mut enrol = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    enrol
         .arg("--data-dir")
         .arg(&a)
         .arg("--master-key")
@@ -95,22 +57,8 @@ fn two_nodes_share_a_postgres_store() {
             "rt",
             "--embeddings",
         ])
-        .arg(&input)
-        .env_remove("FACEGATE_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while acked.len() < 40 {
-        let line = lines.next().expect("enrolment stopped early").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["status"], "enrolled", "{line}");
-        acked.push(v["subject"].as_str().unwrap().to_string());
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+        .arg(&input);
+    let acked = common::kill_after_acks(enrol, 40);
     // Node B (its own data directory, the same key) sees every acknowledged subject.
     for s in &acked {
         let (code, out, err) = node(
@@ -215,25 +163,10 @@ fn migrate_an_embedded_deployment_to_postgres_and_back() {
         full.extend_from_slice(args);
         common::facegate(data, &full)
     };
-    let (code, _, err) = run(
-        &embedded,
-        &[
-            "--role",
-            "admin",
-            "gallery",
-            "create",
-            "rt",
-            "--purpose",
-            "registered travellers",
-            "--legal-basis",
-            "test",
-            "--retention-days",
-            "30",
-        ],
-    );
+    let (code, _, err) = run(&embedded, &common::create_gallery_args("rt"));
     assert_eq!(code, 0, "{err}");
     let input = dir.path().join("emb.jsonl");
-    embeddings_file(&input, 6);
+    common::embeddings_file(&input, 6);
     let (code, _, err) = run(
         &embedded,
         &[

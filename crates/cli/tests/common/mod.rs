@@ -78,3 +78,71 @@ pub fn home_with_pad(dir: &Path) -> Option<String> {
     assert_eq!(code, 0, "{err}");
     Some(home)
 }
+
+#[allow(dead_code)]
+/// Deterministic pseudo-random 128-D templates, one JSON line per subject `S000000`… (the
+/// `enrol --embeddings` format).
+pub fn embeddings_file(path: &Path, n: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..n {
+        let v: Vec<f32> = (0..128)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 10_000) as f32 / 50_000.0 - 0.1
+            })
+            .collect();
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"subject": format!("S{i:06}"), "embedding": v})
+        )
+        .unwrap();
+    }
+}
+
+#[allow(dead_code)]
+/// Runs a `facegate … enrol --embeddings` command, SIGKILLs it (no destructor, no flush, no
+/// chance to finish the transaction in flight) once `acks` subjects were acknowledged, and
+/// returns those subjects.
+pub fn kill_after_acks(mut enrol: std::process::Command, acks: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = enrol
+        .env_remove("FACEGATE_MASTER_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.len() < acks {
+        let line = lines.next().expect("enrolment stopped early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "enrolled", "{line}");
+        acked.push(v["subject"].as_str().unwrap().to_string());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    acked
+}
+
+#[allow(dead_code)]
+/// The arguments of `gallery create NAME` with a test policy (30 days, admin role).
+pub fn create_gallery_args(name: &str) -> Vec<&str> {
+    vec![
+        "--role",
+        "admin",
+        "gallery",
+        "create",
+        name,
+        "--purpose",
+        "registered travellers",
+        "--legal-basis",
+        "test",
+        "--retention-days",
+        "30",
+    ]
+}

@@ -68,8 +68,20 @@ impl PgCluster {
             eprintln!("skipped: PostgreSQL's initdb/pg_ctl are not installed");
             return None;
         };
+        let c = PgCluster::in_fresh_dir(bin, is_root());
+        c.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+            Some(&c.data),
+        );
+        c.start_server();
+        Some(c)
+    }
+
+    /// A cluster not yet initialised, in a temporary directory the server's user owns, on a
+    /// free port.
+    fn in_fresh_dir(bin: PathBuf, as_postgres: bool) -> PgCluster {
         let dir = tempfile::tempdir().unwrap();
-        let as_postgres = is_root();
         if as_postgres {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:"])
@@ -79,21 +91,14 @@ impl PgCluster {
                 .success();
             assert!(ok, "chown to the postgres user failed");
         }
-        let c = PgCluster {
+        PgCluster {
             data: dir.path().join("data"),
             socket: dir.path().to_path_buf(),
             _dir: dir,
             bin,
             port: free_port(),
             as_postgres,
-        };
-        c.run(
-            "initdb",
-            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
-            Some(&c.data),
-        );
-        c.start_server();
-        Some(c)
+        }
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -213,24 +218,7 @@ impl PgCluster {
     /// A streaming standby of this cluster (`pg_basebackup -R`), started. It follows the
     /// primary; make it synchronous with [`PgCluster::require_sync_standby`].
     pub fn standby(&self) -> PgCluster {
-        let dir = tempfile::tempdir().unwrap();
-        if self.as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown to the postgres user failed");
-        }
-        let c = PgCluster {
-            data: dir.path().join("data"),
-            socket: dir.path().to_path_buf(),
-            _dir: dir,
-            bin: self.bin.clone(),
-            port: free_port(),
-            as_postgres: self.as_postgres,
-        };
+        let c = PgCluster::in_fresh_dir(self.bin.clone(), self.as_postgres);
         let port = self.port.to_string();
         c.run(
             "pg_basebackup",
