@@ -319,3 +319,59 @@ fn an_unreachable_postgres_is_unavailable_not_a_storage_error() {
     };
     assert!(matches!(e, gallery::GalleryError::Unavailable(_)), "{e:?}");
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, server cert PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), server.pem(), key.serialize_pem())
+}
+
+#[test]
+fn postgres_over_tls_verifies_the_server_and_refuses_what_it_cannot_verify() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_db("tls");
+    pg.create_db("tls_keys");
+    let (ca, cert, key) = test_pki();
+    pg.require_tls(&cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let url = |db: &str, tail: &str| format!("{}{tail}", pg.url(db));
+    let tls = format!("?sslmode=require&sslrootcert={}", ca_file.display());
+    // Verified TLS: the backend works (the server accepts TCP clients over TLS only).
+    let b = PgBackend::open(&url("tls", &tls), &url("tls_keys", &tls)).unwrap();
+    transactions_are_atomic(&b);
+    // Plain text is not accepted by this server, and is not what facegate falls back to.
+    assert!(PgBackend::open(&url("tls", ""), &url("tls_keys", "")).is_err());
+    // A server whose certificate the given roots do not vouch for is refused.
+    let (other_ca, _, _) = test_pki();
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let wrong = format!("?sslmode=require&sslrootcert={}", other.display());
+    assert!(PgBackend::open(&url("tls", &wrong), &url("tls_keys", &wrong)).is_err());
+    // TLS without a way to verify it is refused before connecting.
+    let Err(e) = PgBackend::open(
+        &url("tls", "?sslmode=require"),
+        &url("tls_keys", "?sslmode=require"),
+    ) else {
+        panic!("unverified TLS must be refused")
+    };
+    assert!(e.to_string().contains("sslrootcert"), "{e}");
+    // The key-value form of a connection string takes the same parameter.
+    let kv = |db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db} sslmode=require sslrootcert={}",
+            pg.port,
+            ca_file.display()
+        )
+    };
+    PgBackend::open(&kv("tls"), &kv("tls_keys")).unwrap();
+}

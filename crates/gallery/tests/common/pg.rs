@@ -266,6 +266,50 @@ impl PgCluster {
         panic!("no synchronous standby after 30 s");
     }
 
+    /// Serve TLS with this certificate and key, and accept TCP clients only over TLS (pg_hba
+    /// `hostssl`; plain TCP connections are rejected).
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl replication all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if self.as_postgres {
+            for f in [&cert, &key, &self.data.join("pg_hba.conf")] {
+                assert!(Command::new("chown")
+                    .arg("postgres:")
+                    .arg(f)
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+        }
+        // Restart with TLS on (the hba file is read at start).
+        self.stop();
+        let mut c = self.command("pg_ctl");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on",
+            self.port,
+            self.socket.display()
+        );
+        c.args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .arg(self.socket.join("server.log"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("start");
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// SIGKILL the postmaster (its children die with it): a host lost mid-write.
     pub fn kill9(&self) {
         let pidfile = self.data.join("postmaster.pid");

@@ -26,15 +26,22 @@
 //! synchronous (the server calls it from blocking tasks), so an async pool would only add a
 //! runtime hop per query. Multi-host connection strings with `target_session_attrs=read-write`
 //! find the primary after a failover.
+//!
+//! TLS: `sslmode=require` with `sslrootcert=FILE` (PEM, libpq's parameter names) connects over
+//! TLS (rustls) and verifies the server's certificate and host name against that file — what
+//! libpq calls verify-full; there is no unverified TLS. Without them connections are plain (for a
+//! private network or a local socket); `sslmode=require` without a root certificate is refused.
 
 use super::*;
 use crate::error::GalleryError;
+use ::postgres::config::SslMode;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
 use ::postgres::{Client, NoTls, Row, Statement};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod keys;
 
@@ -202,16 +209,24 @@ impl Conn {
     }
 }
 
-/// r2d2's view of a database: how to connect and how to tell a connection is still good.
-pub(crate) struct Manager(::postgres::Config);
+/// r2d2's view of a database: how to connect (plain, or TLS verified against the given roots)
+/// and how to tell a connection is still good.
+pub(crate) struct Manager {
+    config: ::postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
     type Error = ::postgres::Error;
 
     fn connect(&self) -> std::result::Result<Conn, ::postgres::Error> {
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
         Ok(Conn {
-            client: DropAnywhere(Some(self.0.connect(NoTls)?)),
+            client: DropAnywhere(Some(client)),
             prepared: HashMap::new(),
         })
     }
@@ -228,17 +243,102 @@ impl r2d2::ManageConnection for Manager {
 type Pool = r2d2::Pool<Manager>;
 type Pooled = r2d2::PooledConnection<Manager>;
 
-/// A connection string parsed, with the password kept out of anything printed.
-fn parse_url(url: &str) -> Result<::postgres::Config> {
-    let mut config = ::postgres::Config::from_str(url)
+/// Splits libpq's `sslrootcert` parameter (which tokio-postgres does not know) off a connection
+/// URL (`…?sslrootcert=F&…`) or key-value string (`… sslrootcert=F …`).
+fn take_root_cert(url: &str) -> (String, Option<String>) {
+    if let Some((head, query)) = url.split_once('?') {
+        let mut root = None;
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.strip_prefix("sslrootcert=") {
+                Some(v) => {
+                    root = Some(v.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let url = if rest.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}?{}", rest.join("&"))
+        };
+        return (url, root);
+    }
+    if url.contains("://") {
+        return (url.to_string(), None);
+    }
+    let mut root = None;
+    let rest: Vec<&str> = url
+        .split_whitespace()
+        .filter(|kv| match kv.strip_prefix("sslrootcert=") {
+            Some(v) => {
+                root = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (rest.join(" "), root)
+}
+
+/// The TLS client for `sslrootcert`: rustls (ring), those roots only.
+fn tls_to(root: &str) -> Result<MakeRustlsConnect> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |e: String| GalleryError::Invalid(format!("sslrootcert {root}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A connection string parsed (with its TLS client when it asks for TLS), the password kept
+/// out of anything printed.
+fn parse_url(url: &str) -> Result<(::postgres::Config, Option<MakeRustlsConnect>)> {
+    let (url, root) = take_root_cert(url);
+    let mut config = ::postgres::Config::from_str(&url)
         .map_err(|e| GalleryError::Invalid(format!("PostgreSQL connection string: {e}")))?;
+    let tls = match (root, config.get_ssl_mode()) {
+        (Some(_), SslMode::Disable) => {
+            return Err(GalleryError::Invalid(
+                "sslrootcert with sslmode=disable: choose one".into(),
+            ))
+        }
+        (Some(root), _) => {
+            // Verified TLS or nothing: no fallback to plain text.
+            config.ssl_mode(SslMode::Require);
+            Some(tls_to(&root)?)
+        }
+        (None, SslMode::Require) => return Err(GalleryError::Invalid(
+            "sslmode=require needs sslrootcert=FILE: facegate verifies the server's certificate"
+                .into(),
+        )),
+        (None, _) => {
+            config.ssl_mode(SslMode::Disable);
+            None
+        }
+    };
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("facegate");
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// The database a connection string names: (hosts and ports, database name), for telling two
@@ -258,8 +358,11 @@ fn database_identity(c: &::postgres::Config) -> (String, String) {
     (hosts.join(","), db)
 }
 
-fn pool(config: ::postgres::Config, schema: &str) -> Result<Pool> {
-    let manager = Manager(config);
+fn pool(
+    (config, tls): (::postgres::Config, Option<MakeRustlsConnect>),
+    schema: &str,
+) -> Result<Pool> {
+    let manager = Manager { config, tls };
     // One connection made here first, so a database that cannot be reached fails the start with
     // PostgreSQL's own reason (not a pool timeout), and the schema is in place before any use.
     let mut first = r2d2::ManageConnection::connect(&manager)?;
@@ -316,7 +419,7 @@ impl PgBackend {
     pub fn open(store_url: &str, keys_url: &str) -> Result<PgBackend> {
         let store = parse_url(store_url)?;
         let keys = parse_url(keys_url)?;
-        if database_identity(&store) == database_identity(&keys) {
+        if database_identity(&store.0) == database_identity(&keys.0) {
             return Err(GalleryError::Invalid(
                 "the key store must be another PostgreSQL database than the record store (erasure destroys keys there, and its backups follow their own rule)".into(),
             ));
@@ -335,7 +438,7 @@ impl PgBackend {
     /// The key store URL a record store URL implies when none is given: the same server, the
     /// database name with `_keys` appended.
     pub fn default_keys_url(store_url: &str) -> Result<String> {
-        let c = parse_url(store_url)?;
+        let (c, _) = parse_url(store_url)?;
         let db = c
             .get_dbname()
             .or(c.get_user())
