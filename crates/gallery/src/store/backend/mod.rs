@@ -93,6 +93,11 @@ pub struct ChangeRow {
     pub templates: Vec<i64>,
 }
 
+/// Template ids as a change carries them in text: decimal, comma-separated.
+pub(crate) fn ids_text(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Generations of changes kept per gallery: a process further behind reloads the gallery.
 pub const CHANGES_KEPT: i64 = 100_000;
 

@@ -553,7 +553,12 @@ impl Backend for PgBackend {
     }
 
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>> {
-        Ok(Box::new(StoreTx(Tx::begin(self.db()?)?)))
+        Ok(Box::new(StoreTx {
+            tx: Tx::begin(self.db()?)?,
+            tail: None,
+            audit: AuditRows::default(),
+            changes: ChangeRows::default(),
+        }))
     }
 
     fn keys(&self) -> &dyn KeyStore {
@@ -909,11 +914,62 @@ impl Drop for Tx {
     }
 }
 
-struct StoreTx(Tx);
+/// A record store transaction. Rows nothing reads back inside the transaction — audit records
+/// with their heads, recorded changes — are buffered and written at commit in one statement
+/// each (bulk enrolment appends one of each per subject); the chain's tail is read once (the
+/// writer lock keeps it ours) and then follows this transaction's own appends.
+struct StoreTx {
+    tx: Tx,
+    tail: Option<Option<(u64, Vec<u8>)>>,
+    audit: AuditRows,
+    changes: ChangeRows,
+}
+
+#[derive(Default)]
+struct AuditRows {
+    seq: Vec<i64>,
+    record: Vec<String>,
+    hash: Vec<Vec<u8>>,
+    sig: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct ChangeRows {
+    gallery: Vec<String>,
+    generation: Vec<i64>,
+    kind: Vec<String>,
+    subject: Vec<i64>,
+    templates: Vec<String>,
+}
 
 impl StoreTx {
     fn conn(&mut self) -> &mut Conn {
-        &mut self.0.conn
+        &mut self.tx.conn
+    }
+
+    /// Write the buffered rows (before the commit).
+    fn flush(&mut self) -> Result<()> {
+        if !self.audit.seq.is_empty() {
+            let a = std::mem::take(&mut self.audit);
+            self.tx.conn.execute(
+                "WITH r AS (INSERT INTO audit (seq, record, hash)
+                            SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BYTEA[]))
+                 INSERT INTO audit_heads (seq, hash, sig)
+                 SELECT * FROM unnest($1::BIGINT[], $3::BYTEA[], $4::BYTEA[])",
+                &[&a.seq, &a.record, &a.hash, &a.sig],
+            )?;
+        }
+        if !self.changes.generation.is_empty() {
+            let c = std::mem::take(&mut self.changes);
+            self.tx.conn.execute(
+                "INSERT INTO changes (gallery, generation, kind, subject, templates)
+                 SELECT g, n, k, s, string_to_array(t, ',')::BIGINT[]
+                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])
+                      AS u(g, n, k, s, t)",
+                &[&c.gallery, &c.generation, &c.kind, &c.subject, &c.templates],
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1002,10 +1058,12 @@ impl WriteTxn for StoreTx {
         subject: i64,
         templates: &[i64],
     ) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO changes (gallery, generation, kind, subject, templates) VALUES ($1, $2, $3, $4, $5)",
-            &[&gallery, &generation, &kind, &subject, &templates],
-        )?;
+        let c = &mut self.changes;
+        c.gallery.push(gallery.to_string());
+        c.generation.push(generation);
+        c.kind.push(kind.to_string());
+        c.subject.push(subject);
+        c.templates.push(ids_text(templates));
         Ok(())
     }
 
@@ -1092,24 +1150,30 @@ impl WriteTxn for StoreTx {
     }
 
     fn audit_tail(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
-        self.conn()
+        if let Some(tail) = &self.tail {
+            return Ok(tail.clone());
+        }
+        let tail = self
+            .conn()
             .opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
-            .map(|r| Ok((seq(r.try_get(0)?), r.try_get(1)?)))
-            .transpose()
+            .map(|r| Ok::<_, GalleryError>((seq(r.try_get(0)?), r.try_get(1)?)))
+            .transpose()?;
+        self.tail = Some(tail.clone());
+        Ok(tail)
     }
 
     fn append_audit(&mut self, seq: u64, record: &str, hash: &[u8], sig: &[u8]) -> Result<()> {
-        let seq = sql_seq(seq);
-        // One round trip for both rows.
-        self.conn().execute(
-            "WITH r AS (INSERT INTO audit (seq, record, hash) VALUES ($1, $2, $3))
-             INSERT INTO audit_heads (seq, hash, sig) VALUES ($1, $3, $4)",
-            &[&seq, &record, &hash, &sig],
-        )?;
+        self.tail = Some(Some((seq, hash.to_vec())));
+        let a = &mut self.audit;
+        a.seq.push(sql_seq(seq));
+        a.record.push(record.to_string());
+        a.hash.push(hash.to_vec());
+        a.sig.push(sig.to_vec());
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<()> {
-        self.0.commit()
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush()?;
+        self.tx.commit()
     }
 }

@@ -47,11 +47,6 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_generation ON changes(gallery, generation);
 ";
 
-/// Template ids as stored with a change: decimal, comma-separated.
-pub(super) fn ids_text(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-}
-
 pub(super) fn ids_parse(text: &str) -> Result<Vec<i64>> {
     text.split(',')
         .filter(|t| !t.is_empty())
