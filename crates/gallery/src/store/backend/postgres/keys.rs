@@ -53,13 +53,10 @@ impl KeyStore for PgKeys {
     }
 
     fn wrapped(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.conn()?
-            .opt(
-                "SELECT wrapped FROM subject_keys WHERE gallery = $1 AND pseudonym = $2",
-                &[&gallery, &pseudonym],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+        self.conn()?.value(
+            "SELECT wrapped FROM subject_keys WHERE gallery = $1 AND pseudonym = $2",
+            &[&gallery, &pseudonym],
+        )
     }
 
     fn scan_wrapped(&self, gallery: &str, each: &mut dyn FnMut([u8; 32], Vec<u8>)) -> Result<()> {
@@ -136,13 +133,10 @@ impl KeyTxn for KeysTx<'_> {
     }
 
     fn key_created(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>> {
-        self.conn()
-            .opt(
-                "SELECT created FROM subject_keys WHERE gallery = $1 AND pseudonym = $2",
-                &[&gallery, &pseudonym],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+        self.conn().value(
+            "SELECT created FROM subject_keys WHERE gallery = $1 AND pseudonym = $2",
+            &[&gallery, &pseudonym],
+        )
     }
 
     fn replace_key(

@@ -27,6 +27,10 @@
 //! runtime hop per query. Multi-host connection strings with `target_session_attrs=read-write`
 //! find the primary after a failover.
 //!
+//! Code map: `connect` (connection strings and TLS, the pool, errors meaning "unavailable"),
+//! this module (schema and every read), `write` (record store transactions), `keys` (the key
+//! store).
+//!
 //! TLS: `sslmode=require` with `sslrootcert=FILE` (PEM, libpq's parameter names) connects over
 //! TLS (rustls) and verifies the server's certificate and host name against that file — what
 //! libpq calls verify-full; there is no unverified TLS. Without them connections are plain (for a
@@ -34,23 +38,17 @@
 
 use super::*;
 use crate::error::GalleryError;
-use ::postgres::config::SslMode;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
-use ::postgres::{Client, NoTls, Row, Statement};
+use ::postgres::Row;
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::time::Duration;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod connect;
 mod keys;
+mod write;
 
-/// Connections per database and node: reads of a loading gallery run beside the service's
-/// short queries and one writer.
-const POOL_SIZE: u32 = 8;
-/// How long a request waits for a connection (or a failed-over primary) before it is refused
-/// as unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use connect::*;
+use write::*;
 
 const STORE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL);
@@ -81,324 +79,6 @@ CREATE INDEX IF NOT EXISTS changes_by_generation ON changes(gallery, generation)
 CREATE TABLE IF NOT EXISTS writer (id INT PRIMARY KEY CHECK (id = 1));
 INSERT INTO writer VALUES (1) ON CONFLICT DO NOTHING;
 ";
-
-/// SQLSTATE classes and codes that mean "not now, try again" rather than "wrong": connection
-/// exceptions (08), an operator or failover shutting the server down (57P01-57P03), a standby
-/// that is read-only (25006) or still recovering.
-fn is_unavailable(e: &::postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(c) => {
-            let c = c.code();
-            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "25006" | "53300")
-        }
-        // No SQLSTATE: an I/O error or a refused connection.
-        None => e.as_db_error().is_none(),
-    }
-}
-
-impl From<::postgres::Error> for GalleryError {
-    fn from(e: ::postgres::Error) -> Self {
-        if is_unavailable(&e) {
-            GalleryError::Unavailable(format!("PostgreSQL: {e}"))
-        } else {
-            GalleryError::Storage(format!("PostgreSQL: {e}"))
-        }
-    }
-}
-
-impl From<r2d2::Error> for GalleryError {
-    fn from(e: r2d2::Error) -> Self {
-        GalleryError::Unavailable(format!("PostgreSQL: no connection: {e}"))
-    }
-}
-
-/// One pooled connection with its prepared statements.
-pub(crate) struct Conn {
-    client: DropAnywhere,
-    prepared: HashMap<&'static str, Statement>,
-}
-
-/// A client that may be dropped on any thread. The blocking client closes its connection by
-/// blocking on its own runtime, which tokio forbids on a thread that drives async tasks (a
-/// server dropping its store at shutdown, a pool dropped in an async test): there the close is
-/// handed to a short-lived plain thread instead.
-struct DropAnywhere(Option<Client>);
-
-impl std::ops::Deref for DropAnywhere {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        #[allow(clippy::expect_used)]
-        self.0
-            .as_ref()
-            .expect("the client is taken only when dropped")
-    }
-}
-
-impl std::ops::DerefMut for DropAnywhere {
-    fn deref_mut(&mut self) -> &mut Client {
-        #[allow(clippy::expect_used)]
-        self.0
-            .as_mut()
-            .expect("the client is taken only when dropped")
-    }
-}
-
-impl Drop for DropAnywhere {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new()
-                    .name("facegate-pg-close".into())
-                    .spawn(move || drop(client));
-            }
-        }
-    }
-}
-
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
-
-impl Conn {
-    fn prepare(&mut self, sql: &'static str) -> Result<Statement> {
-        if let Some(st) = self.prepared.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.client.prepare(sql)?;
-        self.prepared.insert(sql, st.clone());
-        Ok(st)
-    }
-
-    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64> {
-        let st = self.prepare(sql)?;
-        Ok(self.client.execute(&st, params)?)
-    }
-
-    fn opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
-        let st = self.prepare(sql)?;
-        Ok(self.client.query_opt(&st, params)?)
-    }
-
-    fn one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row> {
-        let st = self.prepare(sql)?;
-        Ok(self.client.query_one(&st, params)?)
-    }
-
-    fn all(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
-        let st = self.prepare(sql)?;
-        Ok(self.client.query(&st, params)?)
-    }
-
-    /// Streams the rows of `sql` to `each` without buffering the result; `each` returns false
-    /// to stop.
-    fn stream(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-        each: &mut dyn FnMut(&Row) -> Result<bool>,
-    ) -> Result<()> {
-        let st = self.prepare(sql)?;
-        let mut rows = self.client.query_raw(&st, params.iter().copied())?;
-        while let Some(row) = rows.next()? {
-            if !each(&row)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// r2d2's view of a database: how to connect (plain, or TLS verified against the given roots)
-/// and how to tell a connection is still good.
-pub(crate) struct Manager {
-    config: ::postgres::Config,
-    tls: Option<MakeRustlsConnect>,
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = ::postgres::Error;
-
-    fn connect(&self) -> std::result::Result<Conn, ::postgres::Error> {
-        let client = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone())?,
-            None => self.config.connect(NoTls)?,
-        };
-        Ok(Conn {
-            client: DropAnywhere(Some(client)),
-            prepared: HashMap::new(),
-        })
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), ::postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
-    }
-}
-
-type Pool = r2d2::Pool<Manager>;
-type Pooled = r2d2::PooledConnection<Manager>;
-
-/// Splits libpq's `sslrootcert` parameter (which tokio-postgres does not know) off a connection
-/// URL (`…?sslrootcert=F&…`) or key-value string (`… sslrootcert=F …`).
-fn take_root_cert(url: &str) -> (String, Option<String>) {
-    if let Some((head, query)) = url.split_once('?') {
-        let mut root = None;
-        let rest: Vec<&str> = query
-            .split('&')
-            .filter(|kv| match kv.strip_prefix("sslrootcert=") {
-                Some(v) => {
-                    root = Some(v.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let url = if rest.is_empty() {
-            head.to_string()
-        } else {
-            format!("{head}?{}", rest.join("&"))
-        };
-        return (url, root);
-    }
-    if url.contains("://") {
-        return (url.to_string(), None);
-    }
-    let mut root = None;
-    let rest: Vec<&str> = url
-        .split_whitespace()
-        .filter(|kv| match kv.strip_prefix("sslrootcert=") {
-            Some(v) => {
-                root = Some(v.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    (rest.join(" "), root)
-}
-
-/// The TLS client for `sslrootcert`: rustls (ring), those roots only.
-fn tls_to(root: &str) -> Result<MakeRustlsConnect> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let bad = |e: String| GalleryError::Invalid(format!("sslrootcert {root}: {e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(root).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no certificate in the file".into()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
-}
-
-/// A connection string parsed (with its TLS client when it asks for TLS), the password kept
-/// out of anything printed.
-fn parse_url(url: &str) -> Result<(::postgres::Config, Option<MakeRustlsConnect>)> {
-    let (url, root) = take_root_cert(url);
-    let mut config = ::postgres::Config::from_str(&url)
-        .map_err(|e| GalleryError::Invalid(format!("PostgreSQL connection string: {e}")))?;
-    let tls = match (root, config.get_ssl_mode()) {
-        (Some(_), SslMode::Disable) => {
-            return Err(GalleryError::Invalid(
-                "sslrootcert with sslmode=disable: choose one".into(),
-            ))
-        }
-        (Some(root), _) => {
-            // Verified TLS or nothing: no fallback to plain text.
-            config.ssl_mode(SslMode::Require);
-            Some(tls_to(&root)?)
-        }
-        (None, SslMode::Require) => return Err(GalleryError::Invalid(
-            "sslmode=require needs sslrootcert=FILE: facegate verifies the server's certificate"
-                .into(),
-        )),
-        (None, _) => {
-            config.ssl_mode(SslMode::Disable);
-            None
-        }
-    };
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("facegate");
-    }
-    Ok((config, tls))
-}
-
-/// The database a connection string names: (hosts and ports, database name), for telling two
-/// strings apart.
-fn database_identity(c: &::postgres::Config) -> (String, String) {
-    let hosts: Vec<String> = c
-        .get_hosts()
-        .iter()
-        .zip(c.get_ports().iter().chain(std::iter::repeat(&5432)))
-        .map(|(h, p)| format!("{h:?}:{p}"))
-        .collect();
-    let db = c
-        .get_dbname()
-        .or(c.get_user())
-        .unwrap_or_default()
-        .to_string();
-    (hosts.join(","), db)
-}
-
-fn pool(
-    (config, tls): (::postgres::Config, Option<MakeRustlsConnect>),
-    schema: &str,
-) -> Result<Pool> {
-    let manager = Manager { config, tls };
-    // One connection made here first, so a database that cannot be reached fails the start with
-    // PostgreSQL's own reason (not a pool timeout), and the schema is in place before any use.
-    let mut first = r2d2::ManageConnection::connect(&manager)?;
-    // Two nodes starting at once must not race on CREATE TABLE IF NOT EXISTS (it is not atomic
-    // against itself in PostgreSQL): the schema is created under a transaction-scoped lock.
-    let mut tx = first.client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock(7466198462)", &[])?;
-    tx.batch_execute(schema)?;
-    tx.commit()?;
-    drop(first);
-    Ok(r2d2::Pool::builder()
-        .max_size(POOL_SIZE)
-        .min_idle(Some(1))
-        .connection_timeout(CONNECT_TIMEOUT)
-        .build_unchecked(manager))
-}
-
-/// This node's name in pending marks: host name and boot id, so crash recovery checks a mark's
-/// process only where that process ran (see `Mark::here`).
-fn node_id() -> String {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let host = read("/proc/sys/kernel/hostname");
-    let boot = read("/proc/sys/kernel/random/boot_id");
-    if host.is_empty() || boot.is_empty() {
-        // Unknown: a name no other process has, so every other process's marks count as
-        // elsewhere (waited out, never judged).
-        let mut r = [0u8; 16];
-        let _ = getrandom::getrandom(&mut r);
-        return hex::encode(r);
-    }
-    format!("{host}/{boot}")
-}
 
 /// The record store and the key store on two PostgreSQL databases.
 pub struct PgBackend {
@@ -553,12 +233,7 @@ impl Backend for PgBackend {
     }
 
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>> {
-        Ok(Box::new(StoreTx {
-            tx: Tx::begin(self.db()?)?,
-            tail: None,
-            audit: AuditRows::default(),
-            changes: ChangeRows::default(),
-        }))
+        Ok(Box::new(StoreTx::begin(self.db()?)?))
     }
 
     fn keys(&self) -> &dyn KeyStore {
@@ -567,10 +242,7 @@ impl Backend for PgBackend {
 
     fn gallery_names(&self) -> Result<Vec<String>> {
         self.db()?
-            .all("SELECT name FROM galleries ORDER BY name", &[])?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
+            .column("SELECT name FROM galleries ORDER BY name", &[])
     }
 
     fn gallery(&self, name: &str) -> Result<Option<GalleryRow>> {
@@ -593,16 +265,12 @@ impl Backend for PgBackend {
 
     fn gallery_seed(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.db()?
-            .opt("SELECT seed FROM galleries WHERE name = $1", &[&name])?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+            .value("SELECT seed FROM galleries WHERE name = $1", &[&name])
     }
 
     fn generation(&self, name: &str) -> Result<Option<i64>> {
         self.db()?
-            .opt("SELECT generation FROM galleries WHERE name = $1", &[&name])?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+            .value("SELECT generation FROM galleries WHERE name = $1", &[&name])
     }
 
     fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>> {
@@ -713,14 +381,10 @@ impl Backend for PgBackend {
         else {
             return Ok(None);
         };
-        let images = db
-            .all(
-                "SELECT sealed FROM images WHERE subject = $1 ORDER BY id",
-                &[&subject],
-            )?
-            .iter()
-            .map(|i| Ok(i.try_get(0)?))
-            .collect::<Result<_>>()?;
+        let images = db.column(
+            "SELECT sealed FROM images WHERE subject = $1 ORDER BY id",
+            &[&subject],
+        )?;
         Ok(Some(SubjectRecord {
             reference: r.try_get(0)?,
             consent: r.try_get(1)?,
@@ -732,43 +396,30 @@ impl Backend for PgBackend {
 
     fn subject_reference(&self, subject: i64) -> Result<Option<Vec<u8>>> {
         self.db()?
-            .opt("SELECT reference FROM subjects WHERE id = $1", &[&subject])?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+            .value("SELECT reference FROM subjects WHERE id = $1", &[&subject])
     }
 
     fn subject_templates(&self, gallery: &str, pseudonym: &[u8], now: i64) -> Result<Vec<Vec<u8>>> {
-        self.db()?
-            .all(
-                "SELECT t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
+        self.db()?.column(
+            "SELECT t.sealed FROM templates t JOIN subjects s ON t.subject = s.id
                  WHERE s.gallery = $1 AND s.pseudonym = $2 AND s.expires > $3 ORDER BY t.id",
-                &[&gallery, &pseudonym, &now],
-            )?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
+            &[&gallery, &pseudonym, &now],
+        )
     }
 
     fn subject_image(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db()?
-            .opt(
-                "SELECT i.sealed FROM images i JOIN subjects s ON i.subject = s.id
+        self.db()?.value(
+            "SELECT i.sealed FROM images i JOIN subjects s ON i.subject = s.id
                  WHERE s.gallery = $1 AND s.pseudonym = $2 ORDER BY i.id LIMIT 1",
-                &[&gallery, &pseudonym],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
+            &[&gallery, &pseudonym],
+        )
     }
 
     fn expired(&self, gallery: &str, now: i64) -> Result<Vec<Vec<u8>>> {
-        self.db()?
-            .all(
-                "SELECT pseudonym FROM subjects WHERE gallery = $1 AND expires <= $2",
-                &[&gallery, &now],
-            )?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
+        self.db()?.column(
+            "SELECT pseudonym FROM subjects WHERE gallery = $1 AND expires <= $2",
+            &[&gallery, &now],
+        )
     }
 
     fn all_subjects(&self) -> Result<Vec<(i64, String, Vec<u8>)>> {
@@ -781,10 +432,7 @@ impl Backend for PgBackend {
 
     fn receipts(&self) -> Result<Vec<String>> {
         self.db()?
-            .all("SELECT receipt FROM receipts ORDER BY id", &[])?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
+            .column("SELECT receipt FROM receipts ORDER BY id", &[])
     }
 
     fn gallery_templates(&self, gallery: &str) -> Result<Vec<StoredTemplate>> {
@@ -879,301 +527,5 @@ impl Backend for PgBackend {
                 }))
             },
         )
-    }
-}
-
-/// A transaction on a pooled connection, serialised against every writer of the same database
-/// by the `writer` row lock; rolled back when dropped uncommitted.
-struct Tx {
-    conn: Pooled,
-    open: bool,
-}
-
-impl Tx {
-    fn begin(mut conn: Pooled) -> Result<Tx> {
-        conn.client.batch_execute("BEGIN")?;
-        let mut tx = Tx { conn, open: true };
-        tx.conn
-            .one("SELECT id FROM writer WHERE id = 1 FOR UPDATE", &[])?;
-        Ok(tx)
-    }
-
-    fn commit(mut self) -> Result<()> {
-        self.open = false;
-        self.conn.client.batch_execute("COMMIT")?;
-        Ok(())
-    }
-}
-
-impl Drop for Tx {
-    fn drop(&mut self) {
-        if self.open {
-            // A connection whose ROLLBACK fails is closed and the pool drops it (has_broken).
-            let _ = self.conn.client.batch_execute("ROLLBACK");
-        }
-    }
-}
-
-/// A record store transaction. Rows nothing reads back inside the transaction — audit records
-/// with their heads, recorded changes — are buffered and written at commit in one statement
-/// each (bulk enrolment appends one of each per subject); the chain's tail is read once (the
-/// writer lock keeps it ours) and then follows this transaction's own appends.
-struct StoreTx {
-    tx: Tx,
-    tail: Option<Option<(u64, Vec<u8>)>>,
-    audit: AuditRows,
-    changes: ChangeRows,
-}
-
-#[derive(Default)]
-struct AuditRows {
-    seq: Vec<i64>,
-    record: Vec<String>,
-    hash: Vec<Vec<u8>>,
-    sig: Vec<Vec<u8>>,
-}
-
-#[derive(Default)]
-struct ChangeRows {
-    gallery: Vec<String>,
-    generation: Vec<i64>,
-    kind: Vec<String>,
-    subject: Vec<i64>,
-    templates: Vec<String>,
-}
-
-impl StoreTx {
-    fn conn(&mut self) -> &mut Conn {
-        &mut self.tx.conn
-    }
-
-    /// Write the buffered rows (before the commit).
-    fn flush(&mut self) -> Result<()> {
-        if !self.audit.seq.is_empty() {
-            let a = std::mem::take(&mut self.audit);
-            self.tx.conn.execute(
-                "WITH r AS (INSERT INTO audit (seq, record, hash)
-                            SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BYTEA[]))
-                 INSERT INTO audit_heads (seq, hash, sig)
-                 SELECT * FROM unnest($1::BIGINT[], $3::BYTEA[], $4::BYTEA[])",
-                &[&a.seq, &a.record, &a.hash, &a.sig],
-            )?;
-        }
-        if !self.changes.generation.is_empty() {
-            let c = std::mem::take(&mut self.changes);
-            self.tx.conn.execute(
-                "INSERT INTO changes (gallery, generation, kind, subject, templates)
-                 SELECT g, n, k, s, string_to_array(t, ',')::BIGINT[]
-                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])
-                      AS u(g, n, k, s, t)",
-                &[&c.gallery, &c.generation, &c.kind, &c.subject, &c.templates],
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl WriteTxn for StoreTx {
-    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        meta(self.conn(), key)
-    }
-
-    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-            &[&key, &value],
-        )?;
-        Ok(())
-    }
-
-    fn insert_gallery(
-        &mut self,
-        name: &str,
-        policy: &str,
-        seed: &[u8],
-        created: i64,
-    ) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT INTO galleries (name, policy, seed, created) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-            &[&name, &policy, &seed, &created],
-        )?;
-        Ok(n == 1)
-    }
-
-    fn set_policy(&mut self, name: &str, policy: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE galleries SET policy = $1 WHERE name = $2",
-            &[&policy, &name],
-        )?;
-        Ok(())
-    }
-
-    fn set_kind(&mut self, name: &str, dim: i64, metric: &str, pack: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE galleries SET dim = $2, metric = $3, pack = $4 WHERE name = $1",
-            &[&name, &dim, &metric, &pack],
-        )?;
-        Ok(())
-    }
-
-    fn set_seed(&mut self, name: &str, seed: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "UPDATE galleries SET seed = $1 WHERE name = $2",
-            &[&seed, &name],
-        )?;
-        Ok(())
-    }
-
-    fn seeds(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.conn()
-            .all("SELECT name, seed FROM galleries", &[])?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
-    fn bump_generation(&mut self, name: &str) -> Result<i64> {
-        let generation: i64 = self
-            .conn()
-            .one(
-                "UPDATE galleries SET generation = generation + 1 WHERE name = $1 RETURNING generation",
-                &[&name],
-            )?
-            .try_get(0)?;
-        // Changes too old to follow go, once per transaction (not per recorded row).
-        let oldest = generation - CHANGES_KEPT;
-        self.conn().execute(
-            "DELETE FROM changes WHERE gallery = $1 AND generation <= $2",
-            &[&name, &oldest],
-        )?;
-        Ok(generation)
-    }
-
-    fn record_change(
-        &mut self,
-        gallery: &str,
-        generation: i64,
-        kind: &str,
-        subject: i64,
-        templates: &[i64],
-    ) -> Result<()> {
-        let c = &mut self.changes;
-        c.gallery.push(gallery.to_string());
-        c.generation.push(generation);
-        c.kind.push(kind.to_string());
-        c.subject.push(subject);
-        c.templates.push(ids_text(templates));
-        Ok(())
-    }
-
-    fn insert_subject(&mut self, s: &NewSubject<'_>) -> Result<Option<i64>> {
-        self.conn()
-            .opt(
-                "INSERT INTO subjects (gallery, pseudonym, reference, consent, enrolled, expires)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
-                &[
-                    &s.gallery,
-                    &s.pseudonym,
-                    &s.reference,
-                    &s.consent,
-                    &s.enrolled,
-                    &s.expires,
-                ],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
-    }
-
-    fn insert_template(&mut self, subject: i64, sealed: &[u8]) -> Result<i64> {
-        Ok(self
-            .conn()
-            .one(
-                "INSERT INTO templates (subject, sealed) VALUES ($1, $2) RETURNING id",
-                &[&subject, &sealed],
-            )?
-            .try_get(0)?)
-    }
-
-    fn insert_image(&mut self, subject: i64, sealed: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO images (subject, sealed) VALUES ($1, $2)",
-            &[&subject, &sealed],
-        )?;
-        Ok(())
-    }
-
-    fn subject_id(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>> {
-        self.conn()
-            .opt(
-                "SELECT id FROM subjects WHERE gallery = $1 AND pseudonym = $2",
-                &[&gallery, &pseudonym],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
-    }
-
-    fn template_ids(&mut self, subject: i64) -> Result<Vec<i64>> {
-        self.conn()
-            .all(
-                "SELECT id FROM templates WHERE subject = $1 ORDER BY id",
-                &[&subject],
-            )?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
-    }
-
-    fn delete_subject(&mut self, subject: i64) -> Result<()> {
-        // Templates and images go with it (ON DELETE CASCADE).
-        self.conn()
-            .execute("DELETE FROM subjects WHERE id = $1", &[&subject])?;
-        Ok(())
-    }
-
-    fn gallery_templates(&mut self, gallery: &str) -> Result<Vec<StoredTemplate>> {
-        gallery_templates(self.conn(), gallery)
-    }
-
-    fn update_template(&mut self, id: i64, sealed: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "UPDATE templates SET sealed = $1 WHERE id = $2",
-            &[&sealed, &id],
-        )?;
-        Ok(())
-    }
-
-    fn insert_receipt(&mut self, receipt: &str) -> Result<()> {
-        self.conn()
-            .execute("INSERT INTO receipts (receipt) VALUES ($1)", &[&receipt])?;
-        Ok(())
-    }
-
-    fn audit_tail(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
-        if let Some(tail) = &self.tail {
-            return Ok(tail.clone());
-        }
-        let tail = self
-            .conn()
-            .opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
-            .map(|r| Ok::<_, GalleryError>((seq(r.try_get(0)?), r.try_get(1)?)))
-            .transpose()?;
-        self.tail = Some(tail.clone());
-        Ok(tail)
-    }
-
-    fn append_audit(&mut self, seq: u64, record: &str, hash: &[u8], sig: &[u8]) -> Result<()> {
-        self.tail = Some(Some((seq, hash.to_vec())));
-        let a = &mut self.audit;
-        a.seq.push(sql_seq(seq));
-        a.record.push(record.to_string());
-        a.hash.push(hash.to_vec());
-        a.sig.push(sig.to_vec());
-        Ok(())
-    }
-
-    fn commit(mut self: Box<Self>) -> Result<()> {
-        self.flush()?;
-        self.tx.commit()
     }
 }
