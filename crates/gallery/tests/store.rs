@@ -1354,3 +1354,38 @@ fn a_loaded_index_follows_other_writers_changes_without_reloading() {
         );
     }
 }
+
+#[test]
+fn a_gallery_loaded_while_empty_takes_its_first_templates() {
+    // A server preloads a gallery with nothing enrolled yet (its template length is not known
+    // then); the first enrolments, its own and another writer's, must reach its searches.
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, clock) = TestClock::new();
+    let key = crypto::random_key().unwrap();
+    let (a, b) = (
+        open(dir.path(), &key, clock.clone()),
+        open(dir.path(), &key, clock),
+    );
+    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    a.preload("rt").unwrap();
+    b.preload("rt").unwrap();
+    let ids = identities(31, 2, 128);
+    for (i, s) in [&a, &b].into_iter().enumerate() {
+        s.enrol(
+            &admin(),
+            "rt",
+            &format!("P{i:07}"),
+            std::slice::from_ref(&ids[i]),
+            Metric::Euclidean,
+            "dlib",
+            &Enrolment::default(),
+        )
+        .unwrap();
+    }
+    for s in [&a, &b] {
+        for (i, c) in ids.iter().enumerate() {
+            let r = s.identify(&gate(), "rt", c, Some(1), 0.6).unwrap();
+            assert_eq!(r.candidates[0].reference, format!("P{i:07}"));
+        }
+    }
+}

@@ -86,10 +86,15 @@ impl Store {
             max_templates_per_subject,
             memory_locked,
         }));
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(gallery.into(), lg.clone());
+        // A gallery with nothing enrolled yet has no template length: its empty index is not
+        // kept, so no enrolment is ever applied to an index of the wrong length (the next
+        // search loads the gallery as it then is).
+        if info.dim.is_some() {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(gallery.into(), lg.clone());
+        }
         Ok(lg)
     }
 
@@ -118,7 +123,8 @@ impl Store {
         }
         // Enrolled subjects are read and opened before the index is locked: searches go on
         // meanwhile. A subject gone since (or whose key is) is skipped: a later change removes it.
-        let dim = self.gallery_meta(gallery)?.dim.unwrap_or(0);
+        // A kept index has the gallery's template length (fixed by its first enrolment).
+        let dim = lg.read().unwrap_or_else(|p| p.into_inner()).index.dim();
         let mut opener = TemplateOpener::new(gallery, dim);
         type Opened = (backend::SubjectTemplates, Vec<Zeroizing<Vec<f32>>>);
         let mut added: IdMap<i64, Opened> = IdMap::default();
