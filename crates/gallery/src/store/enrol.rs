@@ -386,11 +386,21 @@ fn check_request(gallery: &str, r: &Request<'_>, dim: usize, now: i64, limit: i6
 
 /// (gallery, pseudonym) of the subjects this process is enrolling now, whichever `Store` of the
 /// process does it (pseudonyms are keyed per deployment, so two stores' subjects do not collide).
-pub(super) static IN_FLIGHT: std::sync::LazyLock<Mutex<Enrolling>> =
+static IN_FLIGHT: std::sync::LazyLock<Mutex<Enrolling>> =
     std::sync::LazyLock::new(Default::default);
 
 /// (gallery, pseudonym) pairs.
-pub(super) type Enrolling = std::collections::HashSet<(String, [u8; 32])>;
+type Enrolling = std::collections::HashSet<(String, [u8; 32])>;
+
+/// Whether this process is enrolling the subject right now.
+pub(super) fn enrolling(gallery: &str, ps: &[u8]) -> bool {
+    <[u8; 32]>::try_from(ps).is_ok_and(|ps| {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(gallery.to_string(), ps))
+    })
+}
 
 /// Subjects this process is enrolling, registered for the length of one call (see
 /// `Store::enrolling`); a second call for one of them while the first runs is refused.

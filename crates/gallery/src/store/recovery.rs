@@ -73,7 +73,7 @@ impl Store {
                 ("enrol", false)
                     if now - m.created <= ORPHAN_KEY_AGE_MS
                         && enrolment_may_be_running(m.owner(), || {
-                            Self::enrolling(&m.gallery, &m.pseudonym)
+                            super::enrol::enrolling(&m.gallery, &m.pseudonym)
                         }) =>
                 {
                     continue
@@ -87,16 +87,6 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
-    }
-
-    /// Whether this process is enrolling the subject right now.
-    pub(super) fn enrolling(gallery: &str, ps: &[u8]) -> bool {
-        <[u8; 32]>::try_from(ps).is_ok_and(|ps| {
-            super::enrol::IN_FLIGHT
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&(gallery.to_string(), ps))
-        })
     }
 
     /// After a write failed half-way between the two databases (a database lost mid-call): make

@@ -128,8 +128,13 @@ impl PgCluster {
     }
 
     pub fn start_server(&self) {
+        self.start_server_with("");
+    }
+
+    /// Start the server with `extra` server options.
+    fn start_server_with(&self, extra: &str) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {extra}",
             self.port,
             self.socket.display()
         );
@@ -291,23 +296,7 @@ impl PgCluster {
         }
         // Restart with TLS on (the hba file is read at start).
         self.stop();
-        let mut c = self.command("pg_ctl");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on",
-            self.port,
-            self.socket.display()
-        );
-        c.args(["-w", "-t", "60", "-o", &opts, "-l"])
-            .arg(self.socket.join("server.log"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("start");
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.start_server_with("-c ssl=on");
     }
 
     /// SIGKILL the postmaster (its children die with it): a host lost mid-write.
