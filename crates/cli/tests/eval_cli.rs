@@ -129,6 +129,25 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         sizes.last().unwrap()["gallery_size"],
         p["one_to_n"]["gallery_size"]
     );
+    // Gallery-size prediction: every size × FPIR cell, thresholds tightening as the gallery
+    // grows (dlib: a distance, so smaller) and FNIR never improving with size.
+    let sc = &p["one_to_n"]["scale"];
+    let preds = sc["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 21);
+    for f in [1e-1, 1e-2, 1e-3] {
+        let row: Vec<&serde_json::Value> = preds
+            .iter()
+            .filter(|x| x["fpir"].as_f64() == Some(f))
+            .collect();
+        assert_eq!(row.len(), 7);
+        for w in row.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            assert!(b["threshold"].as_f64().unwrap() <= a["threshold"].as_f64().unwrap());
+            assert!(b["fnir"].as_f64().unwrap() >= a["fnir"].as_f64().unwrap() - 1e-12);
+        }
+    }
+    assert!(sc["tail"]["impostor_pairs"].as_u64().unwrap() >= 2000);
+    assert!(!sc["tail_fit"].as_array().unwrap().is_empty());
     // Both groups, with their own pair counts, and the differential block.
     let g = &p["groups"]["capture"];
     let groups = g["groups"].as_array().unwrap();
@@ -149,6 +168,8 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         "By group",
         "capture",
         "Failures",
+        "Gallery size: what a threshold gives at N",
+        "misses about",
     ] {
         assert!(html.contains(needle), "report.html lacks {needle}");
     }
@@ -157,6 +178,8 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         "roc.svg",
         "cmc.svg",
         "gallery-size.svg",
+        "gallery-scale.svg",
+        "tail-dlib.svg",
         "hist-dlib.svg",
     ] {
         assert!(dir.join(f).exists(), "{f}");

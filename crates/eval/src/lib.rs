@@ -7,6 +7,8 @@
 //!   model written out, and every rendering reads the model, never JSON keys.
 //! - [`plot`]: dependency-free SVG charts (DET/ROC/CMC, histograms).
 //! - [`render`]: the self-contained HTML report and the terminal summary.
+//! - [`scale`]: a pack's impostor tail fitted (generalised Pareto, by probability-weighted
+//!   moments) and bootstrapped, to predict FPIR and FNIR at any gallery size.
 
 #![forbid(unsafe_code)]
 
@@ -15,3 +17,4 @@ pub mod model;
 pub mod pad;
 pub mod plot;
 pub mod render;
+pub mod scale;

@@ -156,6 +156,124 @@ pub struct OneToN {
     pub gallery_size: usize,
     pub all: OpenSet,
     pub by_gallery_size: Vec<GallerySizePoint>,
+    /// FPIR and FNIR predicted at any gallery size from the pack's impostor tail, checked
+    /// against `by_gallery_size` (absent when there were too few impostor pairs to fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<GalleryScale>,
+}
+
+/// The prediction of FPIR and FNIR at gallery size N (`template::tail`): its model, the model's
+/// fit to the measured tail, the check against measured searches, and the extrapolation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryScale {
+    /// How the prediction is made, in words.
+    pub method: String,
+    /// The fitted model, in dissimilarity units (cosine packs: 1 − cosine).
+    pub tail: template::tail::ImpostorTail,
+    pub shape_ci95: Option<Interval>,
+    /// The tail as measured against the model: (threshold, measured F, model F).
+    pub tail_fit: Vec<TailFitPoint>,
+    pub checks: Vec<ScaleCheck>,
+    pub predictions: Vec<ScalePrediction>,
+}
+
+impl GalleryScale {
+    /// The prediction at gallery size `n` and FPIR `fpir`, if it was made.
+    pub fn at(&self, n: f64, fpir: f64) -> Option<&ScalePrediction> {
+        self.predictions
+            .iter()
+            .find(|p| p.gallery_size == n && p.fpir == fpir)
+    }
+
+    /// The report's plain words: how many listed people a watchlist of 10^4 and 10^6 misses at
+    /// FPIR 1e-3, and how the check against measured searches went.
+    pub fn in_words(&self, label: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in [1e4, 1e6] {
+            if let Some(p) = self.at(n, 1e-3) {
+                let ci = p.fnir_ci95.map_or(String::new(), |Interval(a, b)| {
+                    format!(" (95% interval {:.0}–{:.0}%)", a * 100.0, b * 100.0)
+                });
+                out.push(format!(
+                    "with {label}, a watchlist of {} people at FPIR 1e-3 misses about {:.0}% of listed people{ci} at threshold {:.4} (predicted)",
+                    group_thousands(n),
+                    p.fnir * 100.0,
+                    p.threshold
+                ));
+            }
+        }
+        let inside = self
+            .checks
+            .iter()
+            .filter(|c| c.within_measured_interval)
+            .count();
+        if !self.checks.is_empty() {
+            out.push(format!(
+                "{label}: predicted FPIR inside the measured 95% interval at {inside} of {} checked (gallery size, target) points",
+                self.checks.len()
+            ));
+        }
+        out
+    }
+}
+
+fn group_thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TailFitPoint {
+    /// In the pack's score units.
+    pub threshold: f64,
+    pub measured: f64,
+    pub model: f64,
+}
+
+/// At one gallery size LFW-dev allows: the threshold the model gives for a target FPIR, and
+/// what the searches measured there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleCheck {
+    pub gallery_size: usize,
+    pub target_fpir: f64,
+    /// In the pack's score units.
+    pub threshold: f64,
+    /// The model's FPIR at the threshold across bootstrap replicates of the tail.
+    pub predicted_fpir_ci95: Option<Interval>,
+    pub nonmated_searches: usize,
+    #[serde(with = "nan_null")]
+    pub measured_fpir: f64,
+    /// Wilson interval: non-mated searches are of distinct people.
+    pub measured_fpir_ci95: Interval,
+    /// The target lies within the measured interval.
+    pub within_measured_interval: bool,
+    #[serde(with = "nan_null")]
+    pub predicted_fnir: f64,
+    pub predicted_fnir_ci95: Option<Interval>,
+    pub mated_searches: usize,
+    #[serde(with = "nan_null")]
+    pub measured_fnir: f64,
+}
+
+/// At a gallery size beyond the data: the threshold for a target FPIR and the FNIR it costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalePrediction {
+    pub gallery_size: f64,
+    pub fpir: f64,
+    /// In the pack's score units.
+    #[serde(with = "nan_null")]
+    pub threshold: f64,
+    pub threshold_ci95: Option<Interval>,
+    #[serde(with = "nan_null")]
+    pub fnir: f64,
+    pub fnir_ci95: Option<Interval>,
 }
 
 /// Rank and open-set figures of a set of searches.

@@ -147,6 +147,7 @@ pub fn html(
     for f in ["cmc.svg", "gallery-size.svg"] {
         h.push_str(&figure(f)?);
     }
+    scale_html(r, &mut h, figure)?;
     if r.packs.iter().any(|p| !p.groups.is_empty()) {
         let _ = write!(
             h,
@@ -202,6 +203,78 @@ pub fn html(
     Ok(h)
 }
 
+/// Gallery size beyond the data: the prediction, its check where LFW-dev measures, in words.
+fn scale_html(
+    r: &Report,
+    h: &mut String,
+    figure: &mut dyn FnMut(&str) -> std::io::Result<String>,
+) -> std::io::Result<()> {
+    let packs: Vec<_> = r
+        .packs
+        .iter()
+        .filter_map(|p| p.one_to_n.scale.as_ref().map(|s| (p, s)))
+        .collect();
+    let Some((_, first)) = packs.first() else {
+        return Ok(());
+    };
+    let _ = write!(
+        h,
+        "<h2>Gallery size: what a threshold gives at N</h2><p><small>{}.</small></p><ul>",
+        esc(&first.method)
+    );
+    for (p, s) in &packs {
+        for sentence in s.in_words(&p.label) {
+            let _ = write!(h, "<li>{}</li>", esc(&sentence));
+        }
+    }
+    h.push_str("</ul><h3>Prediction checked where the data measures it</h3><table><tr><th>pack</th><th>gallery size</th><th>target FPIR</th><th>threshold</th><th>predicted FPIR [95% CI]</th><th>measured FPIR [Wilson 95%]</th><th>target inside</th><th>predicted FNIR [95% CI]</th><th>measured FNIR</th></tr>");
+    for (p, s) in &packs {
+        for c in &s.checks {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.0e}</td><td>{:.4}</td><td>{}{}</td><td>{}{} <small>({} searches)</small></td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+                esc(&p.label),
+                c.gallery_size,
+                c.target_fpir,
+                c.threshold,
+                pct(c.target_fpir),
+                ci_pct(c.predicted_fpir_ci95),
+                pct(c.measured_fpir),
+                ci_pct(Some(c.measured_fpir_ci95)),
+                c.nonmated_searches,
+                if c.within_measured_interval { "yes" } else { "<b>no</b>" },
+                pct(c.predicted_fnir),
+                ci_pct(c.predicted_fnir_ci95),
+                pct(c.measured_fnir)
+            );
+        }
+    }
+    h.push_str("</table><h3>Predicted beyond the data</h3><table><tr><th>pack</th><th>gallery size</th><th>FPIR</th><th>threshold [95% CI]</th><th>FNIR [95% CI]</th></tr>");
+    for (p, s) in &packs {
+        for x in &s.predictions {
+            let ci = x
+                .threshold_ci95
+                .map_or(String::new(), |Interval(a, b)| format!(" [{a:.4}, {b:.4}]"));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.0e}</td><td>{:.0e}</td><td>{:.4}{ci}</td><td>{}{}</td></tr>",
+                esc(&p.label),
+                x.gallery_size,
+                x.fpir,
+                x.threshold,
+                pct(x.fnir),
+                ci_pct(x.fnir_ci95)
+            );
+        }
+    }
+    h.push_str("</table>");
+    h.push_str(&figure("gallery-scale.svg")?);
+    for (p, _) in &packs {
+        h.push_str(&figure(&format!("tail-{}.svg", p.label))?);
+    }
+    Ok(())
+}
+
 /// The terminal summary: one line per pack and view, then warnings.
 pub fn summary(r: &Report) -> String {
     let mut s = String::new();
@@ -239,6 +312,11 @@ pub fn summary(r: &Report) -> String {
             pct(n.fnir_at_1e2()),
             p.failures_to_detect.len()
         );
+        if let Some(sc) = &p.one_to_n.scale {
+            for sentence in sc.in_words(&p.label) {
+                let _ = writeln!(s, "{sentence}");
+            }
+        }
         for (col, g) in &p.groups {
             let [fnmr, fmr, fnir, fpir] = g.differential.ratios().map(|(_, v, _)| {
                 if v.is_finite() {

@@ -28,12 +28,11 @@ fn report_json_round_trips_through_the_model() {
         .find(|p| !p.supported_by_data)
         .unwrap();
     assert!(unsupported.fnmr.is_nan() && unsupported.threshold.is_nan());
-    let mut written = serde_json::to_value(&report).unwrap();
-    // The kept report predates `jitter` (read as 0); every other field must come back as it was.
-    for p in written["packs"].as_array_mut().unwrap() {
-        assert_eq!(p["jitter"], 0);
-        p.as_object_mut().unwrap().remove("jitter");
-    }
+    // The gallery-size prediction reads back with its tail model.
+    let scale = report.packs[0].one_to_n.scale.as_ref().unwrap();
+    assert!(scale.tail.validate().is_ok());
+    assert!(!scale.tail.probe_spread.is_empty());
+    let written = serde_json::to_value(&report).unwrap();
     assert_eq!(
         written, original,
         "the model must write the same report.json"
@@ -64,6 +63,15 @@ fn renderings_show_the_models_numbers() {
         1
     );
     assert!(text.contains(&eer));
+    // The gallery-size section says, in words, what the model predicts at 10^6.
+    let at = p.one_to_n.scale.as_ref().unwrap().at(1e6, 1e-3).unwrap();
+    let words = format!(
+        "a watchlist of 1,000,000 people at FPIR 1e-3 misses about {:.0}%",
+        at.fnir * 100.0
+    );
+    assert!(page.contains(&words) && text.contains(&words), "{words}");
+    assert!(asked.iter().any(|a| a == "gallery-scale.svg"));
+    assert!(asked.iter().any(|a| *a == format!("tail-{}.svg", p.label)));
     // A figure that cannot be read is an error, not a page without it.
     let missing = html(&report, &mut |_| {
         Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))

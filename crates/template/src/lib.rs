@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod tail;
+
 use serde::{Deserialize, Serialize};
 
 /// How two templates of a model pack are compared.

@@ -13,6 +13,7 @@ mod groups;
 pub mod pad;
 pub mod pad_video;
 pub mod report;
+mod scale;
 pub mod video;
 
 // The arithmetic, the report model and its renderings are the `evaluation` library; these

@@ -622,6 +622,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         }
         let mut by_size = Vec::new();
         let mut size_pts = Vec::new();
+        let mut subsets: Vec<(usize, Searches)> = Vec::new();
         for &n in &sizes {
             // The full gallery is the run above; only the subsets need searching again.
             let r = if n == split.enrolled.len() {
@@ -637,7 +638,9 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                     .filter(|m| in_g.contains(&ds.images[*m as usize].identity))
                     .collect();
                 let s = search_1n(&ds, emb, &g, &mated, &split.nonmated, cosine, None)?;
-                open_set(&s, &to_score)
+                let r = open_set(&s, &to_score);
+                subsets.push((n, s));
+                r
             };
             size_pts.push((n as f64, r.fnir_at_1e2()));
             by_size.push(GallerySizePoint {
@@ -652,6 +655,21 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
             name: label.clone(),
             points: size_pts,
             marks: Vec::new(),
+        });
+        let runs: Vec<(usize, &Searches)> = subsets
+            .iter()
+            .map(|(n, s)| (*n, s))
+            .chain(std::iter::once((split.enrolled.len(), &searches)))
+            .collect();
+        let scale = super::scale::gallery_scale(&super::scale::Inputs {
+            ds: &ds,
+            emb,
+            split: &split,
+            runs: &runs,
+            dissimilarity: &score,
+            to_score: &to_score,
+            replicates: a.bootstrap,
+            seed: a.data.seed,
         });
 
         // Per group
@@ -699,6 +717,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                 gallery_size: split.enrolled.len(),
                 all: o2n_all,
                 by_gallery_size: by_size,
+                scale,
             },
             operating_points: OperatingPoints {
                 one_to_one: FmrThreshold {
@@ -790,6 +809,9 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         ),
     ];
     for (f, c) in &figures {
+        std::fs::write(a.out.join(f), c.svg())?;
+    }
+    for (f, c) in super::scale::figures(&packs) {
         std::fs::write(a.out.join(f), c.svg())?;
     }
     let report = Report {
