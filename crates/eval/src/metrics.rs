@@ -180,7 +180,7 @@ where
     F: Fn(&Weights) -> Vec<f64>,
 {
     let mut rng = SplitMix::new(seed);
-    let mut samples: Vec<Vec<f64>> = Vec::new();
+    let mut samples = Replicates::default();
     let mut draws = vec![0.0f64; identities];
     for _ in 0..replicates {
         draws.iter_mut().for_each(|d| *d = 0.0);
@@ -192,21 +192,37 @@ where
         if total(&w.genuine) == 0.0 || total(&w.impostor) == 0.0 {
             continue;
         }
-        for (k, v) in f(&w).into_iter().enumerate() {
-            if samples.len() <= k {
-                samples.push(Vec::new());
+        samples.push(f(&w));
+    }
+    samples.intervals()
+}
+
+/// Bootstrap replicates' values, gathered quantity by quantity.
+#[derive(Default)]
+pub(crate) struct Replicates(Vec<Vec<f64>>);
+
+impl Replicates {
+    /// One replicate's values, in the same order every time.
+    pub(crate) fn push(&mut self, values: Vec<f64>) {
+        for (k, v) in values.into_iter().enumerate() {
+            if self.0.len() <= k {
+                self.0.push(Vec::new());
             }
-            samples[k].push(v);
+            self.0[k].push(v);
         }
     }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.retain(|x| x.is_finite());
-            v.sort_by(f64::total_cmp);
-            (percentile(&v, 0.025), percentile(&v, 0.975))
-        })
-        .collect()
+
+    /// Each quantity's 95% percentile interval (non-finite values left out).
+    pub(crate) fn intervals(self) -> Vec<(f64, f64)> {
+        self.0
+            .into_iter()
+            .map(|mut v| {
+                v.retain(|x| x.is_finite());
+                v.sort_by(f64::total_cmp);
+                (percentile(&v, 0.025), percentile(&v, 0.975))
+            })
+            .collect()
+    }
 }
 
 /// Linear-interpolated percentile of sorted values (NaN when empty).

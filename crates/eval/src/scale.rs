@@ -9,7 +9,7 @@
 //! moments (Hosking & Wallis 1987), which need no iteration, are stable in small tails and take
 //! weights, so a bootstrap replicate is just other weights, as elsewhere in this crate.
 
-use crate::metrics::SplitMix;
+use crate::metrics::{Replicates, SplitMix};
 use template::tail::ImpostorTail;
 
 /// How much of the impostor distribution the tail is fitted to.
@@ -256,7 +256,7 @@ where
     F: Fn(&ImpostorTail, &[f64]) -> Vec<f64>,
 {
     let mut rng = SplitMix::new(seed);
-    let mut samples: Vec<Vec<f64>> = Vec::new();
+    let mut samples = Replicates::default();
     let mut draws = vec![0.0f64; data.identities];
     let mut w = vec![0.0f64; data.impostor.len()];
     for _ in 0..replicates {
@@ -281,24 +281,9 @@ where
                 mates.push(d);
             }
         }
-        for (k, v) in f(&model, &mates).into_iter().enumerate() {
-            if samples.len() <= k {
-                samples.push(Vec::new());
-            }
-            samples[k].push(v);
-        }
+        samples.push(f(&model, &mates));
     }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.retain(|x| x.is_finite());
-            v.sort_by(f64::total_cmp);
-            (
-                crate::metrics::percentile(&v, 0.025),
-                crate::metrics::percentile(&v, 0.975),
-            )
-        })
-        .collect()
+    samples.intervals()
 }
 
 #[cfg(test)]
