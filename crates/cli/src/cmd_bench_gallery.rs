@@ -79,6 +79,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     let ctx = Context::new("bench", Role::Admin, "benchmark");
     let policy = Policy {
         enrol_min_quality: Default::default(),
+        fpir_target: None,
         purpose: "benchmark".into(),
         legal_basis: "none (synthetic data)".into(),
         retention_days: 30,

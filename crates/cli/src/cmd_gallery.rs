@@ -206,6 +206,7 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                     gallery::ReferenceCase::Upper
                 },
                 enrol_min_quality: a.enrol_min_quality.into_iter().collect(),
+                fpir_target: None,
             };
             app::faces::check_quality_gate(&policy.enrol_min_quality)?;
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
@@ -337,6 +338,15 @@ fn ack(line: serde_json::Value) {
     let _ = out.flush();
 }
 
+/// An enrolment's acknowledgement with what the store told the enroller, if anything (e.g. that
+/// the gallery has outgrown what its pack delivers at the policy's target FPIR).
+fn with_warnings(mut ack: serde_json::Value, warnings: &[String]) -> serde_json::Value {
+    if !warnings.is_empty() {
+        ack["warnings"] = json!(warnings);
+    }
+    ack
+}
+
 pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
     let store = s.open(home)?;
     let ctx = s.context("enrolment")?;
@@ -368,9 +378,10 @@ pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
             ) {
                 Ok(r) => {
                     ok += 1;
-                    ack(
+                    ack(with_warnings(
                         json!({"subject": subject, "status": "enrolled", "pseudonym": r.pseudonym, "audit_seq": r.audit_seq}),
-                    );
+                        &r.warnings,
+                    ));
                 }
                 Err(e) => {
                     failed += 1;
@@ -459,9 +470,10 @@ pub fn enrol(home: &Path, s: &StoreArgs, a: EnrolArgs) -> Result<i32> {
             bar.suspend(|| match outcome {
                 Ok(r) => {
                     ok += 1;
-                    ack(
+                    ack(with_warnings(
                         json!({"subject": job.subject, "status": "enrolled", "templates": r.templates, "pseudonym": r.pseudonym, "expires": r.expires, "audit_seq": r.audit_seq}),
-                    );
+                        &r.warnings,
+                    ));
                 }
                 Err(e) => {
                     failures.push(json!({"subject": job.subject, "error": format!("{e:#}")}));

@@ -329,6 +329,130 @@ fn eval_calibrate_writes_pack_and_gallery_thresholds_with_audit_evidence() {
         .find(|r| r["action"] == "policy-change")
         .expect("gallery calibration audited");
     assert_eq!(pol["details"]["evidence"]["command"], "eval calibrate");
+
+    // A target FPIR instead: the pack's model of growth goes into the policy and the threshold
+    // is set for the gallery's size; `gallery show` says what it is expected to give.
+    let (code, _, err) = cal(&["--target-fpir", "1e-2", "--role", "admin"]);
+    assert_eq!(code, 2, "a target FPIR belongs to a gallery: {err}");
+    let (code, _, err) = cal(&["--target-fpir", "1e-2", "--gallery", "travellers"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("admin"), "{err}");
+    let (code, out, err) = cal(&[
+        "--target-fpir",
+        "1e-2",
+        "--max-fnir",
+        "0.9",
+        "--role",
+        "admin",
+        "--gallery",
+        "travellers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ev = &v["evidence"];
+    assert!(ev["impostor_pairs"].as_u64().unwrap() >= 2000);
+    let at: Vec<f64> = ev["expected_at"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["threshold"].as_f64().unwrap())
+        .collect();
+    assert_eq!(at.len(), 5);
+    assert!(at.windows(2).all(|w| w[1] < w[0]), "{at:?}");
+    let (code, out, err) = facegate(h, &["gallery", "show", "travellers"]);
+    assert_eq!(code, 0, "{err}");
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["policy"]["fpir_target"]["fpir"].as_f64(), Some(1e-2));
+    assert_eq!(g["policy"]["fpir_target"]["sized_for"], 16);
+    assert!(g["policy"]["target_fmr"].is_null());
+    assert_eq!(
+        g["policy"]["threshold"].as_f64(),
+        ev["expected_now"]["threshold"].as_f64()
+    );
+    assert_eq!(g["expected"]["gallery_size"], 0);
+    assert!(g["expected"]["fpir"].as_f64().unwrap() <= 1e-2);
+    let first = g["policy"]["threshold"].as_f64().unwrap();
+
+    // Growing past the size it was set for (16) moves the threshold, tighter, audited.
+    let dir = tempfile::tempdir().unwrap();
+    let embeddings = |name: &str, from: usize, n: usize| -> String {
+        let path = dir.path().join(name);
+        let lines: Vec<String> = (from..from + n)
+            .map(|i| {
+                let v: Vec<f32> = (0..128)
+                    .map(|k| ((i * 131 + k * 31) % 97) as f32 / 970.0)
+                    .collect();
+                serde_json::json!({"subject": format!("S{i:03}"), "embedding": v}).to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let enrol = |file: &str| {
+        facegate(
+            h,
+            &[
+                "--role",
+                "enroller",
+                "enrol",
+                "--gallery",
+                "travellers",
+                "--embeddings",
+                file,
+            ],
+        )
+    };
+    let (code, _, err) = enrol(&embeddings("a.jsonl", 0, 20));
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = facegate(h, &["gallery", "show", "travellers"]);
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["policy"]["fpir_target"]["sized_for"], 21);
+    assert!(g["policy"]["threshold"].as_f64().unwrap() < first);
+    assert_eq!(g["expected"]["gallery_size"], 20);
+    let (_, out, _) = facegate(h, &["audit", "export", "--role", "auditor"]);
+    assert_eq!(out.matches("\"threshold-follow\"").count(), 1, "{out}");
+
+    // A limit the pack cannot keep: refused, and nothing enrolled; or, without refusal, a
+    // warning with the acknowledgement.
+    let (code, _, err) = cal(&[
+        "--target-fpir",
+        "1e-2",
+        "--max-fnir",
+        "0.001",
+        "--refuse-beyond-max-fnir",
+        "--role",
+        "admin",
+        "--gallery",
+        "travellers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = enrol(&embeddings("b.jsonl", 20, 1));
+    assert_eq!(code, 2);
+    assert!(out.contains("gallery outgrows its pack"), "{out}");
+    let (code, _, err) = cal(&[
+        "--target-fpir",
+        "1e-2",
+        "--max-fnir",
+        "0.001",
+        "--role",
+        "admin",
+        "--gallery",
+        "travellers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = enrol(&embeddings("c.jsonl", 20, 1));
+    assert_eq!(code, 0, "{err}");
+    let ack: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        ack["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("expected to miss"),
+        "{ack}"
+    );
+    let (_, out, _) = facegate(h, &["gallery", "show", "travellers"]);
+    let g: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["subjects"], 21);
     let (code, _, err) = facegate(h, &["audit", "verify"]);
     assert_eq!(code, 0, "{err}");
 }

@@ -28,6 +28,10 @@ pub enum GalleryError {
     Invalid(String),
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// The gallery's policy refuses to grow past what its model pack can deliver at its target
+    /// FPIR (the message says the size, the expected FNIR and the limit).
+    #[error("gallery outgrows its pack: {0}")]
+    Outgrown(String),
     #[error("data directory {0} is not initialised (run `facegate gallery create` first)")]
     NotInitialised(PathBuf),
     /// The storage backend failed (the message is the backend's). Backend-neutral on purpose:

@@ -76,6 +76,40 @@ pub struct Policy {
     /// numbers; the layers that see images check them.)
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub enrol_min_quality: std::collections::BTreeMap<String, u8>,
+    /// Keep a false-positive identification rate as the gallery grows: `threshold` then
+    /// follows the gallery's size (set by `eval calibrate --target-fpir`). `None`: the
+    /// threshold stays where it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpir_target: Option<FpirTarget>,
+}
+
+/// A threshold that follows the gallery's size so that searches keep a target FPIR.
+///
+/// The threshold is always set for a size at least as large as the gallery (`sized_for`, with
+/// headroom), and moved — tighter only, in an audited record — before an enrolment takes the
+/// gallery past it. Erasures never loosen it: a smaller gallery at a tighter threshold only
+/// keeps its FPIR promise with room to spare (a new calibration resets it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FpirTarget {
+    /// The FPIR searches of this gallery should not exceed.
+    pub fpir: f64,
+    /// What the pack does at gallery size N (impostor tail, mated distances), measured on the
+    /// authority's own data.
+    pub model: template::tail::PackScale,
+    /// The gallery size the current threshold was set for.
+    pub sized_for: u64,
+    /// Enrolment warns when the expected FNIR at the gallery's size exceeds this…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fnir: Option<f64>,
+    /// …and refuses instead of warning when this is set.
+    #[serde(default)]
+    pub refuse_beyond_max_fnir: bool,
+}
+
+/// Headroom when a followed threshold is set: for 25% more subjects than the gallery holds (at
+/// least 16), so it moves about once per quarter of growth, not at every enrolment.
+pub fn sized_for(size: u64) -> u64 {
+    size.saturating_add(size / 4).max(16)
 }
 
 /// Which search structure a gallery uses.
@@ -120,6 +154,47 @@ impl Policy {
                 ));
             }
         }
+        if let Some(f) = &self.fpir_target {
+            if !(f.fpir > 0.0 && f.fpir < 1.0) {
+                return Err(GalleryError::Invalid(
+                    "target FPIR must lie strictly between 0 and 1".into(),
+                ));
+            }
+            if f.max_fnir.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
+                return Err(GalleryError::Invalid("max FNIR must lie in (0, 1]".into()));
+            }
+            f.model
+                .validate()
+                .map_err(|e| GalleryError::Invalid(e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// Set the threshold for the target FPIR at `size` (with headroom), whatever it was: when a
+    /// target is first set or recalibrated. Returns the previous threshold, or `None` without a
+    /// target.
+    pub fn size_threshold(&mut self, size: u64) -> Option<Option<f64>> {
+        let f = self.fpir_target.as_mut()?;
+        f.sized_for = sized_for(size);
+        let old = self.threshold;
+        self.threshold = Some(f.model.threshold_for_fpir(f.fpir, f.sized_for));
+        Some(old)
+    }
+
+    /// Move the threshold if the gallery is about to hold `size` subjects and the current one was
+    /// set for fewer. Returns the previous threshold when it moved.
+    pub fn follow_size(&mut self, size: u64) -> Option<Option<f64>> {
+        let f = self.fpir_target.as_ref()?;
+        if size <= f.sized_for && self.threshold.is_some() {
+            return None;
+        }
+        self.size_threshold(size)
+    }
+
+    /// What the threshold is expected to give at `size`, when the policy has a target (and so a
+    /// model of the pack).
+    pub fn expected(&self, size: u64) -> Option<template::tail::Expected> {
+        let f = self.fpir_target.as_ref()?;
+        Some(f.model.expected(self.threshold?, size))
     }
 }

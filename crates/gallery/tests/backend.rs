@@ -83,6 +83,9 @@ fn subjects_and_templates(b: &dyn Backend) {
         "a template of another gallery is not returned"
     );
     assert_eq!(b.template_counts("s").unwrap(), (2, Some(2)));
+    // Expired subjects count: a followed threshold is sized for every row the gallery holds.
+    assert_eq!(b.subject_count("s").unwrap(), 1);
+    assert_eq!(b.subject_count("other").unwrap(), 0);
     let mut seen = 0;
     b.scan_subjects("s", &mut |id, p, _| {
         assert_eq!((id, p), (sid, ps));

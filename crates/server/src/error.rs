@@ -58,6 +58,7 @@ impl From<gallery::GalleryError> for ApiError {
             G::UnknownSubject(_) => (StatusCode::NOT_FOUND, "unknown_subject"),
             G::GalleryExists(_) => (StatusCode::CONFLICT, "gallery_exists"),
             G::DuplicateSubject(_) => (StatusCode::CONFLICT, "duplicate_subject"),
+            G::Outgrown(_) => (StatusCode::CONFLICT, "gallery_outgrown"),
             G::Dimension { .. } | G::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             G::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             // The database is restarting or failing over. A write cut off at its commit may or

@@ -53,6 +53,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
         index: IndexChoice::Exact,
         reference_case: ReferenceCase::Upper,
         enrol_min_quality: Default::default(),
+        fpir_target: None,
     };
     store
         .create_gallery(&Context::new("t", Role::Admin, "setup"), "g1", &policy)

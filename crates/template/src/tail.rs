@@ -233,6 +233,81 @@ impl ImpostorTail {
     }
 }
 
+/// What a pack can do at gallery size N, as a gallery policy keeps it: the impostor model and
+/// the mated searches' distances to their own mate (quantiles), in the pack's metric. Made by
+/// `eval calibrate --target-fpir` from an authority's own labelled images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackScale {
+    /// The metric thresholds are expressed in (the tail itself is in dissimilarity).
+    pub metric: crate::Metric,
+    pub impostor: ImpostorTail,
+    /// Mate dissimilarities of mated searches, ascending (quantiles of the calibration's
+    /// genuine comparisons).
+    pub mated: Vec<f64>,
+}
+
+/// What a threshold is expected to give at a gallery size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    pub gallery_size: u64,
+    /// In the pack's metric.
+    pub threshold: f64,
+    pub fpir: f64,
+    pub fnir: f64,
+}
+
+impl PackScale {
+    pub fn validate(&self) -> Result<(), TailError> {
+        self.impostor.validate()?;
+        let sorted = self.mated.windows(2).all(|w| w[0] <= w[1]);
+        if self.mated.is_empty()
+            || self.mated.len() > 10_000
+            || !sorted
+            || self.mated.iter().any(|d| d.is_nan())
+        {
+            return Err(TailError::Malformed(
+                "mated distances must be 1 to 10,000 ascending numbers",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A threshold in the pack's metric as a dissimilarity, and back.
+    fn to_dissimilarity(&self, threshold: f64) -> f64 {
+        if self.metric.is_similarity() {
+            1.0 - threshold
+        } else {
+            threshold
+        }
+    }
+
+    fn to_metric(&self, d: f64) -> f64 {
+        self.to_dissimilarity(d)
+    }
+
+    /// The threshold (in the pack's metric) whose predicted FPIR at `gallery_size` is `fpir`.
+    pub fn threshold_for_fpir(&self, fpir: f64, gallery_size: u64) -> f64 {
+        self.to_metric(
+            self.impostor
+                .threshold_for_fpir(fpir, gallery_size.max(1) as f64),
+        )
+    }
+
+    /// Expected FPIR and FNIR of `threshold` (the pack's metric) at `gallery_size`.
+    pub fn expected(&self, threshold: f64, gallery_size: u64) -> Expected {
+        let t = self.to_dissimilarity(threshold);
+        // Metric matches include the threshold itself (≤ / ≥); the model's `< t` differs from
+        // it only on a set of measure zero.
+        let n = gallery_size.max(1) as f64;
+        Expected {
+            gallery_size,
+            threshold,
+            fpir: self.impostor.fpir(t, n),
+            fnir: self.impostor.fnir(&self.mated, t, n),
+        }
+    }
+}
+
 /// 1 − (1 − p)^n without cancellation.
 pub fn fpir_of(p: f64, n: f64) -> f64 {
     if p >= 1.0 {
@@ -390,6 +465,31 @@ mod tests {
         assert_eq!(m.cdf(0.0), 0.0);
         assert_eq!(m.quantile(1e-12), 0.0);
         assert_eq!(m.threshold_for_fpir(1e-3, 1e12), 0.0);
+    }
+
+    #[test]
+    fn pack_scale_speaks_the_packs_metric() {
+        let mut impostor = uniform();
+        impostor.body.last_mut().unwrap().0 = 1.0;
+        let scale = PackScale {
+            metric: crate::Metric::Cosine,
+            impostor,
+            mated: vec![1e-8, 2e-8, 0.5],
+        };
+        scale.validate().unwrap();
+        // Cosine: a dissimilarity of 1e-6 is a similarity of 1 − 1e-6.
+        let t = scale.threshold_for_fpir(1e-2, 10_000);
+        let d = scale.impostor.threshold_for_fpir(1e-2, 1e4);
+        assert!((t - (1.0 - d)).abs() < 1e-15);
+        let e = scale.expected(t, 10_000);
+        assert!((e.fpir / 1e-2 - 1.0).abs() < 1e-6, "{}", e.fpir);
+        // The third mate (0.5 away) never passes; the first two nearly always do.
+        assert!(e.fnir > 1.0 / 3.0 && e.fnir < 0.34, "{}", e.fnir);
+        let mut bad = scale.clone();
+        bad.mated = vec![0.5, 0.1];
+        assert!(bad.validate().is_err());
+        bad.mated.clear();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

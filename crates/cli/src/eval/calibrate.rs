@@ -19,8 +19,24 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// The false-match rate the threshold must not exceed on this data.
-    #[arg(long)]
-    pub target_fmr: f64,
+    #[arg(
+        long,
+        required_unless_present = "target_fpir",
+        conflicts_with = "target_fpir"
+    )]
+    pub target_fmr: Option<f64>,
+    /// Instead: the false-positive identification rate the gallery's searches must keep as it
+    /// grows (needs --gallery). The pack's impostor tail and mated distances are measured on
+    /// this data and kept in the policy; the threshold then follows the gallery's size.
+    #[arg(long, requires = "gallery")]
+    pub target_fpir: Option<f64>,
+    /// With --target-fpir: warn at enrolment when the expected FNIR at the gallery's size
+    /// exceeds this.
+    #[arg(long, requires = "target_fpir")]
+    pub max_fnir: Option<f64>,
+    /// With --max-fnir: refuse the enrolment instead of warning.
+    #[arg(long, requires = "max_fnir")]
+    pub refuse_beyond_max_fnir: bool,
     /// Write the threshold into this gallery's policy instead of the pack's manifest.
     #[arg(long)]
     pub gallery: Option<String>,
@@ -33,9 +49,6 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32> {
-    if !(a.target_fmr > 0.0 && a.target_fmr < 1.0) {
-        bail!("--target-fmr must lie strictly between 0 and 1");
-    }
     if a.data.jitter > 0 {
         bail!("calibrate without --jitter: verify and identify do not jitter-average, so the threshold must be measured on the same scores they compute");
     }
@@ -47,6 +60,12 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     let role = Role::parse(&store_args.role)?;
     if !a.dry_run && role != Role::Admin {
         bail!("changing a threshold needs the admin role (--role admin), or use --dry-run");
+    }
+    let Some(target_fmr) = a.target_fmr else {
+        return super::calibrate_fpir::run(home, store_args, a);
+    };
+    if !(target_fmr > 0.0 && target_fmr < 1.0) {
+        bail!("--target-fmr must lie strictly between 0 and 1");
     }
     let spec = a.data.spec()?;
     let pack_dir = home.join("packs").join(&spec.engine.pack);
@@ -70,18 +89,18 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         &|_| true,
     );
     let n_imp = set.impostor.len();
-    if (n_imp as f64) * a.target_fmr < 1.0 {
+    if (n_imp as f64) * target_fmr < 1.0 {
         bail!(
             "FMR {:.0e} cannot be measured with {n_imp} impostor comparisons (at least {:.0} are needed, and ten times that for a stable threshold): use --impostors N, --all-impostors or more people",
-            a.target_fmr,
-            (1.0 / a.target_fmr).ceil()
+            target_fmr,
+            (1.0 / target_fmr).ceil()
         );
     }
     if set.genuine.is_empty() {
         bail!("no genuine pairs: every identity has a single image");
     }
     let w = set.unit_weights();
-    let (fnmr, t) = metrics::fnmr_at_fmr(&set, &w, a.target_fmr);
+    let (fnmr, t) = metrics::fnmr_at_fmr(&set, &w, target_fmr);
     let (fmr, _) = metrics::rates(&set, &w, t);
     let ci = if a.bootstrap > 0 {
         metrics::bootstrap(&set, ids, a.bootstrap, a.data.seed, |w| {
@@ -92,20 +111,11 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         Vec::new()
     };
     let threshold = to_score(t);
-    let dataset_digest = {
-        let mut all: Vec<[u8; 32]> = ds.images.iter().map(|i| i.sha256).collect();
-        all.sort_unstable();
-        vision::pack::sha256_hex(&all.concat())
-    };
+    let dataset_digest = dataset_digest(&ds);
     let false_matches = (fmr * n_imp as f64).round() as usize;
     let evidence = json!({
         "command": "eval calibrate",
-        "date": gallery::audit::now_rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        ),
+        "date": now(),
         "facegate_version": env!("CARGO_PKG_VERSION"),
         "pack": spec.engine.pack,
         "dataset": {"images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
@@ -113,7 +123,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         "protocol": proto.description,
         "genuine_pairs": set.genuine.len(),
         "impostor_pairs": n_imp,
-        "target_fmr": a.target_fmr,
+        "target_fmr": target_fmr,
         "threshold": threshold,
         "score": if cosine { "cosine similarity (match when >= threshold)" } else { "euclidean distance (match when <= threshold)" },
         "measured_fmr": fmr,
@@ -141,7 +151,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     };
     if !a.dry_run {
         let store = store_args.open(home)?;
-        let ctx = store_args.context(&format!("calibration for FMR {:.0e}", a.target_fmr))?;
+        let ctx = store_args.context(&format!("calibration for FMR {:.0e}", target_fmr))?;
         match &a.gallery {
             Some(g) => {
                 let info = store.gallery(g)?;
@@ -150,7 +160,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
                 }
                 let mut policy = info.policy.clone();
                 policy.threshold = Some(threshold);
-                policy.target_fmr = Some(a.target_fmr);
+                policy.target_fmr = Some(target_fmr);
+                // A fixed threshold: the size-following rule, if any, goes with it.
+                policy.fpir_target = None;
                 store.update_policy(&ctx, g, &policy, Some(evidence.clone()))?;
             }
             None => {
@@ -158,7 +170,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
                 let old = m.calibration.clone();
                 m.calibration = Some(vision::pack::Calibration {
                     threshold,
-                    fmr: Some(a.target_fmr),
+                    fmr: Some(target_fmr),
                     method,
                     evidence: Some(evidence.clone()),
                 });
@@ -185,10 +197,26 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     println!("{}", serde_json::to_string_pretty(&out)?);
     eprintln!(
         "{target}: threshold {threshold:.4} for FMR {:.0e}: measured FMR {:.2e} ({false_matches} of {n_imp}), FNMR {:.2}%{}",
-        a.target_fmr,
+        target_fmr,
         fmr,
         fnmr * 100.0,
         if a.dry_run { " (dry run: nothing written)" } else { "" }
     );
     Ok(0)
+}
+
+/// A digest of every image's hash: which data a calibration was measured on.
+pub(super) fn dataset_digest(ds: &Dataset) -> String {
+    let mut all: Vec<[u8; 32]> = ds.images.iter().map(|i| i.sha256).collect();
+    all.sort_unstable();
+    vision::pack::sha256_hex(&all.concat())
+}
+
+pub(super) fn now() -> String {
+    gallery::audit::now_rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
 }

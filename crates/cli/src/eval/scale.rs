@@ -11,6 +11,7 @@ use evaluation::model::{GalleryScale, Interval, ScaleCheck, ScalePrediction, Tai
 use evaluation::plot::{Axis, Chart, Series};
 use evaluation::{metrics, scale};
 use std::collections::{HashMap, HashSet};
+use template::tail::ImpostorTail;
 
 /// Target FPIRs checked at every measured gallery size and predicted beyond.
 const TARGETS: [f64; 3] = [1e-1, 1e-2, 1e-3];
@@ -33,19 +34,36 @@ pub struct Inputs<'a> {
     pub seed: u64,
 }
 
-/// Every pair of images of different people, non-mated probes left out: (d, image, image),
-/// sorted by d.
-fn impostor_pairs(i: &Inputs, nonmated: &HashSet<u32>) -> Vec<(f64, u32, u32)> {
-    let imgs: Vec<(u32, u32, &[f32])> =
-        i.ds.images
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !nonmated.contains(&(*k as u32)))
-            .filter_map(|(k, im)| Some((k as u32, im.identity, i.emb[k].embedding.as_deref()?)))
-            .collect();
+/// The impostor side of a pack's behaviour on a data set: the fitted tail and what it was
+/// fitted on (for the bootstrap).
+pub struct FittedTail {
+    pub tail: ImpostorTail,
+    /// Impostor dissimilarities, ascending, with both sides' identities and each pair's weight.
+    pub d: Vec<f64>,
+    pub ids: Vec<(u32, u32)>,
+    pub weights: Vec<f64>,
+}
+
+/// Fit the impostor tail on every pair of images of different people, `left_out` images
+/// excluded, each pair weighted 1/(images of one × images of the other) so that every pair of
+/// people counts once (a gallery holds one template per person); the probe spread from each
+/// image's pass rate at F = [`SPREAD_LEVEL`]. `None` with too few pairs for a tail.
+pub fn fit_tail(
+    ds: &Dataset,
+    emb: &[Embedded],
+    left_out: &HashSet<u32>,
+    dissimilarity: &dyn Fn(&[f32], &[f32]) -> f64,
+) -> Option<FittedTail> {
+    let imgs: Vec<(u32, u32, &[f32])> = ds
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !left_out.contains(&(*k as u32)))
+        .filter_map(|(k, im)| Some((k as u32, im.identity, emb[k].embedding.as_deref()?)))
+        .collect();
     let n = imgs.len() as u64;
     let stride = (n * n.saturating_sub(1) / 2).div_ceil(MAX_PAIRS).max(1);
-    let mut out = Vec::new();
+    let mut imp: Vec<(f64, u32, u32)> = Vec::new();
     let mut k = 0u64;
     for (a, x) in imgs.iter().enumerate() {
         for y in &imgs[a + 1..] {
@@ -53,19 +71,11 @@ fn impostor_pairs(i: &Inputs, nonmated: &HashSet<u32>) -> Vec<(f64, u32, u32)> {
             if x.1 == y.1 || !k.is_multiple_of(stride) {
                 continue;
             }
-            out.push(((i.dissimilarity)(x.2, y.2), x.0, y.0));
+            imp.push((dissimilarity(x.2, y.2), x.0, y.0));
         }
     }
-    out.sort_by(|p, q| p.0.total_cmp(&q.0));
-    out
-}
-
-pub fn gallery_scale(i: &Inputs) -> Option<GalleryScale> {
-    let identity = |img: u32| i.ds.images[img as usize].identity;
-    let embedding = |img: u32| i.emb[img as usize].embedding.as_deref();
-    let nonmated: HashSet<u32> = i.split.nonmated.iter().copied().collect();
-    let imp = impostor_pairs(i, &nonmated);
-    // Each calibration image's passes at the spread level, over its comparisons.
+    imp.sort_by(|p, q| p.0.total_cmp(&q.0));
+    // Each image's passes at the spread level, over its comparisons.
     let level_t = imp.get((imp.len() as f64 * SPREAD_LEVEL) as usize)?.0;
     let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
     for &(d, a, b) in &imp {
@@ -78,24 +88,41 @@ pub fn gallery_scale(i: &Inputs) -> Option<GalleryScale> {
     let passed = imp.partition_point(|p| p.0 < level_t);
     let counts: Vec<(u64, u64)> = counts.into_values().collect();
     let spread = scale::probe_spread(&counts, passed as f64 / imp.len() as f64);
+    let identity = |img: u32| ds.images[img as usize].identity;
     let d: Vec<f64> = imp.iter().map(|x| x.0).collect();
     let ids: Vec<(u32, u32)> = imp.iter().map(|x| (identity(x.1), identity(x.2))).collect();
     drop(imp);
-    // Every pair of people counts once, as a gallery holds one template per person: a pair
-    // weighs 1/(images of one × images of the other) among the images compared.
     let mut images_of: HashMap<u32, f64> = HashMap::new();
-    for (k, im) in i.ds.images.iter().enumerate() {
-        if i.emb[k].embedding.is_some() && !nonmated.contains(&(k as u32)) {
-            *images_of.entry(im.identity).or_default() += 1.0;
-        }
+    for im in &imgs {
+        *images_of.entry(im.1).or_default() += 1.0;
     }
     let weights: Vec<f64> = ids
         .iter()
         .map(|(a, b)| 1.0 / (images_of.get(a).unwrap_or(&1.0) * images_of.get(b).unwrap_or(&1.0)))
         .collect();
+    let mut tail = scale::fit(&d, &weights, &scale::TailFitOptions::default())?;
+    tail.probe_spread = spread;
+    Some(FittedTail {
+        tail,
+        d,
+        ids,
+        weights,
+    })
+}
+
+pub fn gallery_scale(i: &Inputs) -> Option<GalleryScale> {
+    let identity = |img: u32| i.ds.images[img as usize].identity;
+    let embedding = |img: u32| i.emb[img as usize].embedding.as_deref();
+    // The non-mated probes' pairs stay out: the check below is out of sample for them.
+    let nonmated: HashSet<u32> = i.split.nonmated.iter().copied().collect();
+    let FittedTail {
+        tail,
+        d,
+        ids,
+        weights,
+    } = fit_tail(i.ds, i.emb, &nonmated, i.dissimilarity)?;
+    let spread = tail.probe_spread.clone();
     let opts = scale::TailFitOptions::default();
-    let mut tail = scale::fit(&d, &weights, &opts)?;
-    tail.probe_spread = spread.clone();
 
     // Each mated probe's dissimilarity to its enrolled mate (the first image of its identity).
     let enrolled: HashMap<u32, u32> = i.split.enrolled.iter().map(|&g| (identity(g), g)).collect();

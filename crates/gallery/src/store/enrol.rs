@@ -137,6 +137,8 @@ impl Store {
         for r in requests {
             check_request(gallery, r, dim, now, limit)?;
         }
+        let warnings =
+            self.follow_gallery_size(ctx, gallery, &info.policy, requests.len() as u64)?;
         let transform = self.transform(gallery, dim)?;
         let sealed: Vec<Sealed> = requests
             .par_iter()
@@ -189,6 +191,9 @@ impl Store {
                 if batch {
                     details["batch"] = serde_json::Value::Bool(true);
                 }
+                if !warnings.is_empty() {
+                    details["warnings"] = serde_json::json!(warnings);
+                }
                 let head = tx.record(AuditEvent {
                     action: "enrol".into(),
                     gallery: Some(gallery.into()),
@@ -204,6 +209,7 @@ impl Store {
                         templates: s.templates.len(),
                         expires: audit::now_rfc3339(s.expires),
                         audit_seq: head.seq,
+                        warnings: warnings.clone(),
                     },
                 ));
             }

@@ -21,6 +21,10 @@ impl Store {
     pub fn create_gallery(&self, ctx: &Context, name: &str, policy: &Policy) -> Result<()> {
         check_name(name)?;
         policy.validate()?;
+        // A target FPIR sets the threshold for the (empty) gallery's first size step.
+        let mut policy = policy.clone();
+        policy.size_threshold(0);
+        let policy = &policy;
         Action::CreateGallery.check(ctx.role)?;
         let seed = crypto::random_key()?;
         let wrapped = self.wrapper.wrap(&aad("gallery-seed", name, b""), &seed)?;
@@ -54,6 +58,12 @@ impl Store {
         policy.validate()?;
         Action::ChangePolicy.check(ctx.role)?;
         let old = self.gallery_meta(name)?.policy;
+        // A target FPIR sets the threshold for the gallery's size now (with headroom).
+        let mut policy = policy.clone();
+        if policy.fpir_target.is_some() {
+            policy.size_threshold(self.backend.subject_count(name)?);
+        }
+        let policy = &policy;
         if old.reference_case != policy.reference_case {
             // Pseudonyms are keyed on the normalised reference: another rule would orphan every
             // enrolled subject.
@@ -92,6 +102,65 @@ impl Store {
         Ok(())
     }
 
+    /// Before an enrolment takes a gallery with a target FPIR to `size` subjects: refuse or warn
+    /// when the pack's expected FNIR there passes the policy's limit, and move the threshold
+    /// (tighter, audited as `threshold-follow`) when it was set for fewer subjects. Returns the
+    /// warnings for the enroller. The policy's own rule acts here, so no admin role is needed;
+    /// the record names the enrolling actor.
+    pub(super) fn follow_gallery_size(
+        &self,
+        ctx: &Context,
+        gallery: &str,
+        policy: &Policy,
+        adding: u64,
+    ) -> Result<Vec<String>> {
+        let Some(target) = &policy.fpir_target else {
+            return Ok(Vec::new());
+        };
+        let size = self.backend.subject_count(gallery)?.saturating_add(adding);
+        let mut next = policy.clone();
+        let moved = next.follow_size(size);
+        let mut warnings = Vec::new();
+        if let (Some(e), Some(max)) = (next.expected(size), target.max_fnir) {
+            if e.fnir > max {
+                let msg = format!(
+                    "at {size} subjects and FPIR {:.0e}, the pack is expected to miss {:.1}% of listed people (threshold {:.4}); the policy's limit is {:.1}%",
+                    target.fpir,
+                    e.fnir * 100.0,
+                    e.threshold,
+                    max * 100.0
+                );
+                if target.refuse_beyond_max_fnir {
+                    return Err(GalleryError::Outgrown(msg));
+                }
+                warnings.push(msg);
+            }
+        }
+        if let Some(from) = moved {
+            let text =
+                serde_json::to_string(&next).map_err(|e| GalleryError::Invalid(e.to_string()))?;
+            let details = serde_json::json!({
+                "from_threshold": from,
+                "to_threshold": next.threshold,
+                "gallery_size": size,
+                "sized_for": next.fpir_target.as_ref().map(|f| f.sized_for),
+                "target_fpir": target.fpir,
+                "expected": next.expected(size),
+            });
+            self.audited(ctx, |tx| {
+                tx.set_policy(gallery, &text)?;
+                tx.record(AuditEvent {
+                    action: "threshold-follow".into(),
+                    gallery: Some(gallery.into()),
+                    outcome: "moved".into(),
+                    details,
+                    ..Default::default()
+                })
+            })?;
+        }
+        Ok(warnings)
+    }
+
     pub fn galleries(&self) -> Result<Vec<GalleryInfo>> {
         let names = self.backend.gallery_names()?;
         names.iter().map(|n| self.gallery(n)).collect()
@@ -114,6 +183,7 @@ impl Store {
             subjects: 0,
             templates: 0,
             expired: 0,
+            expected: None,
             policy,
         })
     }
@@ -125,6 +195,7 @@ impl Store {
         info.subjects = counts.subjects;
         info.templates = counts.templates;
         info.expired = counts.expired;
+        info.expected = info.policy.expected(counts.subjects + counts.expired);
         Ok(info)
     }
 

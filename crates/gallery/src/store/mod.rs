@@ -166,6 +166,10 @@ pub struct GalleryInfo {
     pub templates: u64,
     /// Past retention, not yet purged (never returned by searches).
     pub expired: u64,
+    /// What the threshold is expected to give at this size, when the policy keeps a target FPIR
+    /// (and so holds a model of the pack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<template::tail::Expected>,
 }
 
 /// Options for one enrolment.
@@ -185,6 +189,10 @@ pub struct EnrolReceipt {
     pub templates: usize,
     pub expires: String,
     pub audit_seq: u64,
+    /// Said to the enroller, e.g. that the gallery has outgrown what its pack can deliver at
+    /// the policy's target FPIR (see `Policy::fpir_target`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -34,6 +34,7 @@ pub fn policy(retention_days: u32) -> Policy {
         index: gallery::IndexChoice::Exact,
         reference_case: gallery::ReferenceCase::Upper,
         enrol_min_quality: Default::default(),
+        fpir_target: None,
     }
 }
 

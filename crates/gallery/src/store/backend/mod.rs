@@ -197,6 +197,9 @@ pub trait Backend: AuditLog + Send + Sync {
     /// Live (expires > now) and expired counts.
     fn counts(&self, gallery: &str, now: i64) -> Result<GalleryCounts>;
     fn has_subjects(&self, gallery: &str) -> Result<bool>;
+    /// Every subject row of a gallery, expired ones included (one indexed count: the
+    /// enrolment path of a gallery whose threshold follows its size asks it).
+    fn subject_count(&self, gallery: &str) -> Result<u64>;
     fn subject_exists(&self, gallery: &str, pseudonym: &[u8]) -> Result<bool>;
     fn subject(&self, gallery: &str, pseudonym: &[u8]) -> Result<Option<SubjectRow>>;
     /// A subject's row as stored (sealed blobs as they are), by row id.

@@ -332,6 +332,17 @@ impl Backend for PgBackend {
         })
     }
 
+    fn subject_count(&self, gallery: &str) -> Result<u64> {
+        let n: i64 = self
+            .db()?
+            .one(
+                "SELECT COUNT(*) FROM subjects WHERE gallery = $1",
+                &[&gallery],
+            )?
+            .try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+
     fn has_subjects(&self, gallery: &str) -> Result<bool> {
         Ok(self
             .db()?

@@ -414,6 +414,15 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn subject_count(&self, gallery: &str) -> Result<u64> {
+        let n: i64 = self.db().query_row(
+            "SELECT COUNT(*) FROM subjects WHERE gallery = ?1",
+            [gallery],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     fn has_subjects(&self, gallery: &str) -> Result<bool> {
         Ok(self.db().query_row(
             "SELECT EXISTS(SELECT 1 FROM subjects WHERE gallery = ?1)",
