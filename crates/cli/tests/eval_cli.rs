@@ -147,6 +147,28 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         }
     }
     assert!(sc["tail"]["impostor_pairs"].as_u64().unwrap() >= 2000);
+    // More from the same model: each variant beside its baseline, on the same searches.
+    let imp = p["one_to_n"]["improvements"].as_array().unwrap();
+    let names: Vec<&str> = imp.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "cohort",
+            "one template (3+ images)",
+            "two templates, nearest",
+            "two templates, mean",
+            "two templates, mean + cohort"
+        ]
+    );
+    assert_eq!(imp[0]["mated_searches"], imp[1]["mated_searches"]);
+    assert_eq!(imp[0]["mated_searches"], n["mated_searches"]);
+    assert_eq!(imp[2]["mated_searches"], imp[5]["mated_searches"]);
+    // The baseline is the report's own 1:N figure.
+    assert_eq!(
+        imp[0]["fnir_at_fpir"][0]["fnir"],
+        n["fnir_at_fpir"][0]["fnir"]
+    );
     assert!(!sc["tail_fit"].as_array().unwrap().is_empty());
     // Both groups, with their own pair counts, and the differential block.
     let g = &p["groups"]["capture"];
@@ -170,6 +192,7 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         "Failures",
         "Gallery size: what a threshold gives at N",
         "misses about",
+        "More from the same model",
     ] {
         assert!(html.contains(needle), "report.html lacks {needle}");
     }

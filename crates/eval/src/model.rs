@@ -160,6 +160,32 @@ pub struct OneToN {
     /// against `by_gallery_size` (absent when there were too few impostor pairs to fit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<GalleryScale>,
+    /// Ways of getting more from the same model, each beside the baseline it is measured
+    /// against (same searches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub improvements: Vec<Improvement>,
+}
+
+/// One way of searching (a score normalisation, templates per subject) and its open-set rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Improvement {
+    pub name: String,
+    pub description: String,
+    pub mated_searches: usize,
+    pub nonmated_searches: usize,
+    /// One entry per [`FPIR_LEVELS`].
+    pub fnir_at_fpir: Vec<ImprovementPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImprovementPoint {
+    pub fpir: f64,
+    #[serde(with = "nan_null")]
+    pub fnir: f64,
+    /// Bootstrap by identity (searches weighted by their probe's draws; the threshold re-set in
+    /// every replicate).
+    pub fnir_ci95: Option<Interval>,
+    pub supported_by_data: bool,
 }
 
 /// The prediction of FPIR and FNIR at gallery size N (`template::tail`): its model, the model's

@@ -148,6 +148,7 @@ pub fn html(
         h.push_str(&figure(f)?);
     }
     scale_html(r, &mut h, figure)?;
+    improvements_html(r, &mut h);
     if r.packs.iter().any(|p| !p.groups.is_empty()) {
         let _ = write!(
             h,
@@ -273,6 +274,41 @@ fn scale_html(
         h.push_str(&figure(&format!("tail-{}.svg", p.label))?);
     }
     Ok(())
+}
+
+/// More from the same model: each way of searching beside its baseline.
+fn improvements_html(r: &Report, h: &mut String) {
+    if r.packs.iter().all(|p| p.one_to_n.improvements.is_empty()) {
+        return;
+    }
+    h.push_str("<h2>More from the same model</h2><table><tr><th>pack</th><th>variant</th><th>mated / non-mated searches</th>");
+    for f in FPIR_LEVELS {
+        let _ = write!(h, "<th>FNIR @ FPIR {f:.0e} [95% CI]</th>");
+    }
+    h.push_str("</tr>");
+    for p in &r.packs {
+        for v in &p.one_to_n.improvements {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td title='{}'>{}</td><td>{} / {}</td>",
+                esc(&p.label),
+                esc(&v.description),
+                esc(&v.name),
+                v.mated_searches,
+                v.nonmated_searches
+            );
+            for x in &v.fnir_at_fpir {
+                let cell = if x.supported_by_data {
+                    format!("{}{}", pct(x.fnir), ci_pct(x.fnir_ci95))
+                } else {
+                    "—".into()
+                };
+                let _ = write!(h, "<td>{cell}</td>");
+            }
+            h.push_str("</tr>");
+        }
+    }
+    h.push_str("</table>");
 }
 
 /// The terminal summary: one line per pack and view, then warnings.

@@ -11,6 +11,7 @@ pub mod calibrate;
 mod calibrate_fpir;
 pub mod dataset;
 mod groups;
+mod improve;
 pub mod pad;
 pub mod pad_video;
 pub mod report;

@@ -718,6 +718,14 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                 all: o2n_all,
                 by_gallery_size: by_size,
                 scale,
+                improvements: super::improve::improvements(
+                    &ds,
+                    emb,
+                    &split,
+                    cosine,
+                    a.bootstrap,
+                    a.data.seed,
+                )?,
             },
             operating_points: OperatingPoints {
                 one_to_one: FmrThreshold {

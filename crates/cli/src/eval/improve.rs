@@ -1,0 +1,364 @@
+//! More from the same model (issue #19): score normalisation against a cohort and several
+//! templates per subject, each measured on the report's 1:N protocol against its own baseline
+//! (same searches), FNIR at FPIR 1e-1/1e-2/1e-3 with bootstrap intervals by identity.
+//!
+//! - **Cohort (T-norm with the gallery as cohort):** a search's best distance d₁ is judged
+//!   against the distances of the same probe to the rest of the gallery (ranks 2…[`COHORT`]):
+//!   z = (d₁ − mean) / sd. A probe that is close to everybody (the probe spread of the scale
+//!   model) no longer passes as easily as one that is close to nobody.
+//! - **Two templates per subject:** people with three or more images enrol two; searches use
+//!   their third and later images, against the same gallery with one template (baseline), the
+//!   nearest of the two (max fusion) and their mean (template averaging).
+
+use super::dataset::{Dataset, Embedded};
+use super::report::Split;
+use anyhow::{Context, Result};
+use evaluation::metrics::{percentile, SplitMix};
+use evaluation::model::{Improvement, ImprovementPoint, Interval, FPIR_LEVELS};
+use gallery::index::ExactIndex;
+use std::collections::{BTreeMap, HashMap};
+
+/// Ranks 2…COHORT of a search form its cohort.
+const COHORT: usize = 64;
+
+/// One search's outcome: the probe's identity, whether rank 1 is its mate (mated searches), and
+/// the score the decision is made on (lower passes).
+struct Outcome {
+    mated: Vec<(u32, bool, f64)>,
+    nonmated: Vec<(u32, f64)>,
+}
+
+struct Gallery {
+    index: ExactIndex,
+}
+
+impl Gallery {
+    /// `entries`: (identity, template); one identity may have several.
+    fn new(entries: &[(u32, Vec<f32>)]) -> Result<Gallery> {
+        let dim = entries
+            .first()
+            .map(|e| e.1.len())
+            .context("empty gallery")?;
+        let mut index = ExactIndex::new(dim);
+        for (id, t) in entries {
+            index.push(*id as u64, t, i64::MAX);
+        }
+        Ok(Gallery { index })
+    }
+
+    /// The nearest `k` identities (each once, at its nearest template), nearest first, as
+    /// dissimilarities (Euclidean, or 1 − cosine on unit templates).
+    fn nearest(&self, q: &[f32], k: usize, cosine: bool) -> Vec<(u32, f64)> {
+        let q2: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum();
+        let hits = self
+            .index
+            .search(&[q], 4 * k, None, 0)
+            .pop()
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        hits.into_iter()
+            .filter(|h| seen.insert(h.id))
+            .take(k)
+            .map(|h| {
+                let d2 = (q2 - 2.0 * h.score as f64).max(0.0);
+                (h.id as u32, if cosine { d2 / 2.0 } else { d2.sqrt() })
+            })
+            .collect()
+    }
+}
+
+/// Rank-1 distance and its cohort-normalised twin for each search.
+fn searches(
+    g: &Gallery,
+    probes: &[(u32, Vec<f32>)],
+    cosine: bool,
+) -> (Vec<(u32, u32, f64)>, Vec<f64>) {
+    let mut plain = Vec::with_capacity(probes.len());
+    let mut z = Vec::with_capacity(probes.len());
+    for (id, q) in probes {
+        let near = g.nearest(q, COHORT, cosine);
+        let Some(&(top, d1)) = near.first() else {
+            continue;
+        };
+        let rest: Vec<f64> = near[1..].iter().map(|x| x.1).collect();
+        let n = rest.len().max(1) as f64;
+        let mean = rest.iter().sum::<f64>() / n;
+        let sd = (rest.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / n)
+            .sqrt()
+            .max(1e-9);
+        plain.push((*id, top, d1));
+        z.push((d1 - mean) / sd);
+    }
+    (plain, z)
+}
+
+fn outcome(
+    mated: &[(u32, u32, f64)],
+    nonmated: &[(u32, u32, f64)],
+    score: (&[f64], &[f64]),
+) -> Outcome {
+    Outcome {
+        mated: mated
+            .iter()
+            .zip(score.0)
+            .map(|(m, s)| (m.0, m.1 == m.0, *s))
+            .collect(),
+        nonmated: nonmated
+            .iter()
+            .zip(score.1)
+            .map(|(n, s)| (n.0, *s))
+            .collect(),
+    }
+}
+
+/// FNIR at FPIR with each search weighted: the threshold lets through at most `fpir` of the
+/// non-mated weight (candidates pass when score < t), as `metrics::fnir_at_fpir` does unweighted.
+fn fnir_at_fpir(o: &Outcome, w: &dyn Fn(u32) -> f64, fpir: f64) -> f64 {
+    let mut nm: Vec<(f64, f64)> = o.nonmated.iter().map(|n| (n.1, w(n.0))).collect();
+    nm.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = nm.iter().map(|n| n.1).sum();
+    let mut cum = 0.0;
+    let mut t = f64::INFINITY;
+    for (s, wi) in &nm {
+        cum += wi;
+        if cum > fpir * total {
+            t = *s;
+            break;
+        }
+    }
+    let (mut miss, mut all) = (0.0, 0.0);
+    for (id, ok, s) in &o.mated {
+        let wi = w(*id);
+        all += wi;
+        if !(*ok && *s < t) {
+            miss += wi;
+        }
+    }
+    if all > 0.0 {
+        miss / all
+    } else {
+        f64::NAN
+    }
+}
+
+fn measure(
+    name: &str,
+    description: &str,
+    o: &Outcome,
+    identities: usize,
+    replicates: usize,
+    seed: u64,
+) -> Improvement {
+    let mut rng = SplitMix::new(seed);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); FPIR_LEVELS.len()];
+    let mut draws = vec![0.0f64; identities];
+    for _ in 0..replicates {
+        draws.iter_mut().for_each(|d| *d = 0.0);
+        for _ in 0..identities {
+            draws[rng.below(identities)] += 1.0;
+        }
+        for (k, f) in FPIR_LEVELS.iter().enumerate() {
+            samples[k].push(fnir_at_fpir(o, &|id| draws[id as usize], *f));
+        }
+    }
+    let points = FPIR_LEVELS
+        .iter()
+        .zip(samples)
+        .map(|(f, mut v)| {
+            v.retain(|x| x.is_finite());
+            v.sort_by(f64::total_cmp);
+            ImprovementPoint {
+                fpir: *f,
+                fnir: fnir_at_fpir(o, &|_| 1.0, *f),
+                fnir_ci95: (replicates > 0)
+                    .then(|| Interval(percentile(&v, 0.025), percentile(&v, 0.975))),
+                supported_by_data: o.nonmated.len() as f64 * f >= 1.0,
+            }
+        })
+        .collect();
+    Improvement {
+        name: name.into(),
+        description: description.into(),
+        mated_searches: o.mated.len(),
+        nonmated_searches: o.nonmated.len(),
+        fnir_at_fpir: points,
+    }
+}
+
+/// The variants, each beside the baseline it is measured against.
+pub fn improvements(
+    ds: &Dataset,
+    emb: &[Embedded],
+    split: &Split,
+    cosine: bool,
+    replicates: usize,
+    seed: u64,
+) -> Result<Vec<Improvement>> {
+    let identity = |img: u32| ds.images[img as usize].identity;
+    let prep = |img: u32| -> Option<Vec<f32>> {
+        let mut e = emb[img as usize].embedding.clone()?;
+        if cosine {
+            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            e.iter_mut().for_each(|x| *x /= n);
+        }
+        Some(e)
+    };
+    let probes = |imgs: &[u32]| -> Vec<(u32, Vec<f32>)> {
+        imgs.iter()
+            .filter_map(|&i| Some((identity(i), prep(i)?)))
+            .collect()
+    };
+    let identities = ds.identities.len();
+    let mut out = Vec::new();
+
+    // Cohort normalisation on the report's own protocol.
+    let one: Vec<(u32, Vec<f32>)> = probes(&split.enrolled);
+    let g1 = Gallery::new(&one)?;
+    let (mp, mz) = searches(&g1, &probes(&split.mated), cosine);
+    let (np, nz) = searches(&g1, &probes(&split.nonmated), cosine);
+    let d = |v: &[(u32, u32, f64)]| v.iter().map(|x| x.2).collect::<Vec<_>>();
+    out.push(measure(
+        "baseline",
+        "rank-1 distance, one template per person (the report's 1:N protocol)",
+        &outcome(&mp, &np, (&d(&mp), &d(&np))),
+        identities,
+        replicates,
+        seed,
+    ));
+    out.push(measure(
+        "cohort",
+        "rank-1 distance normalised against the same probe's ranks 2-64 in the gallery (T-norm, the gallery as cohort)",
+        &outcome(&mp, &np, (&mz, &nz)),
+        identities,
+        replicates,
+        seed,
+    ));
+
+    // Two templates per subject for people with three or more images.
+    let mut by_id: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for &m in &split.mated {
+        by_id.entry(identity(m)).or_default().push(m);
+    }
+    let second: HashMap<u32, u32> = by_id
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(id, v)| (*id, v[0]))
+        .collect();
+    let later: Vec<u32> = by_id
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .flat_map(|(_, v)| v[1..].to_vec())
+        .collect();
+    let later_probes = probes(&later);
+    let nonmated = probes(&split.nonmated);
+    let mut two = one.clone();
+    for (id, img) in &second {
+        if let Some(t) = prep(*img) {
+            two.push((*id, t));
+        }
+    }
+    let mut mean: Vec<(u32, Vec<f32>)> = Vec::with_capacity(one.len());
+    for (id, t) in &one {
+        let mut m = t.clone();
+        if let Some(t2) = second.get(id).and_then(|i| prep(*i)) {
+            m.iter_mut().zip(&t2).for_each(|(a, b)| *a = (*a + b) / 2.0);
+            if cosine {
+                let n = m.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                m.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        mean.push((*id, m));
+    }
+    for (name, description, entries) in [
+        (
+            "one template (3+ images)",
+            "baseline for the two rows below: people with 3+ images searched with their third and later images, one template each",
+            &one,
+        ),
+        (
+            "two templates, nearest",
+            "people with 3+ images enrol their first two images; the nearest of a subject's templates counts (max fusion)",
+            &two,
+        ),
+        (
+            "two templates, mean",
+            "people with 3+ images enrol the mean of their first two templates (template averaging)",
+            &mean,
+        ),
+    ] {
+        let g = Gallery::new(entries)?;
+        let (mp, mz) = searches(&g, &later_probes, cosine);
+        let (np, nz) = searches(&g, &nonmated, cosine);
+        out.push(measure(
+            name,
+            description,
+            &outcome(&mp, &np, (&d(&mp), &d(&np))),
+            identities,
+            replicates,
+            seed,
+        ));
+        if std::ptr::eq(entries, &mean) {
+            out.push(measure(
+                "two templates, mean + cohort",
+                "template averaging as above, rank-1 distance normalised against the probe's ranks 2-64 (both changes together)",
+                &outcome(&mp, &np, (&mz, &nz)),
+                identities,
+                replicates,
+                seed,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evaluation::metrics;
+
+    fn sample() -> Outcome {
+        Outcome {
+            mated: vec![
+                (0, true, 0.05),
+                (1, true, 0.5),
+                (2, false, 0.02),
+                (3, true, 0.3),
+                (4, true, 0.12),
+            ],
+            nonmated: (0..100)
+                .map(|i| (10 + i, (i as f64 + 0.5) / 100.0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn unit_weights_give_the_report_s_own_fnir_at_fpir() {
+        let o = sample();
+        let mated: Vec<(bool, f64)> = o.mated.iter().map(|m| (m.1, m.2)).collect();
+        let nm: Vec<f64> = o.nonmated.iter().map(|n| n.1).collect();
+        for f in [0.1, 0.05, 0.01, 0.003] {
+            let (want, _) = metrics::fnir_at_fpir(&mated, &nm, f);
+            assert_eq!(fnir_at_fpir(&o, &|_| 1.0, f), want, "FPIR {f}");
+        }
+    }
+
+    #[test]
+    fn weights_count_searches_as_often_as_their_person_was_drawn() {
+        let o = sample();
+        // FPIR 0.1 lets 10 of 100 non-mated searches through: t = 0.105, so the mates at 0.05
+        // and 0.12 split (one hit, one miss) and FNIR is 4/5.
+        assert!((fnir_at_fpir(&o, &|_| 1.0, 0.1) - 0.8).abs() < 1e-12);
+        // Drawing person 0 three times: 3 hits of 7 weighted searches.
+        let w = |id: u32| if id == 0 { 3.0 } else { 1.0 };
+        assert!((fnir_at_fpir(&o, &w, 0.1) - 4.0 / 7.0).abs() < 1e-12);
+        // Person 10 (the nearest non-mated search) drawn twice: the same threshold lets one
+        // fewer search through, t = 0.095.
+        let w = |id: u32| if id == 10 { 2.0 } else { 1.0 };
+        let o2 = Outcome {
+            mated: vec![(0, true, 0.1)],
+            nonmated: o.nonmated.clone(),
+        };
+        assert_eq!(fnir_at_fpir(&o2, &w, 0.1), 1.0);
+        assert_eq!(fnir_at_fpir(&o2, &|_| 1.0, 0.1), 0.0);
+    }
+}
