@@ -71,11 +71,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     let pack_dir = home.join("packs").join(&spec.engine.pack);
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
     let proto = protocol(&ds, &a.data)?;
-    let files: Vec<_> = ds
-        .images
-        .iter()
-        .map(|im| (im.path.clone(), im.sha256))
-        .collect();
+    let files = ds.files();
     let run = embed_all(home, &spec, &files)?;
     let manifest = vision::pack::Manifest::load(&pack_dir)?;
     let metric = manifest.embedder.metric;
@@ -111,29 +107,28 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         Vec::new()
     };
     let threshold = to_score(t);
-    let dataset_digest = dataset_digest(&ds);
     let false_matches = (fmr * n_imp as f64).round() as usize;
-    let evidence = json!({
-        "command": "eval calibrate",
-        "date": now(),
-        "facegate_version": env!("CARGO_PKG_VERSION"),
-        "pack": spec.engine.pack,
-        "dataset": {"images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
-            "sha256_of_image_hashes": dataset_digest},
-        "protocol": proto.description,
-        "genuine_pairs": set.genuine.len(),
-        "impostor_pairs": n_imp,
-        "target_fmr": target_fmr,
-        "threshold": threshold,
-        "score": if cosine { "cosine similarity (match when >= threshold)" } else { "euclidean distance (match when <= threshold)" },
-        "measured_fmr": fmr,
-        "false_matches": false_matches,
-        "fnmr": fnmr,
-        "fmr_ci95": ci.first(),
-        "fnmr_ci95": ci.get(1),
-        "failures_to_detect": run.results.iter().filter(|e| e.embedding.is_some() && !e.detected).count(),
-        "failures_to_decode": run.results.iter().filter(|e| e.embedding.is_none()).count(),
-    });
+    let evidence = evidence(
+        "eval calibrate",
+        &spec.engine.pack,
+        &a.data.images,
+        &ds,
+        json!({
+            "protocol": proto.description,
+            "genuine_pairs": set.genuine.len(),
+            "impostor_pairs": n_imp,
+            "target_fmr": target_fmr,
+            "threshold": threshold,
+            "score": if cosine { "cosine similarity (match when >= threshold)" } else { "euclidean distance (match when <= threshold)" },
+            "measured_fmr": fmr,
+            "false_matches": false_matches,
+            "fnmr": fnmr,
+            "fmr_ci95": ci.first(),
+            "fnmr_ci95": ci.get(1),
+            "failures_to_detect": run.results.iter().filter(|e| e.embedding.is_some() && !e.detected).count(),
+            "failures_to_decode": run.results.iter().filter(|e| e.embedding.is_none()).count(),
+        }),
+    );
     let method = format!(
         "eval calibrate on {} ({} people, {} images; {} genuine / {} impostor pairs): {} false matches at this threshold (FMR {:.2e}), FNMR {:.2}%",
         a.data.images.display(),
@@ -205,14 +200,37 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     Ok(0)
 }
 
+/// A calibration's evidence: what ran, when, on which pack and which data (a digest of every
+/// image's hash), then the figures of its kind (`rest`, an object).
+pub(super) fn evidence(
+    command: &str,
+    pack: &str,
+    images: &Path,
+    ds: &Dataset,
+    rest: serde_json::Value,
+) -> serde_json::Value {
+    let mut v = json!({
+        "command": command,
+        "date": now(),
+        "facegate_version": env!("CARGO_PKG_VERSION"),
+        "pack": pack,
+        "dataset": {"images_dir": images, "identities": ds.identities.len(), "images": ds.images.len(),
+            "sha256_of_image_hashes": dataset_digest(ds)},
+    });
+    if let (Some(o), serde_json::Value::Object(r)) = (v.as_object_mut(), rest) {
+        o.extend(r);
+    }
+    v
+}
+
 /// A digest of every image's hash: which data a calibration was measured on.
-pub(super) fn dataset_digest(ds: &Dataset) -> String {
+fn dataset_digest(ds: &Dataset) -> String {
     let mut all: Vec<[u8; 32]> = ds.images.iter().map(|i| i.sha256).collect();
     all.sort_unstable();
     vision::pack::sha256_hex(&all.concat())
 }
 
-pub(super) fn now() -> String {
+fn now() -> String {
     gallery::audit::now_rfc3339(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

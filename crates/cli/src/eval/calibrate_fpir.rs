@@ -3,7 +3,7 @@
 //! in the gallery's policy with the target, and let the threshold follow the gallery's size
 //! (`gallery::policy::FpirTarget`). The evidence goes into the audit record of the change.
 
-use super::calibrate::{dataset_digest, now, CalibrateArgs};
+use super::calibrate::{evidence, CalibrateArgs};
 use super::dataset::{embed_all, Dataset};
 use super::report::dissimilarity;
 use crate::cmd_gallery::StoreArgs;
@@ -29,11 +29,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     }
     let spec = a.data.spec()?;
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
-    let files: Vec<_> = ds
-        .images
-        .iter()
-        .map(|im| (im.path.clone(), im.sha256))
-        .collect();
+    let files = ds.files();
     let run = embed_all(home, &spec, &files)?;
     let emb = &run.results;
     let manifest = vision::pack::Manifest::load(&home.join("packs").join(&spec.engine.pack))?;
@@ -98,22 +94,22 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
             model.expected(t, n as u64)
         })
         .collect();
-    let evidence = json!({
-        "command": "eval calibrate --target-fpir",
-        "date": now(),
-        "facegate_version": env!("CARGO_PKG_VERSION"),
-        "pack": spec.engine.pack,
-        "dataset": {"images_dir": a.data.images, "identities": ds.identities.len(), "images": ds.images.len(),
-            "sha256_of_image_hashes": dataset_digest(&ds)},
-        "impostor_pairs": fitted.d.len(),
-        "mated_searches": mated_searches,
-        "tail": {"start": model.impostor.tail_start, "mass": model.impostor.tail_mass,
-            "shape": model.impostor.shape, "scale": model.impostor.scale},
-        "target_fpir": fpir,
-        "gallery_size": size,
-        "expected_now": expected,
-        "expected_at": beyond,
-    });
+    let evidence = evidence(
+        "eval calibrate --target-fpir",
+        &spec.engine.pack,
+        &a.data.images,
+        &ds,
+        json!({
+            "impostor_pairs": fitted.d.len(),
+            "mated_searches": mated_searches,
+            "tail": {"start": model.impostor.tail_start, "mass": model.impostor.tail_mass,
+                "shape": model.impostor.shape, "scale": model.impostor.scale},
+            "target_fpir": fpir,
+            "gallery_size": size,
+            "expected_now": expected,
+            "expected_at": beyond,
+        }),
+    );
     if !a.dry_run {
         let ctx = store_args.context(&format!("calibration for FPIR {fpir:.0e}"))?;
         store.update_policy(&ctx, g, &policy, Some(evidence.clone()))?;

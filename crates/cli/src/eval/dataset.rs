@@ -70,6 +70,14 @@ pub fn people_with_two_images(
 }
 
 impl Dataset {
+    /// Every image as `embed_all` takes it: path and content hash.
+    pub fn files(&self) -> Vec<(PathBuf, [u8; 32])> {
+        self.images
+            .iter()
+            .map(|im| (im.path.clone(), im.sha256))
+            .collect()
+    }
+
     pub fn load(root: &Path, max_identities: Option<usize>) -> Result<Dataset> {
         let mut dirs = sorted_entries(root, Path::is_dir)?;
         if let Some(m) = max_identities {

@@ -339,11 +339,7 @@ struct TemplatesResult {
 fn identify(home: &Path, a: IdentifyEvalArgs) -> Result<i32> {
     use gallery::transform::OrthogonalTransform;
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
-    let files: Vec<_> = ds
-        .images
-        .iter()
-        .map(|im| (im.path.clone(), im.sha256))
-        .collect();
+    let files = ds.files();
     let spec = a.data.spec()?;
     let run = embed_all(home, &spec, &files)?;
     let emb = &run.results;

@@ -507,11 +507,7 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
         .transpose()?;
     let proto = protocol(&ds, &a.data)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let files: Vec<(PathBuf, [u8; 32])> = ds
-        .images
-        .iter()
-        .map(|im| (im.path.clone(), im.sha256))
-        .collect();
+    let files = ds.files();
     let mut packs = Vec::new();
     let mut det = Vec::new();
     let mut roc = Vec::new();
