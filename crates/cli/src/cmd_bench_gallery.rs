@@ -80,6 +80,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     let policy = Policy {
         enrol_min_quality: Default::default(),
         fpir_target: None,
+        template_fusion: Default::default(),
         purpose: "benchmark".into(),
         legal_basis: "none (synthetic data)".into(),
         retention_days: 30,

@@ -163,6 +163,18 @@ pub struct CreateArgs {
     /// inter_eye_distance=70) an enrolment image's face must reach.
     #[arg(long, value_name = "COMPONENT=MIN", value_parser = parse_gate)]
     pub enrol_min_quality: Vec<(String, u8)>,
+    /// A subject enrolled from several images keeps each template (`each`: a search takes
+    /// the nearest) or one, their average (`mean`: fewer listed people missed, see
+    /// docs/evaluation.md).
+    #[arg(long, value_enum, default_value_t = Fusion::Each)]
+    pub template_fusion: Fusion,
+}
+
+/// `--template-fusion`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fusion {
+    Each,
+    Mean,
 }
 
 fn parse_gate(s: &str) -> std::result::Result<(String, u8), String> {
@@ -207,6 +219,11 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                 },
                 enrol_min_quality: a.enrol_min_quality.into_iter().collect(),
                 fpir_target: None,
+                template_fusion: if a.template_fusion == Fusion::Mean {
+                    gallery::policy::TemplateFusion::Mean
+                } else {
+                    gallery::policy::TemplateFusion::Each
+                },
             };
             app::faces::check_quality_gate(&policy.enrol_min_quality)?;
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;

@@ -81,6 +81,29 @@ pub struct Policy {
     /// threshold stays where it was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpir_target: Option<FpirTarget>,
+    /// What a subject enrolled from several images keeps: each template (a search takes the
+    /// nearest) or their average (one template; on LFW-dev it misses far fewer listed people,
+    /// docs/evaluation.md "More from the same model").
+    #[serde(default, skip_serializing_if = "TemplateFusion::is_each")]
+    pub template_fusion: TemplateFusion,
+}
+
+/// How a subject's several enrolment templates are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateFusion {
+    /// Every template kept; a search takes the subject's nearest (max fusion). The default, and
+    /// what galleries created before this choice existed do.
+    #[default]
+    Each,
+    /// One template: the mean of the unit templates at their mean norm (`template::fuse`).
+    Mean,
+}
+
+impl TemplateFusion {
+    pub fn is_each(&self) -> bool {
+        *self == TemplateFusion::Each
+    }
 }
 
 /// A threshold that follows the gallery's size so that searches keep a target FPIR.

@@ -54,6 +54,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
         reference_case: ReferenceCase::Upper,
         enrol_min_quality: Default::default(),
         fpir_target: None,
+        template_fusion: Default::default(),
     };
     store
         .create_gallery(&Context::new("t", Role::Admin, "setup"), "g1", &policy)

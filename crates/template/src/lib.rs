@@ -83,9 +83,61 @@ impl Metric {
     }
 }
 
+/// `v` at unit length (a zero vector stays as it is).
+pub fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter().map(|x| x / n).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// Several templates of one face as one: the mean of their unit vectors, scaled to their mean
+/// norm, so a distance threshold made for single templates still applies (cosine templates,
+/// being unit, stay unit). Used for a track's best frames (video) and for a subject enrolled
+/// from several images under a policy that averages them (gallery). Empty in, empty out.
+pub fn fuse(templates: &[Vec<f32>]) -> Vec<f32> {
+    let Some(first) = templates.first() else {
+        return Vec::new();
+    };
+    let mut sum = vec![0f32; first.len()];
+    let mut norm = 0f32;
+    for t in templates {
+        norm += t.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for (s, x) in sum.iter_mut().zip(unit(t)) {
+            *s += x;
+        }
+    }
+    let mean_norm = norm / templates.len() as f32;
+    let mut fused = unit(&sum);
+    for x in &mut fused {
+        *x *= mean_norm;
+    }
+    // The sum is a template too: not left in freed memory.
+    zeroize::Zeroize::zeroize(&mut sum);
+    fused
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fusion_is_the_normalised_mean_at_the_mean_norm() {
+        let f = fuse(&[vec![2.0, 0.0], vec![0.0, 4.0]]);
+        // Direction: (1, 1)/sqrt(2); norm: (2 + 4) / 2 = 3.
+        let want = 3.0 / 2f32.sqrt();
+        assert!(
+            (f[0] - want).abs() < 1e-6 && (f[1] - want).abs() < 1e-6,
+            "{f:?}"
+        );
+        assert_eq!(fuse(&[vec![0.5, 0.5]]), vec![0.5, 0.5]);
+        assert!(fuse(&[]).is_empty());
+        // Unit templates stay unit.
+        let u = fuse(&[vec![1.0, 0.0], vec![0.6, 0.8]]);
+        assert!((u.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn directions_names_and_scores() {

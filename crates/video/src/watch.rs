@@ -15,6 +15,7 @@ use crate::source::Frame;
 use crate::track::{Observation, Tracker, TrackerConfig};
 use image::RgbImage;
 use std::collections::HashMap;
+use template::{fuse, unit};
 use vision::geometry::Rect;
 use vision::liveness::{PadCrops, PadOutcome};
 use vision::pipeline::Pipeline;
@@ -203,39 +204,6 @@ pub struct Watcher {
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
-}
-
-fn unit(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter().map(|x| x / n).collect()
-    } else {
-        v.to_vec()
-    }
-}
-
-/// Mean of normalised embeddings, scaled to their mean norm (so a distance threshold made for
-/// single templates still applies).
-pub fn fuse(embeddings: &[Vec<f32>]) -> Vec<f32> {
-    let Some(first) = embeddings.first() else {
-        return Vec::new();
-    };
-    let mut sum = vec![0f32; first.len()];
-    let mut norm = 0f32;
-    for e in embeddings {
-        norm += e.iter().map(|x| x * x).sum::<f32>().sqrt();
-        for (s, x) in sum.iter_mut().zip(unit(e)) {
-            *s += x;
-        }
-    }
-    let n = embeddings.len() as f32;
-    let mean_norm = norm / n;
-    let mut fused = unit(&sum);
-    for x in &mut fused {
-        *x *= mean_norm;
-    }
-    sum.zeroize();
-    fused
 }
 
 impl Watcher {
@@ -539,19 +507,6 @@ fn evidence(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fusion_is_the_normalised_mean_at_the_mean_norm() {
-        let f = fuse(&[vec![2.0, 0.0], vec![0.0, 4.0]]);
-        // Direction: (1, 1)/sqrt(2); norm: (2 + 4) / 2 = 3.
-        let want = 3.0 / 2f32.sqrt();
-        assert!(
-            (f[0] - want).abs() < 1e-6 && (f[1] - want).abs() < 1e-6,
-            "{f:?}"
-        );
-        assert_eq!(fuse(&[vec![0.5, 0.5]]), vec![0.5, 0.5]);
-        assert!(fuse(&[]).is_empty());
-    }
 
     #[test]
     fn rank_prefers_larger_sharper_faces_and_survives_nan() {

@@ -7,12 +7,15 @@
 //! recovery removes; never a subject without a key.
 
 use super::*;
+use crate::policy::TemplateFusion;
 
 /// One subject of an enrolment call, before sealing.
 struct Request<'a> {
     reference: &'a str,
     templates: &'a [Vec<f32>],
     opts: &'a Enrolment,
+    /// How many templates were averaged into `templates` (policy `template_fusion: mean`).
+    fused_from: Option<usize>,
 }
 
 /// One subject sealed under its fresh data key, ready to write.
@@ -26,6 +29,7 @@ struct Sealed {
     /// The protected templates, for keeping an already loaded index current.
     protected: Vec<Vec<f32>>,
     expires: i64,
+    fused_from: Option<usize>,
 }
 
 /// Where one subject landed: its row, its template rows.
@@ -54,6 +58,7 @@ impl Store {
             reference,
             templates,
             opts,
+            fused_from: None,
         };
         self.enrol_subjects(ctx, gallery, &[request], metric, pack, false)?
             .pop()
@@ -78,6 +83,7 @@ impl Store {
                 reference,
                 templates,
                 opts: &none,
+                fused_from: None,
             })
             .collect();
         self.enrol_subjects(ctx, gallery, &requests, metric, pack, true)
@@ -122,13 +128,31 @@ impl Store {
             .iter()
             .map(|r| crate::reference::normalise(r.reference, info.policy.reference_case))
             .collect::<Result<_>>()?;
+        // A policy that averages: several templates of a subject become one. Templates that
+        // disagree in length or hold non-finite values are left as they are, for the checks
+        // below to refuse by name (a mean would hide them).
+        let fused: Vec<Option<[Vec<f32>; 1]>> = requests
+            .iter()
+            .map(|r| {
+                let well_formed = r
+                    .templates
+                    .iter()
+                    .all(|t| t.len() == r.templates[0].len() && t.iter().all(|x| x.is_finite()));
+                (info.policy.template_fusion == TemplateFusion::Mean
+                    && r.templates.len() > 1
+                    && well_formed)
+                    .then(|| [template::fuse(r.templates)])
+            })
+            .collect();
         let requests: Vec<Request<'_>> = requests
             .iter()
             .zip(&references)
-            .map(|(r, reference)| Request {
+            .zip(&fused)
+            .map(|((r, reference), fused)| Request {
                 reference,
-                templates: r.templates,
+                templates: fused.as_ref().map_or(r.templates, |f| &f[..]),
                 opts: r.opts,
+                fused_from: fused.as_ref().map(|_| r.templates.len()),
             })
             .collect();
         let requests = &requests[..];
@@ -190,6 +214,9 @@ impl Store {
                 });
                 if batch {
                     details["batch"] = serde_json::Value::Bool(true);
+                }
+                if let Some(k) = s.fused_from {
+                    details["averaged_from"] = serde_json::json!(k);
                 }
                 if !warnings.is_empty() {
                     details["warnings"] = serde_json::json!(warnings);
@@ -313,6 +340,7 @@ impl Store {
                 .collect::<Result<_>>()?,
             protected,
             expires: r.opts.expires_ms.map_or(limit, |e| e.min(limit)),
+            fused_from: r.fused_from,
         })
     }
 

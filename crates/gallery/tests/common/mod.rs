@@ -35,6 +35,7 @@ pub fn policy(retention_days: u32) -> Policy {
         reference_case: gallery::ReferenceCase::Upper,
         enrol_min_quality: Default::default(),
         fpir_target: None,
+        template_fusion: Default::default(),
     }
 }
 
