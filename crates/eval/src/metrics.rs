@@ -183,10 +183,7 @@ where
     let mut samples = Replicates::default();
     let mut draws = vec![0.0f64; identities];
     for _ in 0..replicates {
-        draws.iter_mut().for_each(|d| *d = 0.0);
-        for _ in 0..identities {
-            draws[rng.below(identities)] += 1.0;
-        }
+        redraw(&mut rng, &mut draws);
         let w = s.weights(&draws);
         // A replicate that drew no genuine or no impostor pair has no rate; skip it.
         if total(&w.genuine) == 0.0 || total(&w.impostor) == 0.0 {
@@ -197,13 +194,23 @@ where
     samples.intervals()
 }
 
+/// One bootstrap draw of people: `draws[i]` becomes how often identity `i` was drawn when
+/// `draws.len()` identities are drawn with replacement.
+pub fn redraw(rng: &mut SplitMix, draws: &mut [f64]) {
+    let n = draws.len();
+    draws.iter_mut().for_each(|d| *d = 0.0);
+    for _ in 0..n {
+        draws[rng.below(n)] += 1.0;
+    }
+}
+
 /// Bootstrap replicates' values, gathered quantity by quantity.
 #[derive(Default)]
-pub(crate) struct Replicates(Vec<Vec<f64>>);
+pub struct Replicates(Vec<Vec<f64>>);
 
 impl Replicates {
     /// One replicate's values, in the same order every time.
-    pub(crate) fn push(&mut self, values: Vec<f64>) {
+    pub fn push(&mut self, values: Vec<f64>) {
         for (k, v) in values.into_iter().enumerate() {
             if self.0.len() <= k {
                 self.0.push(Vec::new());
@@ -213,7 +220,7 @@ impl Replicates {
     }
 
     /// Each quantity's 95% percentile interval (non-finite values left out).
-    pub(crate) fn intervals(self) -> Vec<(f64, f64)> {
+    pub fn intervals(self) -> Vec<(f64, f64)> {
         self.0
             .into_iter()
             .map(|mut v| {
@@ -247,6 +254,41 @@ pub fn fnir_at_fpir(mated: &[(bool, f64)], nonmated: &[f64], fpir: f64) -> (f64,
     // Distances strictly below nm[allowed] pass: exactly `allowed` non-mated searches do.
     let t = nm.get(allowed).copied().unwrap_or(f64::INFINITY);
     (fnir_at(mated, t), t)
+}
+
+/// [`fnir_at_fpir`] with each search weighted (a bootstrap replicate's draws): `mated` holds
+/// (rank-1 is the mate, rank-1 distance, weight), `nonmated` (rank-1 distance, weight). The
+/// threshold lets through at most `fpir` of the non-mated weight; FNIR is the weighted share of
+/// mated searches missed (NaN without mated weight). Unit weights give [`fnir_at_fpir`]'s FNIR.
+pub fn fnir_at_fpir_weighted(
+    mated: &[(bool, f64, f64)],
+    nonmated: &[(f64, f64)],
+    fpir: f64,
+) -> f64 {
+    let mut nm = nonmated.to_vec();
+    nm.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = nm.iter().map(|n| n.1).sum();
+    let mut cum = 0.0;
+    let mut t = f64::INFINITY;
+    for (s, w) in &nm {
+        cum += w;
+        if cum > fpir * total {
+            t = *s;
+            break;
+        }
+    }
+    let (mut miss, mut all) = (0.0, 0.0);
+    for (ok, d, w) in mated {
+        all += w;
+        if !(*ok && *d < t) {
+            miss += w;
+        }
+    }
+    if all > 0.0 {
+        miss / all
+    } else {
+        f64::NAN
+    }
 }
 
 /// FNIR at a fixed threshold (candidates pass when d < t).

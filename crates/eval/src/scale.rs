@@ -9,7 +9,7 @@
 //! moments (Hosking & Wallis 1987), which need no iteration, are stable in small tails and take
 //! weights, so a bootstrap replicate is just other weights, as elsewhere in this crate.
 
-use crate::metrics::{Replicates, SplitMix};
+use crate::metrics::{redraw, Replicates, SplitMix};
 use template::tail::ImpostorTail;
 
 /// How much of the impostor distribution the tail is fitted to.
@@ -260,10 +260,7 @@ where
     let mut draws = vec![0.0f64; data.identities];
     let mut w = vec![0.0f64; data.impostor.len()];
     for _ in 0..replicates {
-        draws.iter_mut().for_each(|d| *d = 0.0);
-        for _ in 0..data.identities {
-            draws[rng.below(data.identities)] += 1.0;
-        }
+        redraw(&mut rng, &mut draws);
         for ((wi, &(a, b)), base) in w
             .iter_mut()
             .zip(data.impostor_ids)

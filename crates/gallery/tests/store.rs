@@ -1272,12 +1272,7 @@ fn a_loaded_index_follows_other_writers_changes_without_reloading() {
     // database): each change the other makes is applied to the loaded index, not reloaded.
     for index in [gallery::IndexChoice::Exact, gallery::IndexChoice::Compact] {
         let dir = tempfile::tempdir().unwrap();
-        let (_t, clock) = TestClock::new();
-        let key = crypto::random_key().unwrap();
-        let (a, b) = (
-            open(dir.path(), &key, clock.clone()),
-            open(dir.path(), &key, clock),
-        );
+        let (a, b) = two_stores(dir.path());
         let mut p = policy(30);
         p.index = index;
         a.create_gallery(&admin(), "rt", &p).unwrap();
@@ -1360,12 +1355,7 @@ fn a_gallery_loaded_while_empty_takes_its_first_templates() {
     // A server preloads a gallery with nothing enrolled yet (its template length is not known
     // then); the first enrolments, its own and another writer's, must reach its searches.
     let dir = tempfile::tempdir().unwrap();
-    let (_t, clock) = TestClock::new();
-    let key = crypto::random_key().unwrap();
-    let (a, b) = (
-        open(dir.path(), &key, clock.clone()),
-        open(dir.path(), &key, clock),
-    );
+    let (a, b) = two_stores(dir.path());
     a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
     a.preload("rt").unwrap();
     b.preload("rt").unwrap();

@@ -13,7 +13,7 @@
 use super::dataset::{Dataset, Embedded};
 use super::report::Split;
 use anyhow::{Context, Result};
-use evaluation::metrics::{percentile, SplitMix};
+use evaluation::metrics::{self, redraw, Replicates, SplitMix};
 use evaluation::model::{Improvement, ImprovementPoint, Interval, FPIR_LEVELS};
 use gallery::index::ExactIndex;
 use std::collections::{BTreeMap, HashMap};
@@ -111,34 +111,12 @@ fn outcome(
     }
 }
 
-/// FNIR at FPIR with each search weighted: the threshold lets through at most `fpir` of the
-/// non-mated weight (candidates pass when score < t), as `metrics::fnir_at_fpir` does unweighted.
+/// FNIR at FPIR with each search weighted by its probe's identity (`metrics`' weighted twin of
+/// the report's own `fnir_at_fpir`).
 fn fnir_at_fpir(o: &Outcome, w: &dyn Fn(u32) -> f64, fpir: f64) -> f64 {
-    let mut nm: Vec<(f64, f64)> = o.nonmated.iter().map(|n| (n.1, w(n.0))).collect();
-    nm.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total: f64 = nm.iter().map(|n| n.1).sum();
-    let mut cum = 0.0;
-    let mut t = f64::INFINITY;
-    for (s, wi) in &nm {
-        cum += wi;
-        if cum > fpir * total {
-            t = *s;
-            break;
-        }
-    }
-    let (mut miss, mut all) = (0.0, 0.0);
-    for (id, ok, s) in &o.mated {
-        let wi = w(*id);
-        all += wi;
-        if !(*ok && *s < t) {
-            miss += wi;
-        }
-    }
-    if all > 0.0 {
-        miss / all
-    } else {
-        f64::NAN
-    }
+    let mated: Vec<(bool, f64, f64)> = o.mated.iter().map(|m| (m.1, m.2, w(m.0))).collect();
+    let nonmated: Vec<(f64, f64)> = o.nonmated.iter().map(|n| (n.1, w(n.0))).collect();
+    metrics::fnir_at_fpir_weighted(&mated, &nonmated, fpir)
 }
 
 fn measure(
@@ -150,30 +128,26 @@ fn measure(
     seed: u64,
 ) -> Improvement {
     let mut rng = SplitMix::new(seed);
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); FPIR_LEVELS.len()];
+    let mut samples = Replicates::default();
     let mut draws = vec![0.0f64; identities];
     for _ in 0..replicates {
-        draws.iter_mut().for_each(|d| *d = 0.0);
-        for _ in 0..identities {
-            draws[rng.below(identities)] += 1.0;
-        }
-        for (k, f) in FPIR_LEVELS.iter().enumerate() {
-            samples[k].push(fnir_at_fpir(o, &|id| draws[id as usize], *f));
-        }
+        redraw(&mut rng, &mut draws);
+        samples.push(
+            FPIR_LEVELS
+                .iter()
+                .map(|f| fnir_at_fpir(o, &|id| draws[id as usize], *f))
+                .collect(),
+        );
     }
+    let ci = samples.intervals();
     let points = FPIR_LEVELS
         .iter()
-        .zip(samples)
-        .map(|(f, mut v)| {
-            v.retain(|x| x.is_finite());
-            v.sort_by(f64::total_cmp);
-            ImprovementPoint {
-                fpir: *f,
-                fnir: fnir_at_fpir(o, &|_| 1.0, *f),
-                fnir_ci95: (replicates > 0)
-                    .then(|| Interval(percentile(&v, 0.025), percentile(&v, 0.975))),
-                supported_by_data: o.nonmated.len() as f64 * f >= 1.0,
-            }
+        .enumerate()
+        .map(|(k, f)| ImprovementPoint {
+            fpir: *f,
+            fnir: fnir_at_fpir(o, &|_| 1.0, *f),
+            fnir_ci95: ci.get(k).map(|&(lo, hi)| Interval(lo, hi)),
+            supported_by_data: o.nonmated.len() as f64 * f >= 1.0,
         })
         .collect();
     Improvement {

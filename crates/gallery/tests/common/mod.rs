@@ -55,6 +55,14 @@ pub fn open(dir: &Path, key: &crypto::SecretKey, clock: Clock) -> Store {
     Store::open(dir, Box::new(LocalKeyRing::new(key.clone())), clock).unwrap()
 }
 
+/// Two stores on one data directory, one key, one clock: two processes (or two nodes of a
+/// shared database) writing the same galleries.
+pub fn two_stores(dir: &Path) -> (Store, Store) {
+    let (_t, clock) = TestClock::new();
+    let key = crypto::random_key().unwrap();
+    (open(dir, &key, clock.clone()), open(dir, &key, clock))
+}
+
 /// Identities as random centres of norm ~1; samples of one identity lie ~0.3 from the centre
 /// (roughly dlib's geometry: genuine distances ~0.4, impostor ~0.9+).
 pub fn identities(seed: u8, n: usize, dim: usize) -> Vec<Vec<f32>> {
