@@ -77,16 +77,17 @@ pub fn fit_tail(
     imp.sort_by(|p, q| p.0.total_cmp(&q.0));
     // Each image's passes at the spread level, over its comparisons.
     let level_t = imp.get((imp.len() as f64 * SPREAD_LEVEL) as usize)?.0;
-    let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
+    // Indexed by image, so the spread's sums run in one order and a rerun gives the same bits.
+    let mut counts = vec![(0u64, 0u64); ds.images.len()];
     for &(d, a, b) in &imp {
         for img in [a, b] {
-            let c = counts.entry(img).or_default();
+            let c = &mut counts[img as usize];
             c.0 += u64::from(d < level_t);
             c.1 += 1;
         }
     }
     let passed = imp.partition_point(|p| p.0 < level_t);
-    let counts: Vec<(u64, u64)> = counts.into_values().collect();
+    counts.retain(|c| c.1 > 0);
     let spread = scale::probe_spread(&counts, passed as f64 / imp.len() as f64);
     let identity = |img: u32| ds.images[img as usize].identity;
     let d: Vec<f64> = imp.iter().map(|x| x.0).collect();
