@@ -37,11 +37,18 @@ fn mean_fusion_keeps_one_averaged_template_and_says_so() {
     }
     assert_eq!(store.gallery("avg").unwrap().templates, 1);
     assert_eq!(store.gallery("each").unwrap().templates, 2);
-    // The stored template is the fused one: searching with it finds the subject at ~0.
+    // The stored template is the fused one: searching with it finds the subject at ~0 (the
+    // search's f32 ranking score leaves up to ~1e-3 of rounding in a distance near zero, more
+    // with some keyed transforms than others), while either shot alone is beyond the policy's
+    // 0.05 threshold from it.
     let fused = template::fuse(&shots);
     let r = store.identify(&gate(), "avg", &fused, None, 0.6).unwrap();
     assert_eq!(r.candidates.len(), 1, "{r:?}");
-    assert!(r.candidates[0].score < 1e-4, "{}", r.candidates[0].score);
+    assert!(r.candidates[0].score < 5e-3, "{}", r.candidates[0].score);
+    for shot in &shots {
+        let far = store.identify(&gate(), "avg", shot, None, 0.6).unwrap();
+        assert!(far.candidates.is_empty(), "{far:?}");
+    }
     let rec = store
         .audit_records()
         .unwrap()
