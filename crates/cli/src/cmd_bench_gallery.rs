@@ -81,6 +81,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         enrol_min_quality: Default::default(),
         fpir_target: None,
         template_fusion: Default::default(),
+        cohort: None,
         purpose: "benchmark".into(),
         legal_basis: "none (synthetic data)".into(),
         retention_days: 30,

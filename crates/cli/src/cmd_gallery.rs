@@ -224,6 +224,7 @@ pub fn gallery(home: &Path, s: &StoreArgs, cmd: GalleryCommand) -> Result<i32> {
                 } else {
                     gallery::policy::TemplateFusion::Each
                 },
+                cohort: None,
             };
             app::faces::check_quality_gate(&policy.enrol_min_quality)?;
             store.create_gallery(&s.context("gallery administration")?, &a.name, &policy)?;
@@ -581,6 +582,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
         "candidates": r.candidates,
         "score_kind": r.metric.describe(),
         "threshold": r.threshold,
+        "cohort_z_threshold": r.cohort_z_threshold,
         "searched_templates": r.searched_templates,
         "audit_seq": r.audit_seq,
         "liveness": pad,

@@ -479,3 +479,91 @@ fn eval_calibrate_writes_pack_and_gallery_thresholds_with_audit_evidence() {
     let (code, _, err) = facegate(h, &["audit", "verify"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn eval_calibrate_cohort_writes_the_z_threshold_only_where_it_helps() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let home = private_home();
+    let h = Some(home.path());
+    let images = lfw(&shared);
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "gallery",
+            "create",
+            "watch",
+            "--purpose",
+            "test",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cal = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "calibrate",
+            "--images",
+            images.as_str(),
+            "--max-identities",
+            "300",
+            "--cohort",
+            "--gallery",
+            "watch",
+            "--role",
+            "admin",
+        ];
+        a.extend_from_slice(extra);
+        facegate(h, &a)
+    };
+    let show = || {
+        let (code, out, err) = facegate(h, &["gallery", "show", "watch"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["policy"].clone()
+    };
+    let before = show();
+    // Two decision rules at once are not asked for; an FPIR the data cannot show is refused.
+    let (code, _, err) = cal(&["--target-fpir", "1e-1", "--max-fnir", "0.5"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cal(&["--target-fpir", "1e-2"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("needs at least 1000 non-mated searches"),
+        "{err}"
+    );
+
+    // 300 people: 188 enrolled, 112 non-mated searches. The evidence's figures are consistent
+    // with each other, and the policy changes exactly when the cohort misses fewer people.
+    let (code, out, err) = cal(&["--target-fpir", "1e-1"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ev = &v["evidence"];
+    assert_eq!(ev["gallery_size"], 188);
+    assert_eq!(ev["nonmated_searches"], 112);
+    assert_eq!(ev["cohort_ranks"], 64);
+    assert!(ev["fpir_measured"].as_f64().unwrap() <= 0.1);
+    let (fz, fd) = (
+        ev["fnir_with_cohort"].as_f64().unwrap(),
+        ev["fnir_with_distance_threshold"].as_f64().unwrap(),
+    );
+    assert!(fz > 0.0 && fd > 0.0 && fz < 1.0 && fd < 1.0, "{ev}");
+    let helps = fz < fd;
+    assert_eq!(ev["cohort_helps"], helps);
+    assert_eq!(v["written"], helps);
+    let after = show();
+    if helps {
+        assert_eq!(after["cohort"]["z_threshold"], ev["z_threshold"]);
+        assert_eq!(after["cohort"]["calibrated_at"], 188);
+    } else {
+        // On these 300 people the cohort does not help dlib (10.0% of listed people missed
+        // against 8.6% with the distance threshold): nothing changes.
+        assert_eq!(after, before);
+        assert!(err.contains("policy unchanged"), "{err}");
+    }
+    let (code, _, err) = facegate(h, &["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -55,6 +55,7 @@ fn state(data: &std::path::Path) -> Option<Arc<AppState>> {
         enrol_min_quality: Default::default(),
         fpir_target: None,
         template_fusion: Default::default(),
+        cohort: None,
     };
     store
         .create_gallery(&Context::new("t", Role::Admin, "setup"), "g1", &policy)

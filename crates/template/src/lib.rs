@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cohort;
 pub mod tail;
 
 use serde::{Deserialize, Serialize};

@@ -37,6 +37,12 @@ pub struct CalibrateArgs {
     /// With --max-fnir: refuse the enrolment instead of warning.
     #[arg(long, requires = "max_fnir")]
     pub refuse_beyond_max_fnir: bool,
+    /// With --target-fpir: decide the gallery's searches on the rank-1 distance normalised
+    /// against the probe's ranks 2-64 (a cohort z-threshold, measured on this data at its
+    /// size) instead of a size-following threshold. Written only if it misses fewer listed
+    /// people than the distance threshold at the same FPIR on this data.
+    #[arg(long, requires = "target_fpir", conflicts_with = "max_fnir")]
+    pub cohort: bool,
     /// Write the threshold into this gallery's policy instead of the pack's manifest.
     #[arg(long)]
     pub gallery: Option<String>,

@@ -24,6 +24,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     if !(fpir > 0.0 && fpir < 1.0) {
         bail!("--target-fpir must lie strictly between 0 and 1");
     }
+    if a.cohort {
+        return super::calibrate_cohort::run(home, store_args, a, fpir);
+    }
     if a.max_fnir.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
         bail!("--max-fnir must lie in (0, 1]");
     }
@@ -78,6 +81,8 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     let size = info.subjects + info.expired;
     let mut policy = info.policy.clone();
     policy.target_fmr = None;
+    // One decision rule: a size-following threshold replaces a cohort.
+    policy.cohort = None;
     policy.fpir_target = Some(FpirTarget {
         fpir,
         model: model.clone(),

@@ -17,9 +17,10 @@ use evaluation::metrics::{self, redraw, Replicates, SplitMix};
 use evaluation::model::{Improvement, ImprovementPoint, Interval, FPIR_LEVELS};
 use gallery::index::ExactIndex;
 use std::collections::{BTreeMap, HashMap};
+use template::cohort::Cohort;
 
 /// Ranks 2…COHORT of a search form its cohort.
-const COHORT: usize = 64;
+pub(super) const COHORT: usize = 64;
 
 /// One search's outcome: the probe's identity, whether rank 1 is its mate (mated searches), and
 /// the score the decision is made on (lower passes).
@@ -28,13 +29,13 @@ struct Outcome {
     nonmated: Vec<(u32, f64)>,
 }
 
-struct Gallery {
+pub(super) struct Gallery {
     index: ExactIndex,
 }
 
 impl Gallery {
     /// `entries`: (identity, template); one identity may have several.
-    fn new(entries: &[(u32, Vec<f32>)]) -> Result<Gallery> {
+    pub(super) fn new(entries: &[(u32, Vec<f32>)]) -> Result<Gallery> {
         let dim = entries
             .first()
             .map(|e| e.1.len())
@@ -67,27 +68,25 @@ impl Gallery {
     }
 }
 
-/// Rank-1 distance and its cohort-normalised twin for each search.
-fn searches(
+/// For each search: (probe identity, rank-1 identity, rank-1 distance), and the rank-1
+/// distance normalised against ranks 2…`ranks` as a gallery with a cohort policy computes it
+/// (`template::cohort`).
+pub(super) fn searches(
     g: &Gallery,
     probes: &[(u32, Vec<f32>)],
     cosine: bool,
+    ranks: usize,
 ) -> (Vec<(u32, u32, f64)>, Vec<f64>) {
     let mut plain = Vec::with_capacity(probes.len());
     let mut z = Vec::with_capacity(probes.len());
     for (id, q) in probes {
-        let near = g.nearest(q, COHORT, cosine);
+        let near = g.nearest(q, ranks, cosine);
         let Some(&(top, d1)) = near.first() else {
             continue;
         };
         let rest: Vec<f64> = near[1..].iter().map(|x| x.1).collect();
-        let n = rest.len().max(1) as f64;
-        let mean = rest.iter().sum::<f64>() / n;
-        let sd = (rest.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / n)
-            .sqrt()
-            .max(1e-9);
         plain.push((*id, top, d1));
-        z.push((d1 - mean) / sd);
+        z.push(Cohort::of(&rest).map_or(f64::INFINITY, |c| c.z(d1)));
     }
     (plain, z)
 }
@@ -188,8 +187,8 @@ pub fn improvements(
     // Cohort normalisation on the report's own protocol.
     let one: Vec<(u32, Vec<f32>)> = probes(&split.enrolled);
     let g1 = Gallery::new(&one)?;
-    let (mp, mz) = searches(&g1, &probes(&split.mated), cosine);
-    let (np, nz) = searches(&g1, &probes(&split.nonmated), cosine);
+    let (mp, mz) = searches(&g1, &probes(&split.mated), cosine, COHORT);
+    let (np, nz) = searches(&g1, &probes(&split.nonmated), cosine, COHORT);
     let d = |v: &[(u32, u32, f64)]| v.iter().map(|x| x.2).collect::<Vec<_>>();
     out.push(measure(
         "baseline",
@@ -257,8 +256,8 @@ pub fn improvements(
         ),
     ] {
         let g = Gallery::new(entries)?;
-        let (mp, mz) = searches(&g, &later_probes, cosine);
-        let (np, nz) = searches(&g, &nonmated, cosine);
+        let (mp, mz) = searches(&g, &later_probes, cosine, COHORT);
+        let (np, nz) = searches(&g, &nonmated, cosine, COHORT);
         out.push(measure(
             name,
             description,

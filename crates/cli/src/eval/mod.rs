@@ -8,6 +8,7 @@
 //!   with the evidence in the audit log.
 
 pub mod calibrate;
+mod calibrate_cohort;
 mod calibrate_fpir;
 pub mod dataset;
 mod groups;

@@ -106,7 +106,8 @@ impl Store {
     /// when the pack's expected FNIR there passes the policy's limit, and move the threshold
     /// (tighter, audited as `threshold-follow`) when it was set for fewer subjects. Returns the
     /// warnings for the enroller. The policy's own rule acts here, so no admin role is needed;
-    /// the record names the enrolling actor.
+    /// the record names the enrolling actor. A gallery deciding on a cohort z-threshold warns
+    /// when it grows past the size that threshold was calibrated at.
     pub(super) fn follow_gallery_size(
         &self,
         ctx: &Context,
@@ -114,6 +115,17 @@ impl Store {
         policy: &Policy,
         adding: u64,
     ) -> Result<Vec<String>> {
+        if let Some(c) = &policy.cohort {
+            let size = self.backend.subject_count(gallery)?.saturating_add(adding);
+            return Ok(if size > c.calibrated_at {
+                vec![format!(
+                    "at {size} subjects the gallery is larger than the {} its cohort z-threshold {:.3} was calibrated at for FPIR {:.0e}: more impostors pass than that; recalibrate (eval calibrate --cohort) at the size it will reach",
+                    c.calibrated_at, c.z_threshold, c.fpir
+                )]
+            } else {
+                Vec::new()
+            });
+        }
         let Some(target) = &policy.fpir_target else {
             return Ok(Vec::new());
         };

@@ -223,6 +223,10 @@ pub struct Candidate {
     pub pseudonym: String,
     /// In the gallery's metric (distance or similarity).
     pub score: f64,
+    /// The cohort-normalised dissimilarity the decision was made on (policy `cohort`, once the
+    /// gallery has a full cohort); lower is closer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,6 +234,9 @@ pub struct Identification {
     pub gallery: String,
     pub metric: Metric,
     pub threshold: f64,
+    /// Set when candidates were decided on the cohort z-threshold instead of `threshold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort_z_threshold: Option<f64>,
     /// Candidates at or better than the threshold, best first; empty means "no match".
     pub candidates: Vec<Candidate>,
     pub searched_templates: usize,

@@ -129,6 +129,7 @@ impl Store {
                     gallery: gallery.into(),
                     metric: info.metric.unwrap_or(Metric::Euclidean),
                     threshold,
+                    cohort_z_threshold: None,
                     candidates: vec![],
                     searched_templates: 0,
                     audit_seq: seq,
@@ -149,19 +150,26 @@ impl Store {
             Metric::Euclidean => ((q2 - threshold * threshold) / 2.0) as f32,
             Metric::Cosine => (threshold - 0.5) as f32,
         };
+        // With a cohort the nearest `ranks` subjects are fetched whatever their distance, and
+        // the decision is made on them below.
+        let cohort = info.policy.cohort.as_ref();
+        let (wanted, floor) = match cohort {
+            Some(c) => (c.ranks.max(k), None),
+            None => (k, Some(floor)),
+        };
         let now = self.now();
         let lg = self.load(gallery)?;
-        let (hits, searched) = {
+        let (nearest, searched) = {
             let lg = lg.read().unwrap_or_else(|p| p.into_inner());
-            let kk = k * lg.max_templates_per_subject.max(1);
+            let kk = wanted * lg.max_templates_per_subject.max(1);
             // Only a compact index asks the source for anything.
             let source = StoredTemplates::new(self, gallery);
-            let found = lg.index.search(&[&q[..]], kk, Some(floor), now, &source)?;
+            let found = lg.index.search(&[&q[..]], kk, floor, now, &source)?;
             let hits = found.into_iter().next().unwrap_or_default();
             // A compact index names templates: their subjects came back with the templates.
             let resolved = source.into_resolved();
             let mut seen = std::collections::HashSet::new();
-            let mut best = Vec::new();
+            let mut nearest = Vec::new();
             for mut h in hits {
                 let ps = match resolved.get(&h.id) {
                     Some((sid, ps)) => {
@@ -175,23 +183,23 @@ impl Store {
                         Metric::Euclidean => (q2 - 2.0 * h.score as f64).max(0.0).sqrt(),
                         Metric::Cosine => h.dot as f64,
                     };
-                    if metric.is_match(score, threshold) {
-                        best.push((h.id, ps.unwrap_or([0; 32]), score));
-                    }
+                    nearest.push((h.id, ps.unwrap_or([0; 32]), score));
                 }
-                if best.len() == k {
+                if nearest.len() == wanted {
                     break;
                 }
             }
-            (best, lg.index.len())
+            (nearest, lg.index.len())
         };
-        let mut candidates = Vec::with_capacity(hits.len());
-        for (rank, (sid, ps, score)) in hits.iter().enumerate() {
+        let decided = decide(metric, threshold, cohort, nearest, k);
+        let mut candidates = Vec::with_capacity(decided.candidates.len());
+        for (rank, (sid, ps, score, z)) in decided.candidates.iter().enumerate() {
             candidates.push(Candidate {
                 rank: rank + 1,
                 reference: self.reference_of(gallery, *sid as i64, ps)?,
                 pseudonym: hex::encode(ps),
                 score: *score,
+                z: *z,
             });
         }
         let seq = self.audit_event(
@@ -204,7 +212,8 @@ impl Store {
                 details: with_capture(ctx, serde_json::json!({
                     "searched": searched,
                     "threshold": threshold,
-                    "candidates": candidates.iter().map(|c| serde_json::json!({"pseudonym": c.pseudonym, "score": c.score})).collect::<Vec<_>>(),
+                    "cohort": decided.cohort,
+                    "candidates": candidates.iter().map(|c| serde_json::json!({"pseudonym": c.pseudonym, "score": c.score, "z": c.z})).collect::<Vec<_>>(),
                 })),
             },
         )?;
@@ -212,6 +221,7 @@ impl Store {
             gallery: gallery.into(),
             metric,
             threshold,
+            cohort_z_threshold: decided.cohort.as_ref().map(|c| c.z_threshold),
             candidates,
             searched_templates: searched,
             audit_seq: seq,
@@ -353,6 +363,73 @@ impl Store {
             metric,
             audit_seq: seq,
         })
+    }
+}
+
+/// The cohort a search was decided against (audited with it).
+#[derive(Debug, Clone, Serialize)]
+struct CohortApplied {
+    z_threshold: f64,
+    /// Subjects in the cohort (ranks 2…), their mean dissimilarity and its spread.
+    size: usize,
+    mean: f64,
+    sd: f64,
+}
+
+struct Decided {
+    /// (subject row, pseudonym, score in the gallery's metric, z when decided on the cohort).
+    candidates: Vec<(u64, [u8; 32], f64, Option<f64>)>,
+    cohort: Option<CohortApplied>,
+}
+
+/// The decision on a search's nearest subjects (nearest first): on the cohort z-threshold when
+/// the policy has a cohort and the gallery a full one, else on the distance threshold; at most
+/// `k` candidates.
+fn decide(
+    metric: Metric,
+    threshold: f64,
+    cohort: Option<&crate::policy::CohortNormalisation>,
+    nearest: Vec<(u64, [u8; 32], f64)>,
+    k: usize,
+) -> Decided {
+    // Dissimilarity, as calibrated: Euclidean distance, or 1 − cosine.
+    let dissimilarity = |score: f64| match metric {
+        Metric::Euclidean => score,
+        Metric::Cosine => 1.0 - score,
+    };
+    let full = cohort.filter(|c| nearest.len() >= c.ranks).and_then(|c| {
+        let others: Vec<f64> = nearest[1..c.ranks]
+            .iter()
+            .map(|n| dissimilarity(n.2))
+            .collect();
+        Some((c, template::cohort::Cohort::of(&others)?, others.len()))
+    });
+    match full {
+        Some((c, cohort, size)) => Decided {
+            // z grows with the distance, so the nearest-first order stays.
+            candidates: nearest
+                .into_iter()
+                .map(|(id, ps, score)| (id, ps, score, cohort.z(dissimilarity(score))))
+                .take_while(|n| n.3 <= c.z_threshold)
+                .take(k)
+                .map(|(id, ps, score, z)| (id, ps, score, Some(z)))
+                .collect(),
+            cohort: Some(CohortApplied {
+                z_threshold: c.z_threshold,
+                size,
+                mean: cohort.mean,
+                sd: cohort.sd,
+            }),
+        },
+        None => Decided {
+            candidates: nearest
+                .into_iter()
+                .filter(|n| metric.is_match(n.2, threshold))
+                .take(k)
+                .map(|(id, ps, score)| (id, ps, score, None))
+                .collect(),
+            cohort: None,
+        },
     }
 }
 

@@ -36,6 +36,7 @@ pub fn policy(retention_days: u32) -> Policy {
         enrol_min_quality: Default::default(),
         fpir_target: None,
         template_fusion: Default::default(),
+        cohort: None,
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) async fn identify(
     st.metrics.decision(!r.candidates.is_empty());
     Ok(Json(json!({
         "match": !r.candidates.is_empty(), "candidates": r.candidates, "metric": r.metric, "threshold": r.threshold,
+        "cohort_z_threshold": r.cohort_z_threshold,
         "searched_templates": r.searched_templates, "audit_seq": r.audit_seq,
         "decided_by": "comparison", "liveness": pad,
         "probe": {"faces_found": found, "face_used": used, "selection": "largest"},
