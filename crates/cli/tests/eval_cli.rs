@@ -155,15 +155,21 @@ fn eval_report_writes_every_section_and_reuses_the_sealed_cache() {
         [
             "baseline",
             "cohort",
+            "cohort, ranks 2-256",
             "one template (3+ images)",
             "two templates, nearest",
             "two templates, mean",
-            "two templates, mean + cohort"
+            "two templates, mean + cohort",
+            "one probe image",
+            "two probe images, mean",
+            "two probe images, mean + cohort"
         ]
     );
     assert_eq!(imp[0]["mated_searches"], imp[1]["mated_searches"]);
+    assert_eq!(imp[0]["mated_searches"], imp[2]["mated_searches"]);
     assert_eq!(imp[0]["mated_searches"], n["mated_searches"]);
-    assert_eq!(imp[2]["mated_searches"], imp[5]["mated_searches"]);
+    assert_eq!(imp[3]["mated_searches"], imp[6]["mated_searches"]);
+    assert_eq!(imp[7]["nonmated_searches"], imp[9]["nonmated_searches"]);
     // The baseline is the report's own 1:N figure.
     assert_eq!(
         imp[0]["fnir_at_fpir"][0]["fnir"],

@@ -164,6 +164,26 @@ pub struct OneToN {
     /// against (same searches).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub improvements: Vec<Improvement>,
+    /// Cohort normalisation at each of `by_gallery_size`'s sizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohort_by_size: Vec<CohortAtSize>,
+}
+
+/// Cohort normalisation measured at one gallery size and FPIR: the z-threshold that keeps the
+/// FPIR there (searches strictly below it pass), what it and the distance threshold at the same
+/// FPIR miss, and what the z-threshold measured at the largest size does here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortAtSize {
+    pub gallery_size: usize,
+    pub fpir: f64,
+    pub z_threshold: f64,
+    #[serde(with = "nan_null")]
+    pub fnir: f64,
+    #[serde(with = "nan_null")]
+    pub fnir_distance: f64,
+    pub largest_threshold_fpir: f64,
+    #[serde(with = "nan_null")]
+    pub largest_threshold_fnir: f64,
 }
 
 /// One way of searching (a score normalisation, templates per subject) and its open-set rates.

@@ -309,6 +309,27 @@ fn improvements_html(r: &Report, h: &mut String) {
         }
     }
     h.push_str("</table>");
+    if r.packs.iter().all(|p| p.one_to_n.cohort_by_size.is_empty()) {
+        return;
+    }
+    h.push_str("<h3>Cohort normalisation and gallery size</h3><p>The z-threshold that keeps each FPIR at each gallery size, what it misses beside the distance threshold at the same FPIR, and what the z-threshold measured at the largest size does in the smaller galleries (a gallery with a cohort policy calibrated at one size and holding fewer).</p><table><tr><th>pack</th><th>FPIR</th><th>gallery size</th><th>z-threshold</th><th>FNIR, cohort</th><th>FNIR, distance</th><th>largest size's z-threshold here: FPIR</th><th>FNIR</th></tr>");
+    for p in &r.packs {
+        for c in &p.one_to_n.cohort_by_size {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.0e}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.label),
+                c.fpir,
+                c.gallery_size,
+                c.z_threshold,
+                pct(c.fnir),
+                pct(c.fnir_distance),
+                pct(c.largest_threshold_fpir),
+                pct(c.largest_threshold_fnir)
+            );
+        }
+    }
+    h.push_str("</table>");
 }
 
 /// The terminal summary: one line per pack and view, then warnings.

@@ -38,11 +38,15 @@ pub struct CalibrateArgs {
     #[arg(long, requires = "max_fnir")]
     pub refuse_beyond_max_fnir: bool,
     /// With --target-fpir: decide the gallery's searches on the rank-1 distance normalised
-    /// against the probe's ranks 2-64 (a cohort z-threshold, measured on this data at its
+    /// against the probe's ranks 2-64 (or --cohort-ranks; a cohort z-threshold, measured on this data at its
     /// size) instead of a size-following threshold. Written only if it misses fewer listed
     /// people than the distance threshold at the same FPIR on this data.
     #[arg(long, requires = "target_fpir", conflicts_with = "max_fnir")]
     pub cohort: bool,
+    /// With --cohort: ranks 2..N of a search form its cohort (more ranks: a steadier cohort,
+    /// more subjects fetched per search).
+    #[arg(long, requires = "cohort", default_value_t = 64, value_parser = clap::value_parser!(u16).range(17..=1025))]
+    pub cohort_ranks: u16,
     /// Write the threshold into this gallery's policy instead of the pack's manifest.
     #[arg(long)]
     pub gallery: Option<String>,

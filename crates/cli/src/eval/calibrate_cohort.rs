@@ -7,7 +7,7 @@
 
 use super::calibrate::{evidence, CalibrateArgs};
 use super::dataset::{embed_all, Dataset};
-use super::improve::{searches, Gallery, COHORT};
+use super::improve::{searches, Gallery};
 use super::report::split_1n;
 use crate::cmd_gallery::StoreArgs;
 use anyhow::{bail, Result};
@@ -20,6 +20,7 @@ use std::path::Path;
 const MIN_EXPECTED_FALSE_POSITIVES: f64 = 10.0;
 
 pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> Result<i32> {
+    let ranks = usize::from(a.cohort_ranks);
     let Some(g) = a.gallery.as_deref() else {
         bail!("--cohort needs --gallery: the z-threshold is one gallery's decision rule");
     };
@@ -46,9 +47,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
             .collect()
     };
     let enrolled = templates(&split.enrolled);
-    if enrolled.len() < COHORT {
+    if enrolled.len() < ranks {
         bail!(
-            "{} people enrolled: a cohort of {COHORT} needs at least that many people in the data",
+            "{} people enrolled: a cohort of {ranks} ranks needs at least that many people in the data",
             enrolled.len()
         );
     }
@@ -61,8 +62,8 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
         );
     }
     let gallery_of = Gallery::new(&enrolled)?;
-    let (mp, mz) = searches(&gallery_of, &templates(&split.mated), cosine, COHORT);
-    let (np, nz) = searches(&gallery_of, &nonmated, cosine, COHORT);
+    let (mp, mz) = searches(&gallery_of, &templates(&split.mated), cosine, ranks);
+    let (np, nz) = searches(&gallery_of, &nonmated, cosine, ranks);
     if mp.is_empty() {
         bail!("no mated searches: every identity has a single image");
     }
@@ -87,7 +88,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
             "mated_searches": mp.len(),
             "nonmated_searches": np.len(),
             "target_fpir": fpir,
-            "cohort_ranks": COHORT,
+            "cohort_ranks": ranks,
             "z_threshold": z_threshold,
             "fpir_measured": metrics::fpir_at(&nz, t_z),
             "fnir_with_cohort": fnir_z,
@@ -105,7 +106,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
     if write {
         let mut policy = info.policy.clone();
         policy.cohort = Some(CohortNormalisation {
-            ranks: COHORT,
+            ranks,
             z_threshold,
             fpir,
             calibrated_at: size,

@@ -1,5 +1,5 @@
-//! More from the same model (issue #19): score normalisation against a cohort and several
-//! templates per subject, each measured on the report's 1:N protocol against its own baseline
+//! More from the same model (issue #19): score normalisation against a cohort, several
+//! templates per subject and several probe images, each measured on the report's 1:N protocol against its own baseline
 //! (same searches), FNIR at FPIR 1e-1/1e-2/1e-3 with bootstrap intervals by identity.
 //!
 //! - **Cohort (T-norm with the gallery as cohort):** a search's best distance d₁ is judged
@@ -9,14 +9,20 @@
 //! - **Two templates per subject:** people with three or more images enrol two; searches use
 //!   their third and later images, against the same gallery with one template (baseline), the
 //!   nearest of the two (max fusion) and their mean (template averaging).
+//! - **Two probe images:** a search made from the mean of two images of the face, as live
+//!   capture fuses a track's best frames.
+//!
+//! [`cohort_by_size`] measures the cohort's z-threshold at each gallery size, the evidence for
+//! how a gallery's cohort policy behaves when it holds fewer or more people than it was
+//! calibrated at.
 
 use super::dataset::{Dataset, Embedded};
 use super::report::Split;
 use anyhow::{Context, Result};
 use evaluation::metrics::{self, redraw, Replicates, SplitMix};
-use evaluation::model::{Improvement, ImprovementPoint, Interval, FPIR_LEVELS};
+use evaluation::model::{CohortAtSize, Improvement, ImprovementPoint, Interval, FPIR_LEVELS};
 use gallery::index::ExactIndex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use template::cohort::Cohort;
 
 /// Ranks 2…COHORT of a search form its cohort.
@@ -206,12 +212,25 @@ pub fn improvements(
         replicates,
         seed,
     ));
+    // A larger cohort: more of the gallery's spread around the probe, more to fetch per search.
+    let (_, mz) = searches(&g1, &probes(&split.mated), cosine, 4 * COHORT);
+    let (_, nz) = searches(&g1, &probes(&split.nonmated), cosine, 4 * COHORT);
+    out.push(measure(
+        "cohort, ranks 2-256",
+        "as the row above with ranks 2-256 as the cohort (eval calibrate --cohort-ranks 256)",
+        &outcome(&mp, &np, (&mz, &nz)),
+        identities,
+        replicates,
+        seed,
+    ));
 
     // Two templates per subject for people with three or more images.
     let mut by_id: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for &m in &split.mated {
         by_id.entry(identity(m)).or_default().push(m);
     }
+    let enrolled_image: HashMap<u32, u32> =
+        split.enrolled.iter().map(|&g| (identity(g), g)).collect();
     let second: HashMap<u32, u32> = by_id
         .iter()
         .filter(|(_, v)| v.len() >= 2)
@@ -277,6 +296,155 @@ pub fn improvements(
             ));
         }
     }
+
+    // Probe fusion: a search made from two images of the probe's face (as live capture fuses a
+    // track's best frames). Non-mated searches need two images of someone not enrolled, so
+    // people with 3+ images are split: every other one stays enrolled and searches with two
+    // later images (mated); the rest leave the gallery and search with two of theirs
+    // (non-mated). The same searches with one image each are the baseline.
+    let (mut mated_pairs, mut away_pairs, mut away) = (Vec::new(), Vec::new(), HashSet::new());
+    for (k, (id, later)) in by_id.iter().filter(|(_, v)| v.len() >= 2).enumerate() {
+        if k % 2 == 0 {
+            mated_pairs.push((*id, later[0], later[1]));
+        } else if let Some(&first) = enrolled_image.get(id) {
+            away.insert(*id);
+            away_pairs.push((*id, first, later[0]));
+        }
+    }
+    let kept: Vec<(u32, Vec<f32>)> = one
+        .iter()
+        .filter(|(id, _)| !away.contains(id))
+        .cloned()
+        .collect();
+    let g = Gallery::new(&kept)?;
+    let single = |pairs: &[(u32, u32, u32)]| -> Vec<(u32, Vec<f32>)> {
+        pairs
+            .iter()
+            .filter_map(|&(id, a, _)| Some((id, prep(a)?)))
+            .collect()
+    };
+    let fused = |pairs: &[(u32, u32, u32)]| -> Vec<(u32, Vec<f32>)> {
+        pairs
+            .iter()
+            .filter_map(|&(id, a, b)| Some((id, template::fuse(&[prep(a)?, prep(b)?]))))
+            .collect()
+    };
+    for (name, description, probe_of, fusing) in [
+        (
+            "one probe image",
+            "baseline for the row below: half the people with 3+ images enrolled and searching with one later image, the other half not enrolled and searching with one image (non-mated)",
+            &single as &dyn Fn(&[(u32, u32, u32)]) -> Vec<(u32, Vec<f32>)>,
+            false,
+        ),
+        (
+            "two probe images, mean",
+            "the same searches made from the mean of two images of the probe's face (template::fuse, as live capture fuses a track's best frames)",
+            &fused,
+            true,
+        ),
+    ] {
+        let (mp, mz) = searches(&g, &probe_of(&mated_pairs), cosine, COHORT);
+        let (np, nz) = searches(&g, &probe_of(&away_pairs), cosine, COHORT);
+        out.push(measure(
+            name,
+            description,
+            &outcome(&mp, &np, (&d(&mp), &d(&np))),
+            identities,
+            replicates,
+            seed,
+        ));
+        if fusing {
+            out.push(measure(
+                "two probe images, mean + cohort",
+                "probe fusion as above, rank-1 distance normalised against the probe's ranks 2-64 (both changes together)",
+                &outcome(&mp, &np, (&mz, &nz)),
+                identities,
+                replicates,
+                seed,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Cohort normalisation at each measured gallery size: the z-threshold for each FPIR the
+/// non-mated searches can show at that size and what it misses, beside the distance threshold;
+/// and the z-threshold measured at the largest size applied at each smaller one (what a gallery
+/// calibrated at one size does when it holds fewer).
+pub fn cohort_by_size(
+    ds: &Dataset,
+    emb: &[Embedded],
+    split: &Split,
+    cosine: bool,
+    subsets: &[Vec<u32>],
+) -> Result<Vec<CohortAtSize>> {
+    let identity = |img: u32| ds.images[img as usize].identity;
+    let probes = |imgs: &[u32]| -> Vec<(u32, Vec<f32>)> {
+        imgs.iter()
+            .filter_map(|&i| {
+                let e = emb[i as usize].embedding.as_deref()?;
+                Some((
+                    identity(i),
+                    if cosine {
+                        template::unit(e)
+                    } else {
+                        e.to_vec()
+                    },
+                ))
+            })
+            .collect()
+    };
+    let nonmated = probes(&split.nonmated);
+    struct Run {
+        n: usize,
+        mated_d: Vec<(bool, f64)>,
+        mated_z: Vec<(bool, f64)>,
+        nonmated_d: Vec<f64>,
+        nonmated_z: Vec<f64>,
+    }
+    let mut runs = Vec::new();
+    for g in subsets {
+        let ids: HashSet<u32> = g.iter().map(|i| identity(*i)).collect();
+        let mated: Vec<u32> = split
+            .mated
+            .iter()
+            .copied()
+            .filter(|m| ids.contains(&identity(*m)))
+            .collect();
+        let gallery = Gallery::new(&probes(g))?;
+        let (mp, mz) = searches(&gallery, &probes(&mated), cosine, COHORT);
+        let (np, nz) = searches(&gallery, &nonmated, cosine, COHORT);
+        runs.push(Run {
+            n: g.len(),
+            mated_d: mp.iter().map(|m| (m.0 == m.1, m.2)).collect(),
+            mated_z: mp.iter().zip(&mz).map(|(m, z)| (m.0 == m.1, *z)).collect(),
+            nonmated_d: np.iter().map(|x| x.2).collect(),
+            nonmated_z: nz,
+        });
+    }
+    let Some(largest) = runs.iter().max_by_key(|r| r.n) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for &fpir in &FPIR_LEVELS {
+        if (nonmated.len() as f64) * fpir < 10.0 {
+            continue;
+        }
+        let (_, t_largest) = metrics::fnir_at_fpir(&largest.mated_z, &largest.nonmated_z, fpir);
+        for r in &runs {
+            let (fnir, t) = metrics::fnir_at_fpir(&r.mated_z, &r.nonmated_z, fpir);
+            let (fnir_distance, _) = metrics::fnir_at_fpir(&r.mated_d, &r.nonmated_d, fpir);
+            out.push(CohortAtSize {
+                gallery_size: r.n,
+                fpir,
+                z_threshold: t,
+                fnir,
+                fnir_distance,
+                largest_threshold_fpir: metrics::fpir_at(&r.nonmated_z, t_largest),
+                largest_threshold_fnir: metrics::fnir_at(&r.mated_z, t_largest),
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -284,6 +452,7 @@ pub fn improvements(
 mod tests {
     use super::*;
     use evaluation::metrics;
+    use vision::rng::SplitMix;
 
     fn sample() -> Outcome {
         Outcome {
@@ -298,6 +467,77 @@ mod tests {
                 .map(|i| (10 + i, (i as f64 + 0.5) / 100.0))
                 .collect(),
         }
+    }
+
+    /// 400 people in 16-D: the first 150 with three images (centre + noise), the rest with one.
+    fn synthetic() -> (Dataset, Vec<Embedded>) {
+        let mut rng = SplitMix::new(7);
+        let mut gauss = move || {
+            // Box-Muller from two uniforms.
+            let (u, v) = (rng.next_f64().max(1e-12), rng.next_f64());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        };
+        let mut images = Vec::new();
+        let mut emb = Vec::new();
+        for id in 0..400u32 {
+            let centre = template::unit(&(0..16).map(|_| gauss()).collect::<Vec<_>>());
+            for k in 0..if id < 150 { 3 } else { 1 } {
+                images.push(super::super::dataset::Image {
+                    identity: id,
+                    rel: format!("{id}/{k}"),
+                    path: std::path::PathBuf::new(),
+                    sha256: [0; 32],
+                });
+                let e: Vec<f32> = centre.iter().map(|c| c + 0.12 * gauss()).collect();
+                emb.push(Embedded {
+                    embedding: Some(e),
+                    detected: true,
+                    error: None,
+                });
+            }
+        }
+        let ds = Dataset {
+            root: std::path::PathBuf::new(),
+            identities: (0..400).map(|i| i.to_string()).collect(),
+            images,
+            duplicates: Vec::new(),
+        };
+        (ds, emb)
+    }
+
+    #[test]
+    fn probe_fusion_splits_people_and_averaging_two_noisy_images_helps() {
+        let (ds, emb) = synthetic();
+        let split = super::super::report::split_1n(&ds, &emb);
+        let imp = improvements(&ds, &emb, &split, false, 20, 1).unwrap();
+        let row = |name: &str| imp.iter().find(|v| v.name == name).unwrap();
+        let (one, two) = (row("one probe image"), row("two probe images, mean"));
+        // 150 people with 3+ images: every other one searches (mated), the rest leave the
+        // gallery and search for nobody (non-mated).
+        assert_eq!((one.mated_searches, one.nonmated_searches), (75, 75));
+        assert_eq!((two.mated_searches, two.nonmated_searches), (75, 75));
+        assert!(row("two probe images, mean + cohort").mated_searches == 75);
+        // Averaging two images halves the noise's variance: fewer listed people missed.
+        let (f1, f2) = (one.fnir_at_fpir[0].fnir, two.fnir_at_fpir[0].fnir);
+        assert!(f2 < f1, "{f2} vs {f1}");
+    }
+
+    #[test]
+    fn cohort_by_size_reports_each_size_and_the_largest_threshold_at_its_own_size() {
+        let (ds, emb) = synthetic();
+        let split = super::super::report::split_1n(&ds, &emb);
+        let subsets = vec![split.enrolled[..100].to_vec(), split.enrolled.clone()];
+        let rows = cohort_by_size(&ds, &emb, &split, false, &subsets).unwrap();
+        // 125 non-mated searches show FPIR 1e-1 (12.5 expected), not 1e-2.
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.fpir == 0.1));
+        assert_eq!(rows[0].gallery_size, 100);
+        let largest = &rows[1];
+        assert_eq!(largest.gallery_size, split.enrolled.len());
+        // At its own size the largest size's threshold is the row's own threshold.
+        assert_eq!(largest.largest_threshold_fnir, largest.fnir);
+        assert!(largest.largest_threshold_fpir <= 0.1);
+        assert!(rows.iter().all(|r| r.z_threshold < 0.0 && r.fnir < 1.0));
     }
 
     #[test]

@@ -722,6 +722,16 @@ pub fn run(home: &Path, a: ReportArgs) -> Result<i32> {
                     a.bootstrap,
                     a.data.seed,
                 )?,
+                cohort_by_size: super::improve::cohort_by_size(
+                    &ds,
+                    emb,
+                    &split,
+                    cosine,
+                    &sizes
+                        .iter()
+                        .map(|n| order[..*n].to_vec())
+                        .collect::<Vec<_>>(),
+                )?,
             },
             operating_points: OperatingPoints {
                 one_to_one: FmrThreshold {
