@@ -535,6 +535,7 @@ pub fn identify(home: &Path, s: &StoreArgs, a: IdentifyArgs) -> Result<i32> {
     let store = s.open(home)?;
     let ctx = s.context(&a.purpose)?;
     let p = load(home, &a.engine)?;
+    store.check_pack(&a.gallery, &p.models.manifest.name)?;
     let (img, cut) = decode_file_flagged(&a.image, &DecodeLimits::default())
         .with_context(|| format!("{}", a.image.display()))?;
     let warnings: Vec<String> = cut

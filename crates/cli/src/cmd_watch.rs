@@ -200,8 +200,10 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         }
         (None, Some(name)) => {
             let purpose = a.purpose.clone().unwrap_or_default();
+            let store = s.open(home)?;
+            store.check_pack(name, &vp.p.models.manifest.name)?;
             Decider::Gallery {
-                store: Box::new(s.open(home)?),
+                store: Box::new(store),
                 ctx: s.context(&purpose)?,
                 name: name.clone(),
                 k: a.k,

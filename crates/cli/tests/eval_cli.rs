@@ -573,3 +573,157 @@ fn eval_calibrate_cohort_writes_the_z_threshold_only_where_it_helps() {
     let (code, _, err) = facegate(h, &["audit", "verify"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_derived_flip_pack_makes_the_evaluated_flip_templates_and_keeps_galleries_apart() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let home = private_home();
+    let h = Some(home.path());
+    let images = lfw(&shared);
+    let (code, _, err) = facegate(h, &["models", "derive", "dlib-flip", "--flip-average"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no calibrated threshold yet"), "{err}");
+    let m = json_file(home.path().join("packs/dlib-flip/manifest.json"));
+    assert_eq!(m["name"], "dlib-flip");
+    assert_eq!(m["embedder"]["flip_average"], true);
+    assert!(m["calibration"].is_null());
+    let (code, _, err) = facegate(h, &["models", "derive", "dlib-flip", "--flip-average"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already installed"), "{err}");
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "models",
+            "derive",
+            "x",
+            "--from",
+            "dlib-flip",
+            "--flip-average",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("already flip-averages"), "{err}");
+
+    // The product's flip-averaged templates are the ones the evaluation measured as dlib+flip.
+    let out = tempfile::tempdir().unwrap();
+    let report = |compare: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "report",
+            "--images",
+            images.as_str(),
+            "--max-identities",
+            "40",
+            "--bootstrap",
+            "10",
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        for c in compare {
+            a.extend_from_slice(&["--compare", c]);
+        }
+        facegate(h, &a)
+    };
+    let (code, _, err) = report(&["dlib-flip+flip"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already flip-averages"), "{err}");
+    let (code, _, err) = report(&["dlib+flip", "dlib-flip", "dlib"]);
+    assert_eq!(code, 0, "{err}");
+    let r = json_file(out.path().join("report.json"));
+    let op = |i: usize, k: &str| {
+        r["packs"][i]["operating_points"][k]["threshold"]
+            .as_f64()
+            .unwrap()
+    };
+    for k in ["one_to_one", "one_to_n"] {
+        assert!(
+            (op(0, k) - op(1, k)).abs() < 1e-5,
+            "{k}: {} vs {}",
+            op(0, k),
+            op(1, k)
+        );
+        // …and not the plain pack's.
+        assert!((op(0, k) - op(2, k)).abs() > 1e-4, "{k}");
+    }
+
+    // A gallery of flip-averaged templates is never searched with plain ones, or the reverse.
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "gallery",
+            "create",
+            "g",
+            "--purpose",
+            "test",
+            "--legal-basis",
+            "test",
+            "--retention-days",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let person = shared.join("data/people/obama.jpg");
+    let probe = shared.join("data/people/obama2.jpg");
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "enrol",
+            "--pack",
+            "dlib-flip",
+            "--gallery",
+            "g",
+            "--subject",
+            "P1",
+            person.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let identify = |pack: &str| {
+        facegate(
+            h,
+            &[
+                "identify",
+                "--pack",
+                pack,
+                "--gallery",
+                "g",
+                "--purpose",
+                "test",
+                probe.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, _, err) = identify("dlib");
+    assert_eq!(code, 2);
+    assert!(err.contains("model pack 'dlib-flip', not 'dlib'"), "{err}");
+    // Uncalibrated: no threshold to decide on until the authority measures one.
+    let (code, _, err) = identify("dlib-flip");
+    assert_eq!(code, 2);
+    assert!(err.contains("no calibrated threshold"), "{err}");
+    let (code, _, err) = facegate(
+        h,
+        &[
+            "eval",
+            "calibrate",
+            "--pack",
+            "dlib-flip",
+            "--images",
+            images.as_str(),
+            "--max-identities",
+            "30",
+            "--impostors",
+            "1500",
+            "--target-fmr",
+            "1e-2",
+            "--role",
+            "admin",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = identify("dlib-flip");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["candidates"][0]["reference"], "P1");
+}

@@ -410,6 +410,7 @@ pub fn install_dlib_pack(
             alignment: AlignmentSpec::Dlib5 { padding: 0.25 },
             embedding_size: 128,
             metric: Metric::Euclidean,
+            flip_average: false,
         },
         calibration: Some(default_dlib_calibration()),
         hog_detector,
@@ -518,19 +519,88 @@ pub struct OnnxPackSpec<'a> {
 
 /// Install a pack from the user's own ONNX files: copied, hashed into the manifest, written to a
 /// temporary directory and renamed into place (never half-installed).
-pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, VisionError> {
-    let ok_name = !spec.name.is_empty()
-        && spec.name != "dlib"
-        && spec
-            .name
+/// A pack name the user chooses: letters, digits, '-' or '_', and not the default pack's.
+fn check_user_pack_name(name: &str) -> Result<(), VisionError> {
+    let ok = !name.is_empty()
+        && name != "dlib"
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !ok_name {
+    if ok {
+        Ok(())
+    } else {
+        Err(VisionError::Pack(format!(
+            "pack name '{name}' must be letters, digits, '-' or '_' and not 'dlib'"
+        )))
+    }
+}
+
+/// Install `name`: the installed pack `from` with flip-averaged templates (each the mean of the
+/// chip's embedding and its mirror's). The model files are hard-linked (copied across file
+/// systems) and verified against the manifest; the calibration is not carried over, since it
+/// was measured on the plain pack's templates: calibrate the new pack before deciding with it.
+pub fn derive_flip_pack(home: &Path, name: &str, from: &str) -> Result<PathBuf, VisionError> {
+    check_user_pack_name(name)?;
+    let packs = home.join("packs");
+    let dest = packs.join(name);
+    if dest.exists() {
         return Err(VisionError::Pack(format!(
-            "pack name '{}' must be letters, digits, '-' or '_' and not 'dlib'",
-            spec.name
+            "pack '{name}' is already installed; remove {} first",
+            dest.display()
         )));
     }
+    let src = packs.join(from);
+    let mut manifest = Manifest::load(&src)?;
+    if manifest.embedder.flip_average {
+        return Err(VisionError::Pack(format!(
+            "pack '{from}' already flip-averages its templates"
+        )));
+    }
+    let tmp = temp_dir_in(&packs)?;
+    let mut files = vec![
+        manifest.embedder.model.clone(),
+        match &manifest.detector {
+            DetectorSpec::DlibMmod { model, .. } | DetectorSpec::Yunet { model, .. } => {
+                model.clone()
+            }
+        },
+    ];
+    if let LandmarkSpec::DlibShapePredictor { model } = &manifest.landmarks {
+        files.push(model.clone());
+    }
+    if let Some(h) = &manifest.hog_detector {
+        files.push(h.model.clone());
+    }
+    for f in &files {
+        let (a, b) = (src.join(&f.file), tmp.path().join(&f.file));
+        if std::fs::hard_link(&a, &b).is_err() {
+            std::fs::copy(&a, &b).map_err(|e| VisionError::io(&a, e))?;
+        }
+        let bytes = std::fs::read(&b).map_err(|e| VisionError::io(&b, e))?;
+        if sha256_hex(&bytes) != f.sha256 {
+            return Err(VisionError::Pack(format!(
+                "{} does not match the sha256 in pack '{from}''s manifest",
+                a.display()
+            )));
+        }
+    }
+    manifest.name = name.into();
+    manifest.description = format!(
+        "{} — flip-averaged templates (derived from pack '{from}')",
+        manifest.description
+    );
+    manifest.embedder.flip_average = true;
+    manifest.calibration = None;
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
+    let mpath = tmp.path().join("manifest.json");
+    std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
+    commit_dir(tmp, &dest)?;
+    Ok(dest)
+}
+
+pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, VisionError> {
+    check_user_pack_name(spec.name)?;
     let packs = home.join("packs");
     let tmp = temp_dir_in(&packs)?;
     let copy = |src: &Path, name: &str| -> Result<FileRef, VisionError> {
@@ -567,6 +637,7 @@ pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, Vi
             alignment: AlignmentSpec::Arcface,
             embedding_size: spec.embedding_size,
             metric: Metric::Cosine,
+            flip_average: false,
         },
         calibration: spec.calibration.clone(),
         hog_detector: None,

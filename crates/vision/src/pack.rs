@@ -80,6 +80,12 @@ pub struct EmbedderSpec {
     pub alignment: AlignmentSpec,
     pub embedding_size: usize,
     pub metric: Metric,
+    /// Every template is the mean of the chip's embedding and its mirror image's (test-time
+    /// flip averaging; twice the embedding cost). A pack derived with `models derive
+    /// --flip-average`: its own name, so galleries never mix its templates with the plain
+    /// pack's, and its own calibration.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip_average: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -218,7 +218,7 @@ impl Pipeline {
             .iter()
             .map(|d| d.rect.width() * d.rect.height())
             .collect();
-        for (f, e) in faces.iter_mut().zip(self.models.embedder.embed(&chips)?) {
+        for (f, e) in faces.iter_mut().zip(self.embed_chips(&chips)?) {
             f.embedding = e;
             f.quality.set_single_face(&areas);
         }
@@ -227,7 +227,24 @@ impl Pipeline {
 
     /// Embeddings of already aligned chips (of the pack's chip size).
     pub fn embed_aligned(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, VisionError> {
-        self.models.embedder.embed(chips)
+        self.embed_chips(chips)
+    }
+
+    /// The pack's templates of aligned chips: with `flip_average`, each the mean of the chip's
+    /// embedding and its mirror image's (one batch of both), else the chip's own.
+    fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, VisionError> {
+        if !self.models.manifest.embedder.flip_average {
+            return self.models.embedder.embed(chips);
+        }
+        let mut both: Vec<RgbImage> = chips.to_vec();
+        both.extend(chips.iter().map(image::imageops::flip_horizontal));
+        let mut all = self.models.embedder.embed(&both)?;
+        let mirrored = all.split_off(chips.len());
+        Ok(all
+            .into_iter()
+            .zip(mirrored)
+            .map(|(a, b)| a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect())
+            .collect())
     }
 
     pub fn metric(&self) -> Metric {

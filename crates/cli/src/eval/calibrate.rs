@@ -65,7 +65,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
     if a.data.flip {
         // verify and identify embed without flip averaging: a threshold measured on flipped
         // embeddings would be applied to different scores.
-        bail!("calibrate without --flip: verify and identify do not flip-average, so the threshold must be measured on the same scores they compute");
+        bail!("calibrate without --flip: verify and identify do not flip-average with this pack, so the threshold must be measured on the same scores they compute; to decide on flip-averaged templates, derive a pack (`facegate models derive NAME --flip-average`) and calibrate that with --pack NAME");
     }
     let role = Role::parse(&store_args.role)?;
     if !a.dry_run && role != Role::Admin {

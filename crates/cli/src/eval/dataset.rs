@@ -324,6 +324,15 @@ pub fn embed_all(
     let started = std::time::Instant::now();
     // Installed once here, not by each worker at the same time.
     crate::cmd_models::ensure_installed(home, None, false)?;
+    if spec.flip {
+        let m = vision::pack::Manifest::load(&home.join("packs").join(&spec.engine.pack))?;
+        if m.embedder.flip_average {
+            bail!(
+                "pack {} already flip-averages its templates: leave out +flip",
+                spec.engine.pack
+            );
+        }
+    }
     let mut cache = if spec.cache {
         Some(Cache::open(home, spec)?)
     } else {

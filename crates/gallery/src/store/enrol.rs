@@ -113,13 +113,7 @@ impl Store {
                 )));
             }
         }
-        if let Some(p) = &info.pack {
-            if p != pack {
-                return Err(GalleryError::Invalid(format!(
-                    "gallery '{gallery}' holds templates of model pack '{p}', not '{pack}'"
-                )));
-            }
-        }
+        same_pack(&info, pack)?;
         let dim = info
             .dim
             .or_else(|| requests[0].templates.first().map(Vec::len))
@@ -470,5 +464,25 @@ impl Drop for InFlight {
         for ps in &self.subjects {
             set.remove(&(self.gallery.clone(), *ps));
         }
+    }
+}
+
+/// Templates of one pack are only ever compared with templates of the same pack: another pack's
+/// (or the same network's flip-averaged twin's) distances mean something else.
+pub(super) fn same_pack(info: &GalleryInfo, pack: &str) -> Result<()> {
+    match &info.pack {
+        Some(p) if p != pack => Err(GalleryError::Invalid(format!(
+            "gallery '{}' holds templates of model pack '{p}', not '{pack}'",
+            info.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// Refuses, before any search, a probe made by another pack than the gallery's templates
+    /// (e.g. a gate run with `--pack dlib` against a gallery enrolled with `dlib-flip`).
+    pub fn check_pack(&self, gallery: &str, pack: &str) -> Result<()> {
+        same_pack(&self.gallery_meta(gallery)?, pack)
     }
 }

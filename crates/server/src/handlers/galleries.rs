@@ -117,7 +117,9 @@ pub(crate) async fn identify(
         })));
     }
     let th = st.default_threshold;
+    let pack = st.pipeline.models.manifest.name.clone();
     let r = blocking(&st, move |store| {
+        store.check_pack(&g, &pack)?;
         store.identify(&c, &g, &face.embedding, q.k, th)
     })
     .await?;

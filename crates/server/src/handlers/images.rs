@@ -396,7 +396,9 @@ pub(crate) async fn verify(
         ));
     }
     let th = st.default_threshold;
+    let pack = st.pipeline.models.manifest.name.clone();
     let r = blocking(&st, move |store| {
+        store.check_pack(&g, &pack)?;
         store.verify_subject(&c, &g, &subject, &pface.embedding, th)
     })
     .await?;
