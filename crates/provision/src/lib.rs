@@ -517,8 +517,6 @@ pub struct OnnxPackSpec<'a> {
     pub calibration: Option<Calibration>,
 }
 
-/// Install a pack from the user's own ONNX files: copied, hashed into the manifest, written to a
-/// temporary directory and renamed into place (never half-installed).
 /// A pack name the user chooses: letters, digits, '-' or '_', and not the default pack's.
 fn check_user_pack_name(name: &str) -> Result<(), VisionError> {
     let ok = !name.is_empty()
@@ -541,6 +539,10 @@ fn check_user_pack_name(name: &str) -> Result<(), VisionError> {
 /// was measured on the plain pack's templates: calibrate the new pack before deciding with it.
 pub fn derive_flip_pack(home: &Path, name: &str, from: &str) -> Result<PathBuf, VisionError> {
     check_user_pack_name(name)?;
+    // The source is named the same way (the default pack included): never a path.
+    if from != "dlib" {
+        check_user_pack_name(from)?;
+    }
     let packs = home.join("packs");
     let dest = packs.join(name);
     if dest.exists() {
@@ -599,6 +601,8 @@ pub fn derive_flip_pack(home: &Path, name: &str, from: &str) -> Result<PathBuf, 
     Ok(dest)
 }
 
+/// Install a pack from the user's own ONNX files: copied, hashed into the manifest, written to a
+/// temporary directory and renamed into place (never half-installed).
 pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, VisionError> {
     check_user_pack_name(spec.name)?;
     let packs = home.join("packs");

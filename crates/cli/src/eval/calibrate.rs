@@ -45,7 +45,7 @@ pub struct CalibrateArgs {
     pub cohort: bool,
     /// With --cohort: ranks 2..N of a search form its cohort (more ranks: a steadier cohort,
     /// more subjects fetched per search).
-    #[arg(long, requires = "cohort", default_value_t = 64, value_parser = clap::value_parser!(u16).range(17..=1025))]
+    #[arg(long, requires = "cohort", default_value_t = super::improve::COHORT as u16, value_parser = clap::value_parser!(u16).range(17..=1025))]
     pub cohort_ranks: u16,
     /// Write the threshold into this gallery's policy instead of the pack's manifest.
     #[arg(long)]

@@ -7,7 +7,7 @@
 
 use super::calibrate::{evidence, CalibrateArgs};
 use super::dataset::{embed_all, Dataset};
-use super::improve::{searches, Gallery};
+use super::improve::{searches, templates, Gallery};
 use super::report::split_1n;
 use crate::cmd_gallery::StoreArgs;
 use anyhow::{bail, Result};
@@ -33,19 +33,7 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
     // The report's 1:N protocol: one image per person enrolled, later images search for it,
     // people with one image split between enrolled and non-mated searches.
     let split = split_1n(&ds, emb);
-    let templates = |imgs: &[u32]| -> Vec<(u32, Vec<f32>)> {
-        imgs.iter()
-            .filter_map(|&i| {
-                let e = emb[i as usize].embedding.as_deref()?;
-                let e = if cosine {
-                    template::unit(e)
-                } else {
-                    e.to_vec()
-                };
-                Some((ds.images[i as usize].identity, e))
-            })
-            .collect()
-    };
+    let templates = |imgs: &[u32]| templates(&ds, emb, imgs, cosine);
     let enrolled = templates(&split.enrolled);
     if enrolled.len() < ranks {
         bail!(

@@ -1,6 +1,7 @@
 //! More from the same model (issue #19): score normalisation against a cohort, several
-//! templates per subject and several probe images, each measured on the report's 1:N protocol against its own baseline
-//! (same searches), FNIR at FPIR 1e-1/1e-2/1e-3 with bootstrap intervals by identity.
+//! templates per subject and several probe images, each measured on the report's 1:N protocol
+//! against its own baseline (same searches), FNIR at FPIR 1e-1/1e-2/1e-3 with bootstrap
+//! intervals by identity.
 //!
 //! - **Cohort (T-norm with the gallery as cohort):** a search's best distance d₁ is judged
 //!   against the distances of the same probe to the rest of the gallery (ranks 2…[`COHORT`]):
@@ -72,6 +73,27 @@ impl Gallery {
             })
             .collect()
     }
+}
+
+/// (identity, template) of each image with an embedding, at unit length for cosine packs (so
+/// Euclidean ranking is the cosine ranking, as in a gallery).
+pub(super) fn templates(
+    ds: &Dataset,
+    emb: &[Embedded],
+    imgs: &[u32],
+    cosine: bool,
+) -> Vec<(u32, Vec<f32>)> {
+    imgs.iter()
+        .filter_map(|&i| {
+            let e = emb[i as usize].embedding.as_deref()?;
+            let t = if cosine {
+                template::unit(e)
+            } else {
+                e.to_vec()
+            };
+            Some((ds.images[i as usize].identity, t))
+        })
+        .collect()
 }
 
 /// For each search: (probe identity, rank-1 identity, rank-1 distance), and the rank-1
@@ -174,19 +196,8 @@ pub fn improvements(
     seed: u64,
 ) -> Result<Vec<Improvement>> {
     let identity = |img: u32| ds.images[img as usize].identity;
-    let prep = |img: u32| -> Option<Vec<f32>> {
-        let mut e = emb[img as usize].embedding.clone()?;
-        if cosine {
-            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            e.iter_mut().for_each(|x| *x /= n);
-        }
-        Some(e)
-    };
-    let probes = |imgs: &[u32]| -> Vec<(u32, Vec<f32>)> {
-        imgs.iter()
-            .filter_map(|&i| Some((identity(i), prep(i)?)))
-            .collect()
-    };
+    let prep = |img: u32| templates(ds, emb, &[img], cosine).pop().map(|t| t.1);
+    let probes = |imgs: &[u32]| templates(ds, emb, imgs, cosine);
     let identities = ds.identities.len();
     let mut out = Vec::new();
 
@@ -379,21 +390,7 @@ pub fn cohort_by_size(
     subsets: &[Vec<u32>],
 ) -> Result<Vec<CohortAtSize>> {
     let identity = |img: u32| ds.images[img as usize].identity;
-    let probes = |imgs: &[u32]| -> Vec<(u32, Vec<f32>)> {
-        imgs.iter()
-            .filter_map(|&i| {
-                let e = emb[i as usize].embedding.as_deref()?;
-                Some((
-                    identity(i),
-                    if cosine {
-                        template::unit(e)
-                    } else {
-                        e.to_vec()
-                    },
-                ))
-            })
-            .collect()
-    };
+    let probes = |imgs: &[u32]| templates(ds, emb, imgs, cosine);
     let nonmated = probes(&split.nonmated);
     struct Run {
         n: usize,
