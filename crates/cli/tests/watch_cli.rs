@@ -195,6 +195,14 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     assert!(passers_by >= 8, "{r}");
     // The live-capture targets on this scene: IDF1 >= 0.90, nobody decided twice.
     assert!(r["tracking"]["idf1"].as_f64().unwrap() >= 0.90, "{r}");
+    // HOTA is reported with its parts, each a mean over the 19 IoU thresholds.
+    let h = &r["tracking"]["hota"];
+    let part = |k: &str| h[k].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&part("hota")), "{h}");
+    assert!(
+        (part("hota") - (part("deta") * part("assa")).sqrt()).abs() < 0.05,
+        "{h}"
+    );
     assert_eq!(r["passers_by_with_two_or_more_decisions"], 0, "{r}");
     assert_eq!(r["passers_by_without_decision"], 0, "{r}");
     assert_eq!(r["decisions_without_passer_by"], 0, "{r}");

@@ -1,6 +1,7 @@
 //! Multi-object tracking metrics against ground truth: CLEAR MOT (MOTA, identity switches) and
 //! the identity measures (IDF1), as the MOTChallenge tools define them (`motmetrics`): a
-//! hypothesis matches a ground-truth object when their boxes overlap with IoU ≥ 0.5.
+//! hypothesis matches a ground-truth object when their boxes overlap with IoU ≥ 0.5; and HOTA
+//! over IoU thresholds 0.05…0.95 as TrackEval defines it (`crate::hota`).
 
 use crate::track::iou;
 use pathfinding::kuhn_munkres::kuhn_munkres;
@@ -32,6 +33,8 @@ pub struct MotSummary {
     pub idf1: f64,
     pub idp: f64,
     pub idr: f64,
+    /// HOTA, DetA, AssA, LocA.
+    pub hota: crate::hota::Hota,
 }
 
 const MIN_IOU: f32 = 0.5;
@@ -171,6 +174,7 @@ pub fn evaluate(frames: &[FrameBoxes]) -> MotSummary {
     };
     s.idp = s.idtp as f64 / (s.track_boxes.max(1)) as f64;
     s.idr = s.idtp as f64 / (s.truth_boxes.max(1)) as f64;
+    s.hota = crate::hota::hota(frames);
     s
 }
 

@@ -136,11 +136,12 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         let (none, many, wrong) = r.per_thousand();
         if !a.json {
             println!(
-                "scene {scene_no}: {} frames, {} passers-by: MOTA {:.3}, IDF1 {:.3} ({} id switches); per 1,000 passers-by: {:.0} without a decision, {:.0} with 2+, {:.0} with a wrong one; fused FNMR {:.2}% FMR {:.2}%, best single frame FNMR {:.2}% FMR {:.2}%; {:.1} fps",
+                "scene {scene_no}: {} frames, {} passers-by: MOTA {:.3}, IDF1 {:.3}, HOTA {:.3} ({} id switches); per 1,000 passers-by: {:.0} without a decision, {:.0} with 2+, {:.0} with a wrong one; fused FNMR {:.2}% FMR {:.2}%, best single frame FNMR {:.2}% FMR {:.2}%; {:.1} fps",
                 r.frames,
                 r.passages,
                 r.tracking.mota,
                 r.tracking.idf1,
+                r.tracking.hota.hota,
                 r.tracking.id_switches,
                 none,
                 many,
@@ -160,7 +161,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             "{}",
             json!({"detector": vp.p.detector_name(), "detect_every": cfg.detect_every,
                 "threshold": threshold, "scenes": reports,
-                "method": "generated 640x480 scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
+                "method": "generated 640x480 scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
         );
     }
     Ok(0)
