@@ -151,19 +151,7 @@ fn a_policy_asks_for_a_usable_cohort_and_not_two_decision_rules() {
     let mut both = cohort_policy(-3.0, 100);
     both.fpir_target = Some(FpirTarget {
         fpir: 1e-2,
-        model: template::tail::PackScale {
-            metric: Metric::Euclidean,
-            impostor: template::tail::ImpostorTail {
-                body: vec![(0.5, 1e-2), (0.9, 0.5), (1.4, 1.0)],
-                tail_start: 0.5,
-                tail_mass: 1e-2,
-                shape: 0.0,
-                scale: 0.05,
-                impostor_pairs: 1_000_000,
-                probe_spread: Vec::new(),
-            },
-            mated: vec![0.3],
-        },
+        model: model(vec![0.3]),
         sized_for: 16,
         max_fnir: None,
         refuse_beyond_max_fnir: false,

@@ -6,31 +6,12 @@
 use gallery::crypto;
 use gallery::policy::{sized_for, FpirTarget};
 use gallery::{Context, Enrolment, GalleryError, Metric, Role};
-use template::tail::{ImpostorTail, PackScale};
 
 mod common;
 use common::*;
 
 fn enroller() -> Context {
     Context::new("kiosk-3", Role::Enroller, "registration")
-}
-
-/// Impostor distances with an exponential lower tail below 0.5 (F(0.5) = 1e-2, scale 0.05);
-/// mated searches at `mates` from their mate.
-fn model(mates: Vec<f64>) -> PackScale {
-    PackScale {
-        metric: Metric::Euclidean,
-        impostor: ImpostorTail {
-            body: vec![(0.5, 1e-2), (0.9, 0.5), (1.4, 1.0)],
-            tail_start: 0.5,
-            tail_mass: 1e-2,
-            shape: 0.0,
-            scale: 0.05,
-            impostor_pairs: 1_000_000,
-            probe_spread: Vec::new(),
-        },
-        mated: mates,
-    }
 }
 
 fn target(mates: Vec<f64>, max_fnir: Option<f64>, refuse: bool) -> gallery::Policy {

@@ -14,8 +14,6 @@
 
 use crate::metrics::FrameBoxes;
 use crate::track::iou;
-use pathfinding::kuhn_munkres::kuhn_munkres;
-use pathfinding::matrix::Matrix;
 use std::collections::HashMap;
 
 /// HOTA and its parts, each the mean over the localisation thresholds.
@@ -38,31 +36,21 @@ fn alphas() -> impl Iterator<Item = f64> {
 /// Scale of the integer weights the assignment maximises (scores lie in [0, 1]).
 const SCORE_SCALE: f64 = 1e12;
 
-/// One-to-one assignment maximising the sum of `score` (rows × cols, non-negative).
+/// One-to-one assignment maximising the sum of `score` (non-negative). A positive score never
+/// rounds to the zero weight the assignment drops.
 fn best_matching(score: &[Vec<f64>]) -> Vec<(usize, usize)> {
-    let rows = score.len();
-    let cols = score.first().map_or(0, Vec::len);
-    if rows == 0 || cols == 0 {
-        return Vec::new();
-    }
-    let transpose = rows > cols;
-    let (r, c) = if transpose {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    let mut m = Matrix::new(r, c, 0i64);
-    for i in 0..r {
-        for j in 0..c {
-            let s = if transpose { score[j][i] } else { score[i][j] };
-            m[(i, j)] = (s * SCORE_SCALE).round() as i64;
-        }
-    }
-    let (_, a) = kuhn_munkres(&m);
-    a.iter()
-        .enumerate()
-        .map(|(i, &j)| if transpose { (j, i) } else { (i, j) })
-        .collect()
+    let weights: Vec<Vec<i64>> = score
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|&s| match (s * SCORE_SCALE).round() as i64 {
+                    0 if s > 0.0 => 1,
+                    w => w,
+                })
+                .collect()
+        })
+        .collect();
+    crate::metrics::assign(&weights)
 }
 
 /// HOTA over one sequence.

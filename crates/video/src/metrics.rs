@@ -43,7 +43,7 @@ const MIN_IOU: f32 = 0.5;
 const MATCH_WEIGHT: i64 = 1_000_000_000;
 
 /// Hungarian assignment maximising integer weights; pairs with weight 0 are dropped.
-fn assign(weights: &[Vec<i64>]) -> Vec<(usize, usize)> {
+pub(crate) fn assign(weights: &[Vec<i64>]) -> Vec<(usize, usize)> {
     let rows = weights.len();
     let cols = weights.first().map_or(0, Vec::len);
     if rows == 0 || cols == 0 {

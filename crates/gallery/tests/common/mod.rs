@@ -116,3 +116,21 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Impostor distances with an exponential lower tail below 0.5 (F(0.5) = 1e-2, scale 0.05);
+/// mated searches at `mates` from their mate.
+pub fn model(mates: Vec<f64>) -> template::tail::PackScale {
+    template::tail::PackScale {
+        metric: gallery::Metric::Euclidean,
+        impostor: template::tail::ImpostorTail {
+            body: vec![(0.5, 1e-2), (0.9, 0.5), (1.4, 1.0)],
+            tail_start: 0.5,
+            tail_mass: 1e-2,
+            shape: 0.0,
+            scale: 0.05,
+            impostor_pairs: 1_000_000,
+            probe_spread: Vec::new(),
+        },
+        mated: mates,
+    }
+}
