@@ -212,6 +212,45 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     assert_eq!(fused["false_matches"], 0, "{r}");
 }
 
+/// The same kind of scene through an H.264 encoder and back: the pipeline sees a compressed
+/// stream, and the report says what the stream delivered.
+#[test]
+fn a_generated_scene_through_h264_reports_its_stream_and_still_tracks() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = shared.join("data/lfw-dev/images");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "video",
+            "--images",
+            images.to_str().unwrap(),
+            "--people",
+            "6",
+            "--frames",
+            "200",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = facegate(&dir.path().join("data"), &args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["scenes"][0]["report"].clone()
+    };
+    let plain = run(&[]);
+    assert!(plain.get("h264").is_none(), "{plain}");
+    let r = run(&["--h264-bitrate", "500000"]);
+    let h = &r["h264"];
+    assert_eq!(h["target_bits_per_second"], 500000);
+    let delivered = h["delivered_bits_per_second"].as_f64().unwrap();
+    assert!((100_000.0..1_500_000.0).contains(&delivered), "{h}");
+    assert_eq!(r["frames"], plain["frames"]);
+    // Compression changes pixels, not where the faces are: the tracker still follows them.
+    assert!(r["tracking"]["mota"].as_f64().unwrap() > 0.5, "{r}");
+}
+
 /// The clip as an MJPEG camera would send it: a local HTTP server streams its 275 frames as JPEG
 /// parts of a `multipart/x-mixed-replace` body, and `watch http://…` decides as it does on the
 /// file.

@@ -1,5 +1,5 @@
 //! Running the watcher over a generated scene and scoring it against the ground truth: tracking
-//! (MOTA, IDF1) and what a border operator counts per passer-by (no decision, two or more
+//! (MOTA, IDF1, HOTA) and what a border operator counts per passer-by (no decision, two or more
 //! decisions, a wrong decision), for fused and single-frame templates.
 
 use crate::error::VideoError;
@@ -57,6 +57,9 @@ pub struct SceneReport {
     pub fused: Outcomes,
     pub single_frame: Outcomes,
     pub seconds: f64,
+    /// When the frames went through an H.264 round trip: what the stream delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h264: Option<StreamFacts>,
     /// Ground truth and tracker boxes of every scored frame (for exporting in MOT format).
     #[serde(skip)]
     pub boxes: Vec<FrameBoxes>,
@@ -74,14 +77,29 @@ impl SceneReport {
     }
 }
 
-/// Run `p` over every frame of `scene` with `cfg`, and score it.
+/// The H.264 stream a scene's frames went through.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StreamFacts {
+    pub target_bits_per_second: u32,
+    pub delivered_bits_per_second: f64,
+    /// Frames the encoder skipped to keep its rate (the previous picture was shown again).
+    pub skipped_frames: u64,
+}
+
+/// Run `p` over every frame of `scene` with `cfg`, and score it. With `h264_bits_per_second`,
+/// every frame first goes through an H.264 encoder at that rate and back
+/// ([`crate::h264::H264RoundTrip`]), as a camera's stream would deliver it.
 pub fn run_scene(
     scene: &Scene,
     p: &Pipeline,
     cfg: WatchConfig,
     judge: &Judge<'_>,
+    h264_bits_per_second: Option<u32>,
 ) -> Result<SceneReport, VideoError> {
     let started = std::time::Instant::now();
+    let mut stream = h264_bits_per_second
+        .map(|bps| crate::h264::H264RoundTrip::new(bps, 30.0))
+        .transpose()?;
     let mut w = Watcher::new(cfg);
     let mut boxes: Vec<FrameBoxes> = Vec::with_capacity(scene.frames() as usize);
     let mut truths: Vec<Vec<(u64, usize, Rect)>> = Vec::new();
@@ -96,6 +114,10 @@ pub fn run_scene(
     };
     for f in 0..scene.frames() {
         let (image, truth) = scene.frame(f);
+        let image = match stream.as_mut() {
+            Some(s) => s.pass(&image)?,
+            None => image,
+        };
         let frame = Frame {
             index: f,
             time_ms: f * 1000 / 30,
@@ -228,6 +250,14 @@ pub fn run_scene(
         fused,
         single_frame: single,
         seconds: started.elapsed().as_secs_f64(),
+        h264: match (&stream, h264_bits_per_second) {
+            (Some(s), Some(bps)) => Some(StreamFacts {
+                target_bits_per_second: bps,
+                delivered_bits_per_second: s.delivered_bits_per_second(30.0),
+                skipped_frames: s.skipped(),
+            }),
+            _ => None,
+        },
         boxes,
     })
 }

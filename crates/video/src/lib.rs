@@ -15,6 +15,7 @@
 pub mod attack;
 pub mod error;
 pub mod evaluate;
+pub mod h264;
 pub mod hota;
 pub mod metrics;
 pub mod mjpeg;

@@ -291,7 +291,7 @@ impl Mp4Source {
 
 /// Decode one Annex B access unit; the RGB picture when the decoder gives one. The picture is
 /// converted inside (openh264's buffer is only valid until the next call).
-fn decode_unit(
+pub(crate) fn decode_unit(
     decoder: &mut openh264::decoder::Decoder,
     unit: &[u8],
     max_pixels: u64,

@@ -44,6 +44,11 @@ pub struct VideoEvalArgs {
     /// (sceneN_gt.txt, sceneN_hyp.txt), e.g. for `scripts/mot_crosscheck.py`.
     #[arg(long)]
     pub mot_dir: Option<PathBuf>,
+    /// Send every generated frame through an H.264 encoder at this many bits per second and
+    /// back before the pipeline sees it (openh264, frames skipped when the budget runs out, as
+    /// a camera's encoder does): tracking and decisions on a compressed stream.
+    #[arg(long)]
+    pub h264_bitrate: Option<u32>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -122,7 +127,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             metric: vp.p.metric(),
             threshold,
         };
-        let r = run_scene(&scene, &vp.p, cfg, &judge)?;
+        let r = run_scene(&scene, &vp.p, cfg, &judge, a.h264_bitrate)?;
         if let Some(dir) = &a.mot_dir {
             std::fs::create_dir_all(dir)?;
             let (gt, hyp) = video::metrics::mot_text(&r.boxes);
@@ -152,6 +157,14 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                 100.0 * r.single_frame.fmr(),
                 r.frames as f64 / r.seconds.max(1e-9)
             );
+            if let Some(h) = &r.h264 {
+                println!(
+                    "scene {scene_no}: through H.264 at {} kbit/s: {:.0} kbit/s delivered, {} frames skipped by the encoder",
+                    h.target_bits_per_second / 1000,
+                    h.delivered_bits_per_second / 1000.0,
+                    h.skipped_frames
+                );
+            }
         }
         reports.push(json!({"scene": scene_no, "report": r,
             "per_1000": {"without_decision": none, "two_or_more": many, "wrong": wrong}}));
