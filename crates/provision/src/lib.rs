@@ -101,6 +101,18 @@ fn keep_measured_calibration(dest: &Path, new: &mut Manifest) {
     }
 }
 
+/// Writes the manifest into a staged pack directory and moves it into place.
+fn commit_pack(
+    tmp: tempfile::TempDir,
+    manifest: &Manifest,
+    dest: &Path,
+) -> Result<(), VisionError> {
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
+    let mpath = tmp.path().join("manifest.json");
+    std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
+    commit_dir(tmp, dest)
+}
+
 /// Moves a fully written directory into place, replacing any previous one.
 fn commit_dir(tmp: tempfile::TempDir, dest: &Path) -> Result<(), VisionError> {
     let staged = tmp.keep();
@@ -593,11 +605,7 @@ pub fn derive_flip_pack(home: &Path, name: &str, from: &str) -> Result<PathBuf, 
     );
     manifest.embedder.flip_average = true;
     manifest.calibration = None;
-    let text =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
-    let mpath = tmp.path().join("manifest.json");
-    std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
-    commit_dir(tmp, &dest)?;
+    commit_pack(tmp, &manifest, &dest)?;
     Ok(dest)
 }
 
@@ -652,10 +660,6 @@ pub fn install_onnx_pack(home: &Path, spec: &OnnxPackSpec) -> Result<PathBuf, Vi
     if spec.calibration.is_none() {
         keep_measured_calibration(&dest, &mut manifest);
     }
-    let text =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| VisionError::Pack(e.to_string()))?;
-    let mpath = tmp.path().join("manifest.json");
-    std::fs::write(&mpath, text).map_err(|e| VisionError::io(&mpath, e))?;
-    commit_dir(tmp, &dest)?;
+    commit_pack(tmp, &manifest, &dest)?;
     Ok(dest)
 }
