@@ -159,15 +159,14 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         let ctx = store_args.context(&format!("calibration for FMR {:.0e}", target_fmr))?;
         match &a.gallery {
             Some(g) => {
-                let info = store.gallery(g)?;
-                if let Some(p) = info.pack.as_deref().filter(|p| *p != spec.engine.pack) {
-                    bail!("gallery {g} holds templates of pack {p}; calibrate with --pack {p}");
-                }
+                let info = calibration_gallery(&store, g, &spec.engine.pack)?;
                 let mut policy = info.policy.clone();
                 policy.threshold = Some(threshold);
                 policy.target_fmr = Some(target_fmr);
-                // A fixed threshold: the size-following rule, if any, goes with it.
+                // A fixed threshold: the size-following rule or cohort, if any, goes with it
+                // (one decision rule per gallery).
                 policy.fpir_target = None;
+                policy.cohort = None;
                 store.update_policy(&ctx, g, &policy, Some(evidence.clone()))?;
             }
             None => {
@@ -212,6 +211,20 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
 
 /// A calibration's evidence: what ran, when, on which pack and which data (a digest of every
 /// image's hash), then the figures of its kind (`rest`, an object).
+/// The gallery a calibration writes into, refused when its templates come from another pack
+/// than the one measured.
+pub(super) fn calibration_gallery(
+    store: &gallery::Store,
+    g: &str,
+    pack: &str,
+) -> Result<gallery::GalleryInfo> {
+    let info = store.gallery(g)?;
+    if let Some(p) = info.pack.as_deref().filter(|p| *p != pack) {
+        bail!("gallery {g} holds templates of pack {p}; calibrate with --pack {p}");
+    }
+    Ok(info)
+}
+
 pub(super) fn evidence(
     command: &str,
     pack: &str,

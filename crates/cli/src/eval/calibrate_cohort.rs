@@ -5,7 +5,7 @@
 //! people than the distance threshold does: on LFW-dev it helps dlib and hurts MobileFaceNet,
 //! so the data decides, per pack.
 
-use super::calibrate::{evidence, CalibrateArgs};
+use super::calibrate::{calibration_gallery, evidence, CalibrateArgs};
 use super::dataset::{embed_all, Dataset};
 use super::improve::{searches, templates, Gallery};
 use super::report::split_1n;
@@ -25,6 +25,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
         bail!("--cohort needs --gallery: the z-threshold is one gallery's decision rule");
     };
     let spec = a.data.spec()?;
+    // Refused before the embedding run, not after it.
+    let store = store_args.open(home)?;
+    calibration_gallery(&store, g, &spec.engine.pack)?;
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
     let run = embed_all(home, &spec, &ds.files())?;
     let emb = &run.results;
@@ -85,11 +88,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs, fpir: f64) -> 
             "cohort_helps": helps,
         }),
     );
-    let store = store_args.open(home)?;
-    let info = store.gallery(g)?;
-    if let Some(p) = info.pack.as_deref().filter(|p| *p != spec.engine.pack) {
-        bail!("gallery {g} holds templates of pack {p}; calibrate with --pack {p}");
-    }
+    // Read again now: the policy written below starts from the gallery as it is, not as it
+    // was before the measurement.
+    let info = calibration_gallery(&store, g, &spec.engine.pack)?;
     let write = helps && !a.dry_run;
     if write {
         let mut policy = info.policy.clone();

@@ -3,7 +3,7 @@
 //! in the gallery's policy with the target, and let the threshold follow the gallery's size
 //! (`gallery::policy::FpirTarget`). The evidence goes into the audit record of the change.
 
-use super::calibrate::{evidence, CalibrateArgs};
+use super::calibrate::{calibration_gallery, evidence, CalibrateArgs};
 use super::dataset::{embed_all, Dataset};
 use super::report::dissimilarity;
 use crate::cmd_gallery::StoreArgs;
@@ -31,6 +31,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         bail!("--max-fnir must lie in (0, 1]");
     }
     let spec = a.data.spec()?;
+    // Refused before the embedding run, not after it.
+    let store = store_args.open(home)?;
+    calibration_gallery(&store, g, &spec.engine.pack)?;
     let ds = Dataset::load(&a.data.images, a.data.max_identities)?;
     let files = ds.files();
     let run = embed_all(home, &spec, &files)?;
@@ -73,11 +76,9 @@ pub fn run(home: &Path, store_args: &StoreArgs, a: CalibrateArgs) -> Result<i32>
         impostor: fitted.tail,
         mated,
     };
-    let store = store_args.open(home)?;
-    let info = store.gallery(g)?;
-    if let Some(p) = info.pack.as_deref().filter(|p| *p != spec.engine.pack) {
-        bail!("gallery {g} holds templates of pack {p}; calibrate with --pack {p}");
-    }
+    // Read again now: the policy written below starts from the gallery as it is, not as it
+    // was before the measurement.
+    let info = calibration_gallery(&store, g, &spec.engine.pack)?;
     let size = info.subjects + info.expired;
     let mut policy = info.policy.clone();
     policy.target_fmr = None;
