@@ -12,7 +12,9 @@
 //!
 //! Layout: rows are stored in blocks of 16, interleaved by groups of 4 dimensions, so that one
 //! 64-byte load holds the same 4 dimensions of 16 rows. With AVX-512 VNNI one `vpdpbusd` then
-//! advances 16 dot products by 4 dimensions each, with no horizontal sums.
+//! advances 16 dot products by 4 dimensions each, with no horizontal sums. A batch is scanned up
+//! to 8 queries at a time (`index_kernel.rs`): each row vector, loaded once, is multiplied into
+//! every query of the group (register blocking), so a batch is bound by multiply-adds, not loads.
 //!
 //! Two memory layouts, same results: the default keeps the f32 templates beside the codes
 //! (668 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
@@ -25,6 +27,10 @@ use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
 const LANES: usize = 16;
+
+#[path = "index_kernel.rs"]
+mod kernel;
+use kernel::{group_size, tile_blocks, BlockMeta, Kernel, LaneBounds, MAX_GROUP, MAX_TILE_BLOCKS};
 
 /// Where a compact index gets the f32 templates of its candidates for exact re-scoring.
 pub trait TemplateSource: Sync {
@@ -133,26 +139,6 @@ pub struct Hit {
     pub score: f32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    Vnni512,
-    Portable,
-}
-
-impl Kernel {
-    fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512vnni")
-            {
-                return Kernel::Vnni512;
-            }
-        }
-        Kernel::Portable
-    }
-}
-
 /// Templates of one gallery, in memory. Decrypted data lives only here: zeroised on drop and
 /// locked against swap when the OS allows (`lock_memory`).
 pub struct ExactIndex {
@@ -229,173 +215,6 @@ fn dot_f32_simd(a: &[f32], b: &[f32]) -> f32 {
         s += v;
     }
     s + tail
-}
-
-/// Relative slack on |x| recomputed from the stored f32 |x|²/2: that value is within 2⁻²⁴ of the
-/// true one and f32 sqrt adds 2⁻²⁴, so 2·10⁻⁶ keeps the result an upper bound.
-const NORM_SLACK: f32 = 1.0 + 2e-6;
-
-/// |x| (rounded up) from the stored |x|²/2. Not kept per row: 4 bytes a row saved, one sqrt per 16
-/// rows. Padding rows hold +inf, giving an infinite or NaN bound that is never ≥ tau.
-#[inline]
-fn row_norm(half_norm2: f32) -> f32 {
-    (half_norm2 + half_norm2).sqrt() * NORM_SLACK
-}
-
-/// The per-block inputs of the bound computation (16 lanes each).
-struct BlockMeta<'a> {
-    scale: &'a [f32],
-    half_norm2: &'a [f32],
-    residual: &'a [f32],
-    /// 128 · Σ codes: removes the +128 offset of the unsigned query bytes.
-    offset: &'a [i32],
-}
-
-/// Upper bounds of the 16 rows' scores and a mask of those at or above `tau`.
-/// `quads` packs four offset query bytes (code + 128) per u32.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
-fn block_upper_portable(
-    q: &Query,
-    block: &[i8],
-    m: &BlockMeta,
-    tau: f32,
-    upper: &mut [f32; LANES],
-    bound: &mut [f32; LANES],
-) -> u32 {
-    let mut acc = [0i32; LANES];
-    for (j, qw) in q.quads.iter().enumerate() {
-        let qb = qw.to_le_bytes();
-        let group = &block[j * 64..j * 64 + 64];
-        for l in 0..LANES {
-            let mut s = 0i32;
-            for b in 0..4 {
-                s += qb[b] as i32 * group[l * 4 + b] as i32;
-            }
-            acc[l] += s;
-        }
-    }
-    let mut mask = 0u32;
-    for l in 0..LANES {
-        let dot = (acc[l] - m.offset[l]) as f32;
-        bound[l] = q.a * m.residual[l] + q.b * row_norm(m.half_norm2[l]);
-        upper[l] = q.scale * m.scale[l] * dot - m.half_norm2[l] + bound[l];
-        mask |= ((upper[l] >= tau) as u32) << l;
-    }
-    mask
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
-/// AVX-512 VNNI version of `block_upper_portable` (same result bit for bit: the integer part is
-/// exact and the float operations are the same, in the same order, apart from one fused multiply-add
-/// in the bound, which the test tolerates by comparing search results, not bounds).
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
-unsafe fn block_upper_vnni(
-    q: &Query,
-    block: &[i8],
-    m: &BlockMeta,
-    tau: f32,
-    upper: &mut [f32; LANES],
-    bound: &mut [f32; LANES],
-) -> u32 {
-    use std::arch::x86_64::*;
-    assert!(block.len() >= q.quads.len() * 64);
-    assert!(
-        m.scale.len() >= LANES
-            && m.half_norm2.len() >= LANES
-            && m.residual.len() >= LANES
-            && m.offset.len() >= LANES
-    );
-    let p = block.as_ptr();
-    let n = q.quads.len();
-    // Four independent accumulators hide vpdpbusd's latency; kept in registers by naming them.
-    let (mut a0, mut a1, mut a2, mut a3) = (
-        _mm512_setzero_si512(),
-        _mm512_setzero_si512(),
-        _mm512_setzero_si512(),
-        _mm512_setzero_si512(),
-    );
-    let mut j = 0;
-    while j + 4 <= n {
-        // SAFETY: (j + 3) * 64 + 64 <= n * 64 <= block.len() (asserted above): every 64-byte
-        // unaligned load stays inside `block`.
-        let (v0, v1, v2, v3) = unsafe {
-            (
-                _mm512_loadu_si512(p.add(j * 64) as *const _),
-                _mm512_loadu_si512(p.add(j * 64 + 64) as *const _),
-                _mm512_loadu_si512(p.add(j * 64 + 128) as *const _),
-                _mm512_loadu_si512(p.add(j * 64 + 192) as *const _),
-            )
-        };
-        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(q.quads[j] as i32), v0);
-        a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(q.quads[j + 1] as i32), v1);
-        a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(q.quads[j + 2] as i32), v2);
-        a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(q.quads[j + 3] as i32), v3);
-        j += 4;
-    }
-    while j < n {
-        // SAFETY: j * 64 + 64 <= n * 64 <= block.len().
-        let v = unsafe { _mm512_loadu_si512(p.add(j * 64) as *const _) };
-        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(q.quads[j] as i32), v);
-        j += 1;
-    }
-    let dots = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-    // SAFETY (all loads below): each slice holds at least 16 elements of 4 bytes (asserted above),
-    // so each 64-byte unaligned load is in bounds.
-    let (scale, hn, res, off) = unsafe {
-        (
-            _mm512_loadu_ps(m.scale.as_ptr()),
-            _mm512_loadu_ps(m.half_norm2.as_ptr()),
-            _mm512_loadu_ps(m.residual.as_ptr()),
-            _mm512_loadu_si512(m.offset.as_ptr() as *const _),
-        )
-    };
-    // |x| from |x|²/2, as `row_norm` computes it (same operations, same order).
-    let nrm = _mm512_mul_ps(
-        _mm512_sqrt_ps(_mm512_add_ps(hn, hn)),
-        _mm512_set1_ps(NORM_SLACK),
-    );
-    let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(dots, off));
-    let b = _mm512_add_ps(
-        _mm512_mul_ps(_mm512_set1_ps(q.a), res),
-        _mm512_mul_ps(_mm512_set1_ps(q.b), nrm),
-    );
-    let approx = _mm512_sub_ps(
-        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(q.scale), scale), dot),
-        hn,
-    );
-    let u = _mm512_add_ps(approx, b);
-    let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(tau));
-    if mask != 0 {
-        // SAFETY: `upper` and `bound` are 16 f32 = 64 bytes each, one unaligned store each.
-        unsafe {
-            _mm512_storeu_ps(upper.as_mut_ptr(), u);
-            _mm512_storeu_ps(bound.as_mut_ptr(), b);
-        }
-    }
-    mask as u32
-}
-
-impl Kernel {
-    #[inline]
-    fn block_upper(
-        self,
-        q: &Query,
-        block: &[i8],
-        m: &BlockMeta,
-        tau: f32,
-        upper: &mut [f32; LANES],
-        bound: &mut [f32; LANES],
-    ) -> u32 {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Vnni512 is only chosen after runtime detection of both features.
-            Kernel::Vnni512 => unsafe { block_upper_vnni(q, block, m, tau, upper, bound) },
-            _ => block_upper_portable(q, block, m, tau, upper, bound),
-        }
-    }
 }
 
 struct Query {
@@ -721,36 +540,60 @@ impl ExactIndex {
     ) -> Vec<Partial> {
         let bb = LANES * self.dim_p;
         let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
-        let mut upper = [0.0f32; LANES];
-        let mut bound = [0.0f32; LANES];
-        // Tiles of blocks stay in cache while every query of the batch passes over them; each
-        // query's top-k state carries over from tile to tile, so its bound tightens early.
+        let mut out = [LaneBounds::default(); MAX_TILE_BLOCKS * MAX_GROUP];
+        let mut taus = [0.0f32; MAX_GROUP];
+        let meta = |b: usize, nb: usize| {
+            let r = b * LANES..(b + nb) * LANES;
+            BlockMeta {
+                scale: &self.scale[r.clone()],
+                half_norm2: &self.half_norm2[r.clone()],
+                residual: &self.residual[r.clone()],
+                offset: &self.code_offset_sum[r],
+            }
+        };
+        // Tiles of blocks stay in cache while every query of the batch passes over them, up to 8
+        // queries at a time through the kernel (each row vector loaded once for the group); each
+        // query's top-k state carries over from tile to tile, so its bound tightens early. Rows
+        // are offered to a query in row order whatever the grouping, so the result is the same.
         let mut tile = blocks.start;
         while tile < blocks.end {
             let tile_end = (tile + SHARE_BLOCKS).min(blocks.end);
-            for (q, part) in queries.iter().zip(parts.iter_mut()) {
-                for b in tile..tile_end {
-                    let block = &self.codes[b * bb..(b + 1) * bb];
-                    let r = b * LANES..(b + 1) * LANES;
-                    let meta = BlockMeta {
-                        scale: &self.scale[r.clone()],
-                        half_norm2: &self.half_norm2[r.clone()],
-                        residual: &self.residual[r.clone()],
-                        offset: &self.code_offset_sum[r.clone()],
-                    };
-                    let mut mask = self
-                        .kernel
-                        .block_upper(q, block, &meta, part.tau, &mut upper, &mut bound);
-                    while mask != 0 {
-                        let l = mask.trailing_zeros() as usize;
-                        mask &= mask - 1;
-                        let row = r.start + l;
-                        if row >= self.ids.len() || self.expires[row] <= now {
-                            continue;
-                        }
-                        part.offer(row as u32, upper[l], upper[l] - 2.0 * bound[l]);
+            let mut q0 = 0;
+            while q0 < queries.len() {
+                let g = group_size(queries.len() - q0);
+                let group = &queries[q0..q0 + g];
+                let mut b = tile;
+                while b < tile_end {
+                    let nb = tile_blocks(g, tile_end - b);
+                    for (t, part) in taus.iter_mut().zip(&parts[q0..q0 + g]) {
+                        *t = part.tau;
                     }
+                    self.kernel.tile(
+                        group,
+                        nb,
+                        &self.codes[b * bb..(b + nb) * bb],
+                        &meta(b, nb),
+                        &taus[..g],
+                        &mut out[..nb * g],
+                    );
+                    for bi in 0..nb {
+                        for (qi, part) in parts[q0..q0 + g].iter_mut().enumerate() {
+                            let o = &out[bi * g + qi];
+                            let mut mask = o.mask;
+                            while mask != 0 {
+                                let l = mask.trailing_zeros() as usize;
+                                mask &= mask - 1;
+                                let row = (b + bi) * LANES + l;
+                                if row >= self.ids.len() || self.expires[row] <= now {
+                                    continue;
+                                }
+                                part.offer(row as u32, o.upper[l], o.upper[l] - 2.0 * o.bound[l]);
+                            }
+                        }
+                    }
+                    b += nb;
                 }
+                q0 += g;
             }
             tile = tile_end;
         }

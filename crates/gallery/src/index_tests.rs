@@ -59,6 +59,94 @@ fn int8_scan_equals_exhaustive_f32() {
     }
 }
 
+#[test]
+fn batches_of_every_size_equal_exhaustive_search() {
+    // Groups of 8, 4, 2 and 1 queries and calls of four, two or one blocks: every batch size up
+    // to 19 covers each combination, on both kernels.
+    let dim = 64;
+    let base = vecs(5, 16 * 38 + 5, dim, true);
+    let queries = vecs(6, 19, dim, true);
+    for portable in [false, true] {
+        let mut idx = ExactIndex::new(dim);
+        if portable {
+            idx.force_portable_kernel();
+        }
+        for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64, x, i64::MAX);
+        }
+        for n in 1..=queries.len() {
+            let qs: Vec<&[f32]> = queries[..n].iter().map(|q| q.as_slice()).collect();
+            let got = idx.search(&qs, 7, None, 0);
+            for (q, g) in qs.iter().zip(&got) {
+                assert_eq!(g, &idx.search_exhaustive(q, 7, None, 0), "batch of {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tile_kernels_agree_bit_for_bit() {
+    if Kernel::detect() != Kernel::Vnni512 {
+        eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel exists here");
+        return;
+    }
+    for dim in [128, 512, 37] {
+        let base = vecs(7, LANES * 6, dim, false);
+        let mut idx = ExactIndex::new(dim);
+        for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64, x, i64::MAX);
+        }
+        let queries: Vec<Query> = vecs(8, 8, dim, false)
+            .iter()
+            .map(|q| idx.prepare(q, None))
+            .collect();
+        let bb = LANES * idx.dim_p;
+        let meta = |b: usize, nb: usize| {
+            let r = b * LANES..(b + nb) * LANES;
+            BlockMeta {
+                scale: &idx.scale[r.clone()],
+                half_norm2: &idx.half_norm2[r.clone()],
+                residual: &idx.residual[r.clone()],
+                offset: &idx.code_offset_sum[r],
+            }
+        };
+        for g in [1, 2, 4, 8] {
+            for nb in [1, 2, 4] {
+                for b0 in [0, 6 - nb] {
+                    let metas = meta(b0, nb);
+                    let codes = &idx.codes[b0 * bb..(b0 + nb) * bb];
+                    let group = &queries[8 - g..];
+                    // First every lane (tau -inf), then each query's tau at its median bound in
+                    // the first block, so the masks are partial.
+                    let mut all = vec![LaneBounds::default(); nb * g];
+                    let open = vec![f32::NEG_INFINITY; g];
+                    Kernel::Portable.tile(group, nb, codes, &metas, &open, &mut all);
+                    assert!(all.iter().all(|o| o.mask == 0xffff));
+                    let taus: Vec<f32> = (0..g)
+                        .map(|q| {
+                            let mut u = all[q].upper;
+                            u.sort_by(f32::total_cmp);
+                            u[LANES / 2]
+                        })
+                        .collect();
+                    let mut want = vec![LaneBounds::default(); nb * g];
+                    let mut got = vec![LaneBounds::default(); nb * g];
+                    Kernel::Portable.tile(group, nb, codes, &metas, &taus, &mut want);
+                    Kernel::Vnni512.tile(group, nb, codes, &metas, &taus, &mut got);
+                    for (w, o) in want.iter().zip(&got) {
+                        assert_eq!(w.mask, o.mask, "dim {dim} group {g} blocks {nb}");
+                        assert!(w.mask != 0 && w.mask != 0xffff || nb > 1);
+                        for l in (0..LANES).filter(|l| w.mask >> l & 1 == 1) {
+                            assert_eq!(w.upper[l].to_bits(), o.upper[l].to_bits());
+                            assert_eq!(w.bound[l].to_bits(), o.bound[l].to_bits());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Templates by id from a table, counting what was asked (ids of rows in `gone` are erased).
 struct TableSource<'a> {
     rows: &'a [Vec<f32>],
