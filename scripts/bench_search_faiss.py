@@ -173,6 +173,11 @@ def main():
         if g.get("stream_read_gbps"):
             print(f"  {d}-D, {th} thread(s), {g['index']}: {g['single_scan_gbps']:.1f} of {g['stream_read_gbps']:.1f} GB/s "
                   f"= {g['single_scan_fraction_of_bandwidth']:.2f}")
+    print("facegate batch scan against one core's measured int8 multiply-add peak (AVX-512 VNNI, same process):")
+    for d, th, g, _, _ in rows:
+        if g.get("int8_peak_gmacs_per_core"):
+            print(f"  {d}-D, {th} thread(s), {g['index']}: {g['batch_int8_gmacs_per_thread']:.0f} of "
+                  f"{g['int8_peak_gmacs_per_core']:.0f} GMAC/s per thread = {g['batch_fraction_of_int8_peak']:.2f}")
 
 
 if __name__ == "__main__":

@@ -293,6 +293,14 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     let single_gbps = scan_bytes
         .zip(lat.get(lat.len() / 2))
         .map(|(b, ms)| b as f64 / (ms / 1e3) / 1e9);
+    // A batch is bound by int8 multiply-adds: the scan's rate per thread against one core's
+    // measured peak (exact and compact layouts scan every row; HNSW does not).
+    let batch_gmacs = (a.index != "hnsw").then(|| {
+        batch.len() as f64 / batch_s * n as f64 * a.dim.div_ceil(4) as f64 * 4.0
+            / 1e9
+            / a.threads.max(1) as f64
+    });
+    let peak = batch_gmacs.and_then(|_| gallery::index::int8_peak_gmacs(BANDWIDTH_REPS));
     let out = json!({
         "engine": "facegate",
         "index": idx.kind(),
@@ -319,6 +327,10 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         "stream_read_gbps": bandwidth,
         "stream_read_method": bandwidth_probe.map(|(_, bytes)| format!("sum of a {} MiB u64 buffer (4x the last-level cache, at least 1 GiB), {} threads, best of {BANDWIDTH_REPS}", bytes >> 20, a.threads)),
         "single_scan_fraction_of_bandwidth": single_gbps.zip(bandwidth).map(|(s, b)| s / b),
+        "batch_int8_gmacs_per_thread": batch_gmacs,
+        "int8_peak_gmacs_per_core": peak,
+        "int8_peak_method": peak.map(|_| format!("{} independent chains of AVX-512 VNNI vpdpbusd on registers (64 multiply-adds each), one thread, best of {BANDWIDTH_REPS}", gallery::index::PEAK_CHAINS)),
+        "batch_fraction_of_int8_peak": batch_gmacs.zip(peak).map(|(b, p)| b / p),
     });
     println!("{out}");
     Ok(0)

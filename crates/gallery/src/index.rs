@@ -31,6 +31,7 @@ const LANES: usize = 16;
 #[path = "index_kernel.rs"]
 mod kernel;
 use kernel::{group_size, tile_blocks, BlockMeta, Kernel, LaneBounds, MAX_GROUP, MAX_TILE_BLOCKS};
+pub use kernel::{int8_peak_gmacs, PEAK_CHAINS};
 
 /// Where a compact index gets the f32 templates of its candidates for exact re-scoring.
 pub trait TemplateSource: Sync {
@@ -669,6 +670,17 @@ impl ExactIndex {
                     .collect()
             })
             .collect();
+        // A compact index pays a fetch (in a gallery: a read and a decryption) per candidate, so
+        // first narrow them with a tighter bound from the codes in memory.
+        let candidates = if self.keep_exact {
+            candidates
+        } else {
+            candidates
+                .into_par_iter()
+                .enumerate()
+                .map(|(qi, rows)| self.narrow(queries[qi], rows, k, prepared[qi].floor))
+                .collect()
+        };
         let fetched: Option<std::collections::HashMap<u32, Zeroizing<Vec<f32>>>> =
             if self.keep_exact {
                 None
@@ -719,6 +731,57 @@ impl ExactIndex {
                 hits.into_iter().map(|(_, h)| h).collect()
             })
             .collect())
+    }
+
+    /// The candidates of one query that can still be in its top `k`, by a second bound computed
+    /// from the row's codes: q·x = q·x̂ + q·(x − x̂), and |q·(x − x̂)| ≤ |q|·|x − x̂|. The
+    /// scan's bound also pays for quantising the query (|q − q̂|·|x|); this one does not, so its
+    /// interval is about half as wide and about a quarter as many rows stay (measured: 178 → ~45
+    /// per query at 512-D over 10^6 unit vectors). Provable as the scan's: the k-th best lower end
+    /// is at most the k-th best true score, and every row of the true top k has an upper end at or
+    /// above its score.
+    fn narrow(&self, q: &[f32], rows: Vec<u32>, k: usize, floor: f32) -> Vec<u32> {
+        if rows.len() <= k {
+            return rows;
+        }
+        let qn: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        // f32 rounding of q·x̂ (at most dim·2⁻²⁴·|q|·|x̂|), of |x|²/2 and of the stored bounds,
+        // generously (as `prepare`'s slack), per unit of |x|.
+        let slack = qn * (self.dim as f64 + 8.0) * 1.2e-7 * 4.0;
+        let mut qp = vec![0.0f32; self.dim_p];
+        qp[..self.dim].copy_from_slice(q);
+        let mut x = vec![0.0f32; self.dim_p];
+        let ranges: Vec<(u32, f64, f64)> = rows
+            .into_iter()
+            .map(|row| {
+                let r = row as usize;
+                // The row's codes, group by group of 4 dimensions (see the layout above).
+                let at = (r / LANES) * LANES * self.dim_p + (r % LANES) * 4;
+                for (g, xs) in x.chunks_exact_mut(4).enumerate() {
+                    let c = &self.codes[at + g * 64..at + g * 64 + 4];
+                    for (xv, cv) in xs.iter_mut().zip(c) {
+                        *xv = *cv as f32;
+                    }
+                }
+                let dot = dot_f32(&qp, &x) as f64;
+                let centre = self.scale[r] as f64 * dot - self.half_norm2[r] as f64;
+                let norm = (2.0 * self.half_norm2[r] as f64).sqrt();
+                let err = qn * self.residual[r] as f64 + slack * norm;
+                (row, centre - err, centre + err)
+            })
+            .collect();
+        let mut lows: Vec<f64> = ranges.iter().map(|r| r.1).collect();
+        lows.sort_by(|a, b| b.total_cmp(a));
+        let tau = lows
+            .get(k - 1)
+            .copied()
+            .unwrap_or(f64::NEG_INFINITY)
+            .max(floor as f64);
+        ranges
+            .into_iter()
+            .filter(|r| r.2 >= tau)
+            .map(|r| r.0)
+            .collect()
     }
 
     fn exact_row(&self, row: usize) -> &[f32] {

@@ -311,3 +311,49 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
         }
     }
 }
+
+/// Independent accumulators in the peak probe: more than `vpdpbusd`'s latency times its
+/// throughput on any core with it, so the probe measures throughput.
+pub const PEAK_CHAINS: usize = 16;
+
+/// One core's int8 multiply-add peak in GMAC/s with AVX-512 VNNI (`None` without it): the rate
+/// the batch scan is compared with (`bench-search`), best of `reps`.
+pub fn int8_peak_gmacs(reps: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
+        let iters = 4_000_000u64;
+        let mut best = 0.0f64;
+        for _ in 0..reps.max(1) {
+            let t = std::time::Instant::now();
+            // SAFETY: both target features were detected on this CPU just above.
+            std::hint::black_box(unsafe { vnni_chains(std::hint::black_box(iters)) });
+            let macs = iters as f64 * PEAK_CHAINS as f64 * 64.0;
+            best = best.max(macs / t.elapsed().as_secs_f64() / 1e9);
+        }
+        return Some(best);
+    }
+    None
+}
+
+/// `iters` rounds of one `vpdpbusd` on each of [`PEAK_CHAINS`] accumulators (no memory traffic).
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn vnni_chains(iters: u64) -> i32 {
+    use std::arch::x86_64::*;
+    let a = std::hint::black_box(_mm512_set1_epi32(0x0101_0101));
+    let b = std::hint::black_box(_mm512_set1_epi32(0x0102_0304));
+    let mut acc = [_mm512_setzero_si512(); PEAK_CHAINS];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm512_dpbusd_epi32(*x, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_si512();
+    for x in acc {
+        sum = _mm512_add_epi32(sum, x);
+    }
+    _mm512_reduce_add_epi32(sum)
+}

@@ -147,6 +147,42 @@ fn tile_kernels_agree_bit_for_bit() {
     }
 }
 
+#[test]
+fn narrowing_keeps_the_true_top_k_and_drops_the_rest() {
+    // Every row handed in as a candidate: what stays must hold the exhaustive top k (and the
+    // rows at or above a floor), and far fewer rows than came in.
+    for (dim, clustered) in [(512, false), (128, true), (37, false)] {
+        let base = vecs(9, 3000, dim, clustered);
+        let mut idx = ExactIndex::compact(dim);
+        for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64, x, i64::MAX);
+        }
+        let mut full = ExactIndex::new(dim);
+        for (i, x) in base.iter().enumerate() {
+            full.push(i as u64, x, i64::MAX);
+        }
+        for q in vecs(10, 12, dim, clustered) {
+            let all: Vec<u32> = (0..base.len() as u32).collect();
+            for k in [1, 10] {
+                let kept = idx.narrow(&q, all.clone(), k, f32::NEG_INFINITY);
+                for h in full.search_exhaustive(&q, k, None, 0) {
+                    assert!(kept.contains(&(h.id as u32)), "dim {dim} k {k}");
+                }
+                assert!(
+                    kept.len() < base.len() / 4,
+                    "dim {dim}: {} kept",
+                    kept.len()
+                );
+            }
+            let floor = full.search_exhaustive(&q, 3, None, 0)[2].score;
+            let kept = idx.narrow(&q, all.clone(), 50, floor);
+            for h in full.search_exhaustive(&q, 50, Some(floor), 0) {
+                assert!(kept.contains(&(h.id as u32)));
+            }
+        }
+    }
+}
+
 /// Templates by id from a table, counting what was asked (ids of rows in `gone` are erased).
 struct TableSource<'a> {
     rows: &'a [Vec<f32>],
