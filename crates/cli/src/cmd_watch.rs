@@ -258,8 +258,15 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
                     time_ms,
                     frames_seen,
                     decided,
-                } => json!({"event": "track_end", "track": track, "first_frame": first_frame,
-                    "frame": frame, "time_ms": time_ms, "frames_seen": frames_seen, "decided": decided}),
+                    merged_into,
+                } => {
+                    let mut line = json!({"event": "track_end", "track": track, "first_frame": first_frame,
+                        "frame": frame, "time_ms": time_ms, "frames_seen": frames_seen, "decided": decided});
+                    if let Some(into) = merged_into {
+                        line["merged_into"] = json!(into);
+                    }
+                    line
+                }
             };
             writeln!(out, "{line}")?;
         }

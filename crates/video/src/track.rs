@@ -5,6 +5,15 @@
 //! new identity. Appearance gating: when a detection could belong to more than one track (people
 //! crossing), the caller's embeddings decide, and a pair whose faces disagree is never matched.
 //!
+//! A face hidden for a while is found again three ways: its lost track coasting into it (its
+//! size frozen while lost, as ByteTrack does, and its face must agree); re-identification of a
+//! new detection near where the lost track was heading; and late re-identification, which keeps
+//! comparing a young track's face with the lost tracks for its first frames, because a face
+//! coming out from behind another is half hidden at first. A track's appearance is a moving
+//! average of the faces confirmed for it (the caller may set it, e.g. to the fused template it
+//! decided on), so one half-hidden face does not overwrite it. A lost track whose predicted
+//! centre has left the frame ends at once: the person walked out.
+//!
 //! Track ids are numbers local to one tracker (one stream), never reused, and carry nothing about
 //! the person: nothing here links a face across cameras.
 
@@ -29,7 +38,7 @@ pub struct TrackerConfig {
     pub match_iou: f32,
     /// Least overlap for a second-pass (low-score) match.
     pub low_match_iou: f32,
-    /// Frames a track may go unseen before it ends.
+    /// Frames a track may go unseen before it ends (unless it left the frame first).
     pub max_lost_frames: u32,
     /// Hits before a new track is reported (filters one-frame false detections).
     pub min_hits: u32,
@@ -44,6 +53,13 @@ pub struct TrackerConfig {
     /// How far (in the lost box's sides) a detection may be from its predicted centre to be
     /// re-identified with it.
     pub reid_reach: f32,
+    /// Late re-identification: while a track has been seen at most this many times, its face is
+    /// compared with the lost tracks' every frame, and a lost track it agrees with (within
+    /// `reid_distance`, anywhere in the frame) takes it over. A face coming out from behind
+    /// another is half hidden at first, too unlike its lost track to be re-identified on the
+    /// first frame; a few frames later it is whole. Keep it below the watcher's
+    /// `decide_after_frames`, so a track taken over was never decided on its own.
+    pub reid_young_hits: u32,
 }
 
 impl TrackerConfig {
@@ -66,11 +82,12 @@ impl Default for TrackerConfig {
             low_score: -0.6,
             match_iou: 0.3,
             low_match_iou: 0.5,
-            max_lost_frames: 60,
+            max_lost_frames: 90,
             min_hits: 2,
             appearance_gate: 0.6,
             reid_distance: 0.45,
             reid_reach: 3.0,
+            reid_young_hits: 15,
         }
     }
 }
@@ -91,6 +108,9 @@ pub struct Update {
     pub started: Vec<u64>,
     /// Tracks that ended in this frame (unseen for too long).
     pub ended: Vec<u64>,
+    /// (young track, lost track): a reported young track whose face turned out to be a lost
+    /// track's; the lost track continues with its detections, the young one is gone.
+    pub merged: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +139,8 @@ pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    /// The frame's width and height, when the caller says (see [`Tracker::set_frame_size`]).
+    frame: Option<(f64, f64)>,
 }
 
 fn observe(r: &Rect) -> Obs {
@@ -156,6 +178,33 @@ pub fn iou(a: &Rect, b: &Rect) -> f32 {
         0.0
     } else {
         (inter / union) as f32
+    }
+}
+
+/// How much of a track's appearance one new confirmed face replaces. The faces confirmed are
+/// those of ambiguous moments (people crossing, a face half hidden), so one of them must not
+/// overwrite what the track looked like (the exponential moving average of BoT-SORT and
+/// DeepSORT's successors, at their 0.9 / 0.1).
+const APPEARANCE_UPDATE: f32 = 0.1;
+
+/// The appearance after confirming face `e`: a moving average, scaled back to the mean of the
+/// two norms (so a unit-length pack's appearance stays unit length).
+fn blend(old: &[f32], e: &[f32]) -> Vec<f32> {
+    if old.len() != e.len() {
+        return e.to_vec();
+    }
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mixed: Vec<f32> = old
+        .iter()
+        .zip(e)
+        .map(|(a, b)| (1.0 - APPEARANCE_UPDATE) * a + APPEARANCE_UPDATE * b)
+        .collect();
+    let want = (1.0 - APPEARANCE_UPDATE) * norm(old) + APPEARANCE_UPDATE * norm(e);
+    let have = norm(&mixed);
+    if have > 0.0 && have.is_finite() && want.is_finite() {
+        mixed.iter().map(|x| x * want / have).collect()
+    } else {
+        e.to_vec()
     }
 }
 
@@ -200,6 +249,12 @@ impl Track {
     }
 
     fn predict(&mut self) {
+        // A lost face keeps moving but stops growing: extrapolating its size for a second or two
+        // makes boxes that no reappearing face overlaps (as ByteTrack freezes its height).
+        if self.phase == Phase::Lost {
+            self.mean[6] = 0.0;
+            self.mean[7] = 0.0;
+        }
         let mut f = Cov::identity();
         for i in 0..4 {
             f[(i, i + 4)] = 1.0;
@@ -249,7 +304,16 @@ impl Tracker {
             config,
             tracks: Vec::new(),
             next_id: 1,
+            frame: None,
         }
+    }
+
+    /// The size of the frames: a lost track whose predicted centre has left the frame has left
+    /// the camera's view and ends then, instead of waiting `max_lost_frames` (its decision
+    /// comes sooner, and a person who walks out and comes back later is a new passer-by, not
+    /// taken for the one still coasting outside).
+    pub fn set_frame_size(&mut self, width: u32, height: u32) {
+        self.frame = Some((width as f64, height as f64));
     }
 
     /// Tracks alive now (tentative ones included): bounded by the faces in view plus those lost
@@ -263,7 +327,8 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id).map(Track::rect)
     }
 
-    /// Remember a track's confirmed appearance (a normalised embedding of one of its faces).
+    /// Set a track's appearance (an embedding of its face, or the fused template of its best
+    /// frames), replacing what it had.
     pub fn set_appearance(&mut self, id: u64, embedding: Vec<f32>) {
         if let Some(t) = self.tracks.iter_mut().find(|t| t.id == id) {
             t.appearance = Some(embedding);
@@ -326,6 +391,14 @@ impl Tracker {
                 out.assigned.push((d, track.id));
             }
         }
+        // Young tracks seen in this frame, for late re-identification below.
+        let young: Vec<(u64, usize)> = matched
+            .iter()
+            .filter(|&&(t, _)| {
+                self.tracks[t].hits <= cfg.reid_young_hits && self.tracks[t].phase != Phase::Lost
+            })
+            .map(|&(t, d)| (self.tracks[t].id, d))
+            .collect();
         for (t, track) in self.tracks.iter_mut().enumerate() {
             if !seen[t] {
                 track.unseen += 1;
@@ -336,10 +409,18 @@ impl Tracker {
         }
         // Ends: lost too long, or tentative and missed once.
         let max_lost = cfg.max_lost_frames;
+        let frame = self.frame;
+        let left_view = |t: &Track| {
+            frame.is_some_and(|(w, h)| {
+                let (cx, cy) = (t.mean[0] as f64, t.mean[1] as f64);
+                !(0.0..w).contains(&cx) || !(0.0..h).contains(&cy)
+            })
+        };
         self.tracks.retain(|t| {
             let gone = match t.phase {
                 Phase::Tentative => t.unseen > 0,
-                _ => t.unseen > max_lost,
+                Phase::Lost => t.unseen > max_lost || left_view(t),
+                Phase::Tracked => t.unseen > max_lost,
             };
             if gone && t.phase != Phase::Tentative {
                 out.ended.push(t.id);
@@ -375,8 +456,64 @@ impl Tracker {
             }
             self.tracks.push(t);
         }
+        for (young_id, d) in young {
+            self.late_reidentify(young_id, d, &mut out, appearance);
+        }
         out.assigned.sort_unstable();
         out
+    }
+
+    /// Whether young track `young_id` (seen this frame in detection `d`) was taken over by a
+    /// lost track whose face agrees; `out` is rewritten to say so.
+    fn late_reidentify(
+        &mut self,
+        young_id: u64,
+        d: usize,
+        out: &mut Update,
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> bool {
+        let lost = |t: &Track| {
+            t.phase == Phase::Lost && t.unseen > 0 && t.appearance.is_some() && t.id < young_id
+        };
+        if !self.tracks.iter().any(lost) {
+            return false;
+        }
+        let Some(e) = appearance(d) else {
+            return false;
+        };
+        let Some((li, _)) = self
+            .tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| lost(t))
+            .filter_map(|(i, t)| t.appearance.as_ref().map(|a| (i, distance(&e, a))))
+            .filter(|(_, dist)| *dist <= self.config.reid_distance)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+        else {
+            return false;
+        };
+        let Some(yi) = self.tracks.iter().position(|t| t.id == young_id) else {
+            return false;
+        };
+        let young = self.tracks.remove(yi);
+        let li = if li > yi { li - 1 } else { li };
+        let old = &mut self.tracks[li];
+        old.mean = young.mean;
+        old.cov = young.cov;
+        old.phase = Phase::Tracked;
+        old.unseen = 0;
+        old.hits += young.hits;
+        let old_id = old.id;
+        let reported = young.phase == Phase::Tracked;
+        if let Some(k) = out.started.iter().position(|&id| id == young_id) {
+            // Reported in this very frame: it never was, as far as the caller knows.
+            out.started.remove(k);
+        } else if reported {
+            out.merged.push((young_id, old_id));
+        }
+        out.assigned.retain(|&(_, id)| id != young_id);
+        out.assigned.push((d, old_id));
+        true
     }
 
     /// The lost track (with a known appearance, its predicted box near `r`) that the face of
@@ -517,7 +654,11 @@ impl Tracker {
         for &(t, d) in &pairs {
             let j = dets.iter().position(|&x| x == d);
             if let Some(Some(Some(e))) = j.map(|j| embeddings[j].clone()) {
-                self.tracks[t].appearance = Some(e);
+                let track = &mut self.tracks[t];
+                track.appearance = Some(match track.appearance.take() {
+                    Some(old) => blend(&old, &e),
+                    None => e,
+                });
             }
         }
         let used_t: std::collections::HashSet<usize> = pairs.iter().map(|p| p.0).collect();

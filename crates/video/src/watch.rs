@@ -5,7 +5,10 @@
 //! tracked face gets landmarks, an aligned chip and its quality; a track keeps only its
 //! `best_frames` best chips (by [`frame_rank`]). A track is decided once: when it has been seen
 //! `decide_after_frames` times, or when it ends, whichever comes first; later frames of a decided
-//! track only keep it tracked. Only the kept chips are embedded (plus one chip when a track starts,
+//! track only keep it tracked. When the tracker finds a young track to be a lost one found again
+//! (late re-identification), the lost track continues with the young one's kept frames and the
+//! young one ends without a decision (`merged_into`): one passer-by, one decision, even if the
+//! face was hidden for a while. Only the kept chips are embedded (plus one chip when a track starts,
 //! as its appearance for the tracker's crossing gate). Chips and embeddings are zeroised when
 //! they are dropped; no frame is kept.
 
@@ -175,6 +178,9 @@ pub enum Event {
         time_ms: u64,
         frames_seen: u32,
         decided: bool,
+        /// The earlier track this one turned out to be (the same face found again after it was
+        /// lost): that track goes on with this one's frames, and decides for both, once.
+        merged_into: Option<u64>,
     },
 }
 
@@ -266,6 +272,7 @@ impl Watcher {
             e.map(|e| if similarity { unit(&e) } else { e })
         };
         let clock = std::time::Instant::now();
+        self.tracker.set_frame_size(img.width(), img.height());
         let update = self.tracker.update(&obs, &mut looks);
         // The tracker's time, without the appearance embeddings it asked for (counted apart).
         self.seconds.track += (clock.elapsed().as_secs_f64() - appearance.get()).max(0.0);
@@ -275,6 +282,9 @@ impl Watcher {
             .map(|&(d, id)| (id, dets[d].rect))
             .collect();
         let mut events = Vec::new();
+        for &(young, old) in &update.merged {
+            self.merge(young, old, frame, &mut events);
+        }
         for &id in &update.started {
             let collecting = self.tracks.values().filter(|t| t.collecting).count()
                 < self.cfg.max_collected_tracks;
@@ -379,6 +389,14 @@ impl Watcher {
                     p,
                     &mut self.seconds,
                 )? {
+                    // The fused best frames are the best picture of this face the tracker will
+                    // get: what it re-identifies the face by if it is lost from here on.
+                    let look = if p.metric().is_similarity() {
+                        unit(&ev.fused)
+                    } else {
+                        ev.fused.clone()
+                    };
+                    self.tracker.set_appearance(id, look);
                     events.push(Event::Decide(ev));
                 }
             }
@@ -397,6 +415,35 @@ impl Watcher {
             self.end(id, frame, time, p, &mut events)?;
         }
         Ok(events)
+    }
+
+    /// Track `young` was the lost track `old` found again: `old` takes its collected frames
+    /// (keeping the best) and its count, and `young` ends without a decision of its own.
+    fn merge(&mut self, young: u64, old: u64, frame: &Frame, events: &mut Vec<Event>) {
+        let Some(mut y) = self.tracks.remove(&young) else {
+            return;
+        };
+        if let Some(o) = self.tracks.get_mut(&old) {
+            o.seen += y.seen;
+            // One decision per passer-by: if either was decided, the merged track was.
+            o.decided |= y.decided;
+            if o.decided || !o.collecting {
+                o.kept.clear();
+            } else {
+                o.kept.append(&mut y.kept);
+                o.kept.sort_by(|a, b| b.rank.total_cmp(&a.rank));
+                o.kept.truncate(self.cfg.best_frames.max(1));
+            }
+        }
+        events.push(Event::TrackEnd {
+            track: young,
+            first_frame: y.first_frame,
+            frame: frame.index,
+            time_ms: frame.time_ms,
+            frames_seen: y.seen,
+            decided: y.decided,
+            merged_into: Some(old),
+        });
     }
 
     fn end(
@@ -420,6 +467,7 @@ impl Watcher {
             time_ms,
             frames_seen: state.seen,
             decided: state.decided,
+            merged_into: None,
         });
         Ok(())
     }

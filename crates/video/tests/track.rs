@@ -220,3 +220,103 @@ fn appearance_prevents_the_swap_that_motion_makes() {
     let (ids, _) = run(&frames, Some(&looks), TrackerConfig::default());
     assert_eq!((ids[0].len(), ids[1].len()), (1, 1), "{ids:?}");
 }
+
+/// A face hidden behind another comes out half hidden (its first frames look unlike it) and away
+/// from where its lost track coasted: it starts a new track, and once its whole face is seen the
+/// lost track takes that young track over (reported as merged), so the passer-by stays one track.
+#[test]
+fn a_face_found_again_half_hidden_is_taken_over_once_it_is_whole() {
+    let whole = vec![1.0, 0.0, 0.0];
+    let half_hidden = vec![0.6, 0.8, 0.0];
+    let mut t = Tracker::new(TrackerConfig::default());
+    let mut ids = Vec::new();
+    let mut merged = Vec::new();
+    let mut ended = Vec::new();
+    for k in 0..80usize {
+        // Walks right for 20 frames, hidden for 30 (standing still behind someone), then on.
+        let (obs, look) = match k {
+            0..20 => (Some(face(100.0 + 4.0 * k as f64, 200.0, 80.0, 1.0)), &whole),
+            20..50 => (None, &whole),
+            50..53 => (
+                Some(face(180.0 + 4.0 * (k - 50) as f64, 200.0, 80.0, 1.0)),
+                &half_hidden,
+            ),
+            _ => (
+                Some(face(180.0 + 4.0 * (k - 50) as f64, 200.0, 80.0, 1.0)),
+                &whole,
+            ),
+        };
+        let dets: Vec<Observation> = obs.into_iter().collect();
+        let up = t.update(&dets, &mut |_| Some(look.clone()));
+        if k == 0 {
+            t.set_appearance(1, whole.clone());
+        }
+        for (_, id) in &up.assigned {
+            if ids.last() != Some(id) {
+                ids.push(*id);
+            }
+        }
+        merged.extend(up.merged);
+        ended.extend(up.ended);
+    }
+    ended.extend(t.finish());
+    assert_eq!(ids, vec![1, 2, 1], "{ids:?}");
+    assert_eq!(merged, vec![(2, 1)]);
+    assert_eq!(
+        ended,
+        vec![1],
+        "the young track ends as merged, not as a passer-by"
+    );
+
+    // A different face coming out there is not taken for the lost one.
+    let mut t = Tracker::new(TrackerConfig::default());
+    let other = vec![0.0, 0.0, 1.0];
+    let mut merged = Vec::new();
+    for k in 0..80usize {
+        let (obs, look) = match k {
+            0..20 => (Some(face(100.0 + 4.0 * k as f64, 200.0, 80.0, 1.0)), &whole),
+            20..50 => (None, &whole),
+            _ => (
+                Some(face(180.0 + 4.0 * (k - 50) as f64, 200.0, 80.0, 1.0)),
+                &other,
+            ),
+        };
+        let dets: Vec<Observation> = obs.into_iter().collect();
+        let up = t.update(&dets, &mut |_| Some(look.clone()));
+        if k == 0 {
+            t.set_appearance(1, whole.clone());
+        }
+        merged.extend(up.merged);
+    }
+    assert!(merged.is_empty(), "{merged:?}");
+}
+
+/// A face that walks out of the picture: once its predicted centre has left the frame its track
+/// ends, instead of coasting for `max_lost_frames` (and being there to claim whoever comes in).
+#[test]
+fn a_track_ends_when_its_face_has_left_the_frame() {
+    let end_frame = |frame_size: Option<(u32, u32)>| {
+        let mut t = Tracker::new(TrackerConfig::default());
+        for k in 0..200u32 {
+            if let Some((w, h)) = frame_size {
+                t.set_frame_size(w, h);
+            }
+            // Walks right at 8 px a frame; the detector stops finding it at the right edge.
+            let x = 100.0 + 8.0 * k as f64;
+            let dets: Vec<Observation> = if x < 610.0 {
+                vec![face(x, 200.0, 80.0, 1.0)]
+            } else {
+                vec![]
+            };
+            if !t.update(&dets, &mut |_| None).ended.is_empty() {
+                return k;
+            }
+        }
+        u32::MAX
+    };
+    // Last seen at frame 63 (x = 604): its centre passes 640 five frames later.
+    let with_size = end_frame(Some((640, 480)));
+    assert!((64..=70).contains(&with_size), "ended at {with_size}");
+    let without = end_frame(None);
+    assert_eq!(without, 63 + TrackerConfig::default().max_lost_frames + 1);
+}
