@@ -532,6 +532,17 @@ impl ExactIndex {
         }
     }
 
+    /// The per-row inputs of the bounds for blocks `b..b + nb`.
+    fn block_meta(&self, b: usize, nb: usize) -> BlockMeta<'_> {
+        let r = b * LANES..(b + nb) * LANES;
+        BlockMeta {
+            scale: &self.scale[r.clone()],
+            half_norm2: &self.half_norm2[r.clone()],
+            residual: &self.residual[r.clone()],
+            offset: &self.code_offset_sum[r],
+        }
+    }
+
     fn scan(
         &self,
         queries: &[Query],
@@ -543,15 +554,6 @@ impl ExactIndex {
         let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
         let mut out = [LaneBounds::default(); MAX_TILE_BLOCKS * MAX_GROUP];
         let mut taus = [0.0f32; MAX_GROUP];
-        let meta = |b: usize, nb: usize| {
-            let r = b * LANES..(b + nb) * LANES;
-            BlockMeta {
-                scale: &self.scale[r.clone()],
-                half_norm2: &self.half_norm2[r.clone()],
-                residual: &self.residual[r.clone()],
-                offset: &self.code_offset_sum[r],
-            }
-        };
         // Tiles of blocks stay in cache while every query of the batch passes over them, up to 8
         // queries at a time through the kernel (each row vector loaded once for the group); each
         // query's top-k state carries over from tile to tile, so its bound tightens early. Rows
@@ -573,7 +575,7 @@ impl ExactIndex {
                         group,
                         nb,
                         &self.codes[b * bb..(b + nb) * bb],
-                        &meta(b, nb),
+                        &self.block_meta(b, nb),
                         &taus[..g],
                         &mut out[..nb * g],
                     );

@@ -150,9 +150,9 @@ pub(super) fn group_size(remaining: usize) -> usize {
 impl Kernel {
     /// Bounds of `nb` consecutive blocks (see [`tile_blocks`]; their codes in `blocks`, their
     /// per-row inputs in `meta`) against each of `queries` (see [`group_size`]), each query
-    /// against its own tau:
-    /// `out[b * queries.len() + q]`. The VNNI kernel loads each row vector once for all the queries (register blocking), which is
-    /// what makes a batch cheaper per query than single searches.
+    /// against its own tau: `out[b * queries.len() + q]`. The VNNI kernel loads each row vector
+    /// once for all the queries (register blocking), which is what makes a batch cheaper per
+    /// query than single searches.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tile(
         self,

@@ -101,19 +101,10 @@ fn tile_kernels_agree_bit_for_bit() {
             .map(|q| idx.prepare(q, None))
             .collect();
         let bb = LANES * idx.dim_p;
-        let meta = |b: usize, nb: usize| {
-            let r = b * LANES..(b + nb) * LANES;
-            BlockMeta {
-                scale: &idx.scale[r.clone()],
-                half_norm2: &idx.half_norm2[r.clone()],
-                residual: &idx.residual[r.clone()],
-                offset: &idx.code_offset_sum[r],
-            }
-        };
         for g in [1, 2, 4, 8] {
             for nb in [1, 2, 4] {
                 for b0 in [0, 6 - nb] {
-                    let metas = meta(b0, nb);
+                    let metas = idx.block_meta(b0, nb);
                     let codes = &idx.codes[b0 * bb..(b0 + nb) * bb];
                     let group = &queries[8 - g..];
                     // First every lane (tau -inf), then each query's tau at its median bound in
