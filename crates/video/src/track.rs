@@ -21,6 +21,11 @@ use nalgebra::{SMatrix, SVector};
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 use vision::geometry::Rect;
+use zeroize::Zeroizing;
+
+/// An embedding the tracker holds: zeroised when dropped (a track's appearance, a detection's
+/// face while it is compared), so no face template outlives its use here.
+type Face = Zeroizing<Vec<f32>>;
 
 type State = SVector<f32, 8>;
 type Cov = SMatrix<f32, 8, 8>;
@@ -131,7 +136,7 @@ struct Track {
     hits: u32,
     unseen: u32,
     /// The appearance of the face as last confirmed (normalised embedding), when known.
-    appearance: Option<Vec<f32>>,
+    appearance: Option<Face>,
 }
 
 /// The tracker of one stream.
@@ -189,22 +194,24 @@ const APPEARANCE_UPDATE: f32 = 0.1;
 
 /// The appearance after confirming face `e`: a moving average, scaled back to the mean of the
 /// two norms (so a unit-length pack's appearance stays unit length).
-fn blend(old: &[f32], e: &[f32]) -> Vec<f32> {
+fn blend(old: &[f32], e: &[f32]) -> Face {
     if old.len() != e.len() {
-        return e.to_vec();
+        return Zeroizing::new(e.to_vec());
     }
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let mixed: Vec<f32> = old
-        .iter()
-        .zip(e)
-        .map(|(a, b)| (1.0 - APPEARANCE_UPDATE) * a + APPEARANCE_UPDATE * b)
-        .collect();
+    let mut mixed: Face = Zeroizing::new(
+        old.iter()
+            .zip(e)
+            .map(|(a, b)| (1.0 - APPEARANCE_UPDATE) * a + APPEARANCE_UPDATE * b)
+            .collect(),
+    );
     let want = (1.0 - APPEARANCE_UPDATE) * norm(old) + APPEARANCE_UPDATE * norm(e);
     let have = norm(&mixed);
     if have > 0.0 && have.is_finite() && want.is_finite() {
-        mixed.iter().map(|x| x * want / have).collect()
+        mixed.iter_mut().for_each(|x| *x *= want / have);
+        mixed
     } else {
-        e.to_vec()
+        Zeroizing::new(e.to_vec())
     }
 }
 
@@ -331,7 +338,7 @@ impl Tracker {
     /// frames), replacing what it had.
     pub fn set_appearance(&mut self, id: u64, embedding: Vec<f32>) {
         if let Some(t) = self.tracks.iter_mut().find(|t| t.id == id) {
-            t.appearance = Some(embedding);
+            t.appearance = Some(Zeroizing::new(embedding));
         }
     }
 
@@ -463,23 +470,23 @@ impl Tracker {
         out
     }
 
-    /// Whether young track `young_id` (seen this frame in detection `d`) was taken over by a
-    /// lost track whose face agrees; `out` is rewritten to say so.
+    /// Young track `young_id` (seen this frame in detection `d`) is taken over by the lost
+    /// track whose face agrees best, if one does; `out` is rewritten to say so.
     fn late_reidentify(
         &mut self,
         young_id: u64,
         d: usize,
         out: &mut Update,
         appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
-    ) -> bool {
+    ) {
         let lost = |t: &Track| {
             t.phase == Phase::Lost && t.unseen > 0 && t.appearance.is_some() && t.id < young_id
         };
         if !self.tracks.iter().any(lost) {
-            return false;
+            return;
         }
-        let Some(e) = appearance(d) else {
-            return false;
+        let Some(e) = appearance(d).map(Zeroizing::new) else {
+            return;
         };
         let Some((li, _)) = self
             .tracks
@@ -490,10 +497,10 @@ impl Tracker {
             .filter(|(_, dist)| *dist <= self.config.reid_distance)
             .min_by(|a, b| a.1.total_cmp(&b.1))
         else {
-            return false;
+            return;
         };
         let Some(yi) = self.tracks.iter().position(|t| t.id == young_id) else {
-            return false;
+            return;
         };
         let young = self.tracks.remove(yi);
         let li = if li > yi { li - 1 } else { li };
@@ -513,7 +520,6 @@ impl Tracker {
         }
         out.assigned.retain(|&(_, id)| id != young_id);
         out.assigned.push((d, old_id));
-        true
     }
 
     /// The lost track (with a known appearance, its predicted box near `r`) that the face of
@@ -547,7 +553,7 @@ impl Tracker {
         if candidates.is_empty() {
             return None;
         }
-        let e = appearance(d)?;
+        let e = Zeroizing::new(appearance(d)?);
         candidates
             .iter()
             .filter_map(|t| t.appearance.as_ref().map(|a| (t.id, distance(&e, a))))
@@ -591,7 +597,7 @@ impl Tracker {
         }
         // Appearance only where the boxes are ambiguous and a track knows its face.
         let candidates = |row: &[f32]| row.iter().filter(|v| **v >= min_iou).count();
-        let mut embeddings: Vec<Option<Option<Vec<f32>>>> = vec![None; dets.len()];
+        let mut embeddings: Vec<Option<Option<Face>>> = vec![None; dets.len()];
         for (i, &t) in tracks.iter().enumerate() {
             let Some(known) = self.tracks[t].appearance.clone() else {
                 continue;
@@ -608,7 +614,7 @@ impl Tracker {
                 if !(row_ambiguous || col_ambiguous || lost) {
                     continue;
                 }
-                let e = embeddings[j].get_or_insert_with(|| appearance(d));
+                let e = embeddings[j].get_or_insert_with(|| appearance(d).map(Zeroizing::new));
                 if let Some(e) = e {
                     if distance(e, &known) > self.config.appearance_gate {
                         overlap[i][j] = 0.0;
