@@ -227,6 +227,9 @@ struct Query {
     b: f32,
     /// Lower limit on the score from the caller's threshold (open-set search), if any.
     floor: f32,
+    /// |q|, and the slack for f32 rounding per unit of |x| (in `b`; kept apart for `narrow`).
+    norm: f64,
+    slack: f64,
 }
 
 /// Top-k state of one query over one share of the rows.
@@ -529,6 +532,8 @@ impl ExactIndex {
             a: (qhat * (1.0 + 1e-6)) as f32,
             b: (resid as f64 + slack) as f32,
             floor: floor.unwrap_or(f32::NEG_INFINITY),
+            norm: qn,
+            slack,
         }
     }
 
@@ -680,7 +685,7 @@ impl ExactIndex {
             candidates
                 .into_par_iter()
                 .enumerate()
-                .map(|(qi, rows)| self.narrow(queries[qi], rows, k, prepared[qi].floor))
+                .map(|(qi, rows)| self.narrow(queries[qi], &prepared[qi], rows, k))
                 .collect()
         };
         let fetched: Option<std::collections::HashMap<u32, Zeroizing<Vec<f32>>>> =
@@ -742,14 +747,13 @@ impl ExactIndex {
     /// per query at 512-D over 10^6 unit vectors). Provable as the scan's: the k-th best lower end
     /// is at most the k-th best true score, and every row of the true top k has an upper end at or
     /// above its score.
-    fn narrow(&self, q: &[f32], rows: Vec<u32>, k: usize, floor: f32) -> Vec<u32> {
+    /// `prepared` is `q` as `prepare` made it (its norm, slack and floor are used here: the
+    /// slack covers f32 rounding of q·x̂, at most dim·2⁻²⁴·|q|·|x̂|, as it covers the scan's).
+    fn narrow(&self, q: &[f32], prepared: &Query, rows: Vec<u32>, k: usize) -> Vec<u32> {
         if rows.len() <= k {
             return rows;
         }
-        let qn: f64 = q.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-        // f32 rounding of q·x̂ (at most dim·2⁻²⁴·|q|·|x̂|), of |x|²/2 and of the stored bounds,
-        // generously (as `prepare`'s slack), per unit of |x|.
-        let slack = qn * (self.dim as f64 + 8.0) * 1.2e-7 * 4.0;
+        let (qn, slack) = (prepared.norm, prepared.slack);
         let mut qp = vec![0.0f32; self.dim_p];
         qp[..self.dim].copy_from_slice(q);
         let mut x = vec![0.0f32; self.dim_p];
@@ -758,7 +762,7 @@ impl ExactIndex {
             .map(|row| {
                 let r = row as usize;
                 // The row's codes, group by group of 4 dimensions (see the layout above).
-                let at = (r / LANES) * LANES * self.dim_p + (r % LANES) * 4;
+                let at = self.code_offset(r, 0);
                 for (g, xs) in x.chunks_exact_mut(4).enumerate() {
                     let c = &self.codes[at + g * 64..at + g * 64 + 4];
                     for (xv, cv) in xs.iter_mut().zip(c) {
@@ -778,7 +782,7 @@ impl ExactIndex {
             .get(k - 1)
             .copied()
             .unwrap_or(f64::NEG_INFINITY)
-            .max(floor as f64);
+            .max(prepared.floor as f64);
         ranges
             .into_iter()
             .filter(|r| r.2 >= tau)

@@ -155,7 +155,7 @@ fn narrowing_keeps_the_true_top_k_and_drops_the_rest() {
         for q in vecs(10, 12, dim, clustered) {
             let all: Vec<u32> = (0..base.len() as u32).collect();
             for k in [1, 10] {
-                let kept = idx.narrow(&q, all.clone(), k, f32::NEG_INFINITY);
+                let kept = idx.narrow(&q, &idx.prepare(&q, None), all.clone(), k);
                 for h in full.search_exhaustive(&q, k, None, 0) {
                     assert!(kept.contains(&(h.id as u32)), "dim {dim} k {k}");
                 }
@@ -166,7 +166,7 @@ fn narrowing_keeps_the_true_top_k_and_drops_the_rest() {
                 );
             }
             let floor = full.search_exhaustive(&q, 3, None, 0)[2].score;
-            let kept = idx.narrow(&q, all.clone(), 50, floor);
+            let kept = idx.narrow(&q, &idx.prepare(&q, Some(floor)), all.clone(), 50);
             for h in full.search_exhaustive(&q, 50, Some(floor), 0) {
                 assert!(kept.contains(&(h.id as u32)));
             }
