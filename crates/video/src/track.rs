@@ -479,24 +479,7 @@ impl Tracker {
         out: &mut Update,
         appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
     ) {
-        let lost = |t: &Track| {
-            t.phase == Phase::Lost && t.unseen > 0 && t.appearance.is_some() && t.id < young_id
-        };
-        if !self.tracks.iter().any(lost) {
-            return;
-        }
-        let Some(e) = appearance(d).map(Zeroizing::new) else {
-            return;
-        };
-        let Some((li, _)) = self
-            .tracks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| lost(t))
-            .filter_map(|(i, t)| t.appearance.as_ref().map(|a| (i, distance(&e, a))))
-            .filter(|(_, dist)| *dist <= self.config.reid_distance)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-        else {
+        let Some(li) = self.closest_lost(|t| t.id < young_id, d, appearance) else {
             return;
         };
         let Some(yi) = self.tracks.iter().position(|t| t.id == young_id) else {
@@ -539,27 +522,34 @@ impl Tracker {
             );
             dx.hypot(dy) <= self.config.reid_reach as f64 * p.width().max(r.width())
         };
-        let candidates: Vec<&Track> = self
-            .tracks
-            .iter()
-            .filter(|t| {
-                t.phase == Phase::Lost
-                    && t.unseen > 0
-                    && t.appearance.is_some()
-                    && !taken.contains(&t.id)
-                    && near(t)
-            })
-            .collect();
-        if candidates.is_empty() {
+        self.closest_lost(|t| !taken.contains(&t.id) && near(t), d, appearance)
+            .map(|i| self.tracks[i].id)
+    }
+
+    /// The index of the lost track (with a known appearance, and `eligible`) whose face is
+    /// closest to detection `d`'s, if within `reid_distance`; `d`'s face is asked for only
+    /// when there is such a track.
+    fn closest_lost(
+        &self,
+        eligible: impl Fn(&Track) -> bool,
+        d: usize,
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> Option<usize> {
+        let lost = |t: &Track| {
+            t.phase == Phase::Lost && t.unseen > 0 && t.appearance.is_some() && eligible(t)
+        };
+        if !self.tracks.iter().any(lost) {
             return None;
         }
         let e = Zeroizing::new(appearance(d)?);
-        candidates
+        self.tracks
             .iter()
-            .filter_map(|t| t.appearance.as_ref().map(|a| (t.id, distance(&e, a))))
+            .enumerate()
+            .filter(|(_, t)| lost(t))
+            .filter_map(|(i, t)| t.appearance.as_ref().map(|a| (i, distance(&e, a))))
             .filter(|(_, dist)| *dist <= self.config.reid_distance)
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(id, _)| id)
+            .map(|(i, _)| i)
     }
 
     /// End every track (the stream ended): their ids, in start order.

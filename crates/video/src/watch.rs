@@ -269,7 +269,7 @@ impl Watcher {
             let lm = p.landmarks_for(img, &dets[i]).ok();
             let e = lm.and_then(|lm| p.embed_aligned(&[p.chip(img, &lm)]).ok()?.pop());
             appearance.set(appearance.get() + clock.elapsed().as_secs_f64());
-            e.map(|e| if similarity { unit(&e) } else { e })
+            e.map(|e| pack_geometry(similarity, e))
         };
         let clock = std::time::Instant::now();
         self.tracker.set_frame_size(img.width(), img.height());
@@ -391,12 +391,8 @@ impl Watcher {
                 )? {
                     // The fused best frames are the best picture of this face the tracker will
                     // get: what it re-identifies the face by if it is lost from here on.
-                    let look = if p.metric().is_similarity() {
-                        unit(&ev.fused)
-                    } else {
-                        ev.fused.clone()
-                    };
-                    self.tracker.set_appearance(id, look);
+                    self.tracker
+                        .set_appearance(id, pack_geometry(similarity, ev.fused.clone()));
                     events.push(Event::Decide(ev));
                 }
             }
@@ -470,6 +466,19 @@ impl Watcher {
             merged_into: None,
         });
         Ok(())
+    }
+}
+
+/// An embedding as the tracker compares them: raw for a distance pack, on the unit sphere for a
+/// similarity pack (so the tracker's Euclidean gates follow the pack's threshold). The input is
+/// zeroised when it is replaced.
+fn pack_geometry(similarity: bool, mut e: Vec<f32>) -> Vec<f32> {
+    if similarity {
+        let u = unit(&e);
+        e.zeroize();
+        u
+    } else {
+        e
     }
 }
 
