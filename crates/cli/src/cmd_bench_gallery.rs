@@ -200,6 +200,20 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         );
     }
     let (reloads, followed) = other.load_stats();
+    // On PostgreSQL the other node also listens to the change feed: how long from a change's
+    // acknowledgement on this node until the other node's index has applied it, with no search
+    // asking (the change-feed lag), and what the other's first search costs then.
+    let (mut lag_ms, mut notified_search_ms) = (Vec::new(), Vec::new());
+    if !embedded {
+        lag_ms = change_feed_lag(
+            &store,
+            &other,
+            &ctx,
+            a.cycles,
+            &mut || (0..a.dim).map(|_| fresh()).collect(),
+            &mut notified_search_ms,
+        )?;
+    }
     let pct = |v: &mut Vec<f64>, q: f64| -> f64 {
         v.sort_by(f64::total_cmp);
         v.get(((v.len() as f64 - 1.0) * q).round() as usize)
@@ -230,7 +244,95 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
             "other_node_search_after_change_ms_p99": pct(&mut follow_ms, 0.99),
             "other_node_search_steady_ms_p50": pct(&mut steady_ms, 0.5),
             "other_node_reloads": reloads, "other_node_changes_followed": followed,
+            "change_feed_lag_ms_p50": if embedded { json!(null) } else { json!(pct(&mut lag_ms, 0.5)) },
+            "change_feed_lag_ms_p99": if embedded { json!(null) } else { json!(pct(&mut lag_ms, 0.99)) },
+            "change_feed_lag_ms_max": if embedded { json!(null) } else { json!(pct(&mut lag_ms, 1.0)) },
+            "change_feed_applied_before_ack": if embedded { json!(null) } else { json!(lag_ms.iter().filter(|l| **l == 0.0).count()) },
+            "change_feed_changes": lag_ms.len(),
+            "other_node_search_after_notified_change_ms_p50": if embedded { json!(null) } else { json!(pct(&mut notified_search_ms, 0.5)) },
+            "change_feed_note": if embedded { "SQLite has no change feed: another process follows a change at its next search" } else { "lag: from this node's acknowledgement of an enrolment or erasure until the other node's index has applied it (LISTEN/NOTIFY, then the change read and the subject's templates opened), polled every 50 us, no search on the other node meanwhile; 0 when the other node had applied it before the acknowledgement returned (notices go out at commit, the acknowledgement after the writer's own index and audit mirror are updated)" },
         })
     );
     Ok(0)
+}
+
+/// Cycles of enrol-then-erase on `store` while `other` follows the change feed on a thread of its
+/// own; returns each change's lag (ms) until `other`'s index reached the change's generation,
+/// and pushes the cost of `other`'s first search after each enrolment to `search_ms`.
+fn change_feed_lag(
+    store: &Store,
+    other: &Store,
+    ctx: &Context,
+    cycles: usize,
+    template: &mut dyn FnMut() -> Vec<f32>,
+    search_ms: &mut Vec<f64>,
+) -> Result<Vec<f64>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| -> Result<Vec<f64>> {
+        let follower = sc.spawn(|| {
+            other.follow_notices(&stop, Duration::from_millis(200), &mut |e| {
+                eprintln!("change feed: {e}")
+            })
+        });
+        let measured = (|| -> Result<Vec<f64>> {
+            let mut lag = Vec::new();
+            // The feed opens on the follower's thread; give it a moment before the first change.
+            std::thread::sleep(Duration::from_millis(500));
+            let wait_for = |g: i64| -> Result<f64> {
+                let t = Instant::now();
+                if other.loaded_generation("bench") == Some(g) {
+                    return Ok(0.0);
+                }
+                while other.loaded_generation("bench") != Some(g) {
+                    anyhow::ensure!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "the other node did not apply generation {g} within 10 s (at {:?})",
+                        other.loaded_generation("bench")
+                    );
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            for c in 0..cycles {
+                let reference = format!("FEED{c:07}");
+                let t_ = template();
+                store.enrol(
+                    ctx,
+                    "bench",
+                    &reference,
+                    std::slice::from_ref(&t_),
+                    Metric::Euclidean,
+                    "bench",
+                    &Enrolment::default(),
+                )?;
+                let g = store
+                    .loaded_generation("bench")
+                    .context("the enrolling node has the gallery loaded")?;
+                lag.push(wait_for(g)?);
+                let t = Instant::now();
+                let r = other.identify(ctx, "bench", &t_, Some(1), 0.6)?;
+                search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                anyhow::ensure!(
+                    r.candidates
+                        .first()
+                        .is_some_and(|c| c.reference == reference),
+                    "the other node did not find a subject it had been notified of"
+                );
+                store.delete(ctx, "bench", &reference, "benchmark")?;
+                let g = store
+                    .loaded_generation("bench")
+                    .context("the erasing node has the gallery loaded")?;
+                lag.push(wait_for(g)?);
+            }
+            Ok(lag)
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let has_feed = follower
+            .join()
+            .map_err(|_| anyhow::anyhow!("the change follower panicked"))?;
+        anyhow::ensure!(has_feed, "this store has no change feed");
+        measured
+    })
 }

@@ -291,3 +291,133 @@ fn migrate_an_embedded_deployment_to_postgres_and_back() {
         "both migrations recorded"
     );
 }
+
+/// A serving node's counters of whole-gallery loads and followed changes (`/metrics`).
+fn load_counters(base: &str, api_key: &str) -> (u64, u64) {
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("Authorization", format!("Bearer {api_key}"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+            .parse()
+            .unwrap()
+    };
+    (
+        value("facegate_gallery_loads_total"),
+        value("facegate_gallery_changes_followed_total"),
+    )
+}
+
+#[test]
+fn a_serving_node_follows_other_nodes_changes_without_being_asked() {
+    let Some(pg) = PgCluster::start() else { return };
+    pg.create_db("fg");
+    pg.create_db("fg_keys");
+    let url = pg.url("fg");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let key = dir.path().join("master.key");
+    let (code, _, err) = node(&a, &key, &url, &common::create_gallery_args("rt"));
+    assert_eq!(code, 0, "{err}");
+    let input = dir.path().join("emb.jsonl");
+    common::embeddings_file(&input, 20);
+    let (code, _, err) = node(
+        &a,
+        &key,
+        &url,
+        &[
+            "--role",
+            "enroller",
+            "enrol",
+            "--gallery",
+            "rt",
+            "--embeddings",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Node B serves the gallery (loaded at start).
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = b.join("server.toml");
+    std::fs::write(&cfg, "preload = [\"rt\"]\n").unwrap();
+    let (code, out, err) = node(&b, &key, &url, &["apikey", "create", "--role", "auditor"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let auditor = v["key"].as_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .arg("--data-dir")
+        .arg(&b)
+        .arg("--master-key")
+        .arg(&key)
+        .args([
+            "--store",
+            &url,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _server = Kill(child);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let settled = |want: (u64, u64)| {
+        let t = std::time::Instant::now();
+        loop {
+            let got = load_counters(&base, &auditor);
+            if got == want || t.elapsed() > std::time::Duration::from_secs(10) {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(settled((1, 0)), (1, 0), "B loads the gallery at start");
+    // Node A erases two subjects; B applies both with no request asking it to.
+    for s in ["S000003", "S000007"] {
+        let (code, _, err) = node(
+            &a,
+            &key,
+            &url,
+            &[
+                "delete",
+                "--gallery",
+                "rt",
+                "--subject",
+                s,
+                "--reason",
+                "subject request",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(
+        settled((1, 2)),
+        (1, 2),
+        "B follows A's erasures through the change feed, without a reload"
+    );
+}

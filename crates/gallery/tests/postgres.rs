@@ -462,3 +462,115 @@ fn a_node_cut_off_during_an_erasure_refuses_to_search_rather_than_return_the_era
     assert!(r.candidates.iter().all(|c| c.reference != "P0000007"));
     assert!(b.audit_verify(None, &[]).unwrap().ok);
 }
+
+/// Waits (at most 10 s) until `node`'s index of "rt" is at `generation`; how long that took.
+fn caught_up(node: &Store, generation: i64) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(10) {
+        if node.loaded_generation("rt") == Some(generation) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn a_node_follows_changes_when_notified_and_catches_up_after_losing_its_feed() {
+    let Some(pg) = PgCluster::start() else { return };
+    let urls = pg.store_urls("feed");
+    let link = common::pg::Link::to(pg.port);
+    let via_link = |u: &str| u.replace(&format!(":{}/", pg.port), &format!(":{}/", link.port));
+    let urls_b = (via_link(&urls.0), via_link(&urls.1));
+    let key = crypto::random_key().unwrap();
+    let (_t, clock) = TestClock::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dir_a.path(), &urls, &key, clock.clone());
+    let b = node(dir_b.path(), &urls_b, &key, clock);
+    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let ids = identities(7, 12, 128);
+    for (i, c) in ids.iter().take(10).enumerate() {
+        enrol(&a, &format!("P{i:07}"), c, &Enrolment::default());
+    }
+    a.preload("rt").unwrap();
+    b.preload("rt").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let problems = std::sync::Mutex::new(Vec::new());
+    /// Stops the follower however the scope ends (a failed assertion included).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|sc| {
+        let _stop = StopOnDrop(&stop);
+        let follower = sc.spawn(|| {
+            b.follow_notices(&stop, std::time::Duration::from_millis(100), &mut |e| {
+                problems.lock().unwrap().push(e.to_string())
+            })
+        });
+        // Give the feed time to open (a notice sent before it listens is caught up from
+        // the generations anyway, but this test wants to see notices).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // No search runs on B: only the notices move its index.
+        enrol(&a, "P0000010", &ids[10], &Enrolment::default());
+        let g = a.loaded_generation("rt").unwrap();
+        assert!(
+            caught_up(&b, g).is_some(),
+            "B did not follow an enrolment it was notified of (at {:?}, A at {g})",
+            b.loaded_generation("rt")
+        );
+        a.delete(&admin(), "rt", "P0000003", "subject's request")
+            .unwrap();
+        let g = a.loaded_generation("rt").unwrap();
+        assert!(caught_up(&b, g).is_some(), "B did not follow an erasure");
+        assert_eq!(b.load_stats(), (1, 2), "followed, not reloaded");
+        // B's feed is cut; A changes the gallery meanwhile (those notices are lost to B).
+        link.cut();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        a.delete(&admin(), "rt", "P0000004", "subject's request")
+            .unwrap();
+        enrol(&a, "P0000011", &ids[11], &Enrolment::default());
+        let g = a.loaded_generation("rt").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_ne!(b.loaded_generation("rt"), Some(g), "the link was cut");
+        link.restore();
+        assert!(
+            caught_up(&b, g).is_some(),
+            "B did not catch up after its feed came back"
+        );
+        assert_eq!(
+            b.load_stats(),
+            (1, 4),
+            "caught up from the recorded changes"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(follower.join().unwrap(), "PostgreSQL has a change feed");
+    });
+    assert!(
+        !problems.lock().unwrap().is_empty(),
+        "the cut feed was reported"
+    );
+    // What B's index holds is what A's does: searches find the same, with nothing to follow.
+    for (i, c) in ids.iter().enumerate() {
+        let probe = sample(c, 40 + i as u64);
+        let (ra, rb) = (
+            a.identify(&gate(), "rt", &probe, None, 0.6).unwrap(),
+            b.identify(&gate(), "rt", &probe, None, 0.6).unwrap(),
+        );
+        let refs = |r: &gallery::Identification| {
+            r.candidates
+                .iter()
+                .map(|c| c.reference.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(refs(&ra), refs(&rb));
+        let erased = i == 3 || i == 4;
+        assert_eq!(
+            refs(&rb).first().map(String::as_str) == Some(&format!("P{i:07}")),
+            !erased
+        );
+    }
+    assert_eq!(b.load_stats(), (1, 4));
+}

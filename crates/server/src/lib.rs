@@ -274,6 +274,20 @@ pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std:
         }
         st2.ready.store(true, Ordering::Relaxed);
     });
+    // Other nodes' changes are applied as they commit (PostgreSQL's change feed), not by the
+    // first search after them; without a feed (SQLite) the thread ends at once.
+    let stop_following = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (st, stop) = (st.clone(), stop_following.clone());
+        std::thread::Builder::new()
+            .name("facegate-changes".into())
+            .spawn(move || {
+                st.store
+                    .follow_notices(&stop, Duration::from_secs(1), &mut |e| {
+                        tracing::warn!(error = %e, "change feed: following other nodes' changes at the next search until it is back")
+                    })
+            })?
+    };
     let refusals = tokio::spawn(auth::audit_refusals(st.clone(), AUTH_FAILURE_WINDOW));
     let c = &st.config;
     let limits = conn::ConnLimits {
@@ -293,6 +307,8 @@ pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std:
         None => conn::serve(listener, app, limits, stats, shutdown_signal()).await,
     }
     refusals.abort();
+    stop_following.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
     // What was refused since the last record still reaches the log.
     st.flush_auth_failures().await;
     Ok(())

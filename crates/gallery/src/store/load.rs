@@ -190,6 +190,83 @@ impl Store {
         Ok(true)
     }
 
+    /// The generation a loaded gallery's index is at (`None` while it is not loaded).
+    pub fn loaded_generation(&self, gallery: &str) -> Option<i64> {
+        self.loaded_entry(gallery)
+            .map(|lg| lg.read().unwrap_or_else(|p| p.into_inner()).generation)
+    }
+
+    /// Follow the changes other nodes commit as they are committed, until `stop` is set: each
+    /// notice of the backend's change feed brings the loaded galleries it names up to date, so
+    /// the cost of applying a change (reading and opening an enrolled subject's templates)
+    /// falls here and not on the next search. Returns at once, false, when the backend has no
+    /// feed (SQLite). Blocks otherwise: run it on a thread of its own.
+    ///
+    /// This is a speed-up, not the guarantee: every search still reads the gallery's
+    /// generation first and follows what it lacks, so no search runs on an index older than
+    /// the database whether or not a notice arrived. When the feed breaks (its connection lost,
+    /// a failover), notices sent meanwhile are lost: it is reopened (every `retry` until it
+    /// opens), and every loaded gallery caught up from the recorded changes. Problems go to
+    /// `report`; none ends the loop.
+    pub fn follow_notices(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        retry: std::time::Duration,
+        report: &mut dyn FnMut(&GalleryError),
+    ) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        // How often the stop flag is looked at while nothing happens.
+        const TICK: std::time::Duration = std::time::Duration::from_millis(200);
+        let mut feed: Option<Box<dyn backend::ChangeNotices>> = None;
+        while !stop.load(Relaxed) {
+            let galleries = match feed.as_mut() {
+                Some(f) => match f.wait(TICK) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        report(&e);
+                        feed = None;
+                        continue;
+                    }
+                },
+                None => match self.backend.change_notices() {
+                    Ok(None) => return false,
+                    Ok(Some(f)) => {
+                        feed = Some(f);
+                        // Whatever was notified while there was no feed.
+                        let mut all: Vec<String> = self
+                            .loaded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .keys()
+                            .cloned()
+                            .collect();
+                        all.sort();
+                        all
+                    }
+                    Err(e) => {
+                        report(&e);
+                        let until = std::time::Instant::now() + retry;
+                        while !stop.load(Relaxed) && std::time::Instant::now() < until {
+                            std::thread::sleep(TICK.min(retry));
+                        }
+                        continue;
+                    }
+                },
+            };
+            for g in galleries {
+                // Only galleries this node searches are kept current; a notice for one it has
+                // not loaded (or that a policy change dropped) costs nothing.
+                if self.loaded_entry(&g).is_none() {
+                    continue;
+                }
+                if let Err(e) = self.load(&g) {
+                    report(&e);
+                }
+            }
+        }
+        true
+    }
+
     /// How often galleries were loaded whole, and how many changes were followed instead.
     pub fn load_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;

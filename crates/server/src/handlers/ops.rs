@@ -33,9 +33,15 @@ pub(crate) async fn openapi() -> Response {
 }
 
 pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    let mut body = st.metrics.render();
+    // How this node keeps its indexes current: changes followed (its own writes, other nodes'
+    // through the change feed or the check before a search) versus whole galleries loaded.
+    let (reloads, followed) = st.store.load_stats();
+    body.push_str(&format!(
+        "# HELP facegate_gallery_loads_total Galleries loaded whole into a search index (at start, after a change that cannot be followed).\n\
+         # TYPE facegate_gallery_loads_total counter\nfacegate_gallery_loads_total {reloads}\n\
+         # HELP facegate_gallery_changes_followed_total Enrolments and erasures applied to loaded indexes without a reload.\n\
+         # TYPE facegate_gallery_changes_followed_total counter\nfacegate_gallery_changes_followed_total {followed}\n"
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }

@@ -158,6 +158,14 @@ pub struct MarkOwner {
 /// A signed head as stored: (seq, hash, signature).
 pub type HeadRow = (u64, Vec<u8>, Vec<u8>);
 
+/// Notices of committed changes, from one connection that listens for them.
+pub trait ChangeNotices: Send {
+    /// Waits up to `timeout` for notices; returns the galleries they name (empty when none
+    /// came). An error means the feed broke (its connection was lost): notices sent meanwhile
+    /// are lost, so the caller catches up from the generations and opens a new feed.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Vec<String>>;
+}
+
 /// The read side of the audit log (also all an auditor's verification needs: no keys).
 pub trait AuditLog {
     /// The public key the log's heads are signed with, as stored.
@@ -189,6 +197,12 @@ pub trait Backend: AuditLog + Send + Sync {
     fn gallery_seed(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Moves on every change that a loaded index must follow.
     fn generation(&self, name: &str) -> Result<Option<i64>>;
+    /// A feed of notices that galleries' generations moved, sent by whoever commits the change
+    /// (PostgreSQL's LISTEN/NOTIFY); `None` where the backend has none (SQLite: a change is found
+    /// when the next search reads the generation).
+    fn change_notices(&self) -> Result<Option<Box<dyn ChangeNotices>>> {
+        Ok(None)
+    }
     /// The recorded changes of generations `after + 1 ..= upto`, in generation order (a
     /// generation without a row changed something else: the follower reloads).
     fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>>;

@@ -168,6 +168,7 @@ impl Conn {
 
 /// r2d2's view of a database: how to connect (plain, or TLS verified against the given roots)
 /// and how to tell a connection is still good.
+#[derive(Clone)]
 pub(crate) struct Manager {
     config: ::postgres::Config,
     tls: Option<MakeRustlsConnect>,
@@ -304,11 +305,63 @@ pub(super) fn database_identity(c: &::postgres::Config) -> (String, String) {
     (hosts.join(","), db)
 }
 
-pub(super) fn pool(
-    (config, tls): (::postgres::Config, Option<MakeRustlsConnect>),
-    schema: &str,
-) -> Result<Pool> {
-    let manager = Manager { config, tls };
+/// Connections to the record store's database outside the pool: the change feed's.
+pub(super) fn manager((config, tls): (::postgres::Config, Option<MakeRustlsConnect>)) -> Manager {
+    Manager { config, tls }
+}
+
+/// The change feed: one connection of its own that LISTENs for `facegate_changes`. Keepalives
+/// are short on it, because it only reads: a primary that vanished without closing the
+/// connection (a host lost, not a process) is noticed within about 10 s, not the system's
+/// two hours, and the feed is opened again on whichever host is now the primary.
+pub(super) struct PgNotices {
+    client: DropAnywhere,
+}
+
+impl PgNotices {
+    pub(super) fn listen(manager: &Manager) -> Result<PgNotices> {
+        let mut manager = manager.clone();
+        manager
+            .config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(2);
+        let mut conn = r2d2::ManageConnection::connect(&manager)?;
+        conn.client.batch_execute("LISTEN facegate_changes")?;
+        Ok(PgNotices {
+            client: conn.client,
+        })
+    }
+}
+
+impl ChangeNotices for PgNotices {
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        {
+            let mut notices = self.client.notifications();
+            let first = notices.timeout_iter(timeout).next()?;
+            if let Some(n) = first {
+                out.push(n.payload().to_string());
+                let mut more = notices.iter();
+                while let Some(n) = more.next()? {
+                    out.push(n.payload().to_string());
+                }
+            }
+        }
+        // The iterators end the same way on a timeout and on a closed connection.
+        if self.client.is_closed() {
+            return Err(GalleryError::Unavailable(
+                "PostgreSQL: the change feed's connection was closed".into(),
+            ));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+pub(super) fn pool(manager: Manager, schema: &str) -> Result<Pool> {
     // One connection made here first, so a database that cannot be reached fails the start with
     // PostgreSQL's own reason (not a pool timeout), and the schema is in place before any use.
     let mut first = r2d2::ManageConnection::connect(&manager)?;

@@ -84,6 +84,8 @@ INSERT INTO writer VALUES (1) ON CONFLICT DO NOTHING;
 pub struct PgBackend {
     db: Pool,
     keys: PgKeys,
+    /// How to open the record store's change feed (a connection of its own).
+    feed: Manager,
 }
 
 /// The key store database (see [`keys`]).
@@ -104,10 +106,12 @@ impl PgBackend {
                 "the key store must be another PostgreSQL database than the record store (erasure destroys keys there, and its backups follow their own rule)".into(),
             ));
         }
-        let db = pool(store, STORE_SCHEMA)?;
-        let keys = pool(keys, keys::KEYS_SCHEMA)?;
+        let feed = manager(store);
+        let db = pool(feed.clone(), STORE_SCHEMA)?;
+        let keys = pool(manager(keys), keys::KEYS_SCHEMA)?;
         Ok(PgBackend {
             db,
+            feed,
             keys: PgKeys {
                 pool: keys,
                 node: node_id(),
@@ -271,6 +275,10 @@ impl Backend for PgBackend {
     fn generation(&self, name: &str) -> Result<Option<i64>> {
         self.db()?
             .value("SELECT generation FROM galleries WHERE name = $1", &[&name])
+    }
+
+    fn change_notices(&self) -> Result<Option<Box<dyn ChangeNotices>>> {
+        Ok(Some(Box::new(PgNotices::listen(&self.feed)?)))
     }
 
     fn changes_since(&self, gallery: &str, after: i64, upto: i64) -> Result<Vec<ChangeRow>> {

@@ -176,6 +176,10 @@ impl WriteTxn for StoreTx {
             "DELETE FROM changes WHERE gallery = $1 AND generation <= $2",
             &[&name, &oldest],
         )?;
+        // Nodes listening are told at commit (PostgreSQL delivers a notice only if its
+        // transaction commits, and folds repeats of one in a transaction into one).
+        self.conn()
+            .execute("SELECT pg_notify('facegate_changes', $1)", &[&name])?;
         Ok(generation)
     }
 
