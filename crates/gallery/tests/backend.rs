@@ -206,6 +206,109 @@ fn key_store(b: &dyn Backend) {
     assert!(keys.wrapped("k", &ps).unwrap().is_none());
 }
 
+/// The batch writes mean what the same rows written one by one mean: a subject already there
+/// (or given twice) gets no row, templates get ascending row ids in the order given, a key
+/// already there is left alone and reported, a mark given twice keeps its last values.
+fn batch_writes_match_one_by_one(b: &dyn Backend) {
+    let mut tx = b.write().unwrap();
+    tx.insert_gallery("bw", "{}", b"seed", 1).unwrap();
+    let old = tx.insert_subject(&subject("bw", &[1u8; 32])).unwrap();
+    assert!(old.is_some());
+    let ps: Vec<[u8; 32]> = (2u8..6).map(|i| [i; 32]).collect();
+    let rows = vec![
+        subject("bw", &ps[0]),
+        subject("bw", &[1u8; 32]), // already there
+        subject("bw", &ps[1]),
+        subject("bw", &ps[1]), // twice in the batch
+        NewSubject {
+            consent: Some(b"sealed consent"),
+            ..subject("bw", &ps[2])
+        },
+    ];
+    let ids = tx.insert_subjects(&rows).unwrap();
+    assert_eq!(ids.len(), 5);
+    assert!(ids[0].is_some() && ids[2].is_some() && ids[4].is_some());
+    assert_eq!((ids[1], ids[3]), (None, None));
+    let (a, c, e) = (ids[0].unwrap(), ids[2].unwrap(), ids[4].unwrap());
+    assert!(a < c && c < e, "row ids follow the order given: {ids:?}");
+    assert_eq!(tx.subject_id("bw", &ps[1]).unwrap(), Some(c));
+    let sealed: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40 + i as usize]).collect();
+    let t_rows = vec![
+        (a, &sealed[0][..]),
+        (a, &sealed[1][..]),
+        (c, &sealed[2][..]),
+        (e, &sealed[3][..]),
+        (a, &sealed[4][..]),
+    ];
+    let t_ids = tx.insert_templates(&t_rows).unwrap();
+    assert!(t_ids.windows(2).all(|w| w[0] < w[1]), "{t_ids:?}");
+    assert_eq!(
+        tx.template_ids(a).unwrap(),
+        vec![t_ids[0], t_ids[1], t_ids[4]]
+    );
+    tx.commit().unwrap();
+    let got = b.subject_by_id("bw", a).unwrap().unwrap();
+    assert_eq!(
+        got.templates,
+        vec![
+            (t_ids[0], sealed[0].clone()),
+            (t_ids[1], sealed[1].clone()),
+            (t_ids[4], sealed[4].clone())
+        ],
+        "each row id names the template given with it"
+    );
+    assert_eq!(
+        b.subject_record(e).unwrap().unwrap().consent.as_deref(),
+        Some(&b"sealed consent"[..])
+    );
+    assert_eq!(b.subject_count("bw").unwrap(), 4);
+    // Keys and marks.
+    let keys = b.keys();
+    let mut tx = keys.write().unwrap();
+    assert!(tx.insert_key("bw", &ps[0], b"there before", 5).unwrap());
+    let k_rows: Vec<(&[u8], &[u8], i64)> = vec![
+        (&ps[0], b"w0", 7),
+        (&ps[1], b"w1", 7),
+        (&ps[2], b"w2", 8),
+        (&ps[1], b"w1 again", 9),
+    ];
+    assert_eq!(
+        tx.insert_keys("bw", &k_rows).unwrap(),
+        vec![false, true, true, false]
+    );
+    let mark = |p: &[u8; 32], created: i64| Mark {
+        gallery: "bw".into(),
+        pseudonym: p.to_vec(),
+        op: "enrol".into(),
+        created,
+        pid: 77,
+        here: true,
+    };
+    tx.mark_all(&[mark(&ps[1], 7), mark(&ps[2], 7), mark(&ps[1], 9)])
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        keys.wrapped("bw", &ps[0]).unwrap().as_deref(),
+        Some(&b"there before"[..])
+    );
+    assert_eq!(
+        keys.wrapped("bw", &ps[1]).unwrap().as_deref(),
+        Some(&b"w1"[..])
+    );
+    let mut tx = keys.write().unwrap();
+    assert_eq!(tx.key_created("bw", &ps[2]).unwrap(), Some(8));
+    drop(tx);
+    let mut marks: Vec<(Vec<u8>, i64)> = keys
+        .marks()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.gallery == "bw")
+        .map(|m| (m.pseudonym, m.created))
+        .collect();
+    marks.sort();
+    assert_eq!(marks, vec![(ps[1].to_vec(), 9), (ps[2].to_vec(), 7)]);
+}
+
 #[test]
 fn sqlite_backend_keeps_the_backend_guarantees() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,6 +317,7 @@ fn sqlite_backend_keeps_the_backend_guarantees() {
     subjects_and_templates(&b);
     audit_log_round_trip(&b);
     key_store(&b);
+    batch_writes_match_one_by_one(&b);
 }
 
 #[test]
@@ -283,6 +387,7 @@ fn postgres_backend_keeps_the_backend_guarantees() {
     subjects_and_templates(&b);
     audit_log_round_trip(&b);
     key_store(&b);
+    batch_writes_match_one_by_one(&b);
     // Two nodes (two backends, two pools) on one database make one chain.
     let (store, keys) = pg.store_urls("two_nodes");
     let a = std::sync::Arc::new(PgBackend::open(&store, &keys).unwrap());

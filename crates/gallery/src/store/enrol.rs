@@ -169,32 +169,50 @@ impl Store {
             let mut tx = self.keys().write()?;
             // Any conflict fails the whole call before anything is committed (the key transaction
             // rolls back when dropped).
-            for s in &sealed {
+            let rows: Vec<(&[u8], &[u8], i64)> = sealed
+                .iter()
+                .map(|s| (&s.pseudonym[..], &s.wrapped_key[..], now))
+                .collect();
+            let inserted = tx.insert_keys(gallery, &rows)?;
+            // A key already there: a duplicate, or an interrupted attempt's (judged one by one).
+            for (s, _) in sealed.iter().zip(&inserted).filter(|(_, new)| !**new) {
                 self.insert_key(&mut *tx, gallery, &s.pseudonym, &s.wrapped_key, now)?;
-                tx.mark(&Mark::new(gallery, &s.pseudonym, "enrol", now))?;
             }
+            let marks: Vec<Mark> = sealed
+                .iter()
+                .map(|s| Mark::new(gallery, &s.pseudonym, "enrol", now))
+                .collect();
+            tx.mark_all(&marks)?;
             tx.commit()?;
         }
         let committed = self.audited(ctx, |tx| {
             tx.set_kind(gallery, dim as i64, metric.as_str(), pack)?;
             let generation = tx.bump_generation(gallery)?;
             let mut out = Vec::with_capacity(sealed.len());
-            for s in &sealed {
-                let row = NewSubject {
+            let rows: Vec<NewSubject<'_>> = sealed
+                .iter()
+                .map(|s| NewSubject {
                     gallery,
                     pseudonym: &s.pseudonym,
                     reference: &s.reference,
                     consent: s.consent.as_deref(),
                     enrolled: now,
                     expires: s.expires,
-                };
-                let Some(subject) = tx.insert_subject(&row)? else {
-                    return Err(GalleryError::DuplicateSubject(gallery.into()));
-                };
-                let mut templates = Vec::with_capacity(s.templates.len());
-                for t in &s.templates {
-                    templates.push(tx.insert_template(subject, t)?);
-                }
+                })
+                .collect();
+            let subjects = tx
+                .insert_subjects(&rows)?
+                .into_iter()
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| GalleryError::DuplicateSubject(gallery.into()))?;
+            let template_rows: Vec<(i64, &[u8])> = sealed
+                .iter()
+                .zip(&subjects)
+                .flat_map(|(s, id)| s.templates.iter().map(move |t| (*id, &t[..])))
+                .collect();
+            let mut template_ids = tx.insert_templates(&template_rows)?.into_iter();
+            for (s, &subject) in sealed.iter().zip(&subjects) {
+                let templates: Vec<i64> = template_ids.by_ref().take(s.templates.len()).collect();
                 if let Some(img) = &s.image {
                     tx.insert_image(subject, img)?;
                 }

@@ -20,6 +20,9 @@ pub struct Migration {
     pub audit_records: u64,
 }
 
+/// Rows a migration writes per statement (backends that batch) and reads ahead.
+const CHUNK: usize = 10_000;
+
 /// Copy everything of `from` into `to`, which must be empty. The source must have no unfinished
 /// crash recovery (pending marks): open it once with its master key first, which settles them.
 /// The audit chain is verified on the target with the source's public key before this returns;
@@ -65,8 +68,16 @@ pub fn copy_backend(from: &dyn Backend, to: &dyn Backend) -> Result<Migration> {
     let keys = from.keys().all_keys()?;
     {
         let mut tx = to.keys().write()?;
-        for k in &keys {
-            tx.insert_key(&k.gallery, &k.pseudonym, &k.wrapped, k.created)?;
+        for run in keys.chunk_by(|a, b| a.gallery == b.gallery) {
+            for chunk in run.chunks(CHUNK) {
+                let rows: Vec<(&[u8], &[u8], i64)> = chunk
+                    .iter()
+                    .map(|k| (&k.pseudonym[..], &k.wrapped[..], k.created))
+                    .collect();
+                if tx.insert_keys(&chunk[0].gallery, &rows)?.contains(&false) {
+                    return Err(GalleryError::Storage("a subject key appears twice".into()));
+                }
+            }
         }
         tx.commit()?;
     }
@@ -92,42 +103,64 @@ pub fn copy_backend(from: &dyn Backend, to: &dyn Backend) -> Result<Migration> {
         report.galleries += 1;
         // Subjects, then their templates streamed and mapped to the new row ids.
         let mut ids: HashMap<i64, i64> = HashMap::new();
-        for (id, _, ps) in subjects.iter().filter(|(_, g, _)| *g == name) {
-            let SubjectRecord {
-                reference,
-                consent,
-                enrolled,
-                expires,
-                images,
-            } = from
-                .subject_record(*id)?
-                .ok_or_else(|| GalleryError::Storage("a subject vanished mid-migration".into()))?;
-            let new = tx
-                .insert_subject(&NewSubject {
+        let mine: Vec<&(i64, String, Vec<u8>)> =
+            subjects.iter().filter(|(_, g, _)| *g == name).collect();
+        for chunk in mine.chunks(CHUNK) {
+            let records: Vec<SubjectRecord> = chunk
+                .iter()
+                .map(|(id, _, _)| {
+                    from.subject_record(*id)?.ok_or_else(|| {
+                        GalleryError::Storage("a subject vanished mid-migration".into())
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let rows: Vec<NewSubject<'_>> = chunk
+                .iter()
+                .zip(&records)
+                .map(|((_, _, ps), r)| NewSubject {
                     gallery: &name,
                     pseudonym: ps,
-                    reference: &reference,
-                    consent: consent.as_deref(),
-                    enrolled,
-                    expires,
-                })?
+                    reference: &r.reference,
+                    consent: r.consent.as_deref(),
+                    enrolled: r.enrolled,
+                    expires: r.expires,
+                })
+                .collect();
+            let new = tx
+                .insert_subjects(&rows)?
+                .into_iter()
+                .collect::<Option<Vec<i64>>>()
                 .ok_or_else(|| GalleryError::Storage("a subject appears twice".into()))?;
-            for img in &images {
-                tx.insert_image(new, img)?;
+            for (((id, _, _), r), new) in chunk.iter().zip(&records).zip(new) {
+                for img in &r.images {
+                    tx.insert_image(new, img)?;
+                }
+                report.images += r.images.len() as u64;
+                ids.insert(*id, new);
             }
-            report.images += images.len() as u64;
-            ids.insert(*id, new);
         }
         report.subjects += ids.len() as u64;
+        // Templates streamed, written a chunk at a time.
         let mut failed = None;
         let mut copied = 0u64;
+        let mut pending: Vec<(i64, Vec<u8>)> = Vec::with_capacity(CHUNK);
+        let write = |tx: &mut Box<dyn WriteTxn + '_>, pending: &mut Vec<(i64, Vec<u8>)>| {
+            let rows: Vec<(i64, &[u8])> = pending.iter().map(|(s, t)| (*s, &t[..])).collect();
+            let n = tx.insert_templates(&rows)?.len() as u64;
+            pending.clear();
+            Ok::<u64, GalleryError>(n)
+        };
         from.scan_templates(&name, &mut |subject, sealed| {
             let Some(new) = ids.get(&subject) else {
                 return true; // another gallery's row
             };
-            match tx.insert_template(*new, &sealed) {
-                Ok(_) => {
-                    copied += 1;
+            pending.push((*new, sealed));
+            if pending.len() < CHUNK {
+                return true;
+            }
+            match write(&mut tx, &mut pending) {
+                Ok(n) => {
+                    copied += n;
                     true
                 }
                 Err(e) => {
@@ -139,6 +172,7 @@ pub fn copy_backend(from: &dyn Backend, to: &dyn Backend) -> Result<Migration> {
         if let Some(e) = failed {
             return Err(e);
         }
+        copied += write(&mut tx, &mut pending)?;
         report.templates += copied;
     }
     let receipts = from.receipts()?;

@@ -296,6 +296,19 @@ pub trait WriteTxn {
     /// The new subject's row id; `None` when the pseudonym is already in the gallery.
     fn insert_subject(&mut self, s: &NewSubject<'_>) -> Result<Option<i64>>;
     fn insert_template(&mut self, subject: i64, sealed: &[u8]) -> Result<i64>;
+    /// Many subjects at once: their row ids in the order given (`None` where the pseudonym is
+    /// already in the gallery). A backend that pays a round trip per statement writes them in
+    /// one; the default inserts one by one.
+    fn insert_subjects(&mut self, rows: &[NewSubject<'_>]) -> Result<Vec<Option<i64>>> {
+        rows.iter().map(|r| self.insert_subject(r)).collect()
+    }
+    /// Many templates at once, (subject row id, sealed template): row ids in the order given,
+    /// ascending within a subject as one-by-one inserts would give them.
+    fn insert_templates(&mut self, rows: &[(i64, &[u8])]) -> Result<Vec<i64>> {
+        rows.iter()
+            .map(|(subject, sealed)| self.insert_template(*subject, sealed))
+            .collect()
+    }
     fn insert_image(&mut self, subject: i64, sealed: &[u8]) -> Result<()>;
     fn subject_id(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>>;
     fn template_ids(&mut self, subject: i64) -> Result<Vec<i64>>;
@@ -348,6 +361,17 @@ pub trait KeyTxn {
     fn all_keys(&mut self) -> Result<Vec<KeyRow>>;
     fn set_wrapped(&mut self, gallery: &str, pseudonym: &[u8], wrapped: &[u8]) -> Result<()>;
     fn mark(&mut self, mark: &Mark) -> Result<()>;
+    /// Many keys of one gallery at once, (pseudonym, wrapped key, created): for each, whether it
+    /// was inserted (false: a key for that pseudonym is there already, left as it is).
+    fn insert_keys(&mut self, gallery: &str, rows: &[(&[u8], &[u8], i64)]) -> Result<Vec<bool>> {
+        rows.iter()
+            .map(|(ps, wrapped, created)| self.insert_key(gallery, ps, wrapped, *created))
+            .collect()
+    }
+    /// Many pending marks at once (as [`KeyTxn::mark`] on each, in order).
+    fn mark_all(&mut self, marks: &[Mark]) -> Result<()> {
+        marks.iter().try_for_each(|m| self.mark(m))
+    }
     /// The process that marked `op` for the subject, if marked.
     fn mark_owner(
         &mut self,

@@ -132,6 +132,50 @@ impl KeyTxn for KeysTx<'_> {
         Ok(n == 1)
     }
 
+    fn insert_keys(&mut self, gallery: &str, rows: &[(&[u8], &[u8], i64)]) -> Result<Vec<bool>> {
+        let pseudonym: Vec<&[u8]> = rows.iter().map(|r| r.0).collect();
+        let wrapped: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
+        let created: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let mut inserted: std::collections::HashSet<Vec<u8>> = self
+            .conn()
+            .column::<Vec<u8>>(
+                "INSERT INTO subject_keys (gallery, pseudonym, wrapped, created)
+                 SELECT $1, p, w, c FROM unnest($2::BYTEA[], $3::BYTEA[], $4::BIGINT[]) AS u(p, w, c)
+                 ON CONFLICT DO NOTHING RETURNING pseudonym",
+                &[&gallery, &pseudonym, &wrapped, &created],
+            )?
+            .into_iter()
+            .collect();
+        // A pseudonym given twice was inserted once: its first row (as one-by-one inserts).
+        Ok(pseudonym.iter().map(|p| inserted.remove(*p)).collect())
+    }
+
+    fn mark_all(&mut self, marks: &[Mark]) -> Result<()> {
+        // One statement may not upsert a row twice: a repeated mark keeps its last values, as
+        // marking one by one would.
+        let mut last: HashMap<(&str, &[u8], &str), &Mark> = HashMap::new();
+        for m in marks {
+            last.insert((&m.gallery, &m.pseudonym, &m.op), m);
+        }
+        let marks: Vec<&Mark> = last.into_values().collect();
+        let gallery: Vec<&str> = marks.iter().map(|m| m.gallery.as_str()).collect();
+        let pseudonym: Vec<&[u8]> = marks.iter().map(|m| m.pseudonym.as_slice()).collect();
+        let op: Vec<&str> = marks.iter().map(|m| m.op.as_str()).collect();
+        let created: Vec<i64> = marks.iter().map(|m| m.created).collect();
+        let pid: Vec<i64> = marks.iter().map(|m| m.pid).collect();
+        let node = self.node.to_string();
+        self.conn().execute(
+            "INSERT INTO pending (gallery, pseudonym, op, created, pid, node)
+             SELECT g, p, o, c, i, $6
+             FROM unnest($1::TEXT[], $2::BYTEA[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
+                  AS u(g, p, o, c, i)
+             ON CONFLICT (gallery, pseudonym, op) DO UPDATE
+             SET created = excluded.created, pid = excluded.pid, node = excluded.node",
+            &[&gallery, &pseudonym, &op, &created, &pid, &node],
+        )?;
+        Ok(())
+    }
+
     fn key_created(&mut self, gallery: &str, pseudonym: &[u8]) -> Result<Option<i64>> {
         self.conn().value(
             "SELECT created FROM subject_keys WHERE gallery = $1 AND pseudonym = $2",

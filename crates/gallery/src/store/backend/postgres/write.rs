@@ -38,6 +38,9 @@ impl Drop for Tx {
 /// with their heads, recorded changes — are buffered and written at commit in one statement
 /// each (bulk enrolment appends one of each per subject); the chain's tail is read once (the
 /// writer lock keeps it ours) and then follows this transaction's own appends.
+/// Buffered rows written before the commit once this many are waiting.
+const FLUSH_ROWS: usize = 8_192;
+
 pub(super) struct StoreTx {
     tx: Tx,
     tail: Option<Option<(u64, Vec<u8>)>>,
@@ -74,6 +77,13 @@ impl StoreTx {
 
     fn conn(&mut self) -> &mut Conn {
         &mut self.tx.conn
+    }
+
+    /// `n` new row ids from a table's identity sequence (`sql` takes n as $1), ascending.
+    fn next_ids(&mut self, sql: &'static str, n: usize) -> Result<Vec<i64>> {
+        let mut ids: Vec<i64> = self.conn().column(sql, &[&(n as i64)])?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Write the buffered rows (before the commit).
@@ -215,6 +225,52 @@ impl WriteTxn for StoreTx {
         )
     }
 
+    fn insert_subjects(&mut self, rows: &[NewSubject<'_>]) -> Result<Vec<Option<i64>>> {
+        // Row ids are taken from the sequence first and given to the rows in order, so which
+        // id is whose never depends on the order PostgreSQL returns inserted rows in.
+        let ids = self.next_ids(
+            "SELECT nextval(pg_get_serial_sequence('subjects', 'id')) FROM generate_series(1, $1::BIGINT)",
+            rows.len(),
+        )?;
+        let gallery: Vec<&str> = rows.iter().map(|r| r.gallery).collect();
+        let pseudonym: Vec<&[u8]> = rows.iter().map(|r| r.pseudonym).collect();
+        let reference: Vec<&[u8]> = rows.iter().map(|r| r.reference).collect();
+        let consent: Vec<Option<&[u8]>> = rows.iter().map(|r| r.consent).collect();
+        let enrolled: Vec<i64> = rows.iter().map(|r| r.enrolled).collect();
+        let expires: Vec<i64> = rows.iter().map(|r| r.expires).collect();
+        let inserted: std::collections::HashSet<i64> = self
+            .conn()
+            .column::<i64>(
+                "INSERT INTO subjects (id, gallery, pseudonym, reference, consent, enrolled, expires)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[],
+                                      $5::BYTEA[], $6::BIGINT[], $7::BIGINT[])
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &[&ids, &gallery, &pseudonym, &reference, &consent, &enrolled, &expires],
+            )?
+            .into_iter()
+            .collect();
+        Ok(ids
+            .into_iter()
+            .map(|id| inserted.contains(&id).then_some(id))
+            .collect())
+    }
+
+    fn insert_templates(&mut self, rows: &[(i64, &[u8])]) -> Result<Vec<i64>> {
+        let ids = self.next_ids(
+            "SELECT nextval(pg_get_serial_sequence('templates', 'id')) FROM generate_series(1, $1::BIGINT)",
+            rows.len(),
+        )?;
+        let subject: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let sealed: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
+        self.conn().execute(
+            "INSERT INTO templates (id, subject, sealed) OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BYTEA[])",
+            &[&ids, &subject, &sealed],
+        )?;
+        Ok(ids)
+    }
+
     fn insert_template(&mut self, subject: i64, sealed: &[u8]) -> Result<i64> {
         Ok(self
             .conn()
@@ -292,6 +348,11 @@ impl WriteTxn for StoreTx {
         a.record.push(record.to_string());
         a.hash.push(hash.to_vec());
         a.sig.push(sig.to_vec());
+        // A long transaction (a migration carries the whole chain in one) writes as it goes,
+        // so the buffer stays a few megabytes.
+        if a.seq.len() >= FLUSH_ROWS {
+            self.flush()?;
+        }
         Ok(())
     }
 
