@@ -59,6 +59,21 @@ impl Store {
                 return Ok(lg);
             }
         }
+        let gate = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(gallery.to_string())
+            .or_default()
+            .clone();
+        let _one_load = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever held the gate may have loaded this generation meanwhile.
+        let generation = self.generation(gallery)?;
+        if let Some(lg) = self.loaded_entry(gallery) {
+            if lg.read().unwrap_or_else(|p| p.into_inner()).generation == generation {
+                return Ok(lg);
+            }
+        }
         self.stats
             .reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
