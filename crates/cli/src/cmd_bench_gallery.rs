@@ -164,15 +164,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
         let reference = format!("CYCLE{c:07}");
         let t_ = (0..a.dim).map(|_| fresh()).collect::<Vec<f32>>();
         let t = Instant::now();
-        store.enrol(
-            &ctx,
-            "bench",
-            &reference,
-            std::slice::from_ref(&t_),
-            Metric::Euclidean,
-            "bench",
-            &Enrolment::default(),
-        )?;
+        enrol_one(&store, &ctx, &reference, &t_)?;
         enrol_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let r = other.identify(&ctx, "bench", &t_, Some(1), 0.6)?;
@@ -256,6 +248,20 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// One subject with one template into the benchmark's gallery.
+fn enrol_one(store: &Store, ctx: &Context, reference: &str, template: &[f32]) -> Result<()> {
+    store.enrol(
+        ctx,
+        "bench",
+        reference,
+        &[template.to_vec()],
+        Metric::Euclidean,
+        "bench",
+        &Enrolment::default(),
+    )?;
+    Ok(())
+}
+
 /// Cycles of enrol-then-erase on `store` while `other` follows the change feed on a thread of its
 /// own; returns each change's lag (ms) until `other`'s index reached the change's generation,
 /// and pushes the cost of `other`'s first search after each enrolment to `search_ms`.
@@ -298,15 +304,7 @@ fn change_feed_lag(
             for c in 0..cycles {
                 let reference = format!("FEED{c:07}");
                 let t_ = template();
-                store.enrol(
-                    ctx,
-                    "bench",
-                    &reference,
-                    std::slice::from_ref(&t_),
-                    Metric::Euclidean,
-                    "bench",
-                    &Enrolment::default(),
-                )?;
+                enrol_one(store, ctx, &reference, &t_)?;
                 let g = store
                     .loaded_generation("bench")
                     .context("the enrolling node has the gallery loaded")?;

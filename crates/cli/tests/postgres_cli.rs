@@ -19,9 +19,19 @@ fn node(data: &Path, key: &Path, url: &str, args: &[&str]) -> (i32, String, Stri
     common::facegate(data, &full)
 }
 
-#[test]
-fn two_nodes_share_a_postgres_store() {
-    let Some(pg) = PgCluster::start() else { return };
+/// A cluster with the databases `fg` and `fg_keys`, a gallery `rt` created from node A: (the
+/// cluster, its URL, the directory, the master key file, the two nodes' data directories, what
+/// the creation printed on stderr). None where PostgreSQL is not installed (outside CI).
+#[allow(clippy::type_complexity)]
+fn two_nodes_with_a_gallery() -> Option<(
+    PgCluster,
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    (std::path::PathBuf, std::path::PathBuf),
+    String,
+)> {
+    let pg = PgCluster::start()?;
     pg.create_db("fg");
     pg.create_db("fg_keys");
     let url = pg.url("fg");
@@ -30,6 +40,14 @@ fn two_nodes_share_a_postgres_store() {
     let key = dir.path().join("master.key");
     let (code, _, err) = node(&a, &key, &url, &common::create_gallery_args("rt"));
     assert_eq!(code, 0, "{err}");
+    Some((pg, url, dir, key, (a, b), err))
+}
+
+#[test]
+fn two_nodes_share_a_postgres_store() {
+    let Some((_pg, url, dir, key, (a, b), err)) = two_nodes_with_a_gallery() else {
+        return;
+    };
     assert!(
         err.contains("created master key"),
         "the first node creates the key: {err}"
@@ -316,15 +334,9 @@ fn load_counters(base: &str, api_key: &str) -> (u64, u64) {
 
 #[test]
 fn a_serving_node_follows_other_nodes_changes_without_being_asked() {
-    let Some(pg) = PgCluster::start() else { return };
-    pg.create_db("fg");
-    pg.create_db("fg_keys");
-    let url = pg.url("fg");
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let key = dir.path().join("master.key");
-    let (code, _, err) = node(&a, &key, &url, &common::create_gallery_args("rt"));
-    assert_eq!(code, 0, "{err}");
+    let Some((_pg, url, dir, key, (a, b), _)) = two_nodes_with_a_gallery() else {
+        return;
+    };
     let input = dir.path().join("emb.jsonl");
     common::embeddings_file(&input, 20);
     let (code, _, err) = node(

@@ -414,15 +414,25 @@ fn failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
     }
 }
 
-#[test]
-fn a_node_cut_off_during_an_erasure_refuses_to_search_rather_than_return_the_erased() {
-    let Some(pg) = PgCluster::start() else { return };
-    let urls = pg.store_urls("cut");
-    // Node B reaches the database through a link the test can cut.
+/// The store URLs of databases `name`, a cuttable link to the server, and the same URLs through
+/// that link.
+fn linked_urls(
+    pg: &PgCluster,
+    name: &str,
+) -> ((String, String), common::pg::Link, (String, String)) {
+    let urls = pg.store_urls(name);
     let link = common::pg::Link::to(pg.port);
     let via_link = |u: &str| u.replace(&format!(":{}/", pg.port), &format!(":{}/", link.port));
     let urls_b = (via_link(&urls.0), via_link(&urls.1));
     assert_ne!(urls_b.0, urls.0);
+    (urls, link, urls_b)
+}
+
+#[test]
+fn a_node_cut_off_during_an_erasure_refuses_to_search_rather_than_return_the_erased() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Node B reaches the database through a link the test can cut.
+    let (urls, link, urls_b) = linked_urls(&pg, "cut");
     let key = crypto::random_key().unwrap();
     let (_t, clock) = TestClock::new();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -478,10 +488,7 @@ fn caught_up(node: &Store, generation: i64) -> Option<std::time::Duration> {
 #[test]
 fn a_node_follows_changes_when_notified_and_catches_up_after_losing_its_feed() {
     let Some(pg) = PgCluster::start() else { return };
-    let urls = pg.store_urls("feed");
-    let link = common::pg::Link::to(pg.port);
-    let via_link = |u: &str| u.replace(&format!(":{}/", pg.port), &format!(":{}/", link.port));
-    let urls_b = (via_link(&urls.0), via_link(&urls.1));
+    let (urls, link, urls_b) = linked_urls(&pg, "feed");
     let key = crypto::random_key().unwrap();
     let (_t, clock) = TestClock::new();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
