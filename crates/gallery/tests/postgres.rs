@@ -414,31 +414,40 @@ fn failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
     }
 }
 
-/// The store URLs of databases `name`, a cuttable link to the server, and the same URLs through
-/// that link.
-fn linked_urls(
-    pg: &PgCluster,
-    name: &str,
-) -> ((String, String), common::pg::Link, (String, String)) {
+/// Two nodes on databases `name` with a gallery "rt": node A connects directly, node B through
+/// a link the test can cut.
+struct LinkedNodes {
+    link: common::pg::Link,
+    a: Store,
+    b: Store,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn linked_nodes(pg: &PgCluster, name: &str) -> LinkedNodes {
     let urls = pg.store_urls(name);
     let link = common::pg::Link::to(pg.port);
     let via_link = |u: &str| u.replace(&format!(":{}/", pg.port), &format!(":{}/", link.port));
     let urls_b = (via_link(&urls.0), via_link(&urls.1));
     assert_ne!(urls_b.0, urls.0);
-    (urls, link, urls_b)
+    let key = crypto::random_key().unwrap();
+    let (_t, clock) = TestClock::new();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dirs.0.path(), &urls, &key, clock.clone());
+    let b = node(dirs.1.path(), &urls_b, &key, clock);
+    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    LinkedNodes {
+        link,
+        a,
+        b,
+        _dirs: dirs,
+    }
 }
 
 #[test]
 fn a_node_cut_off_during_an_erasure_refuses_to_search_rather_than_return_the_erased() {
     let Some(pg) = PgCluster::start() else { return };
     // Node B reaches the database through a link the test can cut.
-    let (urls, link, urls_b) = linked_urls(&pg, "cut");
-    let key = crypto::random_key().unwrap();
-    let (_t, clock) = TestClock::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = node(dir_a.path(), &urls, &key, clock.clone());
-    let b = node(dir_b.path(), &urls_b, &key, clock);
-    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let LinkedNodes { link, a, b, _dirs } = linked_nodes(&pg, "cut");
     let ids = identities(5, 20, 128);
     for (i, c) in ids.iter().enumerate() {
         enrol(&a, &format!("P{i:07}"), c, &Enrolment::default());
@@ -488,13 +497,7 @@ fn caught_up(node: &Store, generation: i64) -> Option<std::time::Duration> {
 #[test]
 fn a_node_follows_changes_when_notified_and_catches_up_after_losing_its_feed() {
     let Some(pg) = PgCluster::start() else { return };
-    let (urls, link, urls_b) = linked_urls(&pg, "feed");
-    let key = crypto::random_key().unwrap();
-    let (_t, clock) = TestClock::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = node(dir_a.path(), &urls, &key, clock.clone());
-    let b = node(dir_b.path(), &urls_b, &key, clock);
-    a.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    let LinkedNodes { link, a, b, _dirs } = linked_nodes(&pg, "feed");
     let ids = identities(7, 12, 128);
     for (i, c) in ids.iter().take(10).enumerate() {
         enrol(&a, &format!("P{i:07}"), c, &Enrolment::default());
