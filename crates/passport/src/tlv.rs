@@ -226,8 +226,12 @@ fn rewrite(
     }
 }
 
+/// Whether the elements in `b` (at nesting level `depth`) or any inside them have indefinite
+/// lengths. The depth limit applies to elements, as in [`rewrite`]: the empty content of an
+/// element at the deepest allowed level is not "too deep" (it was, and an element that
+/// [`definite_lengths`] had just written was refused by its second pass).
 fn contains_indefinite(b: &[u8], depth: usize, what: &'static str) -> Result<bool, PassportError> {
-    if depth > MAX_DEPTH {
+    if depth > MAX_DEPTH && !b.is_empty() {
         return Err(PassportError::malformed(what, "nested too deeply"));
     }
     let mut at = 0;
@@ -270,6 +274,27 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `levels` constructed elements (tag 0x75) nested with indefinite lengths, the innermost
+    /// empty.
+    fn nested_indefinite(levels: usize) -> Vec<u8> {
+        let mut b = [0x75, 0x80].repeat(levels);
+        b.extend(std::iter::repeat_n(0u8, 2 * levels));
+        b
+    }
+
+    #[test]
+    fn nesting_at_the_depth_limit_normalises_and_stays_normal_one_deeper_is_refused() {
+        // Found by the passport_lds fuzz target: MAX_DEPTH + 1 levels normalised, and the second
+        // pass refused its own output as nested too deeply.
+        let der = definite_lengths(&nested_indefinite(MAX_DEPTH + 1), "t").unwrap();
+        assert_eq!(der.len(), 2 * (MAX_DEPTH + 1));
+        assert_eq!(definite_lengths(&der, "t").unwrap(), der);
+        assert!(
+            definite_lengths(&nested_indefinite(MAX_DEPTH + 2), "t").is_err(),
+            "one level past the limit is refused"
+        );
+    }
 
     #[test]
     fn reads_icao_two_byte_tags_and_long_lengths() {
