@@ -49,18 +49,7 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
         .unwrap();
     assert_eq!(check, "ok");
     // Enrolment resumes where it stopped: the rest go in, the ones already there are refused.
-    let (code, _, _) = facegate(
-        &data,
-        &[
-            "--role",
-            "enroller",
-            "enrol",
-            "--gallery",
-            "rt",
-            "--embeddings",
-            input.to_str().unwrap(),
-        ],
-    );
+    let (code, _, _) = facegate(&data, &common::enrol_embeddings_args(&input));
     assert_eq!(code, 2, "duplicates are reported as failures");
     let (_, out, _) = facegate(&data, &["gallery", "show", "rt"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -185,18 +185,7 @@ fn migrate_an_embedded_deployment_to_postgres_and_back() {
     assert_eq!(code, 0, "{err}");
     let input = dir.path().join("emb.jsonl");
     common::embeddings_file(&input, 6);
-    let (code, _, err) = run(
-        &embedded,
-        &[
-            "--role",
-            "enroller",
-            "enrol",
-            "--gallery",
-            "rt",
-            "--embeddings",
-            input.to_str().unwrap(),
-        ],
-    );
+    let (code, _, err) = run(&embedded, &common::enrol_embeddings_args(&input));
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(
         &embedded,
@@ -339,20 +328,7 @@ fn a_serving_node_follows_other_nodes_changes_without_being_asked() {
     };
     let input = dir.path().join("emb.jsonl");
     common::embeddings_file(&input, 20);
-    let (code, _, err) = node(
-        &a,
-        &key,
-        &url,
-        &[
-            "--role",
-            "enroller",
-            "enrol",
-            "--gallery",
-            "rt",
-            "--embeddings",
-            input.to_str().unwrap(),
-        ],
-    );
+    let (code, _, err) = node(&a, &key, &url, &common::enrol_embeddings_args(&input));
     assert_eq!(code, 0, "{err}");
     // Node B serves the gallery (loaded at start).
     std::fs::create_dir_all(&b).unwrap();

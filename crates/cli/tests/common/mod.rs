@@ -146,3 +146,17 @@ pub fn create_gallery_args(name: &str) -> Vec<&str> {
         "30",
     ]
 }
+
+#[allow(dead_code)]
+/// `--role enroller enrol --gallery rt --embeddings INPUT` (a JSON Lines file of embeddings).
+pub fn enrol_embeddings_args(input: &std::path::Path) -> [&str; 7] {
+    [
+        "--role",
+        "enroller",
+        "enrol",
+        "--gallery",
+        "rt",
+        "--embeddings",
+        input.to_str().expect("a UTF-8 path"),
+    ]
+}

@@ -34,13 +34,14 @@ impl Drop for Tx {
     }
 }
 
-/// A record store transaction. Rows nothing reads back inside the transaction — audit records
-/// with their heads, recorded changes — are buffered and written at commit in one statement
-/// each (bulk enrolment appends one of each per subject); the chain's tail is read once (the
-/// writer lock keeps it ours) and then follows this transaction's own appends.
 /// Buffered rows written before the commit once this many are waiting.
 const FLUSH_ROWS: usize = 8_192;
 
+/// A record store transaction. Rows nothing reads back inside the transaction — audit records
+/// with their heads, recorded changes — are buffered and written at commit in one statement
+/// each (bulk enrolment appends one of each per subject); the chain's tail is read once (the
+/// writer lock keeps it ours) and then follows this transaction's own appends. A long
+/// transaction (a migration) writes its buffered audit rows every [`FLUSH_ROWS`].
 pub(super) struct StoreTx {
     tx: Tx,
     tail: Option<Option<(u64, Vec<u8>)>>,
@@ -348,8 +349,8 @@ impl WriteTxn for StoreTx {
         a.record.push(record.to_string());
         a.hash.push(hash.to_vec());
         a.sig.push(sig.to_vec());
-        // A long transaction (a migration carries the whole chain in one) writes as it goes,
-        // so the buffer stays a few megabytes.
+        // A migration carries the whole chain in one transaction: the buffer stays a few
+        // megabytes.
         if a.seq.len() >= FLUSH_ROWS {
             self.flush()?;
         }
