@@ -21,15 +21,10 @@ fn sigkill_during_batch_enrolment_keeps_every_acknowledged_subject() {
     let input = dir.path().join("emb.jsonl");
     common::embeddings_file(&input, 3000);
     let mut enrol = Command::new(env!("CARGO_BIN_EXE_facegate"));
-    enrol.arg("--data-dir").arg(&data).args([
-        "--role",
-        "enroller",
-        "enrol",
-        "--gallery",
-        "rt",
-        "--embeddings",
-    ]);
-    enrol.arg(&input);
+    enrol
+        .arg("--data-dir")
+        .arg(&data)
+        .args(common::enrol_embeddings_args(&input));
     let acked = common::kill_after_acks(enrol, 40);
     for s in &acked {
         let (code, out, err) = facegate(&data, &["subject", "--gallery", "rt", "--subject", s]);

@@ -65,17 +65,8 @@ fn two_nodes_share_a_postgres_store() {
         .arg(&a)
         .arg("--master-key")
         .arg(&key)
-        .args([
-            "--store",
-            &url,
-            "--role",
-            "enroller",
-            "enrol",
-            "--gallery",
-            "rt",
-            "--embeddings",
-        ])
-        .arg(&input);
+        .args(["--store", &url])
+        .args(common::enrol_embeddings_args(&input));
     let acked = common::kill_after_acks(enrol, 40);
     // Node B (its own data directory, the same key) sees every acknowledged subject.
     for s in &acked {
