@@ -18,7 +18,9 @@ use vision::decode::{decode_file, DecodeLimits};
 
 #[derive(Args)]
 pub struct WatchArgs {
-    /// An MP4 file (H.264) or a directory of frames (JPEG, PNG, JPEG 2000, in name order).
+    /// An MP4 file (H.264), a directory of frames (JPEG, PNG, JPEG 2000, in name order), an
+    /// MJPEG camera (http://host/path) or an H.264 RTSP camera (rtsp://[user:password@]host/path;
+    /// the credentials are never printed).
     pub source: PathBuf,
     /// E-gate: compare each passer-by with the face in this image (e.g. the chip photo).
     #[arg(long, conflicts_with = "gallery")]
@@ -51,6 +53,11 @@ pub struct WatchArgs {
     /// this directory, for people to look at. Off by default: frames are otherwise never kept.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
+    /// For an rtsp:// recording (an NVR's archive played over RTSP): wait for the reader
+    /// instead of dropping frames when it falls behind. A live camera should drop (the default:
+    /// up to the next key frame, counted in the summary's `dropped_units`).
+    #[arg(long)]
+    pub keep_every_frame: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -216,8 +223,13 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         _ => bail!("say what to decide against: --reference IMAGE (e-gate) or --gallery G --purpose TEXT (watchlist)"),
     };
     let p = &vp.p;
-    let mut source = video::source::open(&a.source, &VideoLimits::default())
-        .with_context(|| format!("opening {}", a.source.display()))?;
+    let shown = video::source::shown(&a.source);
+    let rtsp = video::rtsp::RtspOptions {
+        keep_every_unit: a.keep_every_frame,
+        ..Default::default()
+    };
+    let mut source = video::source::open_with(&a.source, &VideoLimits::default(), rtsp)
+        .with_context(|| format!("opening {shown}"))?;
     let progress = indicatif::ProgressBar::with_draw_target(
         source.expected_frames(),
         indicatif::ProgressDrawTarget::stderr(),
@@ -276,13 +288,22 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut decode_seconds = 0.0;
+    // A source that fails (a camera lost, a file damaged past its limits) still lets every
+    // passer-by already seen be decided; the error is reported after the summary.
+    let mut source_error = None;
     loop {
         let clock = std::time::Instant::now();
         let Some(frame) = source.next_frame() else {
             break;
         };
         decode_seconds += clock.elapsed().as_secs_f64();
-        let mut frame = frame?;
+        let mut frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                source_error = Some(e);
+                break;
+            }
+        };
         let events = w.process(&frame, p)?;
         emit(events, &mut out)?;
         if let Some(dir) = &a.annotate {
@@ -310,12 +331,16 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         out,
         "{}",
         json!({"event": "summary", "frames": stats.frames, "skipped_samples": stats.skipped,
+            "dropped_units": stats.dropped, "source_error": source_error.as_ref().map(|e| e.to_string()),
             "tracks": tracks, "decisions": decisions, "matches": matches, "seconds": secs,
             "frames_per_second": stats.frames as f64 / secs.max(1e-9),
             "stage_ms_per_frame": stages,
             "detector": p.detector_name(), "detect_every": cfg.detect_every,
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;
+    if let Some(e) = source_error {
+        return Err(e).with_context(|| format!("reading {shown}"));
+    }
     Ok(0)
 }
 

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)] // tests stop at the first surprise
 
 mod common;
+#[path = "../../video/tests/support/rtsp_server.rs"]
+mod rtsp_server;
 use common::{facegate, shared_with};
 use std::collections::HashMap;
 
@@ -313,4 +315,72 @@ fn an_mjpeg_camera_over_http_is_watched_like_the_file() {
         .collect();
     assert_eq!(matched.len(), 1, "{out}");
     assert!(first_frame(&ev, matched[0]["track"].as_u64().unwrap()) < 200);
+}
+
+#[test]
+fn an_rtsp_camera_is_watched_like_the_file() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let stream = rtsp_server::TestStream::from_mp4(&clip);
+    assert_eq!((stream.units.len(), stream.fps), (275, 30));
+    // Served in real time; read with --keep-every-frame so that a slow test machine loses
+    // no frame (a live camera's default drops to the next key frame instead).
+    let server = rtsp_server::serve(stream, rtsp_server::Behaviour::RealTime);
+    let url = server.url.replace("rtsp://", "rtsp://gate:s3cret@");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &[
+            "watch",
+            &url,
+            "--keep-every-frame",
+            "--reference",
+            reference.to_str().unwrap(),
+        ],
+    );
+    server.handle.join().unwrap().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["dropped_units"], 0);
+    assert_eq!(summary["skipped_samples"], 0);
+    let matched: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "decision" && e["match"] == true)
+        .collect();
+    assert_eq!(matched.len(), 1, "{out}");
+    assert!(first_frame(&ev, matched[0]["track"].as_u64().unwrap()) < 200);
+    assert!(!out.contains("s3cret") && !err.contains("s3cret"));
+}
+
+#[test]
+fn a_camera_lost_mid_stream_still_decides_who_was_seen_then_fails() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let stream = rtsp_server::TestStream::from_mp4(&clip);
+    // The camera sends the first 137 frames (the singer's part) and goes silent: the watch
+    // decides the passers-by it saw, prints its summary, and ends with the stall error.
+    let server = rtsp_server::serve(stream, rtsp_server::Behaviour::StallHalfway);
+    let url = server.url.replace("rtsp://", "rtsp://gate:s3cret@");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &["watch", &url, "--reference", reference.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no frame for"), "{err}");
+    assert!(err.contains(&server.url[7..]), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert!(summary["source_error"]
+        .as_str()
+        .unwrap()
+        .contains("no frame for"));
 }

@@ -3,7 +3,8 @@
 //! detections (vision) → tracks → best frames per track → one template per passer-by.
 //!
 //! - [`source`]: frame sources (MP4/H.264 files, folders of frames), bounded and panic-free;
-//!   [`mjpeg`]: MJPEG cameras over HTTP (`multipart/x-mixed-replace`), in constant memory.
+//!   [`mjpeg`]: MJPEG cameras over HTTP (`multipart/x-mixed-replace`), in constant memory;
+//!   [`rtsp`]: H.264 cameras over RTSP (retina), dropping to the next key frame when behind.
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
 //! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
@@ -20,6 +21,7 @@ pub mod hota;
 pub mod metrics;
 pub mod mjpeg;
 pub mod motion;
+pub mod rtsp;
 pub mod source;
 pub mod synth;
 pub mod track;

@@ -293,10 +293,10 @@ impl MjpegSource {
             .timeout_per_read(secs)
             .build()
             .into();
-        let response = agent
-            .get(url)
-            .call()
-            .map_err(|e| VideoError::Unsupported(format!("{url}: {e}")))?;
+        let response = agent.get(url).call().map_err(|e| {
+            let shown = crate::source::shown(std::path::Path::new(url));
+            VideoError::Unsupported(format!("{shown}: {e}"))
+        })?;
         let content_type = response
             .headers()
             .get("content-type")

@@ -55,6 +55,8 @@ pub struct SourceStats {
     pub frames: u64,
     /// Samples or files that could not be decoded and were skipped.
     pub skipped: u64,
+    /// Units a live source discarded because its reader fell behind (up to the next key frame).
+    pub dropped: u64,
 }
 
 /// A stream of frames. `next_frame` returns `None` at the end, an error when the stream cannot
@@ -68,21 +70,45 @@ pub trait FrameSource {
     fn stats(&self) -> SourceStats;
 }
 
-/// Open `path` by what it is: an `http://` MJPEG camera URL, a directory of frames, or an MP4 file.
+/// Open `path` by what it is: an `http://` MJPEG camera URL, an `rtsp://` H.264 camera, a directory of frames, or an MP4 file.
 pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
+    open_with(path, limits, crate::rtsp::RtspOptions::default())
+}
+
+/// [`open`], with how an `rtsp://` source is read.
+pub fn open_with(
+    path: &Path,
+    limits: &VideoLimits,
+    rtsp: crate::rtsp::RtspOptions,
+) -> Result<Box<dyn FrameSource>, VideoError> {
     let text = path.to_string_lossy();
     if text.starts_with("http://") {
         return Ok(Box::new(crate::mjpeg::MjpegSource::connect(&text, limits)?));
     }
+    if text.starts_with("rtsp://") {
+        return Ok(Box::new(crate::rtsp::RtspSource::connect(
+            &text, limits, rtsp,
+        )?));
+    }
     if let Some((scheme, _)) = text.split_once("://") {
         return Err(VideoError::Unsupported(format!(
-            "{scheme}:// sources (an MP4 file, a folder of frames or an http:// MJPEG camera are read; RTSP is not yet)"
+            "{scheme}:// sources (an MP4 file, a folder of frames, an http:// MJPEG camera or an rtsp:// H.264 camera are read)"
         )));
     }
     if path.is_dir() {
         Ok(Box::new(FolderSource::open(path, limits)?))
     } else {
         Ok(Box::new(Mp4Source::open(path, limits)?))
+    }
+}
+
+/// How to name `source` in messages: a camera URL without its user name and password (they must
+/// not reach logs or terminals), anything else as it is.
+pub fn shown(source: &Path) -> String {
+    let text = source.to_string_lossy();
+    match url::Url::parse(&text) {
+        Ok(url) if text.contains("://") => crate::rtsp::redacted(&url),
+        _ => text.into_owned(),
     }
 }
 
@@ -111,7 +137,7 @@ pub struct Mp4Source {
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
-fn catch<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, VideoError> {
+pub(crate) fn catch<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, VideoError> {
     catch_unwind(AssertUnwindSafe(f))
         .map_err(|_| VideoError::Malformed(format!("{what}: the parser panicked on this input")))
 }
