@@ -49,8 +49,9 @@ pub struct WatchArgs {
     /// Decide on the best single frame instead of the fused template (for comparisons).
     #[arg(long)]
     pub single_frame: bool,
-    /// Write each frame with the tracked faces boxed (one colour per track) as JPEG files into
-    /// this directory, for people to look at. Off by default: frames are otherwise never kept.
+    /// Write each frame with the tracked faces boxed (one colour per track), for people to look
+    /// at: an H.264 video when the path ends in .mp4, else JPEG files in this directory. Off by
+    /// default: frames are otherwise never kept.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
     /// For an rtsp:// recording (an NVR's archive played over RTSP): wait for the reader
@@ -284,9 +285,13 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         }
         Ok(())
     };
-    if let Some(dir) = &a.annotate {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let mut annotated = match &a.annotate {
+        Some(path) => Some(
+            video::annotate::AnnotatedOutput::create(path)
+                .with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut decode_seconds = 0.0;
     // A source that fails (a camera lost, a file damaged past its limits) still lets every
     // passer-by already seen be decided; the error is reported after the summary.
@@ -306,18 +311,18 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         };
         let events = w.process(&frame, p)?;
         emit(events, &mut out)?;
-        if let Some(dir) = &a.annotate {
-            annotate(&mut frame.image, w.boxes());
-            let path = dir.join(format!("frame{:06}.jpg", frame.index));
-            frame
-                .image
-                .save(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(out) = &mut annotated {
+            video::annotate::draw_tracks(&mut frame.image, w.boxes());
+            out.push(&frame.image, frame.index, frame.time_ms)
+                .context("writing the annotated frames")?;
         }
         progress.inc(1);
     }
     let events = w.finish(p)?;
     emit(events, &mut out)?;
+    if let Some(out) = annotated {
+        out.finish().context("completing the annotated video")?;
+    }
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let stats = source.stats();
@@ -375,43 +380,4 @@ fn decision(
     line["frames_used"] = json!(ev.frames_used);
     line["at_track_end"] = json!(ev.at_track_end);
     Ok(line)
-}
-
-/// Box each tracked face in a colour of its track (3 px wide).
-fn annotate(img: &mut image::RgbImage, boxes: &[(u64, vision::geometry::Rect)]) {
-    const COLOURS: [[u8; 3]; 6] = [
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-    ];
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    for (id, r) in boxes {
-        let c = image::Rgb(COLOURS[(*id as usize) % COLOURS.len()]);
-        let clamp = |v: f64, hi: i64| (v.round() as i64).clamp(0, hi - 1);
-        let (l, t, rr, b) = (
-            clamp(r.left, w),
-            clamp(r.top, h),
-            clamp(r.right, w),
-            clamp(r.bottom, h),
-        );
-        for k in 0..3 {
-            for x in l..=rr {
-                for y in [t + k, b - k] {
-                    if (0..h).contains(&y) {
-                        img.put_pixel(x as u32, y as u32, c);
-                    }
-                }
-            }
-            for y in t..=b {
-                for x in [l + k, rr - k] {
-                    if (0..w).contains(&x) {
-                        img.put_pixel(x as u32, y as u32, c);
-                    }
-                }
-            }
-        }
-    }
 }

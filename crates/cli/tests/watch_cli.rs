@@ -384,3 +384,74 @@ fn a_camera_lost_mid_stream_still_decides_who_was_seen_then_fails() {
         .unwrap()
         .contains("no frame for"));
 }
+
+#[test]
+fn annotate_to_an_mp4_writes_every_frame_with_the_tracks_boxed() {
+    use video::FrameSource;
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let video = dir.path().join("seen.mp4");
+    let (code, out, err) = facegate(
+        &dir.path().join("data"),
+        &[
+            "watch",
+            clip.to_str().unwrap(),
+            "--reference",
+            reference.to_str().unwrap(),
+            "--annotate",
+            video.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    // The boxes drawn are the tracks reported: at a decision's best frame, the written frame
+    // differs from the clip's along the box's top edge and nowhere far from any face.
+    let decision = ev.iter().find(|e| e["event"] == "decision").unwrap();
+    let best = &decision["frames_used"][0];
+    let at = best["frame"].as_u64().unwrap();
+    let rect: Vec<f64> = best["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut written = video::source::Mp4Source::open(&video, &Default::default()).unwrap();
+    let mut original = video::source::Mp4Source::open(&clip, &Default::default()).unwrap();
+    let mut frames = 0;
+    while let Some(frame) = written.next_frame() {
+        let frame = frame.unwrap();
+        let source = original.next_frame().unwrap().unwrap();
+        assert_eq!(frame.image.dimensions(), source.image.dimensions());
+        assert_eq!(frame.time_ms, source.time_ms);
+        if frame.index == at {
+            let (l, r) = (rect[0].max(0.0) as u32, rect[2].min(639.0) as u32);
+            let top = rect[1].max(0.0) as u32;
+            let changed = (l..=r)
+                .filter(|x| {
+                    let (a, b) = (
+                        frame.image.get_pixel(*x, top),
+                        source.image.get_pixel(*x, top),
+                    );
+                    (0..3).map(|c| a[c].abs_diff(b[c]) as u32).sum::<u32>() > 60
+                })
+                .count();
+            assert!(
+                changed * 2 > (r - l) as usize,
+                "{changed} of {} pixels",
+                r - l
+            );
+        }
+        frames += 1;
+    }
+    assert_eq!(frames, 275);
+    // The video is the only thing written (no data directory, no frame files).
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("seen.mp4")]);
+}

@@ -8,11 +8,13 @@
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
 //! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
+//! - [`annotate`]: tracked faces boxed, as JPEG frames or an H.264 MP4 (only when asked).
 //! - [`synth`], [`metrics`], [`evaluate`]: generated scenes with exact ground truth, MOTA/IDF1,
 //!   and the per-passer-by decision counts.
 
 #![forbid(unsafe_code)]
 
+pub mod annotate;
 pub mod attack;
 pub mod error;
 pub mod evaluate;
