@@ -272,11 +272,15 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
                     frames_seen,
                     decided,
                     merged_into,
+                    duplicate_of,
                 } => {
                     let mut line = json!({"event": "track_end", "track": track, "first_frame": first_frame,
                         "frame": frame, "time_ms": time_ms, "frames_seen": frames_seen, "decided": decided});
                     if let Some(into) = merged_into {
                         line["merged_into"] = json!(into);
+                    }
+                    if let Some(of) = duplicate_of {
+                        line["duplicate_of"] = json!(of);
                     }
                     line
                 }

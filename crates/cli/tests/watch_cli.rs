@@ -214,6 +214,66 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     assert_eq!(fused["false_matches"], 0, "{r}");
 }
 
+#[test]
+fn generated_scenes_export_as_mp4_with_ground_truth_and_scene_n_is_always_the_same() {
+    use video::FrameSource;
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = shared.join("data/lfw-dev/images");
+    let export = |first: &str, scenes: &str, out: &std::path::Path| {
+        let (code, _, err) = facegate(
+            &dir.path().join("data"),
+            &[
+                "eval",
+                "video",
+                "--images",
+                images.to_str().unwrap(),
+                "--people",
+                "4",
+                "--frames",
+                "90",
+                "--size",
+                "480x270",
+                "--first-scene",
+                first,
+                "--scenes",
+                scenes,
+                "--export-mp4",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    };
+    let (both, alone) = (dir.path().join("both"), dir.path().join("alone"));
+    export("0", "2", &both);
+    export("1", "1", &alone);
+    assert!(both.join("scene0.mp4").is_file() && !alone.join("scene0.mp4").exists());
+    let gt = std::fs::read_to_string(alone.join("scene1_gt.txt")).unwrap();
+    assert_eq!(
+        gt,
+        std::fs::read_to_string(both.join("scene1_gt.txt")).unwrap()
+    );
+    // MOTChallenge lines: frame (1-based), passer-by, box; faces in view in most frames.
+    let frames_with_faces: std::collections::HashSet<u64> = gt
+        .lines()
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(frames_with_faces.len() > 45, "{}", frames_with_faces.len());
+    assert!(frames_with_faces.iter().all(|f| (1..=90).contains(f)));
+    let mut video =
+        video::source::Mp4Source::open(&alone.join("scene1.mp4"), &Default::default()).unwrap();
+    let mut n = 0;
+    while let Some(frame) = video.next_frame() {
+        let frame = frame.unwrap();
+        assert_eq!(frame.image.dimensions(), (480, 270));
+        assert_eq!(frame.time_ms, n * 1000 / 30);
+        n += 1;
+    }
+    assert_eq!(n, 90);
+}
+
 /// The same kind of scene through an H.264 encoder and back: the pipeline sees a compressed
 /// stream, and the report says what the stream delivered.
 #[test]

@@ -51,6 +51,11 @@ pub struct SceneReport {
     pub decisions_without_passer_by: usize,
     pub passers_by_without_decision: usize,
     pub passers_by_with_two_or_more_decisions: usize,
+    /// Each passer-by decided more than once: which tracks decided, over which frames each
+    /// overlapped them (for looking at the cases one by one).
+    pub decided_twice: Vec<PasserByCase>,
+    /// Each passer-by without a decision, with every track that overlapped them.
+    pub undecided: Vec<PasserByCase>,
     /// Passers-by with at least one wrong fused decision (own reference rejected, or another
     /// identity's accepted).
     pub passers_by_with_a_wrong_decision: usize,
@@ -63,6 +68,18 @@ pub struct SceneReport {
     /// Ground truth and tracker boxes of every scored frame (for exporting in MOT format).
     #[serde(skip)]
     pub boxes: Vec<FrameBoxes>,
+}
+
+/// A passer-by decided twice or not at all, for looking at the case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PasserByCase {
+    pub passage: u64,
+    pub identity: usize,
+    /// First and last frame the passer-by is visible in (ground truth).
+    pub visible: (u64, u64),
+    /// Tracks (those that decided, or for an undecided passer-by all that overlapped them) with
+    /// the first and last frame each overlapped the passer-by (IoU ≥ 0.5).
+    pub tracks: Vec<(u64, u64, u64)>,
 }
 
 impl SceneReport {
@@ -163,7 +180,7 @@ pub fn run_scene(
         v.sort_unstable();
         v
     };
-    let mut per_passage: HashMap<u64, Vec<(bool, bool)>> = HashMap::new();
+    let mut per_passage: HashMap<u64, Vec<(bool, u64)>> = HashMap::new();
     let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
     let mut orphans = 0;
     for (track, fused_t, best_t) in &decided {
@@ -214,7 +231,10 @@ pub fn run_scene(
                 wrong = !genuine || impostor;
             }
         }
-        per_passage.entry(passage).or_default().push((wrong, true));
+        per_passage
+            .entry(passage)
+            .or_default()
+            .push((wrong, *track));
     }
     // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
     // view, or be cut by the end of the scene).
@@ -234,6 +254,63 @@ pub fn run_scene(
         .filter(|id| !per_passage.contains_key(id))
         .count();
     let two_or_more = per_passage.values().filter(|v| v.len() >= 2).count();
+    let frame_of = |k: usize| boxes[k].frame;
+    let on = |track: u64, passage: u64| -> Vec<u64> {
+        track_boxes
+            .get(&track)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(k, r)| {
+                truths[*k]
+                    .iter()
+                    .any(|(ps, _, g)| *ps == passage && iou(r, g) >= 0.5)
+            })
+            .map(|(k, _)| frame_of(*k))
+            .collect()
+    };
+    let case = |passage: u64, tracks: &[u64]| {
+        let seen: Vec<u64> = (0..truths.len())
+            .filter(|k| truths[*k].iter().any(|t| t.0 == passage))
+            .map(frame_of)
+            .collect();
+        PasserByCase {
+            passage,
+            identity: identity_of.get(&passage).copied().unwrap_or(usize::MAX),
+            visible: (
+                seen.first().copied().unwrap_or(0),
+                seen.last().copied().unwrap_or(0),
+            ),
+            tracks: tracks
+                .iter()
+                .map(|&t| {
+                    let over = on(t, passage);
+                    let first = over.first().copied().unwrap_or(0);
+                    (t, first, over.last().copied().unwrap_or(first))
+                })
+                .collect(),
+        }
+    };
+    let mut decided_twice: Vec<PasserByCase> = per_passage
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(&passage, v)| case(passage, &v.iter().map(|x| x.1).collect::<Vec<_>>()))
+        .collect();
+    let mut track_ids: Vec<u64> = track_boxes.keys().copied().collect();
+    track_ids.sort_unstable();
+    let undecided: Vec<PasserByCase> = counted
+        .iter()
+        .filter(|id| !per_passage.contains_key(id))
+        .map(|&passage| {
+            let over: Vec<u64> = track_ids
+                .iter()
+                .copied()
+                .filter(|t| !on(*t, passage).is_empty())
+                .collect();
+            case(passage, &over)
+        })
+        .collect();
+    decided_twice.sort_by_key(|d| d.passage);
     let wrong = per_passage
         .values()
         .filter(|v| v.iter().any(|(w, _)| *w))
@@ -246,6 +323,8 @@ pub fn run_scene(
         decisions_without_passer_by: orphans,
         passers_by_without_decision: without,
         passers_by_with_two_or_more_decisions: two_or_more,
+        decided_twice,
+        undecided,
         passers_by_with_a_wrong_decision: wrong,
         fused,
         single_frame: single,

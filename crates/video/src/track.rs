@@ -111,8 +111,11 @@ pub struct Update {
     pub assigned: Vec<(usize, u64)>,
     /// Tracks reported for the first time in this frame.
     pub started: Vec<u64>,
-    /// Tracks that ended in this frame (unseen for too long).
+    /// Tracks that ended in this frame (unseen for too long, or gone out of view).
     pub ended: Vec<u64>,
+    /// Those of `ended` that ended because their face left the frame (a person who walks out
+    /// and comes back is a new passer-by; one hidden in view is not).
+    pub left_view: Vec<u64>,
     /// (young track, lost track): a reported young track whose face turned out to be a lost
     /// track's; the lost track continues with its detections, the young one is gone.
     pub merged: Vec<(u64, u64)>,
@@ -215,7 +218,8 @@ fn blend(old: &[f32], e: &[f32]) -> Face {
     }
 }
 
-fn distance(a: &[f32], b: &[f32]) -> f32 {
+/// Euclidean distance: the tracker's measure between two appearances.
+pub fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y) * (x - y))
@@ -334,6 +338,32 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id).map(Track::rect)
     }
 
+    /// The closest live track other than `id` whose appearance is within the re-identification
+    /// distance of `embedding` (in the tracker's geometry), among those `eligible` says may be;
+    /// with the distance.
+    pub fn same_face(
+        &self,
+        id: u64,
+        embedding: &[f32],
+        eligible: impl Fn(u64) -> bool,
+    ) -> Option<(u64, f32)> {
+        self.tracks
+            .iter()
+            .filter(|t| t.id != id && eligible(t.id))
+            .filter_map(|t| {
+                t.appearance
+                    .as_ref()
+                    .map(|a| (t.id, distance(embedding, a)))
+            })
+            .filter(|(_, d)| *d <= self.config.reid_distance)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The distance within which two faces are taken to be the same person.
+    pub fn reid_distance(&self) -> f32 {
+        self.config.reid_distance
+    }
+
     /// Set a track's appearance (an embedding of its face, or the fused template of its best
     /// frames), replacing what it had.
     pub fn set_appearance(&mut self, id: u64, embedding: Vec<f32>) {
@@ -431,6 +461,9 @@ impl Tracker {
             };
             if gone && t.phase != Phase::Tentative {
                 out.ended.push(t.id);
+                if t.phase == Phase::Lost && left_view(t) {
+                    out.left_view.push(t.id);
+                }
             }
             !gone
         });

@@ -17,13 +17,13 @@ use crate::motion::{MotionConfig, MotionCue, MotionTrack};
 use crate::source::Frame;
 use crate::track::{Observation, Tracker, TrackerConfig};
 use image::RgbImage;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use template::{fuse, unit};
 use vision::geometry::Rect;
 use vision::liveness::{PadCrops, PadOutcome};
 use vision::pipeline::Pipeline;
 use vision::quality::Quality;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
@@ -34,6 +34,11 @@ pub struct WatchConfig {
     pub best_frames: usize,
     /// Decide a track after it was seen this many times (on detection frames), or when it ends.
     pub decide_after_frames: u32,
+    /// A track that ends mid-stream seen fewer times than this is a fragment — a face glimpsed,
+    /// or a half-hidden one before its passer-by's own track takes it back — and is not decided
+    /// (its passer-by is decided by their own track). At the end of a stream (or a gate session)
+    /// every track is decided on what there was.
+    pub min_frames_to_decide: u32,
     /// Tracks whose frames are collected at once; more faces are tracked but not collected
     /// (bounds memory on a frame full of faces).
     pub max_collected_tracks: usize,
@@ -64,6 +69,7 @@ impl Default for WatchConfig {
             detect_every: 1,
             best_frames: 3,
             decide_after_frames: 30,
+            min_frames_to_decide: 8,
             max_collected_tracks: 32,
             motion: MotionConfig::default(),
         }
@@ -116,6 +122,26 @@ struct TrackState {
     kept: Vec<Kept>,
     /// The planar-motion cue's evidence (when the pipeline has a PAD stage).
     motion: Option<MotionTrack>,
+    /// The fused template of its decision, in the tracker's geometry (kept while the track
+    /// lives, and for a short while after: see [`Watcher::recent`]).
+    decided_as: Option<Zeroizing<Vec<f32>>>,
+    /// The track whose passer-by this one turned out to be when it came to decide: its decision
+    /// was withheld (one passer-by, one decision).
+    duplicate_of: Option<u64>,
+    /// Tracks assigned a face in the same frame as this one at least once: different people
+    /// (one face is not in two places), never taken for this one's passer-by.
+    seen_with: HashSet<u64>,
+}
+
+/// Why a track ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Its face walked out of the frame: whoever comes back is a new passer-by.
+    LeftView,
+    /// Unseen for too long while in view (hidden).
+    Lost,
+    /// The stream ended.
+    StreamEnd,
 }
 
 /// A frame a decision used.
@@ -181,6 +207,9 @@ pub enum Event {
         /// The earlier track this one turned out to be (the same face found again after it was
         /// lost): that track goes on with this one's frames, and decides for both, once.
         merged_into: Option<u64>,
+        /// The track this one's face matched when it came to decide (a fragment of a passer-by
+        /// another track follows or just decided): no decision was made for this one.
+        duplicate_of: Option<u64>,
     },
 }
 
@@ -210,6 +239,12 @@ pub struct Watcher {
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
+    /// Decided tracks that ended in view (lost, not walked out) within the last
+    /// `tracker.max_lost_frames` frames: (track, last frame, fused template in the tracker's
+    /// geometry). A fragment of the same passer-by that comes to decide meanwhile is recognised
+    /// as theirs; someone who walked out and comes back is a new passer-by. Zeroised when they
+    /// expire.
+    recent: Vec<(u64, u64, Zeroizing<Vec<f32>>)>,
 }
 
 impl Watcher {
@@ -222,7 +257,72 @@ impl Watcher {
             last_time: 0,
             boxes: Vec::new(),
             seconds: StageSeconds::default(),
+            recent: Vec::new(),
         }
+    }
+
+    /// The passer-by a track about to be decided on `fused` already is: another live track whose
+    /// appearance is within the re-identification distance (one that is decided, or still
+    /// collecting and so will be; never one itself withheld), or a decided track that ended
+    /// recently. `None`: a passer-by of its own.
+    fn duplicate_of(
+        &self,
+        id: u64,
+        fused: &[f32],
+        seen_with: &HashSet<u64>,
+        similarity: bool,
+    ) -> Option<u64> {
+        let mine = Zeroizing::new(pack_geometry(similarity, fused.to_vec()));
+        let live = self.tracker.same_face(id, &mine, |t| {
+            !seen_with.contains(&t)
+                && self.tracks.get(&t).is_some_and(|s| {
+                    s.duplicate_of.is_none()
+                        && (s.decided_as.is_some() || (!s.decided && s.collecting))
+                })
+        });
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(t, _, _)| !seen_with.contains(t))
+            .map(|(t, _, a)| (*t, crate::track::distance(&mine, a)))
+            .filter(|(_, d)| *d <= self.tracker.reid_distance())
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        match (live, recent) {
+            (Some(l), Some(r)) => Some(if r.1 < l.1 { r.0 } else { l.0 }),
+            (l, r) => l.or(r).map(|(t, _)| t),
+        }
+    }
+
+    /// Decide track `id` now, unless its face is a passer-by already decided or about to be
+    /// ([`Watcher::duplicate_of`]). The decision, if one is made.
+    fn decide_once(
+        &mut self,
+        id: u64,
+        state: &mut TrackState,
+        frame: (u64, u64),
+        at_track_end: bool,
+        p: &Pipeline,
+    ) -> Result<Option<Evidence>, VideoError> {
+        let Some(ev) = decide(
+            id,
+            state,
+            frame.0,
+            frame.1,
+            at_track_end,
+            p,
+            &mut self.seconds,
+        )?
+        else {
+            return Ok(None);
+        };
+        let similarity = p.metric().is_similarity();
+        if let Some(other) = self.duplicate_of(id, &ev.fused, &state.seen_with, similarity) {
+            // Withheld: `ev` (and its templates) are zeroised as it drops.
+            state.duplicate_of = Some(other);
+            return Ok(None);
+        }
+        state.decided_as = Some(Zeroizing::new(pack_geometry(similarity, ev.fused.clone())));
+        Ok(Some(ev))
     }
 
     /// Time spent per stage so far.
@@ -300,6 +400,9 @@ impl Watcher {
                         .liveness
                         .as_ref()
                         .map(|_| MotionTrack::new(self.cfg.motion)),
+                    decided_as: None,
+                    duplicate_of: None,
+                    seen_with: HashSet::new(),
                 },
             );
             if let Some(&(d, _)) = update.assigned.iter().find(|a| a.1 == id) {
@@ -320,87 +423,116 @@ impl Watcher {
             .iter()
             .map(|d| d.rect.width() * d.rect.height())
             .collect();
+        for &(_, a) in &update.assigned {
+            if let Some(state) = self.tracks.get_mut(&a) {
+                state
+                    .seen_with
+                    .extend(update.assigned.iter().map(|x| x.1).filter(|&b| b != a));
+            }
+        }
         for &(d, id) in &update.assigned {
-            let Some(state) = self.tracks.get_mut(&id) else {
+            // Taken out while it is worked on (deciding looks at the other tracks), put back below.
+            let Some(mut state) = self.tracks.remove(&id) else {
                 continue;
             };
-            state.seen += 1;
-            if state.decided || !state.collecting {
-                continue;
-            }
-            let clock = std::time::Instant::now();
-            let lm = p.landmarks_for(img, &dets[d])?;
-            let chip = p.chip(img, &lm);
-            let mut quality = Quality::measure(
-                &dets[d].rect,
-                &lm,
-                &chip,
-                &p.models.manifest.embedder.alignment,
-                (img.width(), img.height()),
-            );
-            quality.set_single_face(&areas);
-            self.seconds.collect += clock.elapsed().as_secs_f64();
-            let rank = frame_rank(&quality);
-            let clock = std::time::Instant::now();
-            if let Some(m) = &mut state.motion {
-                m.add(img, &dets[d].rect, frame.index);
-            }
-            self.seconds.liveness += clock.elapsed().as_secs_f64();
-            let k = self.cfg.best_frames.max(1);
-            let worst = state
-                .kept
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
-                .map(|(i, kept)| (i, kept.rank));
-            let slot = match worst {
-                _ if state.kept.len() < k => Some(state.kept.len()),
-                Some((i, r)) if rank > r => Some(i),
-                _ => None,
-            };
-            if let Some(i) = slot {
-                let clock = std::time::Instant::now();
-                let pad = match &p.liveness {
-                    Some(pad) => Some(pad.crops(img, &dets[d].rect)?),
-                    None => None,
-                };
-                self.seconds.liveness += clock.elapsed().as_secs_f64();
-                let keep = Kept {
-                    chip: Some(chip),
-                    pad,
-                    quality,
-                    rank,
-                    frame: frame.index,
-                    rect: dets[d].rect,
-                };
-                if i == state.kept.len() {
-                    state.kept.push(keep);
-                } else {
-                    state.kept[i] = keep;
-                }
-            }
-            if state.seen >= self.cfg.decide_after_frames {
-                if let Some(ev) = decide(
-                    id,
-                    state,
-                    frame.index,
-                    frame.time_ms,
-                    false,
-                    p,
-                    &mut self.seconds,
-                )? {
-                    // The fused best frames are the best picture of this face the tracker will
-                    // get: what it re-identifies the face by if it is lost from here on.
-                    self.tracker
-                        .set_appearance(id, pack_geometry(similarity, ev.fused.clone()));
-                    events.push(Event::Decide(ev));
-                }
+            let decision = self.collect(id, &mut state, d, &dets, &areas, frame, p);
+            self.tracks.insert(id, state);
+            if let Some(ev) = decision? {
+                // The fused best frames are the best picture of this face the tracker will
+                // get: what it re-identifies the face by if it is lost from here on.
+                self.tracker
+                    .set_appearance(id, pack_geometry(similarity, ev.fused.clone()));
+                events.push(Event::Decide(ev));
             }
         }
         for &id in &update.ended {
-            self.end(id, frame.index, frame.time_ms, p, &mut events)?;
+            let ending = if update.left_view.contains(&id) {
+                Ending::LeftView
+            } else {
+                Ending::Lost
+            };
+            self.end(id, frame.index, frame.time_ms, ending, p, &mut events)?;
         }
+        let horizon = frame
+            .index
+            .saturating_sub(self.cfg.tracker.max_lost_frames as u64);
+        self.recent.retain(|(_, last, _)| *last >= horizon);
         Ok(events)
+    }
+
+    /// Track `id` was seen in detection `d`: its frame kept if among its best, and its decision
+    /// once it was seen often enough.
+    #[allow(clippy::too_many_arguments)]
+    fn collect(
+        &mut self,
+        id: u64,
+        state: &mut TrackState,
+        d: usize,
+        dets: &[vision::detect::Detection],
+        areas: &[f64],
+        frame: &Frame,
+        p: &Pipeline,
+    ) -> Result<Option<Evidence>, VideoError> {
+        let img = &frame.image;
+        state.seen += 1;
+        if state.decided || !state.collecting {
+            return Ok(None);
+        }
+        let clock = std::time::Instant::now();
+        let lm = p.landmarks_for(img, &dets[d])?;
+        let chip = p.chip(img, &lm);
+        let mut quality = Quality::measure(
+            &dets[d].rect,
+            &lm,
+            &chip,
+            &p.models.manifest.embedder.alignment,
+            (img.width(), img.height()),
+        );
+        quality.set_single_face(areas);
+        self.seconds.collect += clock.elapsed().as_secs_f64();
+        let rank = frame_rank(&quality);
+        let clock = std::time::Instant::now();
+        if let Some(m) = &mut state.motion {
+            m.add(img, &dets[d].rect, frame.index);
+        }
+        self.seconds.liveness += clock.elapsed().as_secs_f64();
+        let k = self.cfg.best_frames.max(1);
+        let worst = state
+            .kept
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.rank.total_cmp(&b.1.rank))
+            .map(|(i, kept)| (i, kept.rank));
+        let slot = match worst {
+            _ if state.kept.len() < k => Some(state.kept.len()),
+            Some((i, r)) if rank > r => Some(i),
+            _ => None,
+        };
+        if let Some(i) = slot {
+            let clock = std::time::Instant::now();
+            let pad = match &p.liveness {
+                Some(pad) => Some(pad.crops(img, &dets[d].rect)?),
+                None => None,
+            };
+            self.seconds.liveness += clock.elapsed().as_secs_f64();
+            let keep = Kept {
+                chip: Some(chip),
+                pad,
+                quality,
+                rank,
+                frame: frame.index,
+                rect: dets[d].rect,
+            };
+            if i == state.kept.len() {
+                state.kept.push(keep);
+            } else {
+                state.kept[i] = keep;
+            }
+        }
+        if state.seen < self.cfg.decide_after_frames {
+            return Ok(None);
+        }
+        self.decide_once(id, state, (frame.index, frame.time_ms), false, p)
     }
 
     /// The stream ended: every live track is decided (if it was not) and ended.
@@ -408,7 +540,7 @@ impl Watcher {
         let mut events = Vec::new();
         let (frame, time) = (self.last_frame, self.last_time);
         for id in self.tracker.finish() {
-            self.end(id, frame, time, p, &mut events)?;
+            self.end(id, frame, time, Ending::StreamEnd, p, &mut events)?;
         }
         Ok(events)
     }
@@ -421,8 +553,16 @@ impl Watcher {
         };
         if let Some(o) = self.tracks.get_mut(&old) {
             o.seen += y.seen;
-            // One decision per passer-by: if either was decided, the merged track was.
-            o.decided |= y.decided;
+            o.seen_with
+                .extend(y.seen_with.drain().filter(|&t| t != old));
+            // One decision per passer-by: if either was decided, the merged track was (a young
+            // track whose decision was withheld as another's made none).
+            if y.decided && y.duplicate_of.is_none() {
+                o.decided = true;
+                if o.decided_as.is_none() {
+                    o.decided_as = y.decided_as.take();
+                }
+            }
             if o.decided || !o.collecting {
                 o.kept.clear();
             } else {
@@ -439,22 +579,29 @@ impl Watcher {
             frames_seen: y.seen,
             decided: y.decided,
             merged_into: Some(old),
+            duplicate_of: None,
         });
     }
 
+    /// Track `id` ended: decided if it was not (and is no fragment), and, unless it walked out
+    /// of view, remembered a while as a passer-by just decided.
     fn end(
         &mut self,
         id: u64,
         frame: u64,
         time_ms: u64,
+        ending: Ending,
         p: &Pipeline,
         events: &mut Vec<Event>,
     ) -> Result<(), VideoError> {
         let Some(mut state) = self.tracks.remove(&id) else {
             return Ok(());
         };
-        if let Some(ev) = decide(id, &mut state, frame, time_ms, true, p, &mut self.seconds)? {
-            events.push(Event::Decide(ev));
+        let fragment = state.seen < self.cfg.min_frames_to_decide && ending != Ending::StreamEnd;
+        if !fragment {
+            if let Some(ev) = self.decide_once(id, &mut state, (frame, time_ms), true, p)? {
+                events.push(Event::Decide(ev));
+            }
         }
         events.push(Event::TrackEnd {
             track: id,
@@ -462,9 +609,17 @@ impl Watcher {
             frame,
             time_ms,
             frames_seen: state.seen,
-            decided: state.decided,
+            decided: state.decided && state.duplicate_of.is_none(),
             merged_into: None,
+            duplicate_of: state.duplicate_of,
         });
+        if let Some(appearance) = state
+            .decided_as
+            .take()
+            .filter(|_| ending != Ending::LeftView)
+        {
+            self.recent.push((id, frame, appearance));
+        }
         Ok(())
     }
 }

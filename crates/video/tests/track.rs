@@ -308,15 +308,48 @@ fn a_track_ends_when_its_face_has_left_the_frame() {
             } else {
                 vec![]
             };
-            if !t.update(&dets, &mut |_| None).ended.is_empty() {
-                return k;
+            let up = t.update(&dets, &mut |_| None);
+            if !up.ended.is_empty() {
+                // Reported as gone out of view only when that is why it ended.
+                return (k, up.left_view == up.ended);
             }
         }
-        u32::MAX
+        (u32::MAX, false)
     };
     // Last seen at frame 63 (x = 604): its centre passes 640 five frames later.
-    let with_size = end_frame(Some((640, 480)));
+    let (with_size, left) = end_frame(Some((640, 480)));
     assert!((64..=70).contains(&with_size), "ended at {with_size}");
-    let without = end_frame(None);
+    assert!(left);
+    let (without, left) = end_frame(None);
     assert_eq!(without, 63 + TrackerConfig::default().max_lost_frames + 1);
+    assert!(!left);
+}
+
+/// The watcher's duplicate check asks the tracker which other live track has a face within the
+/// re-identification distance: never the asking track itself, only eligible ones, the closest.
+#[test]
+fn same_face_finds_the_closest_other_eligible_track_within_the_distance() {
+    let config = TrackerConfig::default().for_threshold(0.6);
+    let mut t = Tracker::new(config);
+    let dets = [face(100.0, 100.0, 80.0, 1.0), face(400.0, 100.0, 80.0, 1.0)];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids = t.update(&dets, &mut |_| None).assigned;
+    }
+    let (a, b) = (ids[0].1, ids[1].1);
+    t.set_appearance(a, vec![0.0, 0.0]);
+    t.set_appearance(b, vec![0.3, 0.0]);
+    let reid = t.reid_distance();
+    assert!((reid - 0.51).abs() < 1e-6, "{reid}");
+    // A face at 0.1 from a and 0.2 from b: a is the closest.
+    assert_eq!(t.same_face(99, &[0.1, 0.0], |_| true).map(|x| x.0), Some(a));
+    // Asked by a itself: b.
+    assert_eq!(t.same_face(a, &[0.1, 0.0], |_| true).map(|x| x.0), Some(b));
+    // a not eligible: b.
+    assert_eq!(
+        t.same_face(99, &[0.1, 0.0], |id| id != a).map(|x| x.0),
+        Some(b)
+    );
+    // Beyond the distance from both: none.
+    assert_eq!(t.same_face(99, &[0.0, 0.6], |_| true), None);
 }

@@ -23,12 +23,16 @@ pub struct VideoEvalArgs {
     /// Passers-by per scene.
     #[arg(long, default_value_t = 30)]
     pub people: usize,
-    /// Frames per scene (640x480, 30 fps).
+    /// Frames per scene (30 fps).
     #[arg(long, default_value_t = 1200)]
     pub frames: u64,
     /// Scenes (each with other people and paths).
     #[arg(long, default_value_t = 1)]
     pub scenes: u64,
+    /// Number of the first scene run (scenes are numbered from 0; scene n is the same whatever
+    /// else runs, so `--first-scene 7 --scenes 3` looks again at scenes 7-9 alone).
+    #[arg(long, default_value_t = 0)]
+    pub first_scene: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Detect on every n-th frame only.
@@ -49,8 +53,59 @@ pub struct VideoEvalArgs {
     /// a camera's encoder does): tracking and decisions on a compressed stream.
     #[arg(long)]
     pub h264_bitrate: Option<u32>,
+    /// Frame size of the generated scenes, WIDTHxHEIGHT (faces keep their sizes: a wider
+    /// frame is a wider view, as a CCTV camera's).
+    #[arg(long, default_value = "640x480", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Instead of evaluating, write each scene into this directory as an H.264 MP4
+    /// (sceneN.mp4, openh264) with its ground truth (sceneN_gt.txt, MOTChallenge format), e.g.
+    /// for `facegate watch` or `scripts/bench_live.py`.
+    #[arg(long)]
+    pub export_mp4: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text}: expected WIDTHxHEIGHT"))?;
+    let side = |v: &str| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| (64..=4096).contains(n) && n % 2 == 0)
+            .ok_or_else(|| format!("{text}: sides must be even numbers of 64-4096 pixels"))
+    };
+    Ok((side(w)?, side(h)?))
+}
+
+/// Write `scene` as `dir/sceneN.mp4` and its ground truth as `dir/sceneN_gt.txt`.
+fn export(scene: &Scene, dir: &Path, scene_no: u64) -> Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let video_path = dir.join(format!("scene{scene_no}.mp4"));
+    let mut video = video::annotate::Mp4Out::create(&video_path)?;
+    let mut gt = String::new();
+    for f in 0..scene.frames() {
+        let (image, truth) = scene.frame(f);
+        video.push(&image, f * 1000 / 30)?;
+        for t in truth {
+            let _ = writeln!(
+                gt,
+                "{},{},{:.3},{:.3},{:.3},{:.3},1,-1,-1,-1",
+                f + 1,
+                t.passage,
+                t.rect.left,
+                t.rect.top,
+                t.rect.width(),
+                t.rect.height()
+            );
+        }
+    }
+    video.finish()?;
+    std::fs::write(dir.join(format!("scene{scene_no}_gt.txt")), gt)?;
+    eprintln!("wrote {}", video_path.display());
+    Ok(())
 }
 
 /// People with at least two JPEG or PNG images, in name order: (first image, second image).
@@ -88,7 +143,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
     }
     let limits = DecodeLimits::default();
     let mut reports = Vec::new();
-    for scene_no in 0..a.scenes {
+    for scene_no in a.first_scene..a.first_scene.saturating_add(a.scenes) {
         // Each scene draws its people from a different stretch of the list.
         let mut actors = Vec::new();
         let mut references = HashMap::new();
@@ -117,11 +172,17 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         let scene = Scene::new(
             SceneConfig {
                 frames: a.frames,
+                width: a.size.0,
+                height: a.size.1,
                 seed: a.seed.wrapping_add(scene_no),
                 ..Default::default()
             },
             actors,
         );
+        if let Some(dir) = &a.export_mp4 {
+            export(&scene, dir, scene_no)?;
+            continue;
+        }
         let judge = Judge {
             references: &references,
             metric: vp.p.metric(),
@@ -157,6 +218,17 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                 100.0 * r.single_frame.fmr(),
                 r.frames as f64 / r.seconds.max(1e-9)
             );
+            for (what, cases) in [
+                ("decided by", &r.decided_twice),
+                ("not decided; tracks on them", &r.undecided),
+            ] {
+                for d in cases {
+                    println!(
+                        "scene {scene_no}: passer-by {} (identity {}, visible in frames {}-{}) {what} {:?} (track, first and last frame on them)",
+                        d.passage, d.identity, d.visible.0, d.visible.1, d.tracks
+                    );
+                }
+            }
             if let Some(h) = &r.h264 {
                 println!(
                     "scene {scene_no}: through H.264 at {} kbit/s: {:.0} kbit/s delivered, {} frames skipped by the encoder",
@@ -174,7 +246,8 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             "{}",
             json!({"detector": vp.p.detector_name(), "detect_every": cfg.detect_every,
                 "threshold": threshold, "scenes": reports,
-                "method": "generated 640x480 scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
+                "size": format!("{}x{}", a.size.0, a.size.1),
+                "method": "generated scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
         );
     }
     Ok(0)
