@@ -9,7 +9,8 @@ Each stream is a generated scene (`facegate eval video --export-mp4`: people fro
 development split walking, approaching, crossing and occluding each other; faces 130-210 px)
 written as an H.264 MP4 by openh264. `watch` reads the file as fast as it can, so its frames per
 second is throughput: real time is >= 30. Detection on every frame and on every 2nd / 3rd frame
-(the tracker steps on those frames), with the default MMOD detector and with HOG.
+(the tracker steps on those frames), with the default MMOD detector, with MMOD limited to faces of
+100-400 px (an e-gate camera's setting; e-gate stream only) and with HOG.
 
 No peer runs this pipeline (decode + detect + track + quality + embed the best frames, one decision
 per passer-by); the still-image stages are compared with dlib/face_recognition by
@@ -48,7 +49,9 @@ def main():
     ap.add_argument("--images", default=os.path.join(SHARED, "data", "lfw-dev", "images"))
     ap.add_argument("--reference", default=os.path.join(SHARED, "data", "people", "lin-manuel-miranda.png"))
     ap.add_argument("--every", default="1,2,3")
-    ap.add_argument("--detectors", default="mmod,hog")
+    ap.add_argument("--detectors", default="mmod,mmod-100-400,hog",
+                    help="mmod (the pack's detector, every face size it finds), mmod-100-400 (faces of 100-400 px "
+                         "only, as an e-gate camera is set up; e-gate stream only), hog")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
     print(f"machine: {cpu_model()}, {cores} logical CPUs; {time.strftime('%Y-%m-%d')}")
@@ -63,11 +66,15 @@ def main():
                  "--size", f"{w}x{h}", "--export-mp4", out])
             video = os.path.join(out, "scene0.mp4")
             for detector in a.detectors.split(","):
+                if detector == "mmod-100-400" and name != "e-gate":
+                    continue
                 for every in a.every.split(","):
                     cmd = ["taskset", "-c", cpus, a.facegate, "watch", video, "--reference", a.reference,
                            "--every", every, "--threads", str(threads)]
                     if detector == "hog":
                         cmd += ["--detector", "hog"]
+                    if detector == "mmod-100-400":
+                        cmd += ["--min-face", "100", "--max-face", "400"]
                     lines = [json.loads(l) for l in run(cmd).splitlines() if l.strip()]
                     s = lines[-1]
                     st = s["stage_ms_per_frame"]

@@ -515,3 +515,122 @@ fn annotate_to_an_mp4_writes_every_frame_with_the_tracks_boxed() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("seen.mp4")]);
 }
+
+/// A scripted scene written as a folder of frames: each frame a grey 480x360 canvas with the
+/// given people's photos (scaled to 170 px squares) at the given places.
+fn scripted_scene(
+    dir: &std::path::Path,
+    frames: u64,
+    at: impl Fn(u64) -> Vec<(usize, u32, u32)>,
+    photos: &[image::RgbImage],
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..frames {
+        let mut canvas = image::RgbImage::from_pixel(480, 360, image::Rgb([90, 96, 104]));
+        for (who, x, y) in at(f) {
+            image::imageops::overlay(&mut canvas, &photos[who], x as i64, y as i64);
+        }
+        canvas.save(dir.join(format!("f{f:05}.png"))).unwrap();
+    }
+}
+
+fn square_photo(path: &std::path::Path) -> image::RgbImage {
+    let img = image::open(path).unwrap().to_rgb8();
+    let side = img.width().min(img.height());
+    let (x, y) = ((img.width() - side) / 2, (img.height() - side) / 2);
+    let crop = image::imageops::crop_imm(&img, x, y, side, side).to_image();
+    image::imageops::resize(&crop, 170, 170, image::imageops::FilterType::Triangle)
+}
+
+fn watch_events(
+    dir: &std::path::Path,
+    frames: &std::path::Path,
+    reference: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let (code, out, err) = facegate(
+        &dir.join("data"),
+        &[
+            "watch",
+            frames.to_str().unwrap(),
+            "--reference",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn count(ev: &[serde_json::Value], kind: &str) -> usize {
+    ev.iter().filter(|e| e["event"] == kind).count()
+}
+
+/// One passer-by, one decision, beyond what the tracker can re-identify: a person decided, then
+/// hidden in view for longer than a lost track is kept, who shows again elsewhere is recognised
+/// as the passer-by just decided (no second decision); two people who look alike (the same
+/// photo twice) seen at the same time are two passers-by (two decisions); a face glimpsed for 5
+/// frames mid-stream is a fragment (no decision) but one seen 5 frames at the stream's end is
+/// decided on what there was.
+#[test]
+fn a_passer_by_found_again_after_the_tracker_gave_up_is_not_decided_twice() {
+    let Some(shared) = shared_with("data/people/lin-manuel-miranda.png") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lin = shared.join("data/people/lin-manuel-miranda.png");
+    let photos = [
+        square_photo(&lin),
+        square_photo(&shared.join("data/people/alex-lacamoire.png")),
+    ];
+    // Hidden 100 frames (the lost track ends after 90), then 16 frames elsewhere.
+    let again = dir.path().join("again");
+    scripted_scene(
+        &again,
+        180,
+        |f| match f {
+            0..60 => vec![(0, 40, 90)],
+            160..176 => vec![(0, 270, 120)],
+            _ => vec![],
+        },
+        &photos,
+    );
+    let ev = watch_events(dir.path(), &again, &lin);
+    assert_eq!(count(&ev, "track_start"), 2, "{ev:?}");
+    assert_eq!(count(&ev, "decision"), 1, "{ev:?}");
+    let first = ev.iter().find(|e| e["event"] == "track_start").unwrap()["track"].clone();
+    let duplicate = ev
+        .iter()
+        .find(|e| e["event"] == "track_end" && e.get("duplicate_of").is_some())
+        .unwrap_or_else(|| panic!("no track_end with duplicate_of: {ev:?}"));
+    assert_eq!(duplicate["duplicate_of"], first);
+    assert_eq!(duplicate["decided"], false);
+
+    // The same face twice at once: never taken for one passer-by.
+    let twins = dir.path().join("twins");
+    scripted_scene(&twins, 60, |_| vec![(0, 20, 90), (0, 290, 90)], &photos);
+    let ev = watch_events(dir.path(), &twins, &lin);
+    assert_eq!(count(&ev, "track_start"), 2, "{ev:?}");
+    assert_eq!(count(&ev, "decision"), 2, "{ev:?}");
+
+    // A 5-frame glimpse mid-stream: a fragment; 5 frames at the end: decided.
+    let glimpse = dir.path().join("glimpse");
+    scripted_scene(
+        &glimpse,
+        140,
+        |f| match f {
+            20..25 => vec![(1, 150, 90)],
+            135.. => vec![(1, 150, 90)],
+            _ => vec![],
+        },
+        &photos,
+    );
+    let ev = watch_events(dir.path(), &glimpse, &lin);
+    assert_eq!(count(&ev, "track_start"), 2, "{ev:?}");
+    let decided: Vec<u64> = ev
+        .iter()
+        .filter(|e| e["event"] == "decision")
+        .map(|e| e["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(decided, vec![139], "{ev:?}");
+}
