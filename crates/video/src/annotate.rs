@@ -277,7 +277,7 @@ struct AvccSample {
 fn avcc_sample(annexb: &[u8]) -> AvccSample {
     let mut out = Vec::with_capacity(annexb.len());
     let (mut sps, mut pps, mut sync) = (None, None, false);
-    for nal in nal_units(annexb) {
+    for nal in crate::h264::nal_units(annexb) {
         match nal.first().map(|b| b & 0x1f) {
             Some(7) => sps = Some(nal.to_vec()),
             Some(8) => pps = Some(nal.to_vec()),
@@ -295,32 +295,6 @@ fn avcc_sample(annexb: &[u8]) -> AvccSample {
         sps,
         pps,
     }
-}
-
-/// The NAL units of an Annex B stream (3- or 4-byte start codes).
-fn nal_units(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    starts
-        .iter()
-        .enumerate()
-        .map(|(k, &s)| {
-            let mut end = starts.get(k + 1).map_or(data.len(), |n| n - 3);
-            // Trailing zeros belong to the next unit's 4-byte start code.
-            while end > s && data[end - 1] == 0 {
-                end -= 1;
-            }
-            &data[s..end]
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -89,6 +89,32 @@ impl H264RoundTrip {
     }
 }
 
+/// The NAL units of an Annex B stream (3- or 4-byte start codes).
+pub fn nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let mut end = starts.get(k + 1).map_or(data.len(), |n| n - 3);
+            // Trailing zeros belong to the next unit's 4-byte start code.
+            while end > s && data[end - 1] == 0 {
+                end -= 1;
+            }
+            &data[s..end]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ impl TestStream {
         let mut out = Vec::new();
         for unit in units {
             let mut nals = Vec::new();
-            for nal in split_annexb(unit) {
+            for nal in video::h264::nal_units(unit) {
                 match nal.first().map(|b| b & 0x1f) {
                     Some(7) => sps = nal.to_vec(),
                     Some(8) => pps = nal.to_vec(),
@@ -102,28 +102,6 @@ impl TestStream {
             units,
         }
     }
-}
-
-fn split_annexb(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map(|n| n - 3).unwrap_or(data.len());
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        nals.push(&data[s..end]);
-    }
-    nals
 }
 
 /// How the camera behaves once asked to play.
