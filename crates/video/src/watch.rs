@@ -457,6 +457,18 @@ impl Watcher {
             .index
             .saturating_sub(self.cfg.tracker.max_lost_frames as u64);
         self.recent.retain(|(_, last, _)| *last >= horizon);
+        // Forget co-visible tracks that can no longer be compared with (gone and not recent):
+        // a face that stays in view for hours next to thousands of passers-by holds only the
+        // ones still around.
+        let known: HashSet<u64> = self
+            .tracks
+            .keys()
+            .copied()
+            .chain(self.recent.iter().map(|r| r.0))
+            .collect();
+        for state in self.tracks.values_mut() {
+            state.seen_with.retain(|t| known.contains(t));
+        }
         Ok(events)
     }
 
@@ -577,9 +589,9 @@ impl Watcher {
             frame: frame.index,
             time_ms: frame.time_ms,
             frames_seen: y.seen,
-            decided: y.decided,
+            decided: y.decided && y.duplicate_of.is_none(),
             merged_into: Some(old),
-            duplicate_of: None,
+            duplicate_of: y.duplicate_of,
         });
     }
 
