@@ -239,8 +239,8 @@ pub struct Watcher {
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
-    /// Decided tracks that ended in view (lost, not walked out) within the last
-    /// `tracker.max_lost_frames` frames: (track, last frame, fused template in the tracker's
+    /// Decided tracks that ended in view (lost, not walked out) within as many frames as a lost
+    /// track is kept (`tracker.max_lost_frames` detection frames): (track, last frame, fused template in the tracker's
     /// geometry). A fragment of the same passer-by that comes to decide meanwhile is recognised
     /// as theirs; someone who walked out and comes back is a new passer-by. Zeroised when they
     /// expire.
@@ -453,9 +453,10 @@ impl Watcher {
             };
             self.end(id, frame.index, frame.time_ms, ending, p, &mut events)?;
         }
-        let horizon = frame
-            .index
-            .saturating_sub(self.cfg.tracker.max_lost_frames as u64);
+        // As long as a lost track is kept: `max_lost_frames` counts detection frames.
+        let kept_for =
+            self.cfg.tracker.max_lost_frames as u64 * self.cfg.detect_every.max(1) as u64;
+        let horizon = frame.index.saturating_sub(kept_for);
         self.recent.retain(|(_, last, _)| *last >= horizon);
         // Forget co-visible tracks that can no longer be compared with (gone and not recent):
         // a face that stays in view for hours next to thousands of passers-by holds only the
