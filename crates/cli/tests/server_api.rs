@@ -973,6 +973,63 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
         false
     );
     assert_eq!(sessions[4]["outcome"], "presentation-attack");
+
+    // The same session as a camera stream: multipart/x-mixed-replace, sent chunked, the
+    // reference first and the frames as the camera's parts; options in the query string.
+    let stream = |parts: &[Vec<u8>], close: bool, query: &str| -> (u16, serde_json::Value) {
+        let mut body = Vec::new();
+        for part in parts {
+            body.extend_from_slice(b"--camframe\r\nContent-Type: image/jpeg\r\n\r\n");
+            body.extend_from_slice(part);
+            body.extend_from_slice(b"\r\n");
+        }
+        if close {
+            body.extend_from_slice(b"--camframe--\r\n");
+        }
+        let r = c
+            .post(format!("{}/v1/gate/session{query}", srv.base))
+            .header("Authorization", format!("Bearer {gate}"))
+            .header(
+                "Content-Type",
+                "multipart/x-mixed-replace; boundary=camframe",
+            )
+            .body(reqwest::blocking::Body::new(std::io::Cursor::new(body)))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    let parts: Vec<Vec<u8>> = std::iter::once(photo.clone())
+        .chain(clip.iter().map(jpeg))
+        .collect();
+    let (code, v) = stream(&parts, true, "?liveness=true");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["match"].clone(), v["frames"].clone()),
+        (true.into(), 60.into()),
+        "{v}"
+    );
+    assert_eq!(v["liveness"]["live"], true, "{v}");
+    // Without its closing delimiter the last part may be cut short: refused, not guessed.
+    let (code, v) = stream(&parts, false, "");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (400, Some("bad_stream")),
+        "{v}"
+    );
+    let mut too_many = vec![photo.clone()];
+    too_many.extend((0..91).map(|_| jpeg(&image::RgbImage::new(16, 16))));
+    let (code, v) = stream(&too_many, true, "");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (422, Some("too_many_frames")),
+        "{v}"
+    );
+    let (code, v) = stream(std::slice::from_ref(&photo), true, "");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (400, Some("missing_field")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::apikeys::ApiKey;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use app::liveness::{check_turn, ChallengeResult, Turn};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -68,6 +69,76 @@ fn unprocessable(code: &'static str, msg: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
 }
 
+/// The fields of a session sent as a camera stream (`multipart/x-mixed-replace`, as an MJPEG
+/// camera sends it, usually chunked): the first part is the reference image, every further part
+/// a frame in order; `liveness` and `challenge` come in the query string. The whole body is
+/// bounded by `max_body_bytes` (413 past it), each part by the same limit, and the parts by
+/// `max_session_frames` + 1. The stream must end with its closing delimiter (`--BOUNDARY--`): a
+/// part cut short by the end of the body is not a frame.
+async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String, Bytes>> {
+    let bad = |code: &'static str, e: String| ApiError::bad_request(code, e);
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let boundary = video::mjpeg::MjpegParser::boundary_of(&content_type)
+        .map_err(|e| bad("bad_stream", e.to_string()))?;
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let limit = st.config.max_body_bytes;
+    let body = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the stream is over the body limit of {limit} bytes"),
+            )
+        })?;
+    let mut parser = video::mjpeg::MjpegParser::new(&boundary, limit)
+        .map_err(|e| bad("bad_stream", e.to_string()))?;
+    let parts = parser
+        .push(&body)
+        .map_err(|e| bad("bad_stream", e.to_string()))?;
+    drop(body);
+    if !parser.finished() {
+        return Err(bad(
+            "bad_stream",
+            "the stream did not end with its closing delimiter (--boundary--)".into(),
+        ));
+    }
+    let most = st.config.max_session_frames;
+    if parts.len() > most + 1 {
+        return Err(unprocessable(
+            "too_many_frames",
+            format!("{} frames, the limit is {most}", parts.len() - 1),
+        ));
+    }
+    let mut parts = parts.into_iter();
+    let mut fields = HashMap::new();
+    if let Some(reference) = parts.next() {
+        fields.insert("reference".to_string(), Bytes::from(reference));
+    }
+    for (i, frame) in parts.enumerate() {
+        fields.insert(format!("frame{i:06}"), Bytes::from(frame));
+    }
+    for name in ["liveness", "challenge"] {
+        if let Some(v) = query.get(name) {
+            fields.insert(name.to_string(), Bytes::from(v.clone()));
+        }
+    }
+    Ok(fields)
+}
+
 pub(crate) async fn session(
     State(st): State<Arc<AppState>>,
     Extension(key): Extension<ApiKey>,
@@ -75,7 +146,19 @@ pub(crate) async fn session(
     req: Request,
 ) -> ApiResult<Json<Value>> {
     let declared_purpose = purpose(&headers)?;
-    let mut fields = multipart_fields(&st, req).await?;
+    let is_stream = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/x-mixed-replace")
+        });
+    let mut fields = if is_stream {
+        stream_fields(&st, req).await?
+    } else {
+        multipart_fields(&st, req).await?
+    };
     let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
     // A challenge nonce is spent now, whatever follows.
     let turn = match text(&fields, "challenge") {
@@ -103,7 +186,7 @@ pub(crate) async fn session(
                     json!({"frames": frames, "frames_seen": 0, "frames_used": [], "tracks": 0});
                 return super::chip::refuse(&st, &key, p, &c, "gate-session", answer).await;
             }
-            (axum::body::Bytes::from(c.face.image.clone()), Some(c))
+            (Bytes::from(c.face.image.clone()), Some(c))
         }
         None => {
             return Err(ApiError::bad_request(
@@ -113,7 +196,7 @@ pub(crate) async fn session(
         }
     };
     // Frames in the order of their field names (frame000, frame001, ...).
-    let mut frames: Vec<(String, axum::body::Bytes)> = fields
+    let mut frames: Vec<(String, Bytes)> = fields
         .into_iter()
         .filter(|(k, _)| k.starts_with("frame"))
         .collect();
