@@ -32,11 +32,7 @@ impl H264RoundTrip {
             .skip_frames(true);
         let encoder = Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
             .map_err(|e| VideoError::Decoder(format!("H.264 encoder: {e}")))?;
-        let decoder = openh264::decoder::Decoder::with_api_config(
-            openh264::OpenH264API::from_source(),
-            openh264::decoder::DecoderConfig::new(),
-        )
-        .map_err(|e| VideoError::Decoder(e.to_string()))?;
+        let decoder = crate::source::h264_decoder()?;
         Ok(H264RoundTrip {
             encoder,
             decoder,

@@ -23,7 +23,7 @@
 //! before anything is logged or put in an error: messages name the camera without them.
 
 use crate::error::VideoError;
-use crate::source::{decode_unit, Frame, FrameSource, SourceStats, VideoLimits};
+use crate::source::{CodedFrames, Frame, FrameSource, SourceStats, VideoLimits};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -63,12 +63,9 @@ struct Unit {
 /// Frames from an RTSP camera's first H.264 video stream.
 pub struct RtspSource {
     units: Receiver<Result<Unit, VideoError>>,
-    decoder: openh264::decoder::Decoder,
-    limits: VideoLimits,
-    stats: SourceStats,
+    coded: CodedFrames,
     dropped: Arc<AtomicU64>,
     frame_rate: f64,
-    consecutive_errors: u32,
     ended: bool,
 }
 
@@ -133,19 +130,11 @@ impl RtspSource {
                 )))
             }
         };
-        let decoder = openh264::decoder::Decoder::with_api_config(
-            openh264::OpenH264API::from_source(),
-            openh264::decoder::DecoderConfig::new(),
-        )
-        .map_err(|e| VideoError::Decoder(e.to_string()))?;
         Ok(RtspSource {
             units: rx,
-            decoder,
-            limits: *limits,
-            stats: SourceStats::default(),
+            coded: CodedFrames::new(limits, "access units")?,
             dropped,
             frame_rate,
-            consecutive_errors: 0,
             ended: false,
         })
     }
@@ -331,48 +320,9 @@ impl FrameSource for RtspSource {
                     return None;
                 }
             };
-            let (decoder, max) = (&mut self.decoder, self.limits.max_pixels);
-            let decoded =
-                crate::source::catch("H.264 decoder", || decode_unit(decoder, &unit.annexb, max))
-                    .and_then(|r| r);
-            match decoded {
-                Ok(Some(image)) => {
-                    self.consecutive_errors = 0;
-                    let index = self.stats.frames;
-                    self.stats.frames += 1;
-                    return Some(Ok(Frame {
-                        index,
-                        time_ms: unit.time_ms,
-                        image,
-                    }));
-                }
-                // No picture from this unit: a run of them counts like errors, so a camera
-                // sending empty units cannot keep the reader decoding for nothing.
-                Ok(None) => {
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
-                        self.ended = true;
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} access units in a row gave no picture",
-                            self.consecutive_errors
-                        ))));
-                    }
-                }
-                Err(e @ VideoError::TooLarge(_)) => {
-                    self.ended = true;
-                    return Some(Err(e));
-                }
-                Err(e) => {
-                    self.stats.skipped += 1;
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
-                        self.ended = true;
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} undecodable access units in a row, the last: {e}",
-                            self.consecutive_errors
-                        ))));
-                    }
-                }
+            if let Some(out) = self.coded.take(Ok((unit.annexb.as_slice(), unit.time_ms))) {
+                self.ended = out.is_err();
+                return Some(out);
             }
         }
         None
@@ -389,7 +339,7 @@ impl FrameSource for RtspSource {
     fn stats(&self) -> SourceStats {
         SourceStats {
             dropped: self.dropped.load(Ordering::Relaxed),
-            ..self.stats
+            ..self.coded.stats
         }
     }
 }

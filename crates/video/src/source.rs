@@ -70,7 +70,8 @@ pub trait FrameSource {
     fn stats(&self) -> SourceStats;
 }
 
-/// Open `path` by what it is: an `http://` MJPEG camera URL, an `rtsp://` H.264 camera, a directory of frames, or an MP4 file.
+/// Open `path` by what it is: an `http://` MJPEG camera URL, an `rtsp://` H.264 camera, a
+/// directory of frames, or an MP4 file.
 pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
     open_with(path, limits, crate::rtsp::RtspOptions::default())
 }
@@ -129,10 +130,8 @@ pub struct Mp4Source {
     annexb: Vec<u8>,
     parameter_sets: Vec<u8>,
     length_size: usize,
-    decoder: openh264::decoder::Decoder,
+    coded: CodedFrames,
     limits: VideoLimits,
-    stats: SourceStats,
-    consecutive_errors: u32,
 }
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -226,14 +225,6 @@ impl Mp4Source {
             0.0
         };
         let track = *track;
-        // Flush after each unit: a frame comes out of the unit that completes it (no frame is held
-        // back, and Constrained Baseline has no reordering).
-        let config = openh264::decoder::DecoderConfig::new();
-        let decoder = openh264::decoder::Decoder::with_api_config(
-            openh264::OpenH264API::from_source(),
-            config,
-        )
-        .map_err(|e| VideoError::Decoder(e.to_string()))?;
         Ok(Mp4Source {
             reader,
             track,
@@ -249,10 +240,8 @@ impl Mp4Source {
             annexb: Vec::new(),
             parameter_sets,
             length_size,
-            decoder,
+            coded: CodedFrames::new(limits, "samples")?,
             limits: *limits,
-            stats: SourceStats::default(),
-            consecutive_errors: 0,
         })
     }
 
@@ -454,50 +443,11 @@ impl FrameSource for Mp4Source {
         while self.next_sample <= self.samples {
             let id = self.next_sample;
             self.next_sample += 1;
-            let decoded = match self.read_sample(id) {
-                Ok(time) => {
-                    let (decoder, unit, max) =
-                        (&mut self.decoder, &self.annexb, self.limits.max_pixels);
-                    catch("H.264 decoder", || decode_unit(decoder, unit, max))
-                        .and_then(|r| r)
-                        .map(|image| image.map(|i| (time, i)))
-                }
-                Err(e) => Err(e),
-            };
-            match decoded {
-                Ok(Some((time_ms, image))) => {
-                    self.consecutive_errors = 0;
-                    let index = self.stats.frames;
-                    self.stats.frames += 1;
-                    return Some(Ok(Frame {
-                        index,
-                        time_ms,
-                        image,
-                    }));
-                }
-                // No picture from this sample (parameter sets, or damage the decoder hid): a
-                // run of them counts like errors, so a file of empty samples cannot spin.
-                Ok(None) => {
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} samples in a row gave no picture",
-                            self.consecutive_errors
-                        ))));
-                    }
-                }
-                // Over a limit: the stream is refused, not skipped through.
-                Err(e @ VideoError::TooLarge(_)) => return Some(Err(e)),
-                Err(e) => {
-                    self.stats.skipped += 1;
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors >= self.limits.max_consecutive_errors {
-                        return Some(Err(VideoError::Malformed(format!(
-                            "{} undecodable samples in a row, the last: {e}",
-                            self.consecutive_errors
-                        ))));
-                    }
-                }
+            let unit = self
+                .read_sample(id)
+                .map(|time| (self.annexb.as_slice(), time));
+            if let Some(out) = self.coded.take(unit) {
+                return Some(out);
             }
         }
         None
@@ -512,7 +462,93 @@ impl FrameSource for Mp4Source {
     }
 
     fn stats(&self) -> SourceStats {
-        self.stats
+        self.coded.stats
+    }
+}
+
+/// An H.264 decoder as every source uses it: openh264 built from its bundled source. A frame
+/// comes out of the unit that completes it (no frame is held back: Constrained Baseline has no
+/// reordering).
+pub(crate) fn h264_decoder() -> Result<openh264::decoder::Decoder, VideoError> {
+    openh264::decoder::Decoder::with_api_config(
+        openh264::OpenH264API::from_source(),
+        openh264::decoder::DecoderConfig::new(),
+    )
+    .map_err(|e| VideoError::Decoder(e.to_string()))
+}
+
+/// The bookkeeping of a compressed stream (MP4 samples, RTSP access units): each unit decoded
+/// (panics caught), frames numbered as they come out; a unit that cannot be read or decoded is
+/// counted and skipped, and so is one that gives no picture (parameter sets, or damage the
+/// decoder hid), until too many come in a row — so a stream of empty units cannot spin; a unit
+/// over a limit ends the stream (refused, not skipped through).
+pub(crate) struct CodedFrames {
+    pub(crate) stats: SourceStats,
+    decoder: openh264::decoder::Decoder,
+    consecutive_errors: u32,
+    max_consecutive_errors: u32,
+    max_pixels: u64,
+    /// What the stream's units are called in messages ("samples", "access units").
+    units: &'static str,
+}
+
+impl CodedFrames {
+    pub(crate) fn new(limits: &VideoLimits, units: &'static str) -> Result<Self, VideoError> {
+        Ok(CodedFrames {
+            stats: SourceStats::default(),
+            decoder: h264_decoder()?,
+            consecutive_errors: 0,
+            max_consecutive_errors: limits.max_consecutive_errors,
+            max_pixels: limits.max_pixels,
+            units,
+        })
+    }
+
+    /// Decode `unit` (Annex B bytes and its time, or why it could not be read): the frame;
+    /// `None` to go on with the next unit; an error when the stream cannot go on.
+    pub(crate) fn take(
+        &mut self,
+        unit: Result<(&[u8], u64), VideoError>,
+    ) -> Option<Result<Frame, VideoError>> {
+        let decoded = unit.and_then(|(bytes, time_ms)| {
+            let (decoder, max) = (&mut self.decoder, self.max_pixels);
+            catch("H.264 decoder", || decode_unit(decoder, bytes, max))
+                .and_then(|r| r)
+                .map(|image| image.map(|i| (time_ms, i)))
+        });
+        let units = self.units;
+        match decoded {
+            Ok(Some((time_ms, image))) => {
+                self.consecutive_errors = 0;
+                let index = self.stats.frames;
+                self.stats.frames += 1;
+                Some(Ok(Frame {
+                    index,
+                    time_ms,
+                    image,
+                }))
+            }
+            Ok(None) => {
+                self.consecutive_errors += 1;
+                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
+                    Err(VideoError::Malformed(format!(
+                        "{} {units} in a row gave no picture",
+                        self.consecutive_errors
+                    )))
+                })
+            }
+            Err(e @ VideoError::TooLarge(_)) => Some(Err(e)),
+            Err(e) => {
+                self.stats.skipped += 1;
+                self.consecutive_errors += 1;
+                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
+                    Err(VideoError::Malformed(format!(
+                        "{} undecodable {units} in a row, the last: {e}",
+                        self.consecutive_errors
+                    )))
+                })
+            }
+        }
     }
 }
 
