@@ -249,11 +249,6 @@ pub fn run_scene(
         .filter(|id| visible.get(id).copied().unwrap_or(0) >= 5)
         .collect();
     let passages = counted.len();
-    let without = counted
-        .iter()
-        .filter(|id| !per_passage.contains_key(id))
-        .count();
-    let two_or_more = per_passage.values().filter(|v| v.len() >= 2).count();
     let frame_of = |k: usize| boxes[k].frame;
     let on = |track: u64, passage: u64| -> Vec<u64> {
         track_boxes
@@ -321,8 +316,8 @@ pub fn run_scene(
         tracking,
         decisions: decided.len(),
         decisions_without_passer_by: orphans,
-        passers_by_without_decision: without,
-        passers_by_with_two_or_more_decisions: two_or_more,
+        passers_by_without_decision: undecided.len(),
+        passers_by_with_two_or_more_decisions: decided_twice.len(),
         decided_twice,
         undecided,
         passers_by_with_a_wrong_decision: wrong,

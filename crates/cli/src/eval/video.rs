@@ -81,28 +81,21 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 
 /// Write `scene` as `dir/sceneN.mp4` and its ground truth as `dir/sceneN_gt.txt`.
 fn export(scene: &Scene, dir: &Path, scene_no: u64) -> Result<()> {
-    use std::fmt::Write as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let video_path = dir.join(format!("scene{scene_no}.mp4"));
-    let mut video = video::annotate::Mp4Out::create(&video_path)?;
-    let mut gt = String::new();
+    let mut mp4 = video::annotate::Mp4Out::create(&video_path)?;
+    let mut boxes = Vec::with_capacity(scene.frames() as usize);
     for f in 0..scene.frames() {
         let (image, truth) = scene.frame(f);
-        video.push(&image, f * 1000 / 30)?;
-        for t in truth {
-            let _ = writeln!(
-                gt,
-                "{},{},{:.3},{:.3},{:.3},{:.3},1,-1,-1,-1",
-                f + 1,
-                t.passage,
-                t.rect.left,
-                t.rect.top,
-                t.rect.width(),
-                t.rect.height()
-            );
-        }
+        mp4.push(&image, f * 1000 / 30)?;
+        boxes.push(video::metrics::FrameBoxes {
+            frame: f,
+            truth: truth.iter().map(|t| (t.passage, t.rect)).collect(),
+            tracks: Vec::new(),
+        });
     }
-    video.finish()?;
+    mp4.finish()?;
+    let (gt, _) = video::metrics::mot_text(&boxes);
     std::fs::write(dir.join(format!("scene{scene_no}_gt.txt")), gt)?;
     eprintln!("wrote {}", video_path.display());
     Ok(())
