@@ -584,3 +584,40 @@ fn a_node_follows_changes_when_notified_and_catches_up_after_losing_its_feed() {
     }
     assert_eq!(b.load_stats(), (1, 4));
 }
+
+#[test]
+fn only_errors_reaching_the_server_are_unavailable_the_clients_own_are_not() {
+    // 503 "retry" is for a server that cannot be reached now (failover, restart); an error on
+    // this side — a value that does not convert — fails the same on every retry, so it is a
+    // storage error. Both have no SQLSTATE; the classification must still tell them apart.
+    let Some(pg) = PgCluster::start() else { return };
+    let mut c = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+    let kinds = |e: postgres::Error| match GalleryError::from(e) {
+        GalleryError::Unavailable(m) => ("unavailable", m),
+        GalleryError::Storage(m) => ("storage", m),
+        other => ("other", other.to_string()),
+    };
+    let wrong_type = c.query("SELECT $1::int4", &[&"seven"]).unwrap_err();
+    assert_eq!(kinds(wrong_type).0, "storage");
+    let wrong_count = c.query("SELECT $1::int4", &[]).unwrap_err();
+    assert_eq!(kinds(wrong_count).0, "storage");
+    let row = c.query_one("SELECT 'seven'::text", &[]).unwrap();
+    let wrong_column = row.try_get::<_, i32>(0).unwrap_err();
+    assert_eq!(kinds(wrong_column).0, "storage");
+    let no_row = c.query_one("SELECT 1 WHERE false", &[]).unwrap_err();
+    assert_eq!(kinds(no_row).0, "storage");
+    // A database error with its SQLSTATE stays a storage error.
+    let syntax = c.query("SELEKT 1", &[]).unwrap_err();
+    assert_eq!(kinds(syntax).0, "storage");
+    // The server going away is unavailable: a closed connection, and no server to connect to.
+    let port = pg.url("postgres");
+    pg.stop();
+    let gone = c.query("SELECT 1", &[]).unwrap_err();
+    let (kind, message) = kinds(gone);
+    assert_eq!(kind, "unavailable", "{message}");
+    let Err(refused) = postgres::Client::connect(&port, postgres::NoTls) else {
+        panic!("connected to a stopped server");
+    };
+    let (kind, message) = kinds(refused);
+    assert_eq!(kind, "unavailable", "{message}");
+}

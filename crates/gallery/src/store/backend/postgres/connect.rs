@@ -28,9 +28,27 @@ pub(super) fn is_unavailable(e: &::postgres::Error) -> bool {
             let c = c.code();
             c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "25006" | "53300")
         }
-        // No SQLSTATE: an I/O error or a refused connection.
-        None => e.as_db_error().is_none(),
+        // No SQLSTATE: a problem reaching the server (retry), or one on this side — a value that
+        // does not convert, a wrong parameter count — which no retry mends.
+        None => e.as_db_error().is_none() && !is_client_side(e),
     }
+}
+
+/// The client's own errors: converting a parameter or a column, a statement used wrongly, a bad
+/// connection string. tokio-postgres keeps its error kinds private; its messages name them
+/// (each starts with its kind's text), and the test on these pins them.
+fn is_client_side(e: &::postgres::Error) -> bool {
+    const CLIENT_SIDE: [&str; 7] = [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "expected ",
+        "query returned an unexpected number of rows",
+        "invalid connection string",
+        "invalid configuration",
+    ];
+    let text = e.to_string();
+    CLIENT_SIDE.iter().any(|k| text.starts_with(k))
 }
 
 impl From<::postgres::Error> for GalleryError {
