@@ -282,9 +282,14 @@ pub async fn serve(st: Arc<AppState>, listener: tokio::net::TcpListener) -> std:
         std::thread::Builder::new()
             .name("facegate-changes".into())
             .spawn(move || {
+                // The feed is reopened every second while PostgreSQL is out of reach: one
+                // warning a minute says so, with how many attempts failed meanwhile.
+                let mut throttle = Throttle::new(FEED_WARNING_EVERY);
                 st.store
                     .follow_notices(&stop, Duration::from_secs(1), &mut |e| {
-                        tracing::warn!(error = %e, "change feed: following other nodes' changes at the next search until it is back")
+                        if let Some(failures_not_logged) = throttle.admit(Instant::now()) {
+                            tracing::warn!(error = %e, failures_not_logged, "change feed: following other nodes' changes at the next search until it is back")
+                        }
                     })
             })?
     };
@@ -333,10 +338,58 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// How often the change feed's failure to reopen is logged while it lasts.
+const FEED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Lets one message through per `every`, counting the ones held back in between.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(n)`: say it now, `n` having been held back since the last one said; `None`: hold
+    /// it back.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_throttle_says_the_first_then_one_per_interval_with_the_count_held_back() {
+        let mut t = Throttle::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.admit(at(0)), Some(0));
+        for s in 1..60 {
+            assert_eq!(t.admit(at(s)), None);
+        }
+        assert_eq!(t.admit(at(60)), Some(59));
+        assert_eq!(t.admit(at(61)), None);
+        assert_eq!(t.admit(at(200)), Some(1));
+    }
 
     #[test]
     fn openapi_document_and_route_table_agree_both_ways() {
