@@ -60,7 +60,7 @@ pub fn serve(home: &Path, s: &StoreArgs, a: ServeArgs) -> Result<i32> {
         .map(|_| app::engine::load_pipeline(home, &engine).map(Arc::new))
         .collect::<std::result::Result<Vec<_>, _>>()
         .with_context(|| format!("loading model pack {}", cfg.pack))?;
-    let keys = Arc::new(ApiKeys::open(&s.data_dir(home))?);
+    let keys = Arc::new(open_keys(home, s, store.clone())?);
     // Master lists are verified now: a list that does not verify stops the start.
     let chip = cfg
         .chip_trust()
@@ -122,47 +122,41 @@ pub enum ApiKeyCommand {
     Revoke { id: String },
 }
 
-/// Key creation and revocation are audited like every other change of who may do what.
-fn audit_key_change(
-    store: &gallery::Store,
-    s: &StoreArgs,
-    action: &str,
-    details: serde_json::Value,
-) -> Result<()> {
-    store.audit_event(
-        &s.context("api key administration")?,
-        gallery::audit::AuditEvent {
-            action: action.into(),
-            outcome: "done".into(),
-            details,
-            ..Default::default()
-        },
-    )?;
-    Ok(())
+/// The API keys in the record store's access list, after moving an earlier version's per-node
+/// `apikeys.db` there (said on stderr when it happens).
+fn open_keys(home: &Path, s: &StoreArgs, store: Arc<gallery::Store>) -> Result<ApiKeys> {
+    let data = s.data_dir(home);
+    let (keys, moved) = ApiKeys::open(store, &data).context("moving apikeys.db into the store")?;
+    if moved > 0 {
+        eprintln!(
+            "moved {moved} API key(s) from {} into the store's access list (every node now accepts them); the file was removed",
+            data.join("apikeys.db").display()
+        );
+    }
+    Ok(keys)
 }
 
 pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
-    let keys = ApiKeys::open(&s.data_dir(home))?;
+    let keys = open_keys(home, s, Arc::new(s.open(home)?))?;
+    // Whoever runs this holds the master key, so acts as an admin: the audit record says so.
+    // (The command's own `--role` is the new key's role.)
+    let admin = || -> Result<gallery::Context> {
+        let mut ctx = s.context("api key administration")?;
+        ctx.role = Role::Admin;
+        Ok(ctx)
+    };
     match cmd {
         ApiKeyCommand::Create { role, gallery } => {
             let role = Role::parse(&role)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
-            let store = s.open(home)?;
-            let (token, key) = keys.create(role, (!gallery.is_empty()).then_some(gallery), now)?;
-            if let Err(e) = audit_key_change(
-                &store,
-                s,
-                "apikey-create",
-                serde_json::json!({"key_id": key.id, "role": key.role, "galleries": key.galleries}),
-            ) {
-                // An unaudited key must not exist.
-                keys.revoke(&key.id)?;
-                return Err(
-                    e.context("recording the new key in the audit log; the key was revoked")
-                );
-            }
+            let (token, key) = keys.create(
+                &admin()?,
+                role,
+                (!gallery.is_empty()).then_some(gallery),
+                now,
+            )?;
             eprintln!("store this key now: it is not shown again");
             println!(
                 "{}",
@@ -175,16 +169,9 @@ pub fn apikey(home: &Path, s: &StoreArgs, cmd: ApiKeyCommand) -> Result<i32> {
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let store = s.open(home)?;
-            if !keys.revoke(&id)? {
+            if !keys.revoke(&admin()?, &id)? {
                 bail!("no active key with id {id}");
             }
-            audit_key_change(
-                &store,
-                s,
-                "apikey-revoke",
-                serde_json::json!({"key_id": id}),
-            )?;
             println!("{}", serde_json::json!({"revoked": id}));
         }
     }

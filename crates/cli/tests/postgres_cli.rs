@@ -191,6 +191,9 @@ fn migrate_an_embedded_deployment_to_postgres_and_back() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&embedded, &["apikey", "create", "--role", "gate"]);
+    assert_eq!(code, 0, "{err}");
+    let gate_key: serde_json::Value = serde_json::from_str(&out).unwrap();
     // Migration needs the admin role.
     let (code, _, err) = run(
         &embedded,
@@ -234,6 +237,11 @@ fn migrate_an_embedded_deployment_to_postgres_and_back() {
     };
     let (code, _, err) = on_pg(&["subject", "--gallery", "rt", "--subject", "S000004"]);
     assert_eq!(code, 0, "{err}");
+    // API keys came along (the access list is part of the record store).
+    let (code, out, err) = on_pg(&["apikey", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(listed["id"], gate_key["id"]);
     let (code, _, _) = on_pg(&["subject", "--gallery", "rt", "--subject", "S000001"]);
     assert_eq!(code, 2);
     let (code, out, err) = on_pg(&["audit", "verify"]);
@@ -325,10 +333,12 @@ fn a_serving_node_follows_other_nodes_changes_without_being_asked() {
     std::fs::create_dir_all(&b).unwrap();
     let cfg = b.join("server.toml");
     std::fs::write(&cfg, "preload = [\"rt\"]\n").unwrap();
-    let (code, out, err) = node(&b, &key, &url, &["apikey", "create", "--role", "auditor"]);
+    // The key is made on node A: API keys live in the shared store, so B accepts it.
+    let (code, out, err) = node(&a, &key, &url, &["apikey", "create", "--role", "auditor"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let auditor = v["key"].as_str().unwrap().to_string();
+    let auditor_id = v["id"].as_str().unwrap().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
         .arg("--data-dir")
         .arg(&b)
@@ -399,4 +409,15 @@ fn a_serving_node_follows_other_nodes_changes_without_being_asked() {
         (1, 2),
         "B follows A's erasures through the change feed, without a reload"
     );
+    // Revoked on A: B refuses the key once its copy of the list is a second old.
+    let (code, _, err) = node(&a, &key, &url, &["apikey", "revoke", &auditor_id]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let status = reqwest::blocking::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&auditor)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "a key revoked on another node is refused");
 }

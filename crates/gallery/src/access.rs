@@ -27,6 +27,8 @@ pub enum Action {
     /// Move a gallery's templates to a fresh transform.
     Rekey,
     RotateMasterKey,
+    /// Create or revoke API keys (the access list).
+    ManageApiKeys,
     ExportTemplates,
     ReadEnrolmentImage,
     ReadAudit,
@@ -46,7 +48,10 @@ impl Action {
             Action::ChangePolicy => &[Admin],
             Action::Enrol | Action::Delete => &[Enroller, Operator, Admin],
             Action::ReadSubject | Action::Purge | Action::ReadEnrolmentImage => &[Operator, Admin],
-            Action::Rekey | Action::RotateMasterKey | Action::ExportTemplates => &[Admin],
+            Action::Rekey
+            | Action::RotateMasterKey
+            | Action::ManageApiKeys
+            | Action::ExportTemplates => &[Admin],
             Action::ReadAudit | Action::VerifyAudit => &[Auditor, Admin],
             Action::ReadMetrics => &[Operator, Auditor, Admin],
         }
@@ -67,6 +72,7 @@ impl Action {
             Action::Purge => "purging",
             Action::Rekey => "rekeying",
             Action::RotateMasterKey => "key rotation",
+            Action::ManageApiKeys => "managing API keys",
             Action::ExportTemplates => "exporting templates",
             Action::ReadEnrolmentImage => "reading an enrolment image",
             Action::ReadAudit => "reading the audit log",

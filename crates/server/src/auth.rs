@@ -3,7 +3,7 @@
 //! caller costs a header parse and one key lookup. Refusals are counted and, aggregated per
 //! minute, written to the audit log so an auditor sees a brute-force attempt.
 
-use crate::apikeys::ApiKey;
+use crate::apikeys::{ApiKey, KeyError, KeySnapshot};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::AppState;
@@ -43,7 +43,18 @@ pub(crate) async fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    match check(&st, req.headers(), action) {
+    // The keys as read at most a second ago; reading them again blocks on the store, which
+    // must not happen on an async thread.
+    let keys = match st.keys.in_memory() {
+        Some(k) => Ok(k),
+        None => {
+            let st = st.clone();
+            tokio::task::spawn_blocking(move || st.keys.snapshot())
+                .await
+                .unwrap_or_else(|e| Err(KeyError::Invalid(format!("reading the API keys: {e}"))))
+        }
+    };
+    match check(&st, req.headers(), action, keys) {
         Ok(key) => {
             req.extensions_mut().insert(key);
             next.run(req).await
@@ -72,6 +83,7 @@ fn check(
     st: &AppState,
     headers: &HeaderMap,
     action: Action,
+    keys: Result<KeySnapshot, KeyError>,
 ) -> Result<ApiKey, (ApiError, Refusal)> {
     let unauthenticated = |msg: &str| {
         (
@@ -87,13 +99,20 @@ fn check(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthenticated("an API key is required (Authorization: Bearer ...)"))?;
-    let key = match st.keys.authenticate(token.trim()) {
+    let key = match keys.and_then(|k| k.authenticate(token.trim())) {
         Ok(Some(k)) => k,
         Ok(None) => return Err(unauthenticated("unknown or revoked API key")),
         Err(e) => {
-            tracing::error!(error = %e, "api key store");
+            // The store failing over is a 503 with retry advice, as for any request.
+            let answer = match e {
+                KeyError::Store(g @ gallery::GalleryError::Unavailable(_)) => ApiError::from(g),
+                other => {
+                    tracing::error!(error = %other, "api key store");
+                    ApiError::internal()
+                }
+            };
             return Err((
-                ApiError::internal(),
+                answer,
                 Refusal {
                     reason: "key_store_error",
                     key_id: None,

@@ -7,7 +7,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gallery::crypto::{self, LocalKeyRing};
-use gallery::{store, Role, Store};
+use gallery::{store, Context, Role, Store};
 use server::apikeys::ApiKeys;
 use server::config::ServerConfig;
 use server::{AppState, ROUTES};
@@ -56,11 +56,12 @@ fn state_on(data: &std::path::Path, store: Store, config: ServerConfig) -> Optio
     vision::runtime::ensure_runtime(Some(&rt)).expect("runtime loads");
     let models = Models::load_with(&home.join("packs/dlib"), 1, DetectorChoice::Hog)
         .expect("dlib pack loads");
-    let keys = ApiKeys::open(data).expect("api keys");
+    let store = Arc::new(store);
+    let (keys, _) = ApiKeys::open(store.clone(), data).expect("api keys");
     let chip = config.chip_trust().expect("chip trust");
     Some(AppState::new(
         config,
-        Arc::new(store),
+        store,
         vec![Arc::new(Pipeline::new(models))],
         Arc::new(keys),
         chip,
@@ -132,7 +133,7 @@ async fn each_role_reaches_exactly_the_routes_its_actions_allow() {
         Role::Admin,
     ];
     for role in roles {
-        let (token, _) = st.keys.create(role, None, 0).expect("key");
+        let (token, _) = st.keys.create(&admin_ctx(), role, None, 0).expect("key");
         for r in ROUTES.iter().filter(|r| r.action.is_some()) {
             let req = Request::builder()
                 .method(r.method)
@@ -169,7 +170,10 @@ async fn refusals_are_counted_and_audited_in_one_aggregated_record() {
         let res = app.clone().oneshot(req).await.expect("response");
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
-    let (gate, _) = st.keys.create(Role::Gate, None, 0).expect("key");
+    let (gate, _) = st
+        .keys
+        .create(&admin_ctx(), Role::Gate, None, 0)
+        .expect("key");
     let req = Request::builder()
         .uri("/v1/audit")
         .header("authorization", format!("Bearer {gate}"))
@@ -253,7 +257,10 @@ async fn unread_bodies_close_the_connection() {
         return;
     };
     let app = server::router(st.clone());
-    let (gate, _) = st.keys.create(Role::Gate, None, 0).expect("key");
+    let (gate, _) = st
+        .keys
+        .create(&admin_ctx(), Role::Gate, None, 0)
+        .expect("key");
     let send = |body: Body| {
         Request::builder()
             .method("POST")
@@ -307,7 +314,11 @@ async fn a_database_outage_is_a_503_with_retry_advice_and_passes_by_itself() {
     });
     let Some(st) = st else { return };
     let app = server::router(st.clone());
-    let (admin, _) = st.keys.create(Role::Admin, None, 0).expect("key");
+    let (admin, _) = tokio::task::block_in_place(|| {
+        st.keys
+            .create(&admin_ctx(), Role::Admin, None, 0)
+            .expect("key")
+    });
     let list = || {
         Request::builder()
             .uri("/v1/galleries")
@@ -332,10 +343,25 @@ async fn a_database_outage_is_a_503_with_retry_advice_and_passes_by_itself() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
+    // Once the node's copy of the API keys is stale, the key lookup itself needs the database:
+    // the same 503, not an internal error.
+    tokio::time::sleep(server::apikeys::FRESH_FOR + std::time::Duration::from_millis(100)).await;
+    let res = app.clone().oneshot(list()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
     // It comes back: the pool replaces its dead connections, no restart of facegate.
     tokio::task::block_in_place(|| pg.start_server());
     assert_eq!(
         app.clone().oneshot(list()).await.unwrap().status(),
         StatusCode::OK
     );
+}
+
+/// Who creates the tests' keys (key administration is an admin's).
+fn admin_ctx() -> Context {
+    Context::new("test", Role::Admin, "test keys")
 }

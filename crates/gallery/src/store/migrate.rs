@@ -5,8 +5,15 @@
 use super::backend::{Backend, NewSubject, SubjectRecord};
 use super::*;
 
-/// The record store's metadata a deployment needs: the wrapped service keys and the format.
-const META: [&str; 4] = ["format", "pseudonym_key", "audit_key", "audit_public_key"];
+/// The record store's metadata a deployment needs: the wrapped service keys, the format and the
+/// access list (its API keys).
+const META: [&str; 5] = [
+    "format",
+    "pseudonym_key",
+    "audit_key",
+    "audit_public_key",
+    access_list::ACCESS_LIST,
+];
 
 /// What a migration copied (and found again on the target).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
 
+mod access_list;
 mod audited;
 pub mod backend;
 mod enrol;
