@@ -338,13 +338,14 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id).map(Track::rect)
     }
 
-    /// The closest live track other than `id` whose appearance is within the re-identification
-    /// distance of `embedding` (in the tracker's geometry), among those `eligible` says may be;
-    /// with the distance.
+    /// The closest live track other than `id` whose appearance is within distance `within` of
+    /// `embedding` (in the tracker's geometry), among those `eligible` says may be; with the
+    /// distance.
     pub fn same_face(
         &self,
         id: u64,
         embedding: &[f32],
+        within: f32,
         eligible: impl Fn(u64) -> bool,
     ) -> Option<(u64, f32)> {
         self.tracks
@@ -355,13 +356,8 @@ impl Tracker {
                     .as_ref()
                     .map(|a| (t.id, distance(embedding, a)))
             })
-            .filter(|(_, d)| *d <= self.config.reid_distance)
+            .filter(|(_, d)| *d <= within)
             .min_by(|a, b| a.1.total_cmp(&b.1))
-    }
-
-    /// The distance within which two faces are taken to be the same person.
-    pub fn reid_distance(&self) -> f32 {
-        self.config.reid_distance
     }
 
     /// Set a track's appearance (an embedding of its face, or the fused template of its best

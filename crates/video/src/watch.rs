@@ -44,6 +44,12 @@ pub struct WatchConfig {
     pub max_collected_tracks: usize,
     /// The planar-motion liveness cue, measured on each track when the pipeline has a PAD stage.
     pub motion: MotionConfig,
+    /// A track about to be decided whose fused template is within this distance of another
+    /// passer-by's (in the tracker's geometry) is taken for that passer-by and not decided
+    /// again. [`WatchConfig::for_pack`] sets it to `duplicate_factor` times the pack's decision
+    /// distance.
+    pub duplicate_distance: f32,
+    pub duplicate_factor: f32,
 }
 
 impl WatchConfig {
@@ -57,6 +63,7 @@ impl WatchConfig {
         };
         WatchConfig {
             tracker: self.tracker.for_threshold(d as f32),
+            duplicate_distance: self.duplicate_factor * d as f32,
             ..self
         }
     }
@@ -72,6 +79,8 @@ impl Default for WatchConfig {
             min_frames_to_decide: 8,
             max_collected_tracks: 32,
             motion: MotionConfig::default(),
+            duplicate_distance: TrackerConfig::default().reid_distance,
+            duplicate_factor: 0.85,
         }
     }
 }
@@ -262,7 +271,7 @@ impl Watcher {
     }
 
     /// The passer-by a track about to be decided on `fused` already is: another live track whose
-    /// appearance is within the re-identification distance (one that is decided, or still
+    /// appearance is within `duplicate_distance` (one that is decided, or still
     /// collecting and so will be; never one itself withheld), or a decided track that ended
     /// recently. `None`: a passer-by of its own.
     fn duplicate_of(
@@ -273,7 +282,8 @@ impl Watcher {
         similarity: bool,
     ) -> Option<u64> {
         let mine = Zeroizing::new(pack_geometry(similarity, fused.to_vec()));
-        let live = self.tracker.same_face(id, &mine, |t| {
+        let within = self.cfg.duplicate_distance;
+        let live = self.tracker.same_face(id, &mine, within, |t| {
             !seen_with.contains(&t)
                 && self.tracks.get(&t).is_some_and(|s| {
                     s.duplicate_of.is_none()
@@ -285,7 +295,7 @@ impl Watcher {
             .iter()
             .filter(|(t, _, _)| !seen_with.contains(t))
             .map(|(t, _, a)| (*t, crate::track::distance(&mine, a)))
-            .filter(|(_, d)| *d <= self.tracker.reid_distance())
+            .filter(|(_, d)| *d <= within)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match (live, recent) {
             (Some(l), Some(r)) => Some(if r.1 < l.1 { r.0 } else { l.0 }),

@@ -325,12 +325,11 @@ fn a_track_ends_when_its_face_has_left_the_frame() {
     assert!(!left);
 }
 
-/// The watcher's duplicate check asks the tracker which other live track has a face within the
-/// re-identification distance: never the asking track itself, only eligible ones, the closest.
+/// The watcher's duplicate check asks the tracker which other live track has a face within its
+/// duplicate distance: never the asking track itself, only eligible ones, the closest.
 #[test]
 fn same_face_finds_the_closest_other_eligible_track_within_the_distance() {
-    let config = TrackerConfig::default().for_threshold(0.6);
-    let mut t = Tracker::new(config);
+    let mut t = Tracker::new(TrackerConfig::default());
     let dets = [face(100.0, 100.0, 80.0, 1.0), face(400.0, 100.0, 80.0, 1.0)];
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -339,17 +338,19 @@ fn same_face_finds_the_closest_other_eligible_track_within_the_distance() {
     let (a, b) = (ids[0].1, ids[1].1);
     t.set_appearance(a, vec![0.0, 0.0]);
     t.set_appearance(b, vec![0.3, 0.0]);
-    let reid = t.reid_distance();
-    assert!((reid - 0.51).abs() < 1e-6, "{reid}");
+    let within = 0.51;
     // A face at 0.1 from a and 0.2 from b: a is the closest.
-    assert_eq!(t.same_face(99, &[0.1, 0.0], |_| true).map(|x| x.0), Some(a));
+    let same = |asking, face: &[f32], within| t.same_face(asking, face, within, |_| true);
+    assert_eq!(same(99, &[0.1, 0.0], within).map(|x| x.0), Some(a));
     // Asked by a itself: b.
-    assert_eq!(t.same_face(a, &[0.1, 0.0], |_| true).map(|x| x.0), Some(b));
+    assert_eq!(same(a, &[0.1, 0.0], within).map(|x| x.0), Some(b));
     // a not eligible: b.
     assert_eq!(
-        t.same_face(99, &[0.1, 0.0], |id| id != a).map(|x| x.0),
+        t.same_face(99, &[0.1, 0.0], within, |id| id != a)
+            .map(|x| x.0),
         Some(b)
     );
-    // Beyond the distance from both: none.
-    assert_eq!(t.same_face(99, &[0.0, 0.6], |_| true), None);
+    // Beyond the distance from both: none; within a wider one: a.
+    assert_eq!(same(99, &[0.0, 0.6], within), None);
+    assert_eq!(same(99, &[0.0, 0.6], 0.61).map(|x| x.0), Some(a));
 }

@@ -62,6 +62,10 @@ pub struct VideoEvalArgs {
     /// for `facegate watch` or `scripts/bench_live.py`.
     #[arg(long)]
     pub export_mp4: Option<PathBuf>,
+    /// A track about to be decided is taken for another passer-by (and not decided again) when
+    /// their fused templates are within this multiple of the decision distance.
+    #[arg(long, default_value_t = WatchConfig::default().duplicate_factor)]
+    pub duplicate_factor: f32,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -113,6 +117,7 @@ fn people(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
     let cfg = WatchConfig {
         detect_every: a.every.max(1),
+        duplicate_factor: a.duplicate_factor,
         ..Default::default()
     };
     let mut vp = VideoPipeline::load(home, &a.engine, &cfg)?;
