@@ -218,6 +218,30 @@ fn dot_f32_simd(a: &[f32], b: &[f32]) -> f32 {
     s + tail
 }
 
+/// q·x̂ in f32 for one row's codes: `codes` starts at the row's first group in its block (4 codes
+/// of the row every 64 bytes, see the layout above); `q` is padded to whole groups.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
+fn code_dot(q: &[f32], codes: &[i8]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    for (g, qs) in q.chunks_exact(16).enumerate() {
+        for j in 0..4 {
+            let c = &codes[(g * 4 + j) * 64..(g * 4 + j) * 64 + 4];
+            for i in 0..4 {
+                acc[j * 4 + i] += qs[j * 4 + i] * c[i] as f32;
+            }
+        }
+    }
+    let whole = q.len() / 16 * 16;
+    let mut tail = 0.0f32;
+    for (g, qs) in q[whole..].chunks_exact(4).enumerate() {
+        let c = &codes[(whole / 4 + g) * 64..(whole / 4 + g) * 64 + 4];
+        for i in 0..4 {
+            tail += qs[i] * c[i] as f32;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 struct Query {
     /// Codes + 128, four per u32 (little-endian), dim_p / 4 entries.
     quads: Vec<u32>,
@@ -227,9 +251,13 @@ struct Query {
     b: f32,
     /// Lower limit on the score from the caller's threshold (open-set search), if any.
     floor: f32,
-    /// |q|, and the slack for f32 rounding per unit of |x| (in `b`; kept apart for `narrow`).
+    /// |q|, and the slack for f32 rounding per unit of |x| (in `b`; kept apart for
+    /// `code_range`).
     norm: f64,
     slack: f64,
+    /// The f32 query padded to `dim_p` (for `code_range`; empty for an index that keeps its f32
+    /// rows).
+    padded: Vec<f32>,
 }
 
 /// Top-k state of one query over one share of the rows.
@@ -522,6 +550,11 @@ impl ExactIndex {
         // Slack covers f32 rounding of both the int8 path and the f32 re-scoring (dim·2⁻²³ is a
         // generous bound for either at these dimensions).
         let slack = qn * (self.dim as f64 + 8.0) * 1.2e-7 * 4.0;
+        let mut padded = Vec::new();
+        if !self.keep_exact {
+            padded.resize(self.dim_p, 0.0);
+            padded[..self.dim].copy_from_slice(q);
+        }
         let quads = codes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([0, 1, 2, 3].map(|i| (c[i] as i32 + 128) as u8)))
@@ -534,6 +567,7 @@ impl ExactIndex {
             floor: floor.unwrap_or(f32::NEG_INFINITY),
             norm: qn,
             slack,
+            padded,
         }
     }
 
@@ -595,7 +629,20 @@ impl ExactIndex {
                                 if row >= self.ids.len() || self.expires[row] <= now {
                                     continue;
                                 }
-                                part.offer(row as u32, o.upper[l], o.upper[l] - 2.0 * o.bound[l]);
+                                let (mut lower, mut upper) =
+                                    (o.upper[l] - 2.0 * o.bound[l], o.upper[l]);
+                                if !self.keep_exact {
+                                    // A compact index pays a fetch (in a gallery: a read and a
+                                    // decryption) per candidate, so every row the scan lets
+                                    // through gets the tighter range from its codes now, while
+                                    // its block is still in cache. Both ranges hold the score,
+                                    // so their intersection does, and the tighter lower ends
+                                    // raise tau sooner.
+                                    let (lo, hi) = self.code_range(&group[qi], row);
+                                    lower = lower.max(lo);
+                                    upper = upper.min(hi);
+                                }
+                                part.offer(row as u32, upper, lower);
                             }
                         }
                     }
@@ -677,17 +724,6 @@ impl ExactIndex {
                     .collect()
             })
             .collect();
-        // A compact index pays a fetch (in a gallery: a read and a decryption) per candidate, so
-        // first narrow them with a tighter bound from the codes in memory.
-        let candidates = if self.keep_exact {
-            candidates
-        } else {
-            candidates
-                .into_par_iter()
-                .enumerate()
-                .map(|(qi, rows)| self.narrow(queries[qi], &prepared[qi], rows, k))
-                .collect()
-        };
         let fetched: Option<std::collections::HashMap<u32, Zeroizing<Vec<f32>>>> =
             if self.keep_exact {
                 None
@@ -740,54 +776,27 @@ impl ExactIndex {
             .collect())
     }
 
-    /// The candidates of one query that can still be in its top `k`, by a second bound computed
-    /// from the row's codes: q·x = q·x̂ + q·(x − x̂), and |q·(x − x̂)| ≤ |q|·|x − x̂|. The
-    /// scan's bound also pays for quantising the query (|q − q̂|·|x|); this one does not, so its
-    /// interval is about half as wide and about a quarter as many rows stay (measured: 178 → ~45
-    /// per query at 512-D over 10^6 unit vectors). Provable as the scan's: the k-th best lower end
-    /// is at most the k-th best true score, and every row of the true top k has an upper end at or
-    /// above its score.
-    /// `prepared` is `q` as `prepare` made it (its norm, slack and floor are used here: the
-    /// slack covers f32 rounding of q·x̂, at most dim·2⁻²⁴·|q|·|x̂|, as it covers the scan's).
-    fn narrow(&self, q: &[f32], prepared: &Query, rows: Vec<u32>, k: usize) -> Vec<u32> {
-        if rows.len() <= k {
-            return rows;
+    /// A second range of row `row`'s score, computed from its codes: q·x = q·x̂ + q·(x − x̂), and
+    /// |q·(x − x̂)| ≤ |q|·|x − x̂|. The scan's range also pays for quantising the query
+    /// (|q − q̂|·|x|); this one does not, so it is about half as wide and about a quarter as many
+    /// rows stay candidates (measured: 178 → ~45 per query at 512-D over 10^6 unit vectors).
+    /// The slack covers f32 rounding of q·x̂ (at most dim·2⁻²⁴·|q|·|x̂|, in any summation order)
+    /// as it covers the scan's; the ends are rounded outwards to f32. For a compact index only
+    /// (`q.padded` is the f32 query).
+    fn code_range(&self, q: &Query, row: usize) -> (f32, f32) {
+        let dot = code_dot(&q.padded, &self.codes[self.code_offset(row, 0)..]) as f64;
+        let centre = self.scale[row] as f64 * dot - self.half_norm2[row] as f64;
+        let norm = (2.0 * self.half_norm2[row] as f64).sqrt();
+        let err = q.norm * self.residual[row] as f64 + q.slack * norm;
+        let (lo, hi) = (centre - err, centre + err);
+        let (mut lo32, mut hi32) = (lo as f32, hi as f32);
+        if lo32 as f64 > lo {
+            lo32 = lo32.next_down();
         }
-        let (qn, slack) = (prepared.norm, prepared.slack);
-        let mut qp = vec![0.0f32; self.dim_p];
-        qp[..self.dim].copy_from_slice(q);
-        let mut x = vec![0.0f32; self.dim_p];
-        let ranges: Vec<(u32, f64, f64)> = rows
-            .into_iter()
-            .map(|row| {
-                let r = row as usize;
-                // The row's codes, group by group of 4 dimensions (see the layout above).
-                let at = self.code_offset(r, 0);
-                for (g, xs) in x.chunks_exact_mut(4).enumerate() {
-                    let c = &self.codes[at + g * 64..at + g * 64 + 4];
-                    for (xv, cv) in xs.iter_mut().zip(c) {
-                        *xv = *cv as f32;
-                    }
-                }
-                let dot = dot_f32(&qp, &x) as f64;
-                let centre = self.scale[r] as f64 * dot - self.half_norm2[r] as f64;
-                let norm = (2.0 * self.half_norm2[r] as f64).sqrt();
-                let err = qn * self.residual[r] as f64 + slack * norm;
-                (row, centre - err, centre + err)
-            })
-            .collect();
-        let mut lows: Vec<f64> = ranges.iter().map(|r| r.1).collect();
-        lows.sort_by(|a, b| b.total_cmp(a));
-        let tau = lows
-            .get(k - 1)
-            .copied()
-            .unwrap_or(f64::NEG_INFINITY)
-            .max(prepared.floor as f64);
-        ranges
-            .into_iter()
-            .filter(|r| r.2 >= tau)
-            .map(|r| r.0)
-            .collect()
+        if (hi32 as f64) < hi {
+            hi32 = hi32.next_up();
+        }
+        (lo32, hi32)
     }
 
     fn exact_row(&self, row: usize) -> &[f32] {

@@ -138,24 +138,45 @@ fn tile_kernels_agree_bit_for_bit() {
     }
 }
 
+/// The rows whose code range reaches the k-th best lower end (and the floor): what a compact
+/// index fetches when every row is a candidate.
+fn kept_by_code_ranges(idx: &ExactIndex, q: &[f32], floor: Option<f32>, k: usize) -> Vec<u32> {
+    let prepared = idx.prepare(q, floor);
+    let ranges: Vec<(f32, f32)> = (0..idx.len())
+        .map(|r| idx.code_range(&prepared, r))
+        .collect();
+    let mut lows: Vec<f32> = ranges.iter().map(|r| r.0).collect();
+    lows.sort_by(|a, b| b.total_cmp(a));
+    let tau = lows[k - 1].max(prepared.floor);
+    (0..idx.len() as u32)
+        .filter(|&r| ranges[r as usize].1 >= tau)
+        .collect()
+}
+
 #[test]
-fn narrowing_keeps_the_true_top_k_and_drops_the_rest() {
-    // Every row handed in as a candidate: what stays must hold the exhaustive top k (and the
-    // rows at or above a floor), and far fewer rows than came in.
+fn code_ranges_hold_every_score_and_keep_the_true_top_k_and_few_else() {
+    // Every row's range from its codes holds its exact score; ranked by them, what stays holds
+    // the exhaustive top k (and the rows at or above a floor), and far fewer rows than there are.
     for (dim, clustered) in [(512, false), (128, true), (37, false)] {
         let base = vecs(9, 3000, dim, clustered);
         let mut idx = ExactIndex::compact(dim);
-        for (i, x) in base.iter().enumerate() {
-            idx.push(i as u64, x, i64::MAX);
-        }
         let mut full = ExactIndex::new(dim);
         for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64, x, i64::MAX);
             full.push(i as u64, x, i64::MAX);
         }
         for q in vecs(10, 12, dim, clustered) {
-            let all: Vec<u32> = (0..base.len() as u32).collect();
+            let prepared = idx.prepare(&q, None);
+            for h in full.search_exhaustive(&q, base.len(), None, 0) {
+                let (lo, hi) = idx.code_range(&prepared, h.id as usize);
+                assert!(
+                    lo <= h.score && h.score <= hi,
+                    "dim {dim}: {lo} {} {hi}",
+                    h.score
+                );
+            }
             for k in [1, 10] {
-                let kept = idx.narrow(&q, &idx.prepare(&q, None), all.clone(), k);
+                let kept = kept_by_code_ranges(&idx, &q, None, k);
                 for h in full.search_exhaustive(&q, k, None, 0) {
                     assert!(kept.contains(&(h.id as u32)), "dim {dim} k {k}");
                 }
@@ -166,7 +187,7 @@ fn narrowing_keeps_the_true_top_k_and_drops_the_rest() {
                 );
             }
             let floor = full.search_exhaustive(&q, 3, None, 0)[2].score;
-            let kept = idx.narrow(&q, &idx.prepare(&q, Some(floor)), all.clone(), 50);
+            let kept = kept_by_code_ranges(&idx, &q, Some(floor), 50);
             for h in full.search_exhaustive(&q, 50, Some(floor), 0) {
                 assert!(kept.contains(&(h.id as u32)));
             }
