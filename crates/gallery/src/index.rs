@@ -626,7 +626,12 @@ impl ExactIndex {
                                 let l = mask.trailing_zeros() as usize;
                                 mask &= mask - 1;
                                 let row = (b + bi) * LANES + l;
-                                if row >= self.ids.len() || self.expires[row] <= now {
+                                // tau may have risen since the kernel was handed it (earlier
+                                // rows of this call): such a row would be turned away anyway.
+                                if row >= self.ids.len()
+                                    || self.expires[row] <= now
+                                    || o.upper[l] < part.tau
+                                {
                                     continue;
                                 }
                                 let (mut lower, mut upper) =
