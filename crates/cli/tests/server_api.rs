@@ -1020,10 +1020,19 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     );
     let mut too_many = vec![photo.clone()];
     too_many.extend((0..91).map(|_| jpeg(&image::RgbImage::new(16, 16))));
-    let (code, v) = stream(&too_many, true, "");
+    // Refused for too many frames, the challenge nonce it carried is spent all the same (as
+    // in a form): it cannot be tried again.
+    let nonce = challenge_for("right");
+    let (code, v) = stream(&too_many, true, &format!("?challenge={nonce}"));
     assert_eq!(
         (code, v["error"]["code"].as_str()),
         (422, Some("too_many_frames")),
+        "{v}"
+    );
+    let (code, v) = stream(&parts, true, &format!("?challenge={nonce}"));
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (422, Some("challenge_invalid")),
         "{v}"
     );
     let (code, v) = stream(std::slice::from_ref(&photo), true, "");

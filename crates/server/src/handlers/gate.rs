@@ -72,8 +72,8 @@ fn unprocessable(code: &'static str, msg: String) -> ApiError {
 /// The fields of a session sent as a camera stream (`multipart/x-mixed-replace`, as an MJPEG
 /// camera sends it, usually chunked): the first part is the reference image, every further part
 /// a frame in order; `liveness` and `challenge` come in the query string. The whole body is
-/// bounded by `max_body_bytes` (413 past it), each part by the same limit, and the parts by
-/// `max_session_frames` + 1. The stream must end with its closing delimiter (`--BOUNDARY--`): a
+/// bounded by `max_body_bytes` (413 past it), each part by the same limit; the frames are
+/// counted against `max_session_frames` by `session`, as a form's are. The stream must end with its closing delimiter (`--BOUNDARY--`): a
 /// part cut short by the end of the body is not a frame.
 async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String, Bytes>> {
     let bad = |code: &'static str, e: String| ApiError::bad_request(code, e);
@@ -116,13 +116,8 @@ async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String,
             "the stream did not end with its closing delimiter (--boundary--)".into(),
         ));
     }
-    let most = st.config.max_session_frames;
-    if parts.len() > most + 1 {
-        return Err(unprocessable(
-            "too_many_frames",
-            format!("{} frames, the limit is {most}", parts.len() - 1),
-        ));
-    }
+    // The frame count is checked with the form's, after a challenge nonce is spent, so both
+    // ways of sending a session spend it alike.
     let mut parts = parts.into_iter();
     let mut fields = HashMap::new();
     if let Some(reference) = parts.next() {
