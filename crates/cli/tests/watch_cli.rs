@@ -217,6 +217,9 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     );
     assert_eq!(r["passers_by_with_two_or_more_decisions"], 0, "{r}");
     assert_eq!(r["passers_by_without_decision"], 0, "{r}");
+    // Counted the earlier way too (a decision for the passer-by its track overlapped most).
+    assert_eq!(r["by_overlap"]["two_or_more"], 0, "{r}");
+    assert_eq!(r["by_overlap"]["without_decision"], 0, "{r}");
     assert_eq!(r["decisions_without_passer_by"], 0, "{r}");
     // Every decision was judged against the passer-by's own reference and another's.
     let fused = &r["fused"];

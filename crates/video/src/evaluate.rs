@@ -56,6 +56,9 @@ pub struct SceneReport {
     pub decided_twice: Vec<PasserByCase>,
     /// Each passer-by without a decision, with every track that overlapped them.
     pub undecided: Vec<PasserByCase>,
+    /// The same two counts with each decision given to the passer-by its track overlapped most
+    /// often, not the one its frames show (how they were counted before).
+    pub by_overlap: ByOverlap,
     /// Passers-by with at least one wrong fused decision (own reference rejected, or another
     /// identity's accepted).
     pub passers_by_with_a_wrong_decision: usize,
@@ -68,6 +71,51 @@ pub struct SceneReport {
     /// Ground truth and tracker boxes of every scored frame (for exporting in MOT format).
     #[serde(skip)]
     pub boxes: Vec<FrameBoxes>,
+}
+
+/// Passers-by without a decision and with two or more, decisions attributed by track overlap.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ByOverlap {
+    pub without_decision: usize,
+    pub two_or_more: usize,
+}
+
+/// A decision as the evaluation keeps it.
+struct Decided {
+    track: u64,
+    fused: Vec<f32>,
+    best: Vec<f32>,
+    /// The frames its template was made of, with the face's box in each.
+    used: Vec<(u64, Rect)>,
+}
+
+/// Which passer-by a decision was about: (the one most of the frames it `used` show, the one
+/// its track overlapped most often), each by IoU ≥ 0.5 with the ground truth; ties go to the
+/// lower passage number. `track` holds the track's box per scored frame (index into `truths`);
+/// `scored` maps a frame number to its index in `truths`.
+fn passer_by_of(
+    used: &[(u64, Rect)],
+    track: &[(usize, Rect)],
+    truths: &[Vec<(u64, usize, Rect)>],
+    scored: &HashMap<u64, usize>,
+) -> (Option<u64>, Option<u64>) {
+    let most = |boxes: &mut dyn Iterator<Item = (usize, &Rect)>| {
+        let mut votes: HashMap<u64, usize> = HashMap::new();
+        for (k, r) in boxes {
+            for (passage, _, g) in &truths[k] {
+                if iou(r, g) >= 0.5 {
+                    *votes.entry(*passage).or_default() += 1;
+                }
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|(id, n)| (*n, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id)
+    };
+    let shown = most(&mut used.iter().filter_map(|(f, r)| Some((*scored.get(f)?, r))));
+    let overlapped = most(&mut track.iter().map(|(k, r)| (*k, r)));
+    (shown, overlapped)
 }
 
 /// A passer-by decided twice or not at all, for looking at the case.
@@ -120,12 +168,35 @@ pub fn run_scene(
     let mut w = Watcher::new(cfg);
     let mut boxes: Vec<FrameBoxes> = Vec::with_capacity(scene.frames() as usize);
     let mut truths: Vec<Vec<(u64, usize, Rect)>> = Vec::new();
-    let mut decided: Vec<(u64, Vec<f32>, Vec<f32>)> = Vec::new();
+    let mut decided: Vec<Decided> = Vec::new();
     let mut track_boxes: HashMap<u64, Vec<(usize, Rect)>> = HashMap::new();
-    let take = |events: Vec<Event>, decided: &mut Vec<(u64, Vec<f32>, Vec<f32>)>| {
+    // Scored frame number → index into `truths`.
+    let mut scored: HashMap<u64, usize> = HashMap::new();
+    let take = |events: Vec<Event>, decided: &mut Vec<Decided>| {
         for ev in events {
             if let Event::Decide(e) = ev {
-                decided.push((e.track, e.fused.clone(), e.best.clone()));
+                let used = e
+                    .frames_used
+                    .iter()
+                    .map(|u| {
+                        let [left, top, right, bottom] = u.rect;
+                        (
+                            u.frame,
+                            Rect {
+                                left,
+                                top,
+                                right,
+                                bottom,
+                            },
+                        )
+                    })
+                    .collect();
+                decided.push(Decided {
+                    track: e.track,
+                    fused: e.fused.clone(),
+                    best: e.best.clone(),
+                    used,
+                });
             }
         }
     };
@@ -158,6 +229,7 @@ pub fn run_scene(
                 truth: truth.iter().map(|t| (t.passage, t.rect)).collect(),
                 tracks,
             });
+            scored.insert(f, truths.len());
             truths.push(
                 truth
                     .iter()
@@ -169,7 +241,10 @@ pub fn run_scene(
     take(w.finish(p)?, &mut decided);
     let tracking = mot(&boxes);
 
-    // Each decided track belongs to the passage it overlapped most often.
+    // A decision belongs to the passer-by whose face its frames show: the one most of the
+    // frames it used (its best frames, embedded and fused) overlap. A track that switched from
+    // one person to another decided on whoever its best frames are of. (The passage the track
+    // overlapped most often is kept beside it, `by_overlap`, the attribution used before.)
     let identity_of: HashMap<u64, usize> = scene
         .passages
         .iter()
@@ -181,21 +256,17 @@ pub fn run_scene(
         v
     };
     let mut per_passage: HashMap<u64, Vec<(bool, u64)>> = HashMap::new();
+    let mut by_overlap: HashMap<u64, usize> = HashMap::new();
     let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
     let mut orphans = 0;
-    for (track, fused_t, best_t) in &decided {
-        let mut votes: HashMap<u64, usize> = HashMap::new();
-        for (k, r) in track_boxes.get(track).map(Vec::as_slice).unwrap_or(&[]) {
-            for (passage, _, g) in &truths[*k] {
-                if iou(r, g) >= 0.5 {
-                    *votes.entry(*passage).or_default() += 1;
-                }
-            }
+    for d in &decided {
+        let (fused_t, best_t) = (&d.fused, &d.best);
+        let track = track_boxes.get(&d.track).map(Vec::as_slice).unwrap_or(&[]);
+        let (shown, overlapped) = passer_by_of(&d.used, track, &truths, &scored);
+        if let Some(p) = overlapped {
+            *by_overlap.entry(p).or_default() += 1;
         }
-        let Some((&passage, _)) = votes
-            .iter()
-            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
-        else {
+        let Some(passage) = shown.or(overlapped) else {
             orphans += 1;
             continue;
         };
@@ -234,7 +305,7 @@ pub fn run_scene(
         per_passage
             .entry(passage)
             .or_default()
-            .push((wrong, *track));
+            .push((wrong, d.track));
     }
     // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
     // view, or be cut by the end of the scene).
@@ -318,6 +389,13 @@ pub fn run_scene(
         decisions_without_passer_by: orphans,
         passers_by_without_decision: undecided.len(),
         passers_by_with_two_or_more_decisions: decided_twice.len(),
+        by_overlap: ByOverlap {
+            without_decision: counted
+                .iter()
+                .filter(|id| !by_overlap.contains_key(id))
+                .count(),
+            two_or_more: by_overlap.values().filter(|n| **n >= 2).count(),
+        },
         decided_twice,
         undecided,
         passers_by_with_a_wrong_decision: wrong,
@@ -334,4 +412,49 @@ pub fn run_scene(
         },
         boxes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rect(x: f64) -> Rect {
+        Rect {
+            left: x,
+            top: 100.0,
+            right: x + 80.0,
+            bottom: 180.0,
+        }
+    }
+
+    #[test]
+    fn a_decision_belongs_to_the_passer_by_its_frames_show_not_the_one_its_track_followed_longest()
+    {
+        // Passer-by 1 at x = 100 and passer-by 2 at x = 400 in frames 0-29. A track follows 1 for
+        // frames 0-19, then switches to 2 for frames 20-29; its best frames are 25-27 (on 2).
+        let truths: Vec<Vec<(u64, usize, Rect)>> = (0..30)
+            .map(|_| vec![(1, 10, rect(100.0)), (2, 20, rect(400.0))])
+            .collect();
+        let scored: HashMap<u64, usize> = (0..30).map(|f| (f as u64, f)).collect();
+        let track: Vec<(usize, Rect)> = (0..30)
+            .map(|k| (k, rect(if k < 20 { 102.0 } else { 398.0 })))
+            .collect();
+        let used: Vec<(u64, Rect)> = (25..28).map(|f| (f, rect(398.0))).collect();
+        assert_eq!(
+            passer_by_of(&used, &track, &truths, &scored),
+            (Some(2), Some(1))
+        );
+        // Used frames split 2 to 1: the majority; a tie goes to the lower passage.
+        let split = [(5, rect(102.0)), (25, rect(398.0)), (26, rect(398.0))];
+        assert_eq!(passer_by_of(&split, &track, &truths, &scored).0, Some(2));
+        let tie = [(5, rect(102.0)), (25, rect(398.0))];
+        assert_eq!(passer_by_of(&tie, &track, &truths, &scored).0, Some(1));
+        // Frames on nobody (or not scored): no answer from them; the caller falls back to the
+        // track's overlap.
+        let nowhere = [(25, rect(700.0)), (99, rect(398.0))];
+        assert_eq!(
+            passer_by_of(&nowhere, &track, &truths, &scored),
+            (None, Some(1))
+        );
+    }
 }

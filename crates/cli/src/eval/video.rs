@@ -200,7 +200,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         let (none, many, wrong) = r.per_thousand();
         if !a.json {
             println!(
-                "scene {scene_no}: {} frames, {} passers-by: MOTA {:.3}, IDF1 {:.3}, HOTA {:.3} ({} id switches); per 1,000 passers-by: {:.0} without a decision, {:.0} with 2+, {:.0} with a wrong one; fused FNMR {:.2}% FMR {:.2}%, best single frame FNMR {:.2}% FMR {:.2}%; {:.1} fps",
+                "scene {scene_no}: {} frames, {} passers-by: MOTA {:.3}, IDF1 {:.3}, HOTA {:.3} ({} id switches); per 1,000 passers-by: {:.0} without a decision, {:.0} with 2+, {:.0} with a wrong one (passers-by without / with 2+ when a decision counts for the one its track overlapped most: {} / {}); fused FNMR {:.2}% FMR {:.2}%, best single frame FNMR {:.2}% FMR {:.2}%; {:.1} fps",
                 r.frames,
                 r.passages,
                 r.tracking.mota,
@@ -210,6 +210,8 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                 none,
                 many,
                 wrong,
+                r.by_overlap.without_decision,
+                r.by_overlap.two_or_more,
                 100.0 * r.fused.fnmr(),
                 100.0 * r.fused.fmr(),
                 100.0 * r.single_frame.fnmr(),
@@ -245,7 +247,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             json!({"detector": vp.p.detector_name(), "detect_every": cfg.detect_every,
                 "threshold": threshold, "scenes": reports,
                 "size": format!("{}x{}", a.size.0, a.size.1),
-                "method": "generated scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decided track belongs to the passer-by it overlapped most; a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
+                "method": "generated scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decision belongs to the passer-by most of its used frames show (by_overlap: to the one its track overlapped most); a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
         );
     }
     Ok(0)
