@@ -50,7 +50,7 @@ impl ApiKey {
 }
 
 /// One key as the access list stores it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     id: String,
     /// Hex SHA-256 of the secret part (see [`hash`]).
@@ -62,7 +62,7 @@ struct Entry {
 }
 
 /// The access list document (JSON in the record store).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AccessList {
     version: u32,
     keys: Vec<Entry>,
@@ -280,7 +280,12 @@ impl ApiKeys {
         }
         let old = read_old_file(path)?;
         let ids: Vec<String> = old.iter().map(|e| e.id.clone()).collect();
-        let moved = self.store.change_access_list_as_service(
+        // Another process on this data directory may have moved them a moment ago.
+        let current = AccessList::parse(self.store.access_list()?)?;
+        let moved = if ids.iter().all(|id| current.find(id).is_some()) {
+            0
+        } else {
+            self.store.change_access_list_as_service(
             "API keys moved into the record store",
             |stored| {
                 let mut list = AccessList::parse(stored).map_err(into_gallery)?;
@@ -294,18 +299,20 @@ impl ApiKeys {
                 let details = serde_json::json!({"from": OLD_KEY_FILE, "key_ids": moved, "already_there": ids.len() - moved.len()});
                 Ok((list.to_bytes()?, event("apikey-import", details), moved.len()))
             },
-        )?;
+            )?
+        };
         self.forget();
         // The keys are in the list (committed): the old file holds nothing more.
         for suffix in ["", "-wal", "-shm"] {
             let f = path.with_file_name(format!("{OLD_KEY_FILE}{suffix}"));
-            if f.exists() {
-                std::fs::remove_file(&f).map_err(|e| {
-                    KeyError::Invalid(format!(
+            match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(KeyError::Invalid(format!(
                         "removing {} after moving its keys: {e}",
                         f.display()
-                    ))
-                })?;
+                    )))
+                }
+                _ => {}
             }
         }
         Ok(moved)
@@ -470,7 +477,7 @@ mod tests {
         // The per-node file as earlier versions wrote it: one active key, one revoked.
         let secret = "ab".repeat(32);
         let path = dir.path().join(OLD_KEY_FILE);
-        {
+        let write_old_file = || {
             let conn = rusqlite::Connection::open(&path).expect("old file");
             conn.execute_batch(
                 "CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL, role TEXT NOT NULL,
@@ -482,7 +489,8 @@ mod tests {
                 rusqlite::params!["00112233445566aa", hash(&secret), "00112233445566bb"],
             )
             .expect("rows");
-        }
+        };
+        write_old_file();
         let (keys, moved) = ApiKeys::open(store.clone(), dir.path()).expect("open");
         assert_eq!(moved, 2);
         assert!(
@@ -507,6 +515,13 @@ mod tests {
         );
         let (_, moved) = ApiKeys::open(store.clone(), dir.path()).expect("open again");
         assert_eq!(moved, 0);
+        // The same keys in a file again (another node's copy): nothing moved, nothing recorded,
+        // the file removed.
+        let records = actions(&store).len();
+        write_old_file();
+        let (_, moved) = ApiKeys::open(store.clone(), dir.path()).expect("open again");
+        assert_eq!((moved, actions(&store).len()), (0, records));
+        assert!(!path.exists());
         assert_eq!(keys.list().expect("list").len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! The authentication layer: every keyed route is checked here, from the request head alone,
 //! before any handler runs and so before one byte of the body is read. An anonymous or refused
-//! caller costs a header parse and one key lookup. Refusals are counted and, aggregated per
+//! caller costs a header parse and one key lookup in memory (a node reads the keys from the
+//! store at most once a second, `apikeys::FRESH_FOR`). Refusals are counted and, aggregated per
 //! minute, written to the audit log so an auditor sees a brute-force attempt.
 
 use crate::apikeys::{ApiKey, KeyError, KeySnapshot};
@@ -44,9 +45,12 @@ pub(crate) async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     // The keys as read at most a second ago; reading them again blocks on the store, which
-    // must not happen on an async thread.
+    // must not happen on an async thread. A request without a key is refused without them.
     let keys = match st.keys.in_memory() {
         Some(k) => Ok(k),
+        None if !req.headers().contains_key(header::AUTHORIZATION) => Err(KeyError::Invalid(
+            "no key given: the keys were not read".into(),
+        )),
         None => {
             let st = st.clone();
             tokio::task::spawn_blocking(move || st.keys.snapshot())
