@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::time::Instant;
 
-use crate::source::{Frame, FrameSource, SourceStats, StillFrames, VideoLimits};
+use crate::source::{Frame, FrameCount, FrameSource, SourceStats, VideoLimits};
 use crate::VideoError;
 
 /// Largest header block of one part.
@@ -254,7 +254,7 @@ pub struct MjpegSource {
     parts: VecDeque<Vec<u8>>,
     chunk: Vec<u8>,
     decode_limits: vision::decode::DecodeLimits,
-    stills: StillFrames,
+    stills: FrameCount,
     started: Instant,
     ended: bool,
 }
@@ -277,7 +277,7 @@ impl MjpegSource {
                 max_pixels: limits.max_pixels,
                 refuse_truncated: false,
             },
-            stills: StillFrames::new(limits),
+            stills: FrameCount::new(limits),
             started: Instant::now(),
             ended: false,
         })

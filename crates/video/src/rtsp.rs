@@ -339,7 +339,7 @@ impl FrameSource for RtspSource {
     fn stats(&self) -> SourceStats {
         SourceStats {
             dropped: self.dropped.load(Ordering::Relaxed),
-            ..self.coded.stats
+            ..self.coded.count.stats
         }
     }
 }

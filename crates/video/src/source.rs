@@ -462,7 +462,7 @@ impl FrameSource for Mp4Source {
     }
 
     fn stats(&self) -> SourceStats {
-        self.coded.stats
+        self.coded.count.stats
     }
 }
 
@@ -477,16 +477,76 @@ pub(crate) fn h264_decoder() -> Result<openh264::decoder::Decoder, VideoError> {
     .map_err(|e| VideoError::Decoder(e.to_string()))
 }
 
-/// The bookkeeping of a compressed stream (MP4 samples, RTSP access units): each unit decoded
-/// (panics caught), frames numbered as they come out; a unit that cannot be read or decoded is
-/// counted and skipped, and so is one that gives no picture (parameter sets, or damage the
-/// decoder hid), until too many come in a row — so a stream of empty units cannot spin; a unit
-/// over a limit ends the stream (refused, not skipped through).
-pub(crate) struct CodedFrames {
+/// The bookkeeping every source shares: frames numbered as they come out; a unit that gives no
+/// frame (one that cannot be read or decoded, or an empty one) counted, until too many come in a
+/// row — so a stream of bad or empty units cannot spin.
+pub(crate) struct FrameCount {
     pub(crate) stats: SourceStats,
-    decoder: openh264::decoder::Decoder,
     consecutive_errors: u32,
     max_consecutive_errors: u32,
+}
+
+impl FrameCount {
+    pub(crate) fn new(limits: &VideoLimits) -> Self {
+        FrameCount {
+            stats: SourceStats::default(),
+            consecutive_errors: 0,
+            max_consecutive_errors: limits.max_consecutive_errors,
+        }
+    }
+
+    /// The next frame.
+    fn frame(&mut self, time_ms: u64, image: RgbImage) -> Frame {
+        self.consecutive_errors = 0;
+        let index = self.stats.frames;
+        self.stats.frames += 1;
+        Frame {
+            index,
+            time_ms,
+            image,
+        }
+    }
+
+    /// A unit that gave no frame (`skipped`: one that could not be decoded, counted as skipped):
+    /// `None` to go on; the error `message` makes from the count in a row, when that is too many.
+    fn miss(
+        &mut self,
+        skipped: bool,
+        message: impl FnOnce(u32) -> String,
+    ) -> Option<Result<Frame, VideoError>> {
+        if skipped {
+            self.stats.skipped += 1;
+        }
+        self.consecutive_errors += 1;
+        (self.consecutive_errors >= self.max_consecutive_errors)
+            .then(|| Err(VideoError::Malformed(message(self.consecutive_errors))))
+    }
+
+    /// A source made of still images (a folder, an MJPEG stream): the frame for a decoded still;
+    /// `None` when it did not decode and is skipped; an error when that made too many in a row
+    /// (`what` names the last one).
+    pub(crate) fn take(
+        &mut self,
+        decoded: Result<RgbImage, vision::VisionError>,
+        time_ms: u64,
+        what: impl std::fmt::Display,
+    ) -> Option<Result<Frame, VideoError>> {
+        match decoded {
+            Ok(image) => Some(Ok(self.frame(time_ms, image))),
+            Err(e) => self.miss(true, |n| {
+                format!("{n} undecodable frames in a row, the last ({what}): {e}")
+            }),
+        }
+    }
+}
+
+/// The bookkeeping of a compressed stream (MP4 samples, RTSP access units): each unit decoded
+/// (panics caught) and counted as [`FrameCount`] does; a unit that gives no picture (parameter
+/// sets, or damage the decoder hid) is a miss but not a skip; a unit over a limit ends the
+/// stream (refused, not skipped through).
+pub(crate) struct CodedFrames {
+    pub(crate) count: FrameCount,
+    decoder: openh264::decoder::Decoder,
     max_pixels: u64,
     /// What the stream's units are called in messages ("samples", "access units").
     units: &'static str,
@@ -495,10 +555,8 @@ pub(crate) struct CodedFrames {
 impl CodedFrames {
     pub(crate) fn new(limits: &VideoLimits, units: &'static str) -> Result<Self, VideoError> {
         Ok(CodedFrames {
-            stats: SourceStats::default(),
+            count: FrameCount::new(limits),
             decoder: h264_decoder()?,
-            consecutive_errors: 0,
-            max_consecutive_errors: limits.max_consecutive_errors,
             max_pixels: limits.max_pixels,
             units,
         })
@@ -518,86 +576,14 @@ impl CodedFrames {
         });
         let units = self.units;
         match decoded {
-            Ok(Some((time_ms, image))) => {
-                self.consecutive_errors = 0;
-                let index = self.stats.frames;
-                self.stats.frames += 1;
-                Some(Ok(Frame {
-                    index,
-                    time_ms,
-                    image,
-                }))
-            }
-            Ok(None) => {
-                self.consecutive_errors += 1;
-                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
-                    Err(VideoError::Malformed(format!(
-                        "{} {units} in a row gave no picture",
-                        self.consecutive_errors
-                    )))
-                })
-            }
+            Ok(Some((time_ms, image))) => Some(Ok(self.count.frame(time_ms, image))),
+            Ok(None) => self
+                .count
+                .miss(false, |n| format!("{n} {units} in a row gave no picture")),
             Err(e @ VideoError::TooLarge(_)) => Some(Err(e)),
-            Err(e) => {
-                self.stats.skipped += 1;
-                self.consecutive_errors += 1;
-                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
-                    Err(VideoError::Malformed(format!(
-                        "{} undecodable {units} in a row, the last: {e}",
-                        self.consecutive_errors
-                    )))
-                })
-            }
-        }
-    }
-}
-
-/// The bookkeeping of a source made of still images (a folder, an MJPEG stream): frames numbered
-/// as they decode, undecodable ones counted and skipped until too many come in a row.
-pub(crate) struct StillFrames {
-    pub(crate) stats: SourceStats,
-    consecutive_errors: u32,
-    max_consecutive_errors: u32,
-}
-
-impl StillFrames {
-    pub(crate) fn new(limits: &VideoLimits) -> Self {
-        StillFrames {
-            stats: SourceStats::default(),
-            consecutive_errors: 0,
-            max_consecutive_errors: limits.max_consecutive_errors,
-        }
-    }
-
-    /// The frame for a decoded still; `None` when it did not decode and is skipped; an error when
-    /// that made too many in a row (`what` names the last one).
-    pub(crate) fn take(
-        &mut self,
-        decoded: Result<RgbImage, vision::VisionError>,
-        time_ms: u64,
-        what: impl std::fmt::Display,
-    ) -> Option<Result<Frame, VideoError>> {
-        match decoded {
-            Ok(image) => {
-                self.consecutive_errors = 0;
-                let index = self.stats.frames;
-                self.stats.frames += 1;
-                Some(Ok(Frame {
-                    index,
-                    time_ms,
-                    image,
-                }))
-            }
-            Err(e) => {
-                self.stats.skipped += 1;
-                self.consecutive_errors += 1;
-                (self.consecutive_errors >= self.max_consecutive_errors).then(|| {
-                    Err(VideoError::Malformed(format!(
-                        "{} undecodable frames in a row, the last ({what}): {e}",
-                        self.consecutive_errors
-                    )))
-                })
-            }
+            Err(e) => self.count.miss(true, |n| {
+                format!("{n} undecodable {units} in a row, the last: {e}")
+            }),
         }
     }
 }
@@ -607,7 +593,7 @@ pub struct FolderSource {
     files: Vec<PathBuf>,
     next: usize,
     limits: vision::decode::DecodeLimits,
-    stills: StillFrames,
+    stills: FrameCount,
 }
 
 impl FolderSource {
@@ -641,7 +627,7 @@ impl FolderSource {
                 max_pixels: limits.max_pixels,
                 ..Default::default()
             },
-            stills: StillFrames::new(limits),
+            stills: FrameCount::new(limits),
         })
     }
 }

@@ -49,6 +49,7 @@ pub struct WatchConfig {
     /// again. [`WatchConfig::for_pack`] sets it to `duplicate_factor` times the pack's decision
     /// distance.
     pub duplicate_distance: f32,
+    /// `duplicate_distance` as a multiple of the decision distance, for `for_pack`.
     pub duplicate_factor: f32,
 }
 
@@ -249,8 +250,8 @@ pub struct Watcher {
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
     /// Decided tracks that ended in view (lost, not walked out) within as many frames as a lost
-    /// track is kept (`tracker.max_lost_frames` detection frames): (track, last frame, fused template in the tracker's
-    /// geometry). A fragment of the same passer-by that comes to decide meanwhile is recognised
+    /// track is kept (`tracker.max_lost_frames` detection frames): (track, last frame, fused
+    /// template in the tracker's geometry). A fragment of the same passer-by that comes to decide meanwhile is recognised
     /// as theirs; someone who walked out and comes back is a new passer-by. Zeroised when they
     /// expire.
     recent: Vec<(u64, u64, Zeroizing<Vec<f32>>)>,

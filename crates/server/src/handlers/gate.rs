@@ -73,8 +73,9 @@ fn unprocessable(code: &'static str, msg: String) -> ApiError {
 /// camera sends it, usually chunked): the first part is the reference image, every further part
 /// a frame in order; `liveness` and `challenge` come in the query string. The whole body is
 /// bounded by `max_body_bytes` (413 past it), each part by the same limit; the frames are
-/// counted against `max_session_frames` by `session`, as a form's are. The stream must end with its closing delimiter (`--BOUNDARY--`): a
-/// part cut short by the end of the body is not a frame.
+/// counted against `max_session_frames` by `session`, as a form's are. The stream must end with
+/// its closing delimiter (`--BOUNDARY--`): a part cut short by the end of the body is not a
+/// frame.
 async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String, Bytes>> {
     let bad = |code: &'static str, e: String| ApiError::bad_request(code, e);
     let content_type = req
