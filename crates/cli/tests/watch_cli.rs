@@ -631,3 +631,36 @@ fn a_passer_by_found_again_after_the_tracker_gave_up_is_not_decided_twice() {
         .collect();
     assert_eq!(decided, vec![139], "{ev:?}");
 }
+
+/// A face lost while still undecided is known from then on by its best frames, not by the chip
+/// its track started with: here that chip is blurred (the face came into focus), so a track
+/// still known by it would not take the face back when it shows again after 80 frames, and a
+/// second track would start. Known by its best frames, the lost track continues: one track, one
+/// decision.
+#[test]
+fn a_lost_face_is_known_by_its_best_frames_not_its_first() {
+    let Some(shared) = shared_with("data/people/lin-manuel-miranda.png") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lin = shared.join("data/people/lin-manuel-miranda.png");
+    let clear = square_photo(&lin);
+    let photos = [image::imageops::blur(&clear, 6.0), clear];
+    let back = dir.path().join("back");
+    scripted_scene(
+        &back,
+        150,
+        |f| match f {
+            0..4 => vec![(0, 40, 90)],
+            4..24 => vec![(1, 40, 90)],
+            104.. => vec![(1, 200, 110)],
+            _ => vec![],
+        },
+        &photos,
+    );
+    let ev = watch_events(dir.path(), &back, &lin);
+    assert_eq!(count(&ev, "track_start"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "decision"), 1, "{ev:?}");
+    let decision = ev.iter().find(|e| e["event"] == "decision").unwrap();
+    assert_eq!(decision["match"], true, "{decision}");
+}

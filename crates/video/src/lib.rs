@@ -7,7 +7,8 @@
 //!   [`rtsp`]: H.264 cameras over RTSP (retina), dropping to the next key frame when behind.
 //! - [`track`]: multi-face tracking (Kalman + Hungarian on overlap, a second pass for weak
 //!   detections, appearance gating when boxes are ambiguous).
-//! - [`watch`]: per track, the best frames by quality and one fused template, decided once.
+//! - [`watch`]: per track, the best frames (ranked by [`rank`]) and one fused template, decided
+//!   once.
 //! - [`annotate`]: tracked faces boxed, as JPEG frames or an H.264 MP4 (only when asked).
 //! - [`synth`], [`metrics`], [`evaluate`]: generated scenes with exact ground truth, MOTA/IDF1,
 //!   and the per-passer-by decision counts.
@@ -23,6 +24,7 @@ pub mod hota;
 pub mod metrics;
 pub mod mjpeg;
 pub mod motion;
+pub mod rank;
 pub mod rtsp;
 pub mod source;
 pub mod synth;

@@ -3,17 +3,19 @@
 //!
 //! Per frame the pipeline detects (every `detect_every`-th frame), the tracker assigns, and each
 //! tracked face gets landmarks, an aligned chip and its quality; a track keeps only its
-//! `best_frames` best chips (by [`frame_rank`]). A track is decided once: when it has been seen
-//! `decide_after_frames` times, or when it ends, whichever comes first; later frames of a decided
-//! track only keep it tracked. When the tracker finds a young track to be a lost one found again
-//! (late re-identification), the lost track continues with the young one's kept frames and the
-//! young one ends without a decision (`merged_into`): one passer-by, one decision, even if the
-//! face was hidden for a while. Only the kept chips are embedded (plus one chip when a track starts,
-//! as its appearance for the tracker's crossing gate). Chips and embeddings are zeroised when
-//! they are dropped; no frame is kept.
+//! `best_frames` best chips (by [`frame_rank`] times [`visible_share`]). A track is decided
+//! once: when it has been seen `decide_after_frames` times, or when it ends, whichever comes
+//! first; later frames of a decided track only keep it tracked. When the tracker finds a young
+//! track to be a lost one found again (late re-identification), the lost track continues with
+//! the young one's kept frames and the young one ends without a decision (`merged_into`): one
+//! passer-by, one decision, even if the face was hidden for a while. Only the kept chips are
+//! embedded (plus one chip when a track starts, as its appearance for the tracker's crossing
+//! gate, and the kept chips once more when a track is lost undecided: [`Watcher::look_at_lost`]).
+//! Chips and embeddings are zeroised when they are dropped; no frame is kept.
 
 use crate::error::VideoError;
 use crate::motion::{MotionConfig, MotionCue, MotionTrack};
+use crate::rank::{frame_rank, visible_share};
 use crate::source::Frame;
 use crate::track::{Observation, Tracker, TrackerConfig};
 use image::RgbImage;
@@ -24,6 +26,15 @@ use vision::liveness::{PadCrops, PadOutcome};
 use vision::pipeline::Pipeline;
 use vision::quality::Quality;
 use zeroize::{Zeroize, Zeroizing};
+
+/// Detection frames a track goes unseen before [`Watcher::look_at_lost`] looks at it: longer than
+/// a missed detection or two, shorter than the shortest hiding behind a passer-by.
+const LOST_LOOK_AFTER: u64 = 3;
+
+/// A decided track that ended is remembered (see [`Watcher::recent`]) this many times as long as
+/// a lost track is kept: a track that started within one such span is compared with it when it
+/// decides, which may take up to two more (30 sightings, or its own end after being lost).
+const RECENT_KEPT: u64 = 3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
@@ -86,25 +97,6 @@ impl Default for WatchConfig {
     }
 }
 
-/// How good a frame of a face is for comparison, for choosing a track's best frames: resolution
-/// (eye distance, saturating at 60 px) times sharpness (saturating) times frontality (the
-/// OFIQ-aligned yaw and pitch scores, when measured). facegate's own ranking, not a standard
-/// unified quality score.
-pub fn frame_rank(q: &Quality) -> f64 {
-    let size = (q.eye_distance_px / 60.0).clamp(0.0, 1.0);
-    let sharp = q.sharpness.max(0.0);
-    let sharp = sharp / (sharp + 50.0);
-    let frontal = q.ofiq.as_ref().map_or(1.0, |o| {
-        o.head_pose_yaw.score as f64 / 100.0 * (o.head_pose_pitch.score as f64 / 100.0)
-    });
-    let r = size * sharp * frontal;
-    if r.is_finite() {
-        r
-    } else {
-        0.0
-    }
-}
-
 /// One frame kept for a track: its aligned chip (zeroised on drop) and measurements.
 struct Kept {
     chip: Option<RgbImage>,
@@ -112,6 +104,8 @@ struct Kept {
     pad: Option<PadCrops>,
     quality: Quality,
     rank: f64,
+    /// Share of the face no nearer face hides ([`visible_share`]).
+    visible: f64,
     frame: u64,
     rect: Rect,
 }
@@ -141,6 +135,29 @@ struct TrackState {
     /// Tracks assigned a face in the same frame as this one at least once: different people
     /// (one face is not in two places), never taken for this one's passer-by.
     seen_with: HashSet<u64>,
+    /// The frame it was last assigned a face in.
+    last_seen: u64,
+    /// Whether, since it was last seen, its appearance in the tracker became the fusion of its
+    /// best frames so far (see [`Watcher::look_at_lost`]).
+    looked_at_lost: bool,
+}
+
+impl TrackState {
+    fn new(first_frame: u64, collecting: bool, motion: Option<MotionTrack>) -> TrackState {
+        TrackState {
+            first_frame,
+            seen: 0,
+            decided: false,
+            collecting,
+            kept: Vec::new(),
+            motion,
+            decided_as: None,
+            duplicate_of: None,
+            seen_with: HashSet::new(),
+            last_seen: first_frame,
+            looked_at_lost: false,
+        }
+    }
 }
 
 /// Why a track ends.
@@ -158,7 +175,10 @@ enum Ending {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FrameUsed {
     pub frame: u64,
+    /// The rank it was chosen by: [`frame_rank`] times `visible`.
     pub rank: f64,
+    /// Share of the face that no nearer (larger) detected face hides, 0 to 1.
+    pub visible: f64,
     pub quality: Quality,
     #[serde(rename = "box")]
     pub rect: [f64; 4],
@@ -249,12 +269,23 @@ pub struct Watcher {
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
-    /// Decided tracks that ended in view (lost, not walked out) within as many frames as a lost
-    /// track is kept (`tracker.max_lost_frames` detection frames): (track, last frame, fused
-    /// template in the tracker's geometry). A fragment of the same passer-by that comes to decide meanwhile is recognised
-    /// as theirs; someone who walked out and comes back is a new passer-by. Zeroised when they
-    /// expire.
-    recent: Vec<(u64, u64, Zeroizing<Vec<f32>>)>,
+    /// Decided tracks that ended within as many frames as a lost track is kept
+    /// (`tracker.max_lost_frames` detection frames). A fragment of the same passer-by that comes
+    /// to decide meanwhile is recognised as theirs. Someone who walked out and comes back is a
+    /// new passer-by: a track that walked out is only compared with tracks that had started
+    /// before it left (its own passer-by's earlier track, lost behind someone, deciding late).
+    /// Zeroised when they expire.
+    recent: Vec<Recent>,
+}
+
+/// A decided track that ended, remembered a while: see [`Watcher::recent`].
+struct Recent {
+    track: u64,
+    /// The frame it ended at.
+    ended: u64,
+    left_view: bool,
+    /// Its fused template in the tracker's geometry.
+    template: Zeroizing<Vec<f32>>,
 }
 
 impl Watcher {
@@ -280,6 +311,7 @@ impl Watcher {
         id: u64,
         fused: &[f32],
         seen_with: &HashSet<u64>,
+        first_frame: u64,
         similarity: bool,
     ) -> Option<u64> {
         let mine = Zeroizing::new(pack_geometry(similarity, fused.to_vec()));
@@ -294,8 +326,12 @@ impl Watcher {
         let recent = self
             .recent
             .iter()
-            .filter(|(t, _, _)| !seen_with.contains(t))
-            .map(|(t, _, a)| (*t, crate::track::distance(&mine, a)))
+            .filter(|r| {
+                !seen_with.contains(&r.track)
+                    && first_frame <= r.ended + self.lost_kept_for()
+                    && (!r.left_view || first_frame < r.ended)
+            })
+            .map(|r| (r.track, crate::track::distance(&mine, &r.template)))
             .filter(|(_, d)| *d <= within)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match (live, recent) {
@@ -327,13 +363,39 @@ impl Watcher {
             return Ok(None);
         };
         let similarity = p.metric().is_similarity();
-        if let Some(other) = self.duplicate_of(id, &ev.fused, &state.seen_with, similarity) {
+        if let Some(other) = self.duplicate_of(
+            id,
+            &ev.fused,
+            &state.seen_with,
+            state.first_frame,
+            similarity,
+        ) {
             // Withheld: `ev` (and its templates) are zeroised as it drops.
             state.duplicate_of = Some(other);
             return Ok(None);
         }
         state.decided_as = Some(Zeroizing::new(pack_geometry(similarity, ev.fused.clone())));
         Ok(Some(ev))
+    }
+
+    /// Decided tracks that ended longer ago than [`RECENT_KEPT`] times a lost track's keeping
+    /// are forgotten (their templates zeroised).
+    fn forget_recent(&mut self, now: u64) {
+        let keep = RECENT_KEPT * self.lost_kept_for();
+        self.recent.retain(|r| r.ended + keep >= now);
+    }
+
+    /// The order in which tracks still alive when the stream ends are ended: decided ones first,
+    /// so that each undecided one is compared with all of them (an ended track is compared with
+    /// through [`Watcher::recent`]; the tracker has let go of them all); start order otherwise.
+    fn finishing_order(&self, mut ids: Vec<u64>) -> Vec<u64> {
+        ids.sort_by_key(|id| (!self.tracks.get(id).is_some_and(|s| s.decided), *id));
+        ids
+    }
+
+    /// Frames a lost track is kept (`max_lost_frames` counts detection frames).
+    fn lost_kept_for(&self) -> u64 {
+        self.cfg.tracker.max_lost_frames as u64 * self.cfg.detect_every.max(1) as u64
     }
 
     /// Time spent per stage so far.
@@ -399,23 +461,12 @@ impl Watcher {
         for &id in &update.started {
             let collecting = self.tracks.values().filter(|t| t.collecting).count()
                 < self.cfg.max_collected_tracks;
-            self.tracks.insert(
-                id,
-                TrackState {
-                    first_frame: frame.index,
-                    seen: 0,
-                    decided: false,
-                    collecting,
-                    kept: Vec::new(),
-                    motion: p
-                        .liveness
-                        .as_ref()
-                        .map(|_| MotionTrack::new(self.cfg.motion)),
-                    decided_as: None,
-                    duplicate_of: None,
-                    seen_with: HashSet::new(),
-                },
-            );
+            let motion = p
+                .liveness
+                .as_ref()
+                .map(|_| MotionTrack::new(self.cfg.motion));
+            self.tracks
+                .insert(id, TrackState::new(frame.index, collecting, motion));
             if let Some(&(d, _)) = update.assigned.iter().find(|a| a.1 == id) {
                 events.push(Event::TrackStart {
                     track: id,
@@ -464,11 +515,8 @@ impl Watcher {
             };
             self.end(id, frame.index, frame.time_ms, ending, p, &mut events)?;
         }
-        // As long as a lost track is kept: `max_lost_frames` counts detection frames.
-        let kept_for =
-            self.cfg.tracker.max_lost_frames as u64 * self.cfg.detect_every.max(1) as u64;
-        let horizon = frame.index.saturating_sub(kept_for);
-        self.recent.retain(|(_, last, _)| *last >= horizon);
+        self.look_at_lost(frame.index, p)?;
+        self.forget_recent(frame.index);
         // Forget co-visible tracks that can no longer be compared with (gone and not recent):
         // a face that stays in view for hours next to thousands of passers-by holds only the
         // ones still around.
@@ -476,12 +524,49 @@ impl Watcher {
             .tracks
             .keys()
             .copied()
-            .chain(self.recent.iter().map(|r| r.0))
+            .chain(self.recent.iter().map(|r| r.track))
             .collect();
         for state in self.tracks.values_mut() {
             state.seen_with.retain(|t| known.contains(t));
         }
         Ok(events)
+    }
+
+    /// A track not yet decided that has gone unseen for `LOST_LOOK_AFTER` detection frames (hidden,
+    /// most likely, behind someone) is known to the tracker from then on by the fusion of its
+    /// best frames so far, not by the one chip it started with: the face it finds again, the
+    /// young track taking it over, and the duplicate check before a decision all compare with
+    /// the best picture of this face there is. Once per time a track is lost; not for fragments.
+    fn look_at_lost(&mut self, now: u64, p: &Pipeline) -> Result<(), VideoError> {
+        let every = self.cfg.detect_every.max(1) as u64;
+        let similarity = p.metric().is_similarity();
+        for (&id, state) in self.tracks.iter_mut() {
+            if state.decided
+                || !state.collecting
+                || state.looked_at_lost
+                || state.kept.is_empty()
+                || state.seen < self.cfg.min_frames_to_decide
+                || now.saturating_sub(state.last_seen) < LOST_LOOK_AFTER * every
+            {
+                continue;
+            }
+            state.looked_at_lost = true;
+            let clock = std::time::Instant::now();
+            let chips: Vec<RgbImage> = state.kept.iter().filter_map(|k| k.chip.clone()).collect();
+            let embedded = p.embed_aligned(&chips);
+            for c in chips {
+                c.into_raw().zeroize();
+            }
+            let mut embeddings = embedded?;
+            let fused = fuse(&embeddings);
+            for e in &mut embeddings {
+                e.zeroize();
+            }
+            self.tracker
+                .set_appearance(id, pack_geometry(similarity, fused));
+            self.seconds.appearance += clock.elapsed().as_secs_f64();
+        }
+        Ok(())
     }
 
     /// Track `id` was seen in detection `d`: its frame kept if among its best, and its decision
@@ -499,6 +584,8 @@ impl Watcher {
     ) -> Result<Option<Evidence>, VideoError> {
         let img = &frame.image;
         state.seen += 1;
+        state.last_seen = frame.index;
+        state.looked_at_lost = false;
         if state.decided || !state.collecting {
             return Ok(None);
         }
@@ -514,7 +601,10 @@ impl Watcher {
         );
         quality.set_single_face(areas);
         self.seconds.collect += clock.elapsed().as_secs_f64();
-        let rank = frame_rank(&quality);
+        // A face partly behind a nearer one makes a chip of two people: its template matches
+        // neither well, nor this track's own clear frames.
+        let visible = visible_share(d, dets);
+        let rank = frame_rank(&quality) * visible;
         let clock = std::time::Instant::now();
         if let Some(m) = &mut state.motion {
             m.add(img, &dets[d].rect, frame.index);
@@ -544,6 +634,7 @@ impl Watcher {
                 pad,
                 quality,
                 rank,
+                visible,
                 frame: frame.index,
                 rect: dets[d].rect,
             };
@@ -553,17 +644,19 @@ impl Watcher {
                 state.kept[i] = keep;
             }
         }
-        if state.seen < self.cfg.decide_after_frames {
+        if state.seen < self.cfg.decide_after_frames || only_hidden(state) {
             return Ok(None);
         }
         self.decide_once(id, state, (frame.index, frame.time_ms), false, p)
     }
 
-    /// The stream ended: every live track is decided (if it was not) and ended.
+    /// The stream ended: every live track is decided (if it was not) and ended, in
+    /// [`Watcher::finishing_order`].
     pub fn finish(&mut self, p: &Pipeline) -> Result<Vec<Event>, VideoError> {
         let mut events = Vec::new();
         let (frame, time) = (self.last_frame, self.last_time);
-        for id in self.tracker.finish() {
+        let ids = self.tracker.finish();
+        for id in self.finishing_order(ids) {
             self.end(id, frame, time, Ending::StreamEnd, p, &mut events)?;
         }
         Ok(events)
@@ -621,7 +714,8 @@ impl Watcher {
         let Some(mut state) = self.tracks.remove(&id) else {
             return Ok(());
         };
-        let fragment = state.seen < self.cfg.min_frames_to_decide && ending != Ending::StreamEnd;
+        let fragment = ending != Ending::StreamEnd
+            && (state.seen < self.cfg.min_frames_to_decide || only_hidden(&state));
         if !fragment {
             if let Some(ev) = self.decide_once(id, &mut state, (frame, time_ms), true, p)? {
                 events.push(Event::Decide(ev));
@@ -637,15 +731,28 @@ impl Watcher {
             merged_into: None,
             duplicate_of: state.duplicate_of,
         });
-        if let Some(appearance) = state
-            .decided_as
-            .take()
-            .filter(|_| ending != Ending::LeftView)
-        {
-            self.recent.push((id, frame, appearance));
+        if let Some(template) = state.decided_as.take() {
+            self.recent.push(Recent {
+                track: id,
+                ended: frame,
+                left_view: ending == Ending::LeftView,
+                template,
+            });
         }
         Ok(())
     }
+}
+
+/// Below this share of its face visible ([`visible_share`]), a frame shows more of someone else's
+/// head than of its own face.
+const HIDDEN_BELOW: f64 = 0.5;
+
+/// Whether every frame a track keeps is mostly hidden: a face seen only behind others. It is
+/// not decided on such frames while it may still show clear; if it ends mid-stream so, it is a
+/// fragment (its passer-by is decided by their own clear track); at the end of a stream it is
+/// decided on what there was.
+fn only_hidden(state: &TrackState) -> bool {
+    !state.kept.is_empty() && state.kept.iter().all(|k| k.visible < HIDDEN_BELOW)
 }
 
 /// An embedding as the tracker compares them: raw for a distance pack, on the unit sphere for a
@@ -729,6 +836,7 @@ fn evidence(
             .map(|k| FrameUsed {
                 frame: k.frame,
                 rank: k.rank,
+                visible: k.visible,
                 quality: k.quality.clone(),
                 rect: [k.rect.left, k.rect.top, k.rect.right, k.rect.bottom],
             })
@@ -744,16 +852,64 @@ fn evidence(
 mod tests {
     use super::*;
 
+    fn recent(track: u64, ended: u64, left_view: bool, template: Vec<f32>) -> Recent {
+        Recent {
+            track,
+            ended,
+            left_view,
+            template: Zeroizing::new(template),
+        }
+    }
+
     #[test]
-    fn rank_prefers_larger_sharper_faces_and_survives_nan() {
-        let q = |eye: f64, sharp: f64| Quality {
-            face_px: eye * 2.5,
-            eye_distance_px: eye,
-            sharpness: sharp,
-            ofiq: None,
+    fn decided_templates_are_forgotten_after_three_keepings_and_decided_tracks_finish_first() {
+        let mut w = Watcher::new(WatchConfig::default());
+        let kept = w.lost_kept_for();
+        w.recent.push(recent(1, 100, false, vec![1.0]));
+        w.recent.push(recent(2, 100, true, vec![1.0]));
+        w.forget_recent(100 + 3 * kept);
+        assert_eq!(w.recent.len(), 2);
+        w.forget_recent(101 + 3 * kept);
+        assert!(w.recent.is_empty());
+
+        // Started in the order 3, 4, 5, 6; 4 and 6 were decided.
+        for (id, decided) in [(3, false), (4, true), (5, false), (6, true)] {
+            let mut s = TrackState::new(id * 10, true, None);
+            s.decided = decided;
+            w.tracks.insert(id, s);
+        }
+        assert_eq!(w.finishing_order(vec![6, 5, 4, 3, 9]), vec![4, 6, 3, 5, 9]);
+    }
+
+    #[test]
+    fn a_track_is_compared_with_a_recent_one_it_may_continue_and_not_with_one_it_cannot() {
+        let cfg = WatchConfig {
+            duplicate_distance: 0.4,
+            ..WatchConfig::default()
         };
-        assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(30.0, 200.0)));
-        assert!(frame_rank(&q(60.0, 200.0)) > frame_rank(&q(60.0, 20.0)));
-        assert_eq!(frame_rank(&q(f64::NAN, 1.0)), 0.0);
+        let kept = cfg.tracker.max_lost_frames as u64;
+        let mut w = Watcher::new(cfg);
+        let face = vec![1.0, 0.0, 0.0];
+        let near = [0.9, 0.1, 0.0];
+        // Lost at 1000 (hidden): whoever started up to a lost track's keeping later may be them.
+        w.recent.push(recent(7, 1000, false, face.clone()));
+        let none = HashSet::new();
+        assert_eq!(w.duplicate_of(9, &near, &none, 400, false), Some(7));
+        assert_eq!(w.duplicate_of(9, &near, &none, 1000 + kept, false), Some(7));
+        assert_eq!(w.duplicate_of(9, &near, &none, 1001 + kept, false), None);
+        // Too far apart, or seen together: never the same passer-by.
+        assert_eq!(
+            w.duplicate_of(9, &[0.0, 1.0, 0.0], &none, 1010, false),
+            None
+        );
+        let together: HashSet<u64> = [7].into();
+        assert_eq!(w.duplicate_of(9, &near, &together, 1010, false), None);
+        // Walked out at 2000: a track that started before (lost behind someone, deciding late)
+        // may be them; one that started after is someone coming back, a new passer-by.
+        w.recent.clear();
+        w.recent.push(recent(8, 2000, true, face));
+        assert_eq!(w.duplicate_of(9, &near, &none, 1990, false), Some(8));
+        assert_eq!(w.duplicate_of(9, &near, &none, 2000, false), None);
+        assert_eq!(w.duplicate_of(9, &near, &none, 2030, false), None);
     }
 }
