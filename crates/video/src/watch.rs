@@ -104,7 +104,7 @@ struct Kept {
     pad: Option<PadCrops>,
     quality: Quality,
     rank: f64,
-    /// Share of the face no nearer face hides ([`visible_share`]).
+    /// Share of the face that shows ([`visible_share`]).
     visible: f64,
     frame: u64,
     rect: Rect,
@@ -177,7 +177,8 @@ pub struct FrameUsed {
     pub frame: u64,
     /// The rank it was chosen by: [`frame_rank`] times `visible`.
     pub rank: f64,
-    /// Share of the face that no nearer (larger) detected face hides, 0 to 1.
+    /// Share of the face that shows, 0 to 1: inside the frame and not behind the head of a
+    /// nearer (larger or equal) detected face ([`visible_share`]).
     pub visible: f64,
     pub quality: Quality,
     #[serde(rename = "box")]
@@ -269,11 +270,12 @@ pub struct Watcher {
     /// Boxes of the tracks assigned in the last detection frame.
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
-    /// Decided tracks that ended within as many frames as a lost track is kept
-    /// (`tracker.max_lost_frames` detection frames). A fragment of the same passer-by that comes
-    /// to decide meanwhile is recognised as theirs. Someone who walked out and comes back is a
-    /// new passer-by: a track that walked out is only compared with tracks that had started
-    /// before it left (its own passer-by's earlier track, lost behind someone, deciding late).
+    /// Decided tracks that ended recently ([`RECENT_KEPT`] times as long as a lost track is kept,
+    /// `tracker.max_lost_frames` detection frames). A track that started at most one such
+    /// keeping after one of them ended may be its passer-by found again, and is recognised as
+    /// theirs when it comes to decide. Someone who walked out and comes back is a new
+    /// passer-by: a track that walked out is only compared with tracks that had started before
+    /// it left (its own passer-by's earlier track, lost behind someone, deciding late).
     /// Zeroised when they expire.
     recent: Vec<Recent>,
 }
@@ -601,9 +603,10 @@ impl Watcher {
         );
         quality.set_single_face(areas);
         self.seconds.collect += clock.elapsed().as_secs_f64();
-        // A face partly behind a nearer one makes a chip of two people: its template matches
-        // neither well, nor this track's own clear frames.
-        let visible = visible_share(d, dets);
+        // A face partly behind a nearer one, or partly out of the frame, makes a chip of part
+        // of a face and whatever is beside it: its template matches neither this track's own
+        // clear frames nor anyone else well.
+        let visible = visible_share(d, dets, (img.width(), img.height()));
         let rank = frame_rank(&quality) * visible;
         let clock = std::time::Instant::now();
         if let Some(m) = &mut state.motion {
@@ -700,8 +703,8 @@ impl Watcher {
         });
     }
 
-    /// Track `id` ended: decided if it was not (and is no fragment), and, unless it walked out
-    /// of view, remembered a while as a passer-by just decided.
+    /// Track `id` ended: decided if it was not (and is no fragment), and remembered a while as a
+    /// passer-by just decided ([`Watcher::recent`]).
     fn end(
         &mut self,
         id: u64,
@@ -743,14 +746,14 @@ impl Watcher {
     }
 }
 
-/// Below this share of its face visible ([`visible_share`]), a frame shows more of someone else's
-/// head than of its own face.
+/// Below this share of its face showing ([`visible_share`]), a frame shows less of the face than
+/// of someone else's head or of the frame's edge.
 const HIDDEN_BELOW: f64 = 0.5;
 
-/// Whether every frame a track keeps is mostly hidden: a face seen only behind others. It is
-/// not decided on such frames while it may still show clear; if it ends mid-stream so, it is a
-/// fragment (its passer-by is decided by their own clear track); at the end of a stream it is
-/// decided on what there was.
+/// Whether every frame a track keeps is mostly hidden: a face seen only behind others (or only
+/// half in the frame). It is not decided on such frames while it may still show clear; if it
+/// ends mid-stream so, it is a fragment (its passer-by is decided by their own clear track); at
+/// the end of a stream it is decided on what there was.
 fn only_hidden(state: &TrackState) -> bool {
     !state.kept.is_empty() && state.kept.iter().all(|k| k.visible < HIDDEN_BELOW)
 }
