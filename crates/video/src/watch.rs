@@ -885,6 +885,35 @@ mod tests {
     }
 
     #[test]
+    fn a_track_kept_only_mostly_hidden_frames_is_only_hidden_one_clear_frame_is_enough() {
+        let kept = |visible: f64| Kept {
+            chip: None,
+            pad: None,
+            quality: Quality {
+                face_px: 100.0,
+                eye_distance_px: 40.0,
+                sharpness: 100.0,
+                ofiq: None,
+            },
+            rank: visible,
+            visible,
+            frame: 0,
+            rect: Rect {
+                left: 0.0,
+                top: 0.0,
+                right: 99.0,
+                bottom: 99.0,
+            },
+        };
+        let mut s = TrackState::new(0, true, None);
+        assert!(!only_hidden(&s), "nothing kept: nothing to call hidden");
+        s.kept = vec![kept(0.2), kept(0.49)];
+        assert!(only_hidden(&s));
+        s.kept.push(kept(0.5));
+        assert!(!only_hidden(&s));
+    }
+
+    #[test]
     fn a_track_is_compared_with_a_recent_one_it_may_continue_and_not_with_one_it_cannot() {
         let cfg = WatchConfig {
             duplicate_distance: 0.4,
