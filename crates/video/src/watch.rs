@@ -555,15 +555,8 @@ impl Watcher {
             state.looked_at_lost = true;
             let clock = std::time::Instant::now();
             let chips: Vec<RgbImage> = state.kept.iter().filter_map(|k| k.chip.clone()).collect();
-            let embedded = p.embed_aligned(&chips);
-            for c in chips {
-                c.into_raw().zeroize();
-            }
-            let mut embeddings = embedded?;
-            let fused = fuse(&embeddings);
-            for e in &mut embeddings {
-                e.zeroize();
-            }
+            let (mut best, fused) = embed_and_fuse(p, chips)?;
+            best.zeroize();
             self.tracker
                 .set_appearance(id, pack_geometry(similarity, fused));
             self.seconds.appearance += clock.elapsed().as_secs_f64();
@@ -771,6 +764,22 @@ fn pack_geometry(similarity: bool, mut e: Vec<f32>) -> Vec<f32> {
     }
 }
 
+/// The chips' embeddings, best (first) and fused; the chips and the single embeddings are
+/// zeroised, whether embedding succeeds or not.
+fn embed_and_fuse(p: &Pipeline, chips: Vec<RgbImage>) -> Result<(Vec<f32>, Vec<f32>), VideoError> {
+    let embedded = p.embed_aligned(&chips);
+    for c in chips {
+        c.into_raw().zeroize();
+    }
+    let mut embeddings = embedded?;
+    let fused = fuse(&embeddings);
+    let best = embeddings.first().cloned().unwrap_or_default();
+    for e in &mut embeddings {
+        e.zeroize();
+    }
+    Ok((best, fused))
+}
+
 /// [`evidence`], timed: its liveness work is counted in `seconds.liveness`, the rest in
 /// `seconds.decide`.
 fn decide(
@@ -820,15 +829,7 @@ fn evidence(
     };
     seconds.liveness += clock.elapsed().as_secs_f64();
     let chips: Vec<RgbImage> = kept.iter_mut().filter_map(|k| k.chip.take()).collect();
-    let mut embeddings = p.embed_aligned(&chips)?;
-    for c in chips {
-        c.into_raw().zeroize();
-    }
-    let fused = fuse(&embeddings);
-    let best = embeddings.first().cloned().unwrap_or_default();
-    for e in &mut embeddings {
-        e.zeroize();
-    }
+    let (best, fused) = embed_and_fuse(p, chips)?;
     Ok(Some(Evidence {
         track: id,
         frame,
