@@ -145,7 +145,7 @@ pub struct CreateArgs {
     #[arg(long, default_value = "gate,operator", value_delimiter = ',')]
     pub search_roles: Vec<String>,
     /// Search structure: exact (default; provably equal to an exhaustive f32 scan), compact (the
-    /// same results with 156 instead of 668 bytes of memory per 128-D template: candidates are
+    /// same results with 152 instead of 664 bytes of memory per 128-D template: candidates are
     /// re-scored from storage; for galleries up to 10^8) or hnsw (approximate; see README for
     /// measured recall).
     #[arg(long, default_value = "exact", value_parser = ["exact", "compact", "hnsw"])]

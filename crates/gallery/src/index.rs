@@ -17,8 +17,8 @@
 //! every query of the group (register blocking), so a batch is bound by multiply-adds, not loads.
 //!
 //! Two memory layouts, same results: the default keeps the f32 templates beside the codes
-//! (668 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
-//! (156 B per 128-D row, 10^8 rows in 15.6 GB) and re-scores the few candidates through a
+//! (664 B per 128-D row, re-scoring from RAM); the compact one keeps only codes and bounds
+//! (152 B per 128-D row, 10^8 rows in 15.2 GB) and re-scores the few candidates through a
 //! [`TemplateSource`] (the store decrypts them from disk).
 
 use crate::error::{GalleryError, Result};
@@ -30,7 +30,9 @@ const LANES: usize = 16;
 
 #[path = "index_kernel.rs"]
 mod kernel;
-use kernel::{group_size, tile_blocks, BlockMeta, Kernel, LaneBounds, MAX_GROUP, MAX_TILE_BLOCKS};
+use kernel::{
+    group_size, tile_blocks, BlockMeta, Kernel, LaneBounds, Thresholds, MAX_GROUP, MAX_TILE_BLOCKS,
+};
 pub use kernel::{int8_peak_gmacs, PEAK_CHAINS};
 
 /// Where a compact index gets the f32 templates of its candidates for exact re-scoring.
@@ -147,13 +149,14 @@ pub struct ExactIndex {
     /// dim rounded up to a multiple of 4.
     dim_p: usize,
     kernel: Kernel,
-    /// Blocks of 16 rows × dim_p bytes, interleaved (see module docs).
-    codes: Vec<i8>,
+    /// Blocks of 16 rows × dim_p bytes, interleaved (see module docs), each code stored offset
+    /// by 128 as an unsigned byte ([`stored`]): `vpdpbusd` multiplies unsigned bytes by signed
+    /// ones, and with the rows unsigned the query's signed bytes can be its broadcast operand.
+    codes: Vec<u8>,
     /// Per row, padded to whole blocks (padding rows can never be candidates: half_norm2 = +inf).
     scale: Vec<f32>,
     half_norm2: Vec<f32>,
     residual: Vec<f32>,
-    code_offset_sum: Vec<i32>,
     /// The f32 templates, unless compact.
     keep_exact: bool,
     exact: Vec<f32>,
@@ -168,6 +171,18 @@ impl Drop for ExactIndex {
         self.codes.zeroize();
         self.exact.zeroize();
     }
+}
+
+/// A code as the index stores it: offset by 128, unsigned (−127..=127 → 1..=255; 0 → 128).
+#[inline]
+fn stored(code: i8) -> u8 {
+    code as u8 ^ 0x80
+}
+
+/// The code a stored byte holds ([`stored`]'s inverse).
+#[inline]
+fn code_of(byte: u8) -> i8 {
+    (byte ^ 0x80) as i8
 }
 
 fn quantise(x: &[f32], codes: &mut [i8]) -> (f32, f32) {
@@ -221,13 +236,13 @@ fn dot_f32_simd(a: &[f32], b: &[f32]) -> f32 {
 /// q·x̂ in f32 for one row's codes: `codes` starts at the row's first group in its block (4 codes
 /// of the row every 64 bytes, see the layout above); `q` is padded to whole groups.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
-fn code_dot(q: &[f32], codes: &[i8]) -> f32 {
+fn code_dot(q: &[f32], codes: &[u8]) -> f32 {
     let mut acc = [0.0f32; 16];
     for (g, qs) in q.chunks_exact(16).enumerate() {
         for j in 0..4 {
             let c = &codes[(g * 4 + j) * 64..(g * 4 + j) * 64 + 4];
             for i in 0..4 {
-                acc[j * 4 + i] += qs[j * 4 + i] * c[i] as f32;
+                acc[j * 4 + i] += qs[j * 4 + i] * code_of(c[i]) as f32;
             }
         }
     }
@@ -236,15 +251,17 @@ fn code_dot(q: &[f32], codes: &[i8]) -> f32 {
     for (g, qs) in q[whole..].chunks_exact(4).enumerate() {
         let c = &codes[(whole / 4 + g) * 64..(whole / 4 + g) * 64 + 4];
         for i in 0..4 {
-            tail += qs[i] * c[i] as f32;
+            tail += qs[i] * code_of(c[i]) as f32;
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
 struct Query {
-    /// Codes + 128, four per u32 (little-endian), dim_p / 4 entries.
+    /// The codes (signed bytes), four per u32 (little-endian), dim_p / 4 entries.
     quads: Vec<u32>,
+    /// 128 · Σ codes: what the rows' +128 offset adds to every int8 dot product with this query.
+    offset: i32,
     scale: f32,
     /// Bound coefficients: |q̂| for the row residual, |q − q̂| + slack for |x|.
     a: f32,
@@ -337,7 +354,6 @@ impl ExactIndex {
             scale: Vec::new(),
             half_norm2: Vec::new(),
             residual: Vec::new(),
-            code_offset_sum: Vec::new(),
             keep_exact: true,
             exact: Vec::new(),
             ids: Vec::new(),
@@ -386,7 +402,6 @@ impl ExactIndex {
         for v in [&mut self.scale, &mut self.half_norm2, &mut self.residual] {
             v.reserve(padded);
         }
-        self.code_offset_sum.reserve(padded);
         if self.keep_exact {
             self.exact.reserve(n * self.dim);
         }
@@ -402,13 +417,13 @@ impl ExactIndex {
     fn write_codes(&mut self, row: usize, codes: &[i8]) {
         for (c, v) in codes.iter().enumerate() {
             let o = self.code_offset(row, c);
-            self.codes[o] = *v;
+            self.codes[o] = stored(*v);
         }
     }
 
     fn read_codes(&self, row: usize) -> Vec<i8> {
         (0..self.dim)
-            .map(|c| self.codes[self.code_offset(row, c)])
+            .map(|c| code_of(self.codes[self.code_offset(row, c)]))
             .collect()
     }
 
@@ -417,7 +432,6 @@ impl ExactIndex {
         self.scale[row] = 0.0;
         self.half_norm2[row] = f32::INFINITY;
         self.residual[row] = 0.0;
-        self.code_offset_sum[row] = 0;
     }
 
     /// Add a template (the caller has checked its length). `expires` is a Unix time in ms.
@@ -427,11 +441,11 @@ impl ExactIndex {
         self.locks.clear();
         let row = self.ids.len();
         if row.is_multiple_of(LANES) {
-            self.codes.resize(self.codes.len() + LANES * self.dim_p, 0);
+            self.codes
+                .resize(self.codes.len() + LANES * self.dim_p, stored(0));
             self.scale.resize(row + LANES, 0.0);
             self.half_norm2.resize(row + LANES, f32::INFINITY);
             self.residual.resize(row + LANES, 0.0);
-            self.code_offset_sum.resize(row + LANES, 0);
         }
         // Templates are at most a few hundred dimensions: codes live on the stack (no allocation
         // per row when a million rows load).
@@ -449,7 +463,6 @@ impl ExactIndex {
         self.scale[row] = scale;
         self.half_norm2[row] = (n2 / 2.0) as f32;
         self.residual[row] = residual;
-        self.code_offset_sum[row] = 128 * codes.iter().map(|c| *c as i32).sum::<i32>();
         codes.zeroize();
         if self.keep_exact {
             self.exact.extend_from_slice(x);
@@ -476,7 +489,6 @@ impl ExactIndex {
                 self.scale[i] = self.scale[last];
                 self.half_norm2[i] = self.half_norm2[last];
                 self.residual[i] = self.residual[last];
-                self.code_offset_sum[i] = self.code_offset_sum[last];
                 if self.keep_exact {
                     self.exact.copy_within(last * d..(last + 1) * d, i * d);
                 }
@@ -494,7 +506,6 @@ impl ExactIndex {
                 for v in [&mut self.scale, &mut self.half_norm2, &mut self.residual] {
                     v.truncate(rows);
                 }
-                self.code_offset_sum.truncate(rows);
             }
             removed += 1;
         }
@@ -520,12 +531,10 @@ impl ExactIndex {
         ok
     }
 
-    /// Bytes one query streams from memory: every row's int8 code and its four per-row terms
-    /// (scale, half norm, residual, code offset sum); ids and expiry are read for candidates only.
+    /// Bytes one query streams from memory: every row's int8 code and its three per-row terms
+    /// (scale, half norm, residual); ids and expiry are read for candidates only.
     pub fn scan_bytes(&self) -> usize {
-        self.codes.len()
-            + (self.scale.len() + self.half_norm2.len() + self.residual.len()) * 4
-            + self.code_offset_sum.len() * 4
+        self.codes.len() + (self.scale.len() + self.half_norm2.len() + self.residual.len()) * 4
     }
 
     /// Bytes of memory the search structures use.
@@ -533,7 +542,6 @@ impl ExactIndex {
         self.codes.capacity()
             + self.exact.capacity() * 4
             + (self.scale.capacity() + self.half_norm2.capacity() + self.residual.capacity()) * 4
-            + self.code_offset_sum.capacity() * 4
             + self.ids.capacity() * 8
             + self.expires.capacity() * 4
     }
@@ -557,10 +565,11 @@ impl ExactIndex {
         }
         let quads = codes
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([0, 1, 2, 3].map(|i| (c[i] as i32 + 128) as u8)))
+            .map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
             .collect();
         Query {
             quads,
+            offset: 128 * codes.iter().map(|c| *c as i32).sum::<i32>(),
             scale,
             a: (qhat * (1.0 + 1e-6)) as f32,
             b: (resid as f64 + slack) as f32,
@@ -577,9 +586,23 @@ impl ExactIndex {
         BlockMeta {
             scale: &self.scale[r.clone()],
             half_norm2: &self.half_norm2[r.clone()],
-            residual: &self.residual[r.clone()],
-            offset: &self.code_offset_sum[r],
+            residual: &self.residual[r],
         }
+    }
+
+    /// The largest residual and |x| among the live rows of blocks `blocks` (padding and cleared
+    /// rows, |x|²/2 = +inf, left out: their bounds are never reached anyway).
+    fn bound_inputs_max(&self, blocks: std::ops::Range<usize>) -> (f32, f32) {
+        let r = blocks.start * LANES..blocks.end * LANES;
+        let mut residual_max = 0.0f32;
+        let mut half_norm2_max = 0.0f32;
+        for (res, hn) in self.residual[r.clone()].iter().zip(&self.half_norm2[r]) {
+            if hn.is_finite() {
+                residual_max = residual_max.max(*res);
+                half_norm2_max = half_norm2_max.max(*hn);
+            }
+        }
+        (residual_max, kernel::row_norm(half_norm2_max))
     }
 
     fn scan(
@@ -593,6 +616,11 @@ impl ExactIndex {
         let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
         let mut out = [LaneBounds::default(); MAX_TILE_BLOCKS * MAX_GROUP];
         let mut taus = [0.0f32; MAX_GROUP];
+        let mut pre_taus = [0.0f32; MAX_GROUP];
+        // Per query, for the current tile: the largest error bound of its rows, and the prefilter
+        // threshold for the query's tau (recomputed when tau rises).
+        let mut bound_max = vec![0.0f32; queries.len()];
+        let mut pre = vec![f32::NEG_INFINITY; queries.len()];
         // Tiles of blocks stay in cache while every query of the batch passes over them, up to 8
         // queries at a time through the kernel (each row vector loaded once for the group); each
         // query's top-k state carries over from tile to tile, so its bound tightens early. Rows
@@ -600,24 +628,45 @@ impl ExactIndex {
         let mut tile = blocks.start;
         while tile < blocks.end {
             let tile_end = (tile + SHARE_BLOCKS).min(blocks.end);
+            let (residual_max, norm_max) = self.bound_inputs_max(tile..tile_end);
+            for (((q, part), m), p) in queries.iter().zip(&parts).zip(&mut bound_max).zip(&mut pre)
+            {
+                *m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
+                *p = kernel::prefilter_tau(part.tau, *m);
+            }
             let mut q0 = 0;
             while q0 < queries.len() {
                 let g = group_size(queries.len() - q0);
                 let group = &queries[q0..q0 + g];
                 let mut b = tile;
                 while b < tile_end {
-                    let nb = tile_blocks(g, tile_end - b);
+                    let nb = tile_blocks(tile_end - b);
                     for (t, part) in taus.iter_mut().zip(&parts[q0..q0 + g]) {
                         *t = part.tau;
                     }
-                    self.kernel.tile(
+                    pre_taus[..g].copy_from_slice(&pre[q0..q0 + g]);
+                    if q0 == 0 && queries.len() > g && b + SHARE_BLOCKS + nb <= blocks.end {
+                        // The first group's pass over this tile brings the next tile into L2
+                        // as it goes, so the next first group does not wait on memory (the
+                        // later groups find their tile in L2 anyway).
+                        let next = b + SHARE_BLOCKS;
+                        kernel::prefetch_l2(&self.codes[next * bb..(next + nb) * bb]);
+                    }
+                    let any = self.kernel.tile(
                         group,
                         nb,
                         &self.codes[b * bb..(b + nb) * bb],
                         &self.block_meta(b, nb),
-                        &taus[..g],
+                        Thresholds {
+                            tau: &taus[..g],
+                            pre: &pre_taus[..g],
+                        },
                         &mut out[..nb * g],
                     );
+                    if !any {
+                        b += nb;
+                        continue;
+                    }
                     for bi in 0..nb {
                         for (qi, part) in parts[q0..q0 + g].iter_mut().enumerate() {
                             let o = &out[bi * g + qi];
@@ -649,6 +698,11 @@ impl ExactIndex {
                                 }
                                 part.offer(row as u32, upper, lower);
                             }
+                        }
+                    }
+                    for (qi, part) in parts[q0..q0 + g].iter().enumerate() {
+                        if part.tau != taus[qi] {
+                            pre[q0 + qi] = kernel::prefilter_tau(part.tau, bound_max[q0 + qi]);
                         }
                     }
                     b += nb;

@@ -1,6 +1,12 @@
 //! The block kernels of the int8 scan: upper bounds of 16 rows' scores against one query, or
 //! of one or two blocks against up to 8 queries at once (register-blocked), portable and AVX-512
 //! VNNI, with the same floating-point operations in the same order so both give the same bounds.
+//!
+//! The VNNI kernel first tests each lane's approximate score (without its error bound) against
+//! a lower threshold, [`prefilter_tau`], that every lane whose full upper bound reaches tau
+//! also reaches; only where a lane passes does it compute the bounds. Once tau has risen few
+//! do, so most (block, query) pairs cost 5 vector operations after their multiply-adds instead
+//! of 11, and the masks stay those of the portable kernel, bit for bit.
 
 use super::{Query, LANES};
 use multiversion::multiversion;
@@ -32,7 +38,7 @@ const NORM_SLACK: f32 = 1.0 + 2e-6;
 /// |x| (rounded up) from the stored |x|²/2. Not kept per row: 4 bytes a row saved, one sqrt per 16
 /// rows. Padding rows hold +inf, giving an infinite or NaN bound that is never ≥ tau.
 #[inline]
-fn row_norm(half_norm2: f32) -> f32 {
+pub(super) fn row_norm(half_norm2: f32) -> f32 {
     (half_norm2 + half_norm2).sqrt() * NORM_SLACK
 }
 
@@ -42,8 +48,6 @@ pub(super) struct BlockMeta<'a> {
     pub(super) scale: &'a [f32],
     pub(super) half_norm2: &'a [f32],
     pub(super) residual: &'a [f32],
-    /// 128 · Σ codes: removes the +128 offset of the unsigned query bytes.
-    pub(super) offset: &'a [i32],
 }
 
 impl BlockMeta<'_> {
@@ -53,18 +57,40 @@ impl BlockMeta<'_> {
         BlockMeta {
             scale: &self.scale[r.clone()],
             half_norm2: &self.half_norm2[r.clone()],
-            residual: &self.residual[r.clone()],
-            offset: &self.offset[r],
+            residual: &self.residual[r],
         }
     }
 }
 
-/// Upper bounds of the 16 rows' scores and a mask of those at or above `tau`.
-/// `quads` packs four offset query bytes (code + 128) per u32.
+/// The largest error bound `a · residual + b · |x|` any of some rows can have for a query with
+/// bound coefficients `a, b ≥ 0`, from the largest residual and |x| ([`row_norm`]) among those
+/// rows, computed with the kernels' operations: f32 rounding is monotone, so each lane's bound,
+/// rounded the same way, is at most this.
+pub(super) fn largest_bound(a: f32, b: f32, residual_max: f32, norm_max: f32) -> f32 {
+    a * residual_max + b * norm_max
+}
+
+/// A threshold on a lane's approximate score `s · dot − |x|²/2` (its upper bound without the
+/// error bound) that every lane whose upper bound reaches `tau` reaches, given `bound_max` ≥
+/// every lane's error bound ([`largest_bound`]). The upper bound is fl(approx + bound); if it is
+/// ≥ tau then approx + bound > pred(tau), the float just below tau (rounding is monotone and
+/// pred(tau) rounds to itself), so approx > pred(tau) − bound_max. Rounding that difference (to
+/// f64, then to f32) cannot take it above approx, a float: rounding is monotone. (tau −
+/// bound_max would not do: the sum may have been rounded up to tau.) Not finite: −inf, every
+/// lane passes.
+pub(super) fn prefilter_tau(tau: f32, bound_max: f32) -> f32 {
+    if !(tau.is_finite() && bound_max.is_finite()) {
+        return f32::NEG_INFINITY;
+    }
+    (tau.next_down() as f64 - bound_max as f64) as f32
+}
+
+/// Upper bounds of the 16 rows' scores and a mask of those at or above `tau`. `quads` packs
+/// four query codes per u32; the rows' bytes are codes + 128, whose offset `q.offset` removes.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 fn block_upper_portable(
     q: &Query,
-    block: &[i8],
+    block: &[u8],
     m: &BlockMeta,
     tau: f32,
     upper: &mut [f32; LANES],
@@ -77,14 +103,14 @@ fn block_upper_portable(
         for l in 0..LANES {
             let mut s = 0i32;
             for b in 0..4 {
-                s += qb[b] as i32 * group[l * 4 + b] as i32;
+                s += qb[b] as i8 as i32 * group[l * 4 + b] as i32;
             }
             acc[l] += s;
         }
     }
     let mut mask = 0u32;
     for l in 0..LANES {
-        let dot = (acc[l] - m.offset[l]) as f32;
+        let dot = (acc[l] - q.offset) as f32;
         bound[l] = q.a * m.residual[l] + q.b * row_norm(m.half_norm2[l]);
         upper[l] = q.scale * m.scale[l] * dot - m.half_norm2[l] + bound[l];
         mask |= ((upper[l] >= tau) as u32) << l;
@@ -102,16 +128,12 @@ pub(super) const MAX_GROUP: usize = 8;
 /// matters most for a single query, whose scan is bound by memory.
 pub(super) const MAX_TILE_BLOCKS: usize = 8;
 
-/// The blocks a tile call should take for a group of `g` queries with `remaining` blocks left
-/// in the tile: 4, 2 or 1 (one compiled kernel each).
-pub(super) fn tile_blocks(g: usize, remaining: usize) -> usize {
-    let most = match g {
-        1 => MAX_TILE_BLOCKS,
-        2 | 4 => 4,
-        _ => 2,
-    };
+/// The blocks a tile call should take with `remaining` blocks left in the tile: 8, 4, 2 or 1.
+/// The VNNI kernel takes them in steps of as many blocks as fit its registers with the group's
+/// queries ([`Kernel::tile`]); more blocks per call spread the call's fixed costs.
+pub(super) fn tile_blocks(remaining: usize) -> usize {
     match remaining {
-        r if r >= most => most,
+        MAX_TILE_BLOCKS.. => MAX_TILE_BLOCKS,
         4.. => 4,
         2..=3 => 2,
         _ => 1,
@@ -147,31 +169,40 @@ pub(super) fn group_size(remaining: usize) -> usize {
     }
 }
 
+/// Each query's tau and the prefilter threshold that goes with it ([`prefilter_tau`]; −inf
+/// when not known).
+#[derive(Clone, Copy)]
+pub(super) struct Thresholds<'a> {
+    pub(super) tau: &'a [f32],
+    pub(super) pre: &'a [f32],
+}
+
 impl Kernel {
     /// Bounds of `nb` consecutive blocks (see [`tile_blocks`]; their codes in `blocks`, their
     /// per-row inputs in `meta`) against each of `queries` (see [`group_size`]), each query
-    /// against its own tau: `out[b * queries.len() + q]`. The VNNI kernel loads each row vector
-    /// once for all the queries (register blocking), which is what makes a batch cheaper per
-    /// query than single searches.
-    #[allow(clippy::too_many_arguments)]
+    /// against its own tau: `out[b * queries.len() + q]`. Returns whether any lane of any pair
+    /// reached its tau (when not, the caller need not look at `out`). The VNNI kernel loads each
+    /// row vector once for all the queries (register blocking), which is what makes a batch
+    /// cheaper per query than single searches.
     pub(super) fn tile(
         self,
         queries: &[Query],
         nb: usize,
-        blocks: &[i8],
+        blocks: &[u8],
         meta: &BlockMeta,
-        taus: &[f32],
+        th: Thresholds,
         out: &mut [LaneBounds],
-    ) {
+    ) -> bool {
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Vnni512 {
             macro_rules! go {
                 ($b:literal, $q:literal) => {
                     // SAFETY: Vnni512 is only chosen after runtime detection of both features.
-                    unsafe { tile_vnni::<$b, $q>(queries, blocks, meta, taus, out) }
+                    unsafe { tile_vnni_steps::<$b, $q>(queries, nb, blocks, meta, th, out) }
                 };
             }
-            match (nb, queries.len()) {
+            // Blocks per step: at most 16 accumulators (B × Q) in registers.
+            return match (nb, queries.len()) {
                 (1, 1) => go!(1, 1),
                 (1, 2) => go!(1, 2),
                 (1, 4) => go!(1, 4),
@@ -179,16 +210,15 @@ impl Kernel {
                 (2, 1) => go!(2, 1),
                 (2, 2) => go!(2, 2),
                 (2, 4) => go!(2, 4),
-                (2, 8) => go!(2, 8),
+                (2 | 4 | 8, 8) => go!(2, 8),
                 (4, 1) => go!(4, 1),
-                (4, 2) => go!(4, 2),
-                (4, 4) => go!(4, 4),
+                (4 | 8, 2) => go!(4, 2),
+                (4 | 8, 4) => go!(4, 4),
                 (8, 1) => go!(8, 1),
-                _ => tile_portable(queries, nb, blocks, meta, taus, out),
-            }
-            return;
+                _ => tile_portable(queries, nb, blocks, meta, th.tau, out),
+            };
         }
-        tile_portable(queries, nb, blocks, meta, taus, out)
+        tile_portable(queries, nb, blocks, meta, th.tau, out)
     }
 }
 
@@ -196,12 +226,13 @@ impl Kernel {
 fn tile_portable(
     queries: &[Query],
     nb: usize,
-    blocks: &[i8],
+    blocks: &[u8],
     meta: &BlockMeta,
     taus: &[f32],
     out: &mut [LaneBounds],
-) {
+) -> bool {
     let bb = queries.first().map_or(0, |q| q.quads.len() * 64);
+    let mut any = 0;
     for b in 0..nb {
         let m = &meta.block(b);
         for (qi, (q, tau)) in queries.iter().zip(taus).enumerate() {
@@ -214,41 +245,45 @@ fn tile_portable(
                 &mut o.upper,
                 &mut o.bound,
             );
+            any |= o.mask;
         }
     }
+    any != 0
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 /// `B` blocks against `Q` queries with AVX-512 VNNI, register-blocked: per group of 4
-/// dimensions, each block's 64-byte row vector is loaded once and multiplied into the `Q`
-/// queries' accumulators (one broadcast each), so a batch moves `Q` times fewer row bytes per
-/// multiply-add than one query at a time. The bounds then use the same operations in the same
-/// order as [`block_upper_portable`] (the integer part is exact, the float operations the same in
-/// the same order, so the bounds agree bit for bit; the tests compare them), the per-row norm
-/// computed once per block for all `Q` queries.
+/// dimensions, each block's 64-byte row vector (unsigned bytes) is loaded once and multiplied
+/// into the `Q` queries' accumulators, each query's 4 signed bytes the instruction's broadcast
+/// memory operand (no broadcast instruction of its own: measured 0.65 → 0.75 of the int8 peak
+/// for this loop in L1), so a batch moves `Q` times fewer row bytes per multiply-add than one
+/// query at a time. Each query's accumulators start at −`offset`, which removes the rows' +128
+/// as the portable kernel's subtraction does (the same integer). Then each lane's approximate score is tested against the prefilter threshold
+/// ([`prefilter_tau`]), and only a pair with a lane through it gets its bounds, with the same
+/// operations in the same order as [`block_upper_portable`] (the integer part is exact, the
+/// float operations the same, so the bounds and masks agree bit for bit; the tests compare
+/// them), the per-row norm computed once per block, and only for a block some pair needs it.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
+#[inline]
 unsafe fn tile_vnni<const B: usize, const Q: usize>(
     queries: &[Query],
-    blocks: &[i8],
+    blocks: &[u8],
     meta: &BlockMeta,
-    taus: &[f32],
+    th: Thresholds,
     out: &mut [LaneBounds],
-) {
+) -> bool {
     use std::arch::x86_64::*;
-    assert!(queries.len() == Q && taus.len() == Q && out.len() == B * Q);
+    assert!(queries.len() == Q && th.tau.len() == Q && th.pre.len() == Q && out.len() == B * Q);
     let n = queries[0].quads.len();
     assert!(queries.iter().all(|q| q.quads.len() == n));
     let bb = n * 64;
     assert!(blocks.len() >= B * bb);
     let rows = B * LANES;
     assert!(
-        meta.scale.len() >= rows
-            && meta.half_norm2.len() >= rows
-            && meta.residual.len() >= rows
-            && meta.offset.len() >= rows
+        meta.scale.len() >= rows && meta.half_norm2.len() >= rows && meta.residual.len() >= rows
     );
     let p = blocks.as_ptr();
     let mut qp = [std::ptr::null::<u32>(); Q];
@@ -256,6 +291,11 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
         *d = q.quads.as_ptr();
     }
     let mut acc = [[_mm512_setzero_si512(); Q]; B];
+    for row in acc.iter_mut() {
+        for (a, q) in row.iter_mut().zip(queries) {
+            *a = _mm512_set1_epi32(-q.offset);
+        }
+    }
     let mut v = [_mm512_setzero_si512(); B];
     for j in 0..n {
         for (b, vb) in v.iter_mut().enumerate() {
@@ -267,40 +307,59 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
             // SAFETY: j < n == queries[q].quads.len() (asserted above), so the read is in bounds.
             let x = _mm512_set1_epi32(unsafe { *qp[q].add(j) } as i32);
             for b in 0..B {
-                acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], x, v[b]);
+                acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], v[b], x);
             }
         }
     }
+    let mut any: u16 = 0;
     for b in 0..B {
         let r = b * LANES;
-        // SAFETY (all four loads): each slice holds at least B * 16 elements of 4 bytes
-        // (asserted above), so the 64-byte unaligned load at element b * 16 is in bounds.
-        let (scale, hn, res, off) = unsafe {
+        // SAFETY (both loads): each slice holds at least B * 16 f32 (asserted above), so the
+        // 64-byte unaligned load at element b * 16 is in bounds.
+        let (scale, hn) = unsafe {
             (
                 _mm512_loadu_ps(meta.scale.as_ptr().add(r)),
                 _mm512_loadu_ps(meta.half_norm2.as_ptr().add(r)),
-                _mm512_loadu_ps(meta.residual.as_ptr().add(r)),
-                _mm512_loadu_si512(meta.offset.as_ptr().add(r) as *const _),
             )
         };
+        let mut approx = [_mm512_setzero_ps(); Q];
+        let mut pre = [0u16; Q];
+        let mut some: u16 = 0;
+        for (q, query) in queries.iter().enumerate() {
+            let dot = _mm512_cvtepi32_ps(acc[b][q]);
+            approx[q] = _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(query.scale), scale), dot),
+                hn,
+            );
+            pre[q] = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(approx[q], _mm512_set1_ps(th.pre[q]));
+            some |= pre[q];
+        }
+        if some == 0 {
+            for o in &mut out[b * Q..(b + 1) * Q] {
+                o.mask = 0;
+            }
+            continue;
+        }
+        // SAFETY: as for the loads above.
+        let res = unsafe { _mm512_loadu_ps(meta.residual.as_ptr().add(r)) };
         let nrm = _mm512_mul_ps(
             _mm512_sqrt_ps(_mm512_add_ps(hn, hn)),
             _mm512_set1_ps(NORM_SLACK),
         );
         for (q, query) in queries.iter().enumerate() {
-            let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b][q], off));
+            let o = &mut out[b * Q + q];
+            if pre[q] == 0 {
+                o.mask = 0;
+                continue;
+            }
             let bnd = _mm512_add_ps(
                 _mm512_mul_ps(_mm512_set1_ps(query.a), res),
                 _mm512_mul_ps(_mm512_set1_ps(query.b), nrm),
             );
-            let approx = _mm512_sub_ps(
-                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(query.scale), scale), dot),
-                hn,
-            );
-            let u = _mm512_add_ps(approx, bnd);
-            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(taus[q]));
-            let o = &mut out[b * Q + q];
+            let u = _mm512_add_ps(approx[q], bnd);
+            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(th.tau[q]));
             o.mask = mask as u32;
+            any |= mask;
             if mask != 0 {
                 // SAFETY: `upper` and `bound` are 16 f32 = 64 bytes each, one unaligned store each.
                 unsafe {
@@ -310,6 +369,63 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
             }
         }
     }
+    any != 0
+}
+
+/// [`tile_vnni`] over `nb` blocks, `B` at a time (`nb` a multiple of `B`): one call from the scan
+/// for up to 8 blocks whatever the group's size.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn tile_vnni_steps<const B: usize, const Q: usize>(
+    queries: &[Query],
+    nb: usize,
+    blocks: &[u8],
+    meta: &BlockMeta,
+    th: Thresholds,
+    out: &mut [LaneBounds],
+) -> bool {
+    assert!(nb.is_multiple_of(B) && !queries.is_empty());
+    let bb = queries[0].quads.len() * 64;
+    let mut any = false;
+    for s in 0..nb / B {
+        let r = s * B * LANES..(s + 1) * B * LANES;
+        let m = BlockMeta {
+            scale: &meta.scale[r.clone()],
+            half_norm2: &meta.half_norm2[r.clone()],
+            residual: &meta.residual[r],
+        };
+        // SAFETY: the caller's CPU has both features (this function's contract).
+        any |= unsafe {
+            tile_vnni::<B, Q>(
+                queries,
+                &blocks[s * B * bb..(s + 1) * B * bb],
+                &m,
+                th,
+                &mut out[s * B * Q..(s + 1) * B * Q],
+            )
+        };
+    }
+    any
+}
+
+/// Asks for `bytes` to be brought into the L2 cache ahead of their use (a hint; nothing on
+/// other architectures).
+pub(super) fn prefetch_l2(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing into the program and never faults; the address is
+        // inside `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr() as *const i8
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Independent accumulators in the peak probe: more than `vpdpbusd`'s latency times its

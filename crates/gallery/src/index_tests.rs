@@ -62,9 +62,9 @@ fn int8_scan_equals_exhaustive_f32() {
 #[test]
 fn batches_of_every_size_equal_exhaustive_search() {
     // Groups of 8, 4, 2 and 1 queries and calls of four, two or one blocks: every batch size up
-    // to 19 covers each combination, on both kernels.
+    // to 19 covers each combination, on both kernels; 71 blocks make two cache tiles.
     let dim = 64;
-    let base = vecs(5, 16 * 38 + 5, dim, true);
+    let base = vecs(5, 16 * 70 + 5, dim, true);
     let queries = vecs(6, 19, dim, true);
     for portable in [false, true] {
         let mut idx = ExactIndex::new(dim);
@@ -91,7 +91,7 @@ fn tile_kernels_agree_bit_for_bit() {
         return;
     }
     for dim in [128, 512, 37] {
-        let base = vecs(7, LANES * 6, dim, false);
+        let base = vecs(7, LANES * 10, dim, false);
         let mut idx = ExactIndex::new(dim);
         for (i, x) in base.iter().enumerate() {
             idx.push(i as u64, x, i64::MAX);
@@ -102,40 +102,128 @@ fn tile_kernels_agree_bit_for_bit() {
             .collect();
         let bb = LANES * idx.dim_p;
         for g in [1, 2, 4, 8] {
-            for nb in [1, 2, 4] {
-                for b0 in [0, 6 - nb] {
+            for nb in [1, 2, 4, 8] {
+                for b0 in [0, 10 - nb] {
                     let metas = idx.block_meta(b0, nb);
                     let codes = &idx.codes[b0 * bb..(b0 + nb) * bb];
                     let group = &queries[8 - g..];
-                    // First every lane (tau -inf), then each query's tau at its median bound in
-                    // the first block, so the masks are partial.
+                    // First every lane (tau -inf), then each query's tau exactly at its median,
+                    // then its largest, upper bound in the first block, so the masks are partial
+                    // and a lane sits exactly on tau: the prefilter must let it through.
                     let mut all = vec![LaneBounds::default(); nb * g];
                     let open = vec![f32::NEG_INFINITY; g];
-                    Kernel::Portable.tile(group, nb, codes, &metas, &open, &mut all);
+                    let th = Thresholds {
+                        tau: &open,
+                        pre: &open,
+                    };
+                    assert!(Kernel::Portable.tile(group, nb, codes, &metas, th, &mut all));
                     assert!(all.iter().all(|o| o.mask == 0xffff));
-                    let taus: Vec<f32> = (0..g)
-                        .map(|q| {
-                            let mut u = all[q].upper;
-                            u.sort_by(f32::total_cmp);
-                            u[LANES / 2]
-                        })
-                        .collect();
-                    let mut want = vec![LaneBounds::default(); nb * g];
-                    let mut got = vec![LaneBounds::default(); nb * g];
-                    Kernel::Portable.tile(group, nb, codes, &metas, &taus, &mut want);
-                    Kernel::Vnni512.tile(group, nb, codes, &metas, &taus, &mut got);
-                    for (w, o) in want.iter().zip(&got) {
-                        assert_eq!(w.mask, o.mask, "dim {dim} group {g} blocks {nb}");
-                        assert!(w.mask != 0 && w.mask != 0xffff || nb > 1);
-                        for l in (0..LANES).filter(|l| w.mask >> l & 1 == 1) {
-                            assert_eq!(w.upper[l].to_bits(), o.upper[l].to_bits());
-                            assert_eq!(w.bound[l].to_bits(), o.bound[l].to_bits());
+                    let (residual_max, norm_max) = idx.bound_inputs_max(b0..b0 + nb);
+                    for pick in [LANES / 2, LANES - 1] {
+                        let taus: Vec<f32> = (0..g)
+                            .map(|q| {
+                                let mut u = all[q].upper;
+                                u.sort_by(f32::total_cmp);
+                                u[pick]
+                            })
+                            .collect();
+                        let pre: Vec<f32> = group
+                            .iter()
+                            .zip(&taus)
+                            .map(|(q, t)| {
+                                let m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
+                                kernel::prefilter_tau(*t, m)
+                            })
+                            .collect();
+                        let th = Thresholds {
+                            tau: &taus,
+                            pre: &pre,
+                        };
+                        let mut want = vec![LaneBounds::default(); nb * g];
+                        let mut got = vec![LaneBounds::default(); nb * g];
+                        let any_want =
+                            Kernel::Portable.tile(group, nb, codes, &metas, th, &mut want);
+                        let any_got = Kernel::Vnni512.tile(group, nb, codes, &metas, th, &mut got);
+                        assert!(any_want && any_got);
+                        for (w, o) in want.iter().zip(&got) {
+                            assert_eq!(
+                                w.mask, o.mask,
+                                "dim {dim} group {g} blocks {nb} lane {pick}"
+                            );
+                            assert!(w.mask != 0 && w.mask != 0xffff || nb > 1);
+                            for l in (0..LANES).filter(|l| w.mask >> l & 1 == 1) {
+                                assert_eq!(w.upper[l].to_bits(), o.upper[l].to_bits());
+                                assert_eq!(w.bound[l].to_bits(), o.bound[l].to_bits());
+                            }
+                        }
+                        // A tau above every lane: no lane, and the kernels say so.
+                        let high: Vec<f32> = taus.iter().map(|t| t + 1.0).collect();
+                        let pre: Vec<f32> = group
+                            .iter()
+                            .zip(&high)
+                            .map(|(q, t)| {
+                                let m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
+                                kernel::prefilter_tau(*t, m)
+                            })
+                            .collect();
+                        let th = Thresholds {
+                            tau: &high,
+                            pre: &pre,
+                        };
+                        if nb == 1 {
+                            assert!(!Kernel::Vnni512.tile(group, nb, codes, &metas, th, &mut got));
+                            assert!(!Kernel::Portable.tile(group, nb, codes, &metas, th, &mut want));
+                            assert!(got.iter().chain(&want).all(|o| o.mask == 0));
                         }
                     }
                 }
             }
         }
     }
+}
+
+#[test]
+fn the_prefilter_threshold_lets_through_every_lane_whose_upper_bound_reaches_tau() {
+    // For approx and bound as the kernel has them, upper = fl(approx + bound); with tau exactly
+    // at that upper bound (the tightest tau the lane still reaches) and any bound_max >= bound,
+    // approx must reach prefilter_tau(tau, bound_max). Values cover the scores' range, values
+    // that cancel (approx close to -bound), tiny and large magnitudes.
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
+    let mut unit = || (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+    let mut tight = 0.0f64;
+    for i in 0..400_000 {
+        let mag = [1.0f32, 1e-3, 1e-20, 1e3][i % 4];
+        let approx = (unit() * 3.0 - 1.5) * mag;
+        let bound = match i % 3 {
+            0 => unit() * 0.1 * mag,
+            1 => -approx * (1.0 + (unit() - 0.5) * 1e-6),
+            _ => unit() * mag,
+        };
+        if bound < 0.0 {
+            continue;
+        }
+        let upper = approx + bound;
+        for bound_max in [bound, bound + unit() * 0.01 * mag] {
+            let t = kernel::prefilter_tau(upper, bound_max);
+            assert!(
+                approx >= t,
+                "approx {approx:e} bound {bound:e} max {bound_max:e}: threshold {t:e}"
+            );
+            // Not much below the exact difference either (a few floats).
+            let gap = (upper as f64 - bound_max as f64) - t as f64;
+            tight = tight.max(gap / (upper.abs() as f64 + bound_max as f64));
+        }
+    }
+    assert!(
+        tight < 1e-6,
+        "threshold {tight:e} (relative) below tau - bound_max"
+    );
+    assert_eq!(
+        kernel::prefilter_tau(f32::NEG_INFINITY, 0.1),
+        f32::NEG_INFINITY
+    );
+    assert_eq!(kernel::prefilter_tau(0.3, f32::INFINITY), f32::NEG_INFINITY);
+    assert_eq!(kernel::prefilter_tau(0.3, f32::NAN), f32::NEG_INFINITY);
 }
 
 /// The rows whose code range reaches the k-th best lower end (and the floor): what a compact
@@ -267,8 +355,8 @@ fn compact_index_returns_what_the_full_index_returns() {
             .is_err());
         assert_eq!(SearchIndex::kind(&compact), "compact");
         if dim == 128 {
-            // 128 code bytes, 4 f32/i32 bounds, 8-byte id, 4-byte expiry.
-            assert_eq!(compact.memory_bytes(), base.len() * 156);
+            // 128 code bytes, 3 f32 bounds, 8-byte id, 4-byte expiry.
+            assert_eq!(compact.memory_bytes(), base.len() * 152);
         }
     }
 }
@@ -326,5 +414,5 @@ fn scan_bytes_counts_every_padded_row_once() {
             .collect();
         idx.push(i, &row, i64::MAX);
     }
-    assert_eq!(idx.scan_bytes(), 2 * LANES * (132 + 16));
+    assert_eq!(idx.scan_bytes(), 2 * LANES * (132 + 12));
 }

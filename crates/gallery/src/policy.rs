@@ -177,8 +177,8 @@ pub enum IndexChoice {
     /// Exhaustive, provably equal to an f32 scan. The default.
     #[default]
     Exact,
-    /// The same exact results with only int8 codes in memory (156 bytes per 128-D template
-    /// instead of 668: 10^8 templates in 15.6 GB); candidates are re-scored from storage, which
+    /// The same exact results with only int8 codes in memory (152 bytes per 128-D template
+    /// instead of 664: 10^8 templates in 15.2 GB); candidates are re-scored from storage, which
     /// adds a few tens of microseconds per candidate to each search.
     Compact,
     /// HNSW graph proposing candidates, re-scored exactly; recall below 1.

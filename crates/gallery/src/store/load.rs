@@ -434,7 +434,7 @@ impl Store {
 
     /// A compact index, built from one streaming join of templates, subjects and wrapped keys:
     /// no whole-gallery map is ever held, so loading 10^8 templates needs little more memory than
-    /// the index itself (156 bytes a 128-D template). Each template's key is unwrapped on its own
+    /// the index itself (152 bytes a 128-D template). Each template's key is unwrapped on its own
     /// (one extra AEAD per template) instead of once per subject through a map.
     pub(super) fn load_compact(&self, gallery: &str, dim: usize) -> Result<(ExactIndex, usize)> {
         // Exact sizes first: the index reserves once (growing by doubling could need twice the

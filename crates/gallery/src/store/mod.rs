@@ -321,7 +321,7 @@ pub struct Store {
     stats: LoadStats,
     /// One whole-gallery load at a time per gallery: two searches (or a search and the change
     /// feed's thread) that find an index they cannot follow would otherwise each build one, and
-    /// hold two copies of the gallery in memory meanwhile (2 x 15.6 GB at 10^8 compact).
+    /// hold two copies of the gallery in memory meanwhile (2 x 15.2 GB at 10^8 compact).
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
