@@ -157,6 +157,10 @@ pub struct ExactIndex {
     scale: Vec<f32>,
     half_norm2: Vec<f32>,
     residual: Vec<f32>,
+    /// The largest residual and |x|²/2 of any row pushed (removals leave them: still upper
+    /// bounds), for the scan's prefilter ([`kernel::prefilter_tau`]).
+    residual_max: f32,
+    half_norm2_max: f32,
     /// The f32 templates, unless compact.
     keep_exact: bool,
     exact: Vec<f32>,
@@ -354,6 +358,8 @@ impl ExactIndex {
             scale: Vec::new(),
             half_norm2: Vec::new(),
             residual: Vec::new(),
+            residual_max: 0.0,
+            half_norm2_max: 0.0,
             keep_exact: true,
             exact: Vec::new(),
             ids: Vec::new(),
@@ -463,6 +469,10 @@ impl ExactIndex {
         self.scale[row] = scale;
         self.half_norm2[row] = (n2 / 2.0) as f32;
         self.residual[row] = residual;
+        self.residual_max = self.residual_max.max(residual);
+        if self.half_norm2[row].is_finite() {
+            self.half_norm2_max = self.half_norm2_max.max(self.half_norm2[row]);
+        }
         codes.zeroize();
         if self.keep_exact {
             self.exact.extend_from_slice(x);
@@ -590,19 +600,13 @@ impl ExactIndex {
         }
     }
 
-    /// The largest residual and |x| among the live rows of blocks `blocks` (padding and cleared
-    /// rows, |x|²/2 = +inf, left out: their bounds are never reached anyway).
-    fn bound_inputs_max(&self, blocks: std::ops::Range<usize>) -> (f32, f32) {
-        let r = blocks.start * LANES..blocks.end * LANES;
-        let mut residual_max = 0.0f32;
-        let mut half_norm2_max = 0.0f32;
-        for (res, hn) in self.residual[r.clone()].iter().zip(&self.half_norm2[r]) {
-            if hn.is_finite() {
-                residual_max = residual_max.max(*res);
-                half_norm2_max = half_norm2_max.max(*hn);
-            }
-        }
-        (residual_max, kernel::row_norm(half_norm2_max))
+    /// The largest residual and |x| of any row (padding and cleared rows, |x|²/2 = +inf, are
+    /// left out: their bounds are never reached anyway). One pair for the whole index, not per
+    /// tile: computed per tile, it was a pass over each tile's rows per single query, which then
+    /// ran no faster than before the prefilter (measured); a tighter pair would filter little
+    /// better (rows of one model have much the same norms).
+    fn bound_inputs_max(&self) -> (f32, f32) {
+        (self.residual_max, kernel::row_norm(self.half_norm2_max))
     }
 
     fn scan(
@@ -617,10 +621,18 @@ impl ExactIndex {
         let mut out = [LaneBounds::default(); MAX_TILE_BLOCKS * MAX_GROUP];
         let mut taus = [0.0f32; MAX_GROUP];
         let mut pre_taus = [0.0f32; MAX_GROUP];
-        // Per query, for the current tile: the largest error bound of its rows, and the prefilter
-        // threshold for the query's tau (recomputed when tau rises).
-        let mut bound_max = vec![0.0f32; queries.len()];
-        let mut pre = vec![f32::NEG_INFINITY; queries.len()];
+        // Per query: the largest error bound any row can have, and the prefilter threshold for
+        // the query's tau (recomputed when tau rises).
+        let (residual_max, norm_max) = self.bound_inputs_max();
+        let bound_max: Vec<f32> = queries
+            .iter()
+            .map(|q| kernel::largest_bound(q.a, q.b, residual_max, norm_max))
+            .collect();
+        let mut pre: Vec<f32> = parts
+            .iter()
+            .zip(&bound_max)
+            .map(|(part, m)| kernel::prefilter_tau(part.tau, *m))
+            .collect();
         // Tiles of blocks stay in cache while every query of the batch passes over them, up to 8
         // queries at a time through the kernel (each row vector loaded once for the group); each
         // query's top-k state carries over from tile to tile, so its bound tightens early. Rows
@@ -628,12 +640,6 @@ impl ExactIndex {
         let mut tile = blocks.start;
         while tile < blocks.end {
             let tile_end = (tile + SHARE_BLOCKS).min(blocks.end);
-            let (residual_max, norm_max) = self.bound_inputs_max(tile..tile_end);
-            for (((q, part), m), p) in queries.iter().zip(&parts).zip(&mut bound_max).zip(&mut pre)
-            {
-                *m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
-                *p = kernel::prefilter_tau(part.tau, *m);
-            }
             let mut q0 = 0;
             while q0 < queries.len() {
                 let g = group_size(queries.len() - q0);

@@ -118,7 +118,7 @@ fn tile_kernels_agree_bit_for_bit() {
                     };
                     assert!(Kernel::Portable.tile(group, nb, codes, &metas, th, &mut all));
                     assert!(all.iter().all(|o| o.mask == 0xffff));
-                    let (residual_max, norm_max) = idx.bound_inputs_max(b0..b0 + nb);
+                    let (residual_max, norm_max) = idx.bound_inputs_max();
                     for pick in [LANES / 2, LANES - 1] {
                         let taus: Vec<f32> = (0..g)
                             .map(|q| {
