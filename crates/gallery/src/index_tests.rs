@@ -119,6 +119,17 @@ fn tile_kernels_agree_bit_for_bit() {
                     assert!(Kernel::Portable.tile(group, nb, codes, &metas, th, &mut all));
                     assert!(all.iter().all(|o| o.mask == 0xffff));
                     let (residual_max, norm_max) = idx.bound_inputs_max();
+                    // Each query's prefilter threshold for these taus, as the scan computes it.
+                    let pre_for = |taus: &[f32]| -> Vec<f32> {
+                        group
+                            .iter()
+                            .zip(taus)
+                            .map(|(q, t)| {
+                                let m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
+                                kernel::prefilter_tau(*t, m)
+                            })
+                            .collect()
+                    };
                     for pick in [LANES / 2, LANES - 1] {
                         let taus: Vec<f32> = (0..g)
                             .map(|q| {
@@ -127,14 +138,7 @@ fn tile_kernels_agree_bit_for_bit() {
                                 u[pick]
                             })
                             .collect();
-                        let pre: Vec<f32> = group
-                            .iter()
-                            .zip(&taus)
-                            .map(|(q, t)| {
-                                let m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
-                                kernel::prefilter_tau(*t, m)
-                            })
-                            .collect();
+                        let pre = pre_for(&taus);
                         let th = Thresholds {
                             tau: &taus,
                             pre: &pre,
@@ -158,14 +162,7 @@ fn tile_kernels_agree_bit_for_bit() {
                         }
                         // A tau above every lane: no lane, and the kernels say so.
                         let high: Vec<f32> = taus.iter().map(|t| t + 1.0).collect();
-                        let pre: Vec<f32> = group
-                            .iter()
-                            .zip(&high)
-                            .map(|(q, t)| {
-                                let m = kernel::largest_bound(q.a, q.b, residual_max, norm_max);
-                                kernel::prefilter_tau(*t, m)
-                            })
-                            .collect();
+                        let pre = pre_for(&high);
                         let th = Thresholds {
                             tau: &high,
                             pre: &pre,
