@@ -140,8 +140,6 @@ struct Track {
     unseen: u32,
     /// The appearance of the face as last confirmed (normalised embedding), when known.
     appearance: Option<Face>,
-    /// The box it was last seen in (the detection, not the prediction).
-    last_seen: Rect,
 }
 
 /// The tracker of one stream.
@@ -258,7 +256,6 @@ impl Track {
             hits: 1,
             unseen: 0,
             appearance: None,
-            last_seen: *r,
         }
     }
 
@@ -285,7 +282,6 @@ impl Track {
     }
 
     fn correct(&mut self, r: &Rect) {
-        self.last_seen = *r;
         let z = observe(r);
         let h = SMatrix::<f32, 4, 8>::from_fn(|i, j| if i == j { 1.0 } else { 0.0 });
         let s = self.mean[3].max(1.0);
@@ -447,18 +443,10 @@ impl Tracker {
         // Ends: lost too long, or tentative and missed once.
         let max_lost = cfg.max_lost_frames;
         let frame = self.frame;
-        // Walked out: its predicted centre has left the frame, and it was last seen within a
-        // face's width of the frame's edge. A face lost from sight mid-frame (behind someone,
-        // or missed by the detector) whose prediction drifts out of the frame over the frames
-        // it is kept is lost, not gone: the person may still be in view (scene 109: a track
-        // last seen mid-frame ended as walked out 65 frames later, the person still there).
         let left_view = |t: &Track| {
             frame.is_some_and(|(w, h)| {
                 let (cx, cy) = (t.mean[0] as f64, t.mean[1] as f64);
-                let r = &t.last_seen;
-                let m = r.width();
-                (!(0.0..w).contains(&cx) || !(0.0..h).contains(&cy))
-                    && (r.left <= m || r.top <= m || r.right >= w - m || r.bottom >= h - m)
+                !(0.0..w).contains(&cx) || !(0.0..h).contains(&cy)
             })
         };
         self.tracks.retain(|t| {
@@ -531,7 +519,6 @@ impl Tracker {
         let old = &mut self.tracks[li];
         old.mean = young.mean;
         old.cov = young.cov;
-        old.last_seen = young.last_seen;
         old.phase = Phase::Tracked;
         old.unseen = 0;
         old.hits += young.hits;

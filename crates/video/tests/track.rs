@@ -325,33 +325,6 @@ fn a_track_ends_when_its_face_has_left_the_frame() {
     assert!(!left);
 }
 
-/// A face lost from sight in the middle of the frame (behind someone) is not taken for one that
-/// walked out when its prediction drifts out of the frame: it is kept as lost for the usual
-/// frames, and ends as lost.
-#[test]
-fn a_face_lost_mid_frame_has_not_left_it_when_its_prediction_does() {
-    let mut t = Tracker::new(TrackerConfig::default());
-    for k in 0..200u32 {
-        t.set_frame_size(640, 480);
-        // Walks right at 8 px a frame and is hidden from x = 300 on: its prediction passes the
-        // right edge about 43 frames later.
-        let x = 100.0 + 8.0 * k as f64;
-        let dets: Vec<Observation> = if x < 300.0 {
-            vec![face(x, 200.0, 80.0, 1.0)]
-        } else {
-            vec![]
-        };
-        let up = t.update(&dets, &mut |_| None);
-        if !up.ended.is_empty() {
-            // Last seen at frame 24 (x = 292).
-            assert_eq!(k, 24 + TrackerConfig::default().max_lost_frames + 1);
-            assert!(up.left_view.is_empty());
-            return;
-        }
-    }
-    panic!("never ended");
-}
-
 /// The watcher's duplicate check asks the tracker which other live track has a face within its
 /// duplicate distance: never the asking track itself, only eligible ones, the closest.
 #[test]
