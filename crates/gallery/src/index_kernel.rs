@@ -1,5 +1,5 @@
 //! The block kernels of the int8 scan: upper bounds of 16 rows' scores against one query, or
-//! of one or two blocks against up to 8 queries at once (register-blocked), portable and AVX-512
+//! of up to 8 blocks against up to 8 queries at once (register-blocked), portable and AVX-512
 //! VNNI, with the same floating-point operations in the same order so both give the same bounds.
 //!
 //! The VNNI kernel first tests each lane's approximate score (without its error bound) against
@@ -256,11 +256,12 @@ fn tile_portable(
 /// `B` blocks against `Q` queries with AVX-512 VNNI, register-blocked: per group of 4
 /// dimensions, each block's 64-byte row vector (unsigned bytes) is loaded once and multiplied
 /// into the `Q` queries' accumulators, each query's 4 signed bytes the instruction's broadcast
-/// memory operand (no broadcast instruction of its own: measured 0.65 → 0.75 of the int8 peak
-/// for this loop in L1), so a batch moves `Q` times fewer row bytes per multiply-add than one
+/// memory operand (no broadcast instruction of its own: measured 0.65 → 0.74 of the int8 peak
+/// for this kernel in L1), so a batch moves `Q` times fewer row bytes per multiply-add than one
 /// query at a time. Each query's accumulators start at −`offset`, which removes the rows' +128
-/// as the portable kernel's subtraction does (the same integer). Then each lane's approximate score is tested against the prefilter threshold
-/// ([`prefilter_tau`]), and only a pair with a lane through it gets its bounds, with the same
+/// as the portable kernel's subtraction does (the same integer). Then each lane's approximate
+/// score is tested against the prefilter threshold ([`prefilter_tau`]), and only a pair with a
+/// lane through it gets its bounds, with the same
 /// operations in the same order as [`block_upper_portable`] (the integer part is exact, the
 /// float operations the same, so the bounds and masks agree bit for bit; the tests compare
 /// them), the per-row norm computed once per block, and only for a block some pair needs it.
