@@ -620,7 +620,6 @@ impl ExactIndex {
         let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
         let mut out = [LaneBounds::default(); MAX_TILE_BLOCKS * MAX_GROUP];
         let mut taus = [0.0f32; MAX_GROUP];
-        let mut pre_taus = [0.0f32; MAX_GROUP];
         // Per query: the largest error bound any row can have, and the prefilter threshold for
         // the query's tau (recomputed when tau rises).
         let (residual_max, norm_max) = self.bound_inputs_max();
@@ -650,7 +649,6 @@ impl ExactIndex {
                     for (t, part) in taus.iter_mut().zip(&parts[q0..q0 + g]) {
                         *t = part.tau;
                     }
-                    pre_taus[..g].copy_from_slice(&pre[q0..q0 + g]);
                     if q0 == 0 && queries.len() > g && b + SHARE_BLOCKS + nb <= blocks.end {
                         // The first group's pass over this tile brings the next tile into L2
                         // as it goes, so the next first group does not wait on memory (the
@@ -665,7 +663,7 @@ impl ExactIndex {
                         &self.block_meta(b, nb),
                         Thresholds {
                             tau: &taus[..g],
-                            pre: &pre_taus[..g],
+                            pre: &pre[q0..q0 + g],
                         },
                         &mut out[..nb * g],
                     );

@@ -51,9 +51,9 @@ pub(super) struct BlockMeta<'a> {
 }
 
 impl BlockMeta<'_> {
-    /// The inputs of the `b`-th block of these.
-    fn block(&self, b: usize) -> BlockMeta<'_> {
-        let r = b * LANES..(b + 1) * LANES;
+    /// The inputs of blocks `first..first + n` of these.
+    fn blocks(&self, first: usize, n: usize) -> BlockMeta<'_> {
+        let r = first * LANES..(first + n) * LANES;
         BlockMeta {
             scale: &self.scale[r.clone()],
             half_norm2: &self.half_norm2[r.clone()],
@@ -234,7 +234,7 @@ fn tile_portable(
     let bb = queries.first().map_or(0, |q| q.quads.len() * 64);
     let mut any = 0;
     for b in 0..nb {
-        let m = &meta.block(b);
+        let m = &meta.blocks(b, 1);
         for (qi, (q, tau)) in queries.iter().zip(taus).enumerate() {
             let o = &mut out[b * queries.len() + qi];
             o.mask = block_upper_portable(
@@ -261,10 +261,10 @@ fn tile_portable(
 /// query at a time. Each query's accumulators start at −`offset`, which removes the rows' +128
 /// as the portable kernel's subtraction does (the same integer). Then each lane's approximate
 /// score is tested against the prefilter threshold ([`prefilter_tau`]), and only a pair with a
-/// lane through it gets its bounds, with the same
-/// operations in the same order as [`block_upper_portable`] (the integer part is exact, the
-/// float operations the same, so the bounds and masks agree bit for bit; the tests compare
-/// them), the per-row norm computed once per block, and only for a block some pair needs it.
+/// lane through it gets its bounds, with the same operations in the same order as
+/// [`block_upper_portable`] (the integer part is exact, the float operations the same, so the
+/// bounds and masks agree bit for bit; the tests compare them), the per-row norm computed once
+/// per block, and only for a block some pair needs it.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
@@ -392,18 +392,12 @@ unsafe fn tile_vnni_steps<const B: usize, const Q: usize>(
     let bb = queries[0].quads.len() * 64;
     let mut any = false;
     for s in 0..nb / B {
-        let r = s * B * LANES..(s + 1) * B * LANES;
-        let m = BlockMeta {
-            scale: &meta.scale[r.clone()],
-            half_norm2: &meta.half_norm2[r.clone()],
-            residual: &meta.residual[r],
-        };
         // SAFETY: the caller's CPU has both features (this function's contract).
         any |= unsafe {
             tile_vnni::<B, Q>(
                 queries,
                 &blocks[s * B * bb..(s + 1) * B * bb],
-                &m,
+                &meta.blocks(s * B, B),
                 th,
                 &mut out[s * B * Q..(s + 1) * B * Q],
             )
