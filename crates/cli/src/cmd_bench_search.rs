@@ -240,11 +240,29 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         results = idx.search(batch, a.k, None, 0, src)?;
         batch_s = batch_s.min(t.elapsed().as_secs_f64());
     }
+    // Single queries are memory-bound, and a shared host's bandwidth moves by 2x within minutes
+    // (27-53 GB/s in one run). So they are timed in rounds, each right after one pass of the
+    // bandwidth probe: every round pairs the scan's rate with the bandwidth it had, and the
+    // fraction reported is the median of the rounds' ratios.
+    let probe = scan_bytes.map(|_| BandwidthProbe::new());
+    let singles: Vec<&[f32]> = qs.iter().take(a.single).copied().collect();
+    let per_round = singles.len().div_ceil(PROBE_ROUNDS).max(1);
     let mut lat: Vec<f64> = Vec::new();
-    for q in qs.iter().take(a.single) {
-        let t = Instant::now();
-        idx.search(&[q], a.k, None, 0, src)?;
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    let mut probe_gbps: Vec<f64> = Vec::new();
+    let mut paired: Vec<f64> = Vec::new();
+    for round in singles.chunks(per_round) {
+        let bandwidth = probe.as_ref().map(BandwidthProbe::pass);
+        let mut round_ms = Vec::with_capacity(round.len());
+        for q in round {
+            let t = Instant::now();
+            idx.search(&[q], a.k, None, 0, src)?;
+            round_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if let (Some(gbps), Some(bytes)) = (bandwidth, scan_bytes) {
+            probe_gbps.push(gbps);
+            paired.push(bytes as f64 / (median(&mut round_ms) / 1e3) / 1e9 / gbps);
+        }
+        lat.extend(round_ms);
     }
     lat.sort_by(f64::total_cmp);
     // Exactness: the index must return what an exhaustive f32 scan returns (for hnsw: how often).
@@ -287,9 +305,12 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         ),
         _ => ExactIndex::new(a.dim).kernel_name().to_string(),
     };
-    // A single query is memory-bound: its scan against this machine's streaming read bandwidth.
-    let bandwidth_probe = scan_bytes.map(|_| read_bandwidth_gbps());
-    let bandwidth = bandwidth_probe.map(|(gbps, _)| gbps);
+    let bandwidth = (!probe_gbps.is_empty()).then(|| median(&mut probe_gbps));
+    let bandwidth_range = probe_gbps
+        .first()
+        .zip(probe_gbps.last())
+        .map(|(lo, hi)| [*lo, *hi]);
+    let single_fraction = (!paired.is_empty()).then(|| median(&mut paired));
     let single_gbps = scan_bytes
         .zip(lat.get(lat.len() / 2))
         .map(|(b, ms)| b as f64 / (ms / 1e3) / 1e9);
@@ -300,7 +321,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
             / 1e9
             / a.threads.max(1) as f64
     });
-    let peak = batch_gmacs.and_then(|_| gallery::index::int8_peak_gmacs(BANDWIDTH_REPS));
+    let peak = batch_gmacs.and_then(|_| gallery::index::int8_peak_gmacs(PEAK_REPS));
     let out = json!({
         "engine": "facegate",
         "index": idx.kind(),
@@ -325,18 +346,20 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         "single_scan_bytes": scan_bytes,
         "single_scan_gbps": single_gbps,
         "stream_read_gbps": bandwidth,
-        "stream_read_method": bandwidth_probe.map(|(_, bytes)| format!("sum of a {} MiB u64 buffer (4x the last-level cache, at least 1 GiB), {} threads, best of {BANDWIDTH_REPS}", bytes >> 20, a.threads)),
-        "single_scan_fraction_of_bandwidth": single_gbps.zip(bandwidth).map(|(s, b)| s / b),
+        "stream_read_gbps_range": bandwidth_range,
+        "stream_read_method": probe.as_ref().map(|p| format!("sum of a {} MiB u64 buffer (4x the last-level cache, at least 1 GiB), {} threads; median of {} passes, one before each round of single queries", p.bytes() >> 20, a.threads, probe_gbps.len())),
+        "single_scan_fraction_of_bandwidth": single_fraction,
+        "single_scan_fraction_method": single_fraction.map(|_| format!("median over {} rounds of (the round's median single-query scan rate / the probe pass just before it)", paired.len())),
         "batch_int8_gmacs_per_thread": batch_gmacs,
         "int8_peak_gmacs_per_core": peak,
-        "int8_peak_method": peak.map(|_| format!("{} independent chains of AVX-512 VNNI vpdpbusd on registers (64 multiply-adds each), one thread, best of {BANDWIDTH_REPS}", gallery::index::PEAK_CHAINS)),
+        "int8_peak_method": peak.map(|_| format!("{} independent chains of AVX-512 VNNI vpdpbusd on registers (64 multiply-adds each), one thread, best of {PEAK_REPS}", gallery::index::PEAK_CHAINS)),
         "batch_fraction_of_int8_peak": batch_gmacs.zip(peak).map(|(b, p)| b / p),
     });
     println!("{out}");
     Ok(0)
 }
 
-const BANDWIDTH_REPS: usize = 5;
+const PEAK_REPS: usize = 5;
 
 /// The last-level cache's size from sysfs (bytes), if the kernel says.
 fn last_level_cache_bytes() -> Option<usize> {
@@ -357,25 +380,46 @@ fn last_level_cache_bytes() -> Option<usize> {
     .max()
 }
 
-/// Streaming read bandwidth of this machine with the current rayon pool (a STREAM-like "sum"
-/// over a buffer 4x the last-level cache, at least 1 GiB, at most 4 GiB), GB/s, best of a few
-/// passes; and the buffer's size.
-fn read_bandwidth_gbps() -> (f64, usize) {
-    use rayon::prelude::*;
-    let bytes = last_level_cache_bytes()
-        .map_or(1 << 30, |llc| 4 * llc)
-        .clamp(1 << 30, 4 << 30);
-    let buf: Vec<u64> = (0..(bytes / 8) as u64).collect();
-    let mut best = 0.0f64;
-    for _ in 0..BANDWIDTH_REPS {
+/// Rounds of single queries, each after one pass of the bandwidth probe.
+const PROBE_ROUNDS: usize = 10;
+
+/// The median of `v` (sorted in place); NaN for an empty slice.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A STREAM-like "sum" over a buffer 4x the last-level cache (at least 1 GiB, at most 4 GiB)
+/// with the current rayon pool: this machine's streaming read bandwidth, one pass at a time.
+struct BandwidthProbe {
+    buf: Vec<u64>,
+}
+
+impl BandwidthProbe {
+    fn new() -> BandwidthProbe {
+        let bytes = last_level_cache_bytes()
+            .map_or(1 << 30, |llc| 4 * llc)
+            .clamp(1 << 30, 4 << 30);
+        BandwidthProbe {
+            buf: (0..(bytes / 8) as u64).collect(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.buf.len() * 8
+    }
+
+    /// One pass over the buffer, GB/s.
+    fn pass(&self) -> f64 {
+        use rayon::prelude::*;
         let t = Instant::now();
-        let sum: u64 = buf
+        let sum: u64 = self
+            .buf
             .par_chunks(1 << 16)
             .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
             .reduce(|| 0, u64::wrapping_add);
         let secs = t.elapsed().as_secs_f64();
         std::hint::black_box(sum);
-        best = best.max(bytes as f64 / secs / 1e9);
+        self.bytes() as f64 / secs / 1e9
     }
-    (best, bytes)
 }

@@ -371,3 +371,45 @@ fn enrolment_quality_gate() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\"enrolled\""), "{out}");
 }
+
+/// `bench-search` on a small synthetic gallery: both layouts answer as an exhaustive f32 scan
+/// does, and the single queries run in 10 rounds, each after one pass of the bandwidth probe
+/// (the probe's figure is the median of those passes, within their range).
+#[test]
+fn bench_search_pairs_single_queries_with_the_bandwidth_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for index in ["exact", "compact"] {
+        let (code, out, err) = facegate(
+            &data,
+            &[
+                "bench-search",
+                "--synthetic",
+                "20000",
+                "--dim",
+                "128",
+                "--index",
+                index,
+                "--batch",
+                "16",
+                "--single",
+                "20",
+                "--repeat",
+                "1",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["equals_exhaustive_f32"], true, "{v}");
+        let probe = v["stream_read_gbps"].as_f64().unwrap();
+        let lo = v["stream_read_gbps_range"][0].as_f64().unwrap();
+        let hi = v["stream_read_gbps_range"][1].as_f64().unwrap();
+        assert!(0.0 < lo && lo <= probe && probe <= hi, "{v}");
+        let method = v["single_scan_fraction_method"].as_str().unwrap();
+        assert!(method.contains("over 10 rounds"), "{method}");
+        let fraction = v["single_scan_fraction_of_bandwidth"].as_f64().unwrap();
+        let bytes = v["single_scan_bytes"].as_f64().unwrap();
+        assert!(bytes >= 20000.0 * 128.0, "{v}");
+        assert!(fraction.is_finite() && fraction > 0.0, "{v}");
+    }
+}
