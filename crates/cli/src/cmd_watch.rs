@@ -19,8 +19,8 @@ use vision::decode::{decode_file, DecodeLimits};
 #[derive(Args)]
 pub struct WatchArgs {
     /// An MP4 file (H.264), a directory of frames (JPEG, PNG, JPEG 2000, in name order), an
-    /// MJPEG camera (http://host/path) or an H.264 RTSP camera (rtsp://[user:password@]host/path;
-    /// the credentials are never printed).
+    /// MJPEG camera (http://host/path or https://host/path) or an H.264 RTSP camera
+    /// (rtsp://[user:password@]host/path; the credentials are never printed).
     pub source: PathBuf,
     /// E-gate: compare each passer-by with the face in this image (e.g. the chip photo).
     #[arg(long, conflicts_with = "gallery")]
@@ -59,6 +59,10 @@ pub struct WatchArgs {
     /// up to the next key frame, counted in the summary's `dropped_units`).
     #[arg(long)]
     pub keep_every_frame: bool,
+    /// For an https:// MJPEG camera: the camera network's CA certificates (PEM); the camera's
+    /// certificate must chain to one of them. Without it, to the public roots compiled in.
+    #[arg(long, env = "FACEGATE_CAMERA_CA")]
+    pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -225,11 +229,18 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     };
     let p = &vp.p;
     let shown = video::source::shown(&a.source);
-    let rtsp = video::rtsp::RtspOptions {
-        keep_every_unit: a.keep_every_frame,
-        ..Default::default()
+    let options = video::source::SourceOptions {
+        rtsp: video::rtsp::RtspOptions {
+            keep_every_unit: a.keep_every_frame,
+            ..Default::default()
+        },
+        camera_roots: match &a.camera_ca {
+            Some(path) => video::mjpeg::CameraRoots::from_pem_file(path)
+                .with_context(|| format!("reading the camera CA {}", path.display()))?,
+            None => video::mjpeg::CameraRoots::Public,
+        },
     };
-    let mut source = video::source::open_with(&a.source, &VideoLimits::default(), rtsp)
+    let mut source = video::source::open_with(&a.source, &VideoLimits::default(), &options)
         .with_context(|| format!("opening {shown}"))?;
     let progress = indicatif::ProgressBar::with_draw_target(
         source.expected_frames(),

@@ -384,6 +384,40 @@ fn an_mjpeg_camera_over_http_is_watched_like_the_file() {
     assert!(first_frame(&ev, matched[0]["track"].as_u64().unwrap()) < 200);
 }
 
+/// `--camera-ca` reaches the source: a file without a certificate is refused as such, and a CA
+/// given for a plain http:// camera is refused as the mistake it is, both before connecting
+/// (nothing listens on port 9). The TLS path itself is tested in the video crate
+/// (tests/mjpeg_https.rs), against a local HTTPS camera.
+#[test]
+fn the_camera_ca_option_reaches_the_mjpeg_source() {
+    let Some(shared) = shared_with("data/people/lin-manuel-miranda.png") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let not_a_ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_a_ca, "no certificate here\n").unwrap();
+    let (code, _, err) = watch(
+        dir.path(),
+        "https://127.0.0.1:9/stream.mjpg",
+        &reference,
+        &["--camera-ca", not_a_ca.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no PEM certificate"), "{err}");
+    let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (code, _, err) = watch(
+        dir.path(),
+        "http://127.0.0.1:9/stream.mjpg",
+        &reference,
+        &["--camera-ca", ca_file.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("plain http://"), "{err}");
+}
+
 #[test]
 fn an_rtsp_camera_is_watched_like_the_file() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {

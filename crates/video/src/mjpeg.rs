@@ -1,6 +1,12 @@
-//! MJPEG over HTTP: a camera's `multipart/x-mixed-replace` stream, one JPEG per part, for as long
-//! as the camera runs. [`MjpegParser`] takes the stream in whatever pieces the network delivers and
-//! returns whole parts; [`MjpegSource`] turns a reader of such a stream into frames.
+//! MJPEG over HTTP(S): a camera's `multipart/x-mixed-replace` stream, one JPEG per part, for as
+//! long as the camera runs. [`MjpegParser`] takes the stream in whatever pieces the network
+//! delivers and returns whole parts; [`MjpegSource`] turns a reader of such a stream into frames.
+//!
+//! `https://` cameras are verified against [`CameraRoots`]: the camera network's own CA when one
+//! is given (the usual case: gate cameras carry certificates from the operator's PKI, not a public
+//! one), else the public roots compiled in (Mozilla's programme, `webpki-roots`). TLS is rustls
+//! with ring, as everywhere else in facegate; an `https://` stream is never redirected to plain
+//! HTTP.
 //!
 //! The parser holds at most one part and its headers: a part larger than its limit, or headers
 //! that never end, is an error before the buffer grows past the limit. A stream that never ends
@@ -245,6 +251,60 @@ const READ_CHUNK: usize = 64 << 10;
 /// A camera that sends nothing for this long is given up.
 const STALL_SECONDS: u64 = 10;
 
+/// The certificates an `https://` camera's chain must end in.
+#[derive(Debug, Clone, Default)]
+pub enum CameraRoots {
+    /// The public roots compiled in (Mozilla's programme): a camera with a public certificate.
+    #[default]
+    Public,
+    /// These roots only (DER): the camera network's own CA.
+    Only(Vec<Vec<u8>>),
+}
+
+impl CameraRoots {
+    /// Largest CA file read: a bundle of a few certificates is a few KiB.
+    pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+    /// The certificates of a PEM file (other PEM sections are ignored); an error when it holds
+    /// none, or is larger than [`CameraRoots::MAX_FILE_BYTES`].
+    pub fn from_pem_file(path: &std::path::Path) -> Result<CameraRoots, VideoError> {
+        let io = |source| VideoError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut pem = Vec::new();
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(Self::MAX_FILE_BYTES + 1)
+            .read_to_end(&mut pem)
+            .map_err(io)?;
+        if pem.len() as u64 > Self::MAX_FILE_BYTES {
+            return Err(VideoError::TooLarge(format!(
+                "{}: a CA file over {} bytes",
+                path.display(),
+                Self::MAX_FILE_BYTES
+            )));
+        }
+        let mut ders = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => ders.push(c.der().to_vec()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(VideoError::Invalid(format!("{}: {e}", path.display())));
+                }
+            }
+        }
+        if ders.is_empty() {
+            return Err(VideoError::Invalid(format!(
+                "{}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        Ok(CameraRoots::Only(ders))
+    }
+}
+
 /// Frames from an MJPEG stream: each JPEG part decoded within the limits; parts that do not decode
 /// are counted and skipped, up to `max_consecutive_errors` in a row. Frame times are arrival
 /// times since the stream was opened (an MJPEG stream carries none).
@@ -283,20 +343,49 @@ impl MjpegSource {
         })
     }
 
-    /// `GET url` (plain HTTP) and read its `multipart/x-mixed-replace` body.
-    pub fn connect(url: &str, limits: &VideoLimits) -> Result<Self, VideoError> {
+    /// `GET url` (`http://` or `https://`, verified against `roots`) and read its
+    /// `multipart/x-mixed-replace` body.
+    pub fn connect(
+        url: &str,
+        limits: &VideoLimits,
+        roots: &CameraRoots,
+    ) -> Result<Self, VideoError> {
         use std::time::Duration;
+        use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+        let shown = crate::source::shown(std::path::Path::new(url));
+        let https = url.starts_with("https://");
+        if !https && matches!(roots, CameraRoots::Only(_)) {
+            return Err(VideoError::Invalid(format!(
+                "{shown}: a camera CA was given for a plain http:// stream (use https://, or drop the CA)"
+            )));
+        }
         let secs = Some(Duration::from_secs(STALL_SECONDS));
+        let root_certs = match roots {
+            CameraRoots::Public => RootCerts::WebPki,
+            CameraRoots::Only(ders) => RootCerts::new_with_certs(
+                &ders
+                    .iter()
+                    .map(|d| Certificate::from_der(d).to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(secs)
             .timeout_recv_response(secs)
             .timeout_per_read(secs)
+            .https_only(https)
+            .tls_config(
+                TlsConfig::builder()
+                    .provider(TlsProvider::Rustls)
+                    .root_certs(root_certs)
+                    .build(),
+            )
             .build()
             .into();
-        let response = agent.get(url).call().map_err(|e| {
-            let shown = crate::source::shown(std::path::Path::new(url));
-            VideoError::Unsupported(format!("{shown}: {e}"))
-        })?;
+        let response = agent
+            .get(url)
+            .call()
+            .map_err(|e| VideoError::Unsupported(format!("{shown}: {e}")))?;
         let content_type = response
             .headers()
             .get("content-type")

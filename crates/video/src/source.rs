@@ -70,30 +70,45 @@ pub trait FrameSource {
     fn stats(&self) -> SourceStats;
 }
 
-/// Open `path` by what it is: an `http://` MJPEG camera URL, an `rtsp://` H.264 camera, a
-/// directory of frames, or an MP4 file.
-pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
-    open_with(path, limits, crate::rtsp::RtspOptions::default())
+/// How camera sources are read (files and folders need nothing).
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// How an `rtsp://` camera is read.
+    pub rtsp: crate::rtsp::RtspOptions,
+    /// What an `https://` MJPEG camera's certificate must chain to.
+    pub camera_roots: crate::mjpeg::CameraRoots,
 }
 
-/// [`open`], with how an `rtsp://` source is read.
+/// Open `path` by what it is: an `http://` or `https://` MJPEG camera URL, an `rtsp://` H.264
+/// camera, a directory of frames, or an MP4 file.
+pub fn open(path: &Path, limits: &VideoLimits) -> Result<Box<dyn FrameSource>, VideoError> {
+    open_with(path, limits, &SourceOptions::default())
+}
+
+/// [`open`], with how camera sources are read.
 pub fn open_with(
     path: &Path,
     limits: &VideoLimits,
-    rtsp: crate::rtsp::RtspOptions,
+    options: &SourceOptions,
 ) -> Result<Box<dyn FrameSource>, VideoError> {
     let text = path.to_string_lossy();
-    if text.starts_with("http://") {
-        return Ok(Box::new(crate::mjpeg::MjpegSource::connect(&text, limits)?));
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return Ok(Box::new(crate::mjpeg::MjpegSource::connect(
+            &text,
+            limits,
+            &options.camera_roots,
+        )?));
     }
     if text.starts_with("rtsp://") {
         return Ok(Box::new(crate::rtsp::RtspSource::connect(
-            &text, limits, rtsp,
+            &text,
+            limits,
+            options.rtsp,
         )?));
     }
     if let Some((scheme, _)) = text.split_once("://") {
         return Err(VideoError::Unsupported(format!(
-            "{scheme}:// sources (an MP4 file, a folder of frames, an http:// MJPEG camera or an rtsp:// H.264 camera are read)"
+            "{scheme}:// sources (an MP4 file, a folder of frames, an http:// or https:// MJPEG camera or an rtsp:// H.264 camera are read)"
         )));
     }
     if path.is_dir() {
