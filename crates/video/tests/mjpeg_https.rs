@@ -34,13 +34,15 @@ fn jpeg(shade: u8) -> Vec<u8> {
     out
 }
 
-/// A camera serving `frames` as MJPEG over TLS to `clients` connections in turn; the handle
-/// answers, per connection, whether its TLS handshake and request came through.
+/// A camera serving `frames` as MJPEG over TLS to `clients` connections in turn (or, with
+/// `redirect`, answering each with a redirect there); the handle answers, per connection,
+/// whether its TLS handshake and request came through.
 fn tls_camera(
     cert_pem: &str,
     key_pem: &str,
     frames: Vec<Vec<u8>>,
     clients: usize,
+    redirect: Option<String>,
 ) -> (String, std::thread::JoinHandle<Vec<bool>>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -83,6 +85,13 @@ fn tls_camera(
             if !ok {
                 continue;
             }
+            if let Some(to) = &redirect {
+                let answer = format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                tls.write_all(answer.as_bytes()).unwrap();
+                tls.conn.send_close_notify();
+                tls.flush().unwrap();
+                continue;
+            }
             let mut body = b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=cam\r\nConnection: close\r\n\r\n".to_vec();
             for f in &frames {
                 body.extend_from_slice(
@@ -115,7 +124,7 @@ fn an_https_camera_is_read_with_its_ca_and_refused_without_it() {
     let other_file = dir.path().join("other.pem");
     std::fs::write(&other_file, &other_ca).unwrap();
     let frames: Vec<Vec<u8>> = (0..3).map(|i| jpeg(40 * i)).collect();
-    let (url, camera) = tls_camera(&cert, &key, frames, 3);
+    let (url, camera) = tls_camera(&cert, &key, frames.clone(), 3, None);
     let limits = VideoLimits::default();
 
     // With the camera network's CA: every frame.
@@ -140,6 +149,20 @@ fn an_https_camera_is_read_with_its_ca_and_refused_without_it() {
         assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     }
     assert_eq!(camera.join().unwrap(), [true, false, false]);
+
+    // A verified camera that redirects to plain HTTP is not followed there (a plain camera
+    // waits at that address and must see no request).
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    plain.set_nonblocking(true).unwrap();
+    let to = format!("http://{}/stream.mjpg", plain.local_addr().unwrap());
+    let (url, camera) = tls_camera(&cert, &key, frames, 1, Some(to));
+    let roots = CameraRoots::from_pem_file(&ca_file).unwrap();
+    assert!(MjpegSource::connect(&url, &limits, &roots).is_err());
+    assert_eq!(camera.join().unwrap(), [true]);
+    assert!(
+        plain.accept().is_err(),
+        "the redirect to plain HTTP was followed"
+    );
 }
 
 #[test]
