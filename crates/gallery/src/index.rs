@@ -343,6 +343,50 @@ impl Partial {
             self.tau = self.tau.max(*min);
         }
     }
+
+    /// Takes another range's tau when it is higher (whether it was).
+    fn adopt(&mut self, tau: f32) -> bool {
+        let higher = tau > self.tau;
+        if higher {
+            self.tau = tau;
+        }
+        higher
+    }
+}
+
+/// One query's highest tau over the ranges scanned in parallel. A range's tau is the k-th best
+/// lower bound among its own rows, so k rows score at least that much, and a row of any range
+/// whose upper bound is below it cannot be in the top k (not even on a tie: its score is
+/// strictly lower). So every range may turn rows away at the highest tau any range has reached.
+/// The answer does not depend on when a range sees it: the final tau is taken over all ranges'
+/// heaps again, and only candidates are re-scored. Held as an order-preserving u32 so that
+/// raising it is one `fetch_max`.
+struct SharedTau(std::sync::atomic::AtomicU32);
+
+impl SharedTau {
+    fn new(floor: f32) -> SharedTau {
+        SharedTau(std::sync::atomic::AtomicU32::new(Self::ordered(floor)))
+    }
+
+    /// f32 → u32 with the same order (for every non-NaN value; taus are never NaN).
+    fn ordered(x: f32) -> u32 {
+        let b = x.to_bits();
+        if b >> 31 == 1 {
+            !b
+        } else {
+            b | 0x8000_0000
+        }
+    }
+
+    fn get(&self) -> f32 {
+        let u = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        f32::from_bits(if u >> 31 == 1 { u & 0x7fff_ffff } else { !u })
+    }
+
+    fn raise(&self, tau: f32) {
+        self.0
+            .fetch_max(Self::ordered(tau), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Blocks per cache tile (a tile is scanned against every query of the batch while it is in cache).
@@ -615,6 +659,7 @@ impl ExactIndex {
         k: usize,
         now: u32,
         blocks: std::ops::Range<usize>,
+        shared: &[SharedTau],
     ) -> Vec<Partial> {
         let bb = LANES * self.dim_p;
         let mut parts: Vec<Partial> = queries.iter().map(|q| Partial::new(k, q.floor)).collect();
@@ -646,8 +691,11 @@ impl ExactIndex {
                 let mut b = tile;
                 while b < tile_end {
                     let nb = tile_blocks(tile_end - b);
-                    for (t, part) in taus.iter_mut().zip(&parts[q0..q0 + g]) {
-                        *t = part.tau;
+                    for (qi, part) in parts[q0..q0 + g].iter_mut().enumerate() {
+                        if part.adopt(shared[q0 + qi].get()) {
+                            pre[q0 + qi] = kernel::prefilter_tau(part.tau, bound_max[q0 + qi]);
+                        }
+                        taus[qi] = part.tau;
                     }
                     if q0 == 0 && queries.len() > g && b + SHARE_BLOCKS + nb <= blocks.end {
                         // The first group's pass over this tile brings the next tile into L2
@@ -707,6 +755,7 @@ impl ExactIndex {
                     for (qi, part) in parts[q0..q0 + g].iter().enumerate() {
                         if part.tau != taus[qi] {
                             pre[q0 + qi] = kernel::prefilter_tau(part.tau, bound_max[q0 + qi]);
+                            shared[q0 + qi].raise(part.tau);
                         }
                     }
                     b += nb;
@@ -761,9 +810,12 @@ impl ExactIndex {
             .map(|s| s..(s + per).min(blocks))
             .collect();
         let now = expiry_code(now);
+        // Each query's best tau so far over all ranges: a range that starts later starts from
+        // what the others found instead of from nothing (see `SharedTau`).
+        let shared: Vec<SharedTau> = prepared.iter().map(|q| SharedTau::new(q.floor)).collect();
         let partials: Vec<Vec<Partial>> = ranges
             .into_par_iter()
-            .map(|r| self.scan(&prepared, k, now, r))
+            .map(|r| self.scan(&prepared, k, now, r, &shared))
             .collect();
         // Candidate rows per query: upper bound at or above the global tau (the k-th best lower
         // bound over all shares' heaps).

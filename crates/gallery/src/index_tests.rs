@@ -85,6 +85,84 @@ fn batches_of_every_size_equal_exhaustive_search() {
 }
 
 #[test]
+fn ranges_scanned_in_parallel_share_tau_and_still_answer_as_exhaustive_search() {
+    // 8 threads scan 16 ranges, each taking the highest tau any range has published. The rows
+    // come in copies placed in different ranges (ties across ranges), scores of either sign, and
+    // a floor is tried too.
+    // (The bounds are conservative, so a tau published a bound too high mostly goes unnoticed;
+    // what this catches is a tau that does not hold: wrong sign, wrong end, wrong query.)
+    let dim = 128;
+    let distinct = vecs(11, 16 * 40, dim, true);
+    let base: Vec<&Vec<f32>> = distinct.iter().chain(distinct.iter().rev()).collect();
+    // Queries near the rows (positive scores) and their opposites (every score negative).
+    let near = vecs(12, 24, dim, true);
+    let queries: Vec<Vec<f32>> = near
+        .iter()
+        .cloned()
+        .chain(near.iter().map(|q| q.iter().map(|v| -v).collect()))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .unwrap();
+    for portable in [false, true] {
+        let mut idx = ExactIndex::new(dim);
+        if portable {
+            idx.force_portable_kernel();
+        }
+        for (i, x) in base.iter().enumerate() {
+            idx.push(i as u64, x, i64::MAX);
+        }
+        let qs: Vec<&[f32]> = queries
+            .iter()
+            .map(|q| q.as_slice())
+            .chain(distinct.iter().step_by(97).map(|x| x.as_slice()))
+            .collect();
+        for k in [1, 9, 40] {
+            let got = pool.install(|| idx.search(&qs, k, None, 0));
+            for (q, g) in qs.iter().zip(&got) {
+                assert_eq!(g, &idx.search_exhaustive(q, k, None, 0), "k {k}");
+            }
+        }
+        let floor = idx.search_exhaustive(qs[0], 6, None, 0)[5].score;
+        let got = pool.install(|| idx.search(&qs[..1], 40, Some(floor), 0));
+        assert_eq!(got[0], idx.search_exhaustive(qs[0], 40, Some(floor), 0));
+    }
+}
+
+#[test]
+fn shared_tau_keeps_the_order_of_every_value_and_only_rises() {
+    let values = [
+        f32::NEG_INFINITY,
+        -3.0e38,
+        -1.5,
+        -1.0e-30,
+        -0.0,
+        0.0,
+        1.0e-30,
+        0.25,
+        7.0,
+        3.0e38,
+        f32::INFINITY,
+    ];
+    for w in values.windows(2) {
+        assert!(
+            SharedTau::ordered(w[0]) <= SharedTau::ordered(w[1]),
+            "{w:?}"
+        );
+    }
+    for &v in &values {
+        let t = SharedTau::new(v);
+        assert_eq!(t.get().to_bits(), v.to_bits());
+    }
+    let t = SharedTau::new(f32::NEG_INFINITY);
+    for v in [-1.5, 0.25, -7.0, 0.2, 3.0] {
+        t.raise(v);
+    }
+    assert_eq!(t.get(), 3.0);
+}
+
+#[test]
 fn tile_kernels_agree_bit_for_bit() {
     if Kernel::detect() != Kernel::Vnni512 {
         eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel exists here");
