@@ -6,7 +6,7 @@ pub mod pg;
 
 use gallery::crypto::{self, LocalKeyRing};
 use gallery::store::Clock;
-use gallery::{Context, Policy, Role, Store};
+use gallery::{Context, Enrolment, Metric, Policy, Role, Store};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -132,5 +132,22 @@ pub fn model(mates: Vec<f64>) -> template::tail::PackScale {
             probe_spread: Vec::new(),
         },
         mated: mates,
+    }
+}
+
+/// Enrols one subject per identity (`P0000000`, …) in a new gallery `rt` (Euclidean, dlib).
+pub fn enrol_all(s: &Store, ids: &[Vec<f32>]) {
+    s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    for (i, c) in ids.iter().enumerate() {
+        s.enrol(
+            &admin(),
+            "rt",
+            &format!("P{i:07}"),
+            std::slice::from_ref(c),
+            Metric::Euclidean,
+            "dlib",
+            &Enrolment::default(),
+        )
+        .unwrap();
     }
 }
