@@ -9,18 +9,15 @@ Usage: OMP_NUM_THREADS=1 python3 scripts/bench_face_recognition.py IMAGE [ITERS]
        [--facegate target/release/facegate] [--min-face 100 --max-face 400]
 Prints dlib's medians (JSON), facegate's (`facegate bench --threads 1 --json`), and a table.
 """
-import json, os, platform, statistics, sys, time
+import json, os, statistics, sys, time
+
+from machine import cpu_model, openblas_coretype
 
 # Debian's OpenBLAS 0.3.21 does not recognise this VM's CPU model and falls back to its generic
 # "Prescott" kernels (dlib's descriptor 32-34 ms instead of 18-19): give the peer its best by
 # naming the kernel family the CPU supports, unless the caller chose one.
 if "OPENBLAS_CORETYPE" not in os.environ:
-    flags = ""
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    core = "SkylakeX" if " avx512f" in flags else "Haswell" if " avx2" in flags else ""
+    core = openblas_coretype()
     if core:
         os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "OPENBLAS_CORETYPE": core})
 
@@ -61,7 +58,7 @@ rect = hog(img, 0)[0]
 shape = sp(img, rect)
 chip = dlib.get_face_chip(img, shape, 150, 0.25)
 out = {
-    "machine": platform.processor() or platform.machine(),
+    "machine": cpu_model(),
     "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
     "dlib": dlib.__version__,
     "ms": {

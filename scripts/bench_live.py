@@ -19,20 +19,12 @@ scripts/bench_face_recognition.py.
 usage: scripts/bench_live.py [--frames 600] [--facegate target/release/facegate]
        [--images ../shared/data/lfw-dev/images] [--reference ../shared/data/people/lin-manuel-miranda.png]
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
+
+from machine import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared")
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(cmd):

@@ -16,39 +16,11 @@ usage: scripts/bench_search_faiss.py [--n 1000000] [--dims 128 512] [--threads 1
        [--index exact compact]   (facegate layouts to run; compact re-scores from the vectors file's rows)
        [--openblas-coretype auto|none|NAME]   (FAISS's OpenBLAS kernels: auto = from the CPU flags)
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 
 import numpy as np
 
-
-def cpu():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def cpu_flags():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def best_coretype():
-    """The OpenBLAS kernel family for this CPU's instruction set (None: let OpenBLAS decide)."""
-    f = cpu_flags()
-    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= f:
-        return "SkylakeX"
-    if {"avx2", "fma"} <= f:
-        return "Haswell"
-    return None
+from machine import cpu_model, openblas_coretype
 
 
 def unit(rng, n, d):
@@ -124,8 +96,8 @@ def main():
                     help="FAISS's OpenBLAS kernel family: auto (from the CPU flags), none (OpenBLAS decides), or a name")
     ap.add_argument("--facegate", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "facegate"))
     a = ap.parse_args()
-    coretype = {"auto": best_coretype(), "none": None}.get(a.openblas_coretype, a.openblas_coretype)
-    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch} (fastest of {a.repeat} timings, both engines), single={a.single}; "
+    coretype = {"auto": openblas_coretype(), "none": None}.get(a.openblas_coretype, a.openblas_coretype)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch} (fastest of {a.repeat} timings, both engines), single={a.single}; "
           f"FAISS's OpenBLAS kernels: OPENBLAS_CORETYPE={coretype or '(unset: OpenBLAS decides)'}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
