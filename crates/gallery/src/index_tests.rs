@@ -23,6 +23,18 @@ fn vecs(seed: u8, n: usize, dim: usize, clustered: bool) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// A full index of `base` (ids 0, 1, …, never expiring), on the portable kernel if asked.
+fn index_of<V: AsRef<[f32]>>(base: &[V], dim: usize, portable: bool) -> ExactIndex {
+    let mut idx = ExactIndex::new(dim);
+    if portable {
+        idx.force_portable_kernel();
+    }
+    for (i, x) in base.iter().enumerate() {
+        idx.push(i as u64, x.as_ref(), i64::MAX);
+    }
+    idx
+}
+
 #[test]
 fn int8_scan_equals_exhaustive_f32() {
     for (dim, clustered) in [(128, false), (128, true), (512, false), (37, true)] {
@@ -67,13 +79,7 @@ fn batches_of_every_size_equal_exhaustive_search() {
     let base = vecs(5, 16 * 70 + 5, dim, true);
     let queries = vecs(6, 19, dim, true);
     for portable in [false, true] {
-        let mut idx = ExactIndex::new(dim);
-        if portable {
-            idx.force_portable_kernel();
-        }
-        for (i, x) in base.iter().enumerate() {
-            idx.push(i as u64, x, i64::MAX);
-        }
+        let idx = index_of(&base, dim, portable);
         for n in 1..=queries.len() {
             let qs: Vec<&[f32]> = queries[..n].iter().map(|q| q.as_slice()).collect();
             let got = idx.search(&qs, 7, None, 0);
@@ -106,13 +112,7 @@ fn ranges_scanned_in_parallel_share_tau_and_still_answer_as_exhaustive_search() 
         .build()
         .unwrap();
     for portable in [false, true] {
-        let mut idx = ExactIndex::new(dim);
-        if portable {
-            idx.force_portable_kernel();
-        }
-        for (i, x) in base.iter().enumerate() {
-            idx.push(i as u64, x, i64::MAX);
-        }
+        let idx = index_of(&base, dim, portable);
         let qs: Vec<&[f32]> = queries
             .iter()
             .map(|q| q.as_slice())
