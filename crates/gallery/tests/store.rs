@@ -330,18 +330,7 @@ fn hnsw_gallery_answers_like_the_exact_one_on_clear_cases() {
     let mut p = policy(30);
     p.index = gallery::IndexChoice::Hnsw(gallery::approx::HnswParams::default());
     s.create_gallery(&admin(), "big", &p).unwrap();
-    for (i, c) in ids.iter().enumerate() {
-        s.enrol(
-            &admin(),
-            "big",
-            &format!("P{i:07}"),
-            std::slice::from_ref(c),
-            Metric::Euclidean,
-            "dlib",
-            &Enrolment::default(),
-        )
-        .unwrap();
-    }
+    enrol_each(&s, "big", &ids);
     for i in [0, 17, 150, 299] {
         let probe = sample(&ids[i], 7 + i as u64);
         let r = s.identify(&gate(), "big", &probe, Some(1), 0.6).unwrap();

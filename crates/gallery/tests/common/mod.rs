@@ -138,10 +138,15 @@ pub fn model(mates: Vec<f64>) -> template::tail::PackScale {
 /// Enrols one subject per identity (`P0000000`, …) in a new gallery `rt` (Euclidean, dlib).
 pub fn enrol_all(s: &Store, ids: &[Vec<f32>]) {
     s.create_gallery(&admin(), "rt", &policy(30)).unwrap();
+    enrol_each(s, "rt", ids);
+}
+
+/// Enrols one subject per identity (`P0000000`, …) in `gallery` (Euclidean, dlib).
+pub fn enrol_each(s: &Store, gallery: &str, ids: &[Vec<f32>]) {
     for (i, c) in ids.iter().enumerate() {
         s.enrol(
             &admin(),
-            "rt",
+            gallery,
             &format!("P{i:07}"),
             std::slice::from_ref(c),
             Metric::Euclidean,
