@@ -803,7 +803,8 @@ impl ExactIndex {
         let prepared: Vec<Query> = queries.iter().map(|q| self.prepare(q, floor)).collect();
         let blocks = self.ids.len().div_ceil(LANES);
         let threads = rayon::current_num_threads().max(1);
-        // One contiguous range per thread (plus a few for balance), each with its own top-k state.
+        // One contiguous range per thread (plus a few for balance), each with its own top-k state
+        // (the taus they reach are shared, below).
         let per = blocks.div_ceil(threads * 2).max(1);
         let ranges: Vec<std::ops::Range<usize>> = (0..blocks)
             .step_by(per)
