@@ -306,6 +306,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         _ => ExactIndex::new(a.dim).kernel_name().to_string(),
     };
     let bandwidth = (!probe_gbps.is_empty()).then(|| median(&mut probe_gbps));
+    // `median` sorted the passes: the first and last are the slowest and the fastest.
     let bandwidth_range = probe_gbps
         .first()
         .zip(probe_gbps.last())
