@@ -251,6 +251,16 @@ const READ_CHUNK: usize = 64 << 10;
 /// A camera that sends nothing for this long is given up.
 const STALL_SECONDS: u64 = 10;
 
+/// A client error as it may be shown: the two kinds whose text carries a URL (a malformed one,
+/// a redirect to plain HTTP), which may hold a camera's credentials, are named without it.
+fn without_urls(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::BadUri(_) => "malformed URL".into(),
+        ureq::Error::RequireHttpsOnly(_) => "redirected to plain HTTP (refused)".into(),
+        e => e.to_string(),
+    }
+}
+
 /// The certificates an `https://` camera's chain must end in.
 #[derive(Debug, Clone, Default)]
 pub enum CameraRoots {
@@ -385,7 +395,7 @@ impl MjpegSource {
         let response = agent
             .get(url)
             .call()
-            .map_err(|e| VideoError::Unsupported(format!("{shown}: {e}")))?;
+            .map_err(|e| VideoError::Unsupported(format!("{shown}: {}", without_urls(&e))))?;
         let content_type = response
             .headers()
             .get("content-type")

@@ -124,7 +124,15 @@ pub fn shown(source: &Path) -> String {
     let text = source.to_string_lossy();
     match url::Url::parse(&text) {
         Ok(url) if text.contains("://") => crate::rtsp::redacted(&url),
-        _ => text.into_owned(),
+        // A URL that does not parse may still hold credentials: everything up to its last `@`
+        // goes (over-eager when a path holds an `@`, never short).
+        _ => match text.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, after)) => format!("{scheme}://{after}"),
+                None => text.into_owned(),
+            },
+            None => text.into_owned(),
+        },
     }
 }
 

@@ -151,18 +151,41 @@ fn an_https_camera_is_read_with_its_ca_and_refused_without_it() {
     assert_eq!(camera.join().unwrap(), [true, false, false]);
 
     // A verified camera that redirects to plain HTTP is not followed there (a plain camera
-    // waits at that address and must see no request).
+    // waits at that address and must see no request), and the refusal does not print the
+    // credentials the redirect carried.
     let plain = TcpListener::bind("127.0.0.1:0").unwrap();
     plain.set_nonblocking(true).unwrap();
-    let to = format!("http://{}/stream.mjpg", plain.local_addr().unwrap());
+    let to = format!(
+        "http://gate:s3cret@{}/stream.mjpg",
+        plain.local_addr().unwrap()
+    );
     let (url, camera) = tls_camera(&cert, &key, frames, 1, Some(to));
     let roots = CameraRoots::from_pem_file(&ca_file).unwrap();
-    assert!(MjpegSource::connect(&url, &limits, &roots).is_err());
+    let Err(e) = MjpegSource::connect(&url, &limits, &roots) else {
+        panic!("a redirect to plain HTTP was read");
+    };
+    assert!(!e.to_string().contains("s3cret"), "{e}");
     assert_eq!(camera.join().unwrap(), [true]);
     assert!(
         plain.accept().is_err(),
         "the redirect to plain HTTP was followed"
     );
+}
+
+#[test]
+fn a_camera_url_s_credentials_never_reach_an_error() {
+    // Nothing listens on port 9; the last URL is malformed (an unclosed IPv6 literal).
+    for url in [
+        "http://gate:s3cret@127.0.0.1:9/stream.mjpg",
+        "https://gate:s3cret@127.0.0.1:9/stream.mjpg",
+        "http://gate:s3cret@[::1/stream.mjpg",
+    ] {
+        let Err(e) = MjpegSource::connect(url, &VideoLimits::default(), &CameraRoots::Public)
+        else {
+            panic!("{url} was read");
+        };
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 }
 
 #[test]

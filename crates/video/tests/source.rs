@@ -177,3 +177,26 @@ fn a_zero_timescale_does_not_panic() {
         while let Some(Ok(_)) = s.next_frame() {}
     }
 }
+
+#[test]
+fn a_source_is_named_without_its_credentials() {
+    use std::path::Path;
+    let cases = [
+        (
+            "rtsp://gate:s3cret@10.0.0.7/stream1",
+            "rtsp://10.0.0.7/stream1",
+        ),
+        ("http://gate:s3cret@cam/x.mjpg", "http://cam/x.mjpg"),
+        // Malformed (an unclosed IPv6 literal; a password with `/` and `@` in it): everything
+        // up to the last `@` goes.
+        ("http://gate:s3cret@[::1/x.mjpg", "http://[::1/x.mjpg"),
+        ("rtsp://gate:s3/c@ret@[::1/x", "rtsp://[::1/x"),
+        ("/var/video/gate 3.mp4", "/var/video/gate 3.mp4"),
+        ("frames/", "frames/"),
+    ];
+    for (source, want) in cases {
+        let got = video::source::shown(Path::new(source));
+        assert_eq!(got, want);
+        assert!(!got.contains("s3"), "{got}");
+    }
+}
