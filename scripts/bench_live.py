@@ -8,7 +8,7 @@ streams, per stage, at the two sizes the targets name.
 Each stream is a generated scene (`facegate eval video --export-mp4`: people from the LFW
 development split walking, approaching, crossing and occluding each other; faces 130-210 px)
 written as an H.264 MP4 by openh264. `watch` reads the file as fast as it can, so its frames per
-second is throughput: real time is >= 30. Detection on every frame and on every 2nd / 3rd frame
+second is throughput: real time is >= 30. Detection on every frame and on every 2nd / 3rd / 4th frame
 (the tracker steps on those frames), with the default MMOD detector, with MMOD limited to faces of
 100-400 px (an e-gate camera's setting; e-gate stream only) and with HOG.
 
@@ -18,6 +18,7 @@ scripts/bench_face_recognition.py.
 
 usage: scripts/bench_live.py [--frames 600] [--facegate target/release/facegate]
        [--images ../shared/data/lfw-dev/images] [--reference ../shared/data/people/lin-manuel-miranda.png]
+       [--streams e-gate,cctv] [--every 1,2,3,4] [--detectors mmod,mmod-100-400,hog]
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 
@@ -40,7 +41,8 @@ def main():
     ap.add_argument("--facegate", default=os.path.join(HERE, "..", "target", "release", "facegate"))
     ap.add_argument("--images", default=os.path.join(SHARED, "data", "lfw-dev", "images"))
     ap.add_argument("--reference", default=os.path.join(SHARED, "data", "people", "lin-manuel-miranda.png"))
-    ap.add_argument("--every", default="1,2,3")
+    ap.add_argument("--every", default="1,2,3,4")
+    ap.add_argument("--streams", default="e-gate,cctv", help="which of the two streams to run")
     ap.add_argument("--detectors", default="mmod,mmod-100-400,hog",
                     help="mmod (the pack's detector, every face size it finds), mmod-100-400 (faces of 100-400 px "
                          "only, as an e-gate camera is set up; e-gate stream only), hog")
@@ -50,6 +52,8 @@ def main():
     print("method: facegate watch FILE --reference IMAGE, pinned with taskset; frames per second over the whole file "
           "(decode included), stage times from watch's summary (ms per frame); real time = 30 fps")
     configs = [("e-gate", (640, 480), "0", 1), ("CCTV", (1280, 720), "0-1" if cores > 1 else "0", 2)]
+    wanted = [s.strip().lower() for s in a.streams.split(",")]
+    configs = [c for c in configs if c[0].lower() in wanted]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (w, h), cpus, threads in configs:

@@ -46,6 +46,14 @@ pub struct WatchArgs {
     /// Decide after a passer-by was seen this many times (or when they leave).
     #[arg(long, default_value_t = 30)]
     pub decide_after: u32,
+    /// E-gate: decide a traveller as soon as their best frames match the reference within this
+    /// fraction of the decision distance (0-1): checked once they were seen 8 times with all
+    /// --best frames kept, and at each better frame after; a face not matching that clearly is
+    /// decided after --decide-after as usual.
+    /// Not with a gallery (each search is audited, so it is not probed frame after frame), nor
+    /// with a liveness stage (it looks at the whole collection).
+    #[arg(long, value_parser = crate::eval::video::parse_fraction)]
+    pub decide_early: Option<f32>,
     /// Decide on the best single frame instead of the fused template (for comparisons).
     #[arg(long)]
     pub single_frame: bool,
@@ -176,6 +184,9 @@ impl VideoPipeline {
 }
 
 pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
+    if a.decide_early.is_some() && a.reference.is_none() {
+        bail!("--decide-early needs --reference: a gallery is searched once per passer-by (each search is audited), not probed frame after frame");
+    }
     let cfg = WatchConfig {
         detect_every: a.every.max(1),
         best_frames: a.best.max(1),
@@ -251,6 +262,22 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
+    if let (
+        Some(factor),
+        Decider::Reference {
+            template,
+            threshold,
+            metric,
+        },
+    ) = (a.decide_early, &decider)
+    {
+        w.set_early_match(Some(video::watch::EarlyMatch::new(
+            [template.clone()],
+            *metric,
+            *threshold,
+            factor,
+        )));
+    }
     let started = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
     let (mut tracks, mut decisions, mut matches) = (0u64, 0u64, 0u64);
@@ -394,5 +421,6 @@ fn decision(
     line["frames_seen"] = json!(ev.frames_seen);
     line["frames_used"] = json!(ev.frames_used);
     line["at_track_end"] = json!(ev.at_track_end);
+    line["early"] = json!(ev.early);
     Ok(line)
 }

@@ -587,3 +587,59 @@ fn enrolment_quality_gate_over_http() {
         "{v}"
     );
 }
+
+/// `gate_decide_early`: a session stops at the traveller's first clear match, on fewer frames
+/// than the whole session, and says so; with the same frames and no early decision, every frame
+/// is looked at and the decision is the same.
+#[test]
+fn a_gate_session_stops_at_the_first_clear_match_when_configured() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = video::source::open(
+        &shared.join("data/video/short_hamilton_clip.mp4"),
+        &video::VideoLimits::default(),
+    )
+    .unwrap();
+    // Frames 80-139: the singer faces the camera.
+    let clip: Vec<image::RgbImage> = (0..140)
+        .map(|_| src.next_frame().unwrap().unwrap().image)
+        .skip(80)
+        .collect();
+    let photo = std::fs::read(shared.join("data/people/lin-manuel-miranda.png")).unwrap();
+    let c = Client::new();
+    let mut answers = Vec::new();
+    for (name, config) in [("usual", ""), ("early", "gate_decide_early = 0.95\n")] {
+        let data = dir.path().join(name);
+        setup(&data);
+        let gate = key(&data, "gate");
+        let srv = start(&data, config);
+        let mut form =
+            multipart::Form::new().part("reference", multipart::Part::bytes(photo.clone()));
+        for (i, f) in clip.iter().enumerate() {
+            form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
+        }
+        let r = c
+            .post(format!("{}/v1/gate/session", srv.base))
+            .header("Authorization", format!("Bearer {gate}"))
+            .multipart(form)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["match"], true, "{v}");
+        assert_eq!(v["frames"], 60, "{v}");
+        answers.push(v);
+    }
+    let (usual, early) = (&answers[0], &answers[1]);
+    assert_eq!(usual["early"], false, "{usual}");
+    assert_eq!(usual["frames_processed"], 60, "{usual}");
+    assert_eq!(early["early"], true, "{early}");
+    let processed = early["frames_processed"].as_u64().unwrap();
+    let seen = early["frames_seen"].as_u64().unwrap();
+    assert!((8..30).contains(&seen), "{early}");
+    assert!(seen <= processed && processed < 60, "{early}");
+    let threshold = early["threshold"].as_f64().unwrap();
+    assert!(early["score"].as_f64().unwrap() <= 0.95 * threshold + 1e-4);
+}

@@ -180,6 +180,79 @@ fn watchlist_mode_finds_the_listed_person_with_one_audit_record_per_decision() {
 }
 
 #[test]
+fn an_egate_decides_a_clear_match_early_and_waits_for_everyone_else() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let run = |extra: &[&str]| {
+        let (code, out, err) = watch(dir.path(), clip.to_str().unwrap(), &reference, extra);
+        assert_eq!(code, 0, "{err}");
+        events(&out)
+    };
+    let usual = run(&[]);
+    let early = run(&["--decide-early", "0.95"]);
+    let (u, e) = (matches(&usual), matches(&early));
+    assert_eq!((u.len(), e.len()), (1, 1), "{u:?} {e:?}");
+    let (u, e) = (u[0], e[0]);
+    assert_eq!(u["early"], false);
+    assert_eq!(u["frames_seen"], 30, "{u}");
+    // The singer is decided on his best frames as soon as they match clearly: seen at least 8
+    // times (not before: 3 frames kept are not yet his best), fewer than 30, frames earlier,
+    // within 0.95 of the decision distance.
+    assert_eq!(e["early"], true, "{e}");
+    assert_eq!(e["track"], u["track"]);
+    let seen = e["frames_seen"].as_u64().unwrap();
+    assert!((8..30).contains(&seen), "{e}");
+    assert!(e["frame"].as_u64().unwrap() < u["frame"].as_u64().unwrap());
+    let threshold = e["threshold"].as_f64().unwrap();
+    assert!(
+        e["score"].as_f64().unwrap() <= 0.95 * threshold + 1e-4,
+        "{e}"
+    );
+    assert_eq!(e["frames_used"].as_array().unwrap().len(), 3);
+    // Faces that do not match are decided as they were without it.
+    let others = |ev: &[serde_json::Value]| -> Vec<(u64, u64, String)> {
+        ev.iter()
+            .filter(|d| d["event"] == "decision" && d["match"] == false)
+            .map(|d| {
+                assert_eq!(d["early"], false);
+                (
+                    d["track"].as_u64().unwrap(),
+                    d["frame"].as_u64().unwrap(),
+                    format!("{:.4}", d["score"].as_f64().unwrap()),
+                )
+            })
+            .collect()
+    };
+    assert!(!others(&usual).is_empty());
+    assert_eq!(others(&early), others(&usual));
+    // Refused before anything runs: a factor outside (0, 1], and a gallery (not probed early).
+    for extra in [&["--decide-early", "1.5"][..], &["--decide-early", "0"][..]] {
+        let (code, _, err) = watch(dir.path(), clip.to_str().unwrap(), &reference, extra);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("not in (0, 1]"), "{err}");
+    }
+    let (code, _, err) = facegate(
+        &dir.path().join("data"),
+        &[
+            "watch",
+            clip.to_str().unwrap(),
+            "--gallery",
+            "g",
+            "--purpose",
+            "test",
+            "--decide-early",
+            "0.9",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--decide-early needs --reference"), "{err}");
+}
+
+#[test]
 fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     let Some(shared) = shared_with("data/lfw-dev/images") else {
         return;

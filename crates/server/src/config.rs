@@ -59,6 +59,11 @@ pub struct ServerConfig {
     pub max_session_frames: usize,
     /// How long a head-turn challenge may be answered, seconds.
     pub challenge_ttl_s: u64,
+    /// A gate session stops at the first clear match with the reference: once the traveller's
+    /// best frames are within this fraction (0-1) of the decision distance, the frames after are
+    /// not looked at (`video::watch::EarlyMatch`). Not for sessions with liveness or a
+    /// challenge, which look at all the frames. Unset: every frame is looked at.
+    pub gate_decide_early: Option<f32>,
     /// Passport chips (`dg2`/`sod`/`dg1` parts of verify and gate sessions): a directory of CSCA
     /// certificates and CRLs.
     pub csca_dir: Option<PathBuf>,
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             liveness_required: false,
             max_session_frames: 150,
             challenge_ttl_s: 15,
+            gate_decide_early: None,
             csca_dir: None,
             master_lists: Vec::new(),
             crls: Vec::new(),
@@ -198,6 +204,9 @@ impl ServerConfig {
         if c.pad_threshold.is_some_and(|t| !t.is_finite()) {
             return Err("pad_threshold must be a number".into());
         }
+        if c.gate_decide_early.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
+            return Err("gate_decide_early must be in (0, 1]".into());
+        }
         if c.challenge_ttl_s == 0 || c.challenge_ttl_s > 600 {
             return Err("challenge_ttl_s must be 1..=600".into());
         }
@@ -211,5 +220,33 @@ impl ServerConfig {
             return Err("max_header_bytes must be 8192..=1048576".into());
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_decides_early_only_within_the_decision_distance() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).expect("write the config");
+            ServerConfig::load(Some(&file))
+        };
+        assert_eq!(load("").map(|c| c.gate_decide_early), Ok(None));
+        assert_eq!(
+            load("gate_decide_early = 0.9").map(|c| c.gate_decide_early),
+            Ok(Some(0.9))
+        );
+        for bad in ["0", "1.5", "-0.5", "nan"] {
+            let e = load(&format!("gate_decide_early = {bad}")).map(|c| c.gate_decide_early);
+            assert_eq!(
+                e,
+                Err("gate_decide_early must be in (0, 1]".into()),
+                "{bad}"
+            );
+        }
     }
 }

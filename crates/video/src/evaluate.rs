@@ -7,7 +7,7 @@ use crate::metrics::{evaluate as mot, FrameBoxes, MotSummary};
 use crate::source::Frame;
 use crate::synth::Scene;
 use crate::track::iou;
-use crate::watch::{Event, WatchConfig, Watcher};
+use crate::watch::{EarlyMatch, Event, WatchConfig, Watcher};
 use std::collections::HashMap;
 use vision::geometry::Rect;
 use vision::pack::Metric;
@@ -62,6 +62,11 @@ pub struct SceneReport {
     /// Passers-by with at least one wrong fused decision (own reference rejected, or another
     /// identity's accepted).
     pub passers_by_with_a_wrong_decision: usize,
+    /// Decisions made before `decide_after_frames` on a clear match ([`crate::watch::EarlyMatch`]).
+    pub decided_early: usize,
+    /// Per passer-by decided: frames from the first scored frame they are visible in to their
+    /// first decision (how long a gate or an operator waits).
+    pub decision_delay_frames: Vec<u64>,
     pub fused: Outcomes,
     pub single_frame: Outcomes,
     pub seconds: f64,
@@ -83,6 +88,9 @@ pub struct ByOverlap {
 /// A decision as the evaluation keeps it.
 struct Decided {
     track: u64,
+    /// The frame it was made at.
+    frame: u64,
+    early: bool,
     fused: Vec<f32>,
     best: Vec<f32>,
     /// The frames its template was made of, with the face's box in each.
@@ -153,19 +161,31 @@ pub struct StreamFacts {
 
 /// Run `p` over every frame of `scene` with `cfg`, and score it. With `h264_bits_per_second`,
 /// every frame first goes through an H.264 encoder at that rate and back
-/// ([`crate::h264::H264RoundTrip`]), as a camera's stream would deliver it.
+/// ([`crate::h264::H264RoundTrip`]), as a camera's stream would deliver it. With `early`, a
+/// track is decided early on a clear match ([`EarlyMatch`], this factor) with any of the
+/// judge's references: every passer-by is someone the watcher knows, as on a watchlist of them
+/// all (or at an e-gate, where the reference is the traveller's own).
 pub fn run_scene(
     scene: &Scene,
     p: &Pipeline,
     cfg: WatchConfig,
     judge: &Judge<'_>,
     h264_bits_per_second: Option<u32>,
+    early: Option<f32>,
 ) -> Result<SceneReport, VideoError> {
     let started = std::time::Instant::now();
     let mut stream = h264_bits_per_second
         .map(|bps| crate::h264::H264RoundTrip::new(bps, 30.0))
         .transpose()?;
     let mut w = Watcher::new(cfg);
+    w.set_early_match(early.map(|factor| {
+        EarlyMatch::new(
+            judge.references.values().cloned(),
+            judge.metric,
+            judge.threshold,
+            factor,
+        )
+    }));
     let mut boxes: Vec<FrameBoxes> = Vec::with_capacity(scene.frames() as usize);
     let mut truths: Vec<Vec<(u64, usize, Rect)>> = Vec::new();
     let mut decided: Vec<Decided> = Vec::new();
@@ -193,6 +213,8 @@ pub fn run_scene(
                     .collect();
                 decided.push(Decided {
                     track: e.track,
+                    frame: e.frame,
+                    early: e.early,
                     fused: e.fused.clone(),
                     best: e.best.clone(),
                     used,
@@ -256,6 +278,7 @@ pub fn run_scene(
         v
     };
     let mut per_passage: HashMap<u64, Vec<(bool, u64)>> = HashMap::new();
+    let mut first_decision: HashMap<u64, u64> = HashMap::new();
     let mut by_overlap: HashMap<u64, usize> = HashMap::new();
     let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
     let mut orphans = 0;
@@ -306,6 +329,8 @@ pub fn run_scene(
             .entry(passage)
             .or_default()
             .push((wrong, d.track));
+        let at = first_decision.entry(passage).or_insert(d.frame);
+        *at = (*at).min(d.frame);
     }
     // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
     // view, or be cut by the end of the scene).
@@ -377,6 +402,15 @@ pub fn run_scene(
         })
         .collect();
     decided_twice.sort_by_key(|d| d.passage);
+    let mut decision_delay_frames: Vec<u64> = counted
+        .iter()
+        .filter_map(|id| {
+            let decided = *first_decision.get(id)?;
+            let first_seen = (0..truths.len()).find(|k| truths[*k].iter().any(|t| t.0 == *id))?;
+            Some(decided.saturating_sub(frame_of(first_seen)))
+        })
+        .collect();
+    decision_delay_frames.sort_unstable();
     let wrong = per_passage
         .values()
         .filter(|v| v.iter().any(|(w, _)| *w))
@@ -399,6 +433,8 @@ pub fn run_scene(
         decided_twice,
         undecided,
         passers_by_with_a_wrong_decision: wrong,
+        decided_early: decided.iter().filter(|d| d.early).count(),
+        decision_delay_frames,
         fused,
         single_frame: single,
         seconds: started.elapsed().as_secs_f64(),

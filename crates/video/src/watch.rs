@@ -67,17 +67,70 @@ pub struct WatchConfig {
 impl WatchConfig {
     /// The tracker's appearance gates from a pack's metric and decision threshold.
     pub fn for_pack(self, metric: vision::pack::Metric, threshold: f64) -> WatchConfig {
-        // A similarity threshold t on unit vectors is the Euclidean distance sqrt(2 - 2t).
-        let d = if metric.is_similarity() {
-            (2.0 - 2.0 * threshold).max(0.0).sqrt()
-        } else {
-            threshold
-        };
+        let d = decision_distance(metric, threshold);
         WatchConfig {
             tracker: self.tracker.for_threshold(d as f32),
             duplicate_distance: self.duplicate_factor * d as f32,
             ..self
         }
+    }
+}
+
+/// A decision threshold as a distance in the tracker's geometry ([`pack_geometry`]): a distance
+/// pack's threshold as it is; a similarity threshold t on unit vectors is the Euclidean distance
+/// sqrt(2 - 2t).
+pub fn decision_distance(metric: vision::pack::Metric, threshold: f64) -> f64 {
+    if metric.is_similarity() {
+        (2.0 - 2.0 * threshold).max(0.0).sqrt()
+    } else {
+        threshold
+    }
+}
+
+/// Deciding a track before `decide_after_frames` when its best frames already match clearly.
+///
+/// An e-gate wants its traveller decided as soon as the evidence settles it, not after a second
+/// of frames: once a track has been seen `min_frames_to_decide` times and holds its full
+/// `best_frames`, its provisional fused template is compared with the references each time a
+/// better frame is kept; within `factor` times the decision distance of one, the track is
+/// decided there (on those frames, as any decision). Only a clear *match* ends collection early:
+/// a face that does not match yet may still show a better frame, so it waits as before.
+///
+/// The references are faces the caller decides against without an audited search: the
+/// traveller's own chip photo at an e-gate, or an evaluation's references. A gallery is not
+/// probed frame after frame (each search is an audited operation).
+///
+/// Not with a PAD stage: its motion cue and passive checks look at the whole collection.
+pub struct EarlyMatch {
+    /// In the tracker's geometry, zeroised when dropped.
+    references: Vec<Zeroizing<Vec<f32>>>,
+    within: f32,
+}
+
+impl EarlyMatch {
+    /// `references` as the pack embeds them; `threshold` the decision threshold in the pack's
+    /// metric; `factor` in (0, 1]: how far inside the threshold a match must be.
+    pub fn new(
+        references: impl IntoIterator<Item = Vec<f32>>,
+        metric: vision::pack::Metric,
+        threshold: f64,
+        factor: f32,
+    ) -> EarlyMatch {
+        let similarity = metric.is_similarity();
+        EarlyMatch {
+            references: references
+                .into_iter()
+                .map(|r| Zeroizing::new(pack_geometry(similarity, r)))
+                .collect(),
+            within: factor * decision_distance(metric, threshold) as f32,
+        }
+    }
+
+    /// Whether `fused` (in the tracker's geometry) is within reach of a reference.
+    fn settles(&self, fused: &[f32]) -> bool {
+        self.references
+            .iter()
+            .any(|r| crate::track::distance(fused, r) <= self.within)
     }
 }
 
@@ -99,7 +152,10 @@ impl Default for WatchConfig {
 
 /// One frame kept for a track: its aligned chip (zeroised on drop) and measurements.
 struct Kept {
+    /// Zeroised and dropped once the chip is embedded for an early check (`embedding`).
     chip: Option<RgbImage>,
+    /// Its embedding, when an early check ([`EarlyMatch`]) embedded it.
+    embedding: Option<Zeroizing<Vec<f32>>>,
     /// What the PAD stage needs of this frame (when the pipeline has one).
     pad: Option<PadCrops>,
     quality: Quality,
@@ -140,6 +196,8 @@ struct TrackState {
     /// Whether, since it was last seen, its appearance in the tracker became the fusion of its
     /// best frames so far (see [`Watcher::look_at_lost`]).
     looked_at_lost: bool,
+    /// Whether a frame was kept since the last early check ([`EarlyMatch`]).
+    unchecked: bool,
 }
 
 impl TrackState {
@@ -156,6 +214,7 @@ impl TrackState {
             seen_with: HashSet::new(),
             last_seen: first_frame,
             looked_at_lost: false,
+            unchecked: false,
         }
     }
 }
@@ -199,6 +258,8 @@ pub struct Evidence {
     pub fused: Vec<f32>,
     /// Whether the track ended before `decide_after_frames` (decided on what there was).
     pub at_track_end: bool,
+    /// Whether it was decided before `decide_after_frames` on a clear match ([`EarlyMatch`]).
+    pub early: bool,
     /// The liveness evidence, when the pipeline has a PAD stage.
     pub liveness: Option<TrackLiveness>,
 }
@@ -278,6 +339,8 @@ pub struct Watcher {
     /// it left (its own passer-by's earlier track, lost behind someone, deciding late).
     /// Zeroised when they expire.
     recent: Vec<Recent>,
+    /// Faces a clear match with decides a track early.
+    early: Option<EarlyMatch>,
 }
 
 /// A decided track that ended, remembered a while: see [`Watcher::recent`].
@@ -301,7 +364,14 @@ impl Watcher {
             boxes: Vec::new(),
             seconds: StageSeconds::default(),
             recent: Vec::new(),
+            early: None,
         }
+    }
+
+    /// Decide tracks early on a clear match with these faces ([`EarlyMatch`]); `None`: only after
+    /// `decide_after_frames` or at the track's end.
+    pub fn set_early_match(&mut self, early: Option<EarlyMatch>) {
+        self.early = early;
     }
 
     /// The passer-by a track about to be decided on `fused` already is: another live track whose
@@ -554,9 +624,9 @@ impl Watcher {
             }
             state.looked_at_lost = true;
             let clock = std::time::Instant::now();
-            let chips: Vec<RgbImage> = state.kept.iter().filter_map(|k| k.chip.clone()).collect();
-            let (mut best, fused) = embed_and_fuse(p, chips)?;
-            best.zeroize();
+            let embeddings = embeddings_of(p, &mut state.kept, false)?;
+            let fused = fuse(&embeddings);
+            zeroize_all(embeddings);
             self.tracker
                 .set_appearance(id, pack_geometry(similarity, fused));
             self.seconds.appearance += clock.elapsed().as_secs_f64();
@@ -627,6 +697,7 @@ impl Watcher {
             self.seconds.liveness += clock.elapsed().as_secs_f64();
             let keep = Kept {
                 chip: Some(chip),
+                embedding: None,
                 pad,
                 quality,
                 rank,
@@ -639,11 +710,45 @@ impl Watcher {
             } else {
                 state.kept[i] = keep;
             }
+            state.unchecked = true;
         }
         if state.seen < self.cfg.decide_after_frames || only_hidden(state) {
-            return Ok(None);
+            if !self.settled_early(state, p)? {
+                return Ok(None);
+            }
+            let ev = self.decide_once(id, state, (frame.index, frame.time_ms), false, p)?;
+            return Ok(ev.map(|mut ev| {
+                ev.early = true;
+                ev
+            }));
         }
         self.decide_once(id, state, (frame.index, frame.time_ms), false, p)
+    }
+
+    /// Whether a track still collecting is settled by a clear match ([`EarlyMatch`]): checked once
+    /// it was seen `min_frames_to_decide` times with its `best_frames` full, and again each time
+    /// it keeps a better frame. The kept frames embedded for the check keep their embeddings
+    /// (their chips are dropped), so the decision embeds nothing twice.
+    fn settled_early(&mut self, state: &mut TrackState, p: &Pipeline) -> Result<bool, VideoError> {
+        let Some(early) = &self.early else {
+            return Ok(false);
+        };
+        if p.liveness.is_some()
+            || !state.unchecked
+            || state.seen < self.cfg.min_frames_to_decide
+            || state.kept.len() < self.cfg.best_frames.max(1)
+            || only_hidden(state)
+        {
+            return Ok(false);
+        }
+        state.unchecked = false;
+        let clock = std::time::Instant::now();
+        let embeddings = embeddings_of(p, &mut state.kept, true)?;
+        let fused = Zeroizing::new(pack_geometry(p.metric().is_similarity(), fuse(&embeddings)));
+        let settles = early.settles(&fused);
+        zeroize_all(embeddings);
+        self.seconds.decide += clock.elapsed().as_secs_f64();
+        Ok(settles)
     }
 
     /// The stream ended: every live track is decided (if it was not) and ended, in
@@ -682,6 +787,7 @@ impl Watcher {
                 o.kept.append(&mut y.kept);
                 o.kept.sort_by(|a, b| b.rank.total_cmp(&a.rank));
                 o.kept.truncate(self.cfg.best_frames.max(1));
+                o.unchecked = true;
             }
         }
         events.push(Event::TrackEnd {
@@ -764,20 +870,48 @@ fn pack_geometry(similarity: bool, mut e: Vec<f32>) -> Vec<f32> {
     }
 }
 
-/// The chips' embeddings, best (first) and fused; the chips and the single embeddings are
-/// zeroised, whether embedding succeeds or not.
-fn embed_and_fuse(p: &Pipeline, chips: Vec<RgbImage>) -> Result<(Vec<f32>, Vec<f32>), VideoError> {
+/// The embeddings of `kept`, in its order: the ones an early check made as they are, the others
+/// embedded from their chips in one batch. With `keep`, those are stored in `kept` and their
+/// chips zeroised; without, chips stay and the embeddings are only returned. The caller zeroises
+/// what it gets ([`zeroize_all`]).
+fn embeddings_of(p: &Pipeline, kept: &mut [Kept], keep: bool) -> Result<Vec<Vec<f32>>, VideoError> {
+    let chips: Vec<RgbImage> = kept
+        .iter()
+        .filter(|k| k.embedding.is_none())
+        .filter_map(|k| k.chip.clone())
+        .collect();
     let embedded = p.embed_aligned(&chips);
     for c in chips {
         c.into_raw().zeroize();
     }
-    let mut embeddings = embedded?;
-    let fused = fuse(&embeddings);
-    let best = embeddings.first().cloned().unwrap_or_default();
+    let mut fresh = embedded?.into_iter();
+    let mut out = Vec::with_capacity(kept.len());
+    for k in kept.iter_mut() {
+        if let Some(e) = &k.embedding {
+            out.push(e.to_vec());
+        } else if k.chip.is_some() {
+            let Some(e) = fresh.next() else {
+                break;
+            };
+            if keep {
+                k.embedding = Some(Zeroizing::new(e.clone()));
+                if let Some(c) = k.chip.take() {
+                    c.into_raw().zeroize();
+                }
+            }
+            out.push(e);
+        }
+    }
+    for mut e in fresh {
+        e.zeroize();
+    }
+    Ok(out)
+}
+
+fn zeroize_all(mut embeddings: Vec<Vec<f32>>) {
     for e in &mut embeddings {
         e.zeroize();
     }
-    Ok((best, fused))
 }
 
 /// [`evidence`], timed: its liveness work is counted in `seconds.liveness`, the rest in
@@ -828,8 +962,10 @@ fn evidence(
         _ => None,
     };
     seconds.liveness += clock.elapsed().as_secs_f64();
-    let chips: Vec<RgbImage> = kept.iter_mut().filter_map(|k| k.chip.take()).collect();
-    let (best, fused) = embed_and_fuse(p, chips)?;
+    let embeddings = embeddings_of(p, &mut kept, false)?;
+    let fused = fuse(&embeddings);
+    let best = embeddings.first().cloned().unwrap_or_default();
+    zeroize_all(embeddings);
     Ok(Some(Evidence {
         track: id,
         frame,
@@ -848,101 +984,11 @@ fn evidence(
         best,
         fused,
         at_track_end,
+        early: false,
         liveness,
     }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn recent(track: u64, ended: u64, left_view: bool, template: Vec<f32>) -> Recent {
-        Recent {
-            track,
-            ended,
-            left_view,
-            template: Zeroizing::new(template),
-        }
-    }
-
-    #[test]
-    fn decided_templates_are_forgotten_after_three_keepings_and_decided_tracks_finish_first() {
-        let mut w = Watcher::new(WatchConfig::default());
-        let kept = w.lost_kept_for();
-        w.recent.push(recent(1, 100, false, vec![1.0]));
-        w.recent.push(recent(2, 100, true, vec![1.0]));
-        w.forget_recent(100 + 3 * kept);
-        assert_eq!(w.recent.len(), 2);
-        w.forget_recent(101 + 3 * kept);
-        assert!(w.recent.is_empty());
-
-        // Started in the order 3, 4, 5, 6; 4 and 6 were decided.
-        for (id, decided) in [(3, false), (4, true), (5, false), (6, true)] {
-            let mut s = TrackState::new(id * 10, true, None);
-            s.decided = decided;
-            w.tracks.insert(id, s);
-        }
-        assert_eq!(w.finishing_order(vec![6, 5, 4, 3, 9]), vec![4, 6, 3, 5, 9]);
-    }
-
-    #[test]
-    fn a_track_kept_only_mostly_hidden_frames_is_only_hidden_one_clear_frame_is_enough() {
-        let kept = |visible: f64| Kept {
-            chip: None,
-            pad: None,
-            quality: Quality {
-                face_px: 100.0,
-                eye_distance_px: 40.0,
-                sharpness: 100.0,
-                ofiq: None,
-            },
-            rank: visible,
-            visible,
-            frame: 0,
-            rect: Rect {
-                left: 0.0,
-                top: 0.0,
-                right: 99.0,
-                bottom: 99.0,
-            },
-        };
-        let mut s = TrackState::new(0, true, None);
-        assert!(!only_hidden(&s), "nothing kept: nothing to call hidden");
-        s.kept = vec![kept(0.2), kept(0.49)];
-        assert!(only_hidden(&s));
-        s.kept.push(kept(0.5));
-        assert!(!only_hidden(&s));
-    }
-
-    #[test]
-    fn a_track_is_compared_with_a_recent_one_it_may_continue_and_not_with_one_it_cannot() {
-        let cfg = WatchConfig {
-            duplicate_distance: 0.4,
-            ..WatchConfig::default()
-        };
-        let kept = cfg.tracker.max_lost_frames as u64;
-        let mut w = Watcher::new(cfg);
-        let face = vec![1.0, 0.0, 0.0];
-        let near = [0.9, 0.1, 0.0];
-        // Lost at 1000 (hidden): whoever started up to a lost track's keeping later may be them.
-        w.recent.push(recent(7, 1000, false, face.clone()));
-        let none = HashSet::new();
-        assert_eq!(w.duplicate_of(9, &near, &none, 400, false), Some(7));
-        assert_eq!(w.duplicate_of(9, &near, &none, 1000 + kept, false), Some(7));
-        assert_eq!(w.duplicate_of(9, &near, &none, 1001 + kept, false), None);
-        // Too far apart, or seen together: never the same passer-by.
-        assert_eq!(
-            w.duplicate_of(9, &[0.0, 1.0, 0.0], &none, 1010, false),
-            None
-        );
-        let together: HashSet<u64> = [7].into();
-        assert_eq!(w.duplicate_of(9, &near, &together, 1010, false), None);
-        // Walked out at 2000: a track that started before (lost behind someone, deciding late)
-        // may be them; one that started after is someone coming back, a new passer-by.
-        w.recent.clear();
-        w.recent.push(recent(8, 2000, true, face));
-        assert_eq!(w.duplicate_of(9, &near, &none, 1990, false), Some(8));
-        assert_eq!(w.duplicate_of(9, &near, &none, 2000, false), None);
-        assert_eq!(w.duplicate_of(9, &near, &none, 2030, false), None);
-    }
-}
+#[path = "watch_tests.rs"]
+mod tests;

@@ -57,6 +57,9 @@ pub(crate) async fn challenge(
 /// What the frames gave, for the answer and the audit record.
 struct Outcome {
     score: f64,
+    /// Frames looked at: all of them, unless a clear match settled the session early.
+    frames_processed: usize,
+    early: bool,
     frames_seen: u32,
     frames_used: Vec<video::watch::FrameUsed>,
     tracks: usize,
@@ -216,6 +219,11 @@ pub(crate) async fn session(
     let pad_threshold = st.config.pad_threshold;
     let max_faces = st.config.max_faces;
     let n_frames = frames.len();
+    // Liveness and the challenge look at every frame.
+    let early = st
+        .config
+        .gate_decide_early
+        .filter(|_| !live && turn.is_none());
     let outcome = with_pipeline(&st, move |p| {
         let mut warnings = Vec::new();
         // The reference: a photo, never assessed for liveness.
@@ -227,7 +235,12 @@ pub(crate) async fn session(
         let metric = p.metric();
         let cfg = WatchConfig::default().for_pack(metric, threshold);
         let mut w = Watcher::new(cfg);
+        w.set_early_match(early.map(|factor| {
+            video::watch::EarlyMatch::new([rface.embedding.clone()], metric, threshold, factor)
+        }));
         let mut events = Vec::new();
+        let mut frames_processed = 0;
+        let mut settled = false;
         // Each tracked face's yaw per frame, when a challenge is to be checked.
         let mut yaws: HashMap<u64, Vec<f64>> = HashMap::new();
         let alignment = p.models.manifest.embedder.alignment.clone();
@@ -243,6 +256,7 @@ pub(crate) async fn session(
                 w.process(&frame, p)
                     .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?,
             );
+            frames_processed = i + 1;
             if turn.is_some() {
                 for &(track, rect) in w.boxes() {
                     let d = vision::detect::Detection {
@@ -262,11 +276,19 @@ pub(crate) async fn session(
                     format!("{name}: more than {max_faces} faces tracked"),
                 ));
             }
+            settled = events
+                .iter()
+                .any(|e| matches!(e, Event::Decide(ev) if ev.early));
+            if settled {
+                break;
+            }
         }
-        events.extend(
-            w.finish(p)
-                .map_err(|e| unprocessable("bad_frame", e.to_string()))?,
-        );
+        if !settled {
+            events.extend(
+                w.finish(p)
+                    .map_err(|e| unprocessable("bad_frame", e.to_string()))?,
+            );
+        }
         let decided: Vec<_> = events
             .into_iter()
             .filter_map(|e| match e {
@@ -275,10 +297,11 @@ pub(crate) async fn session(
             })
             .collect();
         let tracks = decided.len();
-        // The traveller: the face followed through the most frames.
+        // The traveller: the face that settled the session, else the face followed through the
+        // most frames.
         let ev = decided
             .into_iter()
-            .max_by_key(|ev| ev.frames_seen)
+            .max_by_key(|ev| (ev.early, ev.frames_seen))
             .ok_or_else(|| unprocessable("no_face", "no face was followed in the frames".into()))?;
         let pad = match &ev.liveness {
             Some(l) if live => Some(
@@ -296,6 +319,8 @@ pub(crate) async fn session(
         Ok(Outcome {
             challenge,
             score: metric.compare(&ev.fused, &rface.embedding),
+            frames_processed,
+            early: ev.early,
             frames_seen: ev.frames_seen,
             frames_used: ev.frames_used.clone(),
             tracks,
@@ -348,6 +373,7 @@ pub(crate) async fn session(
             extra["mode"] = json!("gate-session");
             extra["frames"] = json!(n_frames);
             extra["frames_seen"] = json!(outcome.frames_seen);
+            extra["early"] = json!(outcome.early);
             extra
         },
     )
@@ -362,6 +388,8 @@ pub(crate) async fn session(
         "chip": chip.as_ref().map(|c| c.report_json(false)),
         "challenge": challenge,
         "frames": n_frames,
+        "frames_processed": outcome.frames_processed,
+        "early": outcome.early,
         "frames_seen": outcome.frames_seen,
         "frames_used": outcome.frames_used,
         "tracks": outcome.tracks,
