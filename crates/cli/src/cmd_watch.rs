@@ -67,12 +67,23 @@ pub struct WatchArgs {
     /// up to the next key frame, counted in the summary's `dropped_units`).
     #[arg(long)]
     pub keep_every_frame: bool,
+    /// For an rtsp:// camera: how it sends its RTP packets, interleaved on the RTSP connection
+    /// (tcp, the default) or over UDP (udp, for a camera network only: no reordering, a lost
+    /// packet costs its frame).
+    #[arg(long, value_enum, default_value_t = RtspTransportArg::Tcp)]
+    pub rtsp_transport: RtspTransportArg,
     /// For an https:// MJPEG camera: the camera network's CA certificates (PEM); the camera's
     /// certificate must chain to one of them. Without it, to the public roots compiled in.
     #[arg(long, env = "FACEGATE_CAMERA_CA")]
     pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RtspTransportArg {
+    Tcp,
+    Udp,
 }
 
 /// How a decision is made.
@@ -243,6 +254,10 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     let options = video::source::SourceOptions {
         rtsp: video::rtsp::RtspOptions {
             keep_every_unit: a.keep_every_frame,
+            transport: match a.rtsp_transport {
+                RtspTransportArg::Tcp => video::rtsp::RtspTransport::Tcp,
+                RtspTransportArg::Udp => video::rtsp::RtspTransport::Udp,
+            },
             ..Default::default()
         },
         camera_roots: match &a.camera_ca {

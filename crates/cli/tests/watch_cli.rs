@@ -518,6 +518,37 @@ fn an_rtsp_camera_is_watched_like_the_file() {
     assert!(!out.contains("s3cret") && !err.contains("s3cret"));
 }
 
+/// `--rtsp-transport udp` reaches the camera: its packets come over UDP. (The transport itself is
+/// tested in the video crate, tests/rtsp.rs, with lost packets too.)
+#[test]
+fn the_rtsp_transport_option_takes_the_packets_over_udp() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let mut stream = rtsp_server::TestStream::from_mp4(&clip);
+    // One second: little enough that no packet waits in the socket's buffer for long.
+    stream.units.truncate(30);
+    let server = rtsp_server::serve(stream, rtsp_server::Behaviour::RealTime);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = watch(
+        dir.path(),
+        &server.url,
+        &reference,
+        &["--rtsp-transport", "udp", "--keep-every-frame"],
+    );
+    server.handle.join().unwrap().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let sent = server
+        .udp_packets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent >= 30, "{sent} packets over UDP");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert!(summary["frames"].as_u64().unwrap() >= 20, "{summary}");
+}
+
 #[test]
 fn a_camera_lost_mid_stream_still_decides_who_was_seen_then_fails() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {

@@ -1,5 +1,5 @@
-//! RTSP cameras (H.264 over RTP, interleaved on the RTSP TCP connection), read by `retina` and
-//! decoded by openh264 as MP4 files are.
+//! RTSP cameras (H.264 over RTP, interleaved on the RTSP TCP connection or, asked for, over UDP:
+//! [`RtspTransport`]), read by `retina` and decoded by openh264 as MP4 files are.
 //!
 //! retina is asynchronous; the rest of the video layer pulls frames one at a time. So a camera
 //! runs on a thread of its own with a single-threaded tokio runtime, and hands access units
@@ -43,6 +43,22 @@ pub struct RtspOptions {
     /// with the TCP connection. A live camera should drop (the default): waiting makes its
     /// picture ever later, and a camera that cannot send for long closes the session.
     pub keep_every_unit: bool,
+    /// How RTP reaches the reader.
+    pub transport: RtspTransport,
+}
+
+/// How a camera sends its RTP packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtspTransport {
+    /// Interleaved on the RTSP TCP connection (the default): one connection that passes any
+    /// firewall, nothing lost or reordered on the way.
+    #[default]
+    Tcp,
+    /// RTP over UDP to a port pair of the reader's, which many cameras send by default. For a
+    /// camera network only: retina's UDP keeps no reorder buffer (a packet out of order is
+    /// dropped, and with it its frame) and sends no receiver reports. A lost packet damages its
+    /// access unit; openh264 refuses it or conceals the damage until the next key frame.
+    Udp,
 }
 
 impl Default for RtspOptions {
@@ -50,6 +66,7 @@ impl Default for RtspOptions {
         RtspOptions {
             stall: Duration::from_secs(10),
             keep_every_unit: false,
+            transport: RtspTransport::Tcp,
         }
     }
 }
@@ -226,7 +243,13 @@ impl Camera {
                 .map(f64::from)
                 .filter(|r| r.is_finite() && *r > 0.0)
                 .unwrap_or(0.0);
-            let setup = SetupOptions::default().frame_format(retina::codec::FrameFormat::SIMPLE);
+            let transport = match self.options.transport {
+                RtspTransport::Tcp => retina::client::Transport::Tcp(Default::default()),
+                RtspTransport::Udp => retina::client::Transport::Udp(Default::default()),
+            };
+            let setup = SetupOptions::default()
+                .frame_format(retina::codec::FrameFormat::SIMPLE)
+                .transport(transport);
             self.within("SETUP", session.setup(stream, setup)).await?;
             let playing = self
                 .within("PLAY", session.play(PlayOptions::default()))

@@ -11,7 +11,7 @@ use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, RateControlM
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use rtsp_server::{serve, Behaviour, TestStream};
 use std::time::{Duration, Instant};
-use video::rtsp::{RtspOptions, RtspSource};
+use video::rtsp::{RtspOptions, RtspSource, RtspTransport};
 use video::{FrameSource, VideoError, VideoLimits};
 
 const W: u32 = 320;
@@ -123,6 +123,65 @@ fn an_rtsp_camera_is_read_frame_by_frame_in_order_through_open() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert_eq!(order[0], 0);
     assert_pictures_match(&frames);
+    server.handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn an_rtsp_camera_sending_rtp_over_udp_is_read_in_order() {
+    let n = 30;
+    let server = serve(stream(n), Behaviour::RealTime);
+    let udp = RtspOptions {
+        transport: RtspTransport::Udp,
+        ..options(3000)
+    };
+    let mut source = RtspSource::connect(&server.url, &VideoLimits::default(), udp).unwrap();
+    let (frames, end) = read_all(&mut source);
+    let stats = source.stats();
+    // Every packet went over UDP; the pictures are the camera's, in order.
+    assert!(
+        server
+            .udp_packets
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= n as u64
+    );
+    assert_eq!(stats.frames + stats.dropped, n as u64, "{stats:?} {end:?}");
+    assert!(
+        frames.len() >= n / 2,
+        "{} frames of {n}: {end:?}",
+        frames.len()
+    );
+    let order: Vec<usize> = frames.iter().map(|(i, _)| *i).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(order[0], 0);
+    assert_pictures_match(&frames);
+    // The camera closing its RTSP connection ends the stream without an error.
+    assert!(end.is_none(), "{end:?}");
+    server.handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn packets_lost_over_udp_cost_frames_and_the_stream_goes_on_to_its_end() {
+    let n = 60;
+    let server = serve(stream(n), Behaviour::LosePackets);
+    let udp = RtspOptions {
+        transport: RtspTransport::Udp,
+        keep_every_unit: true,
+        ..options(3000)
+    };
+    let mut source = RtspSource::connect(&server.url, &VideoLimits::default(), udp).unwrap();
+    let (frames, end) = read_all(&mut source);
+    let stats = source.stats();
+    // Some frames are lost with their packets (the access unit never completes, or openh264
+    // refuses it: `skipped`); the reader goes on to the end of the stream, in order, and the
+    // stream ends as the camera ends it.
+    let order: Vec<usize> = frames.iter().map(|(i, _)| *i).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert!(frames.len() < n, "{order:?} {stats:?}");
+    assert!(
+        order.last().is_some_and(|&i| i + KEY_EVERY >= n),
+        "{order:?}"
+    );
+    assert!(end.is_none(), "{end:?}");
     server.handle.join().unwrap().unwrap();
 }
 

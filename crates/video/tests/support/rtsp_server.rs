@@ -1,12 +1,15 @@
 //! A minimal RTSP camera for tests: one client, one H.264 stream, RTP interleaved on the RTSP
-//! connection (RFC 2326 §10.12), packetised as RFC 6184 says (single NAL units, FU-A fragments
-//! over 1,400 bytes). Enough of the protocol to answer retina the way IP cameras do, plus the
+//! connection (RFC 2326 §10.12) or, when the client's SETUP asks for it (`client_port=`), over
+//! UDP from a port of its own to the client's, packetised as RFC 6184 says (single NAL units,
+//! FU-A fragments over 1,400 bytes). Enough of the protocol to answer retina the way IP cameras do, plus the
 //! misbehaviours a reader must survive.
 #![allow(dead_code)]
 
 use base64::Engine;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -119,11 +122,15 @@ pub enum Behaviour {
     CloseHalfway,
     /// Half the units, then nothing while the connection stays open.
     StallHalfway,
+    /// Every 25th RTP packet is never sent (a lossy network; for UDP).
+    LosePackets,
 }
 
 pub struct RtspTestServer {
     pub url: String,
     pub handle: JoinHandle<std::io::Result<()>>,
+    /// RTP packets sent over UDP (none when they went interleaved).
+    pub udp_packets: Arc<AtomicU64>,
 }
 
 /// Listen on a loopback port and serve one client.
@@ -132,17 +139,26 @@ pub fn serve(stream: TestStream, behaviour: Behaviour) -> RtspTestServer {
     let port = listener.local_addr().expect("local address").port();
     let url = format!("rtsp://127.0.0.1:{port}/camera");
     let base = url.clone();
+    let udp_packets = Arc::new(AtomicU64::new(0));
+    let counter = udp_packets.clone();
     let handle = std::thread::spawn(move || {
         let (socket, _) = listener.accept()?;
-        session(socket, &base, &stream, behaviour)
+        session(socket, &base, &stream, behaviour, &counter)
     });
-    RtspTestServer { url, handle }
+    RtspTestServer {
+        url,
+        handle,
+        udp_packets,
+    }
 }
 
-/// One RTSP request: method and CSeq (retina's requests carry no body).
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, String)>> {
+/// One RTSP request: method, CSeq and Transport (retina's requests carry no body).
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+) -> std::io::Result<Option<(String, String, String)>> {
     let mut method = String::new();
     let mut cseq = String::new();
+    let mut transport = String::new();
     let mut first = true;
     loop {
         let mut line = String::new();
@@ -154,10 +170,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<(St
             method = line.split(' ').next().unwrap_or("").to_string();
             first = false;
         } else if line.is_empty() {
-            return Ok(Some((method, cseq)));
+            return Ok(Some((method, cseq, transport)));
         } else if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("cseq") {
                 cseq = value.trim().to_string();
+            } else if name.eq_ignore_ascii_case("transport") {
+                transport = value.trim().to_string();
             }
         }
     }
@@ -190,10 +208,13 @@ fn session(
     base: &str,
     stream: &TestStream,
     behaviour: Behaviour,
+    udp_packets: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut out = socket.try_clone()?;
     let mut reader = BufReader::new(socket);
-    while let Some((method, cseq)) = read_request(&mut reader)? {
+    // RTP over UDP: this camera's socket and the client's RTP port.
+    let mut udp: Option<(UdpSocket, SocketAddr)> = None;
+    while let Some((method, cseq, transport)) = read_request(&mut reader)? {
         let head = format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n");
         match method.as_str() {
             "OPTIONS" => write!(
@@ -209,17 +230,36 @@ fn session(
                     body.len()
                 )?
             }
-            "SETUP" => write!(
-                out,
-                "{head}Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\
-                 Session: 4711;timeout=60\r\n\r\n"
-            )?,
+            "SETUP" => match transport
+                .split(';')
+                .find_map(|p| p.strip_prefix("client_port="))
+                .and_then(|ports| ports.split('-').next()?.parse::<u16>().ok())
+            {
+                Some(client) => {
+                    let socket = UdpSocket::bind("127.0.0.1:0")?;
+                    let port = socket.local_addr()?.port();
+                    write!(
+                        out,
+                        "{head}Transport: RTP/AVP;unicast;client_port={client}-{};\
+                         server_port={port}-{}\r\nSession: 4711;timeout=60\r\n\r\n",
+                        client + 1,
+                        port + 1
+                    )?;
+                    udp = Some((socket, SocketAddr::from(([127, 0, 0, 1], client))));
+                }
+                None => write!(
+                    out,
+                    "{head}Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\
+                     Session: 4711;timeout=60\r\n\r\n"
+                )?,
+            },
             "PLAY" => {
                 write!(
                     out,
                     "{head}Session: 4711\r\nRTP-Info: url={base}/trackID=0;seq=1;rtptime=0\r\n\r\n"
                 )?;
-                return play(&mut out, &mut reader, stream, behaviour);
+                let udp = udp.as_ref().map(|(s, a)| (s, *a, udp_packets));
+                return play(&mut out, &mut reader, udp, stream, behaviour);
             }
             _ => write!(out, "{head}Session: 4711\r\n\r\n")?,
         }
@@ -230,6 +270,7 @@ fn session(
 fn play(
     out: &mut TcpStream,
     reader: &mut BufReader<TcpStream>,
+    udp: Option<(&UdpSocket, SocketAddr, &AtomicU64)>,
     stream: &TestStream,
     behaviour: Behaviour,
 ) -> std::io::Result<()> {
@@ -267,10 +308,18 @@ fn play(
                 rtp.extend_from_slice(&timestamp.to_be_bytes());
                 rtp.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
                 rtp.extend_from_slice(&payload);
-                let mut frame = vec![b'$', 0];
-                frame.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
-                frame.extend_from_slice(&rtp);
-                out.write_all(&frame)?;
+                let lost = behaviour == Behaviour::LosePackets && seq.is_multiple_of(25);
+                if lost {
+                    // Never sent: the client sees a gap in the sequence numbers.
+                } else if let Some((socket, client, sent)) = udp {
+                    socket.send_to(&rtp, client)?;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let mut frame = vec![b'$', 0];
+                    frame.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
+                    frame.extend_from_slice(&rtp);
+                    out.write_all(&frame)?;
+                }
                 seq = seq.wrapping_add(1);
             }
         }
