@@ -47,13 +47,13 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 30)]
     pub decide_after: u32,
     /// E-gate: decide a traveller as soon as their best frames match the reference within this
-    /// fraction of the decision distance (0-1): checked once they were seen 8 times with all
-    /// --best frames kept, and at each better frame after; a face not matching that clearly is
-    /// decided after --decide-after as usual.
+    /// fraction of the decision distance (0-1; default 0.9; `off`: only after --decide-after):
+    /// checked once they were seen 8 times with all --best frames kept, and at each better frame
+    /// after; a face not matching that clearly is decided after --decide-after as usual.
     /// Not with a gallery (each search is audited, so it is not probed frame after frame), nor
     /// with a liveness stage (it looks at the whole collection).
-    #[arg(long, value_parser = crate::eval::video::parse_fraction)]
-    pub decide_early: Option<f32>,
+    #[arg(long, value_parser = parse_early)]
+    pub decide_early: Option<Early>,
     /// Decide on the best single frame instead of the fused template (for comparisons).
     #[arg(long)]
     pub single_frame: bool,
@@ -78,6 +78,21 @@ pub struct WatchArgs {
     pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `--decide-early`: a factor, or `off`.
+#[derive(Clone, Copy, Debug)]
+pub enum Early {
+    Off,
+    Within(f32),
+}
+
+fn parse_early(s: &str) -> Result<Early, String> {
+    if s == "off" {
+        Ok(Early::Off)
+    } else {
+        crate::eval::video::parse_fraction(s).map(Early::Within)
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -277,6 +292,11 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
+    let early = match a.decide_early {
+        None => Some(video::watch::EarlyMatch::DEFAULT_FACTOR),
+        Some(Early::Off) => None,
+        Some(Early::Within(f)) => Some(f),
+    };
     if let (
         Some(factor),
         Decider::Reference {
@@ -284,7 +304,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             threshold,
             metric,
         },
-    ) = (a.decide_early, &decider)
+    ) = (early, &decider)
     {
         w.set_early_match(Some(video::watch::EarlyMatch::new(
             [template.clone()],

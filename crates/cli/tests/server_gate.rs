@@ -588,9 +588,9 @@ fn enrolment_quality_gate_over_http() {
     );
 }
 
-/// `gate_decide_early`: a session stops at the traveller's first clear match, on fewer frames
-/// than the whole session, and says so; with the same frames and no early decision, every frame
-/// is looked at and the decision is the same.
+/// `gate_decide_early` (0.9 by default): a session stops at the traveller's first clear match, on
+/// fewer frames than the whole session, and says so; with it off (0), every frame is looked at
+/// and the decision is the same.
 #[test]
 fn a_gate_session_stops_at_the_first_clear_match_when_configured() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
@@ -610,7 +610,10 @@ fn a_gate_session_stops_at_the_first_clear_match_when_configured() {
     let photo = std::fs::read(shared.join("data/people/lin-manuel-miranda.png")).unwrap();
     let c = Client::new();
     let mut answers = Vec::new();
-    for (name, config) in [("usual", ""), ("early", "gate_decide_early = 0.95\n")] {
+    for (name, config) in [
+        ("usual", "gate_decide_early = 0\n"),
+        ("early", "gate_decide_early = 0.95\n"),
+    ] {
         let data = dir.path().join(name);
         setup(&data);
         let gate = key(&data, "gate");

@@ -97,6 +97,10 @@ fn egate_mode_matches_the_singer_once_and_nobody_in_the_audience() {
         let used = d["frames_used"].as_array().unwrap();
         assert!(!used.is_empty() && used.len() <= 3);
     }
+    // By default an e-gate decides a clear match early (`--decide-early 0.9`).
+    let singer = matches(&ev)[0];
+    assert_eq!(singer["early"], true, "{singer}");
+    assert!(singer["frames_seen"].as_u64().unwrap() < 30, "{singer}");
     // Nothing was written: no frame, no data directory.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -192,7 +196,7 @@ fn an_egate_decides_a_clear_match_early_and_waits_for_everyone_else() {
         assert_eq!(code, 0, "{err}");
         events(&out)
     };
-    let usual = run(&[]);
+    let usual = run(&["--decide-early", "off"]);
     let early = run(&["--decide-early", "0.95"]);
     let (u, e) = (matches(&usual), matches(&early));
     assert_eq!((u.len(), e.len()), (1, 1), "{u:?} {e:?}");

@@ -60,10 +60,10 @@ pub struct ServerConfig {
     /// How long a head-turn challenge may be answered, seconds.
     pub challenge_ttl_s: u64,
     /// A gate session stops at the first clear match with the reference: once the traveller's
-    /// best frames are within this fraction (0-1) of the decision distance, the frames after are
-    /// not looked at (`video::watch::EarlyMatch`). Not for sessions with liveness or a
-    /// challenge, which look at all the frames. Unset: every frame is looked at.
-    pub gate_decide_early: Option<f32>,
+    /// best frames are within this fraction (0-1, default 0.9) of the decision distance, the
+    /// frames after are not looked at (`video::watch::EarlyMatch`). Not for sessions with
+    /// liveness or a challenge, which look at all the frames. 0: every frame is looked at.
+    pub gate_decide_early: f32,
     /// Passport chips (`dg2`/`sod`/`dg1` parts of verify and gate sessions): a directory of CSCA
     /// certificates and CRLs.
     pub csca_dir: Option<PathBuf>,
@@ -109,7 +109,7 @@ impl Default for ServerConfig {
             liveness_required: false,
             max_session_frames: 150,
             challenge_ttl_s: 15,
-            gate_decide_early: None,
+            gate_decide_early: video::watch::EarlyMatch::DEFAULT_FACTOR,
             csca_dir: None,
             master_lists: Vec::new(),
             crls: Vec::new(),
@@ -204,8 +204,8 @@ impl ServerConfig {
         if c.pad_threshold.is_some_and(|t| !t.is_finite()) {
             return Err("pad_threshold must be a number".into());
         }
-        if c.gate_decide_early.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
-            return Err("gate_decide_early must be in (0, 1]".into());
+        if !(0.0..=1.0).contains(&c.gate_decide_early) {
+            return Err("gate_decide_early must be in [0, 1] (0: off)".into());
         }
         if c.challenge_ttl_s == 0 || c.challenge_ttl_s > 600 {
             return Err("challenge_ttl_s must be 1..=600".into());
@@ -235,16 +235,16 @@ mod tests {
             std::fs::write(&file, text).expect("write the config");
             ServerConfig::load(Some(&file))
         };
-        assert_eq!(load("").map(|c| c.gate_decide_early), Ok(None));
-        assert_eq!(
-            load("gate_decide_early = 0.9").map(|c| c.gate_decide_early),
-            Ok(Some(0.9))
-        );
-        for bad in ["0", "1.5", "-0.5", "nan"] {
+        assert_eq!(load("").map(|c| c.gate_decide_early), Ok(0.9));
+        for (text, f) in [("0.8", 0.8), ("0", 0.0), ("1", 1.0)] {
+            let c = load(&format!("gate_decide_early = {text}"));
+            assert_eq!(c.map(|c| c.gate_decide_early), Ok(f));
+        }
+        for bad in ["1.5", "-0.5", "nan"] {
             let e = load(&format!("gate_decide_early = {bad}")).map(|c| c.gate_decide_early);
             assert_eq!(
                 e,
-                Err("gate_decide_early must be in (0, 1]".into()),
+                Err("gate_decide_early must be in [0, 1] (0: off)".into()),
                 "{bad}"
             );
         }

@@ -220,10 +220,7 @@ pub(crate) async fn session(
     let max_faces = st.config.max_faces;
     let n_frames = frames.len();
     // Liveness and the challenge look at every frame.
-    let early = st
-        .config
-        .gate_decide_early
-        .filter(|_| !live && turn.is_none());
+    let early = Some(st.config.gate_decide_early).filter(|f| *f > 0.0 && !live && turn.is_none());
     let outcome = with_pipeline(&st, move |p| {
         let mut warnings = Vec::new();
         // The reference: a photo, never assessed for liveness.
