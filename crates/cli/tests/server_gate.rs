@@ -156,6 +156,20 @@ fn jpeg(img: &image::RgbImage) -> Vec<u8> {
 /// The e-gate session: two seconds of the real clip (the singer) against his photo give one
 /// match with a live verdict; his photo printed and waved in front of the camera (synthetic)
 /// would match too, and the liveness stage refuses it; each session is one audit record.
+/// Frames 80-139 of the clip: the singer faces the camera (earlier, he is turned away and does
+/// not match).
+fn singer_faces_the_camera(shared: &std::path::Path) -> Vec<image::RgbImage> {
+    let mut src = video::source::open(
+        &shared.join("data/video/short_hamilton_clip.mp4"),
+        &video::VideoLimits::default(),
+    )
+    .unwrap();
+    (0..140)
+        .map(|_| src.next_frame().unwrap().unwrap().image)
+        .skip(80)
+        .collect()
+}
+
 #[test]
 fn gate_session_decides_once_and_refuses_a_waved_print() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
@@ -214,16 +228,7 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
         panic!("no '{turn}' challenge in 64 tries");
     };
 
-    let mut src = video::source::open(
-        &shared.join("data/video/short_hamilton_clip.mp4"),
-        &video::VideoLimits::default(),
-    )
-    .unwrap();
-    // Frames 80-139: the singer faces the camera (earlier, he is turned away and does not match).
-    let clip: Vec<image::RgbImage> = (0..140)
-        .map(|_| src.next_frame().unwrap().unwrap().image)
-        .skip(80)
-        .collect();
+    let clip = singer_faces_the_camera(&shared);
     let (code, v) = session(&clip, true);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["match"], true, "{v}");
@@ -597,16 +602,7 @@ fn a_gate_session_stops_at_the_first_clear_match_when_configured() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut src = video::source::open(
-        &shared.join("data/video/short_hamilton_clip.mp4"),
-        &video::VideoLimits::default(),
-    )
-    .unwrap();
-    // Frames 80-139: the singer faces the camera.
-    let clip: Vec<image::RgbImage> = (0..140)
-        .map(|_| src.next_frame().unwrap().unwrap().image)
-        .skip(80)
-        .collect();
+    let clip = singer_faces_the_camera(&shared);
     let photo = std::fs::read(shared.join("data/people/lin-manuel-miranda.png")).unwrap();
     let c = Client::new();
     let mut answers = Vec::new();
