@@ -210,7 +210,7 @@ impl VideoPipeline {
 }
 
 pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
-    if a.decide_early.is_some() && a.reference.is_none() {
+    if matches!(a.decide_early, Some(Early::Within(_))) && a.reference.is_none() {
         bail!("--decide-early needs --reference: a gallery is searched once per passer-by (each search is audited), not probed frame after frame");
     }
     let cfg = WatchConfig {

@@ -304,6 +304,64 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     assert_eq!(fused["false_matches"], 0, "{r}");
 }
 
+/// `eval video --decide-early`: decisions made early are counted, each passer-by's wait from
+/// first sight to decision is reported, and deciding clear matches early shortens it without a
+/// passer-by decided twice or left out.
+#[test]
+fn eval_video_reports_early_decisions_and_how_long_each_passer_by_waited() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = shared.join("data/lfw-dev/images");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "video",
+            "--images",
+            images.to_str().unwrap(),
+            "--people",
+            "12",
+            "--frames",
+            "400",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = facegate(&dir.path().join("data"), &args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["scenes"][0]["report"].clone()
+    };
+    let usual = run(&[]);
+    let early = run(&["--decide-early", "0.9"]);
+    let delays = |r: &serde_json::Value| -> Vec<u64> {
+        let d: Vec<u64> = r["decision_delay_frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        // One per passer-by decided, sorted.
+        let decided =
+            r["passages"].as_u64().unwrap() - r["passers_by_without_decision"].as_u64().unwrap();
+        assert_eq!(d.len() as u64, decided, "{r}");
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+        d
+    };
+    let (u, e) = (delays(&usual), delays(&early));
+    assert_eq!(usual["decided_early"], 0, "{usual}");
+    let n_early = early["decided_early"].as_u64().unwrap();
+    assert!(
+        n_early >= 1 && n_early <= early["decisions"].as_u64().unwrap(),
+        "{early}"
+    );
+    assert!(e[e.len() / 2] < u[u.len() / 2], "{e:?} against {u:?}");
+    for r in [&usual, &early] {
+        assert_eq!(r["passers_by_with_two_or_more_decisions"], 0, "{r}");
+        assert_eq!(r["passers_by_without_decision"], 0, "{r}");
+    }
+}
+
 #[test]
 fn generated_scenes_export_as_mp4_with_ground_truth_and_scene_n_is_always_the_same() {
     use video::FrameSource;
