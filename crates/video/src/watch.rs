@@ -97,10 +97,8 @@ pub fn decision_distance(metric: vision::pack::Metric, threshold: f64) -> f64 {
 /// decided there (on those frames, as any decision). Only a clear *match* ends collection early:
 /// a face that does not match yet may still show a better frame, so it waits as before.
 ///
-/// The references are faces the caller decides against without an audited search: the
-/// traveller's own chip photo at an e-gate, or an evaluation's references. A gallery is not
-/// probed frame after frame (each search is an audited operation).
-///
+/// The references are faces the caller decides against without an audited search (the chip
+/// photo at an e-gate, an evaluation's references): a gallery is not probed frame after frame.
 /// Not with a PAD stage: its motion cue and passive checks look at the whole collection.
 pub struct EarlyMatch {
     /// In the tracker's geometry, zeroised when dropped.
