@@ -156,6 +156,32 @@ fn jpeg(img: &image::RgbImage) -> Vec<u8> {
 /// The e-gate session: two seconds of the real clip (the singer) against his photo give one
 /// match with a live verdict; his photo printed and waved in front of the camera (synthetic)
 /// would match too, and the liveness stage refuses it; each session is one audit record.
+/// `POST /v1/gate/session` as a multipart form: the reference photo, `fields`, then the frames as
+/// JPEG parts `frame000`, `frame001`, ...
+fn post_session(
+    c: &Client,
+    base: &str,
+    gate: &str,
+    photo: &[u8],
+    fields: &[(&'static str, String)],
+    frames: &[image::RgbImage],
+) -> (u16, serde_json::Value) {
+    let mut form = multipart::Form::new().part("reference", multipart::Part::bytes(photo.to_vec()));
+    for (name, value) in fields {
+        form = form.text(*name, value.clone());
+    }
+    for (i, f) in frames.iter().enumerate() {
+        form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
+    }
+    let r = c
+        .post(format!("{base}/v1/gate/session"))
+        .header("Authorization", format!("Bearer {gate}"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
 /// Frames 80-139 of the clip: the singer faces the camera (earlier, he is turned away and does
 /// not match).
 fn singer_faces_the_camera(shared: &std::path::Path) -> Vec<image::RgbImage> {
@@ -193,22 +219,11 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
                         liveness: bool,
                         challenge: Option<&str>|
      -> (u16, serde_json::Value) {
-        let mut form = multipart::Form::new()
-            .part("reference", multipart::Part::bytes(photo.clone()))
-            .text("liveness", liveness.to_string());
+        let mut fields = vec![("liveness", liveness.to_string())];
         if let Some(n) = challenge {
-            form = form.text("challenge", n.to_string());
+            fields.push(("challenge", n.to_string()));
         }
-        for (i, f) in frames.iter().enumerate() {
-            form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
-        }
-        let r = c
-            .post(format!("{}/v1/gate/session", srv.base))
-            .header("Authorization", format!("Bearer {gate}"))
-            .multipart(form)
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.json().unwrap())
+        post_session(&c, &srv.base, &gate, &photo, &fields, frames)
     };
     let session = |frames: &[image::RgbImage], liveness: bool| session_with(frames, liveness, None);
     // A challenge asking for `turn`: challenges are random, so ask until one does.
@@ -614,19 +629,8 @@ fn a_gate_session_stops_at_the_first_clear_match_when_configured() {
         setup(&data);
         let gate = key(&data, "gate");
         let srv = start(&data, config);
-        let mut form =
-            multipart::Form::new().part("reference", multipart::Part::bytes(photo.clone()));
-        for (i, f) in clip.iter().enumerate() {
-            form = form.part(format!("frame{i:03}"), multipart::Part::bytes(jpeg(f)));
-        }
-        let r = c
-            .post(format!("{}/v1/gate/session", srv.base))
-            .header("Authorization", format!("Bearer {gate}"))
-            .multipart(form)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: serde_json::Value = r.json().unwrap();
+        let (code, v) = post_session(&c, &srv.base, &gate, &photo, &[], &clip);
+        assert_eq!(code, 200, "{v}");
         assert_eq!(v["match"], true, "{v}");
         assert_eq!(v["frames"], 60, "{v}");
         answers.push(v);

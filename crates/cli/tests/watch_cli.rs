@@ -256,30 +256,41 @@ fn an_egate_decides_a_clear_match_early_and_waits_for_everyone_else() {
     assert!(err.contains("--decide-early needs --reference"), "{err}");
 }
 
+/// `facegate eval video --json` on the LFW development split (`people` passers-by, `frames`
+/// frames, then `extra`), its data directory under `dir`: the first scene's report.
+fn eval_video_report(
+    dir: &std::path::Path,
+    shared: &std::path::Path,
+    people: &str,
+    frames: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let images = shared.join("data/lfw-dev/images");
+    let mut args = vec![
+        "eval",
+        "video",
+        "--images",
+        images.to_str().unwrap(),
+        "--people",
+        people,
+        "--frames",
+        frames,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = facegate(&dir.join("data"), &args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["scenes"][0]["report"].clone()
+}
+
 #[test]
 fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     let Some(shared) = shared_with("data/lfw-dev/images") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let images = shared.join("data/lfw-dev/images");
-    let (code, out, err) = facegate(
-        &dir.path().join("data"),
-        &[
-            "eval",
-            "video",
-            "--images",
-            images.to_str().unwrap(),
-            "--people",
-            "12",
-            "--frames",
-            "400",
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let r = &v["scenes"][0]["report"];
+    let r = &eval_video_report(dir.path(), &shared, "12", "400", &[]);
     let passers_by = r["passages"].as_u64().unwrap();
     assert!(passers_by >= 8, "{r}");
     // The live-capture targets on this scene: IDF1 >= 0.90, nobody decided twice.
@@ -313,25 +324,7 @@ fn eval_video_reports_early_decisions_and_how_long_each_passer_by_waited() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let images = shared.join("data/lfw-dev/images");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "video",
-            "--images",
-            images.to_str().unwrap(),
-            "--people",
-            "12",
-            "--frames",
-            "400",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let (code, out, err) = facegate(&dir.path().join("data"), &args);
-        assert_eq!(code, 0, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["scenes"][0]["report"].clone()
-    };
+    let run = |extra: &[&str]| eval_video_report(dir.path(), &shared, "12", "400", extra);
     let usual = run(&[]);
     let early = run(&["--decide-early", "0.9"]);
     let delays = |r: &serde_json::Value| -> Vec<u64> {
@@ -430,25 +423,7 @@ fn a_generated_scene_through_h264_reports_its_stream_and_still_tracks() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let images = shared.join("data/lfw-dev/images");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "video",
-            "--images",
-            images.to_str().unwrap(),
-            "--people",
-            "6",
-            "--frames",
-            "200",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let (code, out, err) = facegate(&dir.path().join("data"), &args);
-        assert_eq!(code, 0, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["scenes"][0]["report"].clone()
-    };
+    let run = |extra: &[&str]| eval_video_report(dir.path(), &shared, "6", "200", extra);
     let plain = run(&[]);
     assert!(plain.get("h264").is_none(), "{plain}");
     let r = run(&["--h264-bitrate", "500000"]);
