@@ -335,8 +335,13 @@ pub fn run_scene(
     // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
     // view, or be cut by the end of the scene).
     let mut visible: HashMap<u64, usize> = HashMap::new();
-    for t in truths.iter().flatten() {
-        *visible.entry(t.0).or_default() += 1;
+    // The first scored frame each passer-by is visible in.
+    let mut first_seen: HashMap<u64, u64> = HashMap::new();
+    for (k, truth) in truths.iter().enumerate() {
+        for t in truth {
+            *visible.entry(t.0).or_default() += 1;
+            first_seen.entry(t.0).or_insert(boxes[k].frame);
+        }
     }
     let counted: Vec<u64> = scene
         .passages
@@ -404,11 +409,7 @@ pub fn run_scene(
     decided_twice.sort_by_key(|d| d.passage);
     let mut decision_delay_frames: Vec<u64> = counted
         .iter()
-        .filter_map(|id| {
-            let decided = *first_decision.get(id)?;
-            let first_seen = (0..truths.len()).find(|k| truths[*k].iter().any(|t| t.0 == *id))?;
-            Some(decided.saturating_sub(frame_of(first_seen)))
-        })
+        .filter_map(|id| Some(first_decision.get(id)?.saturating_sub(*first_seen.get(id)?)))
         .collect();
     decision_delay_frames.sort_unstable();
     let wrong = per_passage
