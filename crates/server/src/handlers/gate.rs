@@ -249,10 +249,13 @@ pub(crate) async fn session(
                 time_ms: i as u64 * 1000 / 30,
                 image,
             };
-            events.extend(
-                w.process(&frame, p)
-                    .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?,
-            );
+            let now = w
+                .process(&frame, p)
+                .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?;
+            settled = now
+                .iter()
+                .any(|e| matches!(e, Event::Decide(ev) if ev.early));
+            events.extend(now);
             frames_processed = i + 1;
             if turn.is_some() {
                 for &(track, rect) in w.boxes() {
@@ -273,9 +276,6 @@ pub(crate) async fn session(
                     format!("{name}: more than {max_faces} faces tracked"),
                 ));
             }
-            settled = events
-                .iter()
-                .any(|e| matches!(e, Event::Decide(ev) if ev.early));
             if settled {
                 break;
             }
