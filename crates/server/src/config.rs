@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// frames after are not looked at (`video::watch::EarlyMatch`). Not for sessions with
     /// liveness or a challenge, which look at all the frames. 0: every frame is looked at.
     pub gate_decide_early: f32,
+    /// A gate session sent as a camera stream is read as it arrives; this is the longest wait
+    /// for its next part, milliseconds (408 `stream_stalled` after it), so a camera that stops
+    /// sending, or a client that trickles bytes, cannot hold the session's inference slot.
+    pub gate_frame_gap_ms: u64,
     /// Passport chips (`dg2`/`sod`/`dg1` parts of verify and gate sessions): a directory of CSCA
     /// certificates and CRLs.
     pub csca_dir: Option<PathBuf>,
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             max_session_frames: 150,
             challenge_ttl_s: 15,
             gate_decide_early: video::watch::EarlyMatch::DEFAULT_FACTOR,
+            gate_frame_gap_ms: 2000,
             csca_dir: None,
             master_lists: Vec::new(),
             crls: Vec::new(),
@@ -207,6 +212,9 @@ impl ServerConfig {
         if !(0.0..=1.0).contains(&c.gate_decide_early) {
             return Err("gate_decide_early must be in [0, 1] (0: off)".into());
         }
+        if c.gate_frame_gap_ms == 0 {
+            return Err("gate_frame_gap_ms must be at least 1".into());
+        }
         if c.challenge_ttl_s == 0 || c.challenge_ttl_s > 600 {
             return Err("challenge_ttl_s must be 1..=600".into());
         }
@@ -236,6 +244,11 @@ mod tests {
             ServerConfig::load(Some(&file))
         };
         assert_eq!(load("").map(|c| c.gate_decide_early), Ok(0.9));
+        assert_eq!(load("").map(|c| c.gate_frame_gap_ms), Ok(2000));
+        assert_eq!(
+            load("gate_frame_gap_ms = 0").map(|c| c.gate_frame_gap_ms),
+            Err("gate_frame_gap_ms must be at least 1".into())
+        );
         for (text, f) in [("0.8", 0.8), ("0", 0.0), ("1", 1.0)] {
             let c = load(&format!("gate_decide_early = {text}"));
             assert_eq!(c.map(|c| c.gate_decide_early), Ok(f));

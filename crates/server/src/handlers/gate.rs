@@ -5,6 +5,7 @@
 //! unattended gate) a head-turn challenge issued by `challenge` and checked from the traveller's
 //! head pose over the frames. No frame is kept; one audit record per session.
 
+use super::camera_stream::CameraStream;
 use super::images::{
     audit_image_decision, largest, limits, multipart_fields, text, wants_liveness, with_pipeline,
     Decision, Use,
@@ -72,23 +73,19 @@ fn unprocessable(code: &'static str, msg: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
 }
 
-/// The fields of a session sent as a camera stream (`multipart/x-mixed-replace`, as an MJPEG
-/// camera sends it, usually chunked): the first part is the reference image, every further part
-/// a frame in order; `liveness` and `challenge` come in the query string. The whole body is
-/// bounded by `max_body_bytes` (413 past it), each part by the same limit; the frames are
-/// counted against `max_session_frames` by `session`, as a form's are. The stream must end with
-/// its closing delimiter (`--BOUNDARY--`): a part cut short by the end of the body is not a
-/// frame.
-async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String, Bytes>> {
-    let bad = |code: &'static str, e: String| ApiError::bad_request(code, e);
+/// The reference part and the options of a session sent as a camera stream: the first part is
+/// the reference image, every further part a frame in order; `liveness` and `challenge` come in
+/// the query string. The frames are left in the stream, to be read as they arrive.
+async fn stream_start(
+    st: &AppState,
+    req: Request,
+) -> ApiResult<(HashMap<String, Bytes>, CameraStream)> {
     let content_type = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let boundary = video::mjpeg::MjpegParser::boundary_of(&content_type)
-        .map_err(|e| bad("bad_stream", e.to_string()))?;
     let query: HashMap<String, String> = req
         .uri()
         .query()
@@ -98,44 +95,267 @@ async fn stream_fields(st: &AppState, req: Request) -> ApiResult<HashMap<String,
                 .collect()
         })
         .unwrap_or_default();
-    let limit = st.config.max_body_bytes;
-    let body = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the stream is over the body limit of {limit} bytes"),
-            )
-        })?;
-    let mut parser = video::mjpeg::MjpegParser::new(&boundary, limit)
-        .map_err(|e| bad("bad_stream", e.to_string()))?;
-    let parts = parser
-        .push(&body)
-        .map_err(|e| bad("bad_stream", e.to_string()))?;
-    drop(body);
-    if !parser.finished() {
-        return Err(bad(
-            "bad_stream",
-            "the stream did not end with its closing delimiter (--boundary--)".into(),
-        ));
-    }
-    // The frame count is checked with the form's, after a challenge nonce is spent, so both
-    // ways of sending a session spend it alike.
-    let mut parts = parts.into_iter();
+    let mut camera = CameraStream::new(
+        &content_type,
+        req.into_body(),
+        st.config.max_body_bytes,
+        Duration::from_millis(st.config.gate_frame_gap_ms),
+    )?;
     let mut fields = HashMap::new();
-    if let Some(reference) = parts.next() {
-        fields.insert("reference".to_string(), Bytes::from(reference));
-    }
-    for (i, frame) in parts.enumerate() {
-        fields.insert(format!("frame{i:06}"), Bytes::from(frame));
+    if let Some(reference) = camera.next_part().await? {
+        fields.insert("reference".to_string(), reference);
     }
     for name in ["liveness", "challenge"] {
         if let Some(v) = query.get(name) {
             fields.insert(name.to_string(), Bytes::from(v.clone()));
         }
     }
-    Ok(fields)
+    Ok((fields, camera))
+}
+
+/// A frame of a session: its name (for messages) and its encoded image.
+type NamedFrame = (String, Bytes);
+
+/// What the reader of a camera stream hands the session's worker.
+enum Part {
+    Frame(Bytes),
+    /// The stream's closing delimiter: no more frames.
+    End,
+}
+
+/// A camera stream's frames as the worker takes them, waiting for each (on the blocking thread
+/// that runs the session).
+struct Received {
+    parts: tokio::sync::mpsc::Receiver<Part>,
+    taken: usize,
+}
+
+impl Iterator for Received {
+    type Item = ApiResult<NamedFrame>;
+
+    fn next(&mut self) -> Option<ApiResult<NamedFrame>> {
+        match self.parts.blocking_recv() {
+            Some(Part::Frame(bytes)) => {
+                let name = format!("frame{:06}", self.taken);
+                self.taken += 1;
+                Some(Ok((name, bytes)))
+            }
+            Some(Part::End) => None,
+            // The request was given up (refused by the reader, or timed out): stop, so the slot
+            // and the pipeline go back at once.
+            None => Some(Err(ApiError::bad_request(
+                "bad_stream",
+                "the stream was abandoned",
+            ))),
+        }
+    }
+}
+
+/// How the frames come: all read already (a multipart form), or from a camera stream still
+/// arriving.
+enum Frames {
+    Form(Vec<NamedFrame>),
+    Camera(CameraStream, Bytes),
+}
+
+/// What a session is decided with, taken from the server's configuration and the request.
+struct Settings {
+    probe_limits: vision::decode::DecodeLimits,
+    threshold: f64,
+    policy: app::liveness::PadPolicy,
+    pad_threshold: Option<f32>,
+    max_faces: usize,
+    live: bool,
+    turn: Option<Turn>,
+    early: Option<f32>,
+}
+
+/// The session's work on the pipeline: the reference's face, then the frames through a
+/// watcher, in order, until they end or a clear match settles the session.
+fn decide(
+    p: &vision::pipeline::Pipeline,
+    reference: &[u8],
+    frames: impl Iterator<Item = ApiResult<NamedFrame>>,
+    s: Settings,
+) -> ApiResult<Outcome> {
+    let mut warnings = Vec::new();
+    // The reference: a photo, never assessed for liveness.
+    let (img, truncated) = decode_flagged(reference, &s.probe_limits)?;
+    warnings.extend(truncated.map(|t| format!("reference: {t}")));
+    let faces = p.faces(&img)?;
+    let (rface, _, _) = largest(faces, "reference")?;
+    drop(img);
+    let metric = p.metric();
+    let cfg = WatchConfig::default().for_pack(metric, s.threshold);
+    let mut w = Watcher::new(cfg);
+    w.set_early_match(s.early.map(|factor| {
+        video::watch::EarlyMatch::new([rface.embedding.clone()], metric, s.threshold, factor)
+    }));
+    let mut events = Vec::new();
+    let mut frames_processed = 0;
+    let mut settled = false;
+    // Each tracked face's yaw per frame, when a challenge is to be checked.
+    let mut yaws: HashMap<u64, Vec<f64>> = HashMap::new();
+    let alignment = p.models.manifest.embedder.alignment.clone();
+    for (i, named) in frames.enumerate() {
+        let (name, bytes) = named?;
+        let (image, truncated) = decode_flagged(&bytes, &s.probe_limits)?;
+        drop(bytes);
+        warnings.extend(truncated.map(|t| format!("{name}: {t}")));
+        let frame = video::Frame {
+            index: i as u64,
+            time_ms: i as u64 * 1000 / 30,
+            image,
+        };
+        let now = w
+            .process(&frame, p)
+            .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?;
+        settled = now
+            .iter()
+            .any(|e| matches!(e, Event::Decide(ev) if ev.early));
+        events.extend(now);
+        frames_processed = i + 1;
+        if s.turn.is_some() {
+            for &(track, rect) in w.boxes() {
+                let d = vision::detect::Detection {
+                    rect,
+                    score: 0.0,
+                    landmarks: None,
+                };
+                let lm = p.landmarks_for(&frame.image, &d)?;
+                if let Some(y) = vision::quality::head_yaw(&lm, &alignment) {
+                    yaws.entry(track).or_default().push(y);
+                }
+            }
+        }
+        if w.live_tracks() > s.max_faces {
+            return Err(unprocessable(
+                "too_many_faces",
+                format!("{name}: more than {} faces tracked", s.max_faces),
+            ));
+        }
+        if settled {
+            break;
+        }
+    }
+    if !settled {
+        events.extend(
+            w.finish(p)
+                .map_err(|e| unprocessable("bad_frame", e.to_string()))?,
+        );
+    }
+    let decided: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Decide(ev) => Some(ev),
+            _ => None,
+        })
+        .collect();
+    let tracks = decided.len();
+    // The traveller: the face that settled the session, else the face followed through the
+    // most frames.
+    let ev = decided
+        .into_iter()
+        .max_by_key(|ev| (ev.early, ev.frames_seen))
+        .ok_or_else(|| unprocessable("no_face", "no face was followed in the frames".into()))?;
+    let pad = match &ev.liveness {
+        Some(l) if s.live => Some(
+            app::liveness::PadVerdict::of_track(
+                &l.passive,
+                l.motion.clone(),
+                s.policy,
+                s.pad_threshold,
+            )
+            .ok_or_else(ApiError::internal)?,
+        ),
+        _ => None,
+    };
+    let challenge = s
+        .turn
+        .map(|t| check_turn(yaws.get(&ev.track).map_or(&[], |v| v), t));
+    Ok(Outcome {
+        challenge,
+        score: metric.compare(&ev.fused, &rface.embedding),
+        frames_processed,
+        early: ev.early,
+        frames_seen: ev.frames_seen,
+        frames_used: ev.frames_used.clone(),
+        tracks,
+        pad,
+        warnings,
+    })
+}
+
+/// Runs the session's work on an inference slot. A camera stream is read here while the slot's
+/// worker looks at the frames already read (at most two wait between them), so the answer can
+/// go back as soon as the session is settled, with the rest of the stream not read. Returns the
+/// outcome and the frames received.
+async fn run(
+    st: &Arc<AppState>,
+    reference: Bytes,
+    frames: Frames,
+    s: Settings,
+) -> ApiResult<(Outcome, usize)> {
+    let (mut camera, first) = match frames {
+        Frames::Form(frames) => {
+            let n = frames.len();
+            let outcome = with_pipeline(st, move |p| {
+                decide(p, &reference, frames.into_iter().map(Ok), s)
+            })
+            .await?;
+            return Ok((outcome, n));
+        }
+        Frames::Camera(camera, first) => (camera, first),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(Part::Frame(first))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let received = Received {
+        parts: rx,
+        taken: 0,
+    };
+    let work = with_pipeline(st, move |p| decide(p, &reference, received, s));
+    let most = st.config.max_session_frames;
+    let mut n = 1;
+    // The reader; it ends at the closing delimiter, or when the worker stops taking frames.
+    let read = async {
+        loop {
+            let part = match camera.next_part().await? {
+                Some(frame) => {
+                    n += 1;
+                    if n > most {
+                        return Err(unprocessable(
+                            "too_many_frames",
+                            format!("more than {most} frames, the limit"),
+                        ));
+                    }
+                    Part::Frame(frame)
+                }
+                None => Part::End,
+            };
+            let end = matches!(part, Part::End);
+            if tx.send(part).await.is_err() || end {
+                return Ok(());
+            }
+        }
+    };
+    let outcome = {
+        tokio::pin!(work);
+        tokio::pin!(read);
+        let mut read_all = false;
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut work => break outcome?,
+                r = &mut read, if !read_all => {
+                    r?;
+                    read_all = true;
+                }
+            }
+        }
+    };
+    Ok((outcome, n))
 }
 
 pub(crate) async fn session(
@@ -153,10 +373,11 @@ pub(crate) async fn session(
                 .to_ascii_lowercase()
                 .starts_with("multipart/x-mixed-replace")
         });
-    let mut fields = if is_stream {
-        stream_fields(&st, req).await?
+    let (mut fields, camera) = if is_stream {
+        let (fields, camera) = stream_start(&st, req).await?;
+        (fields, Some(camera))
     } else {
-        multipart_fields(&st, req).await?
+        (multipart_fields(&st, req).await?, None)
     };
     let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
     // A challenge nonce is spent now, whatever follows.
@@ -194,144 +415,51 @@ pub(crate) async fn session(
             ))
         }
     };
-    // Frames in the order of their field names (frame000, frame001, ...).
-    let mut frames: Vec<(String, Bytes)> = fields
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("frame"))
-        .collect();
-    frames.sort_by(|a, b| a.0.cmp(&b.0));
-    if frames.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "at least one 'frame' field is required",
-        ));
-    }
+    let no_frame = || ApiError::bad_request("missing_field", "at least one frame is required");
     let most = st.config.max_session_frames;
-    if frames.len() > most {
-        return Err(unprocessable(
-            "too_many_frames",
-            format!("{} frames, the limit is {most}", frames.len()),
-        ));
-    }
-    let probe_limits = limits(&st, Use::Probe);
-    let threshold = st.default_threshold;
-    let policy = st.config.pad_policy;
-    let pad_threshold = st.config.pad_threshold;
-    let max_faces = st.config.max_faces;
-    let n_frames = frames.len();
-    // Liveness and the challenge look at every frame.
-    let early = Some(st.config.gate_decide_early).filter(|f| *f > 0.0 && !live && turn.is_none());
-    let outcome = with_pipeline(&st, move |p| {
-        let mut warnings = Vec::new();
-        // The reference: a photo, never assessed for liveness.
-        let (img, truncated) = decode_flagged(&reference, &probe_limits)?;
-        warnings.extend(truncated.map(|t| format!("reference: {t}")));
-        let faces = p.faces(&img)?;
-        let (rface, _, _) = largest(faces, "reference")?;
-        drop(img);
-        let metric = p.metric();
-        let cfg = WatchConfig::default().for_pack(metric, threshold);
-        let mut w = Watcher::new(cfg);
-        w.set_early_match(early.map(|factor| {
-            video::watch::EarlyMatch::new([rface.embedding.clone()], metric, threshold, factor)
-        }));
-        let mut events = Vec::new();
-        let mut frames_processed = 0;
-        let mut settled = false;
-        // Each tracked face's yaw per frame, when a challenge is to be checked.
-        let mut yaws: HashMap<u64, Vec<f64>> = HashMap::new();
-        let alignment = p.models.manifest.embedder.alignment.clone();
-        for (i, (name, bytes)) in frames.into_iter().enumerate() {
-            let (image, truncated) = decode_flagged(&bytes, &probe_limits)?;
-            warnings.extend(truncated.map(|t| format!("{name}: {t}")));
-            let frame = video::Frame {
-                index: i as u64,
-                time_ms: i as u64 * 1000 / 30,
-                image,
-            };
-            let now = w
-                .process(&frame, p)
-                .map_err(|e| unprocessable("bad_frame", format!("{name}: {e}")))?;
-            settled = now
-                .iter()
-                .any(|e| matches!(e, Event::Decide(ev) if ev.early));
-            events.extend(now);
-            frames_processed = i + 1;
-            if turn.is_some() {
-                for &(track, rect) in w.boxes() {
-                    let d = vision::detect::Detection {
-                        rect,
-                        score: 0.0,
-                        landmarks: None,
-                    };
-                    let lm = p.landmarks_for(&frame.image, &d)?;
-                    if let Some(y) = vision::quality::head_yaw(&lm, &alignment) {
-                        yaws.entry(track).or_default().push(y);
-                    }
-                }
+    let frames = match camera {
+        Some(mut camera) => {
+            let first = camera.next_part().await?.ok_or_else(no_frame)?;
+            Frames::Camera(camera, first)
+        }
+        None => {
+            // Frames in the order of their field names (frame000, frame001, ...).
+            let mut frames: Vec<NamedFrame> = fields
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("frame"))
+                .collect();
+            frames.sort_by(|a, b| a.0.cmp(&b.0));
+            if frames.is_empty() {
+                return Err(no_frame());
             }
-            if w.live_tracks() > max_faces {
+            if frames.len() > most {
                 return Err(unprocessable(
-                    "too_many_faces",
-                    format!("{name}: more than {max_faces} faces tracked"),
+                    "too_many_frames",
+                    format!("{} frames, the limit is {most}", frames.len()),
                 ));
             }
-            if settled {
-                break;
-            }
+            Frames::Form(frames)
         }
-        if !settled {
-            events.extend(
-                w.finish(p)
-                    .map_err(|e| unprocessable("bad_frame", e.to_string()))?,
-            );
-        }
-        let decided: Vec<_> = events
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Decide(ev) => Some(ev),
-                _ => None,
-            })
-            .collect();
-        let tracks = decided.len();
-        // The traveller: the face that settled the session, else the face followed through the
-        // most frames.
-        let ev = decided
-            .into_iter()
-            .max_by_key(|ev| (ev.early, ev.frames_seen))
-            .ok_or_else(|| unprocessable("no_face", "no face was followed in the frames".into()))?;
-        let pad = match &ev.liveness {
-            Some(l) if live => Some(
-                app::liveness::PadVerdict::of_track(
-                    &l.passive,
-                    l.motion.clone(),
-                    policy,
-                    pad_threshold,
-                )
-                .ok_or_else(ApiError::internal)?,
-            ),
-            _ => None,
-        };
-        let challenge = turn.map(|t| check_turn(yaws.get(&ev.track).map_or(&[], |v| v), t));
-        Ok(Outcome {
-            challenge,
-            score: metric.compare(&ev.fused, &rface.embedding),
-            frames_processed,
-            early: ev.early,
-            frames_seen: ev.frames_seen,
-            frames_used: ev.frames_used.clone(),
-            tracks,
-            pad,
-            warnings,
-        })
-    })
-    .await?;
+    };
+    let settings = Settings {
+        probe_limits: limits(&st, Use::Probe),
+        threshold: st.default_threshold,
+        policy: st.config.pad_policy,
+        pad_threshold: st.config.pad_threshold,
+        max_faces: st.config.max_faces,
+        live,
+        turn,
+        // Liveness and the challenge look at every frame.
+        early: Some(st.config.gate_decide_early).filter(|f| *f > 0.0 && !live && turn.is_none()),
+    };
+    let threshold = settings.threshold;
+    let (outcome, n_frames) = run(&st, reference, frames, settings).await?;
     let pad = outcome.pad;
     let challenge = outcome.challenge;
     let pad_blocks = pad.as_ref().is_some_and(|v| v.blocks);
     // A challenge not met blocks under the block policy, like a PAD verdict.
-    let challenge_blocks =
-        challenge.as_ref().is_some_and(|c| !c.passed) && policy == app::liveness::PadPolicy::Block;
+    let challenge_blocks = challenge.as_ref().is_some_and(|c| !c.passed)
+        && st.config.pad_policy == app::liveness::PadPolicy::Block;
     let blocked = pad_blocks || challenge_blocks;
     let decided_by = if pad_blocks {
         app::liveness::DECIDED_BY_PAD

@@ -3,6 +3,7 @@
 //! checked before it runs (`auth`), and arrives as an `Extension<ApiKey>`.
 
 pub(crate) mod audit;
+pub(crate) mod camera_stream;
 pub(crate) mod chip;
 pub(crate) mod galleries;
 pub(crate) mod gate;
