@@ -109,3 +109,131 @@ impl CameraStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use futures_util::StreamExt;
+
+    const TYPE: &str = "multipart/x-mixed-replace; boundary=cam";
+
+    /// A camera stream of these parts, closed or not.
+    fn stream_of(parts: &[Vec<u8>], close: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        for p in parts {
+            body.extend_from_slice(b"--cam\r\nContent-Type: image/jpeg\r\n\r\n");
+            body.extend_from_slice(p);
+            body.extend_from_slice(b"\r\n");
+        }
+        if close {
+            body.extend_from_slice(b"--cam--\r\n");
+        }
+        body
+    }
+
+    /// A body delivered in pieces of `piece` bytes.
+    fn body_in_pieces(bytes: Vec<u8>, piece: usize) -> Body {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(piece)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(pieces))
+    }
+
+    async fn all_parts(camera: &mut CameraStream) -> ApiResult<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        while let Some(p) = camera.next_part().await? {
+            out.push(p.to_vec());
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn parts_come_whole_and_in_order_however_the_body_is_cut() {
+        let parts: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| {
+                (0..(100 + 37 * i as usize))
+                    .map(|j| (j as u8) ^ i)
+                    .collect()
+            })
+            .collect();
+        let body = stream_of(&parts, true);
+        for piece in [1, 7, 64, 4096, body.len()] {
+            let mut camera = CameraStream::new(
+                TYPE,
+                body_in_pieces(body.clone(), piece),
+                1 << 20,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert_eq!(
+                all_parts(&mut camera).await.unwrap(),
+                parts,
+                "pieces of {piece}"
+            );
+            // After the closing delimiter: no more parts.
+            assert!(camera.next_part().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_short_or_over_the_limit_is_refused() {
+        let parts = vec![vec![1u8; 300], vec![2u8; 300]];
+        // Without its closing delimiter: the parts before the cut, then a refusal.
+        let mut camera = CameraStream::new(
+            TYPE,
+            body_in_pieces(stream_of(&parts, false), 50),
+            1 << 20,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(
+            camera.next_part().await.unwrap().unwrap().to_vec(),
+            parts[0]
+        );
+        let e = all_parts(&mut camera).await.unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "bad_stream"));
+        // The body limit counts every byte read, closed stream or not.
+        let body = stream_of(&parts, true);
+        let limit = body.len() - 1;
+        let mut camera = CameraStream::new(
+            TYPE,
+            body_in_pieces(body, 50),
+            limit,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let e = all_parts(&mut camera).await.unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        );
+        // Not a camera stream's type.
+        let e = CameraStream::new("image/jpeg", Body::empty(), 1 << 20, Duration::from_secs(5))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "bad_stream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_camera_that_stops_sending_is_refused_after_the_gap() {
+        // One part, then the start of another, then nothing more (the connection stays open).
+        let mut head = stream_of(&[vec![7u8; 100]], false);
+        head.extend_from_slice(b"--cam\r\nContent-Type: image/jpeg\r\n\r\nxx");
+        let body = Body::from_stream(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(head))])
+                .chain(futures_util::stream::pending()),
+        );
+        let gap = Duration::from_millis(1500);
+        let mut camera = CameraStream::new(TYPE, body, 1 << 20, gap).unwrap();
+        assert_eq!(camera.next_part().await.unwrap().unwrap().len(), 100);
+        let start = Instant::now();
+        let e = camera.next_part().await.unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::REQUEST_TIMEOUT, "stream_stalled")
+        );
+        assert!(start.elapsed() >= gap, "{:?}", start.elapsed());
+    }
+}
