@@ -327,7 +327,7 @@ async fn run(
                     if n > most {
                         return Err(unprocessable(
                             "too_many_frames",
-                            format!("more than {most} frames, the limit"),
+                            format!("over the limit of {most} frames"),
                         ));
                     }
                     Part::Frame(frame)
