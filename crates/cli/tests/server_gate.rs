@@ -182,6 +182,14 @@ fn post_session(
     (r.status().as_u16(), r.json().unwrap())
 }
 
+/// One part of a camera stream with boundary `camframe`: its delimiter, headers and image.
+fn camera_part(image: &[u8]) -> Vec<u8> {
+    let mut part = b"--camframe\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+    part.extend_from_slice(image);
+    part.extend_from_slice(b"\r\n");
+    part
+}
+
 /// Frames 80-139 of the clip: the singer faces the camera (earlier, he is turned away and does
 /// not match).
 fn singer_faces_the_camera(shared: &std::path::Path) -> Vec<image::RgbImage> {
@@ -347,9 +355,7 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     let stream = |parts: &[Vec<u8>], close: bool, query: &str| -> (u16, serde_json::Value) {
         let mut body = Vec::new();
         for part in parts {
-            body.extend_from_slice(b"--camframe\r\nContent-Type: image/jpeg\r\n\r\n");
-            body.extend_from_slice(part);
-            body.extend_from_slice(b"\r\n");
+            body.extend_from_slice(&camera_part(part));
         }
         if close {
             body.extend_from_slice(b"--camframe--\r\n");
@@ -720,9 +726,7 @@ fn a_camera_stream_is_answered_while_the_camera_is_still_sending() {
         // A thread of its own: the server stops reading once it has answered.
         let sending = std::thread::spawn(move || {
             for part in parts {
-                let mut chunk = b"--camframe\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
-                chunk.extend_from_slice(&part);
-                chunk.extend_from_slice(b"\r\n");
+                let chunk = camera_part(&part);
                 let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
                 framed.extend_from_slice(&chunk);
                 framed.extend_from_slice(b"\r\n");
