@@ -11,7 +11,7 @@ Prints dlib's medians (JSON), facegate's (`facegate bench --threads 1 --json`), 
 """
 import json, os, statistics, sys, time
 
-from machine import cpu_model, openblas_coretype
+from machine import describe, openblas_coretype
 
 # Debian's OpenBLAS 0.3.21 does not recognise this VM's CPU model and falls back to its generic
 # "Prescott" kernels (dlib's descriptor 32-34 ms instead of 18-19): give the peer its best by
@@ -58,7 +58,7 @@ rect = hog(img, 0)[0]
 shape = sp(img, rect)
 chip = dlib.get_face_chip(img, shape, 150, 0.25)
 out = {
-    "machine": cpu_model(),
+    "machine": describe(),
     "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
     "dlib": dlib.__version__,
     "ms": {

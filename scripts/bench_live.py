@@ -23,7 +23,7 @@ usage: scripts/bench_live.py [--frames 600] [--facegate target/release/facegate]
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 
-from machine import cpu_model
+from machine import describe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared")
@@ -49,7 +49,7 @@ def main():
                          "only, as a camera set up for its geometry is), hog")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
-    print(f"machine: {cpu_model()}, {cores} logical CPUs; {time.strftime('%Y-%m-%d')}")
+    print(f"machine: {describe()}; {time.strftime('%Y-%m-%d')}")
     print("method: facegate watch FILE --reference IMAGE, pinned with taskset; frames per second over the whole file "
           "(decode included), stage times from watch's summary (ms per frame); real time = 30 fps")
     configs = [("e-gate", (640, 480), "0", 1), ("CCTV", (1280, 720), "0-1" if cores > 1 else "0", 2)]

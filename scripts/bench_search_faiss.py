@@ -20,7 +20,7 @@ import argparse, json, os, subprocess, sys, tempfile, time
 
 import numpy as np
 
-from machine import cpu_model, openblas_coretype
+from machine import describe, openblas_coretype
 
 
 def unit(rng, n, d):
@@ -97,7 +97,7 @@ def main():
     ap.add_argument("--facegate", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "facegate"))
     a = ap.parse_args()
     coretype = {"auto": openblas_coretype(), "none": None}.get(a.openblas_coretype, a.openblas_coretype)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; n={a.n}, k={a.k}, batch={a.batch} (fastest of {a.repeat} timings, both engines), single={a.single}; "
+    print(f"machine: {describe()}; n={a.n}, k={a.k}, batch={a.batch} (fastest of {a.repeat} timings, both engines), single={a.single}; "
           f"FAISS's OpenBLAS kernels: OPENBLAS_CORETYPE={coretype or '(unset: OpenBLAS decides)'}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,7 @@ import urllib.request
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import cpu_model
+from machine import describe
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PEOPLE = os.path.join(ROOT, "..", "shared", "data", "people")
@@ -140,7 +140,7 @@ def main():
                         break
                 except OSError:
                     time.sleep(0.05)
-            print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; {time.strftime('%Y-%m-%d')}")
+            print(f"machine: {describe()}; {time.strftime('%Y-%m-%d')}")
             print(f"server settings: {a.config or 'defaults'}; camera: {a.frames} frames of {a.size} at {a.fps} fps "
                   f"({a.frames / a.fps:.1f} s); clock from the first frame taken to the answer read")
             results = {"form": [], "stream": []}

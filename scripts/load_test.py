@@ -179,7 +179,7 @@ def main():
         if c.getresponse().status == 200:
             break
         time.sleep(0.1)
-    print(f"machine: {bench['machine']['cpu']}, {bench['machine']['cores']} cores; server: {a.slots} inference slots, 1 thread per network; gallery {a.gallery_size + 0} templates")
+    print(f"machine: {bench['machine']['cpu']}, {bench['machine']['cores']} cores, {bench['machine'].get('vector', '?')}; server: {a.slots} inference slots, 1 thread per network; gallery {a.gallery_size + 0} templates")
     print(f"pipeline (facegate bench, 640x480, full pyramid, 1 thread): {per_image:.1f} ms/image -> predicted {predicted:.2f} req/s for the mix ({images_per_request} images/request)")
     closed_loop(host, port, keys, image, 2 * a.slots, 5)  # warm-up
     srv_cpu0, cli_cpu0 = cpu_s(srv.pid), sum(os.times()[:2])

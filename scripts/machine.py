@@ -22,6 +22,27 @@ def cpu_flags():
     return set((_cpuinfo_field("flags") or "").split())
 
 
+WATCHED_VECTOR_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8"]
+
+
+def vector_extensions():
+    """The vector extensions of those the kernels (facegate's, ONNX Runtime's, OpenBLAS's) choose
+    between at run time, as `facegate bench` prints them. The model name does not say it: the same
+    "AMD EPYC" virtual machine has been given AVX-512 on some days and not on others."""
+    f = cpu_flags()
+    present = [x for x in WATCHED_VECTOR_FLAGS if x in f]
+    out = " ".join(present) if present else "none of avx2/avx512"
+    if "avx512f" not in f:
+        out += ", no AVX-512"
+    return out
+
+
+def describe():
+    """One line for a benchmark's header: model, logical CPUs, vector extensions."""
+    import os
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {vector_extensions()}"
+
+
 def openblas_coretype():
     """The OpenBLAS kernel family for this CPU's instruction set, for OPENBLAS_CORETYPE (None: let
     OpenBLAS decide). OpenBLAS builds older than a CPU may not recognise it and fall back to generic

@@ -91,6 +91,7 @@ pub fn run(a: BenchPassportArgs) -> Result<i32> {
 
     let machine = json!({
         "cpu": crate::cmd_bench::cpu_model(),
+        "vector": crate::cmd_bench::vector_extensions(),
         "threads": 1,
     });
     let out = json!({
@@ -121,8 +122,9 @@ pub fn run(a: BenchPassportArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "machine: {} ; threads: 1 ; method: {}",
+        "machine: {} ({}) ; threads: 1 ; method: {}",
         out["machine"]["cpu"].as_str().unwrap_or("?"),
+        out["machine"]["vector"].as_str().unwrap_or("?"),
         out["method"].as_str().unwrap_or("")
     );
     println!("signature: {}", report.signature.detail);
