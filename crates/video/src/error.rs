@@ -15,6 +15,9 @@ pub enum VideoError {
     TooLarge(String),
     #[error("unsupported stream: {0}")]
     Unsupported(String),
+    /// A camera (RTSP or HTTP) could not be reached, failed its protocol or stopped answering.
+    #[error("camera failed: {0}")]
+    Camera(String),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("H.264 decoder: {0}")]

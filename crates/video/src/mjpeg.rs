@@ -395,7 +395,7 @@ impl MjpegSource {
         let response = agent
             .get(url)
             .call()
-            .map_err(|e| VideoError::Unsupported(format!("{shown}: {}", without_urls(&e))))?;
+            .map_err(|e| VideoError::Camera(format!("{shown}: {}", without_urls(&e))))?;
         let content_type = response
             .headers()
             .get("content-type")

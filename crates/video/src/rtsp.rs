@@ -196,7 +196,7 @@ impl Camera {
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> VideoError {
-        VideoError::Unsupported(format!("{}: {what}: {e}", self.shown))
+        VideoError::Camera(format!("{}: {what}: {e}", self.shown))
     }
 
     async fn within<T, E: std::fmt::Display>(

@@ -252,7 +252,10 @@ fn a_camera_that_goes_silent_is_given_up_after_the_stall_time() {
     let end = source.next_frame();
     let waited = began.elapsed();
     match end {
-        Some(Err(e)) => assert!(e.to_string().contains("no frame for"), "{e}"),
+        Some(Err(e)) => {
+            assert!(matches!(e, VideoError::Camera(_)), "{e:?}");
+            assert!(e.to_string().contains("no frame for"), "{e}");
+        }
         other => panic!(
             "expected a stall error, got {:?}",
             other.map(|r| r.map(|f| f.index))
@@ -321,4 +324,34 @@ fn nothing_listening_is_a_clear_error_that_never_shows_the_password() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     assert!(!text.contains("gate"), "{text}");
+}
+
+#[test]
+fn a_looping_camera_is_read_on_past_its_last_unit_and_stops_when_the_reader_goes() {
+    // The soak runs' camera (examples/rtsp_camera.rs): its units again from the first, times
+    // running on. The reader must cross the loop like any other key frame.
+    let n = KEY_EVERY;
+    let server = serve(stream(n), Behaviour::Loop);
+    let mut source = video::source::open(server.url.as_ref(), &VideoLimits::default()).unwrap();
+    let mut shown = Vec::new();
+    while shown.len() < 3 * n {
+        let f = source
+            .next_frame()
+            .expect("a looping camera does not end")
+            .unwrap();
+        let i = (f.time_ms as f64 * FPS as f64 / 1000.0).round() as usize;
+        let here = mean_abs_diff(&f.image, &picture(i % n));
+        assert!(
+            here < 4.0,
+            "frame {i} differs from picture {} by {here:.2}",
+            i % n
+        );
+        shown.push(i);
+    }
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+    assert!(*shown.last().unwrap() >= 2 * n, "{shown:?}");
+    drop(source);
+    // The camera notices its client gone and ends without an error.
+    server.handle.join().unwrap().unwrap();
+    assert!(server.units_sent.load(std::sync::atomic::Ordering::Relaxed) >= 3 * n as u64);
 }

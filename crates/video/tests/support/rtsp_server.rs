@@ -8,8 +8,8 @@
 use base64::Engine;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -124,6 +124,11 @@ pub enum Behaviour {
     StallHalfway,
     /// Every 25th RTP packet is never sent (a lossy network; for UDP).
     LosePackets,
+    /// Every unit at the stream's frame rate, from the first again after the last (timestamps
+    /// and sequence numbers running on, wrapping as they do), until the client closes the
+    /// connection (interleaved; over UDP, until the process ends): a camera that never stops,
+    /// for soak runs (examples/rtsp_camera.rs).
+    Loop,
 }
 
 pub struct RtspTestServer {
@@ -131,6 +136,8 @@ pub struct RtspTestServer {
     pub handle: JoinHandle<std::io::Result<()>>,
     /// RTP packets sent over UDP (none when they went interleaved).
     pub udp_packets: Arc<AtomicU64>,
+    /// Access units sent so far.
+    pub units_sent: Arc<AtomicU64>,
 }
 
 /// Listen on a loopback port and serve one client.
@@ -140,16 +147,27 @@ pub fn serve(stream: TestStream, behaviour: Behaviour) -> RtspTestServer {
     let url = format!("rtsp://127.0.0.1:{port}/camera");
     let base = url.clone();
     let udp_packets = Arc::new(AtomicU64::new(0));
-    let counter = udp_packets.clone();
+    let units_sent = Arc::new(AtomicU64::new(0));
+    let counters = Counters {
+        udp_packets: udp_packets.clone(),
+        units: units_sent.clone(),
+    };
     let handle = std::thread::spawn(move || {
         let (socket, _) = listener.accept()?;
-        session(socket, &base, &stream, behaviour, &counter)
+        session(socket, &base, &stream, behaviour, &counters)
     });
     RtspTestServer {
         url,
         handle,
         udp_packets,
+        units_sent,
     }
+}
+
+/// What the camera has sent, for the one who started it.
+struct Counters {
+    udp_packets: Arc<AtomicU64>,
+    units: Arc<AtomicU64>,
 }
 
 /// One RTSP request: method, CSeq and Transport (retina's requests carry no body).
@@ -208,7 +226,7 @@ fn session(
     base: &str,
     stream: &TestStream,
     behaviour: Behaviour,
-    udp_packets: &AtomicU64,
+    counters: &Counters,
 ) -> std::io::Result<()> {
     let mut out = socket.try_clone()?;
     let mut reader = BufReader::new(socket);
@@ -258,8 +276,15 @@ fn session(
                     out,
                     "{head}Session: 4711\r\nRTP-Info: url={base}/trackID=0;seq=1;rtptime=0\r\n\r\n"
                 )?;
-                let udp = udp.as_ref().map(|(s, a)| (s, *a, udp_packets));
-                return play(&mut out, &mut reader, udp, stream, behaviour);
+                let udp = udp.as_ref().map(|(s, a)| (s, *a, &*counters.udp_packets));
+                return play(
+                    &mut out,
+                    &mut reader,
+                    udp,
+                    stream,
+                    behaviour,
+                    &counters.units,
+                );
             }
             _ => write!(out, "{head}Session: 4711\r\n\r\n")?,
         }
@@ -273,6 +298,7 @@ fn play(
     udp: Option<(&UdpSocket, SocketAddr, &AtomicU64)>,
     stream: &TestStream,
     behaviour: Behaviour,
+    units_sent: &AtomicU64,
 ) -> std::io::Result<()> {
     if behaviour == Behaviour::StallAfterPlay {
         // Keep the connection open until the client closes it.
@@ -288,7 +314,27 @@ fn play(
         _ => &stream.units[..],
     };
     let mut noise: u32 = 0x1234_5678;
-    for (i, unit) in units.iter().enumerate() {
+    let start = std::time::Instant::now();
+    let period = Duration::from_secs(1) / stream.fps;
+    // RTP frames and answers to requests made while playing share the connection, one message
+    // at a time.
+    let writer = Arc::new(Mutex::new(out.try_clone()?));
+    let gone = Arc::new(AtomicBool::new(false));
+    let count = if behaviour == Behaviour::Loop {
+        let (reader, writer, gone) = (
+            BufReader::new(reader.get_ref().try_clone()?),
+            writer.clone(),
+            gone.clone(),
+        );
+        std::thread::spawn(move || answer_while_playing(reader, &writer, &gone));
+        usize::MAX
+    } else {
+        units.len()
+    };
+    for (i, unit) in units.iter().cycle().take(count).enumerate() {
+        if gone.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let timestamp = (i as u32).wrapping_mul(90_000 / stream.fps);
         for (n, nal) in unit.iter().enumerate() {
             let mut nal = nal.clone();
@@ -318,12 +364,24 @@ fn play(
                     let mut frame = vec![b'$', 0];
                     frame.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
                     frame.extend_from_slice(&rtp);
-                    out.write_all(&frame)?;
+                    let mut out = writer
+                        .lock()
+                        .map_err(|_| std::io::Error::other("writer poisoned"))?;
+                    match out.write_all(&frame) {
+                        // A looping camera runs until its client goes.
+                        Err(_) if behaviour == Behaviour::Loop => return Ok(()),
+                        r => r?,
+                    }
                 }
                 seq = seq.wrapping_add(1);
             }
         }
-        std::thread::sleep(Duration::from_millis(1000 / stream.fps as u64));
+        units_sent.fetch_add(1, Ordering::Relaxed);
+        // Paced by the clock, not by sleeps alone, so the rate holds over hours; a camera that
+        // has fallen behind (its client not reading) sends on at once.
+        if let Some(wait) = (period * (i as u32 + 1)).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
     out.flush()?;
     if behaviour == Behaviour::StallHalfway {
@@ -331,6 +389,24 @@ fn play(
         while reader.read(&mut sink)? > 0 {}
     }
     Ok(())
+}
+
+/// Answers what the client asks while the camera plays — retina keeps a session alive with a
+/// request every 30 s and gives up on a camera that does not answer — until the client closes
+/// the connection, then says it has gone.
+fn answer_while_playing(
+    mut reader: BufReader<TcpStream>,
+    writer: &Mutex<TcpStream>,
+    gone: &AtomicBool,
+) {
+    while let Ok(Some((_, cseq, _))) = read_request(&mut reader) {
+        let answer = format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4711\r\n\r\n");
+        let Ok(mut out) = writer.lock() else { break };
+        if out.write_all(answer.as_bytes()).is_err() {
+            break;
+        }
+    }
+    gone.store(true, Ordering::Relaxed);
 }
 
 /// RFC 6184 payloads for one NAL unit: itself when small, else FU-A fragments.
