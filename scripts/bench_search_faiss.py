@@ -147,7 +147,9 @@ def main():
             lo, hi = g["stream_read_gbps_range"]
             print(f"  {d}-D, {th} thread(s), {g['index']}: {g['single_scan_gbps']:.1f} GB/s (median query); probe median "
                   f"{g['stream_read_gbps']:.1f} GB/s (passes {lo:.1f}-{hi:.1f}); fraction {g['single_scan_fraction_of_bandwidth']:.2f}")
-    print("facegate batch scan against one core's measured int8 multiply-add peak (AVX-512 VNNI, same process):")
+    peaks = sorted({g["int8_peak_method"] for _, _, g, _, _ in rows if g.get("int8_peak_method")})
+    print(f"facegate batch scan against one core's measured multiply-add peak for its kernel (same process; "
+          f"{'; '.join(peaks) or 'no peak probe for the portable kernel'}):")
     for d, th, g, _, _ in rows:
         if g.get("int8_peak_gmacs_per_core"):
             print(f"  {d}-D, {th} thread(s), {g['index']}: {g['batch_int8_gmacs_per_thread']:.0f} of "

@@ -412,4 +412,27 @@ fn bench_search_pairs_single_queries_with_the_bandwidth_probe() {
         assert!(bytes >= 20000.0 * 128.0, "{v}");
         assert!(fraction.is_finite() && fraction > 0.0, "{v}");
     }
+    // Each kernel the CPU has can be asked for by name and answers as exhaustive search does;
+    // one it does not have is refused, naming those it has.
+    let small = ["bench-search", "--synthetic", "3000", "--dim", "64"];
+    let fast = ["--batch", "8", "--single", "3", "--repeat", "1"];
+    let (code, _, err) = facegate(
+        &data,
+        &[&small[..], &["--kernel", "avx3"], &fast[..]].concat(),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--kernel avx3") && err.contains("portable"),
+        "{err}"
+    );
+    let available = gallery::index::ExactIndex::kernels_available();
+    assert_eq!(available.last(), Some(&"portable"));
+    for kernel in available {
+        let args = [&small[..], &["--kernel", kernel], &fast[..]].concat();
+        let (code, out, err) = facegate(&data, &args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["kernel"], kernel, "{v}");
+        assert_eq!(v["equals_exhaustive_f32"], true, "{v}");
+    }
 }

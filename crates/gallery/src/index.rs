@@ -264,6 +264,9 @@ fn code_dot(q: &[f32], codes: &[u8]) -> f32 {
 struct Query {
     /// The codes (signed bytes), four per u32 (little-endian), dim_p / 4 entries.
     quads: Vec<u32>,
+    /// The same codes as 16-bit integers, four per u64 (little-endian): the AVX2 kernel's
+    /// multiplier, widened once here rather than per block.
+    wide: Vec<u64>,
     /// 128 · Σ codes: what the rows' +128 offset adds to every int8 dot product with this query.
     offset: i32,
     scale: f32,
@@ -420,16 +423,30 @@ impl ExactIndex {
         idx
     }
 
-    /// Use the portable kernel even where AVX-512 VNNI exists (tests compare the two).
+    /// Use the portable kernel even where a faster one exists (tests compare them).
     pub fn force_portable_kernel(&mut self) {
         self.kernel = Kernel::Portable;
     }
 
-    /// Which scan kernel runs: "avx512-vnni" or "portable" (auto-vectorised for the CPU).
+    /// Which scan kernel runs: "avx512-vnni", "avx2" or "portable" (auto-vectorised for the CPU).
     pub fn kernel_name(&self) -> &'static str {
-        match self.kernel {
-            Kernel::Vnni512 => "avx512-vnni",
-            Kernel::Portable => "portable",
+        self.kernel.name()
+    }
+
+    /// The scan kernels this CPU can run, by name, fastest first ("portable" always).
+    pub fn kernels_available() -> Vec<&'static str> {
+        Kernel::available().into_iter().map(Kernel::name).collect()
+    }
+
+    /// Run the named kernel (one of [`ExactIndex::kernels_available`]), for benchmarks that
+    /// compare them; false, and no change, for a kernel this CPU cannot run.
+    pub fn use_kernel(&mut self, name: &str) -> bool {
+        match Kernel::available().into_iter().find(|k| k.name() == name) {
+            Some(k) => {
+                self.kernel = k;
+                true
+            }
+            None => false,
         }
     }
 
@@ -621,8 +638,18 @@ impl ExactIndex {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
             .collect();
+        let wide = codes
+            .chunks_exact(4)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .map(|(i, v)| (*v as i16 as u16 as u64) << (16 * i))
+                    .fold(0, |a, b| a | b)
+            })
+            .collect();
         Query {
             quads,
+            wide,
             offset: 128 * codes.iter().map(|c| *c as i32).sum::<i32>(),
             scale,
             a: (qhat * (1.0 + 1e-6)) as f32,

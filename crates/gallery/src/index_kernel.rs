@@ -1,6 +1,7 @@
 //! The block kernels of the int8 scan: upper bounds of 16 rows' scores against one query, or
-//! of up to 8 blocks against up to 8 queries at once (register-blocked), portable and AVX-512
-//! VNNI, with the same floating-point operations in the same order so both give the same bounds.
+//! of up to 8 blocks against up to 8 queries at once (register-blocked), portable, AVX2 and
+//! AVX-512 VNNI, with the same floating-point operations in the same order so all give the same
+//! bounds.
 //!
 //! The VNNI kernel first tests each lane's approximate score (without its error bound) against
 //! a lower threshold, [`prefilter_tau`], that every lane whose full upper bound reaches tau
@@ -14,20 +15,41 @@ use multiversion::multiversion;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kernel {
     Vnni512,
+    /// AVX2 without VNNI (x86-64 CPUs without AVX-512: AMD before Zen 4, Intel client cores,
+    /// virtual machines not given AVX-512): 16-bit multiply-adds (`vpmaddwd`), exact.
+    Avx2,
     Portable,
 }
 
 impl Kernel {
     pub(super) fn detect() -> Kernel {
+        Kernel::available()[0]
+    }
+
+    /// The kernels this CPU can run, fastest first (the portable one always).
+    pub(super) fn available() -> Vec<Kernel> {
+        let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512vnni")
             {
-                return Kernel::Vnni512;
+                out.push(Kernel::Vnni512);
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                out.push(Kernel::Avx2);
             }
         }
-        Kernel::Portable
+        out.push(Kernel::Portable);
+        out
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni512 => "avx512-vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
     }
 }
 
@@ -218,6 +240,26 @@ impl Kernel {
                 _ => tile_portable(queries, nb, blocks, meta, th.tau, out),
             };
         }
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2 {
+            let stride = queries.len();
+            // SAFETY (each call): Avx2 is only chosen after runtime detection of AVX2.
+            return match stride {
+                1 => unsafe { tile_avx2::<1>(queries, 0, stride, nb, blocks, meta, th, out) },
+                2 => unsafe { tile_avx2::<2>(queries, 0, stride, nb, blocks, meta, th, out) },
+                4 => unsafe { tile_avx2::<4>(queries, 0, stride, nb, blocks, meta, th, out) },
+                // Eight as two fours: sixteen registers hold one group of four's accumulators,
+                // and the second four find the tile's rows in L1.
+                8 => {
+                    let first =
+                        unsafe { tile_avx2::<4>(queries, 0, stride, nb, blocks, meta, th, out) };
+                    let second =
+                        unsafe { tile_avx2::<4>(queries, 4, stride, nb, blocks, meta, th, out) };
+                    first | second
+                }
+                _ => tile_portable(queries, nb, blocks, meta, th.tau, out),
+            };
+        }
         tile_portable(queries, nb, blocks, meta, th.tau, out)
     }
 }
@@ -373,6 +415,132 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
     any != 0
 }
 
+/// Queries `q0..q0 + Q` of `queries` against `nb` blocks with AVX2 (no VNNI), into
+/// `out[b * stride + q]`. Exact like the others: each row's bytes are widened to 16 bits
+/// (`vpmovzxbw`, once for all `Q` queries) and multiplied by the query's 16-bit codes with
+/// `vpmaddwd`, whose pair sums (at most 2 · 255 · 127) cannot saturate. (`vpmaddubsw` would do
+/// twice the multiply-adds per instruction, but its 16-bit pair sums saturate for these codes.)
+/// A block is taken as two halves of 8 rows, each half's 32 bytes per group two widened
+/// vectors of 4 rows × 4 dimensions, so one query holds 2 accumulators (pairs of partial sums
+/// per row, added at the end) and 4 queries fit in the 16 registers with their rows. Then the
+/// bounds, as [`tile_vnni`] computes them: the same operations in the same order, 8 lanes at a
+/// time, so masks and bounds agree with [`block_upper_portable`] bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2 (checked by `Kernel::detect` before any call).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2<const Q: usize>(
+    queries: &[Query],
+    q0: usize,
+    stride: usize,
+    nb: usize,
+    blocks: &[u8],
+    meta: &BlockMeta,
+    th: Thresholds,
+    out: &mut [LaneBounds],
+) -> bool {
+    use std::arch::x86_64::*;
+    let queries = &queries[q0..q0 + Q];
+    let (tau, pre) = (&th.tau[q0..q0 + Q], &th.pre[q0..q0 + Q]);
+    let n = queries[0].wide.len();
+    assert!(queries
+        .iter()
+        .all(|q| q.wide.len() == n && q.quads.len() == n));
+    let bb = n * 64;
+    assert!(blocks.len() >= nb * bb && out.len() >= (nb - 1) * stride + q0 + Q);
+    let rows = nb * LANES;
+    assert!(
+        meta.scale.len() >= rows && meta.half_norm2.len() >= rows && meta.residual.len() >= rows
+    );
+    let p = blocks.as_ptr();
+    let mut qp = [std::ptr::null::<u64>(); Q];
+    for (d, q) in qp.iter_mut().zip(queries) {
+        *d = q.wide.as_ptr();
+    }
+    let mut any = false;
+    for b in 0..nb {
+        // Each query's 16 integer dot products, lanes 0-7 and 8-15.
+        let mut dots = [[_mm256_setzero_si256(); 2]; Q];
+        for (h, half) in [0usize, 32].into_iter().enumerate() {
+            let mut acc = [[_mm256_setzero_si256(); 2]; Q];
+            for j in 0..n {
+                let at = b * bb + j * 64 + half;
+                // SAFETY: at + 32 <= nb * bb <= blocks.len() (asserted above): both 16-byte
+                // unaligned loads stay inside `blocks`.
+                let (r0, r1) = unsafe {
+                    (
+                        _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(at) as *const __m128i)),
+                        _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(at + 16) as *const __m128i)),
+                    )
+                };
+                for q in 0..Q {
+                    // SAFETY: j < n == queries[q].wide.len() (asserted above).
+                    let x = _mm256_set1_epi64x(unsafe { *qp[q].add(j) } as i64);
+                    acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_madd_epi16(r0, x));
+                    acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_madd_epi16(r1, x));
+                }
+            }
+            for (q, query) in queries.iter().enumerate() {
+                // Pair sums of rows 0-3 and 4-7 of the half: hadd gives rows 0 1 4 5 | 2 3 6 7
+                // (per 128-bit lane); the permute puts them in order. Then the rows' +128.
+                let s = _mm256_hadd_epi32(acc[q][0], acc[q][1]);
+                let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
+                dots[q][h] = _mm256_sub_epi32(s, _mm256_set1_epi32(query.offset));
+            }
+        }
+        let r = b * LANES;
+        let mut approx = [[_mm256_setzero_ps(); 2]; Q];
+        let mut passed = [false; Q];
+        let mut hn = [_mm256_setzero_ps(); 2];
+        for h in 0..2 {
+            // SAFETY (both loads): each slice holds at least nb * 16 f32 (asserted above), so
+            // the 32-byte unaligned load at element r + 8h is in bounds.
+            let scale = unsafe { _mm256_loadu_ps(meta.scale.as_ptr().add(r + 8 * h)) };
+            hn[h] = unsafe { _mm256_loadu_ps(meta.half_norm2.as_ptr().add(r + 8 * h)) };
+            for (q, query) in queries.iter().enumerate() {
+                let dot = _mm256_cvtepi32_ps(dots[q][h]);
+                approx[q][h] = _mm256_sub_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(query.scale), scale), dot),
+                    hn[h],
+                );
+                let m = _mm256_cmp_ps::<_CMP_GE_OQ>(approx[q][h], _mm256_set1_ps(pre[q]));
+                passed[q] |= _mm256_movemask_ps(m) != 0;
+            }
+        }
+        for (q, query) in queries.iter().enumerate() {
+            let o = &mut out[b * stride + q0 + q];
+            o.mask = 0;
+            if !passed[q] {
+                continue;
+            }
+            for h in 0..2 {
+                // SAFETY: as for the loads above.
+                let res = unsafe { _mm256_loadu_ps(meta.residual.as_ptr().add(r + 8 * h)) };
+                let nrm = _mm256_mul_ps(
+                    _mm256_sqrt_ps(_mm256_add_ps(hn[h], hn[h])),
+                    _mm256_set1_ps(NORM_SLACK),
+                );
+                let bnd = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_set1_ps(query.a), res),
+                    _mm256_mul_ps(_mm256_set1_ps(query.b), nrm),
+                );
+                let u = _mm256_add_ps(approx[q][h], bnd);
+                let m = _mm256_cmp_ps::<_CMP_GE_OQ>(u, _mm256_set1_ps(tau[q]));
+                o.mask |= (_mm256_movemask_ps(m) as u32) << (8 * h);
+                // SAFETY: `upper` and `bound` are 16 f32; elements 8h..8h + 8 are in bounds.
+                unsafe {
+                    _mm256_storeu_ps(o.upper.as_mut_ptr().add(8 * h), u);
+                    _mm256_storeu_ps(o.bound.as_mut_ptr().add(8 * h), bnd);
+                }
+            }
+            any |= o.mask != 0;
+        }
+    }
+    any
+}
+
 /// [`tile_vnni`] over `nb` blocks, `B` at a time (`nb` a multiple of `B`): one call from the scan
 /// for up to 8 blocks whatever the group's size.
 ///
@@ -427,23 +595,67 @@ pub(super) fn prefetch_l2(bytes: &[u8]) {
 /// throughput on any core with it, so the probe measures throughput.
 pub const PEAK_CHAINS: usize = 16;
 
-/// One core's int8 multiply-add peak in GMAC/s with AVX-512 VNNI (`None` without it): the rate
-/// the batch scan is compared with (`bench-search`), best of `reps`.
-pub fn int8_peak_gmacs(reps: usize) -> Option<f64> {
+/// One core's integer multiply-add peak in GMAC/s for the kernel this CPU runs, and how it was
+/// measured (`None` for the portable kernel): the rate the batch scan is compared with
+/// (`bench-search`), best of `reps`. AVX-512 VNNI: `vpdpbusd` (64 multiply-adds); AVX2:
+/// `vpmaddwd` + `vpaddd`, the AVX2 kernel's inner pair (16 multiply-adds).
+pub fn int8_peak_gmacs(reps: usize) -> Option<(f64, &'static str)> {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
+    {
+        type Chains = unsafe fn(u64) -> i32;
+        let (chains, per, how): (Chains, f64, &'static str) = match Kernel::detect() {
+            Kernel::Vnni512 => (
+                vnni_chains,
+                64.0,
+                "AVX-512 VNNI vpdpbusd (64 multiply-adds each)",
+            ),
+            Kernel::Avx2 => (
+                avx2_chains,
+                16.0,
+                "AVX2 vpmaddwd + vpaddd (16 multiply-adds each)",
+            ),
+            Kernel::Portable => return None,
+        };
         let iters = 4_000_000u64;
         let mut best = 0.0f64;
         for _ in 0..reps.max(1) {
             let t = std::time::Instant::now();
-            // SAFETY: both target features were detected on this CPU just above.
-            std::hint::black_box(unsafe { vnni_chains(std::hint::black_box(iters)) });
-            let macs = iters as f64 * PEAK_CHAINS as f64 * 64.0;
+            // SAFETY: `Kernel::detect` found the target features `chains` needs on this CPU.
+            std::hint::black_box(unsafe { chains(std::hint::black_box(iters)) });
+            let macs = iters as f64 * PEAK_CHAINS as f64 * per;
             best = best.max(macs / t.elapsed().as_secs_f64() / 1e9);
         }
-        return Some(best);
+        Some((best, how))
     }
-    None
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = reps;
+        None
+    }
+}
+
+/// `iters` rounds of one `vpmaddwd` added into each of [`PEAK_CHAINS`] accumulators (no memory
+/// traffic).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_chains(iters: u64) -> i32 {
+    use std::arch::x86_64::*;
+    let a = std::hint::black_box(_mm256_set1_epi16(3));
+    let b = std::hint::black_box(_mm256_set1_epi16(5));
+    let mut acc = [_mm256_setzero_si256(); PEAK_CHAINS];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_add_epi32(*x, _mm256_madd_epi16(a, b));
+        }
+    }
+    let mut sum = _mm256_setzero_si256();
+    for x in acc {
+        sum = _mm256_add_epi32(sum, x);
+    }
+    _mm256_extract_epi32::<0>(sum)
 }
 
 /// `iters` rounds of one `vpdpbusd` on each of [`PEAK_CHAINS`] accumulators (no memory traffic).

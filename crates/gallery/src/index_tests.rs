@@ -23,12 +23,10 @@ fn vecs(seed: u8, n: usize, dim: usize, clustered: bool) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// A full index of `base` (ids 0, 1, …, never expiring), on the portable kernel if asked.
-fn index_of<V: AsRef<[f32]>>(base: &[V], dim: usize, portable: bool) -> ExactIndex {
+/// A full index of `base` (ids 0, 1, …, never expiring), scanned by `kernel`.
+fn index_of<V: AsRef<[f32]>>(base: &[V], dim: usize, kernel: Kernel) -> ExactIndex {
     let mut idx = ExactIndex::new(dim);
-    if portable {
-        idx.force_portable_kernel();
-    }
+    idx.kernel = kernel;
     for (i, x) in base.iter().enumerate() {
         idx.push(i as u64, x.as_ref(), i64::MAX);
     }
@@ -39,11 +37,9 @@ fn index_of<V: AsRef<[f32]>>(base: &[V], dim: usize, portable: bool) -> ExactInd
 fn int8_scan_equals_exhaustive_f32() {
     for (dim, clustered) in [(128, false), (128, true), (512, false), (37, true)] {
         let base = vecs(1, 3000, dim, clustered);
-        for portable in [false, true] {
+        for kernel in Kernel::available() {
             let mut idx = ExactIndex::new(dim);
-            if portable {
-                idx.force_portable_kernel();
-            }
+            idx.kernel = kernel;
             for (i, x) in base.iter().enumerate() {
                 // Some rows expire in the past and must never come back.
                 let exp = if i % 7 == 0 { 100 } else { i64::MAX };
@@ -58,7 +54,7 @@ fn int8_scan_equals_exhaustive_f32() {
                 let got = idx.search(&qs, k, None, 1000);
                 for (q, g) in qs.iter().zip(&got) {
                     let want = idx.search_exhaustive(q, k, None, 1000);
-                    assert_eq!(g, &want, "dim {dim} clustered {clustered} k {k}");
+                    assert_eq!(g, &want, "{kernel:?} dim {dim} clustered {clustered} k {k}");
                     assert!(g.iter().all(|h| (h.id / 3) % 7 != 0));
                 }
             }
@@ -74,17 +70,22 @@ fn int8_scan_equals_exhaustive_f32() {
 #[test]
 fn batches_of_every_size_equal_exhaustive_search() {
     // Groups of 8, 4, 2 and 1 queries and calls of four, two or one blocks: every batch size up
-    // to 19 covers each combination, on both kernels; 71 blocks make two cache tiles.
+    // to 19 covers each combination, on every kernel the CPU has; 71 blocks make two cache
+    // tiles.
     let dim = 64;
     let base = vecs(5, 16 * 70 + 5, dim, true);
     let queries = vecs(6, 19, dim, true);
-    for portable in [false, true] {
-        let idx = index_of(&base, dim, portable);
+    for kernel in Kernel::available() {
+        let idx = index_of(&base, dim, kernel);
         for n in 1..=queries.len() {
             let qs: Vec<&[f32]> = queries[..n].iter().map(|q| q.as_slice()).collect();
             let got = idx.search(&qs, 7, None, 0);
             for (q, g) in qs.iter().zip(&got) {
-                assert_eq!(g, &idx.search_exhaustive(q, 7, None, 0), "batch of {n}");
+                assert_eq!(
+                    g,
+                    &idx.search_exhaustive(q, 7, None, 0),
+                    "{kernel:?} batch of {n}"
+                );
             }
         }
     }
@@ -111,8 +112,8 @@ fn ranges_scanned_in_parallel_share_tau_and_still_answer_as_exhaustive_search() 
         .num_threads(8)
         .build()
         .unwrap();
-    for portable in [false, true] {
-        let idx = index_of(&base, dim, portable);
+    for kernel in Kernel::available() {
+        let idx = index_of(&base, dim, kernel);
         let qs: Vec<&[f32]> = queries
             .iter()
             .map(|q| q.as_slice())
@@ -121,7 +122,7 @@ fn ranges_scanned_in_parallel_share_tau_and_still_answer_as_exhaustive_search() 
         for k in [1, 9, 40] {
             let got = pool.install(|| idx.search(&qs, k, None, 0));
             for (q, g) in qs.iter().zip(&got) {
-                assert_eq!(g, &idx.search_exhaustive(q, k, None, 0), "k {k}");
+                assert_eq!(g, &idx.search_exhaustive(q, k, None, 0), "{kernel:?} k {k}");
             }
         }
         let floor = idx.search_exhaustive(qs[0], 6, None, 0)[5].score;
@@ -164,11 +165,15 @@ fn shared_tau_keeps_the_order_of_every_value_and_only_rises() {
 
 #[test]
 fn tile_kernels_agree_bit_for_bit() {
-    if Kernel::detect() != Kernel::Vnni512 {
-        eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel exists here");
+    let fast: Vec<Kernel> = Kernel::available()
+        .into_iter()
+        .filter(|k| *k != Kernel::Portable)
+        .collect();
+    if fast.is_empty() {
+        eprintln!("no AVX2 or AVX-512 VNNI on this CPU: only the portable kernel exists here");
         return;
     }
-    for dim in [128, 512, 37] {
+    for (fast, dim) in fast.iter().flat_map(|f| [128, 512, 37].map(|d| (*f, d))) {
         let base = vecs(7, LANES * 10, dim, false);
         let mut idx = ExactIndex::new(dim);
         for (i, x) in base.iter().enumerate() {
@@ -225,12 +230,12 @@ fn tile_kernels_agree_bit_for_bit() {
                         let mut got = vec![LaneBounds::default(); nb * g];
                         let any_want =
                             Kernel::Portable.tile(group, nb, codes, &metas, th, &mut want);
-                        let any_got = Kernel::Vnni512.tile(group, nb, codes, &metas, th, &mut got);
+                        let any_got = fast.tile(group, nb, codes, &metas, th, &mut got);
                         assert!(any_want && any_got);
                         for (w, o) in want.iter().zip(&got) {
                             assert_eq!(
                                 w.mask, o.mask,
-                                "dim {dim} group {g} blocks {nb} lane {pick}"
+                                "{fast:?} dim {dim} group {g} blocks {nb} lane {pick}"
                             );
                             assert!(w.mask != 0 && w.mask != 0xffff || nb > 1);
                             for l in (0..LANES).filter(|l| w.mask >> l & 1 == 1) {
@@ -246,7 +251,7 @@ fn tile_kernels_agree_bit_for_bit() {
                             pre: &pre,
                         };
                         if nb == 1 {
-                            assert!(!Kernel::Vnni512.tile(group, nb, codes, &metas, th, &mut got));
+                            assert!(!fast.tile(group, nb, codes, &metas, th, &mut got));
                             assert!(!Kernel::Portable.tile(group, nb, codes, &metas, th, &mut want));
                             assert!(got.iter().chain(&want).all(|o| o.mask == 0));
                         }
