@@ -264,8 +264,10 @@ fn code_dot(q: &[f32], codes: &[u8]) -> f32 {
 struct Query {
     /// The codes (signed bytes), four per u32 (little-endian), dim_p / 4 entries.
     quads: Vec<u32>,
-    /// The same codes as 16-bit integers, four per u64 (little-endian): the AVX2 kernel's
-    /// multiplier, widened once here rather than per block.
+    /// The same codes as 16-bit integers, each group of four (one u64, little-endian) written
+    /// four times: the AVX2 kernel's multiplier, one 32-byte load per group, widened and
+    /// repeated once here rather than broadcast per block (measured: batch 1,035–1,080 →
+    /// 1,285–1,310 QPS, 3·10^5 × 128-D, one thread, AMD EPYC without AVX-512).
     wide: Vec<u64>,
     /// 128 · Σ codes: what the rows' +128 offset adds to every int8 dot product with this query.
     offset: i32,
@@ -640,11 +642,11 @@ impl ExactIndex {
             .collect();
         let wide = codes
             .chunks_exact(4)
-            .map(|c| {
-                c.iter()
+            .flat_map(|c| {
+                [c.iter()
                     .enumerate()
                     .map(|(i, v)| (*v as i16 as u16 as u64) << (16 * i))
-                    .fold(0, |a, b| a | b)
+                    .fold(0, |a, b| a | b); 4]
             })
             .collect();
         Query {

@@ -422,7 +422,9 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
 /// twice the multiply-adds per instruction, but its 16-bit pair sums saturate for these codes.)
 /// A block is taken as two halves of 8 rows, each half's 32 bytes per group two widened
 /// vectors of 4 rows × 4 dimensions, so one query holds 2 accumulators (pairs of partial sums
-/// per row, added at the end) and 4 queries fit in the 16 registers with their rows. Then the
+/// per row, added at the end) and 4 queries fit in the 16 registers with their rows; each
+/// query's four codes come ready repeated four times ([`Query::wide`]), a plain 32-byte load
+/// rather than a broadcast, which would compete with the widening for the shuffle unit. Then the
 /// bounds, as [`tile_vnni`] computes them: the same operations in the same order, 8 lanes at a
 /// time, so masks and bounds agree with [`block_upper_portable`] bit for bit.
 ///
@@ -444,10 +446,10 @@ unsafe fn tile_avx2<const Q: usize>(
     use std::arch::x86_64::*;
     let queries = &queries[q0..q0 + Q];
     let (tau, pre) = (&th.tau[q0..q0 + Q], &th.pre[q0..q0 + Q]);
-    let n = queries[0].wide.len();
+    let n = queries[0].quads.len();
     assert!(queries
         .iter()
-        .all(|q| q.wide.len() == n && q.quads.len() == n));
+        .all(|q| q.wide.len() == 4 * n && q.quads.len() == n));
     let bb = n * 64;
     assert!(blocks.len() >= nb * bb && out.len() >= (nb - 1) * stride + q0 + Q);
     let rows = nb * LANES;
@@ -476,8 +478,9 @@ unsafe fn tile_avx2<const Q: usize>(
                     )
                 };
                 for q in 0..Q {
-                    // SAFETY: j < n == queries[q].wide.len() (asserted above).
-                    let x = _mm256_set1_epi64x(unsafe { *qp[q].add(j) } as i64);
+                    // SAFETY: 4j + 4 <= 4n == queries[q].wide.len() (asserted above): the
+                    // 32-byte unaligned load stays inside `wide`.
+                    let x = unsafe { _mm256_loadu_si256(qp[q].add(4 * j) as *const __m256i) };
                     acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_madd_epi16(r0, x));
                     acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_madd_epi16(r1, x));
                 }
