@@ -335,7 +335,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
             / 1e9
             / a.threads.max(1) as f64
     });
-    let peak = batch_gmacs.and_then(|_| gallery::index::int8_peak_gmacs(PEAK_REPS));
+    let peak = batch_gmacs.and_then(|_| gallery::index::int8_peak_gmacs(kernel_used, PEAK_REPS));
     let out = json!({
         "engine": "facegate",
         "index": idx.kind(),

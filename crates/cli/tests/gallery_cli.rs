@@ -434,5 +434,12 @@ fn bench_search_pairs_single_queries_with_the_bandwidth_probe() {
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["kernel"], kernel, "{v}");
         assert_eq!(v["equals_exhaustive_f32"], true, "{v}");
+        // The batch is set against the peak of that kernel's own multiply-add instruction.
+        let peak = v["int8_peak_method"].as_str();
+        match kernel {
+            "portable" => assert!(peak.is_none(), "{v}"),
+            "avx2" => assert!(peak.unwrap().contains("vpmaddwd"), "{v}"),
+            _ => assert!(peak.unwrap().contains("vpdpbusd"), "{v}"),
+        }
     }
 }

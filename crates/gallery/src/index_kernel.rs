@@ -451,7 +451,7 @@ unsafe fn tile_avx2<const Q: usize>(
         .iter()
         .all(|q| q.wide.len() == 4 * n && q.quads.len() == n));
     let bb = n * 64;
-    assert!(blocks.len() >= nb * bb && out.len() >= (nb - 1) * stride + q0 + Q);
+    assert!(blocks.len() >= nb * bb && out.len() >= nb.saturating_sub(1) * stride + q0 + Q);
     let rows = nb * LANES;
     assert!(
         meta.scale.len() >= rows && meta.half_norm2.len() >= rows && meta.residual.len() >= rows
@@ -598,15 +598,19 @@ pub(super) fn prefetch_l2(bytes: &[u8]) {
 /// throughput on any core with it, so the probe measures throughput.
 pub const PEAK_CHAINS: usize = 16;
 
-/// One core's integer multiply-add peak in GMAC/s for the kernel this CPU runs, and how it was
-/// measured (`None` for the portable kernel): the rate the batch scan is compared with
-/// (`bench-search`), best of `reps`. AVX-512 VNNI: `vpdpbusd` (64 multiply-adds); AVX2:
+/// One core's integer multiply-add peak in GMAC/s for the named scan kernel
+/// ([`ExactIndex::kernel_name`](super::ExactIndex::kernel_name)), and how it was measured
+/// (`None` for the portable kernel or one this CPU lacks): the rate the batch scan is compared
+/// with (`bench-search`), best of `reps`. AVX-512 VNNI: `vpdpbusd` (64 multiply-adds); AVX2:
 /// `vpmaddwd` + `vpaddd`, the AVX2 kernel's inner pair (16 multiply-adds).
-pub fn int8_peak_gmacs(reps: usize) -> Option<(f64, &'static str)> {
+pub fn int8_peak_gmacs(kernel: &str, reps: usize) -> Option<(f64, &'static str)> {
+    let kernel = Kernel::available()
+        .into_iter()
+        .find(|k| k.name() == kernel)?;
     #[cfg(target_arch = "x86_64")]
     {
         type Chains = unsafe fn(u64) -> i32;
-        let (chains, per, how): (Chains, f64, &'static str) = match Kernel::detect() {
+        let (chains, per, how): (Chains, f64, &'static str) = match kernel {
             Kernel::Vnni512 => (
                 vnni_chains,
                 64.0,
@@ -623,7 +627,7 @@ pub fn int8_peak_gmacs(reps: usize) -> Option<(f64, &'static str)> {
         let mut best = 0.0f64;
         for _ in 0..reps.max(1) {
             let t = std::time::Instant::now();
-            // SAFETY: `Kernel::detect` found the target features `chains` needs on this CPU.
+            // SAFETY: `Kernel::available` found the target features `chains` needs on this CPU.
             std::hint::black_box(unsafe { chains(std::hint::black_box(iters)) });
             let macs = iters as f64 * PEAK_CHAINS as f64 * per;
             best = best.max(macs / t.elapsed().as_secs_f64() / 1e9);
@@ -632,7 +636,7 @@ pub fn int8_peak_gmacs(reps: usize) -> Option<(f64, &'static str)> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = reps;
+        let _ = (kernel, reps);
         None
     }
 }
