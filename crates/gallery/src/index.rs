@@ -425,11 +425,6 @@ impl ExactIndex {
         idx
     }
 
-    /// Use the portable kernel even where a faster one exists (tests compare them).
-    pub fn force_portable_kernel(&mut self) {
-        self.kernel = Kernel::Portable;
-    }
-
     /// Which scan kernel runs: "avx512-vnni", "avx2" or "portable" (auto-vectorised for the CPU).
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name()
@@ -443,7 +438,7 @@ impl ExactIndex {
     /// Run the named kernel (one of [`ExactIndex::kernels_available`]), for benchmarks that
     /// compare them; false, and no change, for a kernel this CPU cannot run.
     pub fn use_kernel(&mut self, name: &str) -> bool {
-        match Kernel::available().into_iter().find(|k| k.name() == name) {
+        match Kernel::available_named(name) {
             Some(k) => {
                 self.kernel = k;
                 true

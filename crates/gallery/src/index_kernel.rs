@@ -44,6 +44,11 @@ impl Kernel {
         out
     }
 
+    /// The kernel called `name` ([`Kernel::name`]), if this CPU can run it.
+    pub(super) fn available_named(name: &str) -> Option<Kernel> {
+        Kernel::available().into_iter().find(|k| k.name() == name)
+    }
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Kernel::Vnni512 => "avx512-vnni",
@@ -604,9 +609,7 @@ pub const PEAK_CHAINS: usize = 16;
 /// with (`bench-search`), best of `reps`. AVX-512 VNNI: `vpdpbusd` (64 multiply-adds); AVX2:
 /// `vpmaddwd` + `vpaddd`, the AVX2 kernel's inner pair (16 multiply-adds).
 pub fn int8_peak_gmacs(kernel: &str, reps: usize) -> Option<(f64, &'static str)> {
-    let kernel = Kernel::available()
-        .into_iter()
-        .find(|k| k.name() == kernel)?;
+    let kernel = Kernel::available_named(kernel)?;
     #[cfg(target_arch = "x86_64")]
     {
         type Chains = unsafe fn(u64) -> i32;
