@@ -13,8 +13,15 @@ def _cpuinfo_field(name):
 
 
 def cpu_model():
-    """The CPU's model name (/proc/cpuinfo), else what `platform` says."""
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
+    """The CPU's model name with its family and model numbers (/proc/cpuinfo), e.g. "AMD EPYC,
+    family 25 model 1", else what `platform` says. The numbers tell generations apart where the
+    name does not (the "AMD EPYC" VMs of these benchmarks were Zen 3, family 25, on some days and
+    Zen 5, family 26, on others)."""
+    name = _cpuinfo_field("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown"
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model\t")
+    return f"{name}, family {family} model {model}" if family and model else name
 
 
 def cpu_flags():
@@ -27,8 +34,7 @@ WATCHED_VECTOR_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx51
 
 def vector_extensions():
     """The vector extensions of those the kernels (facegate's, ONNX Runtime's, OpenBLAS's) choose
-    between at run time, as `facegate bench` prints them. The model name does not say it: the same
-    "AMD EPYC" virtual machine has been given AVX-512 on some days and not on others."""
+    between at run time, as `facegate bench` prints them. The model name does not say it."""
     f = cpu_flags()
     present = [x for x in WATCHED_VECTOR_FLAGS if x in f]
     out = " ".join(present) if present else "none of avx2/avx512"

@@ -3,6 +3,7 @@
 //! (scripts/bench_face_recognition.py runs the same stages through dlib).
 
 use crate::engine::{load, EngineArgs};
+use crate::machine;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
@@ -36,56 +37,6 @@ pub(crate) fn median_ms<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Res
     }
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])
-}
-
-/// The first CPU's `field` in /proc/cpuinfo (Linux).
-fn cpuinfo_field(field: &str) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines()
-        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == field))
-        .map(|l| l.split_once(':').map_or("", |(_, v)| v).trim().to_string())
-}
-
-pub(crate) fn cpu_model() -> String {
-    cpuinfo_field("model name").unwrap_or_else(|| "unknown CPU".into())
-}
-
-/// The vector extensions this CPU offers of those facegate's kernels and ONNX Runtime choose
-/// between at run time (/proc/cpuinfo's flags), e.g. "avx2 fma avx512f avx512bw avx512vl
-/// avx512_vnni". Printed with every benchmark because the model name does not say it: the same
-/// "AMD EPYC" virtual machine has been given AVX-512 on some days and not on others, and MMOD
-/// detection ran 3x slower without it.
-pub(crate) fn vector_extensions() -> String {
-    const WATCHED: [&str; 8] = [
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512bw",
-        "avx512vl",
-        "avx512_vnni",
-        "avx_vnni",
-        "amx_int8",
-    ];
-    let flags = cpuinfo_field("flags").unwrap_or_default();
-    let have: Vec<&str> = flags.split_whitespace().collect();
-    vector_extensions_of(&have, &WATCHED)
-}
-
-fn vector_extensions_of(have: &[&str], watched: &[&str]) -> String {
-    let present: Vec<&str> = watched
-        .iter()
-        .copied()
-        .filter(|f| have.contains(f))
-        .collect();
-    let mut out = if present.is_empty() {
-        "none of avx2/avx512".to_string()
-    } else {
-        present.join(" ")
-    };
-    if !present.contains(&"avx512f") {
-        out.push_str(", no AVX-512");
-    }
-    out
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
@@ -194,7 +145,7 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
         a.engine.threads.to_string()
     };
     let out = json!({
-        "machine": {"cpu": cpu_model(), "vector": vector_extensions(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
+        "machine": {"cpu": machine::cpu_model(), "vector": machine::vector_extensions(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
         "threads": threads,
         "pack": p.models.manifest.name,
         "detector": p.detector_name(),
@@ -253,29 +204,4 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::vector_extensions_of;
-
-    const WATCHED: [&str; 4] = ["avx2", "fma", "avx512f", "avx512_vnni"];
-
-    #[test]
-    fn vector_extensions_name_what_the_cpu_has_in_a_fixed_order() {
-        let avx512 = ["fpu", "avx512_vnni", "fma", "avx512f", "avx2", "sse2"];
-        assert_eq!(
-            vector_extensions_of(&avx512, &WATCHED),
-            "avx2 fma avx512f avx512_vnni"
-        );
-        let avx2 = ["fpu", "fma", "avx2", "sse2"];
-        assert_eq!(
-            vector_extensions_of(&avx2, &WATCHED),
-            "avx2 fma, no AVX-512"
-        );
-        assert_eq!(
-            vector_extensions_of(&["sse2"], &WATCHED),
-            "none of avx2/avx512, no AVX-512"
-        );
-    }
 }

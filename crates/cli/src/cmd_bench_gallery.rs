@@ -215,6 +215,7 @@ pub fn run(a: BenchGalleryArgs) -> Result<i32> {
     println!(
         "{}",
         json!({
+            "machine": crate::machine::describe(),
             "n": a.n, "dim": a.dim, "threads": a.threads,
             "bulk_enrol_s": enrol_s, "bulk_enrol_per_s": a.n as f64 / enrol_s,
             "disk_mb": if embedded { json!(disk as f64 / 1e6) } else { json!(null) },

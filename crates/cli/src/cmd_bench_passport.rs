@@ -90,8 +90,8 @@ pub fn run(a: BenchPassportArgs) -> Result<i32> {
     let pillow = pillow_openjpeg_ms(&face.image, decode_runs);
 
     let machine = json!({
-        "cpu": crate::cmd_bench::cpu_model(),
-        "vector": crate::cmd_bench::vector_extensions(),
+        "cpu": crate::machine::cpu_model(),
+        "vector": crate::machine::vector_extensions(),
         "threads": 1,
     });
     let out = json!({

@@ -340,7 +340,7 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
         "engine": "facegate",
         "index": idx.kind(),
         "kernel": kernel,
-        "vector": crate::cmd_bench::vector_extensions(),
+        "vector": crate::machine::vector_extensions(),
         "data": if a.synthetic.is_some() { "synthetic (row computed from id)" } else { "file" },
         "recall_at_1": recall1,
         "n": n, "dim": a.dim, "k": a.k, "threads": a.threads,

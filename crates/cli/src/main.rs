@@ -15,6 +15,7 @@ mod cmd_serve;
 mod cmd_watch;
 mod engine;
 mod eval;
+mod machine;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -4,11 +4,14 @@
 //! scripts/bench_search_faiss.py.
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use gallery::index::{dot_f32, ExactIndex};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::hint::black_box;
+
+#[path = "../../cli/src/machine.rs"]
+mod machine;
 
 fn unit_vectors(n: usize, dim: usize, seed: u8) -> Vec<Vec<f32>> {
     let mut rng = ChaCha20Rng::from_seed([seed; 32]);
@@ -80,4 +83,14 @@ fn sealing(c: &mut Criterion) {
 }
 
 criterion_group!(benches, search, sealing);
-criterion_main!(benches);
+
+fn main() {
+    // criterion_main!, with the machine line every facegate benchmark prints first.
+    println!(
+        "machine: {}; threads: {}; method: Criterion, time per iteration",
+        machine::describe(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores (rayon default)".into())
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -8,7 +8,7 @@
 //! same kind of streams.
 #![allow(clippy::unwrap_used)] // benchmarks stop at the first surprise
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use std::hint::black_box;
 use std::path::Path;
 use video::source::{Frame, FrameSource, Mp4Source};
@@ -17,6 +17,9 @@ use video::track::{Observation, Tracker};
 use video::watch::{WatchConfig, Watcher};
 use vision::models::Models;
 use vision::pipeline::Pipeline;
+
+#[path = "../../cli/src/machine.rs"]
+mod machine;
 
 const FRAMES: u64 = 60;
 
@@ -147,4 +150,13 @@ fn stages(c: &mut Criterion) {
 }
 
 criterion_group!(benches, stages);
-criterion_main!(benches);
+
+fn main() {
+    // criterion_main!, with the machine line every facegate benchmark prints first.
+    println!(
+        "machine: {}; threads: 1 (640x480 e-gate), 2 (1280x720 CCTV); method: Criterion, time per iteration",
+        machine::describe()
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

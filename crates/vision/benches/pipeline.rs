@@ -6,13 +6,16 @@
 //! comes from `facegate bench` and scripts/bench_face_recognition.py on the same image.
 #![allow(clippy::unwrap_used)] // tests and benchmarks stop at the first surprise
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use std::hint::black_box;
 use std::path::Path;
 use vision::decode::{decode_file, DecodeLimits};
 use vision::detect::DetectOptions;
 use vision::models::{DetectorChoice, Models};
 use vision::pipeline::Pipeline;
+
+#[path = "../../cli/src/machine.rs"]
+mod machine;
 
 fn stages(c: &mut Criterion) {
     let home = vision::pack::default_home();
@@ -84,4 +87,13 @@ fn stages(c: &mut Criterion) {
 }
 
 criterion_group!(benches, stages);
-criterion_main!(benches);
+
+fn main() {
+    // criterion_main!, with the machine line every facegate benchmark prints first.
+    println!(
+        "machine: {}; threads: 1 inference thread; method: Criterion, time per iteration",
+        machine::describe()
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
