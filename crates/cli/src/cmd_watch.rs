@@ -12,6 +12,7 @@ use clap::Args;
 use serde_json::json;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use video::cadence::Cadence;
 use video::watch::{Event, Evidence, WatchConfig, Watcher};
 use video::VideoLimits;
 use vision::decode::{decode_file, DecodeLimits};
@@ -37,9 +38,15 @@ pub struct WatchArgs {
     /// Most candidates per decision in watchlist mode (capped by the gallery policy).
     #[arg(long)]
     pub k: Option<usize>,
-    /// Detect on every n-th frame only (the tracker steps on those frames).
-    #[arg(long, default_value_t = 1)]
-    pub every: u32,
+    /// Detect on every n-th frame only (the tracker steps on those frames); `auto`: as often as
+    /// this machine keeps up with the stream's frame rate (every frame if it can, up to
+    /// --max-every), measured while watching and changed as the cost changes; a live camera
+    /// that still has to drop frames raises it at once.
+    #[arg(long, default_value = "1", value_parser = parse_every)]
+    pub every: Every,
+    /// With --every auto: the largest interval it may go to.
+    #[arg(long, default_value_t = video::cadence::Cadence::DEFAULT_MAX)]
+    pub max_every: u32,
     /// Best frames (by quality) kept and embedded per passer-by.
     #[arg(long, default_value_t = 3)]
     pub best: usize,
@@ -78,6 +85,25 @@ pub struct WatchArgs {
     pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `--every`: a fixed interval, or `auto`.
+#[derive(Clone, Copy, Debug)]
+pub enum Every {
+    Fixed(u32),
+    Auto,
+}
+
+fn parse_every(s: &str) -> Result<Every, String> {
+    if s == "auto" {
+        return Ok(Every::Auto);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Every::Fixed(n)),
+        _ => Err(format!(
+            "{s:?}: a whole number of frames (1 = every frame) or auto"
+        )),
+    }
 }
 
 /// `--decide-early`: a factor, or `off`.
@@ -214,7 +240,10 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         bail!("--decide-early needs --reference: a gallery is searched once per passer-by (each search is audited), not probed frame after frame");
     }
     let cfg = WatchConfig {
-        detect_every: a.every.max(1),
+        detect_every: match a.every {
+            Every::Fixed(n) => n,
+            Every::Auto => 1,
+        },
         best_frames: a.best.max(1),
         decide_after_frames: a.decide_after.max(1),
         ..Default::default()
@@ -292,6 +321,10 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
+    let mut cadence = match a.every {
+        Every::Fixed(n) => Cadence::fixed(n),
+        Every::Auto => Cadence::adaptive(1, a.max_every, source.frame_rate()),
+    };
     let early = match a.decide_early {
         None => Some(video::watch::EarlyMatch::DEFAULT_FACTOR),
         Some(Early::Off) => None,
@@ -386,6 +419,9 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
                 break;
             }
         };
+        // What this frame cost to process (a live source's next_frame waits for the camera, so
+        // reading is not counted; decoding, 1-2 ms a frame, is inside the cadence's margin).
+        let clock = std::time::Instant::now();
         let events = w.process(&frame, p)?;
         emit(events, &mut out)?;
         if let Some(out) = &mut annotated {
@@ -393,6 +429,12 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             out.push(&frame.image, frame.index, frame.time_ms)
                 .context("writing the annotated frames")?;
         }
+        let every = cadence.observe(
+            clock.elapsed().as_secs_f64() * 1e3,
+            w.detected_last(),
+            source.stats().dropped,
+        );
+        w.set_detect_every(every);
         progress.inc(1);
     }
     let events = w.finish(p)?;
@@ -417,7 +459,10 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             "tracks": tracks, "decisions": decisions, "matches": matches, "seconds": secs,
             "frames_per_second": stats.frames as f64 / secs.max(1e-9),
             "stage_ms_per_frame": stages,
-            "detector": p.detector_name(), "detect_every": cfg.detect_every,
+            "detector": p.detector_name(), "detect_every": cadence.every(),
+            "detection_frames": w.detection_frames(),
+            "detect_every_auto": cadence.is_adaptive().then(|| json!({"max": a.max_every,
+                "largest_used": cadence.largest(), "changes": cadence.changes()})),
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;
     if let Some(e) = source_error {

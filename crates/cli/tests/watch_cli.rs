@@ -70,6 +70,64 @@ fn first_frame(ev: &[serde_json::Value], track: u64) -> u64 {
         .unwrap()
 }
 
+/// `--every N` detects on frames 0, N, 2N, …; `--every auto` on every frame up to every
+/// --max-every-th, as this machine keeps up (how often depends on the machine: the control law is
+/// tested in the video crate, `cadence`), and says what it used. Either way the singer is matched
+/// once.
+#[test]
+fn detection_on_every_nth_frame_or_as_often_as_the_machine_keeps_up() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shared.join("data/video/short_hamilton_clip.mp4");
+    let reference = shared.join("data/people/lin-manuel-miranda.png");
+    let (code, out, err) = watch(
+        dir.path(),
+        clip.to_str().unwrap(),
+        &reference,
+        &["--every", "3"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["detection_frames"], 92, "275 frames: 0, 3, …, 273");
+    assert_eq!(summary["detect_every"], 3);
+    assert!(summary["detect_every_auto"].is_null());
+    assert_eq!(matches(&ev).len(), 1, "{out}");
+
+    let (code, out, err) = watch(
+        dir.path(),
+        clip.to_str().unwrap(),
+        &reference,
+        &["--every", "auto", "--max-every", "4"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    let auto = &summary["detect_every_auto"];
+    assert_eq!(auto["max"], 4, "{summary}");
+    let largest = auto["largest_used"].as_u64().unwrap();
+    assert!((1..=4).contains(&largest), "{summary}");
+    let detected = summary["detection_frames"].as_u64().unwrap();
+    assert!(
+        detected >= 275_u64.div_ceil(largest) && detected <= 275,
+        "{summary}"
+    );
+    assert_eq!(matches(&ev).len(), 1, "{out}");
+
+    for bad in ["0", "fast"] {
+        let (code, _, err) = watch(
+            dir.path(),
+            clip.to_str().unwrap(),
+            &reference,
+            &["--every", bad],
+        );
+        assert_ne!(code, 0);
+        assert!(err.contains("or auto"), "{err}");
+    }
+}
+
 #[test]
 fn egate_mode_matches_the_singer_once_and_nobody_in_the_audience() {
     let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {

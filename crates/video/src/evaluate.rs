@@ -235,7 +235,7 @@ pub fn run_scene(
         };
         let events = w.process(&frame, p)?;
         take(events, &mut decided);
-        let detected_now = f.is_multiple_of(cfg.detect_every.max(1) as u64);
+        let detected_now = w.detected_last();
         let tracks: Vec<(u64, Rect)> = if detected_now {
             w.boxes().to_vec()
         } else {

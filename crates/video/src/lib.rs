@@ -9,6 +9,8 @@
 //!   detections, appearance gating when boxes are ambiguous).
 //! - [`watch`]: per track, the best frames (ranked by [`rank`]) and one fused template, decided
 //!   once.
+//! - [`cadence`]: how often to detect on a live stream, fixed or as often as this machine keeps
+//!   up.
 //! - [`annotate`]: tracked faces boxed, as JPEG frames or an H.264 MP4 (only when asked).
 //! - [`synth`], [`metrics`], [`evaluate`]: generated scenes with exact ground truth, MOTA/IDF1,
 //!   and the per-passer-by decision counts.
@@ -17,6 +19,7 @@
 
 pub mod annotate;
 pub mod attack;
+pub mod cadence;
 pub mod error;
 pub mod evaluate;
 pub mod h264;

@@ -346,6 +346,16 @@ pub struct Watcher {
     recent: Vec<Recent>,
     /// Faces a clear match with decides a track early.
     early: Option<EarlyMatch>,
+    /// Detect on every n-th frame now: `cfg.detect_every` unless changed while watching
+    /// ([`Watcher::set_detect_every`], by [`crate::cadence::Cadence`]).
+    every: u32,
+    /// The first frame index that detects again (the schedule follows frame indices, so a
+    /// changed interval applies from the next detection on).
+    next_detect: u64,
+    /// Whether the last frame processed ran detection.
+    detected_last: bool,
+    /// Frames that ran detection.
+    detection_frames: u64,
 }
 
 /// A decided track that ended, remembered a while: see [`Watcher::recent`].
@@ -370,7 +380,34 @@ impl Watcher {
             seconds: StageSeconds::default(),
             recent: Vec::new(),
             early: None,
+            every: cfg.detect_every.max(1),
+            next_detect: 0,
+            detected_last: false,
+            detection_frames: 0,
         }
+    }
+
+    /// Detect on every n-th frame from the next detection on (n >= 1). The tracker steps on
+    /// detection frames only and its motion model counts steps, not frames: a changed interval
+    /// makes its first few predictions too short or too long, so changes should be rare
+    /// ([`crate::cadence::Cadence`] holds an interval for seconds).
+    pub fn set_detect_every(&mut self, n: u32) {
+        self.every = n.max(1);
+    }
+
+    /// The detection interval now.
+    pub fn detect_every(&self) -> u32 {
+        self.every
+    }
+
+    /// Whether the last frame processed ran detection (the tracker stepped on it).
+    pub fn detected_last(&self) -> bool {
+        self.detected_last
+    }
+
+    /// Frames that ran detection so far.
+    pub fn detection_frames(&self) -> u64 {
+        self.detection_frames
     }
 
     /// Decide tracks early on a clear match with these faces ([`EarlyMatch`]); `None`: only after
@@ -472,7 +509,7 @@ impl Watcher {
 
     /// Frames a lost track is kept (`max_lost_frames` counts detection frames).
     fn lost_kept_for(&self) -> u64 {
-        self.cfg.tracker.max_lost_frames as u64 * self.cfg.detect_every.max(1) as u64
+        self.cfg.tracker.max_lost_frames as u64 * self.every as u64
     }
 
     /// Time spent per stage so far.
@@ -493,12 +530,14 @@ impl Watcher {
     pub fn process(&mut self, frame: &Frame, p: &Pipeline) -> Result<Vec<Event>, VideoError> {
         self.last_frame = frame.index;
         self.last_time = frame.time_ms;
-        if !frame
-            .index
-            .is_multiple_of(self.cfg.detect_every.max(1) as u64)
-        {
+        // Frames count from 0 one by one (a live source's dropped units are not frames), so
+        // with a fixed interval n this detects on frames 0, n, 2n, ...
+        self.detected_last = frame.index >= self.next_detect;
+        if !self.detected_last {
             return Ok(Vec::new());
         }
+        self.next_detect = frame.index + self.every as u64;
+        self.detection_frames += 1;
         let img = &frame.image;
         let clock = std::time::Instant::now();
         let dets = p.detect(img)?;
@@ -615,7 +654,7 @@ impl Watcher {
     /// young track taking it over, and the duplicate check before a decision all compare with
     /// the best picture of this face there is. Once per time a track is lost; not for fragments.
     fn look_at_lost(&mut self, now: u64, p: &Pipeline) -> Result<(), VideoError> {
-        let every = self.cfg.detect_every.max(1) as u64;
+        let every = self.every as u64;
         let similarity = p.metric().is_similarity();
         for (&id, state) in self.tracks.iter_mut() {
             if state.decided

@@ -1,0 +1,249 @@
+//! How often to detect on a live stream that every-frame detection cannot keep up with.
+//!
+//! Detection is most of a frame's cost (docs/video.md, "Real time"), and the tracker carries a
+//! face between detections. A camera does not wait for its reader: one that falls behind loses
+//! units up to the next key frame, and with them whole stretches of every track in view. So
+//! `watch --every auto` detects as often as real time allows on the machine it runs on: it
+//! measures what a frame with detection and a frame without cost here, and picks the smallest
+//! interval whose average cost per frame fits the stream's frame interval with a margin. Frames
+//! the source still drops raise the interval one step at once.
+//!
+//! Changes are rare on purpose: the tracker's motion model counts detection steps, not frames
+//! ([`crate::watch::Watcher::set_detect_every`]), so a lower interval is taken only after the
+//! averages have said it fits for [`Cadence::HOLD_SECONDS`] on end.
+
+/// The detection interval of a stream, fixed or adapted to this machine's speed.
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    min: u32,
+    max: u32,
+    every: u32,
+    adaptive: bool,
+    /// The stream's frame interval, ms.
+    frame_ms: f64,
+    /// Moving averages of what a frame costs here, ms: with detection, and without.
+    detect_ms: Option<f64>,
+    other_ms: Option<f64>,
+    /// The source's dropped-unit count last seen.
+    dropped: u64,
+    /// Frames on end for which a lower interval has fitted.
+    calm: u64,
+    changes: u64,
+    largest: u32,
+}
+
+/// Weight of a new frame in the moving averages: about the last 10 frames of each kind.
+const SMOOTHING: f64 = 0.1;
+
+impl Cadence {
+    /// Share of the frame interval the average cost may use: the rest absorbs frames that cost
+    /// more than the average (more faces to collect, a decision to make).
+    pub const BUDGET: f64 = 0.85;
+    /// A lower interval must have fitted this long on end before it is taken.
+    pub const HOLD_SECONDS: f64 = 2.0;
+    /// The largest interval `auto` goes to unless told: at 30 fps, detection 5 times a second.
+    pub const DEFAULT_MAX: u32 = 6;
+
+    /// Always `every`.
+    pub fn fixed(every: u32) -> Cadence {
+        let every = every.max(1);
+        Cadence {
+            min: every,
+            max: every,
+            every,
+            adaptive: false,
+            frame_ms: 0.0,
+            detect_ms: None,
+            other_ms: None,
+            dropped: 0,
+            calm: 0,
+            changes: 0,
+            largest: every,
+        }
+    }
+
+    /// Between `min` and `max` (both at least 1), starting at `min`, for a stream of
+    /// `frames_per_second` (a stream that does not say: 30, what gate and CCTV cameras send).
+    pub fn adaptive(min: u32, max: u32, frames_per_second: f64) -> Cadence {
+        let min = min.max(1);
+        let fps = if frames_per_second.is_finite() && frames_per_second > 0.0 {
+            frames_per_second
+        } else {
+            30.0
+        };
+        Cadence {
+            max: max.max(min),
+            adaptive: true,
+            frame_ms: 1000.0 / fps,
+            ..Cadence::fixed(min)
+        }
+    }
+
+    /// The interval to detect at now.
+    pub fn every(&self) -> u32 {
+        self.every
+    }
+
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// Times the interval changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The largest interval used.
+    pub fn largest(&self) -> u32 {
+        self.largest
+    }
+
+    /// After each frame: what it cost here (reading, decoding and processing it, ms), whether it
+    /// ran detection, and the source's dropped-unit count so far. Returns the interval to
+    /// detect at from now on.
+    pub fn observe(&mut self, cost_ms: f64, detected: bool, dropped_total: u64) -> u32 {
+        if !self.adaptive {
+            return self.every;
+        }
+        let cost_ms = if cost_ms.is_finite() {
+            cost_ms.max(0.0)
+        } else {
+            0.0
+        };
+        let average = if detected {
+            &mut self.detect_ms
+        } else {
+            &mut self.other_ms
+        };
+        *average = Some(match *average {
+            None => cost_ms,
+            Some(a) => a + SMOOTHING * (cost_ms - a),
+        });
+        let dropped_now = dropped_total > self.dropped;
+        self.dropped = dropped_total;
+        let needed = self.needed();
+        let hold = (Self::HOLD_SECONDS * 1000.0 / self.frame_ms).ceil() as u64;
+        self.calm = if needed < self.every && !dropped_now {
+            self.calm + 1
+        } else {
+            0
+        };
+        let next = if dropped_now {
+            // Behind already: whatever the averages say, one step more.
+            needed.max(self.every + 1).min(self.max)
+        } else if needed > self.every || self.calm >= hold {
+            needed
+        } else {
+            self.every
+        };
+        if next != self.every {
+            self.every = next;
+            self.calm = 0;
+            self.changes += 1;
+            self.largest = self.largest.max(next);
+        }
+        self.every
+    }
+
+    /// The smallest interval in [min, max] whose average cost per frame fits the budget (max
+    /// when none does). Before a frame without detection has been seen, a detection frame's
+    /// cost is all there is to go on.
+    fn needed(&self) -> u32 {
+        let Some(detect) = self.detect_ms else {
+            return self.every;
+        };
+        let other = self.other_ms.unwrap_or(0.0).min(detect);
+        let budget = Self::BUDGET * self.frame_ms;
+        (self.min..=self.max)
+            .find(|&n| (detect + (n - 1) as f64 * other) / n as f64 <= budget)
+            .unwrap_or(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cadence;
+
+    /// Feeds `frames` frames detected on the cadence's own schedule, each costing `detect` or
+    /// `other` ms, and returns the intervals in use after each.
+    fn run(c: &mut Cadence, frames: u64, detect: f64, other: f64) -> Vec<u32> {
+        let mut next = 0u64;
+        (0..frames)
+            .map(|i| {
+                let detected = i >= next;
+                if detected {
+                    next = i + c.every() as u64;
+                }
+                c.observe(if detected { detect } else { other }, detected, 0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fixed_cadence_never_changes() {
+        let mut c = Cadence::fixed(3);
+        assert_eq!(run(&mut c, 300, 500.0, 1.0).last(), Some(&3));
+        assert_eq!(c.observe(1.0, false, 99), 3);
+        assert_eq!(c.changes(), 0);
+    }
+
+    #[test]
+    fn a_machine_that_keeps_up_detects_on_every_frame() {
+        // 30 fps: 33.3 ms a frame, budget 28.3; detection costs 20 ms.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        assert!(run(&mut c, 300, 20.0, 3.0).iter().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn a_slow_detector_gets_the_smallest_interval_that_fits() {
+        // 80 ms detection, 4 ms otherwise: n = 3 averages 29.3 > 28.3, n = 4 averages 23.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        let used = run(&mut c, 300, 80.0, 4.0);
+        assert_eq!(used.last(), Some(&4), "{used:?}");
+        // It got there going up only, and settled.
+        assert!(used.windows(2).all(|w| w[1] >= w[0]), "{used:?}");
+        assert!(c.changes() <= 3);
+        // Nothing fits: the largest interval allowed.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        assert_eq!(run(&mut c, 300, 500.0, 30.0).last(), Some(&6));
+        assert_eq!(c.largest(), 6);
+    }
+
+    #[test]
+    fn an_interval_comes_down_only_after_a_lower_one_fitted_for_a_while() {
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        run(&mut c, 100, 80.0, 4.0);
+        assert_eq!(c.every(), 4);
+        // The detector got fast (another stream on the machine ended): back to every frame,
+        // but only once a lower interval has fitted for two seconds (60 frames at 30 fps).
+        let used = run(&mut c, 200, 10.0, 2.0);
+        let first_lower = used.iter().position(|&n| n < 4).unwrap();
+        assert!(
+            first_lower >= 50,
+            "lowered after {first_lower} frames: {used:?}"
+        );
+        assert_eq!(used.last(), Some(&1));
+    }
+
+    #[test]
+    fn dropped_units_raise_the_interval_at_once() {
+        let mut c = Cadence::adaptive(2, 5, 25.0);
+        assert_eq!(c.every(), 2);
+        // The averages say 2 is fine, but the source dropped units: one step up, each time.
+        assert_eq!(c.observe(10.0, true, 0), 2);
+        assert_eq!(c.observe(10.0, false, 7), 3);
+        assert_eq!(c.observe(10.0, false, 7), 3);
+        assert_eq!(c.observe(10.0, false, 9), 4);
+        assert_eq!(c.observe(10.0, false, 12), 5);
+        assert_eq!(c.observe(10.0, false, 20), 5, "never above max");
+    }
+
+    #[test]
+    fn an_unknown_frame_rate_is_taken_for_30_fps_and_bad_costs_do_no_harm() {
+        let mut c = Cadence::adaptive(1, 6, 0.0);
+        assert_eq!(run(&mut c, 100, 80.0, 4.0).last(), Some(&4));
+        let mut c = Cadence::adaptive(0, 0, f64::NAN);
+        assert_eq!(c.observe(f64::INFINITY, true, 0), 1);
+        assert_eq!(c.observe(f64::NAN, false, 0), 1);
+    }
+}
