@@ -187,7 +187,8 @@ fn packets_lost_over_udp_cost_frames_and_the_stream_goes_on_to_its_end() {
 
 #[test]
 fn a_reader_that_falls_behind_drops_whole_groups_up_to_the_next_key_frame() {
-    let n = 60;
+    // Long enough to overflow the queue (32 units) at a third of the camera's rate.
+    let n = 150;
     let server = serve(stream(n), Behaviour::RealTime);
     let mut source =
         RtspSource::connect(&server.url, &VideoLimits::default(), options(5000)).unwrap();
