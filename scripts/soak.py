@@ -171,6 +171,9 @@ def run(a, camera):
         print(f"watch: {s['frames']} frames read in {s['seconds']:.0f} s ({s['frames_per_second']:.2f} fps), "
               f"{s['dropped_units']} units dropped, {s['decisions']} decisions, {s['tracks']} tracks; "
               f"source: {s['source_error'] or 'ended'}")
+        auto = s.get("detect_every_auto")
+        print(f"detection on {s.get('detection_frames')} frames; interval at the end {s.get('detect_every')}"
+              + (f", auto: largest {auto['largest_used']} of max {auto['max']}, {auto['changes']} changes" if auto else ""))
     if len(samples) >= 8:
         q = len(samples) // 4
         first = sum(s[3] for s in samples[:q]) / q
