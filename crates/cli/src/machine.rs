@@ -1,7 +1,8 @@
 //! Which machine a benchmark ran on: the CPU's model name and the vector extensions that
 //! facegate's kernels and ONNX Runtime choose between at run time. Every benchmark prints it —
-//! `facegate bench`, `bench-search`, `bench-passport`, and the Criterion benches of the library
-//! crates, which include this file by path (it needs nothing but std) so there is one copy.
+//! `facegate bench`, `bench-search`, `bench-passport`, `bench-gallery`, and the Criterion benches
+//! of the library crates, which include this file by path (it needs nothing but std) so there is
+//! one copy.
 #![allow(dead_code)] // each including bench uses part of it
 
 /// The first CPU's `field` in /proc/cpuinfo (Linux).
@@ -61,7 +62,7 @@ fn vector_extensions_of(have: &[&str], watched: &[&str]) -> String {
 }
 
 /// One line for a benchmark's header: model, vector extensions, logical CPUs, e.g.
-/// "AMD EPYC (avx2 fma, no AVX-512), 2 logical CPUs".
+/// "AMD EPYC, family 25 model 1 (avx2 fma, no AVX-512), 2 logical CPUs".
 pub fn describe() -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
