@@ -3,10 +3,13 @@ import platform
 
 
 def _cpuinfo_field(name):
+    """The first CPU's field `name` (the key before the colon, matched whole, as machine.rs does:
+    "model" is not "model name")."""
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == name:
+                return value.strip()
     except OSError:
         pass
     return None
@@ -20,7 +23,7 @@ def cpu_model():
     name = _cpuinfo_field("model name")
     if not name:
         return platform.processor() or platform.machine() or "unknown"
-    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model\t")
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
     return f"{name}, family {family} model {model}" if family and model else name
 
 
