@@ -94,7 +94,25 @@ pub enum Every {
     Auto,
 }
 
-fn parse_every(s: &str) -> Result<Every, String> {
+impl Every {
+    /// The interval to start at.
+    pub fn first(self) -> u32 {
+        match self {
+            Every::Fixed(n) => n,
+            Every::Auto => 1,
+        }
+    }
+
+    /// The cadence for a stream of `frames_per_second`, `auto` going up to `max`.
+    pub fn cadence(self, max: u32, frames_per_second: f64) -> Cadence {
+        match self {
+            Every::Fixed(n) => Cadence::fixed(n),
+            Every::Auto => Cadence::adaptive(1, max, frames_per_second),
+        }
+    }
+}
+
+pub(crate) fn parse_every(s: &str) -> Result<Every, String> {
     if s == "auto" {
         return Ok(Every::Auto);
     }
@@ -240,10 +258,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         bail!("--decide-early needs --reference: a gallery is searched once per passer-by (each search is audited), not probed frame after frame");
     }
     let cfg = WatchConfig {
-        detect_every: match a.every {
-            Every::Fixed(n) => n,
-            Every::Auto => 1,
-        },
+        detect_every: a.every.first(),
         best_frames: a.best.max(1),
         decide_after_frames: a.decide_after.max(1),
         ..Default::default()
@@ -321,10 +336,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
-    let mut cadence = match a.every {
-        Every::Fixed(n) => Cadence::fixed(n),
-        Every::Auto => Cadence::adaptive(1, a.max_every, source.frame_rate()),
-    };
+    let mut cadence = a.every.cadence(a.max_every, source.frame_rate());
     let early = match a.decide_early {
         None => Some(video::watch::EarlyMatch::DEFAULT_FACTOR),
         Some(Early::Off) => None,

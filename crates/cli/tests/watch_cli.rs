@@ -413,6 +413,72 @@ fn eval_video_reports_early_decisions_and_how_long_each_passer_by_waited() {
     }
 }
 
+/// `eval video --live`: the scene replayed as a camera on its own clock. A camera slower than the
+/// reader (1 fps) changes nothing; one far faster than it (1,000 fps, a queue of 2) loses frames,
+/// and the passers-by in view then count as missed; `--every auto` on that clock goes to its
+/// largest interval. The passers-by counted are the same in every run: who was in view, not
+/// what the watcher looked at.
+#[test]
+fn a_scene_replayed_live_loses_the_frames_a_slow_reader_cannot_take_and_counts_them_missed() {
+    let Some(shared) = shared_with("data/lfw-dev/images") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| eval_video_report(dir.path(), &shared, "6", "200", extra);
+    let offline = run(&[]);
+    assert!(offline.get("live").is_none(), "{offline}");
+    let slow_camera = run(&["--live", "--live-fps", "1"]);
+    let l = &slow_camera["live"];
+    assert_eq!(l["frames_read"], 200, "{l}");
+    assert_eq!(l["frames_lost"], 0, "{l}");
+    for key in [
+        "tracking",
+        "decisions",
+        "passages",
+        "fused",
+        "decision_delay_frames",
+    ] {
+        assert_eq!(slow_camera[key], offline[key], "{key}");
+    }
+
+    let fast_camera = run(&["--live", "--live-fps", "1000", "--live-queue", "2"]);
+    let l = &fast_camera["live"];
+    let (read, lost) = (
+        l["frames_read"].as_u64().unwrap(),
+        l["frames_lost"].as_u64().unwrap(),
+    );
+    assert_eq!(read + lost, 200, "{l}");
+    assert!(lost > 100, "{l}");
+    assert_eq!(fast_camera["detection_frames"].as_u64(), Some(read));
+    // Lost frames a detection was due on (every frame, here) are scored, with nothing tracked.
+    let scored = l["lost_frames_scored"].as_u64().unwrap();
+    assert!(scored >= 1 && scored <= lost, "{l}");
+    let t = (&offline["tracking"], &fast_camera["tracking"]);
+    assert!(
+        t.1["mota"].as_f64().unwrap() < t.0["mota"].as_f64().unwrap() - 0.2,
+        "{t:?}"
+    );
+    assert_eq!(fast_camera["passages"], offline["passages"]);
+
+    let auto = run(&[
+        "--live",
+        "--live-fps",
+        "1000",
+        "--every",
+        "auto",
+        "--max-every",
+        "5",
+    ]);
+    let e = &auto["detect_every"];
+    assert_eq!(e["adaptive"], true, "{e}");
+    assert_eq!(e["largest_used"], 5, "{e}");
+    assert!(
+        auto["detection_frames"].as_u64().unwrap() < auto["live"]["frames_read"].as_u64().unwrap()
+    );
+    assert_eq!(auto["passages"], offline["passages"]);
+    assert_eq!(offline["detect_every"]["adaptive"], false);
+}
+
 #[test]
 fn generated_scenes_export_as_mp4_with_ground_truth_and_scene_n_is_always_the_same() {
     use video::FrameSource;

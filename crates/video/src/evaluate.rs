@@ -2,8 +2,10 @@
 //! (MOTA, IDF1, HOTA) and what a border operator counts per passer-by (no decision, two or more
 //! decisions, a wrong decision), for fused and single-frame templates.
 
+use crate::cadence::Cadence;
 use crate::error::VideoError;
 use crate::metrics::{evaluate as mot, FrameBoxes, MotSummary};
+use crate::replay::{LiveFacts, LiveOptions, LiveReplay};
 use crate::source::Frame;
 use crate::synth::Scene;
 use crate::track::iou;
@@ -73,9 +75,63 @@ pub struct SceneReport {
     /// When the frames went through an H.264 round trip: what the stream delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub h264: Option<StreamFacts>,
+    /// Frames that ran detection (the tracker stepped on them).
+    pub detection_frames: u64,
+    /// The detection interval: fixed, or as `--every auto` moved it.
+    pub detect_every: CadenceFacts,
+    /// When the scene was replayed as a live camera: the frames read and lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveReport>,
     /// Ground truth and tracker boxes of every scored frame (for exporting in MOT format).
     #[serde(skip)]
     pub boxes: Vec<FrameBoxes>,
+}
+
+/// How often the scene's frames ran detection.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CadenceFacts {
+    pub adaptive: bool,
+    /// The interval at the end of the scene.
+    pub last: u32,
+    pub largest_used: u32,
+    pub changes: u64,
+}
+
+/// A scene replayed as a live camera ([`LiveReplay`]).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LiveReport {
+    pub camera: LiveOptions,
+    #[serde(flatten)]
+    pub facts: LiveFacts,
+    /// Lost frames scored as frames the tracker had nothing on (those a detection was due on).
+    pub lost_frames_scored: u64,
+}
+
+/// How a scene is run.
+#[derive(Debug, Clone)]
+pub struct SceneRun {
+    /// Every frame through an H.264 encoder at this rate and back first
+    /// ([`crate::h264::H264RoundTrip`]), as a camera's stream would deliver it.
+    pub h264_bits_per_second: Option<u32>,
+    /// Decide a track early on a clear match ([`EarlyMatch`], this factor) with any of the
+    /// judge's references.
+    pub early: Option<f32>,
+    /// How often to detect.
+    pub cadence: Cadence,
+    /// Release the frames as a live camera would and lose those the reader is too slow for.
+    pub live: Option<LiveOptions>,
+}
+
+impl SceneRun {
+    /// Every frame read, detection at `cfg.detect_every`, nothing else.
+    pub fn plain(cfg: &WatchConfig) -> SceneRun {
+        SceneRun {
+            h264_bits_per_second: None,
+            early: None,
+            cadence: Cadence::fixed(cfg.detect_every),
+            live: None,
+        }
+    }
 }
 
 /// Passers-by without a decision and with two or more, decisions attributed by track overlap.
@@ -159,25 +215,35 @@ pub struct StreamFacts {
     pub skipped_frames: u64,
 }
 
-/// Run `p` over every frame of `scene` with `cfg`, and score it. With `h264_bits_per_second`,
-/// every frame first goes through an H.264 encoder at that rate and back
-/// ([`crate::h264::H264RoundTrip`]), as a camera's stream would deliver it. With `early`, a
-/// track is decided early on a clear match ([`EarlyMatch`], this factor) with any of the
-/// judge's references: every passer-by is someone the watcher knows, as on a watchlist of them
-/// all (or at an e-gate, where the reference is the traveller's own).
+/// Run `p` over the frames of `scene` with `cfg` as `run` says, and score it.
+///
+/// With early decisions, every passer-by is someone the watcher knows, as on a watchlist of
+/// them all (or at an e-gate, where the reference is the traveller's own).
+///
+/// Replayed live, the watcher sees the frames the camera's queue let through, numbered one by
+/// one as a live source numbers them (lost frames are not frames to it); the scoring maps them
+/// back. A lost frame a detection was due on (the interval on from the last detection) is
+/// scored with no tracks: a passer-by in view then was missed, as they were.
 pub fn run_scene(
     scene: &Scene,
     p: &Pipeline,
     cfg: WatchConfig,
     judge: &Judge<'_>,
-    h264_bits_per_second: Option<u32>,
-    early: Option<f32>,
+    run: SceneRun,
 ) -> Result<SceneReport, VideoError> {
     let started = std::time::Instant::now();
+    let SceneRun {
+        h264_bits_per_second,
+        early,
+        mut cadence,
+        live,
+    } = run;
     let mut stream = h264_bits_per_second
         .map(|bps| crate::h264::H264RoundTrip::new(bps, 30.0))
         .transpose()?;
+    let mut replay = live.map(|o| LiveReplay::new(scene.frames(), o));
     let mut w = Watcher::new(cfg);
+    w.set_detect_every(cadence.every());
     w.set_early_match(early.map(|factor| {
         EarlyMatch::new(
             judge.references.values().cloned(),
@@ -192,7 +258,10 @@ pub fn run_scene(
     let mut track_boxes: HashMap<u64, Vec<(usize, Rect)>> = HashMap::new();
     // Scored frame number → index into `truths`.
     let mut scored: HashMap<u64, usize> = HashMap::new();
-    let take = |events: Vec<Event>, decided: &mut Vec<Decided>| {
+    // The scene's frame number of each frame the watcher saw (its own numbers count those).
+    let mut scene_of: Vec<u64> = Vec::with_capacity(scene.frames() as usize);
+    let take = |events: Vec<Event>, decided: &mut Vec<Decided>, scene_of: &[u64]| {
+        let of = |k: u64| scene_of.get(k as usize).copied().unwrap_or(k);
         for ev in events {
             if let Event::Decide(e) = ev {
                 let used = e
@@ -201,7 +270,7 @@ pub fn run_scene(
                     .map(|u| {
                         let [left, top, right, bottom] = u.rect;
                         (
-                            u.frame,
+                            of(u.frame),
                             Rect {
                                 left,
                                 top,
@@ -213,7 +282,7 @@ pub fn run_scene(
                     .collect();
                 decided.push(Decided {
                     track: e.track,
-                    frame: e.frame,
+                    frame: of(e.frame),
                     early: e.early,
                     fused: e.fused.clone(),
                     best: e.best.clone(),
@@ -222,45 +291,93 @@ pub fn run_scene(
             }
         }
     };
-    for f in 0..scene.frames() {
-        let (image, truth) = scene.frame(f);
-        let image = match stream.as_mut() {
-            Some(s) => s.pass(&image)?,
-            None => image,
-        };
-        let frame = Frame {
-            index: f,
-            time_ms: f * 1000 / 30,
-            image,
-        };
-        let events = w.process(&frame, p)?;
-        take(events, &mut decided);
-        let detected_now = w.detected_last();
-        let tracks: Vec<(u64, Rect)> = if detected_now {
-            w.boxes().to_vec()
-        } else {
-            Vec::new()
-        };
+    let mut score = |f: u64, truth: &[crate::synth::Truth], tracks: Vec<(u64, Rect)>| {
         for (id, r) in &tracks {
             track_boxes.entry(*id).or_default().push((truths.len(), *r));
         }
+        boxes.push(FrameBoxes {
+            frame: f,
+            truth: truth.iter().map(|t| (t.passage, t.rect)).collect(),
+            tracks,
+        });
+        scored.insert(f, truths.len());
+        truths.push(
+            truth
+                .iter()
+                .map(|t| (t.passage, t.identity, t.rect))
+                .collect(),
+        );
+    };
+    // The camera's next frame (every frame is made, and encoded when asked, lost or not).
+    let mut sent = 0u64;
+    // The next frame a detection is due on, in the scene's numbers (for scoring lost frames).
+    let mut due = 0u64;
+    let mut lost_frames_scored = 0u64;
+    // Frames of the camera's stream each passer-by is in view in.
+    let mut in_view: HashMap<u64, u64> = HashMap::new();
+    loop {
+        // The frame read next; at the end (None), the frames after the last one read were lost.
+        let next = match replay.as_mut() {
+            Some(r) => r.take().map(|t| t.frame),
+            None => Some(sent).filter(|f| *f < scene.frames()),
+        };
+        let until = next.unwrap_or(scene.frames());
+        let mut decode_ms = 0.0;
+        let mut read = None;
+        while sent < scene.frames() && sent <= until {
+            let g = sent;
+            sent += 1;
+            let (image, truth) = scene.frame(g);
+            for t in &truth {
+                *in_view.entry(t.passage).or_default() += 1;
+            }
+            let image = match stream.as_mut() {
+                Some(s) => {
+                    let image = s.pass(&image)?;
+                    decode_ms = s.last_decode_ms();
+                    image
+                }
+                None => image,
+            };
+            if Some(g) == next {
+                read = Some((image, truth));
+            } else if g >= due {
+                // Lost, and a detection was due on it: nothing tracked there.
+                score(g, &truth, Vec::new());
+                lost_frames_scored += 1;
+                due = g + u64::from(cadence.every());
+            }
+        }
+        let (Some(f), Some((image, truth))) = (next, read) else {
+            break;
+        };
+        let frame = Frame {
+            index: scene_of.len() as u64,
+            time_ms: f * 1000 / 30,
+            image,
+        };
+        scene_of.push(f);
+        let clock = std::time::Instant::now();
+        let events = w.process(&frame, p)?;
+        let process_ms = clock.elapsed().as_secs_f64() * 1e3;
+        take(events, &mut decided, &scene_of);
+        let detected_now = w.detected_last();
         // Frames without detection are not scored (nothing was claimed about them).
         if detected_now {
-            boxes.push(FrameBoxes {
-                frame: f,
-                truth: truth.iter().map(|t| (t.passage, t.rect)).collect(),
-                tracks,
-            });
-            scored.insert(f, truths.len());
-            truths.push(
-                truth
-                    .iter()
-                    .map(|t| (t.passage, t.identity, t.rect))
-                    .collect(),
-            );
+            score(f, &truth, w.boxes().to_vec());
+        }
+        // What `watch` does: the cadence sees the processing cost and the source's losses; the
+        // camera's clock moves on by decoding and processing both.
+        let lost = replay.as_ref().map_or(0, LiveReplay::lost);
+        w.set_detect_every(cadence.observe(process_ms, detected_now, lost));
+        if detected_now {
+            due = f + u64::from(cadence.every());
+        }
+        if let Some(r) = replay.as_mut() {
+            r.spend(decode_ms + process_ms);
         }
     }
-    take(w.finish(p)?, &mut decided);
+    take(w.finish(p)?, &mut decided, &scene_of);
     let tracking = mot(&boxes);
 
     // A decision belongs to the passer-by whose face its frames show: the one most of the
@@ -332,14 +449,15 @@ pub fn run_scene(
         let at = first_decision.entry(passage).or_insert(d.frame);
         *at = (*at).min(d.frame);
     }
-    // A passer-by counts when visible in at least 5 scored frames (a path may stay mostly out of
-    // view, or be cut by the end of the scene).
-    let mut visible: HashMap<u64, usize> = HashMap::new();
+    // A passer-by counts when in view in at least 5 frames of the camera's stream (a path may
+    // stay mostly out of view, or be cut by the end of the scene) — whatever the frames the
+    // watcher looked at, so runs at different detection intervals count the same people.
+    // (Before 2026-12-04 it was 5 scored frames: the same on every frame, fewer people on
+    // every n-th.)
     // The first scored frame each passer-by is visible in.
     let mut first_seen: HashMap<u64, u64> = HashMap::new();
     for (k, truth) in truths.iter().enumerate() {
         for t in truth {
-            *visible.entry(t.0).or_default() += 1;
             first_seen.entry(t.0).or_insert(boxes[k].frame);
         }
     }
@@ -347,7 +465,7 @@ pub fn run_scene(
         .passages
         .iter()
         .map(|ps| ps.id)
-        .filter(|id| visible.get(id).copied().unwrap_or(0) >= 5)
+        .filter(|id| in_view.get(id).copied().unwrap_or(0) >= 5)
         .collect();
     let passages = counted.len();
     let frame_of = |k: usize| boxes[k].frame;
@@ -447,6 +565,18 @@ pub fn run_scene(
             }),
             _ => None,
         },
+        detection_frames: w.detection_frames(),
+        detect_every: CadenceFacts {
+            adaptive: cadence.is_adaptive(),
+            last: cadence.every(),
+            largest_used: cadence.largest(),
+            changes: cadence.changes(),
+        },
+        live: replay.map(|r| LiveReport {
+            camera: r.options(),
+            facts: r.facts(),
+            lost_frames_scored,
+        }),
         boxes,
     })
 }

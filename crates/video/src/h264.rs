@@ -18,6 +18,8 @@ pub struct H264RoundTrip {
     bytes: u64,
     frames: u64,
     skipped: u64,
+    /// What decoding the last frame took, ms (the receiving side's share of the round trip).
+    decode_ms: f64,
 }
 
 impl H264RoundTrip {
@@ -41,6 +43,7 @@ impl H264RoundTrip {
             bytes: 0,
             frames: 0,
             skipped: 0,
+            decode_ms: 0.0,
         })
     }
 
@@ -60,11 +63,13 @@ impl H264RoundTrip {
             .write_vec(&mut self.unit);
         self.bytes += self.unit.len() as u64;
         self.frames += 1;
+        let clock = std::time::Instant::now();
         let decoded = if self.unit.is_empty() {
             None
         } else {
             decode_unit(&mut self.decoder, &self.unit, (w * h) as u64)?
         };
+        self.decode_ms = clock.elapsed().as_secs_f64() * 1e3;
         match decoded {
             Some(picture) => self.shown = Some(picture),
             None => self.skipped += 1,
@@ -72,6 +77,11 @@ impl H264RoundTrip {
         self.shown
             .clone()
             .ok_or_else(|| VideoError::Decoder("the stream's first frame was skipped".into()))
+    }
+
+    /// What decoding the last frame passed took, ms.
+    pub fn last_decode_ms(&self) -> f64 {
+        self.decode_ms
     }
 
     /// Frames the encoder skipped to keep its bit rate (the viewer saw the previous one).

@@ -11,6 +11,8 @@
 //!   once.
 //! - [`cadence`]: how often to detect on a live stream, fixed or as often as this machine keeps
 //!   up.
+//! - [`replay`]: a live camera replayed in virtual time (frames lost when the reader is behind),
+//!   for measuring what a live pipeline delivers on this machine.
 //! - [`annotate`]: tracked faces boxed, as JPEG frames or an H.264 MP4 (only when asked).
 //! - [`synth`], [`metrics`], [`evaluate`]: generated scenes with exact ground truth, MOTA/IDF1,
 //!   and the per-passer-by decision counts.
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod mjpeg;
 pub mod motion;
 pub mod rank;
+pub mod replay;
 pub mod rtsp;
 pub mod source;
 pub mod synth;

@@ -2,14 +2,15 @@
 //! with exact ground truth (people from an identity/image directory such as LFW walking,
 //! approaching, crossing, occluding, leaving and coming back).
 
-use crate::cmd_watch::VideoPipeline;
+use crate::cmd_watch::{parse_every, Every, VideoPipeline};
 use crate::engine::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use video::evaluate::{run_scene, Judge};
+use video::evaluate::{run_scene, Judge, SceneRun};
+use video::replay::LiveOptions;
 use video::synth::{Actor, Scene, SceneConfig};
 use video::watch::WatchConfig;
 use vision::decode::{decode_file, DecodeLimits};
@@ -35,9 +36,25 @@ pub struct VideoEvalArgs {
     pub first_scene: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Detect on every n-th frame only.
-    #[arg(long, default_value_t = 1)]
-    pub every: u32,
+    /// Detect on every n-th frame only; `auto`: as often as this machine keeps up (as `watch
+    /// --every auto`; with --live, on the replayed camera's clock).
+    #[arg(long, default_value = "1", value_parser = parse_every)]
+    pub every: Every,
+    /// With --every auto: the largest interval it may go to.
+    #[arg(long, default_value_t = video::cadence::Cadence::DEFAULT_MAX)]
+    pub max_every: u32,
+    /// Replay each scene as a live camera: frames released at their times (--live-fps), read
+    /// through a queue of --live-queue frames, and lost up to the next key frame (every
+    /// --live-key-every frames) when the queue is full, as an RTSP camera's are. The reader's
+    /// costs are measured here as it runs: what a live pipeline on this machine delivers.
+    #[arg(long)]
+    pub live: bool,
+    #[arg(long, default_value_t = LiveOptions::default().frames_per_second, requires = "live")]
+    pub live_fps: f64,
+    #[arg(long, default_value_t = LiveOptions::default().queue, requires = "live")]
+    pub live_queue: usize,
+    #[arg(long, default_value_t = LiveOptions::default().key_every, requires = "live")]
+    pub live_key_every: u64,
     /// Decision threshold (default: the pack's calibrated one).
     #[arg(long)]
     pub threshold: Option<f64>,
@@ -121,7 +138,7 @@ fn people(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 
 pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
     let cfg = WatchConfig {
-        detect_every: a.every.max(1),
+        detect_every: a.every.first(),
         duplicate_factor: a.duplicate_factor,
         ..Default::default()
     };
@@ -145,6 +162,10 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         );
     }
     let limits = DecodeLimits::default();
+    if a.live && !a.json {
+        // The replay's costs are this machine's.
+        println!("{}", crate::machine::describe());
+    }
     let mut reports = Vec::new();
     for scene_no in a.first_scene..a.first_scene.saturating_add(a.scenes) {
         // Each scene draws its people from a different stretch of the list.
@@ -191,7 +212,20 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             metric: vp.p.metric(),
             threshold,
         };
-        let r = run_scene(&scene, &vp.p, cfg, &judge, a.h264_bitrate, a.decide_early)?;
+        let live = a.live.then_some(LiveOptions {
+            frames_per_second: a.live_fps,
+            queue: a.live_queue,
+            key_every: a.live_key_every,
+        });
+        let run = SceneRun {
+            h264_bits_per_second: a.h264_bitrate,
+            early: a.decide_early,
+            cadence: a
+                .every
+                .cadence(a.max_every, live.map_or(30.0, |l| l.frames_per_second)),
+            live,
+        };
+        let r = run_scene(&scene, &vp.p, cfg, &judge, run)?;
         if let Some(dir) = &a.mot_dir {
             std::fs::create_dir_all(dir)?;
             let (gt, hyp) = video::metrics::mot_text(&r.boxes);
@@ -242,6 +276,23 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                     );
                 }
             }
+            if let Some(l) = &r.live {
+                println!(
+                    "scene {scene_no}: live at {} fps (queue {}, key frame every {}): {} frames read, {} lost ({} of them scored as missed), waited {:.0} ms on average, {:.0} at most; detection on {} frames, every {} at the end (largest {}, {} changes)",
+                    l.camera.frames_per_second,
+                    l.camera.queue,
+                    l.camera.key_every,
+                    l.facts.frames_read,
+                    l.facts.frames_lost,
+                    l.lost_frames_scored,
+                    l.facts.wait_mean_ms,
+                    l.facts.wait_max_ms,
+                    r.detection_frames,
+                    r.detect_every.last,
+                    r.detect_every.largest_used,
+                    r.detect_every.changes
+                );
+            }
             if let Some(h) = &r.h264 {
                 println!(
                     "scene {scene_no}: through H.264 at {} kbit/s: {:.0} kbit/s delivered, {} frames skipped by the encoder",
@@ -257,11 +308,13 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
     if a.json {
         println!(
             "{}",
-            json!({"detector": vp.p.detector_name(), "detect_every": cfg.detect_every,
+            json!({"detector": vp.p.detector_name(),
+                "detect_every": match a.every { Every::Fixed(n) => json!(n), Every::Auto => json!("auto") },
                 "decide_early": a.decide_early,
                 "threshold": threshold, "scenes": reports,
                 "size": format!("{}x{}", a.size.0, a.size.1),
-                "method": "generated scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decision belongs to the passer-by most of its used frames show (by_overlap: to the one its track overlapped most); a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's"})
+                "method": "generated scenes, ground truth: face boxes at least half visible; MOTA/IDF1 at IoU 0.5 and HOTA over IoU 0.05-0.95 (TrackEval's definition) on detection frames; a decision belongs to the passer-by most of its used frames show (by_overlap: to the one its track overlapped most); a decision is wrong if the fused template rejects the passer-by's own reference photo or accepts the next identity's; live: frames released on the camera's clock, the reader's decoding and processing measured on this machine and charged to that clock, frames lost when the queue is full (then up to the next key frame), a lost frame a detection was due on scored with no tracks",
+                "machine": a.live.then(crate::machine::describe)})
         );
     }
     Ok(0)
