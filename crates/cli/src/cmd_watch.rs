@@ -418,6 +418,8 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     // A source that fails (a camera lost, a file damaged past its limits) still lets every
     // passer-by already seen be decided; the error is reported after the summary.
     let mut source_error = None;
+    // The source's dropped units seen so far: each is a frame the tracker's next step spans.
+    let mut dropped = 0;
     loop {
         let clock = std::time::Instant::now();
         let Some(frame) = source.next_frame() else {
@@ -431,6 +433,9 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
                 break;
             }
         };
+        let dropped_now = source.stats().dropped;
+        w.note_lost(dropped_now.saturating_sub(dropped));
+        dropped = dropped_now;
         // What this frame cost to process (a live source's next_frame waits for the camera, so
         // reading is not counted; decoding, 1-2 ms a frame, is inside the cadence's margin).
         let clock = std::time::Instant::now();
@@ -444,7 +449,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
         let every = cadence.observe(
             clock.elapsed().as_secs_f64() * 1e3,
             w.detected_last(),
-            source.stats().dropped,
+            dropped,
         );
         w.set_detect_every(every);
         progress.inc(1);

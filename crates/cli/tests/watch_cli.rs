@@ -440,6 +440,21 @@ fn a_scene_replayed_live_loses_the_frames_a_slow_reader_cannot_take_and_counts_t
     ] {
         assert_eq!(slow_camera[key], offline[key], "{key}");
     }
+    // On the camera's clock a decision waits at least the frames it waited for, a second each.
+    let ms: Vec<f64> = l["decision_delay_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let frames = offline["decision_delay_frames"].as_array().unwrap();
+    assert_eq!(ms.len(), frames.len(), "{l}");
+    for (ms, f) in ms.iter().zip(frames) {
+        assert!(
+            *ms >= 1000.0 * f.as_f64().unwrap(),
+            "{ms} ms for {f} frames"
+        );
+    }
 
     let fast_camera = run(&["--live", "--live-fps", "1000", "--live-queue", "2"]);
     let l = &fast_camera["live"];

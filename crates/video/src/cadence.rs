@@ -8,9 +8,10 @@
 //! interval whose average cost per frame fits the stream's frame interval with a margin. Frames
 //! the source still drops raise the interval one step at once.
 //!
-//! Changes are rare on purpose: the tracker's motion model counts detection steps, not frames
-//! ([`crate::watch::Watcher::set_detect_every`]), so a lower interval is taken only after the
-//! averages have said it fits for [`Cadence::HOLD_SECONDS`] on end.
+//! Changes are rare on purpose: the tracker's steps span the frames between detections, so its
+//! predictions follow a change, but how long a lost track is kept and how many steps it went
+//! unseen do not ([`crate::watch::Watcher::set_detect_every`]); a lower interval is taken only
+//! after the averages have said it fits for [`Cadence::HOLD_SECONDS`] on end.
 
 /// The detection interval of a stream, fixed or adapted to this machine's speed.
 #[derive(Debug, Clone)]

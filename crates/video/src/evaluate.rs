@@ -98,13 +98,17 @@ pub struct CadenceFacts {
 }
 
 /// A scene replayed as a live camera ([`LiveReplay`]).
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveReport {
     pub camera: LiveOptions,
     #[serde(flatten)]
     pub facts: LiveFacts,
     /// Lost frames scored as frames the tracker had nothing on (those a detection was due on).
     pub lost_frames_scored: u64,
+    /// Per passer-by decided, sorted: ms on the camera's clock from the first frame they were in
+    /// view in being sent to their first decision being made (what a gate's traveller waits,
+    /// queueing included).
+    pub decision_delay_ms: Vec<f64>,
 }
 
 /// How a scene is run.
@@ -146,6 +150,8 @@ struct Decided {
     track: u64,
     /// The frame it was made at.
     frame: u64,
+    /// When, on a live camera's clock (ms).
+    at_ms: Option<f64>,
     early: bool,
     fused: Vec<f32>,
     best: Vec<f32>,
@@ -260,37 +266,39 @@ pub fn run_scene(
     let mut scored: HashMap<u64, usize> = HashMap::new();
     // The scene's frame number of each frame the watcher saw (its own numbers count those).
     let mut scene_of: Vec<u64> = Vec::with_capacity(scene.frames() as usize);
-    let take = |events: Vec<Event>, decided: &mut Vec<Decided>, scene_of: &[u64]| {
-        let of = |k: u64| scene_of.get(k as usize).copied().unwrap_or(k);
-        for ev in events {
-            if let Event::Decide(e) = ev {
-                let used = e
-                    .frames_used
-                    .iter()
-                    .map(|u| {
-                        let [left, top, right, bottom] = u.rect;
-                        (
-                            of(u.frame),
-                            Rect {
-                                left,
-                                top,
-                                right,
-                                bottom,
-                            },
-                        )
-                    })
-                    .collect();
-                decided.push(Decided {
-                    track: e.track,
-                    frame: of(e.frame),
-                    early: e.early,
-                    fused: e.fused.clone(),
-                    best: e.best.clone(),
-                    used,
-                });
+    let take =
+        |events: Vec<Event>, decided: &mut Vec<Decided>, scene_of: &[u64], at_ms: Option<f64>| {
+            let of = |k: u64| scene_of.get(k as usize).copied().unwrap_or(k);
+            for ev in events {
+                if let Event::Decide(e) = ev {
+                    let used = e
+                        .frames_used
+                        .iter()
+                        .map(|u| {
+                            let [left, top, right, bottom] = u.rect;
+                            (
+                                of(u.frame),
+                                Rect {
+                                    left,
+                                    top,
+                                    right,
+                                    bottom,
+                                },
+                            )
+                        })
+                        .collect();
+                    decided.push(Decided {
+                        track: e.track,
+                        frame: of(e.frame),
+                        at_ms,
+                        early: e.early,
+                        fused: e.fused.clone(),
+                        best: e.best.clone(),
+                        used,
+                    });
+                }
             }
-        }
-    };
+        };
     let mut score = |f: u64, truth: &[crate::synth::Truth], tracks: Vec<(u64, Rect)>| {
         for (id, r) in &tracks {
             track_boxes.entry(*id).or_default().push((truths.len(), *r));
@@ -315,6 +323,8 @@ pub fn run_scene(
     let mut lost_frames_scored = 0u64;
     // Frames of the camera's stream each passer-by is in view in.
     let mut in_view: HashMap<u64, u64> = HashMap::new();
+    // The first frame of the camera's stream each passer-by is in view in.
+    let mut first_in_view: HashMap<u64, u64> = HashMap::new();
     loop {
         // The frame read next; at the end (None), the frames after the last one read were lost.
         let next = match replay.as_mut() {
@@ -324,12 +334,14 @@ pub fn run_scene(
         let until = next.unwrap_or(scene.frames());
         let mut decode_ms = 0.0;
         let mut read = None;
+        let mut lost_now = 0;
         while sent < scene.frames() && sent <= until {
             let g = sent;
             sent += 1;
             let (image, truth) = scene.frame(g);
             for t in &truth {
                 *in_view.entry(t.passage).or_default() += 1;
+                first_in_view.entry(t.passage).or_insert(g);
             }
             let image = match stream.as_mut() {
                 Some(s) => {
@@ -341,7 +353,10 @@ pub fn run_scene(
             };
             if Some(g) == next {
                 read = Some((image, truth));
-            } else if g >= due {
+                continue;
+            }
+            lost_now += 1;
+            if g >= due {
                 // Lost, and a detection was due on it: nothing tracked there.
                 score(g, &truth, Vec::new());
                 lost_frames_scored += 1;
@@ -357,10 +372,19 @@ pub fn run_scene(
             image,
         };
         scene_of.push(f);
+        w.note_lost(lost_now);
         let clock = std::time::Instant::now();
         let events = w.process(&frame, p)?;
         let process_ms = clock.elapsed().as_secs_f64() * 1e3;
-        take(events, &mut decided, &scene_of);
+        if let Some(r) = replay.as_mut() {
+            r.spend(decode_ms + process_ms);
+        }
+        take(
+            events,
+            &mut decided,
+            &scene_of,
+            replay.as_ref().map(LiveReplay::now_ms),
+        );
         let detected_now = w.detected_last();
         // Frames without detection are not scored (nothing was claimed about them).
         if detected_now {
@@ -373,11 +397,13 @@ pub fn run_scene(
         if detected_now {
             due = f + u64::from(cadence.every());
         }
-        if let Some(r) = replay.as_mut() {
-            r.spend(decode_ms + process_ms);
-        }
     }
-    take(w.finish(p)?, &mut decided, &scene_of);
+    take(
+        w.finish(p)?,
+        &mut decided,
+        &scene_of,
+        replay.as_ref().map(LiveReplay::now_ms),
+    );
     let tracking = mot(&boxes);
 
     // A decision belongs to the passer-by whose face its frames show: the one most of the
@@ -396,6 +422,7 @@ pub fn run_scene(
     };
     let mut per_passage: HashMap<u64, Vec<(bool, u64)>> = HashMap::new();
     let mut first_decision: HashMap<u64, u64> = HashMap::new();
+    let mut first_decision_ms: HashMap<u64, f64> = HashMap::new();
     let mut by_overlap: HashMap<u64, usize> = HashMap::new();
     let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
     let mut orphans = 0;
@@ -448,6 +475,10 @@ pub fn run_scene(
             .push((wrong, d.track));
         let at = first_decision.entry(passage).or_insert(d.frame);
         *at = (*at).min(d.frame);
+        if let Some(ms) = d.at_ms {
+            let at = first_decision_ms.entry(passage).or_insert(ms);
+            *at = at.min(ms);
+        }
     }
     // A passer-by counts when in view in at least 5 frames of the camera's stream (a path may
     // stay mostly out of view, or be cut by the end of the scene) — whatever the frames the
@@ -530,6 +561,14 @@ pub fn run_scene(
         .filter_map(|id| Some(first_decision.get(id)?.saturating_sub(*first_seen.get(id)?)))
         .collect();
     decision_delay_frames.sort_unstable();
+    let mut decision_delay_ms: Vec<f64> = match &replay {
+        Some(r) => counted
+            .iter()
+            .filter_map(|id| Some(first_decision_ms.get(id)? - r.sent_ms(*first_in_view.get(id)?)))
+            .collect(),
+        None => Vec::new(),
+    };
+    decision_delay_ms.sort_by(f64::total_cmp);
     let wrong = per_passage
         .values()
         .filter(|v| v.iter().any(|(w, _)| *w))
@@ -576,6 +615,7 @@ pub fn run_scene(
             camera: r.options(),
             facts: r.facts(),
             lost_frames_scored,
+            decision_delay_ms,
         }),
         boxes,
     })

@@ -138,6 +138,11 @@ impl LiveReplay {
         }
     }
 
+    /// The camera's clock now, ms from its first frame.
+    pub fn now_ms(&self) -> f64 {
+        self.now_ms
+    }
+
     /// Frames lost so far (what a live source reports as dropped).
     pub fn lost(&self) -> u64 {
         self.facts.frames_lost

@@ -259,7 +259,9 @@ impl Track {
         }
     }
 
-    fn predict(&mut self) {
+    /// Move the track on by `steps` of the motion model's step (1: the usual interval between
+    /// updates; more when frames were skipped or lost since, fewer when updates came closer).
+    fn predict(&mut self, steps: f32) {
         // A lost face keeps moving but stops growing: extrapolating its size for a second or two
         // makes boxes that no reappearing face overlaps (as ByteTrack freezes its height).
         if self.phase == Phase::Lost {
@@ -268,14 +270,15 @@ impl Track {
         }
         let mut f = Cov::identity();
         for i in 0..4 {
-            f[(i, i + 4)] = 1.0;
+            f[(i, i + 4)] = steps;
         }
         let s = self.mean[3].max(1.0);
+        // The noise a step adds grows with the time it spans (a random walk's variance).
         let q: State = State::from_iterator(
             [POS_NOISE, POS_NOISE, POS_NOISE, POS_NOISE]
                 .iter()
-                .map(|v| (v * s).powi(2))
-                .chain([VEL_NOISE; 4].iter().map(|v| (v * s).powi(2))),
+                .map(|v| (v * s).powi(2) * steps)
+                .chain([VEL_NOISE; 4].iter().map(|v| (v * s).powi(2) * steps)),
         );
         self.mean = f * self.mean;
         self.cov = f * self.cov * f.transpose() + Cov::from_diagonal(&q);
@@ -368,7 +371,7 @@ impl Tracker {
         }
     }
 
-    /// Advance by one frame. `appearance(i)` is asked for detection `i`'s embedding only when the
+    /// Advance by one step. `appearance(i)` is asked for detection `i`'s embedding only when the
     /// boxes alone are ambiguous (it overlaps more than one track, or a track overlaps more than
     /// one detection) and a track involved has an appearance; return `None` when unknown.
     pub fn update(
@@ -376,9 +379,28 @@ impl Tracker {
         detections: &[Observation],
         appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
     ) -> Update {
+        self.update_over(1.0, detections, appearance)
+    }
+
+    /// Advance by `steps` of the motion model's step at once: the time since the last update
+    /// in units of the usual interval between updates (the watcher's detection interval when
+    /// it started). Faces move on by their velocity times `steps`, so a detection interval that
+    /// changed, or frames a live source lost, do not leave the predicted boxes behind. Clamped
+    /// to 1/16..64; not finite counts as 1. Tracks' `unseen` still counts updates.
+    pub fn update_over(
+        &mut self,
+        steps: f32,
+        detections: &[Observation],
+        appearance: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+    ) -> Update {
+        let steps = if steps.is_finite() {
+            steps.clamp(1.0 / 16.0, 64.0)
+        } else {
+            1.0
+        };
         let cfg = self.config;
         for t in &mut self.tracks {
-            t.predict();
+            t.predict(steps);
         }
         let high: Vec<usize> = (0..detections.len())
             .filter(|&i| detections[i].score >= cfg.high_score && detections[i].score.is_finite())

@@ -310,6 +310,12 @@ pub struct Watcher {
     detected_last: bool,
     /// Frames that ran detection.
     detection_frames: u64,
+    /// The tracker's motion step, frames: the detection interval the watcher started with.
+    step_frames: u32,
+    /// The last frame that ran detection, and the frames the source lost since
+    /// ([`Watcher::note_lost`]): how far the tracker's next step reaches.
+    last_step: Option<u64>,
+    lost_since_step: u64,
 }
 
 /// A decided track that ended, remembered a while: see [`Watcher::recent`].
@@ -338,15 +344,26 @@ impl Watcher {
             next_detect: 0,
             detected_last: false,
             detection_frames: 0,
+            step_frames: cfg.detect_every.max(1),
+            last_step: None,
+            lost_since_step: 0,
         }
     }
 
     /// Detect on every n-th frame from the next detection on (n >= 1). The tracker steps on
-    /// detection frames only and its motion model counts steps, not frames: a changed interval
-    /// makes its first few predictions too short or too long, so changes should be rare
-    /// ([`crate::cadence::Cadence`] holds an interval for seconds).
+    /// detection frames only, each step as long as the frames it spans, so its predictions
+    /// follow a changed interval; the frames a lost track is kept and the tracker's count of
+    /// unseen steps do not, so changes should still be rare ([`crate::cadence::Cadence`] holds
+    /// an interval for seconds).
     pub fn set_detect_every(&mut self, n: u32) {
         self.every = n.max(1);
+    }
+
+    /// The source lost `frames` frames before the next one (a live camera's dropped units: it
+    /// numbers the frames it delivers one by one). The tracker's next step spans them too, so
+    /// the faces it predicts have moved on as far as the people did.
+    pub fn note_lost(&mut self, frames: u64) {
+        self.lost_since_step = self.lost_since_step.saturating_add(frames);
     }
 
     /// Whether the last frame processed ran detection (the tracker stepped on it).
@@ -487,6 +504,15 @@ impl Watcher {
         }
         self.next_detect = frame.index + self.every as u64;
         self.detection_frames += 1;
+        // How many motion steps this detection is from the last: exactly 1 at a fixed interval
+        // with nothing lost.
+        let spanned = match self.last_step {
+            Some(last) => frame.index.saturating_sub(last) + self.lost_since_step,
+            None => u64::from(self.step_frames),
+        };
+        self.last_step = Some(frame.index);
+        self.lost_since_step = 0;
+        let steps = spanned as f32 / self.step_frames as f32;
         let img = &frame.image;
         let clock = std::time::Instant::now();
         let dets = p.detect(img)?;
@@ -511,7 +537,7 @@ impl Watcher {
         };
         let clock = std::time::Instant::now();
         self.tracker.set_frame_size(img.width(), img.height());
-        let update = self.tracker.update(&obs, &mut looks);
+        let update = self.tracker.update_over(steps, &obs, &mut looks);
         // The tracker's time, without the appearance embeddings it asked for (counted apart).
         self.seconds.track += (clock.elapsed().as_secs_f64() - appearance.get()).max(0.0);
         self.boxes = update

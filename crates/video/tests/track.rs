@@ -354,3 +354,36 @@ fn same_face_finds_the_closest_other_eligible_track_within_the_distance() {
     assert_eq!(same(99, &[0.0, 0.6], within), None);
     assert_eq!(same(99, &[0.0, 0.6], 0.61).map(|x| x.0), Some(a));
 }
+
+/// A face walking 12 px a frame, updated on every frame for a second, then again after a gap of
+/// 8 frames (a detection interval that grew, or frames a live camera lost). Told how long the
+/// gap was, the tracker predicts the face where it now is and keeps it; counting the gap as one
+/// step, it predicts 84 px short — further than the 80 px face is wide — and loses it.
+#[test]
+fn a_gap_of_several_frames_is_bridged_when_the_tracker_is_told_its_length() {
+    let at = |k: f64| face(100.0 + 12.0 * k, 200.0, 80.0, 1.0);
+    let after_gap = |gap_steps: f32| {
+        let mut t = Tracker::new(TrackerConfig::default());
+        for k in 0..30 {
+            let up = t.update(&[at(k as f64)], &mut |_| None);
+            if k >= 2 {
+                assert_eq!(up.assigned, [(0, 1)], "frame {k}");
+            }
+        }
+        t.update_over(gap_steps, &[at(37.0)], &mut |_| None)
+            .assigned
+    };
+    assert_eq!(after_gap(8.0), [(0, 1)]);
+    assert_eq!(after_gap(1.0), []);
+    // One step is what `update` takes: the same as before it had a length to take.
+    let mut a = Tracker::new(TrackerConfig::default());
+    let mut b = Tracker::new(TrackerConfig::default());
+    for k in 0..20 {
+        let o = [at(k as f64)];
+        assert_eq!(
+            a.update(&o, &mut |_| None),
+            b.update_over(1.0, &o, &mut |_| None)
+        );
+        assert_eq!(a.rect(1), b.rect(1));
+    }
+}

@@ -277,8 +277,9 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                 }
             }
             if let Some(l) = &r.live {
+                let d = &l.decision_delay_ms;
                 println!(
-                    "scene {scene_no}: live at {} fps (queue {}, key frame every {}): {} frames read, {} lost ({} of them scored as missed), waited {:.0} ms on average, {:.0} at most; detection on {} frames, every {} at the end (largest {}, {} changes)",
+                    "scene {scene_no}: live at {} fps (queue {}, key frame every {}): {} frames read, {} lost ({} of them scored as missed), waited {:.0} ms on average, {:.0} at most; from a passer-by's first frame in view to their decision: median {:.0} ms, largest {:.0}; detection on {} frames, every {} at the end (largest {}, {} changes)",
                     l.camera.frames_per_second,
                     l.camera.queue,
                     l.camera.key_every,
@@ -287,6 +288,8 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                     l.lost_frames_scored,
                     l.facts.wait_mean_ms,
                     l.facts.wait_max_ms,
+                    d.get(d.len() / 2).copied().unwrap_or(0.0),
+                    d.last().copied().unwrap_or(0.0),
                     r.detection_frames,
                     r.detect_every.last,
                     r.detect_every.largest_used,
