@@ -126,18 +126,6 @@ pub struct SceneRun {
     pub live: Option<LiveOptions>,
 }
 
-impl SceneRun {
-    /// Every frame read, detection at `cfg.detect_every`, nothing else.
-    pub fn plain(cfg: &WatchConfig) -> SceneRun {
-        SceneRun {
-            h264_bits_per_second: None,
-            early: None,
-            cadence: Cadence::fixed(cfg.detect_every),
-            live: None,
-        }
-    }
-}
-
 /// Passers-by without a decision and with two or more, decisions attributed by track overlap.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ByOverlap {

@@ -310,8 +310,6 @@ pub struct Watcher {
     detected_last: bool,
     /// Frames that ran detection.
     detection_frames: u64,
-    /// The tracker's motion step, frames: the detection interval the watcher started with.
-    step_frames: u32,
     /// The last frame that ran detection, and the frames the source lost since
     /// ([`Watcher::note_lost`]): how far the tracker's next step reaches.
     last_step: Option<u64>,
@@ -344,7 +342,6 @@ impl Watcher {
             next_detect: 0,
             detected_last: false,
             detection_frames: 0,
-            step_frames: cfg.detect_every.max(1),
             last_step: None,
             lost_since_step: 0,
         }
@@ -506,13 +503,15 @@ impl Watcher {
         self.detection_frames += 1;
         // How many motion steps this detection is from the last: exactly 1 at a fixed interval
         // with nothing lost.
+        // The tracker's motion step is the detection interval the watcher started with.
+        let step_frames = self.cfg.detect_every.max(1);
         let spanned = match self.last_step {
             Some(last) => frame.index.saturating_sub(last) + self.lost_since_step,
-            None => u64::from(self.step_frames),
+            None => u64::from(step_frames),
         };
         self.last_step = Some(frame.index);
         self.lost_since_step = 0;
-        let steps = spanned as f32 / self.step_frames as f32;
+        let steps = spanned as f32 / step_frames as f32;
         let img = &frame.image;
         let clock = std::time::Instant::now();
         let dets = p.detect(img)?;
