@@ -11,8 +11,12 @@ same person. Each round, per mode:
   multipart/x-mixed-replace stream, and reads the answer whenever it comes.
 The clock starts when the first frame is taken. Rounds alternate the modes. The server runs on
 this machine with the given settings (default: its defaults, so gate_decide_early 0.9).
+--every sends the session's detection interval (`every`, with `fps`), each value in turn in every
+round: e.g. `--every 1 4 auto` compares detecting on every frame, every 4th, and as often as the
+server keeps up, in one run.
 
-usage: scripts/gate_latency.py [--rounds 5] [--frames 60] [--fps 30] [--config 'key = value' ...]
+usage: scripts/gate_latency.py [--rounds 5] [--frames 60] [--fps 30] [--every N|auto ...]
+                               [--modes form stream] [--config 'key = value' ...]
 """
 import argparse, io, json, os, random, socket, statistics, subprocess, sys, tempfile, threading, time
 import urllib.request
@@ -58,7 +62,12 @@ def read_answer(sock):
     return status, json.loads(body[:length])
 
 
-def form_session(addr, key, reference, frames, fps):
+def settings(every, fps):
+    """The session's `every` and `fps`, as (name, value) pairs; none for the server's own."""
+    return [] if every is None else [("every", every), ("fps", f"{fps:g}")]
+
+
+def form_session(addr, key, reference, frames, fps, every):
     boundary = "fg%016x" % random.getrandbits(64)
     t0 = time.perf_counter()
     # The camera takes its frames; the form can only go once it has all of them.
@@ -67,6 +76,8 @@ def form_session(addr, key, reference, frames, fps):
     for name, data in [("reference", reference)] + [(f"frame{i:03}", f) for i, f in enumerate(frames)]:
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.jpg"\r\n'
                  f"Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+    for name, value in settings(every, fps):
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
     body += f"--{boundary}--\r\n".encode()
     s = socket.create_connection(addr)
     s.sendall((f"POST /v1/gate/session HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
@@ -76,9 +87,10 @@ def form_session(addr, key, reference, frames, fps):
     return time.perf_counter() - t0, status, v
 
 
-def stream_session(addr, key, reference, frames, fps):
+def stream_session(addr, key, reference, frames, fps, every):
     s = socket.create_connection(addr)
-    s.sendall((f"POST /v1/gate/session HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+    query = "&".join(f"{k}={v}" for k, v in settings(every, fps))
+    s.sendall((f"POST /v1/gate/session{'?' + query if query else ''} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
                "Content-Type: multipart/x-mixed-replace; boundary=camframe\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
     answered = threading.Event()
 
@@ -117,6 +129,8 @@ def main():
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--fps", type=float, default=30)
     ap.add_argument("--size", default="640x480")
+    ap.add_argument("--every", nargs="+", default=[None], help="detection intervals to compare: N or auto")
+    ap.add_argument("--modes", nargs="+", default=["form", "stream"], choices=["form", "stream"])
     ap.add_argument("--config", action="append", default=[], help="a server setting, e.g. 'gate_decide_early = 0'")
     ap.add_argument("--facegate", default=os.path.join(ROOT, "target", "release", "facegate"))
     a = ap.parse_args()
@@ -143,19 +157,26 @@ def main():
             print(f"machine: {describe()}; {time.strftime('%Y-%m-%d')}")
             print(f"server settings: {a.config or 'defaults'}; camera: {a.frames} frames of {a.size} at {a.fps} fps "
                   f"({a.frames / a.fps:.1f} s); clock from the first frame taken to the answer read")
-            results = {"form": [], "stream": []}
+            kinds = [(m, e) for e in a.every for m in a.modes]
+            results = {k: [] for k in kinds}
             for r in range(a.rounds):
-                for mode in (("form", "stream") if r % 2 == 0 else ("stream", "form")):
+                for mode, every in (kinds if r % 2 == 0 else kinds[::-1]):
                     run = form_session if mode == "form" else stream_session
-                    took, status, v = run((host, int(port)), key, reference, frames, a.fps)
+                    took, status, v = run((host, int(port)), key, reference, frames, a.fps, every)
                     if status != 200:
-                        sys.exit(f"{mode}: {status} {v}")
-                    results[mode].append((took, v))
-                    print(f"round {r} {mode:6}: {took * 1000:7.0f} ms  match={v['match']} early={v['early']} "
-                          f"frames={v['frames']} processed={v['frames_processed']} seen={v['frames_seen']}", flush=True)
-            for mode, rs in results.items():
+                        sys.exit(f"{mode} every {every}: {status} {v}")
+                    results[(mode, every)].append((took, v))
+                    print(f"round {r} {mode:6} every {every or 'server':6}: {took * 1000:7.0f} ms  match={v['match']} "
+                          f"early={v['early']} frames={v['frames']} processed={v['frames_processed']} "
+                          f"detections={v['detection_frames']} seen={v['frames_seen']} "
+                          f"interval last={v['detect_every']['last']} largest={v['detect_every']['largest_used']}",
+                          flush=True)
+            for (mode, every), rs in results.items():
                 t = sorted(x[0] * 1000 for x in rs)
-                print(f"{mode:6}: median {statistics.median(t):.0f} ms (min {t[0]:.0f}, max {t[-1]:.0f}) over {len(t)} sessions")
+                matched = sum(1 for x in rs if x[1]["match"])
+                print(f"{mode:6} every {every or 'server':6}: median {statistics.median(t):.0f} ms "
+                      f"(min {t[0]:.0f}, max {t[-1]:.0f}) over {len(t)} sessions, {matched} matched, "
+                      f"detections median {statistics.median(x[1]['detection_frames'] for x in rs):.0f}")
         finally:
             srv.terminate()
             srv.wait(timeout=10)

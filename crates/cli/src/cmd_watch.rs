@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::json;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use video::cadence::Cadence;
+use video::cadence::Every;
 use video::watch::{Event, Evidence, WatchConfig, Watcher};
 use video::VideoLimits;
 use vision::decode::{decode_file, DecodeLimits};
@@ -42,7 +42,7 @@ pub struct WatchArgs {
     /// this machine keeps up with the stream's frame rate (every frame if it can, up to
     /// --max-every), measured while watching and changed as the cost changes; a live camera
     /// that still has to drop frames raises it at once.
-    #[arg(long, default_value = "1", value_parser = parse_every)]
+    #[arg(long, default_value = "1")]
     pub every: Every,
     /// With --every auto: the largest interval it may go to.
     #[arg(long, default_value_t = video::cadence::Cadence::DEFAULT_MAX)]
@@ -85,43 +85,6 @@ pub struct WatchArgs {
     pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
-}
-
-/// `--every`: a fixed interval, or `auto`.
-#[derive(Clone, Copy, Debug)]
-pub enum Every {
-    Fixed(u32),
-    Auto,
-}
-
-impl Every {
-    /// The interval to start at.
-    pub fn first(self) -> u32 {
-        match self {
-            Every::Fixed(n) => n,
-            Every::Auto => 1,
-        }
-    }
-
-    /// The cadence for a stream of `frames_per_second`, `auto` going up to `max`.
-    pub fn cadence(self, max: u32, frames_per_second: f64) -> Cadence {
-        match self {
-            Every::Fixed(n) => Cadence::fixed(n),
-            Every::Auto => Cadence::adaptive(1, max, frames_per_second),
-        }
-    }
-}
-
-pub(crate) fn parse_every(s: &str) -> Result<Every, String> {
-    if s == "auto" {
-        return Ok(Every::Auto);
-    }
-    match s.parse::<u32>() {
-        Ok(n) if n >= 1 => Ok(Every::Fixed(n)),
-        _ => Err(format!(
-            "{s:?}: a whole number of frames (1 = every frame) or auto"
-        )),
-    }
 }
 
 /// `--decide-early`: a factor, or `off`.

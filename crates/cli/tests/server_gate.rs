@@ -765,3 +765,94 @@ fn a_camera_stream_is_answered_while_the_camera_is_still_sending() {
     let (code, v) = post_session(&c, &srv.base, &gate, &photo, &[], &clip);
     assert_eq!((code, v["match"].clone()), (200, true.into()), "{v}");
 }
+
+/// A gate session detects faces at the interval it asks for (`every`, within `gate_max_every`)
+/// and the tracker carries the traveller between; `every=auto` detects as often as this server
+/// keeps up with the camera's frame rate (`fps`). A camera at 240 fps leaves 3.5 ms a frame,
+/// far less than detection costs on any CPU, so `auto` goes to the largest interval; at 1 fps
+/// it has 850 ms a frame and stays at every frame. Out-of-bounds values are refused before any
+/// frame is looked at. The same settings come in a camera stream's query string.
+#[test]
+fn a_gate_session_detects_at_the_interval_it_asks_for_and_auto_keeps_up_with_the_camera() {
+    let Some(shared) = shared_with("data/video/short_hamilton_clip.mp4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = singer_faces_the_camera(&shared);
+    let photo = std::fs::read(shared.join("data/people/lin-manuel-miranda.png")).unwrap();
+    let data = dir.path().join("data");
+    setup(&data);
+    let gate = key(&data, "gate");
+    // Every frame looked at: no early stop.
+    let srv = start(&data, "gate_decide_early = 0\n");
+    let c = Client::new();
+    let session = |fields: &[(&'static str, &str)]| {
+        let fields: Vec<_> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        post_session(&c, &srv.base, &gate, &photo, &fields, &clip)
+    };
+    let ok = |fields: &[(&'static str, &str)]| {
+        let (code, v) = session(fields);
+        assert_eq!((code, v["match"].clone()), (200, true.into()), "{v}");
+        assert_eq!(v["frames_processed"], 60, "{v}");
+        v
+    };
+    let every_frame = ok(&[]);
+    assert_eq!(every_frame["detection_frames"], 60, "{every_frame}");
+    assert_eq!(every_frame["detect_every"]["asked"], 1, "{every_frame}");
+    assert_eq!(every_frame["detect_every"]["fps"], 30.0, "{every_frame}");
+    let third = ok(&[("every", "3")]);
+    assert_eq!(third["detection_frames"], 20, "{third}");
+    assert_eq!(
+        (
+            third["detect_every"]["last"].clone(),
+            third["detect_every"]["changes"].clone()
+        ),
+        (3.into(), 0.into()),
+        "{third}"
+    );
+    assert!(third["frames_seen"].as_u64().unwrap() <= 20, "{third}");
+    let fast = ok(&[("every", "auto"), ("fps", "240")]);
+    assert_eq!(fast["detect_every"]["asked"], "auto", "{fast}");
+    assert_eq!(fast["detect_every"]["largest_used"], 6, "{fast}");
+    let detections = fast["detection_frames"].as_u64().unwrap();
+    assert!((10..30).contains(&detections), "{fast}");
+    let slow = ok(&[("every", "auto"), ("fps", "1")]);
+    assert_eq!(slow["detection_frames"], 60, "{slow}");
+    assert_eq!(slow["detect_every"]["changes"], 0, "{slow}");
+    for bad in [
+        [("every", "0"), ("fps", "30")],
+        [("every", "7"), ("fps", "30")],
+        [("every", "often"), ("fps", "30")],
+        [("every", "2"), ("fps", "0")],
+        [("every", "2"), ("fps", "300")],
+        [("every", "2"), ("fps", "NaN")],
+    ] {
+        let (code, v) = session(&bad);
+        assert_eq!(
+            (code, v["error"]["code"].as_str()),
+            (400, Some("bad_parameter")),
+            "{bad:?}: {v}"
+        );
+    }
+
+    // A camera stream, whole, with its settings in the query string.
+    let mut body = Vec::new();
+    for part in std::iter::once(photo.clone()).chain(clip.iter().map(jpeg)) {
+        body.extend(camera_part(&part));
+    }
+    body.extend_from_slice(b"--camframe--\r\n");
+    let r = c
+        .post(format!("{}/v1/gate/session?every=4&fps=25", srv.base))
+        .header("Authorization", format!("Bearer {gate}"))
+        .header(
+            "Content-Type",
+            "multipart/x-mixed-replace; boundary=camframe",
+        )
+        .body(body)
+        .send()
+        .unwrap();
+    let (code, v): (u16, serde_json::Value) = (r.status().as_u16(), r.json().unwrap());
+    assert_eq!((code, v["match"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["detection_frames"], 15, "{v}");
+    assert_eq!(v["detect_every"]["fps"], 25.0, "{v}");
+}

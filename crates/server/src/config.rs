@@ -68,6 +68,15 @@ pub struct ServerConfig {
     /// for its next part, milliseconds (408 `stream_stalled` after it), so a camera that stops
     /// sending, or a client that trickles bytes, cannot hold the session's inference slot.
     pub gate_frame_gap_ms: u64,
+    /// How often a gate session detects faces, unless the session asks (`every`): `1` every
+    /// frame, `n` every n-th (the tracker carries the face between), or `"auto"`: as often as
+    /// this server keeps up with the camera's frame rate (`video::cadence::Cadence`).
+    pub gate_detect_every: video::cadence::Every,
+    /// The largest interval a session may ask for, and the most `auto` goes to.
+    pub gate_max_every: u32,
+    /// The gate camera's frame rate unless the session says (`fps`): what `auto` keeps up with
+    /// and what the frames' times are counted in.
+    pub gate_frames_per_second: f64,
     /// Passport chips (`dg2`/`sod`/`dg1` parts of verify and gate sessions): a directory of CSCA
     /// certificates and CRLs.
     pub csca_dir: Option<PathBuf>,
@@ -83,6 +92,12 @@ pub struct ServerConfig {
     /// Refuse a chip unless a CRL of its signer's CSCA was checked.
     pub chip_require_crl: bool,
 }
+
+/// The largest detection interval a gate may be configured for: at 30 fps, one detection in a
+/// second; a face a gate camera sees moves too far in longer for the tracker to carry it.
+pub const GATE_MAX_EVERY: u32 = 30;
+/// The frame rates a gate camera may be said to have, frames a second.
+pub const GATE_FRAMES_PER_SECOND: std::ops::RangeInclusive<f64> = 1.0..=240.0;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -115,6 +130,9 @@ impl Default for ServerConfig {
             challenge_ttl_s: 15,
             gate_decide_early: video::watch::EarlyMatch::DEFAULT_FACTOR,
             gate_frame_gap_ms: 2000,
+            gate_detect_every: video::cadence::Every::Fixed(1),
+            gate_max_every: video::cadence::Cadence::DEFAULT_MAX,
+            gate_frames_per_second: 30.0,
             csca_dir: None,
             master_lists: Vec::new(),
             crls: Vec::new(),
@@ -215,6 +233,19 @@ impl ServerConfig {
         if c.gate_frame_gap_ms == 0 {
             return Err("gate_frame_gap_ms must be at least 1".into());
         }
+        if !(1..=GATE_MAX_EVERY).contains(&c.gate_max_every) {
+            return Err(format!("gate_max_every must be 1..={GATE_MAX_EVERY}"));
+        }
+        if c.gate_detect_every.most(c.gate_max_every) > c.gate_max_every {
+            return Err("gate_detect_every must not be over gate_max_every".into());
+        }
+        if !GATE_FRAMES_PER_SECOND.contains(&c.gate_frames_per_second) {
+            return Err(format!(
+                "gate_frames_per_second must be in [{}, {}]",
+                GATE_FRAMES_PER_SECOND.start(),
+                GATE_FRAMES_PER_SECOND.end()
+            ));
+        }
         if c.challenge_ttl_s == 0 || c.challenge_ttl_s > 600 {
             return Err("challenge_ttl_s must be 1..=600".into());
         }
@@ -258,6 +289,56 @@ mod tests {
             assert_eq!(
                 e,
                 Err("gate_decide_early must be in [0, 1] (0: off)".into()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gate_detects_at_the_configured_interval_within_its_bounds() {
+        use video::cadence::Every;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("server.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).expect("write the config");
+            ServerConfig::load(Some(&file)).map(|c| {
+                (
+                    c.gate_detect_every,
+                    c.gate_max_every,
+                    c.gate_frames_per_second,
+                )
+            })
+        };
+        assert_eq!(load(""), Ok((Every::Fixed(1), 6, 30.0)));
+        assert_eq!(
+            load("gate_detect_every = 4"),
+            Ok((Every::Fixed(4), 6, 30.0))
+        );
+        assert_eq!(
+            load("gate_detect_every = \"auto\"\ngate_max_every = 10\ngate_frames_per_second = 25"),
+            Ok((Every::Auto, 10, 25.0))
+        );
+        assert_eq!(
+            load("gate_detect_every = 8"),
+            Err("gate_detect_every must not be over gate_max_every".into())
+        );
+        for bad in ["gate_max_every = 0", "gate_max_every = 31"] {
+            assert_eq!(
+                load(bad),
+                Err("gate_max_every must be 1..=30".into()),
+                "{bad}"
+            );
+        }
+        for bad in ["0.5", "241", "nan", "inf"] {
+            assert_eq!(
+                load(&format!("gate_frames_per_second = {bad}")),
+                Err("gate_frames_per_second must be in [1, 240]".into()),
+                "{bad}"
+            );
+        }
+        for bad in ["0", "\"often\"", "-2"] {
+            assert!(
+                load(&format!("gate_detect_every = {bad}")).is_err(),
                 "{bad}"
             );
         }

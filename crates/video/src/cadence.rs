@@ -13,6 +13,92 @@
 //! unseen do not ([`crate::watch::Watcher::set_detect_every`]); a lower interval is taken only
 //! after the averages have said it fits for [`Cadence::HOLD_SECONDS`] on end.
 
+/// A detection interval as asked for (`--every`, a gate session's `every`): a fixed one (1 =
+/// every frame), or `auto` ([`Cadence::adaptive`]). Written as the number or `auto`, in text
+/// and in configuration files alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Every {
+    /// Every n-th frame, n at least 1.
+    Fixed(u32),
+    Auto,
+}
+
+impl Every {
+    /// The interval to start at.
+    pub fn first(self) -> u32 {
+        match self {
+            Every::Fixed(n) => n.max(1),
+            Every::Auto => 1,
+        }
+    }
+
+    /// The largest interval this may use when `auto` goes up to `max`.
+    pub fn most(self, max: u32) -> u32 {
+        match self {
+            Every::Fixed(n) => n.max(1),
+            Every::Auto => max.max(1),
+        }
+    }
+
+    /// The cadence for a stream of `frames_per_second`, `auto` going up to `max`.
+    pub fn cadence(self, max: u32, frames_per_second: f64) -> Cadence {
+        match self {
+            Every::Fixed(n) => Cadence::fixed(n),
+            Every::Auto => Cadence::adaptive(1, max, frames_per_second),
+        }
+    }
+}
+
+impl std::str::FromStr for Every {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Every, String> {
+        if s == "auto" {
+            return Ok(Every::Auto);
+        }
+        match s.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(Every::Fixed(n)),
+            _ => Err(format!(
+                "{s:?}: a whole number of frames (1 = every frame) or auto"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Every {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Every::Fixed(n) => write!(f, "{n}"),
+            Every::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl serde::Serialize for Every {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Every::Fixed(n) => s.serialize_u32(*n),
+            Every::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Every {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Every, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        let text = match Written::deserialize(d)? {
+            Written::Number(n) => n.to_string(),
+            Written::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The detection interval of a stream, fixed or adapted to this machine's speed.
 #[derive(Debug, Clone)]
 pub struct Cadence {
@@ -163,7 +249,41 @@ impl Cadence {
 
 #[cfg(test)]
 mod tests {
-    use super::Cadence;
+    use super::{Cadence, Every};
+
+    #[test]
+    fn an_interval_is_read_as_a_number_or_auto_in_text_and_in_configuration() {
+        assert_eq!("4".parse(), Ok(Every::Fixed(4)));
+        assert_eq!("auto".parse(), Ok(Every::Auto));
+        for bad in ["0", "-1", "1.5", "Auto", "", "4294967296"] {
+            assert!(bad.parse::<Every>().is_err(), "{bad:?}");
+        }
+        assert_eq!(Every::Fixed(3).to_string(), "3");
+        assert_eq!(Every::Auto.to_string(), "auto");
+        let read =
+            |v: serde_json::Value| serde_json::from_value::<Every>(v).map_err(|e| e.to_string());
+        assert_eq!(read(serde_json::json!(5)), Ok(Every::Fixed(5)));
+        assert_eq!(read(serde_json::json!("auto")), Ok(Every::Auto));
+        assert_eq!(read(serde_json::json!("2")), Ok(Every::Fixed(2)));
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(-3),
+            serde_json::json!(2.5),
+            serde_json::json!("often"),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            serde_json::to_value(Every::Fixed(6)).ok(),
+            Some(serde_json::json!(6))
+        );
+        assert_eq!(
+            serde_json::to_value(Every::Auto).ok(),
+            Some(serde_json::json!("auto"))
+        );
+        assert_eq!((Every::Auto.first(), Every::Auto.most(6)), (1, 6));
+        assert_eq!((Every::Fixed(3).first(), Every::Fixed(3).most(6)), (3, 3));
+    }
 
     /// Feeds `frames` frames detected on the cadence's own schedule, each costing `detect` or
     /// `other` ms, and returns the intervals in use after each.

@@ -2,13 +2,14 @@
 //! with exact ground truth (people from an identity/image directory such as LFW walking,
 //! approaching, crossing, occluding, leaving and coming back).
 
-use crate::cmd_watch::{parse_every, Every, VideoPipeline};
+use crate::cmd_watch::VideoPipeline;
 use crate::engine::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use video::cadence::Every;
 use video::evaluate::{run_scene, Judge, SceneRun};
 use video::replay::LiveOptions;
 use video::synth::{Actor, Scene, SceneConfig};
@@ -38,7 +39,7 @@ pub struct VideoEvalArgs {
     pub seed: u64,
     /// Detect on every n-th frame only; `auto`: as often as this machine keeps up (as `watch
     /// --every auto`; with --live, on the replayed camera's clock).
-    #[arg(long, default_value = "1", value_parser = parse_every)]
+    #[arg(long, default_value = "1")]
     pub every: Every,
     /// With --every auto: the largest interval it may go to.
     #[arg(long, default_value_t = video::cadence::Cadence::DEFAULT_MAX)]
@@ -312,7 +313,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
         println!(
             "{}",
             json!({"detector": vp.p.detector_name(),
-                "detect_every": match a.every { Every::Fixed(n) => json!(n), Every::Auto => json!("auto") },
+                "detect_every": a.every,
                 "decide_early": a.decide_early,
                 "threshold": threshold, "scenes": reports,
                 "size": format!("{}x{}", a.size.0, a.size.1),

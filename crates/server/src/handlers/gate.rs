@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use video::cadence::Every;
 use video::watch::{Event, WatchConfig, Watcher};
 use vision::decode::decode_flagged;
 
@@ -64,6 +65,9 @@ struct Outcome {
     frames_seen: u32,
     frames_used: Vec<video::watch::FrameUsed>,
     tracks: usize,
+    /// Frames faces were detected on, and how the interval went.
+    detection_frames: u64,
+    detect_every: Value,
     pad: Option<app::liveness::PadVerdict>,
     challenge: Option<ChallengeResult>,
     warnings: Vec<String>,
@@ -74,8 +78,8 @@ fn unprocessable(code: &'static str, msg: String) -> ApiError {
 }
 
 /// The reference part and the options of a session sent as a camera stream: the first part is
-/// the reference image, every further part a frame in order; `liveness` and `challenge` come in
-/// the query string. The frames are left in the stream, to be read as they arrive.
+/// the reference image, every further part a frame in order; `liveness`, `challenge`, `every`
+/// and `fps` come in the query string. The frames are left in the stream, to be read as they arrive.
 async fn stream_start(
     st: &AppState,
     req: Request,
@@ -105,7 +109,7 @@ async fn stream_start(
     if let Some(reference) = camera.next_part().await? {
         fields.insert("reference".to_string(), reference);
     }
-    for name in ["liveness", "challenge"] {
+    for name in ["liveness", "challenge", "every", "fps"] {
         if let Some(v) = query.get(name) {
             fields.insert(name.to_string(), Bytes::from(v.clone()));
         }
@@ -168,6 +172,50 @@ struct Settings {
     live: bool,
     turn: Option<Turn>,
     early: Option<f32>,
+    /// How often faces are detected, up to `max_every` when `auto`, on a camera of
+    /// `frames_per_second`.
+    every: Every,
+    max_every: u32,
+    frames_per_second: f64,
+}
+
+/// The session's detection interval and camera frame rate: asked for by the session (`every`,
+/// `fps`) within the server's bounds, else the server's.
+fn cadence_asked(st: &AppState, fields: &HashMap<String, Bytes>) -> ApiResult<(Every, u32, f64)> {
+    let max = st.config.gate_max_every;
+    let every = match text(fields, "every") {
+        None => st.config.gate_detect_every,
+        Some(v) => v
+            .parse::<Every>()
+            .ok()
+            .filter(|e| e.most(max) <= max)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_parameter",
+                    format!("every: a whole number of frames 1..={max}, or auto"),
+                )
+            })?,
+    };
+    let fps = match text(fields, "fps") {
+        None => st.config.gate_frames_per_second,
+        Some(v) => {
+            let range = crate::config::GATE_FRAMES_PER_SECOND;
+            v.parse::<f64>()
+                .ok()
+                .filter(|f| range.contains(f))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_parameter",
+                        format!(
+                            "fps: the camera's frames a second, {}..={}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                })?
+        }
+    };
+    Ok((every, max, fps))
 }
 
 /// The session's work on the pipeline: the reference's face, then the frames through a
@@ -186,8 +234,13 @@ fn decide(
     let (rface, _, _) = largest(faces, "reference")?;
     drop(img);
     let metric = p.metric();
-    let cfg = WatchConfig::default().for_pack(metric, s.threshold);
+    let cfg = WatchConfig {
+        detect_every: s.every.first(),
+        ..WatchConfig::default()
+    }
+    .for_pack(metric, s.threshold);
     let mut w = Watcher::new(cfg);
+    let mut cadence = s.every.cadence(s.max_every, s.frames_per_second);
     w.set_early_match(s.early.map(|factor| {
         video::watch::EarlyMatch::new([rface.embedding.clone()], metric, s.threshold, factor)
     }));
@@ -199,12 +252,14 @@ fn decide(
     let alignment = p.models.manifest.embedder.alignment.clone();
     for (i, named) in frames.enumerate() {
         let (name, bytes) = named?;
+        // What this frame costs here: from its arrival (waiting for the camera is not counted).
+        let clock = Instant::now();
         let (image, truncated) = decode_flagged(&bytes, &s.probe_limits)?;
         drop(bytes);
         warnings.extend(truncated.map(|t| format!("{name}: {t}")));
         let frame = video::Frame {
             index: i as u64,
-            time_ms: i as u64 * 1000 / 30,
+            time_ms: (i as f64 * 1000.0 / s.frames_per_second) as u64,
             image,
         };
         let now = w
@@ -215,7 +270,9 @@ fn decide(
             .any(|e| matches!(e, Event::Decide(ev) if ev.early));
         events.extend(now);
         frames_processed = i + 1;
-        if s.turn.is_some() {
+        // Head pose from the faces detected in this frame (between detections the boxes are
+        // the last detection's, not this frame's).
+        if s.turn.is_some() && w.detected_last() {
             for &(track, rect) in w.boxes() {
                 let d = vision::detect::Detection {
                     rect,
@@ -237,6 +294,8 @@ fn decide(
         if settled {
             break;
         }
+        let every = cadence.observe(clock.elapsed().as_secs_f64() * 1e3, w.detected_last(), 0);
+        w.set_detect_every(every);
     }
     if !settled {
         events.extend(
@@ -283,6 +342,10 @@ fn decide(
         tracks,
         pad,
         warnings,
+        detection_frames: w.detection_frames(),
+        detect_every: json!({"asked": s.every, "last": cadence.every(),
+            "largest_used": cadence.largest(), "changes": cadence.changes(),
+            "fps": s.frames_per_second}),
     })
 }
 
@@ -380,6 +443,7 @@ pub(crate) async fn session(
         (multipart_fields(&st, req).await?, None)
     };
     let live = wants_liveness(&st, text(&fields, "liveness").is_some_and(|v| v == "true"))?;
+    let (every, max_every, frames_per_second) = cadence_asked(&st, &fields)?;
     // A challenge nonce is spent now, whatever follows.
     let turn = match text(&fields, "challenge") {
         Some(nonce) => Some(
@@ -451,6 +515,9 @@ pub(crate) async fn session(
         turn,
         // Liveness and the challenge look at every frame.
         early: Some(st.config.gate_decide_early).filter(|f| *f > 0.0 && !live && turn.is_none()),
+        every,
+        max_every,
+        frames_per_second,
     };
     let threshold = settings.threshold;
     let (outcome, n_frames) = run(&st, reference, frames, settings).await?;
@@ -499,6 +566,7 @@ pub(crate) async fn session(
             extra["frames"] = json!(n_frames);
             extra["frames_seen"] = json!(outcome.frames_seen);
             extra["early"] = json!(outcome.early);
+            extra["detection_frames"] = json!(outcome.detection_frames);
             extra
         },
     )
@@ -517,6 +585,8 @@ pub(crate) async fn session(
         "early": outcome.early,
         "frames_seen": outcome.frames_seen,
         "frames_used": outcome.frames_used,
+        "detection_frames": outcome.detection_frames,
+        "detect_every": outcome.detect_every,
         "tracks": outcome.tracks,
         "fusion": "mean of the best frames' normalised embeddings",
         "warnings": outcome.warnings,
