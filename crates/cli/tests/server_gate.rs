@@ -413,6 +413,36 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
         (400, Some("missing_field")),
         "{v}"
     );
+
+    // Faces detected on every 4th frame only (the tracker carrying them between, `every=4`):
+    // the same verdicts on a quarter of the detections — the singer live and matched, the
+    // print refused, his turn seen by the challenge that asks for it and not by the other.
+    let every_4th = |frames: &[image::RgbImage], challenge: Option<String>| {
+        let mut fields = vec![("liveness", "true".to_string()), ("every", "4".to_string())];
+        fields.extend(challenge.map(|n| ("challenge", n)));
+        post_session(&c, &srv.base, &gate, &photo, &fields, frames)
+    };
+    let (code, v) = every_4th(&clip, None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["match"].clone(), v["liveness"]["live"].clone()),
+        (true.into(), true.into()),
+        "{v}"
+    );
+    assert_eq!(v["detection_frames"], 15, "{v}");
+    let (_, v) = every_4th(&print, None);
+    assert_eq!(
+        (v["match"].clone(), v["decided_by"].as_str()),
+        (
+            false.into(),
+            Some("liveness: presentation attack suspected")
+        ),
+        "{v}"
+    );
+    for (turn, passed) in [("right", true), ("left", false)] {
+        let (_, v) = every_4th(&turning, Some(challenge_for(turn)));
+        assert_eq!(v["challenge"]["passed"], passed, "{turn}: {v}");
+    }
 }
 
 #[test]
