@@ -23,7 +23,7 @@ pub struct StoreArgs {
     /// Data directory (default: $FACEGATE_HOME/data).
     #[arg(long, global = true, env = "FACEGATE_DATA")]
     pub data_dir: Option<PathBuf>,
-    /// Master key file (64 hex characters, mode 0600). Default: <data-dir>/master.key, created on
+    /// Master key file (64 hex characters, mode 0600). Default: `<data-dir>/master.key`, created on
     /// first use. Production: keep it off the data disk, or set FACEGATE_MASTER_KEY.
     #[arg(long, global = true, env = "FACEGATE_MASTER_KEY_FILE")]
     pub master_key: Option<PathBuf>,

@@ -21,7 +21,7 @@ use vision::decode::{decode_file, DecodeLimits};
 pub struct WatchArgs {
     /// An MP4 file (H.264), a directory of frames (JPEG, PNG, JPEG 2000, in name order), an
     /// MJPEG camera (http://host/path or https://host/path) or an H.264 RTSP camera
-    /// (rtsp://[user:password@]host/path; the credentials are never printed).
+    /// (`rtsp://[user:password@]host/path`; the credentials are never printed).
     pub source: PathBuf,
     /// E-gate: compare each passer-by with the face in this image (e.g. the chip photo).
     #[arg(long, conflicts_with = "gallery")]
@@ -193,7 +193,7 @@ impl Decider {
 
 /// One pipeline for a video run: loaded once, detecting down to the tracker's weak-detection
 /// score (its second pass continues tracks with them); stills (reference photos) go through
-/// [`still_faces`] at the detector's usual threshold.
+/// `still_faces` at the detector's usual threshold.
 pub struct VideoPipeline {
     pub p: vision::pipeline::Pipeline,
     still_threshold: f32,

@@ -171,7 +171,7 @@ const SPREAD_QUANTILES: usize = 100;
 /// has tens of passes). A probe's multiplier is its pass rate over the level; the Poisson noise
 /// of counting (variance 1/expected passes) is taken out of the spread by shrinking towards 1
 /// (method of moments), so counting noise is not mistaken for probes differing. Returns
-/// [`SPREAD_QUANTILES`] mid-quantiles scaled to mean 1; empty when nothing was counted.
+/// `SPREAD_QUANTILES` mid-quantiles scaled to mean 1; empty when nothing was counted.
 pub fn probe_spread(counts: &[(u64, u64)], level: f64) -> Vec<f64> {
     let rates: Vec<(f64, f64)> = counts
         .iter()

@@ -206,8 +206,8 @@ fn pad_to(g: &mut GraphBuilder, x: &str, s: Shape, t: Shape) -> String {
     g.node("Pad", &[x, &pads], vec![])
 }
 
-/// dlib_face_recognition_resnet_model_v1 → ONNX. Input `input` [N,3,150,150] holding
-/// (pixel - mean)/256 in RGB planes; output `embedding` [N,128] (not normalised, as in dlib).
+/// dlib_face_recognition_resnet_model_v1 → ONNX. Input `input` `[N,3,150,150]` holding
+/// (pixel - mean)/256 in RGB planes; output `embedding` `[N,128]` (not normalised, as in dlib).
 pub fn resnet_to_onnx(net: &Net) -> Result<Vec<u8>, VisionError> {
     let [ih, iw] = net
         .input

@@ -11,7 +11,7 @@ use vision::VisionError;
 #[derive(Debug, Clone)]
 pub enum Layer {
     Conv(Conv),
-    /// y = x * gamma[c] + beta[c]
+    /// `y = x * gamma[c] + beta[c]`
     Affine {
         gamma: Vec<f32>,
         beta: Vec<f32>,
@@ -21,7 +21,7 @@ pub enum Layer {
     /// `kernel == 0` means dlib's avg_pool_everything (global average).
     AvgPool(Pool),
     AddPrev,
-    /// Fully connected, weights laid out [inputs][outputs].
+    /// Fully connected, weights laid out `[inputs][outputs]`.
     Fc {
         inputs: usize,
         outputs: usize,
@@ -37,7 +37,7 @@ pub struct Conv {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
     pub pad: [usize; 2],
-    /// [filters][channels][kh][kw]
+    /// `[filters][channels][kh][kw]`
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
 }

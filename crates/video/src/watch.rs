@@ -11,7 +11,7 @@
 //! the young one's kept frames and the young one ends without a decision (`merged_into`): one
 //! passer-by, one decision, even if the face was hidden for a while. Only the kept chips are
 //! embedded (plus one chip when a track starts, as its appearance for the tracker's crossing
-//! gate, and the kept chips once more when a track is lost undecided: [`Watcher::look_at_lost`]).
+//! gate, and the kept chips once more when a track is lost undecided: `Watcher::look_at_lost`).
 //! Chips and embeddings are zeroised when they are dropped; no frame is kept.
 
 use crate::error::VideoError;
@@ -81,7 +81,7 @@ impl WatchConfig {
     }
 }
 
-/// A decision threshold as a distance in the tracker's geometry ([`pack_geometry`]): a distance
+/// A decision threshold as a distance in the tracker's geometry (`pack_geometry`): a distance
 /// pack's threshold as it is; a similarity threshold t on unit vectors is the Euclidean distance
 /// sqrt(2 - 2t).
 pub fn decision_distance(metric: vision::pack::Metric, threshold: f64) -> f64 {
@@ -770,7 +770,7 @@ impl Watcher {
     }
 
     /// The stream ended: every live track is decided (if it was not) and ended, in
-    /// [`Watcher::finishing_order`].
+    /// `Watcher::finishing_order`.
     pub fn finish(&mut self, p: &Pipeline) -> Result<Vec<Event>, VideoError> {
         let mut events = Vec::new();
         let (frame, time) = (self.last_frame, self.last_time);

@@ -7,7 +7,7 @@ use crate::geometry::{affine_from_3, similarity, Affine, Point, Rect};
 use crate::rng::SplitMix;
 use image::RgbImage;
 
-/// dlib's 5-point face template, in [0,1] chip coordinates, in shape predictor part order.
+/// dlib's 5-point face template, in `[0, 1]` chip coordinates, in shape predictor part order.
 pub const DLIB_TEMPLATE_5: [[f64; 2]; 5] = [
     [0.8595674595992, 0.2134981538014],
     [0.6460604764104, 0.2289674387677],

@@ -20,7 +20,7 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-/// How chip pixels become the network input: value = (pixel - mean[c]) * scale[c].
+/// How chip pixels become the network input: `value = (pixel - mean[c]) * scale[c]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputSpec {
     pub size: usize,

@@ -433,7 +433,7 @@ impl Store {
         self.backend.keys()
     }
 
-    /// The keyed pseudonym of an already normalised reference (see [`Store::subject_pseudonym`]).
+    /// The keyed pseudonym of an already normalised reference (see `Store::subject_pseudonym`).
     pub fn pseudonym(&self, gallery: &str, reference: &str) -> [u8; 32] {
         crypto::pseudonym(&self.pseudonym_key, gallery, reference)
     }

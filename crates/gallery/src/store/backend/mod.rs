@@ -3,7 +3,7 @@
 //! The service (`Store`) owns every decision — policy, roles, sealing, the audit chain, the order
 //! of writes that crash recovery relies on. A backend only keeps rows: it never sees a key that
 //! opens anything, a clear reference or a template (every blob it is handed is sealed), and it
-//! reports failures as [`GalleryError::Storage`], so no caller depends on which database holds a
+//! reports failures as [`crate::GalleryError::Storage`], so no caller depends on which database holds a
 //! gallery. [`sqlite`] is the embedded default; another engine is another module implementing
 //! these traits.
 //!

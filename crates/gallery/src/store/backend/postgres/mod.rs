@@ -88,7 +88,7 @@ pub struct PgBackend {
     feed: Manager,
 }
 
-/// The key store database (see [`keys`]).
+/// The key store database (see `keys`).
 pub struct PgKeys {
     pool: Pool,
     node: String,

@@ -79,7 +79,7 @@ pub struct SqliteBackend {
     keys: SqliteKeys,
 }
 
-/// `keys.db` (see [`keys`]).
+/// `keys.db` (see `keys`).
 pub struct SqliteKeys {
     conn: Mutex<Connection>,
 }
