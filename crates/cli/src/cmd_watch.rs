@@ -47,6 +47,11 @@ pub struct WatchArgs {
     /// With --every auto: the largest interval it may go to.
     #[arg(long, default_value_t = video::cadence::Cadence::DEFAULT_MAX)]
     pub max_every: u32,
+    /// With --every auto: the camera's frame rate, what it keeps up with. Default: the rate the
+    /// source declares (an MP4's, an RTSP camera's), else 30 — an MJPEG camera and a folder of
+    /// frames declare none, so say it for them.
+    #[arg(long, value_parser = parse_fps)]
+    pub fps: Option<f64>,
     /// Best frames (by quality) kept and embedded per passer-by.
     #[arg(long, default_value_t = 3)]
     pub best: usize,
@@ -85,6 +90,13 @@ pub struct WatchArgs {
     pub camera_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+fn parse_fps(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (1.0..=240.0).contains(f))
+        .ok_or_else(|| format!("{s:?}: frames a second, 1 to 240"))
 }
 
 /// `--decide-early`: a factor, or `off`.
@@ -299,7 +311,11 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
-    let mut cadence = a.every.cadence(a.max_every, source.frame_rate());
+    let declared = source.frame_rate();
+    let frames_per_second = a
+        .fps
+        .unwrap_or(if declared > 0.0 { declared } else { 30.0 });
+    let mut cadence = a.every.cadence(a.max_every, frames_per_second);
     let early = match a.decide_early {
         None => Some(video::watch::EarlyMatch::DEFAULT_FACTOR),
         Some(Early::Off) => None,
@@ -441,7 +457,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             "stage_ms_per_frame": stages,
             "detector": p.detector_name(), "detect_every": cadence.every(),
             "detection_frames": w.detection_frames(),
-            "detect_every_auto": cadence.is_adaptive().then(|| json!({"max": a.max_every,
+            "detect_every_auto": cadence.is_adaptive().then(|| json!({"max": a.max_every, "fps": frames_per_second,
                 "largest_used": cadence.largest(), "changes": cadence.changes()})),
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;

@@ -115,6 +115,35 @@ fn detection_on_every_nth_frame_or_as_often_as_the_machine_keeps_up() {
         "{summary}"
     );
     assert_eq!(matches(&ev).len(), 1, "{out}");
+    // The MP4's own frame rate, unless told.
+    let fps = auto["fps"].as_f64().unwrap();
+    assert!((29.0..=31.0).contains(&fps), "{summary}");
+
+    // A camera said to send one frame a second leaves 850 ms a frame, more than detection costs
+    // on any CPU: `auto` detects on every frame (at the clip's 30 fps it does not on this host).
+    let (code, out, err) = watch(
+        dir.path(),
+        clip.to_str().unwrap(),
+        &reference,
+        &["--every", "auto", "--max-every", "4", "--fps", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["detect_every_auto"]["fps"], 1.0, "{summary}");
+    assert_eq!(summary["detect_every_auto"]["largest_used"], 1, "{summary}");
+    assert_eq!(summary["detection_frames"], 275, "{summary}");
+    assert_eq!(matches(&ev).len(), 1, "{out}");
+    for bad in ["0", "241", "fast"] {
+        let (code, _, err) = watch(
+            dir.path(),
+            clip.to_str().unwrap(),
+            &reference,
+            &["--every", "auto", "--fps", bad],
+        );
+        assert_ne!(code, 0);
+        assert!(err.contains("frames a second"), "{err}");
+    }
 
     for bad in ["0", "fast"] {
         let (code, _, err) = watch(
