@@ -190,6 +190,36 @@ fn camera_part(image: &[u8]) -> Vec<u8> {
     part
 }
 
+/// `POST /v1/gate/session{query}` as a camera stream sent whole (boundary `camframe`): `parts`
+/// (the reference, then the frames), with the closing delimiter when `close`.
+fn post_stream(
+    c: &Client,
+    base: &str,
+    gate: &str,
+    query: &str,
+    parts: &[Vec<u8>],
+    close: bool,
+) -> (u16, serde_json::Value) {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(&camera_part(part));
+    }
+    if close {
+        body.extend_from_slice(b"--camframe--\r\n");
+    }
+    let r = c
+        .post(format!("{base}/v1/gate/session{query}"))
+        .header("Authorization", format!("Bearer {gate}"))
+        .header(
+            "Content-Type",
+            "multipart/x-mixed-replace; boundary=camframe",
+        )
+        .body(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
 /// Frames 80-139 of the clip: the singer faces the camera (earlier, he is turned away and does
 /// not match).
 fn singer_faces_the_camera(shared: &std::path::Path) -> Vec<image::RgbImage> {
@@ -352,25 +382,8 @@ fn gate_session_decides_once_and_refuses_a_waved_print() {
     // the frames as the camera's parts; options in the query string. (Sent whole here: a
     // refusal comes back before the body is read, which reqwest's blocking client reports as a
     // body error when it streams one. A chunked stream: the next test.)
-    let stream = |parts: &[Vec<u8>], close: bool, query: &str| -> (u16, serde_json::Value) {
-        let mut body = Vec::new();
-        for part in parts {
-            body.extend_from_slice(&camera_part(part));
-        }
-        if close {
-            body.extend_from_slice(b"--camframe--\r\n");
-        }
-        let r = c
-            .post(format!("{}/v1/gate/session{query}", srv.base))
-            .header("Authorization", format!("Bearer {gate}"))
-            .header(
-                "Content-Type",
-                "multipart/x-mixed-replace; boundary=camframe",
-            )
-            .body(body)
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.json().unwrap())
+    let stream = |parts: &[Vec<u8>], close: bool, query: &str| {
+        post_stream(&c, &srv.base, &gate, query, parts, close)
     };
     let parts: Vec<Vec<u8>> = std::iter::once(photo.clone())
         .chain(clip.iter().map(jpeg))
@@ -866,22 +879,10 @@ fn a_gate_session_detects_at_the_interval_it_asks_for_and_auto_keeps_up_with_the
     }
 
     // A camera stream, whole, with its settings in the query string.
-    let mut body = Vec::new();
-    for part in std::iter::once(photo.clone()).chain(clip.iter().map(jpeg)) {
-        body.extend(camera_part(&part));
-    }
-    body.extend_from_slice(b"--camframe--\r\n");
-    let r = c
-        .post(format!("{}/v1/gate/session?every=4&fps=25", srv.base))
-        .header("Authorization", format!("Bearer {gate}"))
-        .header(
-            "Content-Type",
-            "multipart/x-mixed-replace; boundary=camframe",
-        )
-        .body(body)
-        .send()
-        .unwrap();
-    let (code, v): (u16, serde_json::Value) = (r.status().as_u16(), r.json().unwrap());
+    let parts: Vec<Vec<u8>> = std::iter::once(photo.clone())
+        .chain(clip.iter().map(jpeg))
+        .collect();
+    let (code, v) = post_stream(&c, &srv.base, &gate, "?every=4&fps=25", &parts, true);
     assert_eq!((code, v["match"].clone()), (200, true.into()), "{v}");
     assert_eq!(v["detection_frames"], 15, "{v}");
     assert_eq!(v["detect_every"]["fps"], 25.0, "{v}");
