@@ -14,7 +14,7 @@
 
 use crate::metrics::FrameBoxes;
 use crate::track::iou;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// HOTA and its parts, each the mean over the localisation thresholds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -121,7 +121,9 @@ pub fn hota(frames: &[FrameBoxes]) -> Hota {
         vec![0.0f64; levels.len()],
         vec![0.0f64; levels.len()],
     );
-    let mut pair_matches: Vec<HashMap<(usize, usize), f64>> = vec![HashMap::new(); levels.len()];
+    // Ordered, so the association sums run in the same order every time (a hash map's order
+    // changes from run to run, and the sums with it in the last digit).
+    let mut pair_matches: Vec<BTreeMap<(usize, usize), f64>> = vec![BTreeMap::new(); levels.len()];
     for f in frames {
         let (n_truth, n_tracks) = (f.truth.len() as f64, f.tracks.len() as f64);
         if f.truth.is_empty() || f.tracks.is_empty() {
