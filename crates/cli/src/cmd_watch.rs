@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::json;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use video::cadence::Every;
+use video::cadence::{Cadence, Every};
 use video::watch::{Event, Evidence, WatchConfig, Watcher};
 use video::VideoLimits;
 use vision::decode::{decode_file, DecodeLimits};
@@ -95,8 +95,15 @@ pub struct WatchArgs {
 fn parse_fps(s: &str) -> Result<f64, String> {
     s.parse::<f64>()
         .ok()
-        .filter(|f| (1.0..=240.0).contains(f))
-        .ok_or_else(|| format!("{s:?}: frames a second, 1 to 240"))
+        .filter(|f| Cadence::FRAMES_PER_SECOND.contains(f))
+        .ok_or_else(|| {
+            let range = Cadence::FRAMES_PER_SECOND;
+            format!(
+                "{s:?}: frames a second, {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
 }
 
 /// `--decide-early`: a factor, or `off`.

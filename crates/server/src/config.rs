@@ -96,8 +96,9 @@ pub struct ServerConfig {
 /// The largest detection interval a gate may be configured for: at 30 fps, one detection in a
 /// second; a face a gate camera sees moves too far in longer for the tracker to carry it.
 pub const GATE_MAX_EVERY: u32 = 30;
-/// The frame rates a gate camera may be said to have, frames a second.
-pub const GATE_FRAMES_PER_SECOND: std::ops::RangeInclusive<f64> = 1.0..=240.0;
+/// The frame rates a gate camera may be said to have, frames a second: any camera's.
+pub const GATE_FRAMES_PER_SECOND: std::ops::RangeInclusive<f64> =
+    video::cadence::Cadence::FRAMES_PER_SECOND;
 
 impl Default for ServerConfig {
     fn default() -> Self {

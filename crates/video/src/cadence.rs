@@ -130,6 +130,9 @@ impl Cadence {
     pub const HOLD_SECONDS: f64 = 2.0;
     /// The largest interval `auto` goes to unless told: at 30 fps, detection 5 times a second.
     pub const DEFAULT_MAX: u32 = 6;
+    /// The frame rates a camera may be said to have (`watch --fps`, a gate session's `fps`),
+    /// frames a second.
+    pub const FRAMES_PER_SECOND: std::ops::RangeInclusive<f64> = 1.0..=240.0;
 
     /// Always `every`.
     pub fn fixed(every: u32) -> Cadence {
