@@ -318,10 +318,8 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut w = Watcher::new(cfg);
-    let declared = source.frame_rate();
-    let frames_per_second = a
-        .fps
-        .unwrap_or(if declared > 0.0 { declared } else { 30.0 });
+    // A rate given over the source's own; a source that declares none (0) is taken for 30 fps.
+    let frames_per_second = a.fps.unwrap_or(source.frame_rate());
     let mut cadence = a.every.cadence(a.max_every, frames_per_second);
     let early = match a.decide_early {
         None => Some(video::watch::EarlyMatch::DEFAULT_FACTOR),
@@ -464,7 +462,7 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             "stage_ms_per_frame": stages,
             "detector": p.detector_name(), "detect_every": cadence.every(),
             "detection_frames": w.detection_frames(),
-            "detect_every_auto": cadence.is_adaptive().then(|| json!({"max": a.max_every, "fps": frames_per_second,
+            "detect_every_auto": cadence.frames_per_second().map(|fps| json!({"max": a.max_every, "fps": fps,
                 "largest_used": cadence.largest(), "changes": cadence.changes()})),
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;

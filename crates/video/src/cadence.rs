@@ -106,7 +106,8 @@ pub struct Cadence {
     max: u32,
     every: u32,
     adaptive: bool,
-    /// The stream's frame interval, ms.
+    /// The stream's frame rate (0 when fixed: not needed) and its frame interval, ms.
+    frames_per_second: f64,
     frame_ms: f64,
     /// Moving averages of what a frame costs here, ms: with detection, and without.
     detect_ms: Option<f64>,
@@ -142,6 +143,7 @@ impl Cadence {
             max: every,
             every,
             adaptive: false,
+            frames_per_second: 0.0,
             frame_ms: 0.0,
             detect_ms: None,
             other_ms: None,
@@ -164,6 +166,7 @@ impl Cadence {
         Cadence {
             max: max.max(min),
             adaptive: true,
+            frames_per_second: fps,
             frame_ms: 1000.0 / fps,
             ..Cadence::fixed(min)
         }
@@ -176,6 +179,12 @@ impl Cadence {
 
     pub fn is_adaptive(&self) -> bool {
         self.adaptive
+    }
+
+    /// The frame rate an adaptive cadence keeps up with (the one it was given, or 30 for a
+    /// stream that did not say); `None` when fixed.
+    pub fn frames_per_second(&self) -> Option<f64> {
+        self.adaptive.then_some(self.frames_per_second)
     }
 
     /// Times the interval changed.
@@ -365,8 +374,15 @@ mod tests {
     #[test]
     fn an_unknown_frame_rate_is_taken_for_30_fps_and_bad_costs_do_no_harm() {
         let mut c = Cadence::adaptive(1, 6, 0.0);
+        assert_eq!(c.frames_per_second(), Some(30.0));
         assert_eq!(run(&mut c, 100, 80.0, 4.0).last(), Some(&4));
+        assert_eq!(
+            Cadence::adaptive(1, 6, 25.0).frames_per_second(),
+            Some(25.0)
+        );
+        assert_eq!(Cadence::fixed(4).frames_per_second(), None);
         let mut c = Cadence::adaptive(0, 0, f64::NAN);
+        assert_eq!(c.frames_per_second(), Some(30.0));
         assert_eq!(c.observe(f64::INFINITY, true, 0), 1);
         assert_eq!(c.observe(f64::NAN, false, 0), 1);
     }
