@@ -43,7 +43,10 @@ pub struct TrackerConfig {
     pub match_iou: f32,
     /// Least overlap for a second-pass (low-score) match.
     pub low_match_iou: f32,
-    /// Frames a track may go unseen before it ends (unless it left the frame first).
+    /// Motion steps a track may go unseen before it ends (unless it left the frame first):
+    /// updates at the usual interval ([`Tracker::update`]), or the time [`Tracker::update_over`]
+    /// is told each update spans, so that a track is kept as long in time whatever the updates'
+    /// spacing.
     pub max_lost_frames: u32,
     /// Hits before a new track is reported (filters one-frame false detections).
     pub min_hits: u32,
@@ -137,7 +140,10 @@ struct Track {
     cov: Cov,
     phase: Phase,
     hits: u32,
+    /// Updates since last seen.
     unseen: u32,
+    /// Motion steps since last seen: the time unseen, which decides when a lost track ends.
+    lost_steps: f32,
     /// The appearance of the face as last confirmed (normalised embedding), when known.
     appearance: Option<Face>,
 }
@@ -255,6 +261,7 @@ impl Track {
             phase: Phase::Tentative,
             hits: 1,
             unseen: 0,
+            lost_steps: 0.0,
             appearance: None,
         }
     }
@@ -330,6 +337,11 @@ impl Tracker {
         self.frame = Some((width as f64, height as f64));
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
     /// Tracks alive now (tentative ones included): bounded by the faces in view plus those lost
     /// within `max_lost_frames`.
     pub fn live_tracks(&self) -> usize {
@@ -386,7 +398,8 @@ impl Tracker {
     /// in units of the usual interval between updates (the watcher's detection interval when
     /// it started). Faces move on by their velocity times `steps`, so a detection interval that
     /// changed, or frames a live source lost, do not leave the predicted boxes behind. Clamped
-    /// to 1/16..64; not finite counts as 1. Tracks' `unseen` still counts updates.
+    /// to 1/16..64; not finite counts as 1. A lost track is kept for `max_lost_frames` steps
+    /// of time, however many updates they took.
     pub fn update_over(
         &mut self,
         steps: f32,
@@ -434,6 +447,7 @@ impl Tracker {
             track.correct(&detections[d].rect);
             track.hits += 1;
             track.unseen = 0;
+            track.lost_steps = 0.0;
             match track.phase {
                 Phase::Tentative if track.hits >= cfg.min_hits => {
                     track.phase = Phase::Tracked;
@@ -457,13 +471,14 @@ impl Tracker {
         for (t, track) in self.tracks.iter_mut().enumerate() {
             if !seen[t] {
                 track.unseen += 1;
+                track.lost_steps += steps;
                 if track.phase == Phase::Tracked {
                     track.phase = Phase::Lost;
                 }
             }
         }
         // Ends: lost too long, or tentative and missed once.
-        let max_lost = cfg.max_lost_frames;
+        let max_lost = cfg.max_lost_frames as f32;
         let frame = self.frame;
         let left_view = |t: &Track| {
             frame.is_some_and(|(w, h)| {
@@ -474,8 +489,8 @@ impl Tracker {
         self.tracks.retain(|t| {
             let gone = match t.phase {
                 Phase::Tentative => t.unseen > 0,
-                Phase::Lost => t.unseen > max_lost || left_view(t),
-                Phase::Tracked => t.unseen > max_lost,
+                Phase::Lost => t.lost_steps > max_lost || left_view(t),
+                Phase::Tracked => t.lost_steps > max_lost,
             };
             if gone && t.phase != Phase::Tentative {
                 out.ended.push(t.id);
@@ -499,6 +514,7 @@ impl Tracker {
                     t.correct(&detections[d].rect);
                     t.hits += 1;
                     t.unseen = 0;
+                    t.lost_steps = 0.0;
                     t.phase = Phase::Tracked;
                 }
                 out.assigned.push((d, id));
@@ -543,6 +559,7 @@ impl Tracker {
         old.cov = young.cov;
         old.phase = Phase::Tracked;
         old.unseen = 0;
+        old.lost_steps = 0.0;
         old.hits += young.hits;
         let old_id = old.id;
         let reported = young.phase == Phase::Tracked;

@@ -43,6 +43,9 @@ const RECENT_KEPT: u64 = 3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
+    /// The tracker's settings; its `max_lost_frames` counts camera frames here (the watcher
+    /// converts it to the tracker's steps of `detect_every` frames, rounding up), so a lost
+    /// face is kept as long in time at any detection interval, fixed or `auto`.
     pub tracker: TrackerConfig,
     /// Detect on every n-th frame (1: every frame); the tracker steps on those frames only.
     pub detect_every: u32,
@@ -291,7 +294,7 @@ pub struct Watcher {
     boxes: Vec<(u64, Rect)>,
     seconds: StageSeconds,
     /// Decided tracks that ended recently ([`RECENT_KEPT`] times as long as a lost track is kept,
-    /// `tracker.max_lost_frames` detection frames). A track that started at most one such
+    /// `tracker.max_lost_frames` camera frames). A track that started at most one such
     /// keeping after one of them ended may be its passer-by found again, and is recognised as
     /// theirs when it comes to decide. Someone who walked out and comes back is a new
     /// passer-by: a track that walked out is only compared with tracks that had started before
@@ -330,7 +333,13 @@ impl Watcher {
     pub fn new(cfg: WatchConfig) -> Watcher {
         Watcher {
             cfg,
-            tracker: Tracker::new(cfg.tracker),
+            tracker: Tracker::new(TrackerConfig {
+                max_lost_frames: cfg
+                    .tracker
+                    .max_lost_frames
+                    .div_ceil(cfg.detect_every.max(1)),
+                ..cfg.tracker
+            }),
             tracks: HashMap::new(),
             last_frame: 0,
             last_time: 0,
@@ -349,9 +358,7 @@ impl Watcher {
 
     /// Detect on every n-th frame from the next detection on (n >= 1). The tracker steps on
     /// detection frames only, each step as long as the frames it spans, so its predictions
-    /// follow a changed interval; the frames a lost track is kept and the tracker's count of
-    /// unseen steps do not, so changes should still be rare ([`crate::cadence::Cadence`] holds
-    /// an interval for seconds).
+    /// follow a changed interval and a lost track is kept as many frames as before.
     pub fn set_detect_every(&mut self, n: u32) {
         self.every = n.max(1);
     }
@@ -470,9 +477,9 @@ impl Watcher {
         ids
     }
 
-    /// Frames a lost track is kept (`max_lost_frames` counts detection frames).
+    /// Frames a lost track is kept (`max_lost_frames`, camera frames at any interval).
     fn lost_kept_for(&self) -> u64 {
-        self.cfg.tracker.max_lost_frames as u64 * self.every as u64
+        self.cfg.tracker.max_lost_frames as u64
     }
 
     /// Time spent per stage so far.

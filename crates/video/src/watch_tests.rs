@@ -30,6 +30,24 @@ fn decided_templates_are_forgotten_after_three_keepings_and_decided_tracks_finis
 }
 
 #[test]
+fn a_lost_track_is_kept_the_same_camera_frames_at_any_detection_interval() {
+    let frames = WatchConfig::default().tracker.max_lost_frames;
+    assert_eq!(frames, 90);
+    for (every, steps) in [(1, 90), (4, 23), (6, 15), (7, 13)] {
+        let mut w = Watcher::new(WatchConfig {
+            detect_every: every,
+            ..WatchConfig::default()
+        });
+        // The tracker steps once per `every` frames: 90 frames, rounded up to whole steps.
+        assert_eq!(w.tracker.config().max_lost_frames, steps, "every {every}");
+        assert_eq!(w.lost_kept_for(), 90);
+        // Whatever `auto` changes the interval to later.
+        w.set_detect_every(6);
+        assert_eq!(w.lost_kept_for(), 90);
+    }
+}
+
+#[test]
 fn a_track_kept_only_mostly_hidden_frames_is_only_hidden_one_clear_frame_is_enough() {
     let kept = |visible: f64| Kept {
         chip: None,

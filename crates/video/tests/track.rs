@@ -145,6 +145,38 @@ fn a_short_occlusion_keeps_the_id_a_long_absence_does_not() {
     assert_eq!(ended.len(), 2);
 }
 
+/// A lost track is kept for a time, not a number of updates: updates that each span 4 motion
+/// steps (detection on every 4th frame of a tracker stepping in frames) end it after a quarter
+/// of the updates.
+#[test]
+fn a_lost_track_is_kept_as_long_in_time_however_far_apart_the_updates_are() {
+    let cfg = TrackerConfig {
+        max_lost_frames: 10,
+        ..Default::default()
+    };
+    // Seen on 10 updates, then gone: the update on which its end is reported, per spacing.
+    let ended_after = |steps: f32| {
+        let mut t = Tracker::new(cfg);
+        let seen = face(300.0, 200.0, 80.0, 1.0);
+        for _ in 0..10 {
+            let up = t.update_over(steps, &[seen], &mut |_| None);
+            assert!(up.ended.is_empty());
+        }
+        (1..=40)
+            .find(|_| !t.update_over(steps, &[], &mut |_| None).ended.is_empty())
+            .unwrap()
+    };
+    // Kept 10 steps: ended on the 11th step unseen.
+    assert_eq!(ended_after(1.0), 11);
+    assert_eq!(ended_after(4.0), 3, "12 steps unseen > 10");
+    assert_eq!(
+        ended_after(5.0),
+        3,
+        "10 steps are not more than 10: the 3rd update ends it"
+    );
+    assert_eq!(ended_after(0.5), 21);
+}
+
 #[test]
 fn weak_detections_continue_a_track_but_never_start_one() {
     let cfg = TrackerConfig::default();
