@@ -106,9 +106,8 @@ pub struct Cadence {
     max: u32,
     every: u32,
     adaptive: bool,
-    /// The stream's frame rate (0 when fixed: not needed) and its frame interval, ms.
+    /// The stream's frame rate (0 when fixed: not needed).
     frames_per_second: f64,
-    frame_ms: f64,
     /// Moving averages of what a frame costs here, ms: with detection, and without.
     detect_ms: Option<f64>,
     other_ms: Option<f64>,
@@ -144,7 +143,6 @@ impl Cadence {
             every,
             adaptive: false,
             frames_per_second: 0.0,
-            frame_ms: 0.0,
             detect_ms: None,
             other_ms: None,
             dropped: 0,
@@ -167,7 +165,6 @@ impl Cadence {
             max: max.max(min),
             adaptive: true,
             frames_per_second: fps,
-            frame_ms: 1000.0 / fps,
             ..Cadence::fixed(min)
         }
     }
@@ -185,6 +182,11 @@ impl Cadence {
     /// stream that did not say); `None` when fixed.
     pub fn frames_per_second(&self) -> Option<f64> {
         self.adaptive.then_some(self.frames_per_second)
+    }
+
+    /// The stream's frame interval, ms (adaptive only: a fixed cadence has no rate).
+    fn frame_ms(&self) -> f64 {
+        1000.0 / self.frames_per_second
     }
 
     /// Times the interval changed.
@@ -221,7 +223,7 @@ impl Cadence {
         let dropped_now = dropped_total > self.dropped;
         self.dropped = dropped_total;
         let needed = self.needed();
-        let hold = (Self::HOLD_SECONDS * 1000.0 / self.frame_ms).ceil() as u64;
+        let hold = (Self::HOLD_SECONDS * 1000.0 / self.frame_ms()).ceil() as u64;
         self.calm = if needed < self.every && !dropped_now {
             self.calm + 1
         } else {
@@ -252,7 +254,7 @@ impl Cadence {
             return self.every;
         };
         let other = self.other_ms.unwrap_or(0.0).min(detect);
-        let budget = Self::BUDGET * self.frame_ms;
+        let budget = Self::BUDGET * self.frame_ms();
         (self.min..=self.max)
             .find(|&n| (detect + (n - 1) as f64 * other) / n as f64 <= budget)
             .unwrap_or(self.max)
