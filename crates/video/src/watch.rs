@@ -187,7 +187,10 @@ impl Drop for Kept {
 }
 
 struct TrackState {
+    /// The index of its first frame, as the source numbered it (what its events report).
     first_frame: u64,
+    /// Where its first frame lies on the camera's own count ([`Watcher::on_camera`]).
+    started_at: u64,
     seen: u32,
     decided: bool,
     collecting: bool,
@@ -203,7 +206,7 @@ struct TrackState {
     /// Tracks assigned a face in the same frame as this one at least once: different people
     /// (one face is not in two places), never taken for this one's passer-by.
     seen_with: HashSet<u64>,
-    /// The frame it was last assigned a face in.
+    /// The frame it was last assigned a face in, on the camera's count.
     last_seen: u64,
     /// Whether, since it was last seen, its appearance in the tracker became the fusion of its
     /// best frames so far (see [`Watcher::look_at_lost`]).
@@ -213,9 +216,15 @@ struct TrackState {
 }
 
 impl TrackState {
-    fn new(first_frame: u64, collecting: bool, motion: Option<MotionTrack>) -> TrackState {
+    fn new(
+        first_frame: u64,
+        started_at: u64,
+        collecting: bool,
+        motion: Option<MotionTrack>,
+    ) -> TrackState {
         TrackState {
             first_frame,
+            started_at,
             seen: 0,
             decided: false,
             collecting,
@@ -224,7 +233,7 @@ impl TrackState {
             decided_as: None,
             duplicate_of: None,
             seen_with: HashSet::new(),
-            last_seen: first_frame,
+            last_seen: started_at,
             looked_at_lost: false,
             unchecked: false,
         }
@@ -317,12 +326,16 @@ pub struct Watcher {
     /// ([`Watcher::note_lost`]): how far the tracker's next step reaches.
     last_step: Option<u64>,
     lost_since_step: u64,
+    /// Frames the source lost so far: the spans counted in frames (a lost track's keeping, the
+    /// recent decisions, a track unseen) are reckoned on the camera's count, which includes
+    /// them ([`Watcher::on_camera`]), so they last as long after losses as without.
+    lost_total: u64,
 }
 
 /// A decided track that ended, remembered a while: see [`Watcher::recent`].
 struct Recent {
     track: u64,
-    /// The frame it ended at.
+    /// The frame it ended at, on the camera's count.
     ended: u64,
     left_view: bool,
     /// Its fused template in the tracker's geometry.
@@ -353,6 +366,7 @@ impl Watcher {
             detection_frames: 0,
             last_step: None,
             lost_since_step: 0,
+            lost_total: 0,
         }
     }
 
@@ -368,6 +382,14 @@ impl Watcher {
     /// the faces it predicts have moved on as far as the people did.
     pub fn note_lost(&mut self, frames: u64) {
         self.lost_since_step = self.lost_since_step.saturating_add(frames);
+        self.lost_total = self.lost_total.saturating_add(frames);
+    }
+
+    /// Where frame `index` (the source's numbering, which skips nothing it lost) lies on the
+    /// camera's own count: the frames lost before it added. For the current frame: every loss
+    /// noted so far came before it.
+    fn on_camera(&self, index: u64) -> u64 {
+        index.saturating_add(self.lost_total)
     }
 
     /// Whether the last frame processed ran detection (the tracker stepped on it).
@@ -389,13 +411,14 @@ impl Watcher {
     /// The passer-by a track about to be decided on `fused` already is: another live track whose
     /// appearance is within `duplicate_distance` (one that is decided, or still
     /// collecting and so will be; never one itself withheld), or a decided track that ended
-    /// recently. `None`: a passer-by of its own.
+    /// recently. `started_at`: where the track's first frame lies on the camera's count.
+    /// `None`: a passer-by of its own.
     fn duplicate_of(
         &self,
         id: u64,
         fused: &[f32],
         seen_with: &HashSet<u64>,
-        first_frame: u64,
+        started_at: u64,
         similarity: bool,
     ) -> Option<u64> {
         let mine = Zeroizing::new(pack_geometry(similarity, fused.to_vec()));
@@ -412,8 +435,8 @@ impl Watcher {
             .iter()
             .filter(|r| {
                 !seen_with.contains(&r.track)
-                    && first_frame <= r.ended + self.lost_kept_for()
-                    && (!r.left_view || first_frame < r.ended)
+                    && started_at <= r.ended + self.lost_kept_for()
+                    && (!r.left_view || started_at < r.ended)
             })
             .map(|r| (r.track, crate::track::distance(&mine, &r.template)))
             .filter(|(_, d)| *d <= within)
@@ -451,7 +474,7 @@ impl Watcher {
             id,
             &ev.fused,
             &state.seen_with,
-            state.first_frame,
+            state.started_at,
             similarity,
         ) {
             // Withheld: `ev` (and its templates) are zeroised as it drops.
@@ -507,6 +530,7 @@ impl Watcher {
             return Ok(Vec::new());
         }
         self.next_detect = frame.index + self.every as u64;
+        let now = self.on_camera(frame.index);
         self.detection_frames += 1;
         // How many motion steps this detection is from the last: exactly 1 at a fixed interval
         // with nothing lost.
@@ -563,7 +587,7 @@ impl Watcher {
                 .as_ref()
                 .map(|_| MotionTrack::new(self.cfg.motion));
             self.tracks
-                .insert(id, TrackState::new(frame.index, collecting, motion));
+                .insert(id, TrackState::new(frame.index, now, collecting, motion));
             if let Some(&(d, _)) = update.assigned.iter().find(|a| a.1 == id) {
                 events.push(Event::TrackStart {
                     track: id,
@@ -612,8 +636,8 @@ impl Watcher {
             };
             self.end(id, frame.index, frame.time_ms, ending, p, &mut events)?;
         }
-        self.look_at_lost(frame.index, p)?;
-        self.forget_recent(frame.index);
+        self.look_at_lost(now, p)?;
+        self.forget_recent(now);
         // Forget co-visible tracks that can no longer be compared with (gone and not recent):
         // a face that stays in view for hours next to thousands of passers-by holds only the
         // ones still around.
@@ -674,7 +698,7 @@ impl Watcher {
     ) -> Result<Option<Evidence>, VideoError> {
         let img = &frame.image;
         state.seen += 1;
-        state.last_seen = frame.index;
+        state.last_seen = self.on_camera(frame.index);
         state.looked_at_lost = false;
         if state.decided || !state.collecting {
             return Ok(None);
@@ -829,6 +853,7 @@ impl Watcher {
 
     /// Track `id` ended: decided if it was not (and is no fragment), and remembered a while as a
     /// passer-by just decided ([`Watcher::recent`]).
+    /// `frame` is the current one (the last processed).
     fn end(
         &mut self,
         id: u64,
@@ -861,7 +886,7 @@ impl Watcher {
         if let Some(template) = state.decided_as.take() {
             self.recent.push(Recent {
                 track: id,
-                ended: frame,
+                ended: self.on_camera(frame),
                 left_view: ending == Ending::LeftView,
                 template,
             });

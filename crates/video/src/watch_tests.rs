@@ -22,7 +22,7 @@ fn decided_templates_are_forgotten_after_three_keepings_and_decided_tracks_finis
 
     // Started in the order 3, 4, 5, 6; 4 and 6 were decided.
     for (id, decided) in [(3, false), (4, true), (5, false), (6, true)] {
-        let mut s = TrackState::new(id * 10, true, None);
+        let mut s = TrackState::new(id * 10, id * 10, true, None);
         s.decided = decided;
         w.tracks.insert(id, s);
     }
@@ -48,6 +48,28 @@ fn a_lost_track_is_kept_the_same_camera_frames_at_any_detection_interval() {
 }
 
 #[test]
+fn spans_counted_in_frames_include_the_frames_the_source_lost() {
+    let mut w = Watcher::new(WatchConfig::default());
+    let kept = w.lost_kept_for();
+    assert_eq!(w.on_camera(500), 500);
+    // A decision that ended at frame 500, nothing lost so far.
+    w.recent.push(recent(1, w.on_camera(500), false, vec![1.0]));
+    // A live source numbers what it delivers one by one: 60 frames lost after it put its frame
+    // 600 at 660 on the camera's count.
+    w.note_lost(40);
+    w.note_lost(20);
+    assert_eq!(w.on_camera(600), 660);
+    // So the decision is forgotten three keepings later in camera frames: 60 delivered frames
+    // sooner than without the losses.
+    w.forget_recent(w.on_camera(500 + 3 * kept - 60));
+    assert_eq!(w.recent.len(), 1);
+    w.forget_recent(w.on_camera(501 + 3 * kept - 60));
+    assert!(w.recent.is_empty());
+    // The next step spans them too.
+    assert_eq!(w.lost_since_step, 60);
+}
+
+#[test]
 fn a_track_kept_only_mostly_hidden_frames_is_only_hidden_one_clear_frame_is_enough() {
     let kept = |visible: f64| Kept {
         chip: None,
@@ -69,7 +91,7 @@ fn a_track_kept_only_mostly_hidden_frames_is_only_hidden_one_clear_frame_is_enou
             bottom: 99.0,
         },
     };
-    let mut s = TrackState::new(0, true, None);
+    let mut s = TrackState::new(0, 0, true, None);
     assert!(!only_hidden(&s), "nothing kept: nothing to call hidden");
     s.kept = vec![kept(0.2), kept(0.49)];
     assert!(only_hidden(&s));
