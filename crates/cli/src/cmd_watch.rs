@@ -404,6 +404,9 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
     let mut source_error = None;
     // The source's dropped units seen so far: each is a frame the tracker's next step spans.
     let mut dropped = 0;
+    // Whether `auto` falls behind the stream even at its largest interval (said when it
+    // starts and when it ends: a camera that never stops has no summary to say it in).
+    let mut behind = false;
     loop {
         let clock = std::time::Instant::now();
         let Some(frame) = source.next_frame() else {
@@ -436,6 +439,35 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             dropped,
         );
         w.set_detect_every(every);
+        if cadence.behind() != behind {
+            behind = cadence.behind();
+            let line = if behind {
+                let cost = cadence.cost_ms().unwrap_or(0.0);
+                let budget = cadence.budget_ms().unwrap_or(0.0);
+                progress.suspend(|| {
+                    eprintln!(
+                        "facegate watch: this machine does not keep up with {shown} at {fps} fps \
+                         even detecting on one frame in {every} ({cost:.1} ms a frame, {budget:.1} \
+                         allowed): {lost}. Raise --max-every, narrow --min-face/--max-face, or \
+                         use a lighter detector.",
+                        fps = cadence.frames_per_second().unwrap_or(0.0),
+                        // A file or a folder is read whole however long it takes.
+                        lost = if source.expected_frames().is_some() {
+                            "a camera's frames would be lost"
+                        } else {
+                            "frames are being lost"
+                        }
+                    )
+                });
+                json!({"event": "behind", "frame": frame.index, "time_ms": frame.time_ms,
+                    "detect_every": every, "ms_per_frame": cost, "budget_ms": budget,
+                    "dropped_units": dropped})
+            } else {
+                json!({"event": "keeping_up", "frame": frame.index, "time_ms": frame.time_ms,
+                    "detect_every": every, "frames_behind": cadence.frames_behind()})
+            };
+            writeln!(out, "{line}")?;
+        }
         progress.inc(1);
     }
     let events = w.finish(p)?;
@@ -463,7 +495,8 @@ pub fn watch(home: &Path, s: &StoreArgs, a: WatchArgs) -> Result<i32> {
             "detector": p.detector_name(), "detect_every": cadence.every(),
             "detection_frames": w.detection_frames(),
             "detect_every_auto": cadence.frames_per_second().map(|fps| json!({"max": a.max_every, "fps": fps,
-                "largest_used": cadence.largest(), "changes": cadence.changes()})),
+                "largest_used": cadence.largest(), "changes": cadence.changes(),
+                "frames_behind": cadence.frames_behind()})),
             "fusion": if a.single_frame { "best single frame" } else { "mean of the best frames' normalised embeddings" }})
     )?;
     if let Some(e) = source_error {

@@ -119,6 +119,31 @@ fn detection_on_every_nth_frame_or_as_often_as_the_machine_keeps_up() {
     let fps = auto["fps"].as_f64().unwrap();
     assert!((29.0..=31.0).contains(&fps), "{summary}");
 
+    // A camera said to send 240 frames a second leaves 3.5 ms a frame: no CPU detects a face in
+    // half a 640x360 frame's share of that. `auto` goes to its largest interval and says, once,
+    // that it is behind (an event and a line on stderr), and counts the frames.
+    let (code, out, err) = watch(
+        dir.path(),
+        clip.to_str().unwrap(),
+        &reference,
+        &["--every", "auto", "--max-every", "2", "--fps", "240"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let behind: Vec<_> = ev.iter().filter(|e| e["event"] == "behind").collect();
+    assert_eq!(behind.len(), 1, "{out}");
+    assert_eq!(behind[0]["detect_every"], 2, "{out}");
+    let cost = behind[0]["ms_per_frame"].as_f64().unwrap();
+    let budget = behind[0]["budget_ms"].as_f64().unwrap();
+    assert!(cost > budget && (3.5..3.6).contains(&budget), "{out}");
+    assert!(err.contains("does not keep up"), "{err}");
+    let summary = ev.last().unwrap();
+    let frames_behind = summary["detect_every_auto"]["frames_behind"]
+        .as_u64()
+        .unwrap();
+    assert!(frames_behind > 200 && frames_behind <= 275, "{summary}");
+    assert_eq!(matches(&ev).len(), 1, "{out}");
+
     // A camera said to send one frame a second leaves 850 ms a frame, more than detection costs
     // on any CPU: `auto` detects on every frame (at the clip's 30 fps it does not on this host).
     let (code, out, err) = watch(
@@ -132,6 +157,11 @@ fn detection_on_every_nth_frame_or_as_often_as_the_machine_keeps_up() {
     let summary = ev.last().unwrap();
     assert_eq!(summary["detect_every_auto"]["fps"], 1.0, "{summary}");
     assert_eq!(summary["detect_every_auto"]["largest_used"], 1, "{summary}");
+    assert_eq!(
+        summary["detect_every_auto"]["frames_behind"], 0,
+        "{summary}"
+    );
+    assert!(!ev.iter().any(|e| e["event"] == "behind"), "{out}");
     assert_eq!(summary["detection_frames"], 275, "{summary}");
     assert_eq!(matches(&ev).len(), 1, "{out}");
     for bad in ["0", "241", "fast"] {

@@ -117,6 +117,11 @@ pub struct Cadence {
     calm: u64,
     changes: u64,
     largest: u32,
+    /// Whether this machine falls behind the stream even at the largest interval
+    /// ([`Cadence::behind`]), frames on end that kept up since, and frames spent behind.
+    behind: bool,
+    kept_up: u64,
+    frames_behind: u64,
 }
 
 /// Weight of a new frame in the moving averages: about the last 10 frames of each kind.
@@ -149,6 +154,9 @@ impl Cadence {
             calm: 0,
             changes: 0,
             largest: every,
+            behind: false,
+            kept_up: 0,
+            frames_behind: 0,
         }
     }
 
@@ -187,6 +195,33 @@ impl Cadence {
     /// The stream's frame interval, ms (adaptive only: a fixed cadence has no rate).
     fn frame_ms(&self) -> f64 {
         1000.0 / self.frames_per_second
+    }
+
+    /// Whether this machine falls behind the stream even at the largest interval: the average
+    /// cost of a frame there exceeds the budget, or the source still drops units there. From the
+    /// first such frame until it has kept up for [`Cadence::HOLD_SECONDS`] on end. Frames are
+    /// being lost (or, read from a file, would be from a camera): the operator's to mend (a
+    /// larger `--max-every`, a narrower face-size range, a lighter detector, a faster machine).
+    /// Never for a fixed cadence, which does not know the stream's rate.
+    pub fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Frames observed while [`Cadence::behind`].
+    pub fn frames_behind(&self) -> u64 {
+        self.frames_behind
+    }
+
+    /// What a frame costs here on average at the current interval, ms (`None` before a
+    /// detection frame was observed, or when fixed).
+    pub fn cost_ms(&self) -> Option<f64> {
+        self.cost_at(self.every).filter(|_| self.adaptive)
+    }
+
+    /// The share of the frame interval a frame may cost on average ([`Cadence::BUDGET`]), ms;
+    /// `None` when fixed.
+    pub fn budget_ms(&self) -> Option<f64> {
+        self.adaptive.then(|| Self::BUDGET * self.frame_ms())
     }
 
     /// Times the interval changed.
@@ -243,20 +278,41 @@ impl Cadence {
             self.changes += 1;
             self.largest = self.largest.max(next);
         }
+        let short = self.every == self.max
+            && (dropped_now
+                || self
+                    .cost_at(self.max)
+                    .is_some_and(|c| c > Self::BUDGET * self.frame_ms()));
+        if short {
+            self.behind = true;
+            self.kept_up = 0;
+        } else if self.behind {
+            self.kept_up += 1;
+            self.behind = self.kept_up < hold;
+        }
+        if self.behind {
+            self.frames_behind += 1;
+        }
         self.every
+    }
+
+    /// The average cost of a frame at interval `n`, ms: one detection frame and `n - 1` others.
+    fn cost_at(&self, n: u32) -> Option<f64> {
+        let detect = self.detect_ms?;
+        let other = self.other_ms.unwrap_or(0.0).min(detect);
+        Some((detect + (n.max(1) - 1) as f64 * other) / n.max(1) as f64)
     }
 
     /// The smallest interval in [min, max] whose average cost per frame fits the budget (max
     /// when none does). Before a frame without detection has been seen, a detection frame's
     /// cost is all there is to go on.
     fn needed(&self) -> u32 {
-        let Some(detect) = self.detect_ms else {
+        if self.detect_ms.is_none() {
             return self.every;
-        };
-        let other = self.other_ms.unwrap_or(0.0).min(detect);
+        }
         let budget = Self::BUDGET * self.frame_ms();
         (self.min..=self.max)
-            .find(|&n| (detect + (n - 1) as f64 * other) / n as f64 <= budget)
+            .find(|&n| self.cost_at(n).is_some_and(|c| c <= budget))
             .unwrap_or(self.max)
     }
 }
@@ -371,6 +427,60 @@ mod tests {
         assert_eq!(c.observe(10.0, false, 9), 4);
         assert_eq!(c.observe(10.0, false, 12), 5);
         assert_eq!(c.observe(10.0, false, 20), 5, "never above max");
+    }
+
+    #[test]
+    fn a_machine_too_slow_even_at_the_largest_interval_is_behind_until_it_keeps_up_for_a_while() {
+        // 500 ms detection, 30 ms otherwise: every 6th averages 108 ms against 28.3.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        assert!(!c.behind());
+        assert!(c.budget_ms().is_some_and(|b| (b - 28.333).abs() < 0.001));
+        // Nothing fits from the first detection on: the largest interval at once, and behind.
+        assert_eq!(run(&mut c, 1, 500.0, 30.0), [6]);
+        assert!(c.behind());
+        run(&mut c, 99, 500.0, 30.0);
+        assert!(c.behind());
+        let behind = c.frames_behind();
+        assert!(behind > 50, "{behind}");
+        assert!(
+            c.cost_ms().is_some_and(|ms| ms > 100.0),
+            "{:?}",
+            c.cost_ms()
+        );
+        // Faster again (another stream ended): still behind while the averages come down and
+        // then until it kept up for 2 s (60 frames at 30 fps); no longer after, and no frame
+        // counts then.
+        let fast = (0..150)
+            .map(|_| {
+                run(&mut c, 1, 10.0, 2.0);
+                c.behind()
+            })
+            .collect::<Vec<_>>();
+        let caught = fast.iter().position(|&b| !b).unwrap();
+        assert!((60..=100).contains(&caught), "{caught}: {fast:?}");
+        assert!(fast[caught..].iter().all(|&b| !b));
+        assert_eq!(c.frames_behind(), behind + caught as u64);
+        // Units dropped below the largest interval: a step up, not behind (yet); dropped at the
+        // largest: behind whatever the averages say.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        run(&mut c, 10, 5.0, 1.0);
+        c.observe(5.0, false, 2);
+        assert_eq!((c.every(), c.behind()), (2, false));
+        let mut c = Cadence::adaptive(1, 2, 30.0);
+        run(&mut c, 10, 5.0, 1.0);
+        c.observe(5.0, false, 3);
+        c.observe(5.0, true, 4);
+        assert_eq!(c.every(), 2);
+        assert!(c.behind());
+        // Keeping up at a lower interval, or fixed: never behind.
+        let mut c = Cadence::adaptive(1, 6, 30.0);
+        run(&mut c, 300, 80.0, 4.0);
+        assert_eq!((c.every(), c.behind(), c.frames_behind()), (4, false, 0));
+        let mut c = Cadence::fixed(2);
+        run(&mut c, 300, 500.0, 30.0);
+        c.observe(5.0, false, 9);
+        assert!(!c.behind());
+        assert_eq!((c.cost_ms(), c.budget_ms()), (None, None));
     }
 
     #[test]
