@@ -843,6 +843,10 @@ fn a_gate_session_detects_at_the_interval_it_asks_for_and_auto_keeps_up_with_the
     assert_eq!(every_frame["detection_frames"], 60, "{every_frame}");
     assert_eq!(every_frame["detect_every"]["asked"], 1, "{every_frame}");
     assert_eq!(every_frame["detect_every"]["fps"], 30.0, "{every_frame}");
+    assert_eq!(
+        every_frame["detect_every"]["frames_behind"], 0,
+        "{every_frame}"
+    );
     let third = ok(&[("every", "3")]);
     assert_eq!(third["detection_frames"], 20, "{third}");
     assert_eq!(
@@ -857,11 +861,15 @@ fn a_gate_session_detects_at_the_interval_it_asks_for_and_auto_keeps_up_with_the
     let fast = ok(&[("every", "auto"), ("fps", "240")]);
     assert_eq!(fast["detect_every"]["asked"], "auto", "{fast}");
     assert_eq!(fast["detect_every"]["largest_used"], 6, "{fast}");
+    // 3.5 ms a frame is too little even on every 6th frame: behind, and said so.
+    let behind = fast["detect_every"]["frames_behind"].as_u64().unwrap();
+    assert!(behind > 0 && behind <= 60, "{fast}");
     let detections = fast["detection_frames"].as_u64().unwrap();
     assert!((10..30).contains(&detections), "{fast}");
     let slow = ok(&[("every", "auto"), ("fps", "1")]);
     assert_eq!(slow["detection_frames"], 60, "{slow}");
     assert_eq!(slow["detect_every"]["changes"], 0, "{slow}");
+    assert_eq!(slow["detect_every"]["frames_behind"], 0, "{slow}");
     for bad in [
         [("every", "0"), ("fps", "30")],
         [("every", "7"), ("fps", "30")],

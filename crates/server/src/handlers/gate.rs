@@ -345,7 +345,7 @@ fn decide(
         detection_frames: w.detection_frames(),
         detect_every: json!({"asked": s.every, "last": cadence.every(),
             "largest_used": cadence.largest(), "changes": cadence.changes(),
-            "fps": s.frames_per_second}),
+            "fps": s.frames_per_second, "frames_behind": cadence.frames_behind()}),
     })
 }
 
