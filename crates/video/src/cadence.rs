@@ -197,6 +197,11 @@ impl Cadence {
         1000.0 / self.frames_per_second
     }
 
+    /// What a frame may cost on average: [`Cadence::BUDGET`] of the frame interval, ms.
+    fn budget(&self) -> f64 {
+        Self::BUDGET * self.frame_ms()
+    }
+
     /// Whether this machine falls behind the stream even at the largest interval: the average
     /// cost of a frame there exceeds the budget, or the source still drops units there. From the
     /// first such frame until it has kept up for [`Cadence::HOLD_SECONDS`] on end. Frames are
@@ -221,7 +226,7 @@ impl Cadence {
     /// The share of the frame interval a frame may cost on average ([`Cadence::BUDGET`]), ms;
     /// `None` when fixed.
     pub fn budget_ms(&self) -> Option<f64> {
-        self.adaptive.then(|| Self::BUDGET * self.frame_ms())
+        self.adaptive.then(|| self.budget())
     }
 
     /// Times the interval changed.
@@ -279,10 +284,7 @@ impl Cadence {
             self.largest = self.largest.max(next);
         }
         let short = self.every == self.max
-            && (dropped_now
-                || self
-                    .cost_at(self.max)
-                    .is_some_and(|c| c > Self::BUDGET * self.frame_ms()));
+            && (dropped_now || self.cost_at(self.max).is_some_and(|c| c > self.budget()));
         if short {
             self.behind = true;
             self.kept_up = 0;
@@ -310,7 +312,7 @@ impl Cadence {
         if self.detect_ms.is_none() {
             return self.every;
         }
-        let budget = Self::BUDGET * self.frame_ms();
+        let budget = self.budget();
         (self.min..=self.max)
             .find(|&n| self.cost_at(n).is_some_and(|c| c <= budget))
             .unwrap_or(self.max)
