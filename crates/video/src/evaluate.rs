@@ -95,6 +95,9 @@ pub struct CadenceFacts {
     pub last: u32,
     pub largest_used: u32,
     pub changes: u64,
+    /// Frames on which `auto` was behind the camera's rate even at its largest interval
+    /// ([`Cadence::behind`]); 0 for a fixed interval.
+    pub frames_behind: u64,
 }
 
 /// A scene replayed as a live camera ([`LiveReplay`]).
@@ -598,6 +601,7 @@ pub fn run_scene(
             last: cadence.every(),
             largest_used: cadence.largest(),
             changes: cadence.changes(),
+            frames_behind: cadence.frames_behind(),
         },
         live: replay.map(|r| LiveReport {
             camera: r.options(),

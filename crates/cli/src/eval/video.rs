@@ -280,7 +280,7 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
             if let Some(l) = &r.live {
                 let d = &l.decision_delay_ms;
                 println!(
-                    "scene {scene_no}: live at {} fps (queue {}, key frame every {}): {} frames read, {} lost ({} of them scored as missed), waited {:.0} ms on average, {:.0} at most; from a passer-by's first frame in view to their decision: median {:.0} ms, largest {:.0}; detection on {} frames, every {} at the end (largest {}, {} changes)",
+                    "scene {scene_no}: live at {} fps (queue {}, key frame every {}): {} frames read, {} lost ({} of them scored as missed), waited {:.0} ms on average, {:.0} at most; from a passer-by's first frame in view to their decision: median {:.0} ms, largest {:.0}; detection on {} frames, every {} at the end (largest {}, {} changes; behind the camera even at the largest on {} frames)",
                     l.camera.frames_per_second,
                     l.camera.queue,
                     l.camera.key_every,
@@ -294,7 +294,8 @@ pub fn run(home: &Path, a: VideoEvalArgs) -> Result<i32> {
                     r.detection_frames,
                     r.detect_every.last,
                     r.detect_every.largest_used,
-                    r.detect_every.changes
+                    r.detect_every.changes,
+                    r.detect_every.frames_behind
                 );
             }
             if let Some(h) = &r.h264 {
