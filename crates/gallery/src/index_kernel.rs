@@ -344,18 +344,48 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
             *a = _mm512_set1_epi32(-q.offset);
         }
     }
-    let mut v = [_mm512_setzero_si512(); B];
-    for j in 0..n {
-        for (b, vb) in v.iter_mut().enumerate() {
-            // SAFETY: b * bb + j * 64 + 64 <= B * bb <= blocks.len() (asserted above): the 64-byte
-            // unaligned load stays inside `blocks`.
-            *vb = unsafe { _mm512_loadu_si512(p.add(b * bb + j * 64) as *const _) };
+    if Q == 1 {
+        // One query: nothing to share a loaded row vector with, so the blocks are read one after
+        // the other, each from start to end: one sequential stream the hardware prefetcher
+        // follows. Reading the blocks' j-th vectors side by side (below) made 8 streams 2 KB
+        // apart at 128-D, which held a single query's scan to 0.42-0.45 of the bandwidth probe
+        // on a Zen 4 core against 0.72-0.76 this way (10^6 x 128-D, 11.8-12.6 -> 7.1-7.2 ms).
+        // Two accumulators per block so consecutive multiply-adds do not wait on each other;
+        // integer sums, so the order changes nothing.
+        for (b, a) in acc.iter_mut().enumerate() {
+            let mut odd = _mm512_setzero_si512();
+            for j in 0..n {
+                // SAFETY: b * bb + j * 64 + 64 <= B * bb <= blocks.len() and j < n ==
+                // queries[0].quads.len() (both asserted above): both reads are in bounds.
+                let (r, x) = unsafe {
+                    (
+                        _mm512_loadu_si512(p.add(b * bb + j * 64) as *const _),
+                        _mm512_set1_epi32(*qp[0].add(j) as i32),
+                    )
+                };
+                if j % 2 == 0 {
+                    a[0] = _mm512_dpbusd_epi32(a[0], r, x);
+                } else {
+                    odd = _mm512_dpbusd_epi32(odd, r, x);
+                }
+            }
+            a[0] = _mm512_add_epi32(a[0], odd);
         }
-        for q in 0..Q {
-            // SAFETY: j < n == queries[q].quads.len() (asserted above), so the read is in bounds.
-            let x = _mm512_set1_epi32(unsafe { *qp[q].add(j) } as i32);
-            for b in 0..B {
-                acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], v[b], x);
+    } else {
+        let mut v = [_mm512_setzero_si512(); B];
+        for j in 0..n {
+            for (b, vb) in v.iter_mut().enumerate() {
+                // SAFETY: b * bb + j * 64 + 64 <= B * bb <= blocks.len() (asserted above): the
+                // 64-byte unaligned load stays inside `blocks`.
+                *vb = unsafe { _mm512_loadu_si512(p.add(b * bb + j * 64) as *const _) };
+            }
+            for q in 0..Q {
+                // SAFETY: j < n == queries[q].quads.len() (asserted above), so the read is in
+                // bounds.
+                let x = _mm512_set1_epi32(unsafe { *qp[q].add(j) } as i32);
+                for b in 0..B {
+                    acc[b][q] = _mm512_dpbusd_epi32(acc[b][q], v[b], x);
+                }
             }
         }
     }
