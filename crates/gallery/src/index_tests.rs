@@ -496,3 +496,69 @@ fn scan_bytes_counts_every_padded_row_once() {
     }
     assert_eq!(idx.scan_bytes(), 2 * LANES * (132 + 12));
 }
+
+/// The `VmFlags` of the mapping holding `addr`, from /proc/self/smaps.
+#[cfg(target_os = "linux")]
+fn vm_flags_at(addr: usize) -> Option<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return Some(flags.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn advice_changes_no_contents_and_no_results() {
+    use super::advise_huge_pages;
+    // Too small to matter, empty, or nothing allocated: nothing asked, nothing changed.
+    let small: Vec<u8> = (0..100).collect();
+    advise_huge_pages(&small);
+    assert_eq!(small, (0..100).collect::<Vec<u8>>());
+    advise_huge_pages(&Vec::<u64>::new());
+    // 8 MiB, filled before and after the advice: every value as written.
+    let words = 1 << 20;
+    let mut v: Vec<u64> = Vec::with_capacity(words);
+    v.extend(0..1000u64);
+    advise_huge_pages(&v);
+    v.extend(1000..words as u64);
+    assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64));
+    // On Linux with THP built in, the kernel took the advice: the mapping holding the buffer's
+    // middle is marked for huge pages (`hg`), which a misaligned or wrongly sized range would
+    // not get (madvise refuses it).
+    #[cfg(target_os = "linux")]
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        let middle = v.as_ptr() as usize + words * 4;
+        let flags = vm_flags_at(middle).expect("the buffer's mapping in smaps");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+    }
+    // An index advised as it grows answers as exhaustive f32 does (pushed row by row, with
+    // several reallocations, and reserved up front).
+    let dim = 64;
+    let base = vecs(11, 40_000, dim, false);
+    let queries = vecs(12, 5, dim, false);
+    let qs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();
+    let mut grown = ExactIndex::new(dim);
+    let mut reserved = ExactIndex::new(dim);
+    reserved.reserve(base.len());
+    for (i, x) in base.iter().enumerate() {
+        grown.push(i as u64, x, i64::MAX);
+        reserved.push(i as u64, x, i64::MAX);
+    }
+    let got = grown.search(&qs, 5, None, 0);
+    assert_eq!(got, reserved.search(&qs, 5, None, 0));
+    for (q, hits) in qs.iter().zip(&got) {
+        assert_eq!(hits, &grown.search_exhaustive(q, 5, None, 0));
+    }
+}
