@@ -546,10 +546,11 @@ fn a_scene_replayed_live_loses_the_frames_a_slow_reader_cannot_take_and_counts_t
     let e = &auto["detect_every"];
     assert_eq!(e["adaptive"], true, "{e}");
     assert_eq!(e["largest_used"], 5, "{e}");
-    // A 1000 fps camera allows 0.85 ms a frame: even every 5th frame does not keep up, and the
-    // report counts the frames it was behind on; a fixed interval never is.
-    let behind = e["frames_behind"].as_u64().unwrap();
-    assert!(behind > 100, "{e}");
+    // A 1000 fps camera allows 0.85 ms a frame: even every 5th frame costs more (a detection
+    // alone tens of ms), so the report counts every frame read as behind; a fixed interval is
+    // never behind (it does not know the rate).
+    let read = auto["live"]["frames_read"].as_u64().unwrap();
+    assert_eq!(e["frames_behind"].as_u64(), Some(read), "{e}");
     assert_eq!(offline["detect_every"]["frames_behind"], 0);
     assert!(
         auto["detection_frames"].as_u64().unwrap() < auto["live"]["frames_read"].as_u64().unwrap()
