@@ -386,8 +386,8 @@ impl Watcher {
     }
 
     /// Where frame `index` (the source's numbering, which has no numbers for the frames it
-    /// lost) lies on the camera's own count: the frames lost before it added. For the current frame: every loss
-    /// noted so far came before it.
+    /// lost) lies on the camera's own count: the frames lost before it added. For the current
+    /// frame: every loss noted so far came before it.
     fn on_camera(&self, index: u64) -> u64 {
         index.saturating_add(self.lost_total)
     }
