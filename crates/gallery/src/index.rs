@@ -30,10 +30,10 @@ const LANES: usize = 16;
 
 #[path = "index_kernel.rs"]
 mod kernel;
+pub use kernel::{advise_huge_pages, int8_peak_gmacs, PEAK_CHAINS};
 use kernel::{
     group_size, tile_blocks, BlockMeta, Kernel, LaneBounds, Thresholds, MAX_GROUP, MAX_TILE_BLOCKS,
 };
-pub use kernel::{int8_peak_gmacs, PEAK_CHAINS};
 
 /// Where a compact index gets the f32 templates of its candidates for exact re-scoring.
 pub trait TemplateSource: Sync {
@@ -175,49 +175,6 @@ impl Drop for ExactIndex {
         self.codes.zeroize();
         self.exact.zeroize();
     }
-}
-
-/// Asks Linux to back `v`'s allocation with transparent huge pages (2 MiB) where it is
-/// touched from now on: a scan streams hundreds of MB, and on 4 KiB pages the hardware
-/// prefetcher stops at every page boundary. Measured on a Zen 4 core (10^6 rows, one thread,
-/// single queries): 128-D 7.1-7.2 -> 4.6-4.8 ms, 512-D 23.4-24.6 -> 18.4-19.5 ms, with the
-/// machine's THP set to `madvise` (the Debian default), where nothing gets huge pages unasked.
-/// Only an optimisation: an allocation under 2 MiB, another OS, or a kernel that refuses
-/// changes nothing. `bench-search`'s bandwidth probe asks the same for its buffer, so the two
-/// are compared on equal pages.
-pub fn advise_huge_pages<T>(v: &Vec<T>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let page = region::page::size();
-        let start = v.as_ptr() as usize;
-        let Some(end) = std::mem::size_of::<T>()
-            .checked_mul(v.capacity())
-            .and_then(|bytes| start.checked_add(bytes))
-        else {
-            return;
-        };
-        let (first, last) = (start.next_multiple_of(page), end / page * page);
-        if last <= first || last - first < HUGE {
-            return;
-        }
-        // SAFETY: madvise(MADV_HUGEPAGE) changes only how the kernel backs the range's pages (2
-        // MiB pages when they are faulted in, or collapsed later); never their contents, whether
-        // they are mapped, or who may access them, so no reference into `v` (or anything else)
-        // sees a change. The range is inside `v`'s allocation (capacity × size of T from its
-        // pointer, overflow checked above), page-aligned inward as madvise requires. Its result
-        // is ignored on purpose: a refusal (THP disabled, an old kernel) leaves everything as it
-        // was. The portable twin is not asking: `advice_changes_no_contents_and_no_results`.
-        unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
 }
 
 /// A code as the index stores it: offset by 128, unsigned (−127..=127 → 1..=255; 0 → 128).
