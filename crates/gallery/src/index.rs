@@ -483,6 +483,18 @@ impl ExactIndex {
         }
     }
 
+    /// The capacities of the arrays [`ExactIndex::advise_huge_pages`] covers: when one changed,
+    /// its buffer may have moved.
+    fn scanned_capacities(&self) -> [usize; 5] {
+        [
+            self.codes.capacity(),
+            self.exact.capacity(),
+            self.scale.capacity(),
+            self.half_norm2.capacity(),
+            self.residual.capacity(),
+        ]
+    }
+
     #[inline]
     fn code_offset(&self, row: usize, c: usize) -> usize {
         (row / LANES) * LANES * self.dim_p + (c / 4) * 64 + (row % LANES) * 4 + c % 4
@@ -514,19 +526,13 @@ impl ExactIndex {
         // Growing may move the buffers: locks are taken again by the next lock_memory().
         self.locks.clear();
         let row = self.ids.len();
-        let capacity = (self.codes.capacity(), self.exact.capacity());
+        let capacities = self.scanned_capacities();
         if row.is_multiple_of(LANES) {
             self.codes
                 .resize(self.codes.len() + LANES * self.dim_p, stored(0));
             self.scale.resize(row + LANES, 0.0);
             self.half_norm2.resize(row + LANES, f32::INFINITY);
             self.residual.resize(row + LANES, 0.0);
-        }
-        if self.keep_exact {
-            self.exact.reserve(x.len());
-        }
-        if capacity != (self.codes.capacity(), self.exact.capacity()) {
-            self.advise_huge_pages();
         }
         // Templates are at most a few hundred dimensions: codes live on the stack (no allocation
         // per row when a million rows load).
@@ -551,6 +557,9 @@ impl ExactIndex {
         codes.zeroize();
         if self.keep_exact {
             self.exact.extend_from_slice(x);
+        }
+        if capacities != self.scanned_capacities() {
+            self.advise_huge_pages();
         }
         self.ids.push(id);
         self.expires.push(expiry_code(expires));

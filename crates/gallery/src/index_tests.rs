@@ -556,6 +556,13 @@ fn advice_changes_no_contents_and_no_results() {
         grown.push(i as u64, x, i64::MAX);
         reserved.push(i as u64, x, i64::MAX);
     }
+    // Grown by reallocation, its codes (2.5 MB here) were advised where they ended up.
+    #[cfg(target_os = "linux")]
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        let middle = grown.codes.as_ptr() as usize + grown.codes.len() / 2;
+        let flags = vm_flags_at(middle).expect("the codes' mapping in smaps");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+    }
     let got = grown.search(&qs, 5, None, 0);
     assert_eq!(got, reserved.search(&qs, 5, None, 0));
     for (q, hits) in qs.iter().zip(&got) {
