@@ -65,6 +65,51 @@ def jp2_tiles(path, w, h, tile, comps=3):
     Path(path).write_bytes(bytes(b))
 
 
+def jp2_pass_bomb(path, w, h, comps=4, cb_exp=6, passes=94):
+    """A raw JPEG 2000 codestream whose one packet per component declares `passes` coding passes
+    (94, the most for 32 bit-planes) and no data for every code-block: the decoder runs each pass
+    over each sample anyway (T.800 B.10: inclusion and zero bit-plane tag trees, pass count,
+    Lblock and a zero length per code-block; 5/3 wavelet with no decomposition, one layer)."""
+    out, cur, n, cap = bytearray(), 0, 0, 8
+
+    def put(v, k):  # k bits, most significant first; a byte after 0xFF carries 7 (bit stuffing)
+        nonlocal cur, n, cap
+        for i in reversed(range(k)):
+            cur, n = (cur << 1) | ((v >> i) & 1), n + 1
+            if n == cap:
+                out.append(cur)
+                cap, cur, n = (7 if cur == 0xFF else 8), 0, 0
+
+    body = bytearray()
+    cb = 1 << cb_exp
+    nx, ny = -(-w // cb), -(-h // cb)
+    depth = max(nx - 1, ny - 1, 1).bit_length() + 1
+    for _ in range(comps):
+        out.clear()
+        put(1, 1)  # the packet is not empty
+        seen = [set(), set()]  # tag-tree nodes already coded (inclusion, zero bit-planes)
+        for y in range(ny):
+            for x in range(nx):
+                for tree in seen:  # value 0 at every node not coded yet: a single 1
+                    for k in reversed(range(depth)):
+                        if (k, x >> k, y >> k) not in tree:
+                            tree.add((k, x >> k, y >> k))
+                            put(1, 1)
+                put(0b111111111, 9)  # 37 to 164 passes ...
+                put(passes - 37, 7)
+                put(0, 1)  # Lblock stays 3
+                put(0, 3 + (passes.bit_length() - 1))  # segment length 0
+        while n:
+            put(0, 1)
+        body += out
+    siz = struct.pack(">HHIIIIIIIIH", 38 + 3 * comps, 0, w, h, 0, 0, w, h, 0, 0, comps) + b"\x07\x01\x01" * comps
+    cod = struct.pack(">HBBHBBBBBB", 12, 0, 0, 1, 0, 0, cb_exp - 2, cb_exp - 2, 0, 1)
+    qcd = struct.pack(">HBB", 4, 2 << 5, 31 << 3)  # 2 guard bits, exponent 31: 32 bit-planes
+    sot = struct.pack(">HHIBB", 10, 0, 12 + 2 + len(body), 0, 1)
+    Path(path).write_bytes(b"\xff\x4f\xff\x51" + siz + b"\xff\x52" + cod + b"\xff\x5c" + qcd
+                           + b"\xff\x90" + sot + b"\xff\x93" + bytes(body) + b"\xff\xd9")
+
+
 def make_inputs(d):
     d = Path(d)
     jpg = (FIXTURES / "synthetic_q90.jpg").read_bytes()
@@ -79,6 +124,10 @@ def make_inputs(d):
     add("JPEG 2000, 1x1 tiles, 3000x3000", d / "tiles_1x1_3000x3000.jp2", "tile bomb")
     jp2_tiles(d / "comps_16384.jp2", 64, 48, 64, 16384)
     add("JPEG 2000, 16384 components", d / "comps_16384.jp2", "component bomb")
+    jp2_pass_bomb(d / "passes_1mp.j2k", 1000, 1000)
+    add("JPEG 2000, 94 empty passes, 1 MP x 4", d / "passes_1mp.j2k", "pass bomb")
+    jp2_pass_bomb(d / "passes_36mp.j2k", 6000, 6000)
+    add("JPEG 2000, 94 empty passes, 36 MP x 4", d / "passes_36mp.j2k", "pass bomb")
     for mp, (w, h) in {10: (3650, 2740), 20: (5164, 3873), 39.7: (7280, 5450)}.items():
         p = d / f"black_{mp}mp.png"
         png(p, w, h)

@@ -273,3 +273,28 @@ fn a_decoder_panic_is_a_decode_error() {
         other => panic!("expected a decode error, got {other:?}"),
     }
 }
+
+/// A 3.8 KB codestream (`jp2_pass_bomb` in scripts/hostile_inputs.py) whose packet headers
+/// declare 94 coding passes and no data for every code-block of 1 MP in four components: the
+/// decoder runs every declared pass over every sample (3.9 s for this file before the check, a
+/// libFuzzer timeout in CI found the class). Refused from its headers; the same file with fewer
+/// bit-planes is within the budget and decodes.
+#[test]
+fn jpeg2000_pass_bombs_are_refused_from_the_headers() {
+    let bomb = fixture("jp2_pass_bomb.j2k");
+    match decode(&bomb, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains("sample passes"), "{m}"),
+        other => panic!(
+            "expected the pass bound to refuse it, got {:?}",
+            other.map(|img| img.dimensions())
+        ),
+    }
+    // QCD's exponent 31 (32 bit-planes, 94 passes) lowered to 2 (3 bit-planes, 7 passes): the
+    // decoder caps each code-block's passes at its bit-planes.
+    let qcd = bomb.windows(2).position(|w| w == [0xFF, 0x5C]).unwrap();
+    assert_eq!(bomb[qcd + 5], 31 << 3);
+    let mut fewer = bomb.clone();
+    fewer[qcd + 5] = 2 << 3;
+    let img = decode(&fewer, &DecodeLimits::default()).unwrap();
+    assert_eq!(img.dimensions(), (1000, 1000));
+}

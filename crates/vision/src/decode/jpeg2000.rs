@@ -1,19 +1,26 @@
 //! What a JPEG 2000 codestream's headers commit the decoder to, read before the decoder runs.
 //!
 //! The decoder's work and memory grow with structures the headers declare, not only with the
-//! pixels: the tile grid, and per tile the resolution levels, precincts and code-blocks. Two
-//! bombs found so far, both a few kilobytes:
+//! pixels: the tile grid, per tile the resolution levels, precincts and code-blocks, and the
+//! coding passes. Three bombs found so far, each a few kilobytes:
 //! - 1x1-pixel tiles: 782 MB and 7.5 s for 1 MP (a hostile-input review);
 //! - 1-pixel-wide tiles with 64x4 code-blocks (found by fuzzing): `hayro-jpeg2000` builds each
 //!   precinct's two tag trees as full quad-trees over max(blocks wide, blocks high)², so a
 //!   1 x 67 grid of code-blocks costs 4^7 nodes per tree; 413 such tiles took 0.6 s for a
-//!   413x531 image, and the same shape at 40 MP would take minutes.
+//!   413x531 image, and the same shape at 40 MP would take minutes;
+//! - coding passes without data (built by hand after a fuzzing timeout in CI): the decoder runs
+//!   every coding pass a packet header declares over every sample of the code-block, whether or
+//!   not any bytes follow, and a header may declare up to 94 passes (32 bit-planes) in 16 bits:
+//!   3.8 KB made 1 MP of four components cost 0.9 s, 130 KB at 36 MP 22 s and 1.5 GB.
 //!
-//! So the main header and every tile-part header are walked (SIZ, COD, COC), and an upper bound
-//! of the tag-tree nodes, code-blocks and packets is computed from the worst coding style found
-//! (smallest code-blocks and precincts, most levels and layers), the tile size and the
-//! components. Refused above the budgets, which ordinary files are far below (a 40 MP
-//! single-tile RGB photo with 64x64 code-blocks: ~5.5·10^5 tag-tree nodes, under 1% of the budget).
+//! So the main header and every tile-part header are walked (SIZ, COD, COC, QCD, QCC), and an
+//! upper bound of the tag-tree nodes, code-blocks, packets and sample passes is computed from the
+//! worst coding style found (smallest code-blocks and precincts, most levels and layers), the
+//! most bit-planes any quantization gives each subband, the tile size and the components.
+//! Refused above the budgets, which ordinary files are far below (a 40 MP single-tile RGB photo
+//! with 64x64 code-blocks: ~5.5·10^5 tag-tree nodes, under 1% of the budget); the sample passes
+//! grow with the pixels, so they are held to what an 8-bit photo of the image's size may need,
+//! and 2^30 in all (about 11 MP of 8-bit RGB: JPEG 2000's use here is the chip photo, 0.2 MP).
 
 use super::{check_size, DecodeLimits};
 use crate::error::VisionError;
@@ -36,6 +43,30 @@ pub const MAX_JPEG2000_TAG_NODES_PER_PIXEL: u128 = 8;
 pub const MAX_JPEG2000_CODE_BLOCKS: u128 = 1 << 22;
 /// Most packets (layers x precincts x components x tiles): each is parsed even when empty.
 pub const MAX_JPEG2000_PACKETS: u128 = 1 << 24;
+/// Sample passes (samples x coding passes: a pass visits every sample of its code-block, with or
+/// without data) allowed per pixel, bounded from each subband's bit-planes and size: an 8-bit
+/// RGB photo needs up to ~93 (lossless; ~80 lossy like the chip photos), RGBA ~124, while a
+/// header declaring the most passes for four components commits the decoder to 376. 16-bit RGB
+/// (~165) is refused above [`MIN_JPEG2000_SAMPLE_PASSES`] (~0.1 MP).
+pub const MAX_JPEG2000_SAMPLE_PASSES_PER_PIXEL: u128 = 128;
+/// Sample passes allowed whatever the size (small images' bounds are dominated by rounding):
+/// ~25 ms of a Zen 4 core in a release build (about 1.5 ns a visit).
+pub const MIN_JPEG2000_SAMPLE_PASSES: u128 = 1 << 24;
+/// Sample passes allowed at most: ~1.6 s (8-bit RGB up to ~11 MP). Without the bound a 130 KB
+/// file declaring 94 passes over 36 MP in four components took 22 s and 1.5 GB.
+pub const MAX_JPEG2000_SAMPLE_PASSES: u128 = 1 << 30;
+/// The sample passes an image of `pixels` may cost.
+fn sample_pass_budget(pixels: u128) -> u128 {
+    (MAX_JPEG2000_SAMPLE_PASSES_PER_PIXEL * pixels)
+        .clamp(MIN_JPEG2000_SAMPLE_PASSES, MAX_JPEG2000_SAMPLE_PASSES)
+}
+
+/// Bit-planes a code-block may have (hayro-jpeg2000 refuses a subband with more), so a code-block
+/// has at most 1 + 3·31 = 94 coding passes.
+const MAX_BITPLANES: u8 = 32;
+/// Subband slots a quantization segment describes: the LL band, then HL, LH, HH for each of up
+/// to 32 decomposition levels (the decoder's indexing: 1 + 3·(resolution - 1) + band).
+const SUBBAND_SLOTS: usize = 1 + 3 * 32;
 
 /// A coding style (COD or COC): what the work depends on.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +86,62 @@ pub(super) struct Work {
     pub tag_nodes: u128,
     pub code_blocks: u128,
     pub packets: u128,
+    pub sample_passes: u128,
+}
+
+/// The most bit-planes (Mb = guard bits + exponent - 1, T.800 equation E-2) any quantization
+/// segment (QCD, QCC) gives each subband slot; a slot a segment does not list gets that segment's
+/// largest, a derived (one-exponent) segment its base exponent everywhere (the derived exponents
+/// are smaller), and more than the decoder allows counts as the most it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BitPlanes([u8; SUBBAND_SLOTS]);
+
+impl BitPlanes {
+    /// Before any quantization segment is read: nothing known, so the worst.
+    const WORST: BitPlanes = BitPlanes([MAX_BITPLANES; SUBBAND_SLOTS]);
+    const NONE: BitPlanes = BitPlanes([0; SUBBAND_SLOTS]);
+
+    /// SPqcd/SPqcc with its style byte first (Sqcd, Sqcc).
+    fn read(sq: &[u8]) -> Result<BitPlanes, VisionError> {
+        let style = *sq.first().ok_or_else(|| bad("quantization cut short"))?;
+        let guard = style >> 5;
+        let exponents: Vec<u8> = match style & 0x1F {
+            // No quantization: one byte per subband, the exponent in its top five bits.
+            0 => sq[1..].iter().map(|b| b >> 3).collect(),
+            // Scalar derived (one 16-bit value) or expounded (one per subband): exponent in the
+            // top five bits.
+            1 | 2 => sq[1..].chunks_exact(2).map(|v| v[0] >> 3).collect(),
+            other => return Err(bad(&format!("quantization style {other}"))),
+        };
+        let planes = |e: u8| (guard + e).saturating_sub(1).min(MAX_BITPLANES);
+        let largest = exponents
+            .iter()
+            .copied()
+            .map(planes)
+            .max()
+            .ok_or_else(|| bad("quantization without step sizes"))?;
+        let mut out = [largest; SUBBAND_SLOTS];
+        if style & 0x1F != 1 {
+            for (slot, &e) in out.iter_mut().zip(&exponents) {
+                *slot = planes(e);
+            }
+        }
+        Ok(BitPlanes(out))
+    }
+
+    fn worst_of(&mut self, other: &BitPlanes) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = (*a).max(b);
+        }
+    }
+
+    /// Coding passes a code-block of `slot` may have: 1 + 3·(Mb - 1).
+    fn passes(&self, slot: usize) -> u128 {
+        match self.0.get(slot).copied().unwrap_or(MAX_BITPLANES) {
+            0 => 0,
+            mb => 1 + 3 * (mb as u128 - 1),
+        }
+    }
 }
 
 fn bad(why: &str) -> VisionError {
@@ -110,8 +197,9 @@ fn ceil_log2(x: u128) -> u32 {
     }
 }
 
-/// Upper bounds of the work for one component of one tile of `tw` x `th` pixels in `style`
-/// (ITU-T T.800 B.5–B.7; every division rounded up and one added where a grid may be misaligned).
+/// Upper bounds of the structure's work for one component of one tile of `tw` x `th` pixels in
+/// `style` (ITU-T T.800 B.5–B.7; every division rounded up and one added where a grid may be
+/// misaligned).
 fn tile_component_work(tw: u128, th: u128, s: &Style) -> Work {
     let mut w = Work::default();
     for r in 0..=s.levels as u32 {
@@ -163,9 +251,87 @@ fn tile_component_work(tw: u128, th: u128, s: &Style) -> Work {
     w
 }
 
-/// Every coding style in the main header and the tile-part headers (COD and COC segments).
-fn coding_styles(cs: &[u8], components: u16) -> Result<Vec<Style>, VisionError> {
-    let mut styles = Vec::new();
+/// Upper bound of the sample passes for one component of the whole image (`w` x `h` pixels in
+/// `ntx` x `nty` tiles) in `style` with `planes`: each subband's samples times its code-blocks'
+/// most passes. Along an axis the tiles' subband sizes add up to the image's divided by
+/// 2^level plus at most one per tile (T.800 B.5, equation B-15), so edge tiles count as what
+/// they are, not as whole tiles (two per tile are added).
+fn sample_passes(w: u128, h: u128, ntx: u128, nty: u128, s: &Style, planes: &BitPlanes) -> u128 {
+    let mut total = 0u128;
+    for r in 0..=s.levels as u32 {
+        let d = s.levels as u32 - r;
+        // LL at the lowest resolution; HL, LH, HH one level finer at every other.
+        let (level, first_slot, bands) = if r == 0 {
+            (d, 0, 1)
+        } else {
+            (d + 1, 1 + 3 * (r as usize - 1), 3)
+        };
+        let bw = div_ceil_pow2(w, level).saturating_add(2 * ntx);
+        let bh = div_ceil_pow2(h, level).saturating_add(2 * nty);
+        for slot in first_slot..first_slot + bands {
+            total = total.saturating_add(bw.saturating_mul(bh).saturating_mul(planes.passes(slot)));
+        }
+    }
+    total
+}
+
+/// What the main header and the tile-part headers commit the decoder to: every coding style
+/// (COD, COC) and the most bit-planes of any quantization (QCD, QCC).
+struct Segments {
+    styles: Vec<Style>,
+    planes: BitPlanes,
+    quantizations: usize,
+}
+
+impl Segments {
+    /// One marker segment (`seg`: its contents after the length); `layers` is the layer count a
+    /// COC inherits.
+    fn read(
+        &mut self,
+        marker: u16,
+        seg: &[u8],
+        components: u16,
+        layers: u16,
+    ) -> Result<(), VisionError> {
+        // COC and QCC name their component in one byte, or two above 256 components.
+        let c = if components < 257 { 1 } else { 2 };
+        match marker {
+            0xFF52 => {
+                // COD: Scod, progression, layers, MCT, then SPcod.
+                let scod = *seg.first().ok_or_else(|| bad("COD cut short"))?;
+                let layers = u16_at(seg, 2).ok_or_else(|| bad("COD cut short"))?;
+                let sp = seg.get(5..).ok_or_else(|| bad("COD cut short"))?;
+                self.styles.push(read_style(sp, scod & 1 != 0, layers)?);
+            }
+            0xFF53 => {
+                // COC: component, Scoc, then SPcoc.
+                let scoc = *seg.get(c).ok_or_else(|| bad("COC cut short"))?;
+                let sp = seg.get(c + 1..).ok_or_else(|| bad("COC cut short"))?;
+                self.styles.push(read_style(sp, scoc & 1 != 0, layers)?);
+            }
+            0xFF5C | 0xFF5D => {
+                // QCD: Sqcd, SPqcd; QCC: component, Sqcc, SPqcc.
+                let sq = if marker == 0xFF5C {
+                    seg
+                } else {
+                    seg.get(c..).unwrap_or(&[])
+                };
+                self.planes.worst_of(&BitPlanes::read(sq)?);
+                self.quantizations += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Every coding style and quantization in the main header and the tile-part headers.
+fn header_segments(cs: &[u8], components: u16) -> Result<Segments, VisionError> {
+    let mut found = Segments {
+        styles: Vec::new(),
+        planes: BitPlanes::NONE,
+        quantizations: 0,
+    };
     let mut layers = 1u16;
     let mut at = 2; // after SOC
                     // Bounded by the bytes: every step moves forward by at least two.
@@ -185,85 +351,50 @@ fn coding_styles(cs: &[u8], components: u16) -> Result<Vec<Style>, VisionError> 
         let seg = cs
             .get(at + 4..at + 2 + len)
             .unwrap_or(&cs[(at + 4).min(cs.len())..]);
-        match marker {
-            0xFF52 => {
-                // COD: Scod, progression, layers, MCT, then SPcod.
-                let scod = *seg.first().ok_or_else(|| bad("COD cut short"))?;
-                layers = u16_at(seg, 2).ok_or_else(|| bad("COD cut short"))?;
-                styles.push(read_style(
-                    seg.get(5..).ok_or_else(|| bad("COD cut short"))?,
-                    scod & 1 != 0,
-                    layers,
-                )?);
-            }
-            0xFF53 => {
-                // COC: component index (1 or 2 bytes), Scoc, then SPcoc.
-                let c = if components < 257 { 1 } else { 2 };
-                let scoc = *seg.get(c).ok_or_else(|| bad("COC cut short"))?;
-                styles.push(read_style(
-                    seg.get(c + 1..).ok_or_else(|| bad("COC cut short"))?,
-                    scoc & 1 != 0,
-                    layers,
-                )?);
-            }
-            0xFF90 => {
-                // SOT: Isot, Psot (tile-part length from this marker), TPsot, TNsot. Walk its
-                // header up to SOD, then jump to the next tile-part.
-                let psot = u32_at(seg, 2).ok_or_else(|| bad("SOT cut short"))? as usize;
-                let end = if psot == 0 {
-                    cs.len()
-                } else {
-                    at.saturating_add(psot).min(cs.len())
-                };
-                let mut p = at + 2 + len;
-                while p + 4 <= end {
-                    let m = u16_at(cs, p).ok_or_else(|| bad("tile-part cut short"))?;
-                    if m == 0xFF93 {
-                        break;
-                    }
-                    let l = u16_at(cs, p + 2).ok_or_else(|| bad("tile-part cut short"))? as usize;
-                    if l < 2 {
-                        return Err(bad(&format!("marker {m:04X} with length {l}")));
-                    }
-                    let sg = cs.get(p + 4..p + 2 + l).unwrap_or(&[]);
-                    if m == 0xFF52 || m == 0xFF53 {
-                        let off = if m == 0xFF52 {
-                            5
-                        } else if components < 257 {
-                            2
-                        } else {
-                            3
-                        };
-                        let flag = if m == 0xFF52 {
-                            sg.first()
-                        } else {
-                            sg.get(off - 1)
-                        };
-                        if let (Some(f), Some(sp)) = (flag, sg.get(off..)) {
-                            let tl = if m == 0xFF52 {
-                                u16_at(sg, 2).unwrap_or(layers)
-                            } else {
-                                layers
-                            };
-                            styles.push(read_style(sp, f & 1 != 0, tl)?);
-                        }
-                    }
-                    p += 2 + l;
-                }
-                if psot == 0 || end <= at {
+        if marker == 0xFF52 {
+            layers = u16_at(seg, 2).ok_or_else(|| bad("COD cut short"))?;
+        }
+        if marker == 0xFF90 {
+            // SOT: Isot, Psot (tile-part length from this marker), TPsot, TNsot. Walk its
+            // header up to SOD, then jump to the next tile-part.
+            let psot = u32_at(seg, 2).ok_or_else(|| bad("SOT cut short"))? as usize;
+            let end = if psot == 0 {
+                cs.len()
+            } else {
+                at.saturating_add(psot).min(cs.len())
+            };
+            let mut p = at + 2 + len;
+            while p + 4 <= end {
+                let m = u16_at(cs, p).ok_or_else(|| bad("tile-part cut short"))?;
+                if m == 0xFF93 {
                     break;
                 }
-                at = end;
-                continue;
+                let l = u16_at(cs, p + 2).ok_or_else(|| bad("tile-part cut short"))? as usize;
+                if l < 2 {
+                    return Err(bad(&format!("marker {m:04X} with length {l}")));
+                }
+                // A segment running past the file is not read by the decoder either.
+                if let Some(sg) = cs.get(p + 4..p + 2 + l) {
+                    found.read(m, sg, components, layers)?;
+                }
+                p += 2 + l;
             }
-            _ => {}
+            if psot == 0 || end <= at {
+                break;
+            }
+            at = end;
+            continue;
         }
+        found.read(marker, seg, components, layers)?;
         at += 2 + len;
     }
-    if styles.is_empty() {
+    if found.styles.is_empty() {
         return Err(bad("no coding style (COD) in the header"));
     }
-    Ok(styles)
+    if found.quantizations == 0 {
+        found.planes = BitPlanes::WORST;
+    }
+    Ok(found)
 }
 
 /// The codestream's SIZ segment and coding styles, read before the decoder sees the file: image
@@ -293,7 +424,8 @@ pub(super) fn check_jpeg2000_header(
         return Err(bad("image larger than 2^32 pixels a side"));
     }
     check_size(w as u32, h as u32, limits)?;
-    let tiles = (x - xto).div_ceil(xt) * (y - yto).div_ceil(yt);
+    let grid = ((x - xto).div_ceil(xt), (y - yto).div_ceil(yt));
+    let tiles = grid.0 * grid.1;
     if tiles > MAX_JPEG2000_TILES {
         return Err(bad(&format!(
             "{tiles} tiles of {xt}x{yt} pixels, over the limit of {MAX_JPEG2000_TILES}"
@@ -304,47 +436,72 @@ pub(super) fn check_jpeg2000_header(
             "{components} components, facegate reads 1 to {MAX_JPEG2000_COMPONENTS}"
         )));
     }
-    let work = work_bound(cs, w, h, xt, yt, tiles, components)?;
-    let node_budget =
-        MAX_JPEG2000_TAG_NODES.max(MAX_JPEG2000_TAG_NODES_PER_PIXEL * w as u128 * h as u128);
-    for (what, n, max) in [
-        ("tag-tree nodes", work.tag_nodes, node_budget),
-        ("code-blocks", work.code_blocks, MAX_JPEG2000_CODE_BLOCKS),
-        ("packets", work.packets, MAX_JPEG2000_PACKETS),
+    let work = work_bound(cs, w, h, xt, yt, grid, components)?;
+    let pixels = w as u128 * h as u128;
+    let node_budget = MAX_JPEG2000_TAG_NODES.max(MAX_JPEG2000_TAG_NODES_PER_PIXEL * pixels);
+    let pass_budget = sample_pass_budget(pixels);
+    let grid = "tiles, code-blocks or precincts too small for the image";
+    for (what, n, max, why) in [
+        ("tag-tree nodes", work.tag_nodes, node_budget, grid),
+        (
+            "code-blocks",
+            work.code_blocks,
+            MAX_JPEG2000_CODE_BLOCKS,
+            grid,
+        ),
+        ("packets", work.packets, MAX_JPEG2000_PACKETS, grid),
+        (
+            "sample passes",
+            work.sample_passes,
+            pass_budget,
+            "more coding passes a pixel than a photo needs",
+        ),
     ] {
         if n > max {
             return Err(bad(&format!(
-                "the headers commit the decoder to up to {n} {what} (limit {max}): tiles, code-blocks or precincts too small for the image"
+                "the headers commit the decoder to up to {n} {what} (limit {max}): {why}"
             )));
         }
     }
     Ok((w as u32, h as u32))
 }
 
-/// The work bound: the worst coding style applied to every component of every tile, each tile
-/// taken at the full tile size (edge tiles are smaller).
+/// The work bound: the worst coding style applied to every component of every tile of the
+/// `grid`, each tile taken at the full tile size (edge tiles are smaller) for the structure, the
+/// image's own size for the sample passes.
 fn work_bound(
     cs: &[u8],
     w: u64,
     h: u64,
     xt: u64,
     yt: u64,
-    tiles: u64,
+    (ntx, nty): (u64, u64),
     components: u16,
 ) -> Result<Work, VisionError> {
     let (tw, th) = (xt.min(w) as u128, yt.min(h) as u128);
+    let found = header_segments(cs, components)?;
     let mut worst = Work::default();
-    for s in coding_styles(cs, components)? {
-        let one = tile_component_work(tw, th, &s);
+    for s in &found.styles {
+        let one = tile_component_work(tw, th, s);
         worst.tag_nodes = worst.tag_nodes.max(one.tag_nodes);
         worst.code_blocks = worst.code_blocks.max(one.code_blocks);
         worst.packets = worst.packets.max(one.packets);
+        let passes = sample_passes(
+            w as u128,
+            h as u128,
+            ntx as u128,
+            nty as u128,
+            s,
+            &found.planes,
+        );
+        worst.sample_passes = worst.sample_passes.max(passes);
     }
-    let n = tiles as u128 * components as u128;
+    let n = (ntx * nty) as u128 * components as u128;
     Ok(Work {
         tag_nodes: worst.tag_nodes.saturating_mul(n),
         code_blocks: worst.code_blocks.saturating_mul(n),
         packets: worst.packets.saturating_mul(n),
+        sample_passes: worst.sample_passes.saturating_mul(components as u128),
     })
 }
 
@@ -383,11 +540,80 @@ mod tests {
     }
 
     #[test]
+    fn bit_planes_come_from_every_quantization_style() {
+        // No quantization (the 5/3 wavelet): 2 guard bits, exponents 8, 9, 9, 10.
+        let none = BitPlanes::read(&[2 << 5, 8 << 3, 9 << 3, 9 << 3, 10 << 3]).unwrap();
+        assert_eq!(none.0[..4], [9, 10, 10, 11]);
+        assert_eq!(none.0[4], 11, "a slot not listed gets the largest");
+        assert_eq!((none.passes(0), none.passes(3)), (25, 31));
+        // Scalar expounded: 16-bit values, the exponent in the top five bits.
+        let expounded = BitPlanes::read(&[(2 << 5) | 2, 14 << 3, 0, 8 << 3, 0x12]).unwrap();
+        assert_eq!(expounded.0[..3], [15, 9, 15]);
+        // Scalar derived: one value, its exponent (the largest) everywhere.
+        let derived = BitPlanes::read(&[(2 << 5) | 1, 14 << 3, 0]).unwrap();
+        assert!(derived.0.iter().all(|&b| b == 15), "{derived:?}");
+        // More than the decoder allows counts as the most it allows: 94 passes.
+        let most = BitPlanes::read(&[7 << 5, 31 << 3]).unwrap();
+        assert_eq!(most.passes(0), 94);
+        assert_eq!(BitPlanes::WORST.passes(SUBBAND_SLOTS - 1), 94);
+        assert_eq!(BitPlanes::NONE.passes(0), 0);
+        for bad in [&[][..], &[2 << 5], &[3, 0]] {
+            assert!(BitPlanes::read(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn photos_fit_the_sample_pass_budget_and_the_most_passes_do_not() {
+        let rgb = |side: u128, planes: &BitPlanes| {
+            sample_passes(side, side, 1, 1, &style(5, 4, 4), planes) * 3
+        };
+        // The BSI specimen's DG2 face: 413x531, 3 components, 5 levels, 64x64 code-blocks,
+        // expounded quantization with 2 guard bits and these exponents: 2/3 of its budget.
+        let mut sq = vec![(2 << 5) | 2];
+        for e in [14, 14, 14, 14, 13, 13, 13, 12, 12, 12, 9, 9, 9, 8, 8, 8] {
+            sq.extend([e << 3, 0]);
+        }
+        let chip_planes = BitPlanes::read(&sq).unwrap();
+        let chip = sample_passes(413, 531, 1, 1, &style(5, 4, 4), &chip_planes) * 3;
+        assert!(chip * 3 < sample_pass_budget(413 * 531) * 2, "{chip}");
+        // 8-bit lossless (5/3, no quantization): RGB read up to ~11 MP, RGBA too; 16-bit RGB
+        // (8 more bit-planes in every subband) is not.
+        let lossless = BitPlanes::read(&[2 << 5, 8 << 3, 9 << 3, 9 << 3, 10 << 3]).unwrap();
+        for (side, fits) in [(2000, true), (3300, true), (3400, false)] {
+            let n = rgb(side, &lossless);
+            assert_eq!(n <= sample_pass_budget(side * side), fits, "{side}: {n}");
+        }
+        // Tiles add only their rounding: 3300x3300 in 7x7 tiles of 512 (edge tiles 228 wide), 2%.
+        let whole = sample_passes(3300, 3300, 1, 1, &style(5, 4, 4), &lossless);
+        let tiled = sample_passes(3300, 3300, 7, 7, &style(5, 4, 4), &lossless);
+        assert!(
+            tiled > whole && tiled < whole + whole / 33,
+            "{whole} {tiled}"
+        );
+        let rgba = rgb(2000, &lossless) / 3 * 4;
+        assert!(rgba <= sample_pass_budget(2000 * 2000), "{rgba}");
+        let deep = BitPlanes::read(&[2 << 5, 16 << 3, 17 << 3, 17 << 3, 18 << 3]).unwrap();
+        assert!(rgb(2000, &deep) > sample_pass_budget(2000 * 2000));
+        // The most passes (94) in four components: over it from 0.25 MP; a tiny image is not
+        // held to its size (the floor: ~25 ms).
+        let tiny = sample_passes(100, 100, 1, 1, &style(0, 4, 4), &BitPlanes::WORST);
+        assert!(tiny * 4 <= sample_pass_budget(100 * 100));
+        for side in [500, 1000, 4000] {
+            let bomb = sample_passes(side, side, 1, 1, &style(0, 4, 4), &BitPlanes::WORST);
+            assert!(bomb * 4 > sample_pass_budget(side * side), "{side}");
+        }
+        assert_eq!(sample_pass_budget(64 * 48), MIN_JPEG2000_SAMPLE_PASSES);
+    }
+
+    #[test]
     fn hostile_numbers_do_not_overflow() {
         let mut s = style(32, 0, 0);
         s.layers = u16::MAX;
         s.precincts = [(0, 0); 33];
-        let w = tile_component_work(u32::MAX as u128, u32::MAX as u128, &s);
+        let side = u32::MAX as u128;
+        let w = tile_component_work(side, side, &s);
         assert!(w.tag_nodes > MAX_JPEG2000_TAG_NODES && w.packets > MAX_JPEG2000_PACKETS);
+        let passes = sample_passes(side, side, side, side, &s, &BitPlanes::WORST);
+        assert!(passes > MAX_JPEG2000_SAMPLE_PASSES);
     }
 }
