@@ -298,3 +298,27 @@ fn jpeg2000_pass_bombs_are_refused_from_the_headers() {
     let img = decode(&fewer, &DecodeLimits::default()).unwrap();
     assert_eq!(img.dimensions(), (1000, 1000));
 }
+
+/// A 202-byte codestream written by hand (1000x1000 grey, 5 levels, 2x2-pixel precincts, 4x4
+/// code-blocks, 32 layers, no packet data) made the decoder keep a record per code-block per
+/// layer: 1.1 GB at 1 MP before the check. Refused from its headers; with one layer it is within
+/// the bound.
+#[test]
+fn jpeg2000_layer_bombs_are_refused_from_the_headers() {
+    let bomb = fixture("jp2_layer_bomb.j2k");
+    match decode(&bomb, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains("code-block layers"), "{m}"),
+        other => panic!(
+            "expected the layer bound to refuse it, got {:?}",
+            other.map(|img| img.dimensions())
+        ),
+    }
+    // COD: marker, length, Scod, progression order, then the layer count.
+    let cod = bomb.windows(2).position(|w| w == [0xFF, 0x52]).unwrap();
+    assert_eq!(bomb[cod + 6..cod + 8], [0, 32]);
+    let mut one = bomb.clone();
+    one[cod + 7] = 1;
+    if let Err(VisionError::Decode(m)) = decode(&one, &DecodeLimits::default()) {
+        assert!(!m.contains("headers commit"), "{m}");
+    }
+}

@@ -43,6 +43,11 @@ pub const MAX_JPEG2000_TAG_NODES_PER_PIXEL: u128 = 8;
 pub const MAX_JPEG2000_CODE_BLOCKS: u128 = 1 << 22;
 /// Most packets (layers x precincts x components x tiles): each is parsed even when empty.
 pub const MAX_JPEG2000_PACKETS: u128 = 1 << 24;
+/// Most code-blocks x layers: the decoder keeps a record per code-block per layer (~24 bytes),
+/// allocated whether or not any packet has data. A 202-byte file of 2x2-pixel precincts (one
+/// code-block each per subband) and 32 layers took 1.1 GB at 1 MP (353 MB with one layer); 2^23
+/// is ~200 MB. A 40 MP RGB photo with 64x64 code-blocks and 32 layers needs ~5·10^6.
+pub const MAX_JPEG2000_CODE_BLOCK_LAYERS: u128 = 1 << 23;
 /// Sample passes (samples x coding passes: a pass visits every sample of its code-block, with or
 /// without data) allowed per pixel, bounded from each subband's bit-planes and size: an 8-bit
 /// RGB photo needs up to ~93 (lossless; ~80 lossy like the chip photos), RGBA ~124, while a
@@ -85,6 +90,7 @@ struct Style {
 pub(super) struct Work {
     pub tag_nodes: u128,
     pub code_blocks: u128,
+    pub code_block_layers: u128,
     pub packets: u128,
     pub sample_passes: u128,
 }
@@ -244,6 +250,11 @@ fn tile_component_work(tw: u128, th: u128, s: &Style) -> Work {
         w.code_blocks = w
             .code_blocks
             .saturating_add(n.saturating_mul(cbx).saturating_mul(cby));
+        w.code_block_layers = w.code_block_layers.saturating_add(
+            n.saturating_mul(cbx)
+                .saturating_mul(cby)
+                .saturating_mul(s.layers as u128),
+        );
         w.packets = w
             .packets
             .saturating_add(precincts.saturating_mul(s.layers as u128));
@@ -449,6 +460,12 @@ pub(super) fn check_jpeg2000_header(
             MAX_JPEG2000_CODE_BLOCKS,
             grid,
         ),
+        (
+            "code-block layers",
+            work.code_block_layers,
+            MAX_JPEG2000_CODE_BLOCK_LAYERS,
+            grid,
+        ),
         ("packets", work.packets, MAX_JPEG2000_PACKETS, grid),
         (
             "sample passes",
@@ -485,6 +502,7 @@ fn work_bound(
         let one = tile_component_work(tw, th, s);
         worst.tag_nodes = worst.tag_nodes.max(one.tag_nodes);
         worst.code_blocks = worst.code_blocks.max(one.code_blocks);
+        worst.code_block_layers = worst.code_block_layers.max(one.code_block_layers);
         worst.packets = worst.packets.max(one.packets);
         let passes = sample_passes(
             w as u128,
@@ -500,6 +518,7 @@ fn work_bound(
     Ok(Work {
         tag_nodes: worst.tag_nodes.saturating_mul(n),
         code_blocks: worst.code_blocks.saturating_mul(n),
+        code_block_layers: worst.code_block_layers.saturating_mul(n),
         packets: worst.packets.saturating_mul(n),
         sample_passes: worst.sample_passes.saturating_mul(components as u128),
     })
@@ -525,6 +544,14 @@ mod tests {
         let w = tile_component_work(7300, 5500, &style(5, 4, 4));
         assert!(w.tag_nodes * 4 < MAX_JPEG2000_TAG_NODES / 50, "{w:?}");
         assert!(w.code_blocks * 4 < MAX_JPEG2000_CODE_BLOCKS / 20, "{w:?}");
+        // With 32 layers (the decoder's most), four components.
+        let mut layered = style(5, 4, 4);
+        layered.layers = 32;
+        let l = tile_component_work(7300, 5500, &layered);
+        assert!(
+            l.code_block_layers * 4 < MAX_JPEG2000_CODE_BLOCK_LAYERS,
+            "{l:?}"
+        );
     }
 
     #[test]
