@@ -103,9 +103,8 @@ pub(super) struct Work {
 struct BitPlanes([u8; SUBBAND_SLOTS]);
 
 impl BitPlanes {
-    /// Before any quantization segment is read: nothing known, so the worst.
+    /// Where no quantization segment was read: nothing known, so the worst.
     const WORST: BitPlanes = BitPlanes([MAX_BITPLANES; SUBBAND_SLOTS]);
-    const NONE: BitPlanes = BitPlanes([0; SUBBAND_SLOTS]);
 
     /// SPqcd/SPqcc with its style byte first (Sqcd, Sqcc).
     fn read(sq: &[u8]) -> Result<BitPlanes, VisionError> {
@@ -290,8 +289,8 @@ fn sample_passes(w: u128, h: u128, ntx: u128, nty: u128, s: &Style, planes: &Bit
 /// (COD, COC) and the most bit-planes of any quantization (QCD, QCC).
 struct Segments {
     styles: Vec<Style>,
-    planes: BitPlanes,
-    quantizations: usize,
+    /// `None` while no quantization segment has been read.
+    planes: Option<BitPlanes>,
 }
 
 impl Segments {
@@ -327,8 +326,11 @@ impl Segments {
                 } else {
                     seg.get(c..).unwrap_or(&[])
                 };
-                self.planes.worst_of(&BitPlanes::read(sq)?);
-                self.quantizations += 1;
+                let read = BitPlanes::read(sq)?;
+                match &mut self.planes {
+                    Some(planes) => planes.worst_of(&read),
+                    None => self.planes = Some(read),
+                }
             }
             _ => {}
         }
@@ -340,8 +342,7 @@ impl Segments {
 fn header_segments(cs: &[u8], components: u16) -> Result<Segments, VisionError> {
     let mut found = Segments {
         styles: Vec::new(),
-        planes: BitPlanes::NONE,
-        quantizations: 0,
+        planes: None,
     };
     let mut layers = 1u16;
     let mut at = 2; // after SOC
@@ -401,9 +402,6 @@ fn header_segments(cs: &[u8], components: u16) -> Result<Segments, VisionError> 
     }
     if found.styles.is_empty() {
         return Err(bad("no coding style (COD) in the header"));
-    }
-    if found.quantizations == 0 {
-        found.planes = BitPlanes::WORST;
     }
     Ok(found)
 }
@@ -497,6 +495,7 @@ fn work_bound(
 ) -> Result<Work, VisionError> {
     let (tw, th) = (xt.min(w) as u128, yt.min(h) as u128);
     let found = header_segments(cs, components)?;
+    let planes = found.planes.unwrap_or(BitPlanes::WORST);
     let mut worst = Work::default();
     for s in &found.styles {
         let one = tile_component_work(tw, th, s);
@@ -504,14 +503,7 @@ fn work_bound(
         worst.code_blocks = worst.code_blocks.max(one.code_blocks);
         worst.code_block_layers = worst.code_block_layers.max(one.code_block_layers);
         worst.packets = worst.packets.max(one.packets);
-        let passes = sample_passes(
-            w as u128,
-            h as u128,
-            ntx as u128,
-            nty as u128,
-            s,
-            &found.planes,
-        );
+        let passes = sample_passes(w as u128, h as u128, ntx as u128, nty as u128, s, &planes);
         worst.sample_passes = worst.sample_passes.max(passes);
     }
     let n = (ntx * nty) as u128 * components as u128;
@@ -583,7 +575,7 @@ mod tests {
         let most = BitPlanes::read(&[7 << 5, 31 << 3]).unwrap();
         assert_eq!(most.passes(0), 94);
         assert_eq!(BitPlanes::WORST.passes(SUBBAND_SLOTS - 1), 94);
-        assert_eq!(BitPlanes::NONE.passes(0), 0);
+        assert_eq!(BitPlanes([0; SUBBAND_SLOTS]).passes(0), 0);
         for bad in [&[][..], &[2 << 5], &[3, 0]] {
             assert!(BitPlanes::read(bad).is_err(), "{bad:?}");
         }
