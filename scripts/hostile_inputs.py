@@ -128,6 +128,11 @@ def make_inputs(d):
     add("JPEG 2000, 94 empty passes, 1 MP x 4", d / "passes_1mp.j2k", "pass bomb")
     jp2_pass_bomb(d / "passes_36mp.j2k", 6000, 6000)
     add("JPEG 2000, 94 empty passes, 36 MP x 4", d / "passes_36mp.j2k", "pass bomb")
+    jp2_pass_bomb(d / "one_plane_39mp.j2k", 6300, 6300, passes=1)
+    one = bytearray((d / "one_plane_39mp.j2k").read_bytes())
+    one[one.find(b"\xff\x5c") + 5] = 0  # QCD exponent 0: one bit-plane, little work, full buffers
+    (d / "one_plane_39mp.j2k").write_bytes(bytes(one))
+    add("JPEG 2000, one bit-plane, 39.7 MP x 4", d / "one_plane_39mp.j2k", "memory bomb")
     for mp, (w, h) in {10: (3650, 2740), 20: (5164, 3873), 39.7: (7280, 5450)}.items():
         p = d / f"black_{mp}mp.png"
         png(p, w, h)

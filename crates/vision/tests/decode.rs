@@ -301,8 +301,8 @@ fn jpeg2000_pass_bombs_are_refused_from_the_headers() {
 
 /// A 202-byte codestream written by hand (1000x1000 grey, 5 levels, 2x2-pixel precincts, 4x4
 /// code-blocks, 32 layers, no packet data) made the decoder keep a record per code-block per
-/// layer: 1.1 GB at 1 MP before the check. Refused from its headers; with one layer it is within
-/// the bound.
+/// layer: 1.1 GB at 1 MP before the check. Refused from its headers; with one layer (227 MB) it
+/// is within the layer bound and over the memory budget; at 500x500 within both.
 #[test]
 fn jpeg2000_layer_bombs_are_refused_from_the_headers() {
     let bomb = fixture("jp2_layer_bomb.j2k");
@@ -318,7 +318,43 @@ fn jpeg2000_layer_bombs_are_refused_from_the_headers() {
     assert_eq!(bomb[cod + 6..cod + 8], [0, 32]);
     let mut one = bomb.clone();
     one[cod + 7] = 1;
+    match decode(&one, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains("of memory"), "{m}"),
+        other => panic!("expected the memory budget to refuse it, got {other:?}"),
+    }
+    let siz = siz_marker(&one);
+    for at in [siz + 6, siz + 10, siz + 22, siz + 26] {
+        one[at..at + 4].copy_from_slice(&500u32.to_be_bytes());
+    }
     if let Err(VisionError::Decode(m)) = decode(&one, &DecodeLimits::default()) {
         assert!(!m.contains("headers commit"), "{m}");
     }
+}
+
+/// The pass bomb with one bit-plane (cheap to decode) and its size raised to 6300x6300: 39.7 MP
+/// in four components, whose buffers alone took 1.6 GB before the check (the 115 KB file
+/// `jp2_pass_bomb` writes at that size). Refused from its headers (the seed
+/// `fuzz/seeds/decode/jp2_memory_bomb.j2k` is this file); at its own 1 MP it decodes.
+#[test]
+fn jpeg2000_memory_bombs_are_refused_from_the_headers() {
+    let mut small = fixture("jp2_pass_bomb.j2k");
+    let qcd = small.windows(2).position(|w| w == [0xFF, 0x5C]).unwrap();
+    small[qcd + 5] = 0;
+    let img = decode(&small, &DecodeLimits::default()).unwrap();
+    assert_eq!(img.dimensions(), (1000, 1000));
+    let mut big = small.clone();
+    let siz = siz_marker(&big);
+    for at in [siz + 6, siz + 10, siz + 22, siz + 26] {
+        big[at..at + 4].copy_from_slice(&6300u32.to_be_bytes());
+    }
+    match decode(&big, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains("of memory"), "{m}"),
+        other => panic!(
+            "expected the memory budget to refuse it, got {:?}",
+            other.map(|img| img.dimensions())
+        ),
+    }
+    let seed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/decode/jp2_memory_bomb.j2k");
+    assert_eq!(std::fs::read(seed).unwrap(), big);
 }

@@ -2,7 +2,7 @@
 //!
 //! The decoder's work and memory grow with structures the headers declare, not only with the
 //! pixels: the tile grid, per tile the resolution levels, precincts and code-blocks, and the
-//! coding passes. Three bombs found so far, each a few kilobytes:
+//! coding passes. Five bombs found so far, each a few kilobytes:
 //! - 1x1-pixel tiles: 782 MB and 7.5 s for 1 MP (a hostile-input review);
 //! - 1-pixel-wide tiles with 64x4 code-blocks (found by fuzzing): `hayro-jpeg2000` builds each
 //!   precinct's two tag trees as full quad-trees over max(blocks wide, blocks high)², so a
@@ -11,16 +11,22 @@
 //! - coding passes without data (built by hand after a fuzzing timeout in CI): the decoder runs
 //!   every coding pass a packet header declares over every sample of the code-block, whether or
 //!   not any bytes follow, and a header may declare up to 94 passes (32 bit-planes) in 16 bits:
-//!   3.8 KB made 1 MP of four components cost 0.9 s, 130 KB at 36 MP 22 s and 1.5 GB.
+//!   3.8 KB made 1 MP of four components cost 0.9 s, 130 KB at 36 MP 22 s and 1.5 GB;
+//! - layers (built by hand): the decoder keeps a record per code-block per layer, data or not:
+//!   202 bytes of 2x2-pixel precincts and 32 layers took 1.1 GB at 1 MP;
+//! - memory without work (built by hand): one bit-plane in four components costs little time
+//!   but the decoder's full buffers, 115 KB declaring 39.7 MP took 1.6 GB; the 202-byte file
+//!   with one layer, 227 MB for 1 MP.
 //!
 //! So the main header and every tile-part header are walked (SIZ, COD, COC, QCD, QCC), and an
-//! upper bound of the tag-tree nodes, code-blocks, packets and sample passes is computed from the
-//! worst coding style found (smallest code-blocks and precincts, most levels and layers), the
-//! most bit-planes any quantization gives each subband, the tile size and the components.
-//! Refused above the budgets, which ordinary files are far below (a 40 MP single-tile RGB photo
-//! with 64x64 code-blocks: ~5.5·10^5 tag-tree nodes, under 1% of the budget); the sample passes
-//! grow with the pixels, so they are held to what an 8-bit photo of the image's size may need,
-//! and 2^30 in all (about 11 MP of 8-bit RGB: JPEG 2000's use here is the chip photo, 0.2 MP).
+//! upper bound of the tag-tree nodes, code-blocks, code-block layers, packets and sample passes
+//! is computed from the worst coding style found (smallest code-blocks and precincts, most
+//! levels and layers), the most bit-planes any quantization gives each subband, the tile size
+//! and the components. Refused above the budgets, which ordinary files are far below (a 40 MP
+//! single-tile RGB photo with 64x64 code-blocks: ~5.5·10^5 tag-tree nodes, under 1% of the
+//! budget); the sample passes grow with the pixels, so they are held to what an 8-bit photo of
+//! the image's size may need, and 2^30 in all (about 11 MP of 8-bit RGB: JPEG 2000's use here is
+//! the chip photo, 0.2 MP); the memory those numbers and the samples imply, to 512 MiB.
 
 use super::{check_size, DecodeLimits};
 use crate::error::VisionError;
@@ -50,10 +56,11 @@ pub const MAX_JPEG2000_PACKETS: u128 = 1 << 24;
 pub const MAX_JPEG2000_CODE_BLOCK_LAYERS: u128 = 1 << 23;
 /// Sample passes (samples x coding passes: a pass visits every sample of its code-block, with or
 /// without data) allowed per pixel, bounded from each subband's bit-planes and size: an 8-bit
-/// RGB photo needs up to ~93 (lossless; ~80 lossy like the chip photos), RGBA ~124, while a
-/// header declaring the most passes for four components commits the decoder to 376. 16-bit RGB
-/// (~165) is refused above [`MIN_JPEG2000_SAMPLE_PASSES`] (~0.1 MP).
-pub const MAX_JPEG2000_SAMPLE_PASSES_PER_PIXEL: u128 = 128;
+/// RGB photo needs up to ~96 (OpenJPEG's lossless ~88, lossy ~95 at 0.5 MP; the chip photos
+/// ~80), RGBA up to 128 (lossy at 0.5 MP: 128 refused it), while a header declaring the most
+/// passes for four components commits the decoder to 376. 16-bit RGB (~165) is refused above
+/// [`MIN_JPEG2000_SAMPLE_PASSES`] (~0.1 MP).
+pub const MAX_JPEG2000_SAMPLE_PASSES_PER_PIXEL: u128 = 144;
 /// Sample passes allowed whatever the size (small images' bounds are dominated by rounding):
 /// ~25 ms of a Zen 4 core in a release build (about 1.5 ns a visit).
 pub const MIN_JPEG2000_SAMPLE_PASSES: u128 = 1 << 24;
@@ -64,6 +71,41 @@ pub const MAX_JPEG2000_SAMPLE_PASSES: u128 = 1 << 30;
 fn sample_pass_budget(pixels: u128) -> u128 {
     (MAX_JPEG2000_SAMPLE_PASSES_PER_PIXEL * pixels)
         .clamp(MIN_JPEG2000_SAMPLE_PASSES, MAX_JPEG2000_SAMPLE_PASSES)
+}
+
+/// Most memory the decoder may take, estimated from the headers ([`decode_bytes`]): the size of
+/// the biggest PNG's decoding here (a 39.7 MP PNG took 715 MiB in the whole `detect` process).
+/// Without it a 115 KB codestream declaring 39.7 MP in four components of one bit-plane took
+/// 1.6 GB to decode, and 202 bytes of 2x2-pixel precincts 227 MB at 1 MP. Within it: the chip
+/// photos (~9 MiB), 8-bit RGB up to the sample passes' limit (~11 MP, ~500 MiB with 16x16
+/// code-blocks), RGBA up to ~9 MP, one component up to ~31 MP. Refused although a real encoder
+/// writes them: 4x4-pixel code-blocks above ~6 MP of RGB (OpenJPEG wrote a 10 MP one that took
+/// 760 MB).
+pub const MAX_JPEG2000_DECODE_BYTES: u128 = 512 << 20;
+/// The decoder's memory per sample (a pixel of one component: its coefficients, its output),
+/// per pixel (the RGB image facegate keeps), per code-block (its record, its tag-tree nodes, its
+/// segments) and per code-block per layer (a record whether or not the layer has data). Fitted
+/// to the peak RSS of a process that only decodes (hayro-jpeg2000 0.3.5, release build, Zen 4):
+/// 75 OpenJPEG encodings of 0.5–11 MP in 1, 3 and 4 components (lossless, lossy, three layers,
+/// 512-pixel tiles, 16 to 64-pixel code-blocks) peaked at 36–104% of the estimate (tiled ones
+/// lowest; 0.5 MP of one component at 115%, the process's own 2 MB); 4x4-pixel code-blocks at
+/// 80–93% (1 MP RGBA, 4 and 10 MP RGB); 36 MP of one bit-plane at 77% (one component) and 68%
+/// (four). Small precincts are counted up to four times over (the code-block bound): the 1 MP
+/// file of 2x2-pixel precincts took a fifth of its estimate.
+const DECODE_BYTES_PER_SAMPLE: u128 = 14;
+const DECODE_BYTES_PER_PIXEL: u128 = 3;
+const DECODE_BYTES_PER_CODE_BLOCK: u128 = 240;
+const DECODE_BYTES_PER_CODE_BLOCK_LAYER: u128 = 24;
+
+/// The decoder's memory for `pixels` in `components` with the structure `work` bounds.
+fn decode_bytes(pixels: u128, components: u128, work: &Work) -> u128 {
+    (DECODE_BYTES_PER_SAMPLE * components + DECODE_BYTES_PER_PIXEL)
+        .saturating_mul(pixels)
+        .saturating_add(work.code_blocks.saturating_mul(DECODE_BYTES_PER_CODE_BLOCK))
+        .saturating_add(
+            work.code_block_layers
+                .saturating_mul(DECODE_BYTES_PER_CODE_BLOCK_LAYER),
+        )
 }
 
 /// Bit-planes a code-block may have (hayro-jpeg2000 refuses a subband with more), so a code-block
@@ -478,6 +520,15 @@ pub(super) fn check_jpeg2000_header(
             )));
         }
     }
+    let bytes = decode_bytes(pixels, components as u128, &work);
+    if bytes > MAX_JPEG2000_DECODE_BYTES {
+        return Err(bad(&format!(
+            "the headers commit the decoder to about {} MiB of memory (limit {} MiB): \
+             too many pixels in too many components, or code-blocks too small for the image",
+            bytes >> 20,
+            MAX_JPEG2000_DECODE_BYTES >> 20
+        )));
+    }
     Ok((w as u32, h as u32))
 }
 
@@ -611,6 +662,18 @@ mod tests {
         );
         let rgba = rgb(2000, &lossless) / 3 * 4;
         assert!(rgba <= sample_pass_budget(2000 * 2000), "{rgba}");
+        // OpenJPEG's lossy RGBA (9/7, 2 guard bits, these exponents) at 800x600: 128 passes a
+        // pixel, over the first budget (128 a pixel, rounding included) and within this one.
+        let mut sq = vec![(2 << 5) | 2];
+        for e in [
+            14, 14, 14, 14, 13, 13, 13, 12, 12, 12, 10, 10, 10, 10, 10, 10,
+        ] {
+            sq.extend([e << 3, 0]);
+        }
+        let lossy = BitPlanes::read(&sq).unwrap();
+        let rgba_lossy = sample_passes(800, 600, 1, 1, &style(5, 4, 4), &lossy) * 4;
+        assert!(rgba_lossy > 128 * 800 * 600, "{rgba_lossy}");
+        assert!(rgba_lossy <= sample_pass_budget(800 * 600), "{rgba_lossy}");
         let deep = BitPlanes::read(&[2 << 5, 16 << 3, 17 << 3, 17 << 3, 18 << 3]).unwrap();
         assert!(rgb(2000, &deep) > sample_pass_budget(2000 * 2000));
         // The most passes (94) in four components: over it from 0.25 MP; a tiny image is not
@@ -622,6 +685,45 @@ mod tests {
             assert!(bomb * 4 > sample_pass_budget(side * side), "{side}");
         }
         assert_eq!(sample_pass_budget(64 * 48), MIN_JPEG2000_SAMPLE_PASSES);
+    }
+
+    /// The work of `components` components of one `w` x `h` tile in `s`, as [`work_bound`]
+    /// takes it.
+    fn image_work(w: u128, h: u128, s: &Style, components: u128) -> Work {
+        let one = tile_component_work(w, h, s);
+        Work {
+            code_blocks: one.code_blocks * components,
+            code_block_layers: one.code_block_layers * components,
+            ..one
+        }
+    }
+
+    #[test]
+    fn photos_fit_the_memory_budget_and_declared_emptiness_does_not() {
+        let fits = |w: u128, h: u128, s: &Style, c: u128| {
+            decode_bytes(w * h, c, &image_work(w, h, s, c)) <= MAX_JPEG2000_DECODE_BYTES
+        };
+        // The chip photo (413x531 RGB, 64x64 code-blocks): ~9.4 MiB.
+        let chip = decode_bytes(413 * 531, 3, &image_work(413, 531, &style(5, 4, 4), 3));
+        assert!(chip < 10 << 20, "{chip}");
+        // 8-bit RGB at the sample passes' limit (~11 MP) with 16x16 code-blocks; RGBA at 9 MP;
+        // one component at 31 MP.
+        assert!(fits(4000, 2750, &style(5, 2, 2), 3));
+        assert!(fits(3840, 2340, &style(5, 4, 4), 4));
+        assert!(fits(6400, 4800, &style(5, 4, 4), 1));
+        // 39.7 MP in four components, whatever the code-blocks (the 115 KB file: 1.6 GB); one
+        // component at 36 MP (451 MB measured).
+        assert!(!fits(6300, 6300, &style(0, 4, 4), 4));
+        assert!(!fits(6000, 6000, &style(0, 4, 4), 1));
+        // 4x4-pixel code-blocks: RGB at 4 MP fits, at 10 MP (760 MB measured) it does not.
+        assert!(fits(2000, 2000, &style(5, 0, 0), 3));
+        assert!(!fits(3650, 2740, &style(5, 0, 0), 3));
+        // 2x2-pixel precincts (one code-block each) at 1 MP in one component, one layer: 227 MB
+        // measured for 10^6 code-blocks, counted four times over; at 0.25 MP it fits.
+        let mut tiny_precincts = style(5, 0, 0);
+        tiny_precincts.precincts = [(1, 1); 33];
+        assert!(!fits(1000, 1000, &tiny_precincts, 1));
+        assert!(fits(500, 500, &tiny_precincts, 1));
     }
 
     #[test]
