@@ -63,6 +63,11 @@ fn generated_scene_is_tracked_and_decided_once_per_passer_by() {
     let fused = &r["fused"];
     assert_eq!(fused["genuine"], r["decisions"]);
     assert_eq!(fused["false_matches"], 0, "{r}");
+    // So was each decision's best single frame, and its track's first frame.
+    for single in ["single_frame", "first_frame"] {
+        assert_eq!(r[single]["genuine"], r["decisions"], "{single}: {r}");
+        assert_eq!(r[single]["impostor"], r["decisions"], "{single}: {r}");
+    }
 }
 
 /// `eval video --decide-early`: decisions made early are counted, each passer-by's wait from
@@ -132,6 +137,9 @@ fn a_scene_replayed_live_loses_the_frames_a_slow_reader_cannot_take_and_counts_t
     ] {
         assert_eq!(slow_camera[key], offline[key], "{key}");
     }
+    // The first frame's template (one more embedding a passer-by) is not made live.
+    assert_eq!(offline["first_frame"]["genuine"], offline["decisions"]);
+    assert_eq!(slow_camera["first_frame"]["genuine"], 0);
     // On the camera's clock a decision waits at least the frames it waited for, a second each.
     let ms: Vec<f64> = l["decision_delay_ms"]
         .as_array()

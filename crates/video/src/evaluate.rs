@@ -71,6 +71,9 @@ pub struct SceneReport {
     pub decision_delay_frames: Vec<u64>,
     pub fused: Outcomes,
     pub single_frame: Outcomes,
+    /// The track's first collected frame alone, when the watcher kept it
+    /// ([`crate::watch::WatchConfig::first_frame_template`]; empty otherwise).
+    pub first_frame: Outcomes,
     pub seconds: f64,
     /// When the frames went through an H.264 round trip: what the stream delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +149,7 @@ struct Decided {
     early: bool,
     fused: Vec<f32>,
     best: Vec<f32>,
+    first: Option<Vec<f32>>,
     /// The frames its template was made of, with the face's box in each.
     used: Vec<(u64, Rect)>,
 }
@@ -285,6 +289,7 @@ pub fn run_scene(
                         early: e.early,
                         fused: e.fused.clone(),
                         best: e.best.clone(),
+                        first: e.first.clone(),
                         used,
                     });
                 }
@@ -415,10 +420,14 @@ pub fn run_scene(
     let mut first_decision: HashMap<u64, u64> = HashMap::new();
     let mut first_decision_ms: HashMap<u64, f64> = HashMap::new();
     let mut by_overlap: HashMap<u64, usize> = HashMap::new();
-    let (mut fused, mut single) = (Outcomes::default(), Outcomes::default());
+    let (mut fused, mut single, mut first) = (
+        Outcomes::default(),
+        Outcomes::default(),
+        Outcomes::default(),
+    );
     let mut orphans = 0;
     for d in &decided {
-        let (fused_t, best_t) = (&d.fused, &d.best);
+        let (fused_t, best_t, first_t) = (&d.fused, &d.best, d.first.as_ref());
         let track = track_boxes.get(&d.track).map(Vec::as_slice).unwrap_or(&[]);
         let (shown, overlapped) = passer_by_of(&d.used, track, &truths, &scored);
         if let Some(p) = overlapped {
@@ -445,7 +454,15 @@ pub fn run_scene(
             continue;
         };
         let mut wrong = false;
-        for (template, out, counts) in [(fused_t, &mut fused, true), (best_t, &mut single, false)] {
+        let templates = [
+            (Some(fused_t), &mut fused, true),
+            (Some(best_t), &mut single, false),
+            (first_t, &mut first, false),
+        ];
+        for (template, out, counts) in templates {
+            let Some(template) = template else {
+                continue;
+            };
             let genuine = judge
                 .metric
                 .is_match(judge.metric.compare(template, own), judge.threshold);
@@ -586,6 +603,7 @@ pub fn run_scene(
         decision_delay_frames,
         fused,
         single_frame: single,
+        first_frame: first,
         seconds: started.elapsed().as_secs_f64(),
         h264: match (&stream, h264_bits_per_second) {
             (Some(s), Some(bps)) => Some(StreamFacts {

@@ -70,6 +70,10 @@ pub struct WatchConfig {
     pub duplicate_distance: f32,
     /// `duplicate_distance` as a multiple of the decision distance, for `for_pack`.
     pub duplicate_factor: f32,
+    /// Also keep each track's first collected frame and embed it with the decision
+    /// ([`Evidence::first`]): what fusing the best frames is measured against, besides the best
+    /// single frame. One more embedding a passer-by, so off except in evaluation.
+    pub first_frame_template: bool,
 }
 
 impl WatchConfig {
@@ -158,6 +162,7 @@ impl Default for WatchConfig {
             motion: MotionConfig::default(),
             duplicate_distance: TrackerConfig::default().reid_distance,
             duplicate_factor: 0.85,
+            first_frame_template: false,
         }
     }
 }
@@ -195,6 +200,8 @@ struct TrackState {
     decided: bool,
     collecting: bool,
     kept: Vec<Kept>,
+    /// Its first collected frame, with [`WatchConfig::first_frame_template`].
+    first: Option<Kept>,
     /// The planar-motion cue's evidence (when the pipeline has a PAD stage).
     motion: Option<MotionTrack>,
     /// The fused template of its decision, in the tracker's geometry (kept while the track
@@ -229,6 +236,7 @@ impl TrackState {
             decided: false,
             collecting,
             kept: Vec::new(),
+            first: None,
             motion,
             decided_as: None,
             duplicate_of: None,
@@ -725,6 +733,18 @@ impl Watcher {
             m.add(img, &dets[d].rect, frame.index);
         }
         self.seconds.liveness += clock.elapsed().as_secs_f64();
+        if self.cfg.first_frame_template && state.first.is_none() {
+            state.first = Some(Kept {
+                chip: Some(chip.clone()),
+                embedding: None,
+                pad: None,
+                quality: quality.clone(),
+                rank,
+                visible,
+                frame: frame.index,
+                rect: dets[d].rect,
+            });
+        }
         let k = self.cfg.best_frames.max(1);
         let worst = state
             .kept

@@ -39,6 +39,9 @@ pub struct Evidence {
     pub best: Vec<f32>,
     /// Mean of the kept frames' normalised embeddings, scaled back to their mean norm.
     pub fused: Vec<f32>,
+    /// The track's first collected frame's embedding, with
+    /// [`WatchConfig::first_frame_template`](super::WatchConfig::first_frame_template).
+    pub first: Option<Vec<f32>>,
     /// Whether the track ended before `decide_after_frames` (decided on what there was).
     pub at_track_end: bool,
     /// Whether it was decided before `decide_after_frames` on a clear match
@@ -61,6 +64,9 @@ impl Drop for Evidence {
     fn drop(&mut self) {
         self.best.zeroize();
         self.fused.zeroize();
+        if let Some(f) = &mut self.first {
+            f.zeroize();
+        }
     }
 }
 
@@ -164,6 +170,10 @@ fn evidence(
     let fused = fuse(&embeddings);
     let best = embeddings.first().cloned().unwrap_or_default();
     zeroize_all(embeddings);
+    let first = match state.first.take() {
+        Some(first) => embeddings_of(p, &mut [first], false)?.pop(),
+        None => None,
+    };
     Ok(Some(Evidence {
         track: id,
         frame,
@@ -181,6 +191,7 @@ fn evidence(
             .collect(),
         best,
         fused,
+        first,
         at_track_end,
         early: false,
         liveness,
