@@ -73,7 +73,7 @@ fn sample_pass_budget(pixels: u128) -> u128 {
         .clamp(MIN_JPEG2000_SAMPLE_PASSES, MAX_JPEG2000_SAMPLE_PASSES)
 }
 
-/// Most memory the decoder may take, estimated from the headers ([`decode_bytes`]): about what
+/// Most memory the decoder may take, estimated from the headers (`decode_bytes`): about what
 /// the largest PNG costs (a 39.7 MP PNG took 715 MiB in a whole `detect` process, 144 its own).
 /// Without it a 115 KB codestream declaring 39.7 MP in four components of one bit-plane took
 /// 1.6 GB to decode, and 202 bytes of 2x2-pixel precincts 227 MB at 1 MP. Within it: the chip
