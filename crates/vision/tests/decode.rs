@@ -193,6 +193,36 @@ fn siz_marker(jp2: &[u8]) -> usize {
         + 2
 }
 
+/// `jp2` with its image and its one tile made `side` x `side` pixels (SIZ's Xsiz, Ysiz, XTsiz,
+/// YTsiz).
+fn resized(jp2: &[u8], side: u32) -> Vec<u8> {
+    let mut b = jp2.to_vec();
+    let siz = siz_marker(&b);
+    for at in [siz + 6, siz + 10, siz + 22, siz + 26] {
+        b[at..at + 4].copy_from_slice(&side.to_be_bytes());
+    }
+    b
+}
+
+/// Decoding `bytes` is refused with a message naming `what` (the header checks' wording).
+fn assert_refused(bytes: &[u8], what: &str) {
+    match decode(bytes, &DecodeLimits::default()) {
+        Err(VisionError::Decode(m)) => assert!(m.contains(what), "{m}"),
+        other => panic!(
+            "expected a refusal naming {what}, got {:?}",
+            other.map(|img| img.dimensions())
+        ),
+    }
+}
+
+/// Decoding `bytes` is not refused by the header checks (it may fail in the decoder itself:
+/// patched files' data no longer fits their headers).
+fn assert_within_header_budgets(bytes: &[u8]) {
+    if let Err(VisionError::Decode(m)) = decode(bytes, &DecodeLimits::default()) {
+        assert!(!m.contains("headers commit"), "{m}");
+    }
+}
+
 /// A JPEG 2000 header declaring a grid of tiny tiles (the tile bomb: work and memory grow with
 /// the tile count) or too many components is refused from the header, before decoding.
 #[test]
@@ -244,17 +274,12 @@ fn jpeg2000_work_bombs_are_refused_from_the_headers() {
     thin[siz + 26..siz + 30].copy_from_slice(&1024u32.to_be_bytes());
     thin[cod + 10] = 4;
     thin[cod + 11] = 0;
-    match decode(&thin, &DecodeLimits::default()) {
-        Err(VisionError::Decode(m)) => assert!(m.contains("tag-tree nodes"), "{m}"),
-        other => panic!("expected the work bound to refuse it, got {other:?}"),
-    }
+    assert_refused(&thin, "tag-tree nodes");
     // The same pixels in one tile are within every budget (the data does not fit the new size,
     // so the decoder itself fails: the header check let it through).
     let mut whole = thin.clone();
     whole[siz + 22..siz + 26].copy_from_slice(&1024u32.to_be_bytes());
-    if let Err(VisionError::Decode(m)) = decode(&whole, &DecodeLimits::default()) {
-        assert!(!m.contains("headers commit"), "{m}");
-    }
+    assert_within_header_budgets(&whole);
     let fuzzed = fixture("fuzz_jp2_thin_tiles.jp2");
     assert!(matches!(
         decode(&fuzzed, &DecodeLimits::default()),
@@ -282,13 +307,7 @@ fn a_decoder_panic_is_a_decode_error() {
 #[test]
 fn jpeg2000_pass_bombs_are_refused_from_the_headers() {
     let bomb = fixture("jp2_pass_bomb.j2k");
-    match decode(&bomb, &DecodeLimits::default()) {
-        Err(VisionError::Decode(m)) => assert!(m.contains("sample passes"), "{m}"),
-        other => panic!(
-            "expected the pass bound to refuse it, got {:?}",
-            other.map(|img| img.dimensions())
-        ),
-    }
+    assert_refused(&bomb, "sample passes");
     // QCD's exponent 31 (32 bit-planes, 94 passes) lowered to 2 (3 bit-planes, 7 passes): the
     // decoder caps each code-block's passes at its bit-planes.
     let qcd = bomb.windows(2).position(|w| w == [0xFF, 0x5C]).unwrap();
@@ -306,29 +325,14 @@ fn jpeg2000_pass_bombs_are_refused_from_the_headers() {
 #[test]
 fn jpeg2000_layer_bombs_are_refused_from_the_headers() {
     let bomb = fixture("jp2_layer_bomb.j2k");
-    match decode(&bomb, &DecodeLimits::default()) {
-        Err(VisionError::Decode(m)) => assert!(m.contains("code-block layers"), "{m}"),
-        other => panic!(
-            "expected the layer bound to refuse it, got {:?}",
-            other.map(|img| img.dimensions())
-        ),
-    }
+    assert_refused(&bomb, "code-block layers");
     // COD: marker, length, Scod, progression order, then the layer count.
     let cod = bomb.windows(2).position(|w| w == [0xFF, 0x52]).unwrap();
     assert_eq!(bomb[cod + 6..cod + 8], [0, 32]);
     let mut one = bomb.clone();
     one[cod + 7] = 1;
-    match decode(&one, &DecodeLimits::default()) {
-        Err(VisionError::Decode(m)) => assert!(m.contains("of memory"), "{m}"),
-        other => panic!("expected the memory budget to refuse it, got {other:?}"),
-    }
-    let siz = siz_marker(&one);
-    for at in [siz + 6, siz + 10, siz + 22, siz + 26] {
-        one[at..at + 4].copy_from_slice(&500u32.to_be_bytes());
-    }
-    if let Err(VisionError::Decode(m)) = decode(&one, &DecodeLimits::default()) {
-        assert!(!m.contains("headers commit"), "{m}");
-    }
+    assert_refused(&one, "of memory");
+    assert_within_header_budgets(&resized(&one, 500));
 }
 
 /// The pass bomb with one bit-plane (cheap to decode) and its size raised to 6300x6300: 39.7 MP
@@ -342,18 +346,8 @@ fn jpeg2000_memory_bombs_are_refused_from_the_headers() {
     small[qcd + 5] = 0;
     let img = decode(&small, &DecodeLimits::default()).unwrap();
     assert_eq!(img.dimensions(), (1000, 1000));
-    let mut big = small.clone();
-    let siz = siz_marker(&big);
-    for at in [siz + 6, siz + 10, siz + 22, siz + 26] {
-        big[at..at + 4].copy_from_slice(&6300u32.to_be_bytes());
-    }
-    match decode(&big, &DecodeLimits::default()) {
-        Err(VisionError::Decode(m)) => assert!(m.contains("of memory"), "{m}"),
-        other => panic!(
-            "expected the memory budget to refuse it, got {:?}",
-            other.map(|img| img.dimensions())
-        ),
-    }
+    let big = resized(&small, 6300);
+    assert_refused(&big, "of memory");
     let seed =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/decode/jp2_memory_bomb.j2k");
     assert_eq!(std::fs::read(seed).unwrap(), big);
