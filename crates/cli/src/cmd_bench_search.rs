@@ -57,7 +57,7 @@ pub struct BenchSearchArgs {
     #[arg(long, default_value_t = 128)]
     pub ef_search: usize,
     /// Scan kernel of the exact and compact indexes: auto (the fastest this CPU has),
-    /// avx512-vnni, avx2 or portable, to compare them on one machine.
+    /// amx-int8, avx512-vnni, avx2 or portable, to compare them on one machine.
     #[arg(long, default_value = "auto")]
     pub kernel: String,
 }

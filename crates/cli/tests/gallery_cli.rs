@@ -439,6 +439,7 @@ fn bench_search_pairs_single_queries_with_the_bandwidth_probe() {
         match kernel {
             "portable" => assert!(peak.is_none(), "{v}"),
             "avx2" => assert!(peak.unwrap().contains("vpmaddwd"), "{v}"),
+            "amx-int8" => assert!(peak.unwrap().contains("tdpbsud"), "{v}"),
             _ => assert!(peak.unwrap().contains("vpdpbusd"), "{v}"),
         }
     }

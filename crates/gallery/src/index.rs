@@ -28,6 +28,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 const LANES: usize = 16;
 
+#[cfg(target_arch = "x86_64")]
+#[path = "index_amx.rs"]
+mod amx;
 #[path = "index_kernel.rs"]
 mod kernel;
 pub use kernel::{advise_huge_pages, int8_peak_gmacs, PEAK_CHAINS};
@@ -425,7 +428,7 @@ impl ExactIndex {
         idx
     }
 
-    /// Which scan kernel runs: "avx512-vnni", "avx2" or "portable" (auto-vectorised for the CPU).
+    /// Which scan kernel runs: "amx-int8", "avx512-vnni", "avx2" or "portable".
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name()
     }

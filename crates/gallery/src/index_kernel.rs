@@ -14,6 +14,9 @@ use multiversion::multiversion;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kernel {
+    /// Intel AMX int8 tiles for groups of queries (`super::amx`); a single query goes through
+    /// the VNNI kernel, which streams its rows better.
+    Amx,
     Vnni512,
     /// AVX2 without VNNI (x86-64 CPUs without AVX-512: AMD before Zen 4, Intel client cores,
     /// virtual machines not given AVX-512): 16-bit multiply-adds (`vpmaddwd`), exact.
@@ -34,6 +37,9 @@ impl Kernel {
             if std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512vnni")
             {
+                if super::amx::usable() {
+                    out.push(Kernel::Amx);
+                }
                 out.push(Kernel::Vnni512);
             }
             if std::is_x86_feature_detected!("avx2") {
@@ -51,6 +57,7 @@ impl Kernel {
 
     pub(super) fn name(self) -> &'static str {
         match self {
+            Kernel::Amx => "amx-int8",
             Kernel::Vnni512 => "avx512-vnni",
             Kernel::Avx2 => "avx2",
             Kernel::Portable => "portable",
@@ -221,10 +228,26 @@ impl Kernel {
         out: &mut [LaneBounds],
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Vnni512 {
+        if self == Kernel::Amx && queries.len() > 1 {
+            macro_rules! go {
+                ($q:literal) => {
+                    // SAFETY: Amx is only chosen after `amx::usable` and AVX-512F were found.
+                    unsafe { super::amx::tile_amx::<$q>(queries, nb, blocks, meta, th, out) }
+                };
+            }
+            return match queries.len() {
+                2 => go!(2),
+                4 => go!(4),
+                8 => go!(8),
+                _ => tile_portable(queries, nb, blocks, meta, th.tau, out),
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, Kernel::Vnni512 | Kernel::Amx) {
             macro_rules! go {
                 ($b:literal, $q:literal) => {
-                    // SAFETY: Vnni512 is only chosen after runtime detection of both features.
+                    // SAFETY: Vnni512 (and Amx, for one query) is only chosen after runtime
+                    // detection of both features.
                     unsafe { tile_vnni_steps::<$b, $q>(queries, nb, blocks, meta, th, out) }
                 };
             }
@@ -306,12 +329,8 @@ fn tile_portable(
 /// memory operand (no broadcast instruction of its own: measured 0.65 → 0.74 of the int8 peak
 /// for this kernel in L1), so a batch moves `Q` times fewer row bytes per multiply-add than one
 /// query at a time. Each query's accumulators start at −`offset`, which removes the rows' +128
-/// as the portable kernel's subtraction does (the same integer). Then each lane's approximate
-/// score is tested against the prefilter threshold ([`prefilter_tau`]), and only a pair with a
-/// lane through it gets its bounds, with the same operations in the same order as
-/// [`block_upper_portable`] (the integer part is exact, the float operations the same, so the
-/// bounds and masks agree bit for bit; the tests compare them), the per-row norm computed once
-/// per block, and only for a block some pair needs it.
+/// as the portable kernel's subtraction does (the same integer). Then each block's bounds
+/// ([`block_bounds_512`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512 VNNI (checked by `Kernel::detect` before any call).
@@ -390,64 +409,105 @@ unsafe fn tile_vnni<const B: usize, const Q: usize>(
         }
     }
     let mut any: u16 = 0;
-    for b in 0..B {
-        let r = b * LANES;
-        // SAFETY (both loads): each slice holds at least B * 16 f32 (asserted above), so the
-        // 64-byte unaligned load at element b * 16 is in bounds.
-        let (scale, hn) = unsafe {
-            (
-                _mm512_loadu_ps(meta.scale.as_ptr().add(r)),
-                _mm512_loadu_ps(meta.half_norm2.as_ptr().add(r)),
+    for (b, dots) in acc.iter().enumerate() {
+        // SAFETY: the caller's CPU has AVX-512F (this function's contract).
+        any |= unsafe {
+            block_bounds_512::<Q>(
+                queries,
+                dots,
+                meta,
+                b * LANES,
+                th,
+                &mut out[b * Q..(b + 1) * Q],
             )
         };
-        let mut approx = [_mm512_setzero_ps(); Q];
-        let mut pre = [0u16; Q];
-        let mut some: u16 = 0;
-        for (q, query) in queries.iter().enumerate() {
-            let dot = _mm512_cvtepi32_ps(acc[b][q]);
-            approx[q] = _mm512_sub_ps(
-                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(query.scale), scale), dot),
-                hn,
-            );
-            pre[q] = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(approx[q], _mm512_set1_ps(th.pre[q]));
-            some |= pre[q];
+    }
+    any != 0
+}
+
+/// Bounds and masks of one block's 16 lanes (rows `r..r + 16` of `meta`) against each of `Q`
+/// queries, from the queries' integer dot products with the rows (the rows' +128 removed), into
+/// `out[q]`; returns the lanes that reached some query's tau. Each lane's approximate score is
+/// tested against the prefilter threshold ([`prefilter_tau`]), and only a pair with a lane
+/// through it gets its bounds, with the same operations in the same order as
+/// [`block_upper_portable`] (the integer part is exact, the float operations the same, so the
+/// bounds and masks agree bit for bit; the tests compare them), the per-row norm computed once
+/// per block, and only for a block some pair needs it. Shared by the VNNI and AMX kernels,
+/// which differ only in how they get the dot products.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn block_bounds_512<const Q: usize>(
+    queries: &[Query],
+    dots: &[std::arch::x86_64::__m512i; Q],
+    meta: &BlockMeta,
+    r: usize,
+    th: Thresholds,
+    out: &mut [LaneBounds],
+) -> u16 {
+    use std::arch::x86_64::*;
+    assert!(queries.len() == Q && out.len() == Q && th.tau.len() == Q && th.pre.len() == Q);
+    let end = r + LANES;
+    assert!(meta.scale.len() >= end && meta.half_norm2.len() >= end && meta.residual.len() >= end);
+    let mut any: u16 = 0;
+    // SAFETY (both loads): each slice holds at least r + 16 f32 (asserted above), so the
+    // 64-byte unaligned load at element r is in bounds.
+    let (scale, hn) = unsafe {
+        (
+            _mm512_loadu_ps(meta.scale.as_ptr().add(r)),
+            _mm512_loadu_ps(meta.half_norm2.as_ptr().add(r)),
+        )
+    };
+    let mut approx = [_mm512_setzero_ps(); Q];
+    let mut pre = [0u16; Q];
+    let mut some: u16 = 0;
+    for (q, query) in queries.iter().enumerate() {
+        let dot = _mm512_cvtepi32_ps(dots[q]);
+        approx[q] = _mm512_sub_ps(
+            _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(query.scale), scale), dot),
+            hn,
+        );
+        pre[q] = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(approx[q], _mm512_set1_ps(th.pre[q]));
+        some |= pre[q];
+    }
+    if some == 0 {
+        for o in out.iter_mut() {
+            o.mask = 0;
         }
-        if some == 0 {
-            for o in &mut out[b * Q..(b + 1) * Q] {
-                o.mask = 0;
-            }
+        return 0;
+    }
+    // SAFETY: as for the loads above.
+    let res = unsafe { _mm512_loadu_ps(meta.residual.as_ptr().add(r)) };
+    let nrm = _mm512_mul_ps(
+        _mm512_sqrt_ps(_mm512_add_ps(hn, hn)),
+        _mm512_set1_ps(NORM_SLACK),
+    );
+    for (q, query) in queries.iter().enumerate() {
+        let o = &mut out[q];
+        if pre[q] == 0 {
+            o.mask = 0;
             continue;
         }
-        // SAFETY: as for the loads above.
-        let res = unsafe { _mm512_loadu_ps(meta.residual.as_ptr().add(r)) };
-        let nrm = _mm512_mul_ps(
-            _mm512_sqrt_ps(_mm512_add_ps(hn, hn)),
-            _mm512_set1_ps(NORM_SLACK),
+        let bnd = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(query.a), res),
+            _mm512_mul_ps(_mm512_set1_ps(query.b), nrm),
         );
-        for (q, query) in queries.iter().enumerate() {
-            let o = &mut out[b * Q + q];
-            if pre[q] == 0 {
-                o.mask = 0;
-                continue;
-            }
-            let bnd = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_set1_ps(query.a), res),
-                _mm512_mul_ps(_mm512_set1_ps(query.b), nrm),
-            );
-            let u = _mm512_add_ps(approx[q], bnd);
-            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(th.tau[q]));
-            o.mask = mask as u32;
-            any |= mask;
-            if mask != 0 {
-                // SAFETY: `upper` and `bound` are 16 f32 = 64 bytes each, one unaligned store each.
-                unsafe {
-                    _mm512_storeu_ps(o.upper.as_mut_ptr(), u);
-                    _mm512_storeu_ps(o.bound.as_mut_ptr(), bnd);
-                }
+        let u = _mm512_add_ps(approx[q], bnd);
+        let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(u, _mm512_set1_ps(th.tau[q]));
+        o.mask = mask as u32;
+        any |= mask;
+        if mask != 0 {
+            // SAFETY: `upper` and `bound` are 16 f32 = 64 bytes each, one unaligned store each.
+            unsafe {
+                _mm512_storeu_ps(o.upper.as_mut_ptr(), u);
+                _mm512_storeu_ps(o.bound.as_mut_ptr(), bnd);
             }
         }
     }
-    any != 0
+    any
 }
 
 /// Queries `q0..q0 + Q` of `queries` against `nb` blocks with AVX2 (no VNNI), into
@@ -679,34 +739,40 @@ pub const PEAK_CHAINS: usize = 16;
 /// One core's integer multiply-add peak in GMAC/s for the named scan kernel
 /// ([`ExactIndex::kernel_name`](super::ExactIndex::kernel_name)), and how it was measured
 /// (`None` for the portable kernel or one this CPU lacks): the rate the batch scan is compared
-/// with (`bench-search`), best of `reps`. AVX-512 VNNI: `vpdpbusd` (64 multiply-adds); AVX2:
-/// `vpmaddwd` + `vpaddd`, the AVX2 kernel's inner pair (16 multiply-adds).
+/// with (`bench-search`), best of `reps`. AMX: `tdpbsud` (16 x 16 x 64 multiply-adds); AVX-512
+/// VNNI: `vpdpbusd` (64 multiply-adds); AVX2: `vpmaddwd` + `vpaddd`, the AVX2 kernel's inner
+/// pair (16 multiply-adds).
 pub fn int8_peak_gmacs(kernel: &str, reps: usize) -> Option<(f64, &'static str)> {
     let kernel = Kernel::available_named(kernel)?;
     #[cfg(target_arch = "x86_64")]
     {
-        type Chains = unsafe fn(u64) -> i32;
-        let (chains, per, how): (Chains, f64, &'static str) = match kernel {
+        /// Runs `iters` rounds, returns the multiply-adds done.
+        type Chains = unsafe fn(u64) -> u64;
+        let (chains, iters, how): (Chains, u64, &'static str) = match kernel {
+            Kernel::Amx => (
+                super::amx::amx_chains,
+                100_000,
+                "AMX tdpbsud (16 x 16 x 64 multiply-adds each)",
+            ),
             Kernel::Vnni512 => (
                 vnni_chains,
-                64.0,
+                4_000_000,
                 "AVX-512 VNNI vpdpbusd (64 multiply-adds each)",
             ),
             Kernel::Avx2 => (
                 avx2_chains,
-                16.0,
+                4_000_000,
                 "AVX2 vpmaddwd + vpaddd (16 multiply-adds each)",
             ),
             Kernel::Portable => return None,
         };
-        let iters = 4_000_000u64;
         let mut best = 0.0f64;
         for _ in 0..reps.max(1) {
             let t = std::time::Instant::now();
-            // SAFETY: `Kernel::available` found the target features `chains` needs on this CPU.
-            std::hint::black_box(unsafe { chains(std::hint::black_box(iters)) });
-            let macs = iters as f64 * PEAK_CHAINS as f64 * per;
-            best = best.max(macs / t.elapsed().as_secs_f64() / 1e9);
+            // SAFETY: `Kernel::available` found what `chains` needs on this CPU (the target
+            // features; for AMX also the OS's grant of tile data).
+            let macs = unsafe { chains(std::hint::black_box(iters)) };
+            best = best.max(macs as f64 / t.elapsed().as_secs_f64() / 1e9);
         }
         Some((best, how))
     }
@@ -718,13 +784,13 @@ pub fn int8_peak_gmacs(kernel: &str, reps: usize) -> Option<(f64, &'static str)>
 }
 
 /// `iters` rounds of one `vpmaddwd` added into each of [`PEAK_CHAINS`] accumulators (no memory
-/// traffic).
+/// traffic); returns the multiply-adds done.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn avx2_chains(iters: u64) -> i32 {
+unsafe fn avx2_chains(iters: u64) -> u64 {
     use std::arch::x86_64::*;
     let a = std::hint::black_box(_mm256_set1_epi16(3));
     let b = std::hint::black_box(_mm256_set1_epi16(5));
@@ -738,16 +804,18 @@ unsafe fn avx2_chains(iters: u64) -> i32 {
     for x in acc {
         sum = _mm256_add_epi32(sum, x);
     }
-    _mm256_extract_epi32::<0>(sum)
+    std::hint::black_box(_mm256_extract_epi32::<0>(sum));
+    iters * PEAK_CHAINS as u64 * 16
 }
 
-/// `iters` rounds of one `vpdpbusd` on each of [`PEAK_CHAINS`] accumulators (no memory traffic).
+/// `iters` rounds of one `vpdpbusd` on each of [`PEAK_CHAINS`] accumulators (no memory
+/// traffic); returns the multiply-adds done.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512 VNNI.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn vnni_chains(iters: u64) -> i32 {
+unsafe fn vnni_chains(iters: u64) -> u64 {
     use std::arch::x86_64::*;
     let a = std::hint::black_box(_mm512_set1_epi32(0x0101_0101));
     let b = std::hint::black_box(_mm512_set1_epi32(0x0102_0304));
@@ -761,5 +829,6 @@ unsafe fn vnni_chains(iters: u64) -> i32 {
     for x in acc {
         sum = _mm512_add_epi32(sum, x);
     }
-    _mm512_reduce_add_epi32(sum)
+    std::hint::black_box(_mm512_reduce_add_epi32(sum));
+    iters * PEAK_CHAINS as u64 * 64
 }

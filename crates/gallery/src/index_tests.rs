@@ -163,6 +163,31 @@ fn shared_tau_keeps_the_order_of_every_value_and_only_rises() {
     assert_eq!(t.get(), 3.0);
 }
 
+/// The AMX kernel is offered exactly where Linux says the CPU has AMX int8 (its
+/// `/proc/cpuinfo` flags; on the AMD hosts of this project, nowhere). Where a run sets
+/// `FACEGATE_EXPECT_AMX` (`scripts/amx_emulated.sh`, on an emulated Sapphire Rapids) it must be
+/// the kernel chosen: without this the twin tests would pass there without ever running it.
+#[test]
+fn amx_is_offered_where_the_cpu_and_os_have_it() {
+    let available = Kernel::available();
+    if std::env::var_os("FACEGATE_EXPECT_AMX").is_some() {
+        assert_eq!(available[0], Kernel::Amx, "{available:?}");
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap();
+        let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+        let linux_says = has("amx_tile") && has("amx_int8") && has("avx512_vnni");
+        assert_eq!(amx::usable(), has("amx_tile") && has("amx_int8"), "{flags}");
+        assert_eq!(
+            available.contains(&Kernel::Amx),
+            linux_says,
+            "{available:?}"
+        );
+    }
+}
+
 #[test]
 fn tile_kernels_agree_bit_for_bit() {
     let fast: Vec<Kernel> = Kernel::available()
