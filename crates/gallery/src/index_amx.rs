@@ -134,6 +134,10 @@ pub(super) unsafe fn tile_amx<const Q: usize>(
     assert!(queries.iter().all(|q| q.quads.len() == n));
     let (dim_p, bb) = (4 * n, 64 * n);
     assert!(blocks.len() >= nb * bb);
+    let rows = nb * LANES;
+    assert!(
+        meta.scale.len() >= rows && meta.half_norm2.len() >= rows && meta.residual.len() >= rows
+    );
     let (full, rest) = (dim_p / 64, dim_p % 64);
     // The A operand: the queries' codes, one row each.
     let mut a = vec![0u8; Q * dim_p];
@@ -245,7 +249,8 @@ pub(super) unsafe fn tile_amx<const Q: usize>(
             // SAFETY: every element was written above (Q queries, Q sums).
             let dots = dots.map(|d| unsafe { d.assume_init() });
             let blk = b + i;
-            // SAFETY: AVX-512F, this function's contract.
+            // SAFETY: AVX-512F, this function's contract; `meta` holds nb * 16 rows (asserted
+            // above).
             any |= unsafe {
                 block_bounds_512::<Q>(
                     queries,
