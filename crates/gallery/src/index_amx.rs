@@ -234,20 +234,18 @@ pub(super) unsafe fn tile_amx<const Q: usize>(
             }
         }
         for (i, block_sums) in sums.iter().enumerate().take(if two { 2 } else { 1 }) {
-            let mut dots = [std::mem::MaybeUninit::<__m512i>::uninit(); Q];
-            for ((d, s), q) in dots.iter_mut().zip(block_sums).zip(queries) {
-                // SAFETY: `s` is 16 i32 = 64 bytes, one unaligned load; AVX-512F is this
-                // function's target feature. Minus the rows' +128 (`offset`), as the VNNI
-                // kernel's accumulators start at −offset: the same integer.
-                d.write(unsafe {
+            // Each query's sums minus the rows' +128 (`offset`), as the VNNI kernel's
+            // accumulators start at −offset: the same integer.
+            let dots: [__m512i; Q] = std::array::from_fn(|q| {
+                // SAFETY: `block_sums[q]` is 16 i32 = 64 bytes, one unaligned load; AVX-512F is
+                // this function's target feature.
+                unsafe {
                     _mm512_sub_epi32(
-                        _mm512_loadu_si512(s.as_ptr() as *const _),
-                        _mm512_set1_epi32(q.offset),
+                        _mm512_loadu_si512(block_sums[q].as_ptr() as *const _),
+                        _mm512_set1_epi32(queries[q].offset),
                     )
-                });
-            }
-            // SAFETY: every element was written above (Q queries, Q sums).
-            let dots = dots.map(|d| unsafe { d.assume_init() });
+                }
+            });
             let blk = b + i;
             // SAFETY: AVX-512F, this function's contract; `meta` holds nb * 16 rows (asserted
             // above).
